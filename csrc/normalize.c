@@ -1,0 +1,30 @@
+/* Apply passes (scale/shift) and the backward reduce and apply passes, for
+   float32 and float64. */
+#include <stdlib.h>
+
+#include "bnfast.h"
+#include "internal.h"
+
+#define T float
+#define SUF f32
+#include "normalize_tmpl.h"
+#undef T
+#undef SUF
+
+#define T double
+#define SUF f64
+#include "normalize_tmpl.h"
+#undef T
+#undef SUF
+
+const char *bnf_simd_level(void)
+{
+#if BNF_HAVE_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4"))
+        return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3"))
+        return "x86-64-v3";
+#endif
+    return "baseline";
+}

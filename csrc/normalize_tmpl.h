@@ -1,0 +1,100 @@
+/* Template body of the apply and backward kernels; included by normalize.c
+   once per dtype with T and SUF defined. */
+
+#define BNF_CAT_(a, b) a##_##b
+#define BNF_CAT(a, b) BNF_CAT_(a, b)
+#define NAME(f) BNF_CAT(f, SUF)
+
+/* y = (x - mean) * scale + shift, in double, rounded once to T.  Not
+   x * scale + (shift - mean * scale): that loses the exact zero of a
+   constant column to cancellation. */
+BNF_DISPATCH
+void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
+                      ptrdiff_t ldx, const double *restrict mean,
+                      const double *restrict scale,
+                      const double *restrict shift, T *restrict y,
+                      ptrdiff_t ldy)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict xr = x + i * ldx;
+        T *restrict yr = y + i * ldy;
+        for (ptrdiff_t j = 0; j < c; j++)
+            yr[j] = (T)(((double)xr[j] - mean[j]) * scale[j] + shift[j]);
+    }
+}
+
+/* Column sums of dy and dy * (x - mean), blocked like the statistics: each
+   block of rows is summed on its own and then added to the totals, which
+   keeps the rounding error of long columns small. */
+BNF_DISPATCH
+int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
+                          const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
+                          ptrdiff_t c, const double *restrict mean,
+                          double *restrict sum_dy, double *restrict sum_dyxmu)
+{
+    ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS);
+    double *work = malloc(2 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
+    if (work == NULL)
+        return BNF_ENOMEM;
+    double *restrict bs = work;
+    double *restrict bq = work + tile;
+
+    for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
+        ptrdiff_t tc = bnf_min(tile, c - c0);
+        /* two arrays are read per row */
+        ptrdiff_t rb = bnf_block_rows(2 * tc, sizeof(T));
+        const double *restrict mu = mean + c0;
+        double *restrict ts = sum_dy + c0;
+        double *restrict tq = sum_dyxmu + c0;
+        for (ptrdiff_t j = 0; j < tc; j++) {
+            ts[j] = 0.0;
+            tq[j] = 0.0;
+        }
+        for (ptrdiff_t r0 = 0; r0 < m; r0 += rb) {
+            ptrdiff_t nb = bnf_min(rb, m - r0);
+            for (ptrdiff_t j = 0; j < tc; j++) {
+                bs[j] = 0.0;
+                bq[j] = 0.0;
+            }
+            for (ptrdiff_t i = r0; i < r0 + nb; i++) {
+                const T *restrict g = dy + i * lddy + c0;
+                const T *restrict xr = x + i * ldx + c0;
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    double gj = (double)g[j];
+                    bs[j] += gj;
+                    bq[j] += gj * ((double)xr[j] - mu[j]);
+                }
+            }
+            for (ptrdiff_t j = 0; j < tc; j++) {
+                ts[j] += bs[j];
+                tq[j] += bq[j];
+            }
+        }
+    }
+    free(work);
+    return BNF_OK;
+}
+
+/* dx = k_dy * dy + k_xmu * (x - mean) + k_0, in double, rounded once. */
+BNF_DISPATCH
+void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
+                          const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
+                          ptrdiff_t c, const double *restrict mean,
+                          const double *restrict k_dy,
+                          const double *restrict k_xmu,
+                          const double *restrict k_0, T *restrict dx,
+                          ptrdiff_t lddx)
+{
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict g = dy + i * lddy;
+        const T *restrict xr = x + i * ldx;
+        T *restrict o = dx + i * lddx;
+        for (ptrdiff_t j = 0; j < c; j++)
+            o[j] = (T)(k_dy[j] * (double)g[j] +
+                       k_xmu[j] * ((double)xr[j] - mean[j]) + k_0[j]);
+    }
+}
+
+#undef NAME
+#undef BNF_CAT
+#undef BNF_CAT_

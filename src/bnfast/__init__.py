@@ -1,0 +1,18 @@
+"""bnfast: fast batch normalization for NumPy on the CPU.
+
+The public functions have the signatures and results of their twins in
+``bnfast.reference`` (plain NumPy), computed by C kernels.
+"""
+from bnfast.functional import (
+    batchnorm_backward,
+    batchnorm_backward_alt,
+    batchnorm_forward,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+]

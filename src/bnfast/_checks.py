@@ -1,0 +1,97 @@
+"""Input validation shared by the public entry points.
+
+Every check runs before anything is written, so a failing call leaves its
+inputs and bn_param untouched.  Messages name the argument and what was
+expected.
+"""
+import numbers
+
+import numpy as np
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MODES = ("train", "test")
+
+
+def float_array(a, name):
+    """``a`` as a float32 or float64 ndarray in native byte order.
+
+    Array-likes (lists) are converted; byte-swapped float arrays are copied
+    to native order; any other dtype raises TypeError.
+    """
+    a = np.asarray(a)
+    dt = a.dtype
+    if dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {dt}")
+    if not dt.isnative:
+        a = a.astype(dt.newbyteorder("="))
+    return a
+
+
+def panel(a):
+    """A 2-D float array the across-rows kernels can read in place, or a
+    C-contiguous copy: columns unit-stride (or a single column), row stride
+    a whole number of items, aligned."""
+    n, d = a.shape
+    item = a.itemsize
+    rows_ok = n == 1 or a.strides[0] % item == 0
+    cols_ok = d == 1 or a.strides[1] == item
+    if rows_ok and cols_ok and a.flags.aligned:
+        return a
+    return np.ascontiguousarray(a)
+
+
+def batch(x, name="x"):
+    """Validate a batch x of shape (N, ...) and view it as (N, D)."""
+    x = float_array(x, name)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (N, D), got shape "
+            f"{x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError(f"{name} is an empty batch (N = 0), shape {x.shape}")
+    if 0 in x.shape[1:]:
+        raise ValueError(f"{name} has zero features, shape {x.shape}")
+    return x, x.reshape(n, -1)
+
+
+def per_feature(a, name, feature_shape):
+    """Validate a per-feature array (gamma, beta, running stats).
+
+    Accepts shape (D,) or ``feature_shape`` and float32/float64; returns the
+    array as given (validated) and its float64 contiguous (D,) twin.
+    """
+    arr = float_array(a, name)
+    d = int(np.prod(feature_shape))
+    if arr.shape != (d,) and arr.shape != tuple(feature_shape):
+        expected = f"({d},)"
+        if len(feature_shape) > 1:
+            expected += f" or {tuple(feature_shape)}"
+        raise ValueError(
+            f"{name} must have shape {expected} to match x, got {arr.shape}")
+    return arr, np.ascontiguousarray(arr.reshape(d), dtype=np.float64)
+
+
+def mode(param, name="bn_param"):
+    if not isinstance(param, dict):
+        raise TypeError(f"{name} must be a dict, got {type(param).__name__}")
+    if "mode" not in param:
+        raise KeyError(f"{name}['mode'] is required: one of {MODES}")
+    m = param["mode"]
+    if not isinstance(m, str) or m not in MODES:
+        raise ValueError(
+            f"{name}['mode'] must be one of {MODES}, got {m!r}")
+    return m
+
+
+def real_in(value, name, low, high=None):
+    """A Python float from a real scalar, checked low <= value (<= high)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not (v >= low and (high is None or v <= high)):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+    return v

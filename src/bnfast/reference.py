@@ -1,0 +1,165 @@
+"""The NumPy reference: textbook batch normalization, the oracle of the tests.
+
+These are the seeds' functions with cs231n signatures, written for clarity,
+not speed: every intermediate is a full array.  ``bnfast.batchnorm_forward``
+and friends must give the same results (to rounding) on every input the
+test suite generates.
+
+Dtype policy, shared with the fast functions: ``out`` and ``dx`` have x's
+dtype; ``dgamma`` and ``dbeta`` have gamma's dtype and shape; running
+statistics keep their own dtype and shape (x's dtype and shape (D,) when
+absent).  Inputs with more than two dimensions are normalized per feature
+of ``x.reshape(N, -1)``.
+"""
+import numpy as np
+
+__all__ = [
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_backward_alt",
+]
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Forward pass for batch normalization (reference).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, D) or (N, d1, ..., dk)
+    gamma, beta : ndarray, shape (D,) or x.shape[1:]
+        Scale and shift.
+    bn_param : dict
+        'mode': 'train' or 'test' (required); 'eps' (1e-5); 'momentum'
+        (0.9); 'running_mean', 'running_var' (zeros of shape (D,) when
+        absent).  Updated with the new running statistics.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : tuple, for batchnorm_backward ('train' mode), None in 'test' mode
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> out, _ = reference.batchnorm_forward(x, np.ones(2), np.zeros(2),
+    ...                                      {"mode": "train"})
+    >>> np.round(out, 4)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+    """
+    mode = bn_param["mode"]
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+
+    N = x.shape[0]
+    xr = x.reshape(N, -1)
+    D = xr.shape[1]
+    g = np.reshape(gamma, -1)
+    b = np.reshape(beta, -1)
+    running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
+    rm = np.reshape(running_mean, -1)
+    rv = np.reshape(running_var, -1)
+
+    cache = None
+    if mode == "train":
+        sample_mean = xr.mean(axis=0)
+        sample_var = xr.var(axis=0)
+        x_hat = (xr - sample_mean) / np.sqrt(sample_var + eps)
+        out = g * x_hat + b
+        cache = (xr, x_hat, sample_mean, sample_var, g, eps, x.shape,
+                 gamma.dtype, gamma.shape)
+        new_rm = momentum * rm + (1 - momentum) * sample_mean
+        new_rv = momentum * rv + (1 - momentum) * sample_var
+        running_mean = new_rm.astype(running_mean.dtype).reshape(
+            running_mean.shape)
+        running_var = new_rv.astype(running_var.dtype).reshape(
+            running_var.shape)
+    elif mode == "test":
+        out = g * (xr - rm) / np.sqrt(rv + eps) + b
+    else:
+        raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
+
+    bn_param["running_mean"] = running_mean
+    bn_param["running_var"] = running_var
+    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+
+
+def batchnorm_backward(dout, cache):
+    """Backward pass for batch normalization (reference), node by node.
+
+    Walks the computational graph of the forward pass backwards:
+    mean -> xmu -> var -> sqrtvar -> ivar -> xhat -> out.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [2.0, 1.0]])
+    >>> _, cache = reference.batchnorm_forward(x, np.ones(2), np.zeros(2),
+    ...                                        {"mode": "train"})
+    >>> dx, dgamma, dbeta = reference.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dbeta
+    array([3., 3.])
+    """
+    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
+    N = x.shape[0]
+    dout = dout.reshape(N, -1)
+
+    xmu = x - mu
+    sqrtvar = np.sqrt(var + eps)
+    ivar = 1.0 / sqrtvar
+
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dxhat = dout * gamma
+    divar = np.sum(dxhat * xmu, axis=0)
+    dxmu1 = dxhat * ivar
+    dsqrtvar = -1.0 / (sqrtvar ** 2) * divar
+    dvar = 0.5 * 1.0 / np.sqrt(var + eps) * dsqrtvar
+    dsq = 1.0 / N * np.ones_like(dout) * dvar
+    dxmu2 = 2 * xmu * dsq
+    dx1 = dxmu1 + dxmu2
+    dmu = -1 * np.sum(dxmu1 + dxmu2, axis=0)
+    dx2 = 1.0 / N * np.ones_like(dout) * dmu
+    dx = dx1 + dx2
+    return _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape)
+
+
+def batchnorm_backward_alt(dout, cache):
+    """Backward pass for batch normalization (reference), simplified formula.
+
+    ``dx = gamma / std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [2.0, 1.0]])
+    >>> _, cache = reference.batchnorm_forward(x, np.ones(2), np.zeros(2),
+    ...                                        {"mode": "train"})
+    >>> dx, _, _ = reference.batchnorm_backward_alt(np.ones((3, 2)), cache)
+    >>> np.abs(dx).max() < 1e-12
+    True
+    """
+    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
+    N = x.shape[0]
+    dout = dout.reshape(N, -1)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dx = (gamma * inv_std / N) * (N * dout - dbeta - x_hat * dgamma)
+    return _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape)
+
+
+def _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape):
+    return (dx.astype(x.dtype, copy=False).reshape(x_shape),
+            dgamma.astype(g_dtype, copy=False).reshape(g_shape),
+            dbeta.astype(g_dtype, copy=False).reshape(g_shape))
