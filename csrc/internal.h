@@ -32,6 +32,10 @@
    statistics read them twice, the second time from cache). */
 #define BNF_BLOCK_BYTES (64 * 1024)
 
+/* Summation levels of the backward reduce: blocks of this many rows, and
+   groups of this many blocks. */
+#define BNF_SUM_ROWS 128
+
 static inline ptrdiff_t bnf_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
 
 static inline ptrdiff_t bnf_block_rows(ptrdiff_t cols, size_t itemsize)

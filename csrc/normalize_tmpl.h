@@ -23,9 +23,10 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     }
 }
 
-/* Column sums of dy and dy * (x - mean), blocked like the statistics: each
-   block of rows is summed on its own and then added to the totals, which
-   keeps the rounding error of long columns small. */
+/* Column sums of dy and dy * (x - mean) in three levels: blocks of at most
+   BNF_SUM_ROWS rows, groups of BNF_SUM_ROWS blocks, then the total, which
+   keeps the rounding error of long columns near that of pairwise summation
+   (np.sum).  Columns in tiles, as the statistics. */
 BNF_DISPATCH
 int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                           const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
@@ -33,30 +34,27 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                           double *restrict sum_dy, double *restrict sum_dyxmu)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS);
-    double *work = malloc(2 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
+    double *work = malloc(4 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict bs = work;
-    double *restrict bq = work + tile;
+    double *restrict bs = work, *restrict bq = work + tile;
+    double *restrict gs = work + 2 * tile, *restrict gq = work + 3 * tile;
 
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
-        /* two arrays are read per row */
-        ptrdiff_t rb = bnf_block_rows(2 * tc, sizeof(T));
         const double *restrict mu = mean + c0;
         double *restrict ts = sum_dy + c0;
         double *restrict tq = sum_dyxmu + c0;
         for (ptrdiff_t j = 0; j < tc; j++) {
-            ts[j] = 0.0;
-            tq[j] = 0.0;
+            ts[j] = tq[j] = 0.0;
+            gs[j] = gq[j] = 0.0;
         }
-        for (ptrdiff_t r0 = 0; r0 < m; r0 += rb) {
-            ptrdiff_t nb = bnf_min(rb, m - r0);
-            for (ptrdiff_t j = 0; j < tc; j++) {
-                bs[j] = 0.0;
-                bq[j] = 0.0;
-            }
-            for (ptrdiff_t i = r0; i < r0 + nb; i++) {
+        ptrdiff_t blocks = 0;
+        for (ptrdiff_t r0 = 0; r0 < m; r0 += BNF_SUM_ROWS) {
+            ptrdiff_t r1 = bnf_min(r0 + BNF_SUM_ROWS, m);
+            for (ptrdiff_t j = 0; j < tc; j++)
+                bs[j] = bq[j] = 0.0;
+            for (ptrdiff_t i = r0; i < r1; i++) {
                 const T *restrict g = dy + i * lddy + c0;
                 const T *restrict xr = x + i * ldx + c0;
                 for (ptrdiff_t j = 0; j < tc; j++) {
@@ -66,8 +64,16 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                 }
             }
             for (ptrdiff_t j = 0; j < tc; j++) {
-                ts[j] += bs[j];
-                tq[j] += bq[j];
+                gs[j] += bs[j];
+                gq[j] += bq[j];
+            }
+            if (++blocks == BNF_SUM_ROWS || r1 == m) {
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    ts[j] += gs[j];
+                    tq[j] += gq[j];
+                    gs[j] = gq[j] = 0.0;
+                }
+                blocks = 0;
             }
         }
     }

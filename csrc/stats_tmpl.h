@@ -9,57 +9,57 @@
  * Per-column mean and M2 of an (m, c) row-major panel.
  *
  * Columns are processed in tiles of at most BNF_TILE_COLS; the rows of a
- * tile in blocks of about BNF_BLOCK_BYTES.  Within a block, a two-pass
- * computation: pass 1 sums x - K (K the block's first row, a shift that
- * makes a constant column give exactly zero), pass 2 sums d = x - mean_b and
- * d*d from cache, and corrects mean_b by sum(d)/nb (corrected two-pass
- * algorithm).  Blocks are merged with Chan's formula.  Never E[x^2] - E[x]^2.
+ * tile in blocks of about BNF_BLOCK_BYTES.  Everything is computed on the
+ * shifted data x - K, K the column's first (finite) value, so that means
+ * round at the scale of the spread, not of the offset, and a constant column
+ * gives exactly mean K and M2 0.  Within a block, two passes: pass 1 sums
+ * x - K, pass 2 sums d = (x - K) - mean_b and d*d from cache and corrects
+ * mean_b by sum(d)/nb (corrected two-pass algorithm).  Blocks are merged
+ * with Chan's formula; K is added back at the end.  Never E[x^2] - E[x]^2.
  */
 BNF_DISPATCH
 int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                      ptrdiff_t ldx, double *restrict mean, double *restrict m2)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS);
-    double *work = malloc(3 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
+    double *work = malloc(4 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict bm = work;        /* block shift, then block mean */
-    double *restrict s = work + tile;  /* sum of x - K, then sum of d */
-    double *restrict q = work + 2 * tile; /* sum of d*d */
+    double *restrict k = work;            /* the shift */
+    double *restrict bm = work + tile;    /* block mean of x - K */
+    double *restrict s = work + 2 * tile; /* sum of x - K, then of d */
+    double *restrict q = work + 3 * tile; /* sum of d*d */
 
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         ptrdiff_t rb = bnf_block_rows(tc, sizeof(T));
-        double *restrict mu = mean + c0;
+        double *restrict mu = mean + c0; /* running mean of x - K */
         double *restrict mm = m2 + c0;
         for (ptrdiff_t j = 0; j < tc; j++) {
-            mu[j] = 0.0;
-            mm[j] = 0.0;
+            double k0 = (double)x[c0 + j];
+            k[j] = isfinite(k0) ? k0 : 0.0;
         }
         for (ptrdiff_t r0 = 0; r0 < m; r0 += rb) {
             ptrdiff_t nb = bnf_min(rb, m - r0);
             const T *restrict xb = x + r0 * ldx + c0;
             double dnb = (double)nb;
 
-            for (ptrdiff_t j = 0; j < tc; j++) {
-                double k = (double)xb[j];
-                bm[j] = isfinite(k) ? k : 0.0;
+            for (ptrdiff_t j = 0; j < tc; j++)
                 s[j] = 0.0;
-            }
             for (ptrdiff_t i = 0; i < nb; i++) {
                 const T *restrict row = xb + i * ldx;
                 for (ptrdiff_t j = 0; j < tc; j++)
-                    s[j] += (double)row[j] - bm[j];
+                    s[j] += (double)row[j] - k[j];
             }
             for (ptrdiff_t j = 0; j < tc; j++) {
-                bm[j] += s[j] / dnb;
+                bm[j] = s[j] / dnb;
                 s[j] = 0.0;
                 q[j] = 0.0;
             }
             for (ptrdiff_t i = 0; i < nb; i++) {
                 const T *restrict row = xb + i * ldx;
                 for (ptrdiff_t j = 0; j < tc; j++) {
-                    double d = (double)row[j] - bm[j];
+                    double d = ((double)row[j] - k[j]) - bm[j];
                     s[j] += d;
                     q[j] += d * d;
                 }
@@ -81,6 +81,8 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                 }
             }
         }
+        for (ptrdiff_t j = 0; j < tc; j++)
+            mu[j] += k[j];
     }
     free(work);
     return BNF_OK;

@@ -174,7 +174,7 @@ def batchnorm_backward(dout, cache):
     >>> dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
     >>> dbeta
     array([3., 3.])
-    >>> np.abs(dx).max() < 1e-12
+    >>> print(np.abs(dx).max() < 1e-12)
     True
     """
     if not isinstance(cache, BatchNormCache):

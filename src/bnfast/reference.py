@@ -146,7 +146,7 @@ def batchnorm_backward_alt(dout, cache):
     >>> _, cache = reference.batchnorm_forward(x, np.ones(2), np.zeros(2),
     ...                                        {"mode": "train"})
     >>> dx, _, _ = reference.batchnorm_backward_alt(np.ones((3, 2)), cache)
-    >>> np.abs(dx).max() < 1e-12
+    >>> print(np.abs(dx).max() < 1e-12)
     True
     """
     x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache

@@ -1,0 +1,138 @@
+"""The shared array generator of the test suite.
+
+``cases()`` enumerates batches over dtypes, shapes (N = 1, 2, odd, large;
+D = 1, wide, past the kernels' column tile; more than 2-D), memory layouts
+(C, Fortran, row-strided, column-strided, reversed rows) and contents
+(plain, large offsets, a constant column, NaN and Inf columns, mixed
+parameter dtypes).  Every fast/reference pair is compared on all of them;
+``Case.id`` names dtype, shape, layout and contents for failure messages.
+"""
+import dataclasses
+
+import numpy as np
+
+DTYPES = (np.float32, np.float64)
+SHAPES_2D = [(1, 1), (1, 6), (2, 1), (2, 6), (7, 5), (64, 33), (20000, 3),
+             (9, 2049)]
+SHAPES_ND = [(4, 3, 5, 2), (1, 2, 3)]
+LAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
+CONTENTS = ("plain", "offset1e4", "const-col", "nan-inf", "mixed-params")
+
+
+@dataclasses.dataclass
+class Case:
+    x: np.ndarray
+    gamma: np.ndarray
+    beta: np.ndarray
+    running_mean: np.ndarray
+    running_var: np.ndarray
+    dout: np.ndarray
+    layout: str
+    contents: str
+
+    @property
+    def id(self):
+        return (f"{np.dtype(self.x.dtype).name}-{self.x.shape}-{self.layout}"
+                f"-{self.contents}")
+
+    def widened(self):
+        """The same case in the next wider precision (float32 -> float64,
+        float64 -> longdouble): the inputs of the accuracy oracle."""
+        wide = np.float64 if self.x.dtype == np.float32 else np.longdouble
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).astype(wide)
+                     for f in dataclasses.fields(self)
+                     if isinstance(getattr(self, f.name), np.ndarray)})
+
+
+def _layout(a, layout):
+    """``a`` (C-contiguous) in the requested memory layout, same values."""
+    if layout == "C":
+        return a
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "rows-strided":
+        big = np.zeros((2 * a.shape[0],) + a.shape[1:], a.dtype)
+        big[::2] = a
+        return big[::2]
+    if layout == "cols-strided":
+        big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        big[..., ::2] = a
+        return big[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(a[::-1])[::-1]
+    raise ValueError(layout)
+
+
+def make_case(shape, dtype, layout, contents, seed=0):
+    rng = np.random.default_rng(seed)
+    n = shape[0]
+    fshape = shape[1:]
+    d = int(np.prod(fshape))
+    col_offset = rng.uniform(-3, 3, d)
+    col_scale = rng.uniform(0.5, 2.0, d)
+    x = rng.standard_normal((n, d)) * col_scale + col_offset
+    if contents == "offset1e4":
+        x += 1e4
+    elif contents == "const-col":
+        x[:, 0] = 3.7
+    elif contents == "nan-inf":
+        x[n // 2, 0] = np.nan
+        if d > 1:
+            x[0, d - 1] = np.inf
+    pdtype = dtype
+    if contents == "mixed-params":
+        pdtype = np.float64 if dtype == np.float32 else np.float32
+    gamma = rng.uniform(0.5, 1.5, d).astype(pdtype)
+    beta = rng.uniform(-1, 1, d).astype(pdtype)
+    running_mean = rng.uniform(-1, 1, d).astype(pdtype)
+    running_var = rng.uniform(0.5, 2, d).astype(pdtype)
+    dout = rng.standard_normal((n, d)).astype(dtype)
+    x = _layout(x.astype(dtype).reshape(shape), layout)
+    dout = _layout(dout.reshape(shape), layout)
+    return Case(x, gamma, beta, running_mean, running_var, dout, layout,
+                contents)
+
+
+def cases():
+    out = []
+    seed = 0
+    for dtype in DTYPES:
+        for shape in SHAPES_2D + SHAPES_ND:
+            for layout in LAYOUTS:
+                for contents in CONTENTS:
+                    seed += 1
+                    out.append(make_case(shape, dtype, layout, contents, seed))
+    return out
+
+
+def assert_as_accurate(what, case, fast, ref, oracle, scale=None):
+    """fast has ref's dtype and shape, the same NaN/Inf pattern, and is at
+    least as close to the wide-precision oracle as ref (float32: no further;
+    float64: within 2x plus a few ulps of ``scale``, both being double
+    computations).  ``scale`` is the magnitude of the terms that cancel in
+    the result (default: the result's own magnitude)."""
+    label = f"{what} [{case.id}]"
+    assert fast.dtype == ref.dtype, f"{label}: dtype {fast.dtype} != {ref.dtype}"
+    assert fast.shape == ref.shape, f"{label}: shape {fast.shape} != {ref.shape}"
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref),
+                                  err_msg=f"{label}: NaN pattern")
+    np.testing.assert_array_equal(np.isposinf(fast), np.isposinf(ref),
+                                  err_msg=f"{label}: +Inf pattern")
+    np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(ref),
+                                  err_msg=f"{label}: -Inf pattern")
+    finite = np.isfinite(ref) & np.isfinite(oracle)
+    if not finite.any():
+        return
+    o = oracle[finite]
+    err_fast = float(np.max(np.abs(fast[finite] - o)))
+    err_ref = float(np.max(np.abs(ref[finite] - o)))
+    if fast.dtype == np.float32:
+        bound = err_ref
+    else:
+        if scale is None:
+            scale = float(np.max(np.abs(o)))
+        bound = 2 * err_ref + 8 * np.finfo(np.float64).eps * scale
+    assert err_fast <= bound, (
+        f"{label}: max error vs the wide oracle {err_fast:.3g} > bound "
+        f"{bound:.3g} (reference's error {err_ref:.3g})")

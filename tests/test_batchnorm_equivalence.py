@@ -1,0 +1,71 @@
+"""bnfast.batchnorm_* against bnfast.reference on the shared generator."""
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import reference
+
+from arrays import assert_as_accurate, cases
+
+CASES = cases()
+MOMENTUM = 0.8
+EPS = 1e-5
+
+
+def params(case, mode):
+    return {"mode": mode, "eps": EPS, "momentum": MOMENTUM,
+            "running_mean": case.running_mean.copy(),
+            "running_var": case.running_var.copy()}
+
+
+def run(module, case, mode):
+    p = params(case, mode)
+    out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta, p)
+    return out, cache, p
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_train(case):
+    out, _, p = run(bnfast, case, "train")
+    ref, _, rp = run(reference, case, "train")
+    wide, _, wp = run(reference, case.widened(), "train")
+    assert_as_accurate("batchnorm_forward train out", case, out, ref, wide)
+    for key in ("running_mean", "running_var"):
+        assert_as_accurate(f"batchnorm_forward train {key}", case, p[key],
+                           rp[key], wp[key])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_forward_test(case):
+    out, cache, p = run(bnfast, case, "test")
+    ref, _, rp = run(reference, case, "test")
+    wide, _, _ = run(reference, case.widened(), "test")
+    assert cache is None
+    assert_as_accurate("batchnorm_forward test out", case, out, ref, wide)
+    for key in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(p[key], case.__dict__[key])
+
+
+@pytest.mark.parametrize("backward", ["batchnorm_backward",
+                                      "batchnorm_backward_alt"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_backward(case, backward):
+    _, cache, _ = run(bnfast, case, "train")
+    _, rcache, _ = run(reference, case, "train")
+    wcase = case.widened()
+    _, wcache, _ = run(reference, wcase, "train")
+    fast = getattr(bnfast, backward)(case.dout, cache)
+    ref = getattr(reference, backward)(case.dout, rcache)
+    wide = getattr(reference, backward)(wcase.dout, wcache)
+    # dx = gamma/std * (dout - mean(dout) - x_hat * mean(dout * x_hat)) is
+    # a cancellation of terms of size |gamma * dout / std|, whose x_hat
+    # carries the rounding of x - mean: a relative error of eps*|mean|/std.
+    _, _, mean, var, g, *_ = wcache
+    std = np.sqrt(var + EPS)
+    terms = np.abs(g * wcase.dout.reshape(wcase.dout.shape[0], -1) / std)
+    terms = terms * (1 + np.abs(mean) / std)
+    dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
+    scales = (dx_scale, None, None)
+    for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
+                                scales):
+        assert_as_accurate(f"{backward} {name}", case, f, r, w, scale=s)

@@ -1,0 +1,157 @@
+"""Bad input: the exception type, a message naming the argument, and nothing
+modified (inputs, bn_param and its arrays)."""
+import copy
+
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import functional
+
+N, D = 5, 3
+
+
+def good():
+    rng = np.random.default_rng(0)
+    return dict(
+        x=rng.standard_normal((N, D)),
+        gamma=np.ones(D),
+        beta=np.zeros(D),
+        bn_param={"mode": "train", "eps": 1e-5, "momentum": 0.9,
+                  "running_mean": np.full(D, 0.5),
+                  "running_var": np.full(D, 2.0)},
+    )
+
+
+def snapshot(args):
+    return copy.deepcopy(args)
+
+
+def assert_unchanged(before, after):
+    for key in before:
+        b, a = before[key], after[key]
+        if isinstance(b, dict):
+            assert b.keys() == a.keys(), key
+            for k in b:
+                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{key}[{k}]")
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=key)
+
+
+FORWARD_ERRORS = [
+    # (description, change to the good arguments, exception, message part)
+    ("int x", lambda a: a.update(x=np.ones((N, D), dtype=int)), TypeError,
+     "x must be a float32 or float64 array, got dtype int64"),
+    ("float16 x", lambda a: a.update(x=np.ones((N, D), np.float16)),
+     TypeError, "got dtype float16"),
+    ("complex x", lambda a: a.update(x=np.ones((N, D), complex)), TypeError,
+     "x must be a float32 or float64"),
+    ("object x", lambda a: a.update(x=np.ones((N, D), object)), TypeError,
+     "got dtype object"),
+    ("0-d x", lambda a: a.update(x=np.float64(1.0)), ValueError,
+     "x must have at least 2 dimensions"),
+    ("1-d x", lambda a: a.update(x=np.ones(N)), ValueError,
+     "x must have at least 2 dimensions (N, D), got shape (5,)"),
+    ("empty batch", lambda a: a.update(x=np.ones((0, D))), ValueError,
+     "x is an empty batch (N = 0)"),
+    ("zero features", lambda a: a.update(x=np.ones((N, 0))), ValueError,
+     "x has zero features"),
+    ("gamma shape", lambda a: a.update(gamma=np.ones(D + 1)), ValueError,
+     "gamma must have shape (3,) to match x, got (4,)"),
+    ("beta shape", lambda a: a.update(beta=np.ones((1, D))), ValueError,
+     "beta must have shape (3,) to match x, got (1, 3)"),
+    ("gamma dtype", lambda a: a.update(gamma=np.ones(D, int)), TypeError,
+     "gamma must be a float32 or float64 array"),
+    ("running_mean shape",
+     lambda a: a["bn_param"].update(running_mean=np.zeros(D + 1)),
+     ValueError, "bn_param['running_mean'] must have shape (3,)"),
+    ("running_var dtype",
+     lambda a: a["bn_param"].update(running_var=np.zeros(D, int)),
+     TypeError, "bn_param['running_var'] must be a float32 or float64"),
+    ("negative eps", lambda a: a["bn_param"].update(eps=-1e-5), ValueError,
+     "bn_param['eps'] must be >= 0.0, got -1e-05"),
+    ("string eps", lambda a: a["bn_param"].update(eps="1e-5"), TypeError,
+     "bn_param['eps'] must be a real number, got str"),
+    ("momentum > 1", lambda a: a["bn_param"].update(momentum=1.5),
+     ValueError, "bn_param['momentum'] must be in [0.0, 1.0], got 1.5"),
+    ("momentum < 0", lambda a: a["bn_param"].update(momentum=-0.1),
+     ValueError, "bn_param['momentum'] must be in [0.0, 1.0]"),
+    ("NaN momentum", lambda a: a["bn_param"].update(momentum=float("nan")),
+     ValueError, "bn_param['momentum'] must be in [0.0, 1.0]"),
+    ("unknown mode", lambda a: a["bn_param"].update(mode="eval"), ValueError,
+     "bn_param['mode'] must be one of ('train', 'test'), got 'eval'"),
+    ("missing mode", lambda a: a["bn_param"].pop("mode"), KeyError,
+     "bn_param['mode'] is required"),
+    ("bn_param not a dict", lambda a: a.update(bn_param=[("mode", "train")]),
+     TypeError, "bn_param must be a dict, got list"),
+]
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+@pytest.mark.parametrize("desc,change,exc,message", FORWARD_ERRORS,
+                         ids=[e[0] for e in FORWARD_ERRORS])
+def test_forward_errors(desc, change, exc, message, mode):
+    args = good()
+    if isinstance(args["bn_param"], dict):
+        args["bn_param"]["mode"] = mode
+    change(args)
+    before = snapshot(args)
+    with pytest.raises(exc) as info:
+        bnfast.batchnorm_forward(**args)
+    text = info.value.args[0] if exc is KeyError else str(info.value)
+    assert message in text
+    assert_unchanged(before, args)
+
+
+def forward_cache():
+    args = good()
+    _, cache = bnfast.batchnorm_forward(**args)
+    return args, cache
+
+
+@pytest.mark.parametrize("backward", [bnfast.batchnorm_backward,
+                                      bnfast.batchnorm_backward_alt])
+@pytest.mark.parametrize("cache_of", ["none", "tuple", "reference"])
+def test_backward_foreign_cache(backward, cache_of):
+    from bnfast import reference
+    args = good()
+    cache = {"none": None, "tuple": (1, 2, 3)}.get(cache_of)
+    if cache_of == "reference":
+        _, cache = reference.batchnorm_forward(**args)
+    dout = np.ones((N, D))
+    before = dout.copy()
+    with pytest.raises(TypeError, match="cache must be the cache returned by "
+                       r"bnfast.batchnorm_forward in 'train' mode"):
+        backward(dout, cache)
+    np.testing.assert_array_equal(dout, before)
+
+
+def test_backward_of_test_mode_is_rejected():
+    args = good()
+    args["bn_param"]["mode"] = "test"
+    _, cache = bnfast.batchnorm_forward(**args)
+    assert cache is None
+    with pytest.raises(TypeError, match="got NoneType"):
+        bnfast.batchnorm_backward(np.ones((N, D)), cache)
+
+
+@pytest.mark.parametrize("dout,exc,message", [
+    (np.ones((N, D + 1)), ValueError,
+     "dout must have the shape of x (5, 3), got (5, 4)"),
+    (np.ones((N * D,)), ValueError, "dout must have the shape of x"),
+    (np.ones((N, D), dtype=np.int32), TypeError,
+     "dout must be a float32 or float64 array, got dtype int32"),
+])
+def test_backward_bad_dout(dout, exc, message):
+    args, cache = forward_cache()
+    x_before = args["x"].copy()
+    with pytest.raises(exc) as info:
+        bnfast.batchnorm_backward(dout, cache)
+    assert message in str(info.value)
+    np.testing.assert_array_equal(args["x"], x_before)
+
+
+def test_cache_type_is_public():
+    _, cache = forward_cache()
+    assert isinstance(cache, functional.BatchNormCache)
+    assert "BatchNormCache" in repr(cache)

@@ -1,0 +1,186 @@
+"""What batch norm promises beyond equivalence: gradients, exact constant
+columns, bn_param handling, dtypes, layouts, memory."""
+import doctest
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import functional, reference
+
+from arrays import make_case
+
+
+def loss_and_grads(x, gamma, beta, dout):
+    out, cache = bnfast.batchnorm_forward(x, gamma, beta, {"mode": "train"})
+    return float(np.sum(out * dout)), bnfast.batchnorm_backward(dout, cache)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3), (2, 1)])
+def test_gradients_match_finite_differences(shape):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma = rng.uniform(0.5, 1.5, shape[1:])
+    beta = rng.standard_normal(shape[1:])
+    dout = rng.standard_normal(shape)
+    _, (dx, dgamma, dbeta) = loss_and_grads(x, gamma, beta, dout)
+    h = 1e-6
+    for name, arr, grad in (("x", x, dx), ("gamma", gamma, dgamma),
+                            ("beta", beta, dbeta)):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            fp, _ = loss_and_grads(x, gamma, beta, dout)
+            arr[i] = old - h
+            fm, _ = loss_and_grads(x, gamma, beta, dout)
+            arr[i] = old
+            num[i] = (fp - fm) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8,
+                                   err_msg=f"d{name}, shape {shape}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 2, 7, 20000])
+@pytest.mark.parametrize("value", [3.7, -1e4 + 0.1, 0.0, 1e-30])
+def test_constant_column_gives_beta_exactly(dtype, n, value):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n, 4)).astype(dtype)
+    x[:, 1] = value
+    beta = np.array([0.1, 0.3, -0.2, 0.5], dtype)
+    p = {"mode": "train"}
+    out, cache = bnfast.batchnorm_forward(x, np.full(4, 2.5, dtype), beta, p)
+    assert out[:, 1].tolist() == [beta[1]] * n
+    assert p["running_var"][1] == 0.0
+    assert cache.mean[1] == np.float64(dtype(value))
+    dx, _, _ = bnfast.batchnorm_backward(np.ones_like(x), cache)
+    assert np.all(dx[:, 1] == 0.0)
+
+
+def test_bn_param_receives_new_running_arrays_and_inputs_are_not_written():
+    case = make_case((8, 3), np.float64, "C", "plain")
+    rm, rv = case.running_mean.copy(), case.running_var.copy()
+    p = {"mode": "train", "momentum": 0.7, "running_mean": rm,
+         "running_var": rv}
+    x_before = case.x.copy()
+    out, cache = bnfast.batchnorm_forward(case.x, case.gamma, case.beta, p)
+    np.testing.assert_array_equal(case.x, x_before)
+    np.testing.assert_array_equal(rm, case.running_mean)
+    assert p["running_mean"] is not rm
+    np.testing.assert_allclose(
+        p["running_mean"], 0.7 * rm + 0.3 * case.x.mean(axis=0), rtol=1e-14)
+    np.testing.assert_allclose(
+        p["running_var"], 0.7 * rv + 0.3 * case.x.var(axis=0), rtol=1e-14)
+
+
+def test_missing_running_stats_are_zeros_of_x_dtype():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    p = {"mode": "test"}
+    out, _ = bnfast.batchnorm_forward(x, np.ones(3, np.float32),
+                                      np.zeros(3, np.float32), p)
+    assert p["running_mean"].dtype == np.float32
+    np.testing.assert_array_equal(p["running_mean"], np.zeros(3))
+    np.testing.assert_allclose(out, x / np.sqrt(1e-5), rtol=1e-6)
+    p = {"mode": "train", "momentum": 0.0}
+    bnfast.batchnorm_forward(x, np.ones(3), np.zeros(3), p)
+    np.testing.assert_allclose(p["running_mean"], [4.5, 5.5, 6.5])
+
+
+@pytest.mark.parametrize("xdt,pdt", [(np.float32, np.float64),
+                                     (np.float64, np.float32)])
+def test_dtype_policy(xdt, pdt):
+    x = np.random.default_rng(3).standard_normal((5, 2, 3)).astype(xdt)
+    gamma = np.ones((2, 3), pdt)
+    p = {"mode": "train", "running_mean": np.zeros(6, pdt),
+         "running_var": np.ones(6, pdt)}
+    out, cache = bnfast.batchnorm_forward(x, gamma, np.zeros(6, pdt), p)
+    dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones(x.shape, pdt), cache)
+    assert out.dtype == dx.dtype == xdt
+    assert out.shape == dx.shape == x.shape
+    assert dgamma.dtype == dbeta.dtype == pdt
+    assert dgamma.shape == dbeta.shape == (2, 3)
+    assert p["running_mean"].dtype == pdt and p["running_mean"].shape == (6,)
+
+
+def test_read_only_and_list_inputs():
+    x = np.random.default_rng(4).standard_normal((6, 3))
+    x.flags.writeable = False
+    g = np.ones(3)
+    g.flags.writeable = False
+    out, cache = bnfast.batchnorm_forward(x, g, [0.0, 0.0, 0.0],
+                                          {"mode": "train"})
+    ref, _ = reference.batchnorm_forward(x, g, np.zeros(3), {"mode": "train"})
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    out2, _ = bnfast.batchnorm_forward(x.tolist(), g, np.zeros(3),
+                                       {"mode": "train"})
+    np.testing.assert_array_equal(out, out2)
+    dx, _, _ = bnfast.batchnorm_backward(np.ones((6, 3)).tolist(), cache)
+    assert dx.shape == (6, 3)
+
+
+def test_byte_swapped_input_is_accepted():
+    x = np.random.default_rng(5).standard_normal((6, 3))
+    out, _ = bnfast.batchnorm_forward(x, np.ones(3), np.zeros(3),
+                                      {"mode": "train"})
+    xs = x.astype(">f8")
+    out_s, _ = bnfast.batchnorm_forward(xs, np.ones(3, ">f8"), np.zeros(3),
+                                        {"mode": "train"})
+    np.testing.assert_array_equal(out, out_s)
+
+
+def test_broadcast_rows_are_read_in_place():
+    row = np.array([1.0, 2.0, 3.0])
+    x = np.broadcast_to(row, (5, 3))
+    out, cache = bnfast.batchnorm_forward(x, np.ones(3), np.full(3, 0.5),
+                                          {"mode": "train"})
+    np.testing.assert_array_equal(out, np.full((5, 3), 0.5))
+    assert np.shares_memory(cache.x, row)
+
+
+@pytest.mark.parametrize("layout", ["C", "rows-strided", "reversed"])
+def test_cache_refers_to_x_without_copies(layout):
+    case = make_case((50, 40), np.float32, layout, "plain")
+    _, cache = bnfast.batchnorm_forward(case.x, case.gamma, case.beta,
+                                        {"mode": "train"})
+    assert np.shares_memory(cache.x, case.x)
+    big = [name for name in functional.BatchNormCache.__slots__
+           if isinstance(getattr(cache, name), np.ndarray)
+           and getattr(cache, name).size >= case.x.size
+           and name != "x"]
+    assert big == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_train_peak_memory_is_output_plus_o_d(dtype):
+    n, d = 4000, 64
+    x = np.random.default_rng(6).standard_normal((n, d)).astype(dtype)
+    gamma, beta = np.ones(d, dtype), np.zeros(d, dtype)
+    bnfast.batchnorm_forward(x, gamma, beta, {"mode": "train"})  # warm up
+    tracemalloc.start()
+    try:
+        out, cache = bnfast.batchnorm_forward(x, gamma, beta,
+                                              {"mode": "train"})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= out.nbytes + 64 * d * 8 + 16384, (peak, out.nbytes)
+    tracemalloc.start()
+    try:
+        dx, _, _ = bnfast.batchnorm_backward(out, cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak <= dx.nbytes + 64 * d * 8 + 16384, (peak, dx.nbytes)
+
+
+@pytest.mark.parametrize("module", [functional, reference])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, raise_on_error=False, verbose=False)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_simd_level_is_reported():
+    assert bnfast._kernels.simd_level() in ("x86-64-v4", "x86-64-v3",
+                                            "baseline")
