@@ -3,6 +3,7 @@
 #ifndef BNFAST_INTERNAL_H
 #define BNFAST_INTERNAL_H
 
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -27,13 +28,19 @@
 
 /* Column tile: reductions keep a few double accumulators per column of the
    tile; this bounds them to cache whatever the width of the data. */
+#ifndef BNF_TILE_COLS
 #define BNF_TILE_COLS 2048
-/* Row block: the rows of a tile that are reduced together (the two-pass
-   statistics read them twice, the second time from cache). */
-#define BNF_BLOCK_BYTES (64 * 1024)
+#endif
+/* Row block: the rows of a tile that are summed together before a Chan
+   merge (the first block of a tile is read twice, the second time from
+   cache). */
+#ifndef BNF_BLOCK_BYTES
+#define BNF_BLOCK_BYTES (256 * 1024)
+#endif
 
-/* Summation levels of the backward reduce: blocks of this many rows, and
-   groups of this many blocks. */
+/* Rows summed on their own before being added to a longer sum (the
+   statistics' blocks, the backward reduce's totals): a cheap cascade that
+   keeps the rounding error of long columns near pairwise summation's. */
 #define BNF_SUM_ROWS 128
 
 static inline ptrdiff_t bnf_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
@@ -44,23 +51,30 @@ static inline ptrdiff_t bnf_block_rows(ptrdiff_t cols, size_t itemsize)
     return r > 0 ? r : 1;
 }
 
+/* isfinite() that vectorizes: false for NaN and +-Inf. */
+static inline int bnf_isfinite(double v) { return fabs(v) <= DBL_MAX; }
+
 /*
- * Chan's merge of a block (nb, mb, qb) into a running (na, *mean, *m2):
- * count, mean and M2 = sum of squared deviations.  Exact for constant data
- * (delta == 0).  A non-finite merged mean (an Inf in the data) is recomputed
- * as the weighted average, so +Inf columns keep mean +Inf as np.mean gives.
+ * Chan's merge of c blocks (nb, mb[j], qb[j]) into running (na, mean[j],
+ * m2[j]): count, mean and M2 = sum of squared deviations.  Exact for
+ * constant data (delta == 0).  A non-finite merged mean (an Inf in the
+ * data) is recomputed as the weighted average, so a +Inf column keeps mean
+ * +Inf as np.mean gives.  Branch-free, so that it vectorizes.
  */
-static inline void bnf_chan_merge(double na, double nb, double mb, double qb,
-                                  double *mean, double *m2)
+static inline void bnf_chan_merge(ptrdiff_t c, double na, double nb,
+                                  const double *restrict mb,
+                                  const double *restrict qb,
+                                  double *restrict mean, double *restrict m2)
 {
     double n = na + nb;
-    double wb = nb / n;
-    double delta = mb - *mean;
-    double mu = *mean + delta * wb;
-    if (!isfinite(mu))
-        mu = *mean * (na / n) + mb * wb;
-    *m2 += qb + delta * delta * (na * wb);
-    *mean = mu;
+    double wa = na / n, wb = nb / n, wab = na * wb;
+    for (ptrdiff_t j = 0; j < c; j++) {
+        double delta = mb[j] - mean[j];
+        double mu = mean[j] + delta * wb;
+        double avg = mean[j] * wa + mb[j] * wb;
+        m2[j] += qb[j] + delta * delta * wab;
+        mean[j] = bnf_isfinite(mu) ? mu : avg;
+    }
 }
 
 #endif /* BNFAST_INTERNAL_H */

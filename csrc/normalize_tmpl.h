@@ -15,11 +15,12 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                       const double *restrict shift, T *restrict y,
                       ptrdiff_t ldy)
 {
-    for (ptrdiff_t i = 0; i < m; i++) {
-        const T *restrict xr = x + i * ldx;
-        T *restrict yr = y + i * ldy;
+    ptrdiff_t i = 0;
+    for (; i < m; i++) {
+        const T *restrict x0 = x + i * ldx;
+        T *restrict y0 = y + i * ldy;
         for (ptrdiff_t j = 0; j < c; j++)
-            yr[j] = (T)(((double)xr[j] - mean[j]) * scale[j] + shift[j]);
+            y0[j] = (T)(((double)x0[j] - mean[j]) * scale[j] + shift[j]);
     }
 }
 

@@ -3,7 +3,7 @@
 ``cases()`` enumerates batches over dtypes, shapes (N = 1, 2, odd, large;
 D = 1, wide, past the kernels' column tile; more than 2-D), memory layouts
 (C, Fortran, row-strided, column-strided, reversed rows) and contents
-(plain, large offsets, a constant column, NaN and Inf columns, mixed
+(plain, large offsets, a trend along the batch, a constant column, NaN and Inf columns, mixed
 parameter dtypes).  Every fast/reference pair is compared on all of them;
 ``Case.id`` names dtype, shape, layout and contents for failure messages.
 """
@@ -16,7 +16,8 @@ SHAPES_2D = [(1, 1), (1, 6), (2, 1), (2, 6), (7, 5), (64, 33), (20000, 3),
              (9, 2049)]
 SHAPES_ND = [(4, 3, 5, 2), (1, 2, 3)]
 LAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
-CONTENTS = ("plain", "offset1e4", "const-col", "nan-inf", "mixed-params")
+CONTENTS = ("plain", "offset1e4", "trend", "const-col", "nan-inf",
+            "mixed-params")
 
 
 @dataclasses.dataclass
@@ -74,6 +75,10 @@ def make_case(shape, dtype, layout, contents, seed=0):
     x = rng.standard_normal((n, d)) * col_scale + col_offset
     if contents == "offset1e4":
         x += 1e4
+    elif contents == "trend":
+        # the mean drifts along the batch: later row blocks sit far from
+        # the running mean of the earlier ones
+        x += np.linspace(0, 1e3, n)[:, None]
     elif contents == "const-col":
         x[:, 0] = 3.7
     elif contents == "nan-inf":
