@@ -4,6 +4,7 @@ Every check runs before anything is written, so a failing call leaves its
 inputs and bn_param untouched.  Messages name the argument and what was
 expected.
 """
+import math
 import numbers
 
 import numpy as np
@@ -63,7 +64,7 @@ def per_feature(a, name, feature_shape):
     array as given (validated) and its float64 contiguous (D,) twin.
     """
     arr = float_array(a, name)
-    d = int(np.prod(feature_shape))
+    d = math.prod(feature_shape)
     if arr.shape != (d,) and arr.shape != tuple(feature_shape):
         expected = f"({d},)"
         if len(feature_shape) > 1:
