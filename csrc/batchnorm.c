@@ -6,14 +6,5 @@
 #include "bnfast.h"
 #include "internal.h"
 
-#define T float
-#define SUF f32
-#include "batchnorm_tmpl.h"
-#undef T
-#undef SUF
-
-#define T double
-#define SUF f64
-#include "batchnorm_tmpl.h"
-#undef T
-#undef SUF
+#define BNF_TEMPLATE "batchnorm_tmpl.h"
+#include "instantiate.h"

@@ -1,11 +1,7 @@
 /* Template body of the batch norm entry points on an (n, d) panel;
-   included by batchnorm.c once per dtype with T and SUF defined.  These
-   compose the kernels of stats.c and normalize.c and do the O(d)
-   per-channel arithmetic in double. */
-
-#define BNF_CAT_(a, b) a##_##b
-#define BNF_CAT(a, b) BNF_CAT_(a, b)
-#define NAME(f) BNF_CAT(f, SUF)
+   included by batchnorm.c once per dtype through instantiate.h (T the data
+   type, NAME(f) the name).  These compose the kernels of stats.c and
+   normalize.c and do the O(d) per-channel arithmetic in double. */
 
 int NAME(bn_forward_train)(const T *x, ptrdiff_t n, ptrdiff_t d,
                            ptrdiff_t ldx, const double *gamma,
@@ -79,6 +75,3 @@ int NAME(bn_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
     return BNF_OK;
 }
 
-#undef NAME
-#undef BNF_CAT
-#undef BNF_CAT_

@@ -5,17 +5,8 @@
 #include "bnfast.h"
 #include "internal.h"
 
-#define T float
-#define SUF f32
-#include "normalize_tmpl.h"
-#undef T
-#undef SUF
-
-#define T double
-#define SUF f64
-#include "normalize_tmpl.h"
-#undef T
-#undef SUF
+#define BNF_TEMPLATE "normalize_tmpl.h"
+#include "instantiate.h"
 
 const char *bnf_simd_level(void)
 {

@@ -1,9 +1,5 @@
 /* Template body of the apply and backward kernels; included by normalize.c
-   once per dtype with T and SUF defined. */
-
-#define BNF_CAT_(a, b) a##_##b
-#define BNF_CAT(a, b) BNF_CAT_(a, b)
-#define NAME(f) BNF_CAT(f, SUF)
+   once per dtype through instantiate.h (T the data type, NAME(f) the name). */
 
 /* y = (x - mean) * scale + shift, in double, rounded once to T.  Not
    x * scale + (shift - mean * scale): that loses the exact zero of a
@@ -102,6 +98,3 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
     }
 }
 
-#undef NAME
-#undef BNF_CAT
-#undef BNF_CAT_

@@ -4,14 +4,5 @@
 #include "bnfast.h"
 #include "internal.h"
 
-#define T float
-#define SUF f32
-#include "stats_tmpl.h"
-#undef T
-#undef SUF
-
-#define T double
-#define SUF f64
-#include "stats_tmpl.h"
-#undef T
-#undef SUF
+#define BNF_TEMPLATE "stats_tmpl.h"
+#include "instantiate.h"

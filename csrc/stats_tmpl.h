@@ -1,9 +1,5 @@
 /* Template body of the fused statistics kernels; included by stats.c once
-   per dtype with T (the data type) and SUF (the name suffix) defined. */
-
-#define BNF_CAT_(a, b) a##_##b
-#define BNF_CAT(a, b) BNF_CAT_(a, b)
-#define NAME(f) BNF_CAT(f, SUF)
+   per dtype through instantiate.h (T the data type, NAME(f) the name). */
 
 /*
  * Per-column mean and M2 of an (m, c) row-major panel, in one pass over
@@ -146,6 +142,3 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     return BNF_OK;
 }
 
-#undef NAME
-#undef BNF_CAT
-#undef BNF_CAT_

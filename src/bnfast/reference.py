@@ -109,9 +109,7 @@ def batchnorm_backward(dout, cache):
     >>> dbeta
     array([3., 3.])
     """
-    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
-    N = x.shape[0]
-    dout = dout.reshape(N, -1)
+    x, x_hat, mu, var, gamma, eps, N, dout, finish = _unpack(dout, cache)
 
     xmu = x - mu
     sqrtvar = np.sqrt(var + eps)
@@ -130,7 +128,7 @@ def batchnorm_backward(dout, cache):
     dmu = -1 * np.sum(dxmu1 + dxmu2, axis=0)
     dx2 = 1.0 / N * np.ones_like(dout) * dmu
     dx = dx1 + dx2
-    return _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape)
+    return finish(dx, dgamma, dbeta)
 
 
 def batchnorm_backward_alt(dout, cache):
@@ -149,17 +147,23 @@ def batchnorm_backward_alt(dout, cache):
     >>> print(np.abs(dx).max() < 1e-12)
     True
     """
-    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
-    N = x.shape[0]
-    dout = dout.reshape(N, -1)
+    x, x_hat, mu, var, gamma, eps, N, dout, finish = _unpack(dout, cache)
     inv_std = 1.0 / np.sqrt(var + eps)
     dbeta = dout.sum(axis=0)
     dgamma = np.sum(dout * x_hat, axis=0)
     dx = (gamma * inv_std / N) * (N * dout - dbeta - x_hat * dgamma)
-    return _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape)
+    return finish(dx, dgamma, dbeta)
 
 
-def _grads(dx, dgamma, dbeta, x, x_shape, g_dtype, g_shape):
-    return (dx.astype(x.dtype, copy=False).reshape(x_shape),
-            dgamma.astype(g_dtype, copy=False).reshape(g_shape),
-            dbeta.astype(g_dtype, copy=False).reshape(g_shape))
+def _unpack(dout, cache):
+    """The forward's cache, dout as (N, D), and a function that gives the
+    gradients their dtypes and shapes (dx: x's; dgamma, dbeta: gamma's)."""
+    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
+    N = x.shape[0]
+
+    def finish(dx, dgamma, dbeta):
+        return (dx.astype(x.dtype, copy=False).reshape(x_shape),
+                dgamma.astype(g_dtype, copy=False).reshape(g_shape),
+                dbeta.astype(g_dtype, copy=False).reshape(g_shape))
+
+    return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish

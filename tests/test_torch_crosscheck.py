@@ -1,0 +1,65 @@
+"""Cross-checks against PyTorch's batch norm (skipped without torch).
+
+torch.nn.functional.batch_norm with autograd, float64: outputs, gradients
+and the running mean (bnfast momentum = 1 - torch momentum).  PyTorch
+updates running_var with the unbiased batch variance, bnfast (as the seeds)
+with the biased one; that difference is checked explicitly.
+"""
+import numpy as np
+import pytest
+
+import bnfast
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (64, 33), (2, 1), (300, 4)])
+def test_train_forward_backward_match_torch(shape):
+    rng = np.random.default_rng(11)
+    n, d = shape
+    x = rng.standard_normal(shape) * 2 + 3
+    gamma, beta = rng.uniform(0.5, 1.5, d), rng.standard_normal(d)
+    dout = rng.standard_normal(shape)
+    rm, rv = rng.standard_normal(d), rng.uniform(0.5, 2, d)
+
+    p = {"mode": "train", "momentum": 0.9, "eps": 1e-5,
+         "running_mean": rm.copy(), "running_var": rv.copy()}
+    out, cache = bnfast.batchnorm_forward(x, gamma, beta, p)
+    dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
+
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    trm, trv = torch.tensor(rm), torch.tensor(rv)
+    tout = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=0.1,
+                        eps=1e-5)
+    tout.backward(torch.tensor(dout))
+
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
+    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
+    np.testing.assert_allclose(p["running_mean"], trm.numpy(), **tol)
+    # torch: unbiased batch variance in the running average
+    biased = (p["running_var"] - 0.9 * rv) / 0.1
+    np.testing.assert_allclose(0.9 * rv + 0.1 * biased * n / max(n - 1, 1),
+                               trv.numpy(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_test_mode_matches_torch(dtype):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((50, 8)).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, 8).astype(dtype), np.zeros(8, dtype)
+    rm = rng.standard_normal(8).astype(dtype)
+    rv = rng.uniform(0.5, 2, 8).astype(dtype)
+    out, _ = bnfast.batchnorm_forward(
+        x, gamma, beta, {"mode": "test", "running_mean": rm,
+                         "running_var": rv})
+    t = F.batch_norm(torch.from_numpy(x), torch.from_numpy(rm),
+                     torch.from_numpy(rv), torch.from_numpy(gamma),
+                     torch.from_numpy(beta), training=False)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, t.numpy(), rtol=tol, atol=tol)
