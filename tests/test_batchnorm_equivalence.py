@@ -20,7 +20,10 @@ def params(case, mode):
 
 def run(module, case, mode):
     p = params(case, mode)
-    out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta, p)
+    # the NumPy reference warns on the NaN and Inf cases; bnfast does not
+    with np.errstate(invalid="ignore", over="ignore"):
+        out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta,
+                                              p)
     return out, cache, p
 
 
@@ -55,8 +58,9 @@ def test_backward(case, backward):
     wcase = case.widened()
     _, wcache, _ = run(reference, wcase, "train")
     fast = getattr(bnfast, backward)(case.dout, cache)
-    ref = getattr(reference, backward)(case.dout, rcache)
-    wide = getattr(reference, backward)(wcase.dout, wcache)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = getattr(reference, backward)(case.dout, rcache)
+        wide = getattr(reference, backward)(wcase.dout, wcache)
     # dx = gamma/std * (dout - mean(dout) - x_hat * mean(dout * x_hat)) is
     # a cancellation of terms of size |gamma * dout / std|, whose x_hat
     # carries the rounding of x - mean: a relative error of eps*|mean|/std.

@@ -62,10 +62,11 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     ----------
     x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
         The batch.  More than two dimensions are normalized per feature of
-        ``x.reshape(N, -1)``.  Rows (of that (N, D) view) that are not
-        unit-stride, unaligned or byte-swapped arrays are first copied to a
-        C-contiguous array; C-contiguous input and row-strided views such as
-        ``x[::2]`` are read in place.
+        ``x.reshape(N, -1)``.  Read in place when that (N, D) view has
+        unit-stride columns (C order, and row-strided views such as
+        ``x[::2]``, ``x[::-1]`` or broadcast rows); otherwise (Fortran order,
+        column-strided views, unaligned or byte-swapped data) it is first
+        copied to a C-contiguous array.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
         Scale and shift.
     bn_param : dict
