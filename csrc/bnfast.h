@@ -6,9 +6,20 @@
  * work).  Per-channel quantities (mean, 1/std, gamma, beta, ...) are always
  * double, whatever the data dtype; all accumulation is in double.
  *
- * "Across rows" family: the data is an (m, c) panel in row-major order with
- * unit column stride; element (i, j) is at x[i*ldx + j], ldx >= c.  Each
- * kernel reduces over the m rows and gives one result per column.
+ * Two kernel families:
+ * - across rows: the data is an (m, c) panel in row-major order with unit
+ *   column stride; element (i, j) is at x[i*ldx + j].  Reductions run over
+ *   the m rows and give one result per column (rows_*);
+ * - along runs: n2 channels of n1 contiguous runs of len elements; run i of
+ *   channel j starts at x + i*s1 + j*s2.  Reductions give one result per
+ *   channel (runs_*).
+ *
+ * The batch norm entry points (bn_*) take one description of both, a
+ * "panel": n2 channels of n1 runs of len elements at strides (s1, s2).
+ * len == 1 is the across-rows family (s2 must be 1: rows of channels, e.g.
+ * (N, D) in C order or channels-last images), len > 1 the along-runs family
+ * ((N, C, H, W) images: runs are planes; (N, D) in Fortran order: runs are
+ * columns).  Statistics are per channel over its n1*len elements.
  *
  * Functions returning int give 0 on success and BNF_ENOMEM when a scratch
  * buffer could not be allocated (nothing is written to outputs then).
@@ -43,29 +54,52 @@
                               const double *k_xmu, const double *k_0, T *dx, \
                               ptrdiff_t lddx);                               \
                                                                              \
-    /* Batch norm on an (n, d) panel, training mode: y = (x - mean) *        \
-       (gamma * invstd) + beta with the batch statistics.  Writes the batch  \
-       mean, 1/sqrt(var + eps) and the biased variance var (all (d,)). */    \
-    int bn_forward_train_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,          \
-                               ptrdiff_t ldx, const double *gamma,           \
-                               const double *beta, double eps, T *y,         \
-                               ptrdiff_t ldy, double *mean, double *invstd,  \
+    void runs_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
+                          double *mean, double *m2);                         \
+    void runs_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
+                          const double *mean, const double *scale,           \
+                          const double *shift, T *y, ptrdiff_t t1,           \
+                          ptrdiff_t t2);                                     \
+    void runs_bwd_reduce_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,       \
+                               const T *x, ptrdiff_t s1, ptrdiff_t s2,       \
+                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
+                               const double *mean, double *sum_dy,           \
+                               double *sum_dyxmu);                           \
+    void runs_bwd_apply_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,        \
+                              const T *x, ptrdiff_t s1, ptrdiff_t s2,        \
+                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,     \
+                              const double *mean, const double *k_dy,        \
+                              const double *k_xmu, const double *k_0, T *dx, \
+                              ptrdiff_t t1, ptrdiff_t t2);                   \
+                                                                             \
+    /* Batch norm, training mode, on a panel (n1, n2, len) with x at        \
+       strides (xs1, xs2) and y at (ys1, ys2): y = (x - mean) *              \
+       (gamma * invstd) + beta with the batch statistics.  Writes the        \
+       per-channel batch mean, 1/sqrt(var + eps) and biased variance. */     \
+    int bn_forward_train_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,        \
+                               ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,  \
+                               const double *gamma, const double *beta,      \
+                               double eps, T *y, ptrdiff_t ys1,              \
+                               ptrdiff_t ys2, double *mean, double *invstd,  \
                                double *var);                                 \
-    /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var + eps)) \
-       + beta with given (running) statistics. */                            \
-    int bn_forward_test_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,           \
-                              ptrdiff_t ldx, const double *gamma,            \
-                              const double *beta, const double *mean,        \
-                              const double *var, double eps, T *y,           \
-                              ptrdiff_t ldy);                                \
-    /* Batch norm backward, simplified single formula.  mean and invstd are \
-       those of the forward pass.  Writes dx, dgamma, dbeta (all double     \
-       per-channel outputs are (d,)). */                                     \
-    int bn_backward_##SUF(const T *dy, ptrdiff_t lddy, const T *x,            \
-                          ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,           \
+    /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +     \
+       eps)) + beta with given (running) statistics. */                      \
+    int bn_forward_test_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,         \
+                              ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,   \
+                              const double *gamma, const double *beta,       \
+                              const double *mean, const double *var,         \
+                              double eps, T *y, ptrdiff_t ys1,               \
+                              ptrdiff_t ys2);                                \
+    /* Batch norm backward, simplified single formula; mean and invstd are  \
+       those of the forward pass.  Writes dx, dgamma and dbeta. */           \
+    int bn_backward_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,          \
+                          const T *x, ptrdiff_t xs1, ptrdiff_t xs2,          \
+                          ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,         \
                           const double *mean, const double *invstd,          \
-                          const double *gamma, T *dx, ptrdiff_t lddx,        \
-                          double *dgamma, double *dbeta);
+                          const double *gamma, T *dx, ptrdiff_t ts1,         \
+                          ptrdiff_t ts2, double *dgamma, double *dbeta);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

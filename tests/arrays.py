@@ -16,6 +16,12 @@ SHAPES_2D = [(1, 1), (1, 6), (2, 1), (2, 6), (7, 5), (64, 33), (20000, 3),
              (9, 2049)]
 SHAPES_ND = [(4, 3, 5, 2), (1, 2, 3)]
 LAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
+# spatial batch norm: (shape, channel axis); runs past the kernels' block
+# (4096 elements), many short runs, rank 2 to 5
+SPATIAL = [((2, 3, 4, 5), 1), ((2, 4, 5, 3), -1), ((1, 4, 7), 1),
+           ((3, 2, 2, 3, 4), 1), ((5, 3), 1), ((2, 3, 80, 60), 1),
+           ((500, 2, 3), 1), ((6, 5, 4, 3), -1), ((1, 1, 6), 1)]
+SPATIAL_LAYOUTS = LAYOUTS + ("channels-last-memory",)
 CONTENTS = ("plain", "offset1e4", "trend", "const-col", "nan-inf",
             "mixed-params")
 
@@ -30,11 +36,13 @@ class Case:
     dout: np.ndarray
     layout: str
     contents: str
+    axis: object = None
 
     @property
     def id(self):
-        return (f"{np.dtype(self.x.dtype).name}-{self.x.shape}-{self.layout}"
-                f"-{self.contents}")
+        ax = "" if self.axis is None else f"-axis{self.axis}"
+        return (f"{np.dtype(self.x.dtype).name}-{self.x.shape}{ax}-"
+                f"{self.layout}-{self.contents}")
 
     def widened(self):
         """The same case in the next wider precision (float32 -> float64,
@@ -62,29 +70,42 @@ def _layout(a, layout):
         return big[..., ::2]
     if layout == "reversed":
         return np.ascontiguousarray(a[::-1])[::-1]
+    if layout == "channels-last-memory":  # an NCHW view of NHWC memory
+        return np.moveaxis(np.ascontiguousarray(np.moveaxis(a, 1, -1)), -1, 1)
     raise ValueError(layout)
 
 
-def make_case(shape, dtype, layout, contents, seed=0):
+def make_case(shape, dtype, layout, contents, seed=0, axis=None):
+    """One case.  axis None: batch norm of x.reshape(N, -1), parameters per
+    feature; otherwise spatial batch norm, parameters per channel along
+    axis."""
     rng = np.random.default_rng(seed)
     n = shape[0]
-    fshape = shape[1:]
-    d = int(np.prod(fshape))
+    if axis is None:
+        d = int(np.prod(shape[1:]))
+        x = np.empty((n, d))
+        xv = x                                   # (N, channels) view
+    else:
+        d = shape[axis]
+        x = np.empty(shape)
+        xv = np.moveaxis(x, axis, -1)            # (..., channels) view
     col_offset = rng.uniform(-3, 3, d)
     col_scale = rng.uniform(0.5, 2.0, d)
-    x = rng.standard_normal((n, d)) * col_scale + col_offset
+    xv[...] = rng.standard_normal(xv.shape) * col_scale + col_offset
     if contents == "offset1e4":
-        x += 1e4
+        xv += 1e4
     elif contents == "trend":
         # the mean drifts along the batch: later row blocks sit far from
         # the running mean of the earlier ones
-        x += np.linspace(0, 1e3, n)[:, None]
+        xv += np.linspace(0, 1e3, n).reshape((n,) + (1,) * (xv.ndim - 1))
     elif contents == "const-col":
-        x[:, 0] = 3.7
+        xv[..., 0] = 3.7
     elif contents == "nan-inf":
-        x[n // 2, 0] = np.nan
+        first = xv[..., 0].reshape(-1)
+        if first.size:
+            xv[..., 0].flat[first.size // 2] = np.nan
         if d > 1:
-            x[0, d - 1] = np.inf
+            xv[..., d - 1].flat[0] = np.inf
     pdtype = dtype
     if contents == "mixed-params":
         pdtype = np.float64 if dtype == np.float32 else np.float32
@@ -92,14 +113,15 @@ def make_case(shape, dtype, layout, contents, seed=0):
     beta = rng.uniform(-1, 1, d).astype(pdtype)
     running_mean = rng.uniform(-1, 1, d).astype(pdtype)
     running_var = rng.uniform(0.5, 2, d).astype(pdtype)
-    dout = rng.standard_normal((n, d)).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
     x = _layout(x.astype(dtype).reshape(shape), layout)
-    dout = _layout(dout.reshape(shape), layout)
+    dout = _layout(dout, layout)
     return Case(x, gamma, beta, running_mean, running_var, dout, layout,
-                contents)
+                contents, axis)
 
 
 def cases():
+    """Batch norm cases (axis None)."""
     out = []
     seed = 0
     for dtype in DTYPES:
@@ -108,6 +130,23 @@ def cases():
                 for contents in CONTENTS:
                     seed += 1
                     out.append(make_case(shape, dtype, layout, contents, seed))
+    return out
+
+
+def spatial_cases():
+    """Spatial batch norm cases (channels along axis)."""
+    out = []
+    seed = 10_000
+    for dtype in DTYPES:
+        for shape, axis in SPATIAL:
+            for layout in SPATIAL_LAYOUTS:
+                if layout == "channels-last-memory" and (len(shape) < 3
+                                                         or axis != 1):
+                    continue
+                for contents in CONTENTS:
+                    seed += 1
+                    out.append(make_case(shape, dtype, layout, contents, seed,
+                                         axis))
     return out
 
 

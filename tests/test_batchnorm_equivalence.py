@@ -1,13 +1,15 @@
-"""bnfast.batchnorm_* against bnfast.reference on the shared generator."""
+"""bnfast's batch norm functions against their twins in bnfast.reference on
+the shared generator: batchnorm_* on (N, ...) batches, spatial_batchnorm_*
+on every layout and channel axis."""
 import numpy as np
 import pytest
 
 import bnfast
 from bnfast import reference
 
-from arrays import assert_as_accurate, cases
+from arrays import assert_as_accurate, cases, spatial_cases
 
-CASES = cases()
+CASES = cases() + spatial_cases()
 MOMENTUM = 0.8
 EPS = 1e-5
 
@@ -22,9 +24,19 @@ def run(module, case, mode):
     p = params(case, mode)
     # the NumPy reference warns on the NaN and Inf cases; bnfast does not
     with np.errstate(invalid="ignore", over="ignore"):
-        out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta,
-                                              p)
+        if case.axis is None:
+            out, cache = module.batchnorm_forward(case.x, case.gamma,
+                                                  case.beta, p)
+        else:
+            out, cache = module.spatial_batchnorm_forward(
+                case.x, case.gamma, case.beta, p, axis=case.axis)
     return out, cache, p
+
+
+BACKWARD = [(case, name) for case in CASES
+            for name in (("batchnorm_backward", "batchnorm_backward_alt")
+                         if case.axis is None
+                         else ("spatial_batchnorm_backward",))]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -49,9 +61,8 @@ def test_forward_test(case):
         np.testing.assert_array_equal(p[key], case.__dict__[key])
 
 
-@pytest.mark.parametrize("backward", ["batchnorm_backward",
-                                      "batchnorm_backward_alt"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case,backward", BACKWARD,
+                         ids=[f"{c.id}-{n}" for c, n in BACKWARD])
 def test_backward(case, backward):
     _, cache, _ = run(bnfast, case, "train")
     _, rcache, _ = run(reference, case, "train")
@@ -64,9 +75,12 @@ def test_backward(case, backward):
     # dx = gamma/std * (dout - mean(dout) - x_hat * mean(dout * x_hat)) is
     # a cancellation of terms of size |gamma * dout / std|, whose x_hat
     # carries the rounding of x - mean: a relative error of eps*|mean|/std.
-    _, _, mean, var, g, *_ = wcache
+    bn_cache = wcache if case.axis is None else wcache[0]
+    _, _, mean, var, g, *_ = bn_cache
     std = np.sqrt(var + EPS)
-    terms = np.abs(g * wcase.dout.reshape(wcase.dout.shape[0], -1) / std)
+    dout = (wcase.dout if case.axis is None
+            else np.moveaxis(wcase.dout, case.axis, -1))
+    terms = np.abs(g * dout.reshape(-1, len(g)) / std)
     terms = terms * (1 + np.abs(mean) / std)
     dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
     scales = (dx_scale, None, None)

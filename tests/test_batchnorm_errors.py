@@ -121,7 +121,7 @@ def test_backward_foreign_cache(backward, cache_of):
     dout = np.ones((N, D))
     before = dout.copy()
     with pytest.raises(TypeError, match="cache must be the cache returned by "
-                       r"bnfast.batchnorm_forward in 'train' mode"):
+                       r"a bnfast batch norm forward pass in 'train' mode"):
         backward(dout, cache)
     np.testing.assert_array_equal(dout, before)
 

@@ -138,36 +138,59 @@ def test_broadcast_rows_are_read_in_place():
     assert np.shares_memory(cache.x, row)
 
 
-@pytest.mark.parametrize("layout", ["C", "rows-strided", "reversed"])
-def test_cache_refers_to_x_without_copies(layout):
-    case = make_case((50, 40), np.float32, layout, "plain")
-    _, cache = bnfast.batchnorm_forward(case.x, case.gamma, case.beta,
-                                        {"mode": "train"})
+NO_COPY = [((50, 40), None, layout) for layout in
+           ("C", "F", "rows-strided", "reversed")] + [
+    ((4, 3, 5, 6), 1, layout) for layout in
+    ("C", "F", "rows-strided", "reversed", "channels-last-memory")] + [
+    ((4, 3, 5, 6), -1, layout) for layout in ("C", "F")]
+
+
+@pytest.mark.parametrize("shape,axis,layout", NO_COPY)
+def test_cache_refers_to_x_without_copies(shape, axis, layout):
+    case = make_case(shape, np.float32, layout, "plain", axis=axis)
+    p = {"mode": "train"}
+    if axis is None:
+        _, cache = bnfast.batchnorm_forward(case.x, case.gamma, case.beta, p)
+    else:
+        _, cache = bnfast.spatial_batchnorm_forward(case.x, case.gamma,
+                                                    case.beta, p, axis=axis)
     assert np.shares_memory(cache.x, case.x)
-    big = [name for name in functional.BatchNormCache.__slots__
-           if isinstance(getattr(cache, name), np.ndarray)
-           and getattr(cache, name).size >= case.x.size
-           and name != "x"]
-    assert big == []
+    # arrays as large as x in the cache must be x's own memory (views)
+    copies = [name for name in functional.BatchNormCache.__slots__
+              if isinstance(getattr(cache, name), np.ndarray)
+              and getattr(cache, name).size >= case.x.size
+              and not np.shares_memory(getattr(cache, name), case.x)]
+    assert copies == []
+
+
+PEAK = [((4000, 64), None, "C"), ((4000, 64), None, "F"),
+        ((16, 64, 8, 8), 1, "C"), ((16, 8, 8, 64), -1, "C"),
+        ((16, 64, 8, 8), 1, "channels-last-memory")]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_forward_train_peak_memory_is_output_plus_o_d(dtype):
-    n, d = 4000, 64
-    x = np.random.default_rng(6).standard_normal((n, d)).astype(dtype)
-    gamma, beta = np.ones(d, dtype), np.zeros(d, dtype)
-    bnfast.batchnorm_forward(x, gamma, beta, {"mode": "train"})  # warm up
+@pytest.mark.parametrize("shape,axis,layout", PEAK)
+def test_forward_train_peak_memory_is_output_plus_o_d(dtype, shape, axis,
+                                                      layout):
+    case = make_case(shape, dtype, layout, "plain", axis=axis)
+    x, gamma, beta = case.x, case.gamma, case.beta
+    d = gamma.size
+    if axis is None:
+        forward = bnfast.batchnorm_forward
+    else:
+        def forward(*args):
+            return bnfast.spatial_batchnorm_forward(*args, axis=axis)
+    forward(x, gamma, beta, {"mode": "train"})  # warm up
     tracemalloc.start()
     try:
-        out, cache = bnfast.batchnorm_forward(x, gamma, beta,
-                                              {"mode": "train"})
+        out, cache = forward(x, gamma, beta, {"mode": "train"})
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert peak <= out.nbytes + 64 * d * 8 + 16384, (peak, out.nbytes)
     tracemalloc.start()
     try:
-        dx, _, _ = bnfast.batchnorm_backward(out, cache)
+        dx, _, _ = bnfast.batchnorm_backward(case.dout, cache)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -7,6 +7,8 @@ from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,
     batchnorm_forward,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
 )
 
 __version__ = "0.1.0"
@@ -15,4 +17,6 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_backward",
     "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
 ]

@@ -29,19 +29,6 @@ def float_array(a, name):
     return a
 
 
-def panel(a):
-    """A 2-D float array the across-rows kernels can read in place, or a
-    C-contiguous copy: columns unit-stride (or a single column), row stride
-    a whole number of items, aligned."""
-    n, d = a.shape
-    item = a.itemsize
-    rows_ok = n == 1 or a.strides[0] % item == 0
-    cols_ok = d == 1 or a.strides[1] == item
-    if rows_ok and cols_ok and a.flags.aligned:
-        return a
-    return np.ascontiguousarray(a)
-
-
 def batch(x, name="x"):
     """Validate a batch x of shape (N, ...) and view it as (N, D)."""
     x = float_array(x, name)
@@ -57,11 +44,35 @@ def batch(x, name="x"):
     return x, x.reshape(n, -1)
 
 
+def channel_axis(x, axis):
+    """Validate x (at least 2-D, a non-empty batch, channels and elements
+    per channel) and its channel axis; return the axis as a non-negative
+    int."""
+    if x.ndim < 2:
+        raise ValueError(
+            f"x must have at least 2 dimensions (N, C, ...), got shape "
+            f"{x.shape}")
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(
+            f"axis {axis} is out of bounds for x of {x.ndim} dimensions")
+    axis = int(axis) % x.ndim
+    if axis == 0:
+        raise ValueError("axis must not be 0, the batch axis")
+    if x.shape[0] == 0:
+        raise ValueError(f"x is an empty batch (N = 0), shape {x.shape}")
+    if 0 in x.shape:
+        raise ValueError(f"x has no elements per channel, shape {x.shape}")
+    return axis
+
+
 def per_feature(a, name, feature_shape):
     """Validate a per-feature array (gamma, beta, running stats).
 
-    Accepts shape (D,) or ``feature_shape`` and float32/float64; returns the
-    array as given (validated) and its float64 contiguous (D,) twin.
+    Accepts shape (D,) or ``feature_shape`` (D = its size) and
+    float32/float64; returns the array as given (validated) and its float64
+    contiguous (D,) twin.
     """
     arr = float_array(a, name)
     d = math.prod(feature_shape)

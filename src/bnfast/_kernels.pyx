@@ -4,21 +4,23 @@
 
 Each function takes typed memoryviews, turns them into pointers and leading
 dimensions and calls one C kernel with the GIL released.  Validation and
-layout decisions belong to bnfast._checks and bnfast.functional: callers
-pass 2-D panels whose columns are unit-stride (or a single column), whose
-row stride is a multiple of the itemsize, and which have n >= 1, d >= 1
-rows and columns, and per-channel float64 arrays of length d.
+layout decisions belong to bnfast._layout and bnfast.functional: callers
+pass "panels", 3-D views (n1, n2, len) of the data: n2 channels of n1 runs
+of len elements (see csrc/bnfast.h), with all sizes >= 1, unit stride along
+the runs (or len == 1), strides multiples of the itemsize, and per-channel
+float64 arrays of length n2.
 """
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t
 
 
 
-cdef inline ptrdiff_t _ld(const floating[:, :] a) noexcept nogil:
-    # Leading dimension in elements; any value works for a single row.
-    if a.shape[0] == 1:
-        return a.shape[1]
-    return a.strides[0] // <ptrdiff_t>sizeof(floating)
+cdef inline ptrdiff_t _st(const floating[:, :, :] a, int k) noexcept nogil:
+    # Stride of axis k in elements; that of a length-1 axis is never used
+    # to address memory, and a single channel counts as adjacent channels.
+    if a.shape[k] == 1:
+        return 1
+    return a.strides[k] // <ptrdiff_t>sizeof(floating)
 
 
 cdef inline int _raise(int rc) except -1:
@@ -32,56 +34,63 @@ def simd_level():
     return bnf_simd_level().decode()
 
 
-def bn_forward_train(const floating[:, :] x, const double[::1] gamma,
-                     const double[::1] beta, double eps, floating[:, :] y,
-                     double[::1] mean, double[::1] invstd, double[::1] var):
+def bn_forward_train(const floating[:, :, :] x, const double[::1] gamma,
+                     const double[::1] beta, double eps,
+                     floating[:, :, :] y, double[::1] mean,
+                     double[::1] invstd, double[::1] var):
     cdef int rc
-    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
-    cdef ptrdiff_t ldx = _ld(x), ldy = _ld(y)
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
     with nogil:
         if floating is float:
-            rc = bn_forward_train_f32(&x[0, 0], n, d, ldx, &gamma[0],
-                                      &beta[0], eps, &y[0, 0], ldy, &mean[0],
-                                      &invstd[0], &var[0])
+            rc = bn_forward_train_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
+                                      &gamma[0], &beta[0], eps, &y[0, 0, 0],
+                                      ys1, ys2, &mean[0], &invstd[0], &var[0])
         else:
-            rc = bn_forward_train_f64(&x[0, 0], n, d, ldx, &gamma[0],
-                                      &beta[0], eps, &y[0, 0], ldy, &mean[0],
-                                      &invstd[0], &var[0])
+            rc = bn_forward_train_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
+                                      &gamma[0], &beta[0], eps, &y[0, 0, 0],
+                                      ys1, ys2, &mean[0], &invstd[0], &var[0])
     _raise(rc)
 
 
-def bn_forward_test(const floating[:, :] x, const double[::1] gamma,
+def bn_forward_test(const floating[:, :, :] x, const double[::1] gamma,
                     const double[::1] beta, const double[::1] mean,
-                    const double[::1] var, double eps, floating[:, :] y):
+                    const double[::1] var, double eps, floating[:, :, :] y):
     cdef int rc
-    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
-    cdef ptrdiff_t ldx = _ld(x), ldy = _ld(y)
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
     with nogil:
         if floating is float:
-            rc = bn_forward_test_f32(&x[0, 0], n, d, ldx, &gamma[0],
-                                     &beta[0], &mean[0], &var[0], eps,
-                                     &y[0, 0], ldy)
+            rc = bn_forward_test_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
+                                     &gamma[0], &beta[0], &mean[0], &var[0],
+                                     eps, &y[0, 0, 0], ys1, ys2)
         else:
-            rc = bn_forward_test_f64(&x[0, 0], n, d, ldx, &gamma[0],
-                                     &beta[0], &mean[0], &var[0], eps,
-                                     &y[0, 0], ldy)
+            rc = bn_forward_test_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
+                                     &gamma[0], &beta[0], &mean[0], &var[0],
+                                     eps, &y[0, 0, 0], ys1, ys2)
     _raise(rc)
 
 
-def bn_backward(const floating[:, :] dy, const floating[:, :] x,
+def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
                 const double[::1] mean, const double[::1] invstd,
-                const double[::1] gamma, floating[:, :] dx,
+                const double[::1] gamma, floating[:, :, :] dx,
                 double[::1] dgamma, double[::1] dbeta):
     cdef int rc
-    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
-    cdef ptrdiff_t lddy = _ld(dy), ldx = _ld(x), lddx = _ld(dx)
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    cdef ptrdiff_t ts1 = _st(dx, 0), ts2 = _st(dx, 1)
     with nogil:
         if floating is float:
-            rc = bn_backward_f32(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
-                                 lddx, &dgamma[0], &dbeta[0])
+            rc = bn_backward_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
+                                 xs2, n1, n2, ln, &mean[0], &invstd[0],
+                                 &gamma[0], &dx[0, 0, 0], ts1, ts2,
+                                 &dgamma[0], &dbeta[0])
         else:
-            rc = bn_backward_f64(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
-                                 lddx, &dgamma[0], &dbeta[0])
+            rc = bn_backward_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
+                                 xs2, n1, n2, ln, &mean[0], &invstd[0],
+                                 &gamma[0], &dx[0, 0, 0], ts1, ts2,
+                                 &dgamma[0], &dbeta[0])
     _raise(rc)

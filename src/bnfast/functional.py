@@ -9,43 +9,116 @@ dtype and shape (x's dtype and shape (D,) when absent).
 """
 import numpy as np
 
-from bnfast import _checks, _kernels
+from bnfast import _checks, _kernels, _layout
 
 __all__ = [
     "BatchNormCache",
     "batchnorm_forward",
     "batchnorm_backward",
     "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
 ]
 
 
 class BatchNormCache:
-    """What batchnorm_forward keeps for the backward pass.
+    """What the batch norm forward passes keep for the backward pass.
 
-    References to x (as an (N, D) view, or the copy that was normalized) and
-    to gamma, plus the per-feature batch mean and 1/sqrt(var + eps): O(D)
-    memory beside x, no copy of x_hat (the backward recomputes it).
+    References to x (the array that was normalized: the caller's, or a
+    view or copy of it) and to gamma, plus the per-channel batch mean and
+    1/sqrt(var + eps): O(channels) memory beside x, no copy of x_hat (the
+    backward recomputes it).
 
     Do not modify x between the forward and the backward pass: the backward
     reads it again.
     """
 
-    __slots__ = ("x", "gamma", "mean", "invstd", "x_shape", "gamma_dtype",
-                 "gamma_shape")
+    __slots__ = ("x", "panel", "axis", "gamma", "mean", "invstd", "shape",
+                 "gamma_dtype", "gamma_shape")
 
-    def __init__(self, x, gamma, mean, invstd, x_shape, gamma_dtype,
-                 gamma_shape):
+    def __init__(self, x, panel, axis, gamma, mean, invstd, shape,
+                 gamma_dtype, gamma_shape):
         self.x = x
+        self.panel = panel
+        self.axis = axis
         self.gamma = gamma
         self.mean = mean
         self.invstd = invstd
-        self.x_shape = x_shape
+        self.shape = shape
         self.gamma_dtype = gamma_dtype
         self.gamma_shape = gamma_shape
 
     def __repr__(self):
-        return (f"<BatchNormCache x{self.x_shape} {self.x.dtype}, "
-                f"{self.mean.shape[0]} features>")
+        return (f"<BatchNormCache x{self.shape} {self.x.dtype}, "
+                f"{self.mean.shape[0]} channels>")
+
+
+def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
+    """Batch norm of x with channels along axis; shape: the caller's shape
+    of x (the output's); pshape: the accepted per-channel shapes besides
+    (C,).  Validates everything before it writes anything."""
+    mode = _checks.mode(bn_param)
+    g, g64 = _checks.per_feature(gamma, "gamma", pshape)
+    _, b64 = _checks.per_feature(beta, "beta", pshape)
+    eps = _checks.real_in(bn_param.get("eps", 1e-5), "bn_param['eps']", 0.0)
+    momentum = _checks.real_in(bn_param.get("momentum", 0.9),
+                               "bn_param['momentum']", 0.0, 1.0)
+    c = x.shape[axis]
+    running = []
+    for key in ("running_mean", "running_var"):
+        value = bn_param.get(key)
+        if value is None:
+            value = np.zeros(c, dtype=x.dtype)
+        running.append(_checks.per_feature(value, f"bn_param[{key!r}]",
+                                           pshape))
+    (rm, rm64), (rv, rv64) = running
+
+    x, xp = _layout.panel_or_copy(x, axis)
+    out, op = _layout.like(x, axis)
+    if mode == "train":
+        mean = np.empty(c)
+        invstd = np.empty(c)
+        var = np.empty(c)
+        _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var)
+        cache = BatchNormCache(x, xp, axis, g64, mean, invstd, shape,
+                               g.dtype, g.shape)
+        keep = 1.0 - momentum
+        rm = (momentum * rm64 + keep * mean).astype(rm.dtype).reshape(rm.shape)
+        rv = (momentum * rv64 + keep * var).astype(rv.dtype).reshape(rv.shape)
+    else:
+        _kernels.bn_forward_test(xp, g64, b64, rm64, rv64, eps, op)
+        cache = None
+    bn_param["running_mean"] = rm
+    bn_param["running_var"] = rv
+    return out.reshape(shape), cache
+
+
+def _bn_backward(dout, cache):
+    if not isinstance(cache, BatchNormCache):
+        raise TypeError(
+            "cache must be the cache returned by a bnfast batch norm forward "
+            f"pass in 'train' mode, got {type(cache).__name__}")
+    dout = _checks.float_array(dout, "dout")
+    if dout.shape != cache.shape:
+        raise ValueError(
+            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    x, axis = cache.x, cache.axis
+    dout = dout.astype(x.dtype, copy=False).reshape(x.shape)
+    dp = _layout.panel(dout, axis)
+    if dp is None or dp.shape != cache.panel.shape:
+        # laid out unlike x: copy it into x's layout
+        relaid, dp = _layout.like(x, axis)
+        np.copyto(relaid, dout)
+    dx, dxp = _layout.like(x, axis)
+    c = x.shape[axis]
+    dgamma = np.empty(c)
+    dbeta = np.empty(c)
+    _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
+                         cache.gamma, dxp, dgamma, dbeta)
+    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
+    return (dx.reshape(cache.shape),
+            dgamma.astype(gdt, copy=False).reshape(gshape),
+            dbeta.astype(gdt, copy=False).reshape(gshape))
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -106,41 +179,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     >>> bn_param["running_mean"]
     array([0.2, 0.4])
     """
-    mode = _checks.mode(bn_param)
+    _checks.mode(bn_param)
     x, x2 = _checks.batch(x)
-    fshape = x.shape[1:]
-    g, g64 = _checks.per_feature(gamma, "gamma", fshape)
-    _, b64 = _checks.per_feature(beta, "beta", fshape)
-    eps = _checks.real_in(bn_param.get("eps", 1e-5), "bn_param['eps']", 0.0)
-    momentum = _checks.real_in(bn_param.get("momentum", 0.9),
-                               "bn_param['momentum']", 0.0, 1.0)
-    d = x2.shape[1]
-    running = []
-    for key in ("running_mean", "running_var"):
-        value = bn_param.get(key)
-        if value is None:
-            value = np.zeros(d, dtype=x.dtype)
-        running.append(_checks.per_feature(value, f"bn_param[{key!r}]", fshape))
-    (rm, rm64), (rv, rv64) = running
-
-    x2 = _checks.panel(x2)
-    out = np.empty(x2.shape, dtype=x.dtype)
-    if mode == "train":
-        mean = np.empty(d)
-        invstd = np.empty(d)
-        var = np.empty(d)
-        _kernels.bn_forward_train(x2, g64, b64, eps, out, mean, invstd, var)
-        cache = BatchNormCache(x2, g64, mean, invstd, x.shape, g.dtype,
-                               g.shape)
-        keep = 1.0 - momentum
-        rm = (momentum * rm64 + keep * mean).astype(rm.dtype).reshape(rm.shape)
-        rv = (momentum * rv64 + keep * var).astype(rv.dtype).reshape(rv.shape)
-    else:
-        _kernels.bn_forward_test(x2, g64, b64, rm64, rv64, eps, out)
-        cache = None
-    bn_param["running_mean"] = rm
-    bn_param["running_var"] = rv
-    return out.reshape(x.shape), cache
+    return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:])
 
 
 def batchnorm_backward(dout, cache):
@@ -178,26 +219,82 @@ def batchnorm_backward(dout, cache):
     >>> print(np.abs(dx).max() < 1e-12)
     True
     """
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(
-            "cache must be the cache returned by bnfast.batchnorm_forward in "
-            f"'train' mode, got {type(cache).__name__}")
-    dout = _checks.float_array(dout, "dout")
-    if dout.shape != cache.x_shape:
-        raise ValueError(
-            f"dout must have the shape of x {cache.x_shape}, got {dout.shape}")
-    x = cache.x
-    dy = _checks.panel(dout.astype(x.dtype, copy=False).reshape(x.shape))
-    d = x.shape[1]
-    dx = np.empty(x.shape, dtype=x.dtype)
-    dgamma = np.empty(d)
-    dbeta = np.empty(d)
-    _kernels.bn_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dx,
-                         dgamma, dbeta)
-    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (dx.reshape(cache.x_shape),
-            dgamma.astype(gdt, copy=False).reshape(gshape),
-            dbeta.astype(gdt, copy=False).reshape(gshape))
+    return _bn_backward(dout, cache)
 
 
 batchnorm_backward_alt = batchnorm_backward
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
+    """Forward pass for spatial batch normalization: statistics per channel.
+
+    Same signature and results as
+    ``bnfast.reference.spatial_batchnorm_forward``: for x of shape
+    (N, C, H, W) and ``axis=1`` the mean and variance of each channel are
+    taken over N, H and W; ``axis=-1`` is channels-last (N, H, W, C).  Any
+    rank >= 2 works: (N, C), (N, C, L), (N, C, D, H, W).
+
+    The kernels run on x as it is laid out, with no transposed copy: C-order
+    NCHW (runs along the H*W planes) also with a strided or reversed batch
+    axis, channels-last and NCHW views of channels-last memory (across rows
+    of channels), Fortran order.  Layouts whose other axes do not merge
+    into runs and rows are copied first: strided runs (``x[..., ::2]``) and
+    channels-last data with a strided or reversed batch axis.  Extra
+    memory: the output plus O(C).
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, at least 2-D
+    gamma, beta : array_like of float32 or float64, shape (C,)
+        Also accepted with the shape of x with ones except along ``axis``
+        (e.g. (1, C, 1, 1)).
+    bn_param : dict
+        As for :func:`batchnorm_forward`; running statistics of shape (C,).
+    axis : int, keyword-only
+        The channel axis (not 0, the batch axis).  Default 1.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : BatchNormCache ('train' mode) or None ('test' mode)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.arange(16.0).reshape(2, 2, 2, 2)
+    >>> out, cache = bnfast.spatial_batchnorm_forward(
+    ...     x, np.ones(2), np.zeros(2), {"mode": "train"})
+    >>> out.shape, round(float(out[:, 0].mean()), 12), round(float(out[:, 0].std()), 4)
+    ((2, 2, 2, 2), 0.0, 1.0)
+    """
+    _checks.mode(bn_param)
+    x = _checks.float_array(x, "x")
+    axis = _checks.channel_axis(x, axis)
+    keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
+    return _bn_forward(x, axis, x.shape, gamma, beta, bn_param, keep)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Backward pass for spatial batch normalization.
+
+    Same results as ``bnfast.reference.spatial_batchnorm_backward``; the
+    simplified single formula, on the layout of the forward pass.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
+    >>> _, cache = bnfast.spatial_batchnorm_forward(
+    ...     x, np.ones(3), np.zeros(3), {"mode": "train"})
+    >>> dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(np.ones_like(x), cache)
+    >>> dbeta
+    array([100., 100., 100.])
+    """
+    return _bn_backward(dout, cache)

@@ -17,6 +17,8 @@ __all__ = [
     "batchnorm_forward",
     "batchnorm_backward",
     "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
 ]
 
 
@@ -167,3 +169,64 @@ def _unpack(dout, cache):
                 dbeta.astype(g_dtype, copy=False).reshape(g_shape))
 
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
+    """Forward pass for spatial batch normalization (reference).
+
+    The textbook way: move the channel axis last, flatten to
+    (everything else, C), run :func:`batchnorm_forward`, and undo the
+    reshape and transpose (each step a full copy of the batch).
+
+    Parameters
+    ----------
+    x : ndarray, at least 2-D, channels along ``axis`` (1: NCHW; -1:
+        channels-last)
+    gamma, beta : ndarray, shape (C,) or x's shape with ones except along
+        ``axis``
+    bn_param : dict, as for batchnorm_forward
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.arange(16.0).reshape(2, 2, 2, 2)
+    >>> out, _ = reference.spatial_batchnorm_forward(
+    ...     x, np.ones(2), np.zeros(2), {"mode": "train"})
+    >>> round(float(out[:, 1].std()), 4)
+    1.0
+    """
+    moved = np.moveaxis(x, axis, -1)
+    c = moved.shape[-1]
+    flat = moved.reshape(-1, c)
+    g = np.reshape(gamma, c)
+    b = np.reshape(beta, c)
+    out, cache = batchnorm_forward(flat, g, b, bn_param)
+    out = np.moveaxis(out.reshape(moved.shape), -1, axis)
+    if cache is not None:
+        cache = (cache, axis, moved.shape, gamma.shape)
+    return out, cache
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Backward pass for spatial batch normalization (reference): the same
+    transposes around :func:`batchnorm_backward_alt`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
+    >>> _, cache = reference.spatial_batchnorm_forward(
+    ...     x, np.ones(3), np.zeros(3), {"mode": "train"})
+    >>> dx, dgamma, dbeta = reference.spatial_batchnorm_backward(
+    ...     np.ones_like(x), cache)
+    >>> dbeta
+    array([100., 100., 100.])
+    """
+    bn_cache, axis, moved_shape, g_shape = cache
+    c = moved_shape[-1]
+    flat = np.moveaxis(dout, axis, -1).reshape(-1, c)
+    dx, dgamma, dbeta = batchnorm_backward_alt(flat, bn_cache)
+    dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
+    return dx, dgamma.reshape(g_shape), dbeta.reshape(g_shape)

@@ -1,0 +1,7 @@
+/* Along-runs kernels (statistics, apply, backward reduce and apply) for
+   float32 and float64. */
+#include "bnfast.h"
+#include "internal.h"
+
+#define BNF_TEMPLATE "runs_tmpl.h"
+#include "instantiate.h"

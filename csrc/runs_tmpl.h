@@ -1,0 +1,197 @@
+/* Template body of the along-runs kernels; included by runs.c once per
+   dtype through instantiate.h (T the data type, NAME(f) the name).
+
+   The data is n2 channels of n1 contiguous runs of len elements each: run i
+   of channel j starts at x + i*s1 + j*s2.  Statistics and backward sums are
+   per channel, over its n1*len elements; the apply passes use per-channel
+   coefficients.  Sums along a run go into BNF_LANES independent lane
+   accumulators (vectorized, fixed order, no reassociation by the compiler)
+   combined by a fixed pairwise tree, within blocks of at most
+   BNF_RUN_BLOCK elements. */
+
+/* Sum of the lanes, pairwise in a fixed order. */
+BNF_INLINE double NAME(lanes_sum)(double *a)
+{
+    for (int w = BNF_LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++)
+            a[l] += a[l + w];
+    return a[0];
+}
+
+/* Sum of p[e] - k over a block. */
+BNF_INLINE double NAME(block_sum_shifted)(const T *restrict p, ptrdiff_t nb,
+                                             double k)
+{
+    double a[BNF_LANES] = {0};
+    ptrdiff_t e = 0;
+    for (; e + BNF_LANES <= nb; e += BNF_LANES)
+        BNF_LANE_LOOP
+        for (int l = 0; l < BNF_LANES; l++)
+            a[l] += (double)p[e + l] - k;
+    for (; e < nb; e++)
+        a[0] += (double)p[e] - k;
+    return NAME(lanes_sum)(a);
+}
+
+/* Sums of d = p[e] - c and d*d over a block. */
+BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nb,
+                                             double c, double *s, double *q)
+{
+    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
+    ptrdiff_t e = 0;
+    for (; e + BNF_LANES <= nb; e += BNF_LANES)
+        BNF_LANE_LOOP
+        for (int l = 0; l < BNF_LANES; l++) {
+            double d = (double)p[e + l] - c;
+            as[l] += d;
+            aq[l] += d * d;
+        }
+    for (; e < nb; e++) {
+        double d = (double)p[e] - c;
+        as[0] += d;
+        aq[0] += d * d;
+    }
+    *s = NAME(lanes_sum)(as);
+    *q = NAME(lanes_sum)(aq);
+}
+
+/* Sums of g[e] and g[e] * (p[e] - mu) over a block. */
+BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g,
+                                        const T *restrict p, ptrdiff_t nb,
+                                        double mu, double *s, double *q)
+{
+    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
+    ptrdiff_t e = 0;
+    for (; e + BNF_LANES <= nb; e += BNF_LANES)
+        BNF_LANE_LOOP
+        for (int l = 0; l < BNF_LANES; l++) {
+            double gl = (double)g[e + l];
+            as[l] += gl;
+            aq[l] += gl * ((double)p[e + l] - mu);
+        }
+    for (; e < nb; e++) {
+        double gl = (double)g[e];
+        as[0] += gl;
+        aq[0] += gl * ((double)p[e] - mu);
+    }
+    *s = NAME(lanes_sum)(as);
+    *q = NAME(lanes_sum)(aq);
+}
+
+/*
+ * Per-channel mean and M2 over n1 runs of len elements, in one pass over
+ * memory, visiting runs in memory order (run-outer, channel-inner: a C-order
+ * NCHW batch is read sequentially).  The numerics of rows_stats, along
+ * runs: shifted by the channel's first finite value K (read again at each
+ * run, so no scratch); each block of a run summed around a center c and
+ * corrected (corrected two-pass); the channel's first block estimates c
+ * from a pass over itself (from L1), later blocks use the running mean;
+ * blocks merged with Chan's formula.
+ */
+BNF_DISPATCH
+void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+                      ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
+                      double *restrict mean, double *restrict m2)
+{
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *run = x + i * s1 + j * s2;
+            double k = (double)x[j * s2];
+            k = bnf_isfinite(k) ? k : 0.0;
+            for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
+                ptrdiff_t nb = bnf_min(BNF_RUN_BLOCK, len - e0);
+                const T *p = run + e0;
+                double dnb = (double)nb;
+                double count = (double)i * (double)len + (double)e0;
+                double est = count == 0.0
+                                 ? NAME(block_sum_shifted)(p, nb, k) / dnb
+                                 : mean[j];
+                double c = k + est;
+                c = bnf_isfinite(c) ? c : 0.0;
+                double s, q;
+                NAME(block_sums_centered)(p, nb, c, &s, &q);
+                double t = s / dnb;
+                double mb = (c - k) + t;
+                double qb = q - s * t;
+                qb = qb < 0.0 ? 0.0 : qb;
+                if (count == 0.0) {
+                    mean[j] = mb;
+                    m2[j] = qb;
+                } else {
+                    bnf_chan_merge(1, count, dnb, &mb, &qb, &mean[j], &m2[j]);
+                }
+            }
+        }
+    for (ptrdiff_t j = 0; j < n2; j++) {
+        double k = (double)x[j * s2];
+        mean[j] += bnf_isfinite(k) ? k : 0.0;
+    }
+}
+
+/* y = (x - mean_j) * scale_j + shift_j along each run of channel j. */
+BNF_DISPATCH
+void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+                      ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
+                      const double *restrict mean,
+                      const double *restrict scale,
+                      const double *restrict shift, T *restrict y,
+                      ptrdiff_t t1, ptrdiff_t t2)
+{
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *restrict p = x + i * s1 + j * s2;
+            T *restrict o = y + i * t1 + j * t2;
+            double mu = mean[j], a = scale[j], b = shift[j];
+            for (ptrdiff_t e = 0; e < len; e++)
+                o[e] = (T)(((double)p[e] - mu) * a + b);
+        }
+}
+
+/* Per-channel sums of dy and dy * (x - mean_j), runs in memory order:
+   lanes within a block, blocks into the channel's totals. */
+BNF_DISPATCH
+void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
+                           const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
+                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                           const double *restrict mean,
+                           double *restrict sum_dy,
+                           double *restrict sum_dyxmu)
+{
+    for (ptrdiff_t j = 0; j < n2; j++)
+        sum_dy[j] = sum_dyxmu[j] = 0.0;
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *g = dy + i * d1 + j * d2;
+            const T *p = x + i * s1 + j * s2;
+            for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
+                double s, q;
+                NAME(block_sums_bwd)(g + e0, p + e0,
+                                     bnf_min(BNF_RUN_BLOCK, len - e0),
+                                     mean[j], &s, &q);
+                sum_dy[j] += s;
+                sum_dyxmu[j] += q;
+            }
+        }
+}
+
+/* dx = k_dy_j * dy + k_xmu_j * (x - mean_j) + k_0_j along each run. */
+BNF_DISPATCH
+void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
+                          const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
+                          ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                          const double *restrict mean,
+                          const double *restrict k_dy,
+                          const double *restrict k_xmu,
+                          const double *restrict k_0, T *restrict dx,
+                          ptrdiff_t t1, ptrdiff_t t2)
+{
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *restrict g = dy + i * d1 + j * d2;
+            const T *restrict p = x + i * s1 + j * s2;
+            T *restrict o = dx + i * t1 + j * t2;
+            double mu = mean[j], a = k_dy[j], b = k_xmu[j], c0 = k_0[j];
+            for (ptrdiff_t e = 0; e < len; e++)
+                o[e] = (T)(a * (double)g[e] + b * ((double)p[e] - mu) + c0);
+        }
+}

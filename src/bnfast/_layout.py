@@ -1,0 +1,86 @@
+"""Views of arrays as the kernels' "panels".
+
+A panel is a 3-D view (n1, n2, len) of an array for per-channel work: n2
+channels (the array's ``axis``) of n1 runs of len elements, with unit stride
+along the runs (see csrc/bnfast.h).  The other axes of the array are split
+by stride into those outside the channel (merged into n1) and those inside
+it (merged into the contiguous runs).  That covers, without copying:
+
+* (N, D) in C order, channels-last images, broadcast or reversed rows:
+  len == 1, channels adjacent (the across-rows kernels);
+* (N, C, H, W) images in C order, (N, D) in Fortran order, Fortran-order
+  images: runs of len > 1 (the along-runs kernels).
+
+Anything else (e.g. strided runs ``x[..., ::2]``) needs a copy first;
+:func:`panel_or_copy` makes it.
+"""
+import numpy as np
+
+
+def _merged(dims):
+    """Size and stride (in bytes) of axes merged into one, outermost first,
+    or None when they do not merge.  ``dims``: (stride, size) pairs."""
+    size, stride = 1, 0
+    for st, n in reversed(dims):
+        if size > 1 and st != stride * size:
+            return None
+        if size == 1:
+            stride = st
+        size *= n
+    return size, stride
+
+
+def panel(a, axis):
+    """The panel view of ``a`` with channels along ``axis``, or None when
+    the layout needs a copy first."""
+    if a.flags.c_contiguous:
+        c = a.shape[axis]
+        if axis == a.ndim - 1:
+            return a.reshape(-1, c, 1)
+        outer = int(np.prod(a.shape[:axis], dtype=np.int64))
+        return a.reshape(outer, c, -1)
+    if not a.flags.aligned:
+        return None
+    item = a.itemsize
+    cs = a.strides[axis]
+    if any(st % item for st in a.strides):
+        return None
+    others = sorted(((abs(a.strides[k]), k) for k in range(a.ndim)
+                     if k != axis and a.shape[k] > 1), reverse=True)
+    if a.shape[axis] > 1:  # stride 0 (broadcast) is never part of a run
+        outer = [k for st, k in others if st > abs(cs) or st == 0]
+        inner = [k for st, k in others if 0 < st <= abs(cs)]
+    else:  # a single channel: everything that merges into runs is inner
+        outer, inner = [], [k for _, k in others]
+    m_out = _merged([(a.strides[k], a.shape[k]) for k in outer])
+    m_in = _merged([(a.strides[k], a.shape[k]) for k in inner])
+    if m_out is None or m_in is None:
+        return None
+    if inner and m_in[1] != item:       # runs must be contiguous
+        if a.shape[axis] == 1 and not outer:
+            outer, inner = inner, []      # one channel of strided rows
+        else:
+            return None
+    if not inner and a.shape[axis] > 1 and cs != item:
+        return None                     # rows need adjacent channels
+    ones = [k for k in range(a.ndim) if k != axis and a.shape[k] == 1]
+    v = a.transpose(ones + outer + [axis] + inner)
+    n1 = int(np.prod([a.shape[k] for k in outer], dtype=np.int64))
+    return v.reshape(n1, a.shape[axis], -1)
+
+
+def panel_or_copy(a, axis):
+    """(array, panel): ``a`` itself when it has a panel view, else a
+    C-contiguous copy of it."""
+    p = panel(a, axis)
+    if p is None:
+        a = np.ascontiguousarray(a)
+        p = panel(a, axis)
+    return a, p
+
+
+def like(a, axis):
+    """A new array shaped and laid out like ``a`` (same memory order when
+    ``a`` is contiguous in some order) and its panel."""
+    out = np.empty_like(a)
+    return out, panel_or_copy(out, axis)[1]
