@@ -155,3 +155,64 @@ def test_cache_type_is_public():
     _, cache = forward_cache()
     assert isinstance(cache, functional.BatchNormCache)
     assert "BatchNormCache" in repr(cache)
+
+
+def good_spatial():
+    rng = np.random.default_rng(1)
+    return dict(
+        x=rng.standard_normal((2, 3, 4, 5)),
+        gamma=np.ones(3),
+        beta=np.zeros(3),
+        bn_param={"mode": "train", "running_mean": np.full(3, 0.5),
+                  "running_var": np.full(3, 2.0)},
+    )
+
+
+SPATIAL_ERRORS = [
+    ("axis 0", {"axis": 0}, None, ValueError,
+     "axis must not be 0, the batch axis"),
+    ("axis out of bounds", {"axis": 4}, None, ValueError,
+     "axis 4 is out of bounds for x of 4 dimensions"),
+    ("axis not an int", {"axis": 1.0}, None, TypeError,
+     "axis must be an int, got float"),
+    ("1-d x", {}, lambda a: a.update(x=np.ones(5)), ValueError,
+     "x must have at least 2 dimensions (N, C, ...)"),
+    ("empty batch", {}, lambda a: a.update(x=np.ones((0, 3, 2, 2))),
+     ValueError, "x is an empty batch (N = 0)"),
+    ("empty plane", {}, lambda a: a.update(x=np.ones((2, 3, 0, 2))),
+     ValueError, "x has no elements per channel"),
+    ("gamma shape", {}, lambda a: a.update(gamma=np.ones(4)), ValueError,
+     "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)"),
+    ("gamma of the channels-last axis", {"axis": -1}, None, ValueError,
+     "gamma must have shape (5,) or (1, 1, 1, 5) to match x, got (3,)"),
+    ("running_var shape", {},
+     lambda a: a["bn_param"].update(running_var=np.ones((3, 1))),
+     ValueError, "bn_param['running_var'] must have shape (3,)"),
+    ("int x", {}, lambda a: a.update(x=np.ones((2, 3, 4), int)), TypeError,
+     "x must be a float32 or float64 array, got dtype int64"),
+    ("unknown mode", {}, lambda a: a["bn_param"].update(mode="eval"),
+     ValueError, "bn_param['mode'] must be one of ('train', 'test')"),
+]
+
+
+@pytest.mark.parametrize("desc,kw,change,exc,message", SPATIAL_ERRORS,
+                         ids=[e[0] for e in SPATIAL_ERRORS])
+def test_spatial_forward_errors(desc, kw, change, exc, message):
+    args = good_spatial()
+    if change:
+        change(args)
+    before = snapshot(args)
+    with pytest.raises(exc) as info:
+        bnfast.spatial_batchnorm_forward(**args, **kw)
+    assert message in str(info.value)
+    assert_unchanged(before, args)
+
+
+def test_spatial_backward_bad_dout():
+    args = good_spatial()
+    _, cache = bnfast.spatial_batchnorm_forward(**args)
+    with pytest.raises(ValueError, match=r"dout must have the shape of x "
+                       r"\(2, 3, 4, 5\), got \(2, 3, 5, 4\)"):
+        bnfast.spatial_batchnorm_backward(np.ones((2, 3, 5, 4)), cache)
+    with pytest.raises(TypeError, match="cache must be the cache returned"):
+        bnfast.spatial_batchnorm_backward(np.ones((2, 3, 4, 5)), {})

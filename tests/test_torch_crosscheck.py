@@ -63,3 +63,36 @@ def test_test_mode_matches_torch(dtype):
                      torch.from_numpy(beta), training=False)
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, t.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 3, 5, 6), 1), ((4, 5, 6, 3), -1),
+                                        ((3, 4, 7), 1), ((2, 3, 2, 3, 4), 1)])
+def test_spatial_matches_torch_batchnorm(shape, axis):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(shape) * 2 + 1
+    c = shape[axis]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    dout = rng.standard_normal(shape)
+    p = {"mode": "train", "momentum": 0.9}
+    out, cache = bnfast.spatial_batchnorm_forward(x, gamma, beta, p,
+                                                  axis=axis)
+    dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
+
+    # torch wants channels at dim 1: move channels-last data there
+    def to_torch(a):
+        return torch.tensor(np.moveaxis(a, axis, 1))
+
+    tx = to_torch(x).requires_grad_(True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    trm, trv = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    tout = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=0.1)
+    tout.backward(to_torch(dout))
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, np.moveaxis(tout.detach().numpy(), 1,
+                                                axis), **tol)
+    np.testing.assert_allclose(dx, np.moveaxis(tx.grad.numpy(), 1, axis),
+                               **tol)
+    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
+    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
+    np.testing.assert_allclose(p["running_mean"], trm.numpy(), **tol)
