@@ -99,7 +99,21 @@
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,         \
                           const double *mean, const double *invstd,          \
                           const double *gamma, T *dx, ptrdiff_t ts1,         \
-                          ptrdiff_t ts2, double *dgamma, double *dbeta);
+                          ptrdiff_t ts2, double *dgamma, double *dbeta);     \
+                                                                             \
+    /* Layer norm of an (n, d) panel of rows with unit-stride columns:      \
+       statistics per row, gamma and beta (d,).  Writes the per-row mean    \
+       and 1/sqrt(var + eps) (n,). */                                        \
+    void ln_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,               \
+                          ptrdiff_t ldx, const double *gamma,                \
+                          const double *beta, double eps, T *y,              \
+                          ptrdiff_t ldy, double *mean, double *invstd);      \
+    /* Layer norm backward, fused per row; writes dx, dgamma, dbeta (d,). */ \
+    int ln_backward_##SUF(const T *dy, ptrdiff_t lddy, const T *x,            \
+                          ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,           \
+                          const double *mean, const double *invstd,          \
+                          const double *gamma, T *dx, ptrdiff_t lddx,        \
+                          double *dgamma, double *dbeta);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

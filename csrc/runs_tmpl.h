@@ -9,74 +9,7 @@
    combined by a fixed pairwise tree, within blocks of at most
    BNF_RUN_BLOCK elements. */
 
-/* Sum of the lanes, pairwise in a fixed order. */
-BNF_INLINE double NAME(lanes_sum)(double *a)
-{
-    for (int w = BNF_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; l++)
-            a[l] += a[l + w];
-    return a[0];
-}
-
-/* Sum of p[e] - k over a block. */
-BNF_INLINE double NAME(block_sum_shifted)(const T *restrict p, ptrdiff_t nb,
-                                             double k)
-{
-    double a[BNF_LANES] = {0};
-    ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++)
-            a[l] += (double)p[e + l] - k;
-    for (; e < nb; e++)
-        a[0] += (double)p[e] - k;
-    return NAME(lanes_sum)(a);
-}
-
-/* Sums of d = p[e] - c and d*d over a block. */
-BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nb,
-                                             double c, double *s, double *q)
-{
-    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
-    ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++) {
-            double d = (double)p[e + l] - c;
-            as[l] += d;
-            aq[l] += d * d;
-        }
-    for (; e < nb; e++) {
-        double d = (double)p[e] - c;
-        as[0] += d;
-        aq[0] += d * d;
-    }
-    *s = NAME(lanes_sum)(as);
-    *q = NAME(lanes_sum)(aq);
-}
-
-/* Sums of g[e] and g[e] * (p[e] - mu) over a block. */
-BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g,
-                                        const T *restrict p, ptrdiff_t nb,
-                                        double mu, double *s, double *q)
-{
-    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
-    ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++) {
-            double gl = (double)g[e + l];
-            as[l] += gl;
-            aq[l] += gl * ((double)p[e + l] - mu);
-        }
-    for (; e < nb; e++) {
-        double gl = (double)g[e];
-        as[0] += gl;
-        aq[0] += gl * ((double)p[e] - mu);
-    }
-    *s = NAME(lanes_sum)(as);
-    *q = NAME(lanes_sum)(aq);
-}
+#include "lanes_tmpl.h"
 
 /*
  * Per-channel mean and M2 over n1 runs of len elements, in one pass over
@@ -98,29 +31,8 @@ void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
             const T *run = x + i * s1 + j * s2;
             double k = (double)x[j * s2];
             k = bnf_isfinite(k) ? k : 0.0;
-            for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
-                ptrdiff_t nb = bnf_min(BNF_RUN_BLOCK, len - e0);
-                const T *p = run + e0;
-                double dnb = (double)nb;
-                double count = (double)i * (double)len + (double)e0;
-                double est = count == 0.0
-                                 ? NAME(block_sum_shifted)(p, nb, k) / dnb
-                                 : mean[j];
-                double c = k + est;
-                c = bnf_isfinite(c) ? c : 0.0;
-                double s, q;
-                NAME(block_sums_centered)(p, nb, c, &s, &q);
-                double t = s / dnb;
-                double mb = (c - k) + t;
-                double qb = q - s * t;
-                qb = qb < 0.0 ? 0.0 : qb;
-                if (count == 0.0) {
-                    mean[j] = mb;
-                    m2[j] = qb;
-                } else {
-                    bnf_chan_merge(1, count, dnb, &mb, &qb, &mean[j], &m2[j]);
-                }
-            }
+            NAME(run_moments)(run, len, k, (double)i * (double)len,
+                              &mean[j], &m2[j]);
         }
     for (ptrdiff_t j = 0; j < n2; j++) {
         double k = (double)x[j * s2];

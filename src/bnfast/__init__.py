@@ -7,6 +7,8 @@ from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,
     batchnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
     spatial_batchnorm_backward,
     spatial_batchnorm_forward,
 )
@@ -19,4 +21,6 @@ __all__ = [
     "batchnorm_backward_alt",
     "spatial_batchnorm_forward",
     "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
 ]

@@ -8,7 +8,8 @@ layout decisions belong to bnfast._layout and bnfast.functional: callers
 pass "panels", 3-D views (n1, n2, len) of the data: n2 channels of n1 runs
 of len elements (see csrc/bnfast.h), with all sizes >= 1, unit stride along
 the runs (or len == 1), strides multiples of the itemsize, and per-channel
-float64 arrays of length n2.
+float64 arrays of length n2.  The layer norm bindings take 2-D (n, d)
+arrays with unit-stride columns.
 """
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t
@@ -21,6 +22,13 @@ cdef inline ptrdiff_t _st(const floating[:, :, :] a, int k) noexcept nogil:
     if a.shape[k] == 1:
         return 1
     return a.strides[k] // <ptrdiff_t>sizeof(floating)
+
+
+cdef inline ptrdiff_t _ld(const floating[:, :] a) noexcept nogil:
+    # Row stride in elements; that of a single row is never used.
+    if a.shape[0] == 1:
+        return a.shape[1]
+    return a.strides[0] // <ptrdiff_t>sizeof(floating)
 
 
 cdef inline int _raise(int rc) except -1:
@@ -93,4 +101,37 @@ def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
                                  xs2, n1, n2, ln, &mean[0], &invstd[0],
                                  &gamma[0], &dx[0, 0, 0], ts1, ts2,
                                  &dgamma[0], &dbeta[0])
+    _raise(rc)
+
+
+def ln_forward(const floating[:, :] x, const double[::1] gamma,
+               const double[::1] beta, double eps, floating[:, :] y,
+               double[::1] mean, double[::1] invstd):
+    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
+    cdef ptrdiff_t ldx = _ld(x), ldy = _ld(y)
+    with nogil:
+        if floating is float:
+            ln_forward_f32(&x[0, 0], n, d, ldx, &gamma[0], &beta[0], eps,
+                           &y[0, 0], ldy, &mean[0], &invstd[0])
+        else:
+            ln_forward_f64(&x[0, 0], n, d, ldx, &gamma[0], &beta[0], eps,
+                           &y[0, 0], ldy, &mean[0], &invstd[0])
+
+
+def ln_backward(const floating[:, :] dy, const floating[:, :] x,
+                const double[::1] mean, const double[::1] invstd,
+                const double[::1] gamma, floating[:, :] dx,
+                double[::1] dgamma, double[::1] dbeta):
+    cdef int rc
+    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
+    cdef ptrdiff_t lddy = _ld(dy), ldx = _ld(x), lddx = _ld(dx)
+    with nogil:
+        if floating is float:
+            rc = ln_backward_f32(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
+                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
+                                 lddx, &dgamma[0], &dbeta[0])
+        else:
+            rc = ln_backward_f64(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
+                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
+                                 lddx, &dgamma[0], &dbeta[0])
     _raise(rc)

@@ -84,3 +84,13 @@ def like(a, axis):
     ``a`` is contiguous in some order) and its panel."""
     out = np.empty_like(a)
     return out, panel_or_copy(out, axis)[1]
+
+
+def unit_rows(a):
+    """A 2-D array whose columns are unit-stride (any row stride): ``a``
+    itself when it is one, else a C-contiguous copy."""
+    item = a.itemsize
+    if (a.flags.aligned and (a.shape[1] == 1 or a.strides[1] == item)
+            and (a.shape[0] == 1 or a.strides[0] % item == 0)):
+        return a
+    return np.ascontiguousarray(a)

@@ -18,6 +18,9 @@ __all__ = [
     "batchnorm_backward_alt",
     "spatial_batchnorm_forward",
     "spatial_batchnorm_backward",
+    "LayerNormCache",
+    "layernorm_forward",
+    "layernorm_backward",
 ]
 
 
@@ -298,3 +301,119 @@ def spatial_batchnorm_backward(dout, cache):
     array([100., 100., 100.])
     """
     return _bn_backward(dout, cache)
+
+
+class LayerNormCache:
+    """What layernorm_forward keeps for the backward pass: references to x
+    (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
+
+    __slots__ = ("x", "gamma", "mean", "invstd", "shape", "gamma_dtype",
+                 "gamma_shape")
+
+    def __init__(self, x, gamma, mean, invstd, shape, gamma_dtype,
+                 gamma_shape):
+        self.x = x
+        self.gamma = gamma
+        self.mean = mean
+        self.invstd = invstd
+        self.shape = shape
+        self.gamma_dtype = gamma_dtype
+        self.gamma_shape = gamma_shape
+
+    def __repr__(self):
+        return (f"<LayerNormCache x{self.shape} {self.x.dtype}, "
+                f"{self.mean.shape[0]} samples>")
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """Forward pass for layer normalization.
+
+    Same signature and results as ``bnfast.reference.layernorm_forward``:
+    the mean and (biased) variance of each sample over its features
+    (``x.reshape(N, -1)``), then ``gamma * x_hat + beta`` per feature.  Each
+    row is normalized while it sits in cache: one read of x, one write of
+    the output.
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
+        Read in place when its (N, D) view has unit-stride columns;
+        otherwise (Fortran order, column-strided) copied first.
+    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+    ln_param : dict
+        'eps' (default 1e-5, >= 0).  Not modified.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : LayerNormCache, for layernorm_backward
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 8.0]])
+    >>> out, cache = bnfast.layernorm_forward(x, np.ones(3), np.zeros(3), {})
+    >>> np.round(out, 4)
+    array([[-1.2247,  0.    ,  1.2247],
+           [-0.7071, -0.7071,  1.4142]])
+    """
+    if not isinstance(ln_param, dict):
+        raise TypeError(
+            f"ln_param must be a dict, got {type(ln_param).__name__}")
+    x, x2 = _checks.batch(x)
+    g, g64 = _checks.per_feature(gamma, "gamma", x.shape[1:])
+    _, b64 = _checks.per_feature(beta, "beta", x.shape[1:])
+    eps = _checks.real_in(ln_param.get("eps", 1e-5), "ln_param['eps']", 0.0)
+    x2 = _layout.unit_rows(x2)
+    n = x2.shape[0]
+    out = np.empty(x2.shape, dtype=x.dtype)
+    mean = np.empty(n)
+    invstd = np.empty(n)
+    _kernels.ln_forward(x2, g64, b64, eps, out, mean, invstd)
+    cache = LayerNormCache(x2, g64, mean, invstd, x.shape, g.dtype, g.shape)
+    return out.reshape(x.shape), cache
+
+
+def layernorm_backward(dout, cache):
+    """Backward pass for layer normalization.
+
+    Same results as ``bnfast.reference.layernorm_backward``; fused per row:
+    one read of dout and x, one write of dx, with dgamma and dbeta summed
+    on the way.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 8.0]])
+    >>> _, cache = bnfast.layernorm_forward(x, np.ones(3), np.zeros(3), {})
+    >>> dx, dgamma, dbeta = bnfast.layernorm_backward(np.ones((2, 3)), cache)
+    >>> dbeta
+    array([2., 2., 2.])
+    """
+    if not isinstance(cache, LayerNormCache):
+        raise TypeError(
+            "cache must be the cache returned by bnfast.layernorm_forward, "
+            f"got {type(cache).__name__}")
+    dout = _checks.float_array(dout, "dout")
+    if dout.shape != cache.shape:
+        raise ValueError(
+            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    x = cache.x
+    dy = _layout.unit_rows(dout.astype(x.dtype, copy=False).reshape(x.shape))
+    d = x.shape[1]
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dgamma = np.empty(d)
+    dbeta = np.empty(d)
+    _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dx,
+                         dgamma, dbeta)
+    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
+    return (dx.reshape(cache.shape),
+            dgamma.astype(gdt, copy=False).reshape(gshape),
+            dbeta.astype(gdt, copy=False).reshape(gshape))

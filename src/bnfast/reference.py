@@ -19,6 +19,8 @@ __all__ = [
     "batchnorm_backward_alt",
     "spatial_batchnorm_forward",
     "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
 ]
 
 
@@ -230,3 +232,59 @@ def spatial_batchnorm_backward(dout, cache):
     dx, dgamma, dbeta = batchnorm_backward_alt(flat, bn_cache)
     dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
     return dx, dgamma.reshape(g_shape), dbeta.reshape(g_shape)
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """Forward pass for layer normalization (reference).
+
+    Statistics per sample over its features (x.reshape(N, -1)); gamma and
+    beta per feature, shape (D,) or x.shape[1:].  ln_param: 'eps' (1e-5).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 8.0]])
+    >>> out, _ = reference.layernorm_forward(x, np.ones(3), np.zeros(3), {})
+    >>> np.round(out.mean(axis=1), 12)
+    array([0., 0.])
+    """
+    eps = ln_param.get("eps", 1e-5)
+    N = x.shape[0]
+    xr = x.reshape(N, -1)
+    g = np.reshape(gamma, -1)
+    b = np.reshape(beta, -1)
+    mu = xr.mean(axis=1, keepdims=True)
+    var = xr.var(axis=1, keepdims=True)
+    x_hat = (xr - mu) / np.sqrt(var + eps)
+    out = g * x_hat + b
+    cache = (xr, x_hat, mu, var, g, eps, x.shape, gamma.dtype, gamma.shape)
+    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+
+
+def layernorm_backward(dout, cache):
+    """Backward pass for layer normalization (reference).
+
+    ``dx = inv_std / D * (D * dxhat - sum(dxhat) - x_hat * sum(dxhat *
+    x_hat))`` per sample, with dxhat = dout * gamma.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 8.0]])
+    >>> _, cache = reference.layernorm_forward(x, np.ones(3), np.zeros(3), {})
+    >>> dx, dgamma, dbeta = reference.layernorm_backward(np.ones((2, 3)), cache)
+    >>> dbeta
+    array([2., 2., 2.])
+    """
+    x, x_hat, mu, var, gamma, eps, N, dout, finish = _unpack(dout, cache)
+    D = x.shape[1]
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dxhat = dout * gamma
+    inv_std = 1.0 / np.sqrt(var + eps)
+    dx = inv_std / D * (D * dxhat - dxhat.sum(axis=1, keepdims=True)
+                        - x_hat * np.sum(dxhat * x_hat, axis=1,
+                                         keepdims=True))
+    return finish(dx, dgamma, dbeta)

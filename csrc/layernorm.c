@@ -1,0 +1,10 @@
+/* Layer norm kernels (fused per row: forward, backward) for float32 and
+   float64. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "bnfast.h"
+#include "internal.h"
+
+#define BNF_TEMPLATE "layernorm_tmpl.h"
+#include "instantiate.h"
