@@ -216,3 +216,45 @@ def test_spatial_backward_bad_dout():
         bnfast.spatial_batchnorm_backward(np.ones((2, 3, 5, 4)), cache)
     with pytest.raises(TypeError, match="cache must be the cache returned"):
         bnfast.spatial_batchnorm_backward(np.ones((2, 3, 4, 5)), {})
+
+
+LN_ERRORS = [
+    ("ln_param not a dict", lambda a: a.update(ln_param=None), TypeError,
+     "ln_param must be a dict, got NoneType"),
+    ("negative eps", lambda a: a["ln_param"].update(eps=-1.0), ValueError,
+     "ln_param['eps'] must be >= 0.0, got -1.0"),
+    ("gamma shape", lambda a: a.update(gamma=np.ones(4)), ValueError,
+     "gamma must have shape (3,) to match x, got (4,)"),
+    ("1-d x", lambda a: a.update(x=np.ones(3)), ValueError,
+     "x must have at least 2 dimensions (N, D)"),
+    ("empty batch", lambda a: a.update(x=np.ones((0, 3))), ValueError,
+     "x is an empty batch (N = 0)"),
+    ("bool x", lambda a: a.update(x=np.ones((5, 3), bool)), TypeError,
+     "x must be a float32 or float64 array, got dtype bool"),
+]
+
+
+@pytest.mark.parametrize("desc,change,exc,message", LN_ERRORS,
+                         ids=[e[0] for e in LN_ERRORS])
+def test_layernorm_errors(desc, change, exc, message):
+    args = good()
+    args.pop("bn_param")
+    args["ln_param"] = {"eps": 1e-5}
+    change(args)
+    before = snapshot(args)
+    with pytest.raises(exc) as info:
+        bnfast.layernorm_forward(**args)
+    assert message in str(info.value)
+    assert_unchanged(before, args)
+
+
+def test_layernorm_backward_bad_cache_and_dout():
+    args = good()
+    _, bn_cache = bnfast.batchnorm_forward(**args)
+    with pytest.raises(TypeError, match="cache must be the cache returned by "
+                       "bnfast.layernorm_forward, got BatchNormCache"):
+        bnfast.layernorm_backward(np.ones((N, D)), bn_cache)
+    _, cache = bnfast.layernorm_forward(args["x"], args["gamma"],
+                                        args["beta"], {})
+    with pytest.raises(ValueError, match=r"dout must have the shape of x"):
+        bnfast.layernorm_backward(np.ones((N, D + 1)), cache)

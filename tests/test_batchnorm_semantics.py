@@ -207,3 +207,50 @@ def test_docstring_examples(module):
 def test_simd_level_is_reported():
     assert bnfast._kernels.simd_level() in ("x86-64-v4", "x86-64-v3",
                                             "baseline")
+
+
+def test_layernorm_gradients_match_finite_differences():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((4, 2, 3)) * 2 + 1
+    gamma = rng.uniform(0.5, 1.5, (2, 3))
+    beta = rng.standard_normal((2, 3))
+    dout = rng.standard_normal(x.shape)
+
+    def loss(x, gamma, beta):
+        out, cache = bnfast.layernorm_forward(x, gamma, beta, {})
+        return float(np.sum(out * dout)), cache
+
+    _, cache = loss(x, gamma, beta)
+    grads = bnfast.layernorm_backward(dout, cache)
+    h = 1e-6
+    for name, arr, grad in zip(("x", "gamma", "beta"), (x, gamma, beta),
+                               grads):
+        num = np.zeros_like(arr)
+        for i in np.ndindex(arr.shape):
+            old = arr[i]
+            arr[i] = old + h
+            fp, _ = loss(x, gamma, beta)
+            arr[i] = old - h
+            fm, _ = loss(x, gamma, beta)
+            arr[i] = old
+            num[i] = (fp - fm) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8,
+                                   err_msg=f"layernorm d{name}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 7, 5000])
+def test_layernorm_constant_row_gives_beta_exactly(dtype, d):
+    x = np.random.default_rng(22).standard_normal((3, d)).astype(dtype)
+    x[1] = -1e4 + 0.1
+    beta = np.linspace(-1, 1, d).astype(dtype)
+    out, cache = bnfast.layernorm_forward(x, np.full(d, 2.5, dtype), beta, {})
+    assert np.array_equal(out[1], beta)
+    dx, _, _ = bnfast.layernorm_backward(np.ones_like(x), cache)
+    assert np.all(dx[1] == 0.0)
+
+
+def test_layernorm_reads_rows_in_place():
+    x = np.random.default_rng(23).standard_normal((20, 6))[::2]
+    _, cache = bnfast.layernorm_forward(x, np.ones(6), np.zeros(6), {})
+    assert np.shares_memory(cache.x, x)

@@ -96,3 +96,24 @@ def test_spatial_matches_torch_batchnorm(shape, axis):
     np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
     np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
     np.testing.assert_allclose(p["running_mean"], trm.numpy(), **tol)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 4, 6), (2, 1)])
+def test_layernorm_matches_torch(shape):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(shape) * 2 + 3
+    fshape = shape[1:]
+    gamma, beta = rng.uniform(0.5, 1.5, fshape), rng.standard_normal(fshape)
+    dout = rng.standard_normal(shape)
+    out, cache = bnfast.layernorm_forward(x, gamma, beta, {"eps": 1e-5})
+    dx, dgamma, dbeta = bnfast.layernorm_backward(dout, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    tout = F.layer_norm(tx, fshape, tg, tb, eps=1e-5)
+    tout.backward(torch.tensor(dout))
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
+    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
