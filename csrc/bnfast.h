@@ -113,7 +113,21 @@
                           ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,           \
                           const double *mean, const double *invstd,          \
                           const double *gamma, T *dx, ptrdiff_t lddx,        \
-                          double *dgamma, double *dbeta);
+                          double *dgamma, double *dbeta);                    \
+                                                                             \
+    /* Group norm of n samples of c channels of hw elements, each sample    \
+       contiguous, samples xs (ys) elements apart; g groups of c/g adjacent \
+       channels.  Writes the per-(sample, group) mean and 1/sqrt(var + eps) \
+       (n*g,). */                                                            \
+    int gn_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,   \
+                         ptrdiff_t hw, ptrdiff_t xs, const double *gamma,    \
+                         const double *beta, double eps, T *y, ptrdiff_t ys, \
+                         double *mean, double *invstd);                      \
+    int gn_backward_##SUF(const T *dy, ptrdiff_t ds, const T *x,              \
+                          ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c,            \
+                          ptrdiff_t g, ptrdiff_t hw, const double *mean,     \
+                          const double *invstd, const double *gamma, T *dx,  \
+                          ptrdiff_t ts, double *dgamma, double *dbeta);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

@@ -127,3 +127,55 @@ def test_layernorm_backward(case):
                                 (dx_scale, None, None)):
         assert_as_accurate(f"layernorm_backward {name}", case, f, r, w,
                            scale=s)
+
+
+def _group_counts(c):
+    return sorted({1, c} | {g for g in range(2, c) if c % g == 0})[:3]
+
+
+GN_CASES = [(case, g) for case in CASES
+            if case.axis == 1 for g in _group_counts(case.x.shape[1])]
+
+
+def run_gn(module, case, groups):
+    with np.errstate(invalid="ignore", over="ignore"):
+        return module.spatial_groupnorm_forward(case.x, case.gamma, case.beta,
+                                                groups, {"eps": EPS})
+
+
+@pytest.mark.parametrize("case,groups", GN_CASES,
+                         ids=[f"{c.id}-G{g}" for c, g in GN_CASES])
+def test_groupnorm(case, groups):
+    out, cache = run_gn(bnfast, case, groups)
+    ref, rcache = run_gn(reference, case, groups)
+    wcase = case.widened()
+    wide, wcache = run_gn(reference, wcase, groups)
+    assert_as_accurate("spatial_groupnorm_forward out", case, out, ref, wide)
+
+    fast = bnfast.spatial_groupnorm_backward(case.dout, cache)
+    with np.errstate(invalid="ignore", over="ignore"):
+        refg = reference.spatial_groupnorm_backward(case.dout, rcache)
+        wideg = reference.spatial_groupnorm_backward(wcase.dout, wcache)
+    # terms |gamma * dout / std| per group, carrying the rounding of x - mean
+    n = case.x.shape[0]
+    _, var, g, *_ = wcache
+    std = np.sqrt(var + EPS)
+    xg = wcase.x.reshape(n, groups, -1)
+    with np.errstate(invalid="ignore"):
+        mean = xg.mean(axis=2, keepdims=True)
+        terms = np.abs((wcase.dout * g).reshape(n, groups, -1) / std)
+        terms = terms * (1 + np.abs(mean) / std)
+    dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
+    # dgamma = sum dout * (x - mean) / std per channel over samples whose
+    # group means differ: each carries its own rounding of the mean
+    with np.errstate(invalid="ignore"):
+        xhat = (xg - mean) / std
+        per = np.abs(wcase.dout.reshape(n, groups, -1)) * (
+            np.abs(xhat) + np.abs(mean) / std)
+        dg_terms = per.reshape(wcase.dout.shape).reshape(
+            n, case.x.shape[1], -1).sum(axis=(0, 2))
+    dg_scale = float(np.nanmax(dg_terms[np.isfinite(dg_terms)], initial=0.0))
+    for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, refg, wideg,
+                                (dx_scale, dg_scale, None)):
+        assert_as_accurate(f"spatial_groupnorm_backward {name} G={groups}",
+                           case, f, r, w, scale=s)

@@ -258,3 +258,44 @@ def test_layernorm_backward_bad_cache_and_dout():
                                         args["beta"], {})
     with pytest.raises(ValueError, match=r"dout must have the shape of x"):
         bnfast.layernorm_backward(np.ones((N, D + 1)), cache)
+
+
+GN_ERRORS = [
+    ("G does not divide C", {"G": 2}, ValueError,
+     "G must divide the number of channels C = 3, got 2"),
+    ("G zero", {"G": 0}, ValueError, "G must divide the number of channels"),
+    ("G too large", {"G": 6}, ValueError, "got 6"),
+    ("G not an int", {"G": 1.5}, TypeError, "G must be an int, got float"),
+    ("gamma shape", {"gamma": np.ones(4)}, ValueError,
+     "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)"),
+    ("gn_param not a dict", {"gn_param": 1e-5}, TypeError,
+     "gn_param must be a dict, got float"),
+    ("negative eps", {"gn_param": {"eps": -1}}, ValueError,
+     "gn_param['eps'] must be >= 0.0, got -1"),
+    ("1-d x", {"x": np.ones(3)}, ValueError,
+     "x must have at least 2 dimensions"),
+    ("empty batch", {"x": np.ones((0, 3, 2, 2))}, ValueError,
+     "x is an empty batch (N = 0)"),
+    ("float16 x", {"x": np.ones((2, 3, 2, 2), np.float16)}, TypeError,
+     "got dtype float16"),
+]
+
+
+@pytest.mark.parametrize("desc,change,exc,message", GN_ERRORS,
+                         ids=[e[0] for e in GN_ERRORS])
+def test_groupnorm_errors(desc, change, exc, message):
+    args = good_spatial()
+    args.pop("bn_param")
+    args.update(G=3, gn_param={"eps": 1e-5})
+    args.update(change)
+    before = snapshot({k: v for k, v in args.items() if k != "G"})
+    with pytest.raises(exc) as info:
+        bnfast.spatial_groupnorm_forward(**args)
+    assert message in str(info.value)
+    assert_unchanged(before, {k: v for k, v in args.items() if k != "G"})
+
+
+def test_groupnorm_backward_bad_cache():
+    with pytest.raises(TypeError, match="cache must be the cache returned by "
+                       "bnfast.spatial_groupnorm_forward, got tuple"):
+        bnfast.spatial_groupnorm_backward(np.ones((2, 3, 4, 5)), (1, 2))

@@ -254,3 +254,24 @@ def test_layernorm_reads_rows_in_place():
     x = np.random.default_rng(23).standard_normal((20, 6))[::2]
     _, cache = bnfast.layernorm_forward(x, np.ones(6), np.zeros(6), {})
     assert np.shares_memory(cache.x, x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_groupnorm_constant_group_and_groups_of_one(dtype):
+    rng = np.random.default_rng(24)
+    x = rng.standard_normal((3, 4, 5, 5)).astype(dtype)
+    x[1, 2:] = 1e4 + 0.5             # sample 1, group 1 (channels 2, 3)
+    beta = np.array([0.1, -0.2, 0.3, -0.4], dtype)
+    out, cache = bnfast.spatial_groupnorm_forward(x, np.full(4, 1.5, dtype),
+                                                  beta, 2, {})
+    assert np.all(out[1, 2] == beta[2]) and np.all(out[1, 3] == beta[3])
+    dx, _, _ = bnfast.spatial_groupnorm_backward(np.ones_like(x), cache)
+    assert np.all(dx[1, 2:] == 0.0)
+    # groups of one element: instance norm of (N, C) data normalizes nothing
+    x2 = rng.standard_normal((4, 3)).astype(dtype)
+    out, cache = bnfast.spatial_groupnorm_forward(x2, np.ones(3, dtype),
+                                                  beta[:3], 3, {})
+    assert np.all(out == beta[:3])
+    dx, _, _ = bnfast.spatial_groupnorm_backward(
+        rng.standard_normal((4, 3)).astype(dtype), cache)
+    assert np.all(dx == 0.0)

@@ -117,3 +117,26 @@ def test_layernorm_matches_torch(shape):
     np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
     np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
     np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("shape,groups", [((4, 6, 5, 5), 3), ((2, 4, 7), 4),
+                                          ((3, 8, 2, 2), 1), ((2, 6, 3, 2, 2), 2)])
+def test_groupnorm_matches_torch(shape, groups):
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal(shape) * 2 + 3
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    dout = rng.standard_normal(shape)
+    out, cache = bnfast.spatial_groupnorm_forward(x, gamma, beta, groups,
+                                                  {"eps": 1e-5})
+    dx, dgamma, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    tout = F.group_norm(tx, groups, tg, tb, eps=1e-5)
+    tout.backward(torch.tensor(dout))
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
+    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
+    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
+    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)

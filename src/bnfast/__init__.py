@@ -11,6 +11,8 @@ from bnfast.functional import (
     layernorm_forward,
     spatial_batchnorm_backward,
     spatial_batchnorm_forward,
+    spatial_groupnorm_backward,
+    spatial_groupnorm_forward,
 )
 
 __version__ = "0.1.0"
@@ -23,4 +25,6 @@ __all__ = [
     "spatial_batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
 ]

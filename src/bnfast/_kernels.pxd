@@ -55,4 +55,23 @@ cdef extern from "bnfast.h" nogil:
                         const double *gamma, double *dx, ptrdiff_t lddx,
                         double *dgamma, double *dbeta)
 
+    int gn_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
+                       ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
+                       const double *beta, double eps, float *y, ptrdiff_t ys,
+                       double *mean, double *invstd)
+    int gn_backward_f32(const float *dy, ptrdiff_t ds, const float *x,
+                        ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
+                        ptrdiff_t hw, const double *mean,
+                        const double *invstd, const double *gamma, float *dx,
+                        ptrdiff_t ts, double *dgamma, double *dbeta)
+    int gn_forward_f64(const double *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
+                       ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
+                       const double *beta, double eps, double *y, ptrdiff_t ys,
+                       double *mean, double *invstd)
+    int gn_backward_f64(const double *dy, ptrdiff_t ds, const double *x,
+                        ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
+                        ptrdiff_t hw, const double *mean,
+                        const double *invstd, const double *gamma, double *dx,
+                        ptrdiff_t ts, double *dgamma, double *dbeta)
+
     const char *bnf_simd_level()

@@ -9,7 +9,8 @@ pass "panels", 3-D views (n1, n2, len) of the data: n2 channels of n1 runs
 of len elements (see csrc/bnfast.h), with all sizes >= 1, unit stride along
 the runs (or len == 1), strides multiples of the itemsize, and per-channel
 float64 arrays of length n2.  The layer norm bindings take 2-D (n, d)
-arrays with unit-stride columns.
+arrays with unit-stride columns; the group norm bindings (n, c, hw) arrays
+whose samples are C-contiguous.
 """
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t
@@ -134,4 +135,42 @@ def ln_backward(const floating[:, :] dy, const floating[:, :] x,
             rc = ln_backward_f64(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
                                  &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
                                  lddx, &dgamma[0], &dbeta[0])
+    _raise(rc)
+
+
+def gn_forward(const floating[:, :, :] x, ptrdiff_t groups,
+               const double[::1] gamma, const double[::1] beta, double eps,
+               floating[:, :, :] y, double[::1] mean, double[::1] invstd):
+    cdef int rc
+    cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
+    cdef ptrdiff_t xs = _st(x, 0), ys = _st(y, 0)
+    with nogil:
+        if floating is float:
+            rc = gn_forward_f32(&x[0, 0, 0], n, c, groups, hw, xs, &gamma[0],
+                                &beta[0], eps, &y[0, 0, 0], ys, &mean[0],
+                                &invstd[0])
+        else:
+            rc = gn_forward_f64(&x[0, 0, 0], n, c, groups, hw, xs, &gamma[0],
+                                &beta[0], eps, &y[0, 0, 0], ys, &mean[0],
+                                &invstd[0])
+    _raise(rc)
+
+
+def gn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
+                ptrdiff_t groups, const double[::1] mean,
+                const double[::1] invstd, const double[::1] gamma,
+                floating[:, :, :] dx, double[::1] dgamma,
+                double[::1] dbeta):
+    cdef int rc
+    cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
+    cdef ptrdiff_t ds = _st(dy, 0), xs = _st(x, 0), ts = _st(dx, 0)
+    with nogil:
+        if floating is float:
+            rc = gn_backward_f32(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
+                                 groups, hw, &mean[0], &invstd[0], &gamma[0],
+                                 &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
+        else:
+            rc = gn_backward_f64(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
+                                 groups, hw, &mean[0], &invstd[0], &gamma[0],
+                                 &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
     _raise(rc)

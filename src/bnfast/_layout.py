@@ -94,3 +94,15 @@ def unit_rows(a):
             and (a.shape[0] == 1 or a.strides[0] % item == 0)):
         return a
     return np.ascontiguousarray(a)
+
+
+def samples(a):
+    """An (N, C, HW) array whose samples are C-contiguous (any sample
+    stride): ``a`` itself when it is one, else a C-contiguous copy."""
+    n, c, hw = a.shape
+    item = a.itemsize
+    if (a.flags.aligned and (hw == 1 or a.strides[2] == item)
+            and (c == 1 or a.strides[1] == hw * item)
+            and (n == 1 or a.strides[0] % item == 0)):
+        return a
+    return np.ascontiguousarray(a)

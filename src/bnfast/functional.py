@@ -21,6 +21,9 @@ __all__ = [
     "LayerNormCache",
     "layernorm_forward",
     "layernorm_backward",
+    "GroupNormCache",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
 ]
 
 
@@ -413,6 +416,137 @@ def layernorm_backward(dout, cache):
     dbeta = np.empty(d)
     _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dx,
                          dgamma, dbeta)
+    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
+    return (dx.reshape(cache.shape),
+            dgamma.astype(gdt, copy=False).reshape(gshape),
+            dbeta.astype(gdt, copy=False).reshape(gshape))
+
+
+class GroupNormCache:
+    """What spatial_groupnorm_forward keeps for the backward pass:
+    references to x (as (N, C, H*W)) and gamma, the number of groups, and
+    the per-(sample, group) mean and 1/std."""
+
+    __slots__ = ("x", "gamma", "groups", "mean", "invstd", "shape",
+                 "gamma_dtype", "gamma_shape")
+
+    def __init__(self, x, gamma, groups, mean, invstd, shape, gamma_dtype,
+                 gamma_shape):
+        self.x = x
+        self.gamma = gamma
+        self.groups = groups
+        self.mean = mean
+        self.invstd = invstd
+        self.shape = shape
+        self.gamma_dtype = gamma_dtype
+        self.gamma_shape = gamma_shape
+
+    def __repr__(self):
+        return (f"<GroupNormCache x{self.shape} {self.x.dtype}, "
+                f"{self.groups} groups>")
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Forward pass for spatial group normalization.
+
+    Same signature and results as
+    ``bnfast.reference.spatial_groupnorm_forward``: the C channels of x
+    (N, C, ...) form G groups of C // G adjacent channels; each sample's
+    group is normalized by its own mean and (biased) variance, then scaled
+    and shifted per channel.  G = C is instance norm, G = 1 layer norm over
+    (C, H, W).
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, shape (N, C, ...)
+        Read in place when each sample is C-contiguous (C order, also with a
+        strided batch axis); otherwise copied first.
+    gamma, beta : array_like of float32 or float64, shape (C,) or
+        (1, C, 1, ...)
+    G : int
+        The number of groups, dividing C.
+    gn_param : dict
+        'eps' (default 1e-5, >= 0).  Not modified.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : GroupNormCache
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.arange(16.0).reshape(1, 4, 2, 2)
+    >>> out, cache = bnfast.spatial_groupnorm_forward(
+    ...     x, np.ones(4), np.zeros(4), 2, {})
+    >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
+    (1.0, 0.0)
+    """
+    if not isinstance(gn_param, dict):
+        raise TypeError(
+            f"gn_param must be a dict, got {type(gn_param).__name__}")
+    x = _checks.float_array(x, "x")
+    _checks.channel_axis(x, 1)
+    n, c = x.shape[:2]
+    if (not isinstance(G, (int, np.integer)) or isinstance(G, bool)):
+        raise TypeError(f"G must be an int, got {type(G).__name__}")
+    if not 1 <= G <= c or c % G:
+        raise ValueError(
+            f"G must divide the number of channels C = {c}, got {G}")
+    keep = (1, c) + (1,) * (x.ndim - 2)
+    g, g64 = _checks.per_feature(gamma, "gamma", keep)
+    _, b64 = _checks.per_feature(beta, "beta", keep)
+    eps = _checks.real_in(gn_param.get("eps", 1e-5), "gn_param['eps']", 0.0)
+    x3 = _layout.samples(x.reshape(n, c, -1))
+    out = np.empty(x3.shape, dtype=x.dtype)
+    mean = np.empty(n * int(G))
+    invstd = np.empty(n * int(G))
+    _kernels.gn_forward(x3, int(G), g64, b64, eps, out, mean, invstd)
+    cache = GroupNormCache(x3, g64, int(G), mean, invstd, x.shape, g.dtype,
+                           g.shape)
+    return out.reshape(x.shape), cache
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Backward pass for spatial group normalization.
+
+    Same results as ``bnfast.reference.spatial_groupnorm_backward``; per
+    sample, one reduce pass over (dout, x) and one apply pass from cache.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.random.default_rng(0).standard_normal((2, 4, 3, 3))
+    >>> _, cache = bnfast.spatial_groupnorm_forward(
+    ...     x, np.ones(4), np.zeros(4), 2, {})
+    >>> dx, dgamma, dbeta = bnfast.spatial_groupnorm_backward(
+    ...     np.ones_like(x), cache)
+    >>> dbeta
+    array([18., 18., 18., 18.])
+    """
+    if not isinstance(cache, GroupNormCache):
+        raise TypeError(
+            "cache must be the cache returned by "
+            f"bnfast.spatial_groupnorm_forward, got {type(cache).__name__}")
+    dout = _checks.float_array(dout, "dout")
+    if dout.shape != cache.shape:
+        raise ValueError(
+            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    x = cache.x
+    dy = _layout.samples(dout.astype(x.dtype, copy=False).reshape(x.shape))
+    c = x.shape[1]
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dgamma = np.empty(c)
+    dbeta = np.empty(c)
+    _kernels.gn_backward(dy, x, cache.groups, cache.mean, cache.invstd,
+                         cache.gamma, dx, dgamma, dbeta)
     gdt, gshape = cache.gamma_dtype, cache.gamma_shape
     return (dx.reshape(cache.shape),
             dgamma.astype(gdt, copy=False).reshape(gshape),

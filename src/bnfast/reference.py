@@ -21,6 +21,8 @@ __all__ = [
     "spatial_batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
 ]
 
 
@@ -288,3 +290,69 @@ def layernorm_backward(dout, cache):
                         - x_hat * np.sum(dxhat * x_hat, axis=1,
                                          keepdims=True))
     return finish(dx, dgamma, dbeta)
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Forward pass for spatial group normalization (reference).
+
+    x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
+    channels, normalized per sample and group; gamma and beta per channel,
+    shape (C,) or (1, C, 1, ...).  gn_param: 'eps' (1e-5).  G = C is
+    instance norm, G = 1 layer norm over (C, ...).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.arange(16.0).reshape(1, 4, 2, 2)
+    >>> out, _ = reference.spatial_groupnorm_forward(
+    ...     x, np.ones(4), np.zeros(4), 2, {})
+    >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
+    (1.0, 0.0)
+    """
+    eps = gn_param.get("eps", 1e-5)
+    N, C = x.shape[:2]
+    xg = x.reshape(N, G, -1)
+    mean = xg.mean(axis=2, keepdims=True)
+    var = xg.var(axis=2, keepdims=True)
+    x_hat = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    g = np.reshape(gamma, shape)
+    b = np.reshape(beta, shape)
+    out = g * x_hat + b
+    cache = (x_hat, var, g, eps, G, gamma.dtype, gamma.shape)
+    return out.astype(x.dtype, copy=False), cache
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Backward pass for spatial group normalization (reference).
+
+    Per sample and group of M elements, with dxhat = dout * gamma:
+    ``dx = inv_std / M * (M * dxhat - sum(dxhat) - x_hat * sum(dxhat * x_hat))``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.random.default_rng(0).standard_normal((2, 4, 3, 3))
+    >>> _, cache = reference.spatial_groupnorm_forward(
+    ...     x, np.ones(4), np.zeros(4), 2, {})
+    >>> dx, dgamma, dbeta = reference.spatial_groupnorm_backward(
+    ...     np.ones_like(x), cache)
+    >>> dbeta
+    array([18., 18., 18., 18.])
+    """
+    x_hat, var, g, eps, G, g_dtype, g_shape = cache
+    N = x_hat.shape[0]
+    axes = (0,) + tuple(range(2, x_hat.ndim))
+    dbeta = dout.sum(axis=axes)
+    dgamma = np.sum(dout * x_hat, axis=axes)
+    dxhat = (dout * g).reshape(N, G, -1)
+    xh = x_hat.reshape(N, G, -1)
+    M = xh.shape[2]
+    inv_std = 1.0 / np.sqrt(var + eps)
+    dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
+                        - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
+    return (dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False),
+            dgamma.astype(g_dtype, copy=False).reshape(g_shape),
+            dbeta.astype(g_dtype, copy=False).reshape(g_shape))
