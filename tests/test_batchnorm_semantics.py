@@ -12,33 +12,69 @@ from bnfast import functional, reference
 from arrays import make_case
 
 
-def loss_and_grads(x, gamma, beta, dout):
-    out, cache = bnfast.batchnorm_forward(x, gamma, beta, {"mode": "train"})
-    return float(np.sum(out * dout)), bnfast.batchnorm_backward(dout, cache)
+def assert_gradients_match_finite_differences(forward, backward, x, gamma,
+                                               beta, label, h=1e-6):
+    """backward's (dx, dgamma, dbeta) against central differences of
+    sum(forward(x, gamma, beta) * dout), in float64."""
+    dout = np.random.default_rng(1).standard_normal(x.shape)
 
+    def loss():
+        return float(np.sum(forward(x, gamma, beta)[0] * dout))
 
-@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3), (2, 1)])
-def test_gradients_match_finite_differences(shape):
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(shape) * 2 + 1
-    gamma = rng.uniform(0.5, 1.5, shape[1:])
-    beta = rng.standard_normal(shape[1:])
-    dout = rng.standard_normal(shape)
-    _, (dx, dgamma, dbeta) = loss_and_grads(x, gamma, beta, dout)
-    h = 1e-6
-    for name, arr, grad in (("x", x, dx), ("gamma", gamma, dgamma),
-                            ("beta", beta, dbeta)):
+    grads = backward(dout, forward(x, gamma, beta)[1])
+    for name, arr, grad in zip(("x", "gamma", "beta"), (x, gamma, beta),
+                               grads):
         num = np.zeros_like(arr)
         for i in np.ndindex(arr.shape):
             old = arr[i]
             arr[i] = old + h
-            fp, _ = loss_and_grads(x, gamma, beta, dout)
+            fp = loss()
             arr[i] = old - h
-            fm, _ = loss_and_grads(x, gamma, beta, dout)
+            fm = loss()
             arr[i] = old
             num[i] = (fp - fm) / (2 * h)
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8,
-                                   err_msg=f"d{name}, shape {shape}")
+                                   err_msg=f"{label}: d{name}")
+
+
+def _inputs(shape, pshape, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * 2 + 1, rng.uniform(0.5, 1.5, pshape),
+            rng.standard_normal(pshape))
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3), (2, 1)])
+def test_batchnorm_gradients(shape):
+    x, g, b = _inputs(shape, shape[1:])
+    assert_gradients_match_finite_differences(
+        lambda x, g, b: bnfast.batchnorm_forward(x, g, b, {"mode": "train"}),
+        bnfast.batchnorm_backward, x, g, b, f"batchnorm {shape}")
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 2, 3, 2), 1), ((2, 3, 2, 3), -1),
+                                        ((4, 3), 1)])
+def test_spatial_batchnorm_gradients(shape, axis):
+    x, g, b = _inputs(shape, shape[axis])
+    assert_gradients_match_finite_differences(
+        lambda x, g, b: bnfast.spatial_batchnorm_forward(
+            x, g, b, {"mode": "train"}, axis=axis),
+        bnfast.spatial_batchnorm_backward, x, g, b,
+        f"spatial_batchnorm {shape} axis={axis}")
+
+
+def test_layernorm_gradients():
+    x, g, b = _inputs((4, 2, 3), (2, 3), seed=21)
+    assert_gradients_match_finite_differences(
+        lambda x, g, b: bnfast.layernorm_forward(x, g, b, {}),
+        bnfast.layernorm_backward, x, g, b, "layernorm")
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_groupnorm_gradients(groups):
+    x, g, b = _inputs((2, 4, 2, 3), 4, seed=25)
+    assert_gradients_match_finite_differences(
+        lambda x, g, b: bnfast.spatial_groupnorm_forward(x, g, b, groups, {}),
+        bnfast.spatial_groupnorm_backward, x, g, b, f"groupnorm G={groups}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -207,35 +243,6 @@ def test_docstring_examples(module):
 def test_simd_level_is_reported():
     assert bnfast._kernels.simd_level() in ("x86-64-v4", "x86-64-v3",
                                             "baseline")
-
-
-def test_layernorm_gradients_match_finite_differences():
-    rng = np.random.default_rng(21)
-    x = rng.standard_normal((4, 2, 3)) * 2 + 1
-    gamma = rng.uniform(0.5, 1.5, (2, 3))
-    beta = rng.standard_normal((2, 3))
-    dout = rng.standard_normal(x.shape)
-
-    def loss(x, gamma, beta):
-        out, cache = bnfast.layernorm_forward(x, gamma, beta, {})
-        return float(np.sum(out * dout)), cache
-
-    _, cache = loss(x, gamma, beta)
-    grads = bnfast.layernorm_backward(dout, cache)
-    h = 1e-6
-    for name, arr, grad in zip(("x", "gamma", "beta"), (x, gamma, beta),
-                               grads):
-        num = np.zeros_like(arr)
-        for i in np.ndindex(arr.shape):
-            old = arr[i]
-            arr[i] = old + h
-            fp, _ = loss(x, gamma, beta)
-            arr[i] = old - h
-            fm, _ = loss(x, gamma, beta)
-            arr[i] = old
-            num[i] = (fp - fm) / (2 * h)
-        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8,
-                                   err_msg=f"layernorm d{name}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

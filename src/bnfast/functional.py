@@ -141,11 +141,12 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     ----------
     x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
         The batch.  More than two dimensions are normalized per feature of
-        ``x.reshape(N, -1)``.  Read in place when that (N, D) view has
-        unit-stride columns (C order, and row-strided views such as
-        ``x[::2]``, ``x[::-1]`` or broadcast rows); otherwise (Fortran order,
-        column-strided views, unaligned or byte-swapped data) it is first
-        copied to a C-contiguous array.
+        ``x.reshape(N, -1)``.  Read in place in C order (also row-strided
+        views such as ``x[::2]``, ``x[::-1]`` or broadcast rows: the
+        across-rows kernels) and in Fortran order (the along-runs kernels:
+        each feature a contiguous column).  Column-strided views, unaligned
+        or byte-swapped data, and inputs of more than 2 dimensions that
+        ``reshape(N, -1)`` cannot view are copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
         Scale and shift.
     bn_param : dict
