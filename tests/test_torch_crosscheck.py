@@ -12,6 +12,26 @@ import bnfast
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+TOL = dict(rtol=1e-10, atol=1e-12)
+
+
+def torch_grads(fn, x, gamma, beta, dout):
+    """PyTorch's output and (dx, dgamma, dbeta) of fn(x, gamma, beta), by
+    autograd in float64."""
+    tx = torch.tensor(x, requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    out = fn(tx, tg, tb)
+    out.backward(torch.tensor(dout))
+    return out.detach().numpy(), (tx.grad.numpy(), tg.grad.numpy(),
+                                  tb.grad.numpy())
+
+
+def assert_matches(fast_out, fast_grads, torch_out, torch_grads_):
+    np.testing.assert_allclose(fast_out, torch_out, **TOL)
+    for name, f, t in zip(("dx", "dgamma", "dbeta"), fast_grads,
+                          torch_grads_):
+        np.testing.assert_allclose(f, t, err_msg=name, **TOL)
 
 
 @pytest.mark.parametrize("shape", [(7, 5), (64, 33), (2, 1), (300, 4)])
@@ -106,17 +126,9 @@ def test_layernorm_matches_torch(shape):
     gamma, beta = rng.uniform(0.5, 1.5, fshape), rng.standard_normal(fshape)
     dout = rng.standard_normal(shape)
     out, cache = bnfast.layernorm_forward(x, gamma, beta, {"eps": 1e-5})
-    dx, dgamma, dbeta = bnfast.layernorm_backward(dout, cache)
-    tx = torch.tensor(x, requires_grad=True)
-    tg = torch.tensor(gamma, requires_grad=True)
-    tb = torch.tensor(beta, requires_grad=True)
-    tout = F.layer_norm(tx, fshape, tg, tb, eps=1e-5)
-    tout.backward(torch.tensor(dout))
-    tol = dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
-    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
-    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
+    assert_matches(out, bnfast.layernorm_backward(dout, cache),
+                   *torch_grads(lambda tx, tg, tb: F.layer_norm(
+                       tx, fshape, tg, tb, eps=1e-5), x, gamma, beta, dout))
 
 
 @pytest.mark.parametrize("shape,groups", [((4, 6, 5, 5), 3), ((2, 4, 7), 4),
@@ -129,14 +141,6 @@ def test_groupnorm_matches_torch(shape, groups):
     dout = rng.standard_normal(shape)
     out, cache = bnfast.spatial_groupnorm_forward(x, gamma, beta, groups,
                                                   {"eps": 1e-5})
-    dx, dgamma, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
-    tx = torch.tensor(x, requires_grad=True)
-    tg = torch.tensor(gamma, requires_grad=True)
-    tb = torch.tensor(beta, requires_grad=True)
-    tout = F.group_norm(tx, groups, tg, tb, eps=1e-5)
-    tout.backward(torch.tensor(dout))
-    tol = dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
-    np.testing.assert_allclose(dx, tx.grad.numpy(), **tol)
-    np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
-    np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
+    assert_matches(out, bnfast.spatial_groupnorm_backward(dout, cache),
+                   *torch_grads(lambda tx, tg, tb: F.group_norm(
+                       tx, groups, tg, tb, eps=1e-5), x, gamma, beta, dout))

@@ -27,36 +27,57 @@ __all__ = [
 ]
 
 
-class BatchNormCache:
+class _Cache:
+    """Base of the caches the forward passes return: references to the
+    normalized x and to gamma (as float64), per-channel or per-sample
+    statistics, and what the gradients' shapes and dtypes need.  The
+    backward reads x again: do not modify it in between."""
+
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        for name in self.__slots__:
+            setattr(self, name, fields[name])
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} x{self.shape} {self.x.dtype}, "
+                f"{self.mean.shape[0]} statistics>")
+
+
+def _dout(dout, cache, cache_type, forward_name):
+    """Validate dout against a cache of cache_type; dout as an array of x's
+    dtype and internal shape."""
+    if not isinstance(cache, cache_type):
+        raise TypeError(
+            f"cache must be the cache returned by {forward_name}, "
+            f"got {type(cache).__name__}")
+    dout = _checks.float_array(dout, "dout")
+    if dout.shape != cache.shape:
+        raise ValueError(
+            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    return dout.astype(cache.x.dtype, copy=False).reshape(cache.x.shape)
+
+
+def _grads(dx, dgamma, dbeta, cache):
+    """The gradients in the caller's shapes and dtypes: dx as x, dgamma and
+    dbeta as gamma."""
+    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
+    return (dx.reshape(cache.shape),
+            dgamma.astype(gdt, copy=False).reshape(gshape),
+            dbeta.astype(gdt, copy=False).reshape(gshape))
+
+
+class BatchNormCache(_Cache):
     """What the batch norm forward passes keep for the backward pass.
 
     References to x (the array that was normalized: the caller's, or a
-    view or copy of it) and to gamma, plus the per-channel batch mean and
-    1/sqrt(var + eps): O(channels) memory beside x, no copy of x_hat (the
-    backward recomputes it).
-
-    Do not modify x between the forward and the backward pass: the backward
-    reads it again.
+    view or copy of it), its panel view and to gamma, plus the per-channel
+    batch mean and 1/sqrt(var + eps): O(channels) memory beside x, no copy
+    of x_hat (the backward recomputes it).
     """
 
     __slots__ = ("x", "panel", "axis", "gamma", "mean", "invstd", "shape",
                  "gamma_dtype", "gamma_shape")
-
-    def __init__(self, x, panel, axis, gamma, mean, invstd, shape,
-                 gamma_dtype, gamma_shape):
-        self.x = x
-        self.panel = panel
-        self.axis = axis
-        self.gamma = gamma
-        self.mean = mean
-        self.invstd = invstd
-        self.shape = shape
-        self.gamma_dtype = gamma_dtype
-        self.gamma_shape = gamma_shape
-
-    def __repr__(self):
-        return (f"<BatchNormCache x{self.shape} {self.x.dtype}, "
-                f"{self.mean.shape[0]} channels>")
 
 
 def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
@@ -86,8 +107,9 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
         invstd = np.empty(c)
         var = np.empty(c)
         _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var)
-        cache = BatchNormCache(x, xp, axis, g64, mean, invstd, shape,
-                               g.dtype, g.shape)
+        cache = BatchNormCache(x=x, panel=xp, axis=axis, gamma=g64,
+                               mean=mean, invstd=invstd, shape=shape,
+                               gamma_dtype=g.dtype, gamma_shape=g.shape)
         keep = 1.0 - momentum
         rm = (momentum * rm64 + keep * mean).astype(rm.dtype).reshape(rm.shape)
         rv = (momentum * rv64 + keep * var).astype(rv.dtype).reshape(rv.shape)
@@ -100,16 +122,9 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
 
 
 def _bn_backward(dout, cache):
-    if not isinstance(cache, BatchNormCache):
-        raise TypeError(
-            "cache must be the cache returned by a bnfast batch norm forward "
-            f"pass in 'train' mode, got {type(cache).__name__}")
-    dout = _checks.float_array(dout, "dout")
-    if dout.shape != cache.shape:
-        raise ValueError(
-            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    dout = _dout(dout, cache, BatchNormCache,
+                 "a bnfast batch norm forward pass in 'train' mode")
     x, axis = cache.x, cache.axis
-    dout = dout.astype(x.dtype, copy=False).reshape(x.shape)
     dp = _layout.panel(dout, axis)
     if dp is None or dp.shape != cache.panel.shape:
         # laid out unlike x: copy it into x's layout
@@ -121,10 +136,7 @@ def _bn_backward(dout, cache):
     dbeta = np.empty(c)
     _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
                          cache.gamma, dxp, dgamma, dbeta)
-    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (dx.reshape(cache.shape),
-            dgamma.astype(gdt, copy=False).reshape(gshape),
-            dbeta.astype(gdt, copy=False).reshape(gshape))
+    return _grads(dx, dgamma, dbeta, cache)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -307,26 +319,12 @@ def spatial_batchnorm_backward(dout, cache):
     return _bn_backward(dout, cache)
 
 
-class LayerNormCache:
+class LayerNormCache(_Cache):
     """What layernorm_forward keeps for the backward pass: references to x
     (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
 
     __slots__ = ("x", "gamma", "mean", "invstd", "shape", "gamma_dtype",
                  "gamma_shape")
-
-    def __init__(self, x, gamma, mean, invstd, shape, gamma_dtype,
-                 gamma_shape):
-        self.x = x
-        self.gamma = gamma
-        self.mean = mean
-        self.invstd = invstd
-        self.shape = shape
-        self.gamma_dtype = gamma_dtype
-        self.gamma_shape = gamma_shape
-
-    def __repr__(self):
-        return (f"<LayerNormCache x{self.shape} {self.x.dtype}, "
-                f"{self.mean.shape[0]} samples>")
 
 
 def layernorm_forward(x, gamma, beta, ln_param):
@@ -375,7 +373,9 @@ def layernorm_forward(x, gamma, beta, ln_param):
     mean = np.empty(n)
     invstd = np.empty(n)
     _kernels.ln_forward(x2, g64, b64, eps, out, mean, invstd)
-    cache = LayerNormCache(x2, g64, mean, invstd, x.shape, g.dtype, g.shape)
+    cache = LayerNormCache(x=x2, gamma=g64, mean=mean, invstd=invstd,
+                           shape=x.shape, gamma_dtype=g.dtype,
+                           gamma_shape=g.shape)
     return out.reshape(x.shape), cache
 
 
@@ -401,50 +401,25 @@ def layernorm_backward(dout, cache):
     >>> dbeta
     array([2., 2., 2.])
     """
-    if not isinstance(cache, LayerNormCache):
-        raise TypeError(
-            "cache must be the cache returned by bnfast.layernorm_forward, "
-            f"got {type(cache).__name__}")
-    dout = _checks.float_array(dout, "dout")
-    if dout.shape != cache.shape:
-        raise ValueError(
-            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    dout = _dout(dout, cache, LayerNormCache, "bnfast.layernorm_forward")
     x = cache.x
-    dy = _layout.unit_rows(dout.astype(x.dtype, copy=False).reshape(x.shape))
+    dy = _layout.unit_rows(dout)
     d = x.shape[1]
     dx = np.empty(x.shape, dtype=x.dtype)
     dgamma = np.empty(d)
     dbeta = np.empty(d)
     _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dx,
                          dgamma, dbeta)
-    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (dx.reshape(cache.shape),
-            dgamma.astype(gdt, copy=False).reshape(gshape),
-            dbeta.astype(gdt, copy=False).reshape(gshape))
+    return _grads(dx, dgamma, dbeta, cache)
 
 
-class GroupNormCache:
+class GroupNormCache(_Cache):
     """What spatial_groupnorm_forward keeps for the backward pass:
     references to x (as (N, C, H*W)) and gamma, the number of groups, and
     the per-(sample, group) mean and 1/std."""
 
     __slots__ = ("x", "gamma", "groups", "mean", "invstd", "shape",
                  "gamma_dtype", "gamma_shape")
-
-    def __init__(self, x, gamma, groups, mean, invstd, shape, gamma_dtype,
-                 gamma_shape):
-        self.x = x
-        self.gamma = gamma
-        self.groups = groups
-        self.mean = mean
-        self.invstd = invstd
-        self.shape = shape
-        self.gamma_dtype = gamma_dtype
-        self.gamma_shape = gamma_shape
-
-    def __repr__(self):
-        return (f"<GroupNormCache x{self.shape} {self.x.dtype}, "
-                f"{self.groups} groups>")
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
@@ -504,8 +479,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     mean = np.empty(n * int(G))
     invstd = np.empty(n * int(G))
     _kernels.gn_forward(x3, int(G), g64, b64, eps, out, mean, invstd)
-    cache = GroupNormCache(x3, g64, int(G), mean, invstd, x.shape, g.dtype,
-                           g.shape)
+    cache = GroupNormCache(x=x3, gamma=g64, groups=int(G), mean=mean,
+                           invstd=invstd, shape=x.shape, gamma_dtype=g.dtype,
+                           gamma_shape=g.shape)
     return out.reshape(x.shape), cache
 
 
@@ -532,23 +508,14 @@ def spatial_groupnorm_backward(dout, cache):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    if not isinstance(cache, GroupNormCache):
-        raise TypeError(
-            "cache must be the cache returned by "
-            f"bnfast.spatial_groupnorm_forward, got {type(cache).__name__}")
-    dout = _checks.float_array(dout, "dout")
-    if dout.shape != cache.shape:
-        raise ValueError(
-            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    dout = _dout(dout, cache, GroupNormCache,
+                 "bnfast.spatial_groupnorm_forward")
     x = cache.x
-    dy = _layout.samples(dout.astype(x.dtype, copy=False).reshape(x.shape))
+    dy = _layout.samples(dout)
     c = x.shape[1]
     dx = np.empty(x.shape, dtype=x.dtype)
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     _kernels.gn_backward(dy, x, cache.groups, cache.mean, cache.invstd,
                          cache.gamma, dx, dgamma, dbeta)
-    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (dx.reshape(cache.shape),
-            dgamma.astype(gdt, copy=False).reshape(gshape),
-            dbeta.astype(gdt, copy=False).reshape(gshape))
+    return _grads(dx, dgamma, dbeta, cache)
