@@ -6,38 +6,78 @@ Run from the repository root, with bnfast installed:
     python benchmarks/bench.py --quick         # small sizes, 3 repeats (CI)
     python benchmarks/bench.py --json out.json --repeat 11
 
-1. Equivalence.  For every (shape, dtype) bnfast and bnfast.reference run on
-   the same seeded random data; for each quantity the report prints the
-   relative error max|fast - ref| / max|ref| and PASS/FAIL against the
-   tolerance (1e-4 for float32, 1e-10 for float64).  Each fast function is
-   compared with its twin of the same name.  The exit status is 1 if any
-   quantity fails.  (The test suite makes the stricter comparison, against
-   a wider-precision oracle, on many more shapes and layouts.)
+It covers five op families, each on float32 and float64:
 
-2. Timing.  Median time per call in microseconds of forward-train,
-   forward-test, backward and backward_alt for bnfast and the NumPy
-   reference (each fast function against its twin of the same name: the
-   reference's batchnorm_backward walks the staged graph,
-   batchnorm_backward_alt is the simplified formula) and, when
-   ``import torch`` works, PyTorch's single-threaded CPU kernels
-   (torch.native_batch_norm / aten.native_batch_norm_backward, one
-   backward shown in both backward rows).  Each
+    batchnorm     batchnorm_forward / _backward / _backward_alt, x (N, D)
+    spatial-nchw  spatial_batchnorm_forward / _backward, x (N, C, H, W)
+    spatial-nhwc  the same with axis=-1 on the same data channels-last,
+                  x (N, H, W, C)
+    layernorm     layernorm_forward / _backward, x (N, D), ln_param {}
+    groupnorm     spatial_groupnorm_forward / _backward, x (N, C, H, W),
+                  G groups, gn_param {}
+
+Data is seeded random: x offset per channel (per feature for (N, D)) by
+3 + 2*randn, random gamma, beta (shape (C,) or (D,)), running statistics
+and upstream gradient.
+
+1. Equivalence.  For every family, shape and dtype bnfast and
+   bnfast.reference run on the same data; for each quantity (forward
+   output, running statistics where there are any, dx, dgamma, dbeta) the
+   report prints the relative error max|fast - ref| / max|ref| and
+   PASS/FAIL against the tolerance (1e-4 for float32, 1e-10 for float64).
+   Each fast function is compared with its twin of the same name.  The
+   exit status is 1 if any quantity fails.  (The test suite makes the
+   stricter comparison, against a wider-precision oracle, on many more
+   shapes and layouts.)
+
+2. Timing.  Median time per call in microseconds of each row for bnfast,
+   the NumPy reference (each fast function against its twin of the same
+   name: the reference's batchnorm_backward walks the staged graph,
+   batchnorm_backward_alt is the simplified formula; the reference's
+   spatial functions transpose to (everything, C) and back) and, when
+   ``import torch`` works, PyTorch's single-threaded CPU kernels:
+
+    batchnorm, spatial-*   torch.native_batch_norm /
+                           aten.native_batch_norm_backward (for batchnorm
+                           one backward shown in both backward rows;
+                           spatial-nhwc gets an NCHW-shaped view of the
+                           channels-last data, torch's channels_last format)
+    layernorm              torch.native_layer_norm /
+                           aten.native_layer_norm_backward
+    groupnorm              torch.native_group_norm /
+                           aten.native_group_norm_backward
+
+   Backward rows include dgamma and dbeta for every implementation.  Each
    measurement times a loop of k calls (k chosen so that it takes >= 20 ms,
-   5 ms with --quick); within a repeat the implementations run interleaved,
-   round-robin, so that machine noise hits them alike.
+   5 ms with --quick); within a repeat the implementations of one family,
+   shape and dtype run interleaved, round-robin, so that machine noise hits
+   them alike.
 
    "roofline" is the memory-bandwidth bound: the time of np.copyto for an
    array of x's size (2 passes over memory) scaled to the passes each op
-   needs at least: forward-train 3 (read x twice, write out) = 1.5 copies,
-   forward-test 2 = 1 copy, backward 5 (read dy, x twice, write dx) = 2.5
-   copies.  "roof" columns are roofline_time / impl_time: 1.00 means the
+   needs at least:
+
+    batch norm (all layouts) and group norm forward-train
+                 3 passes (statistics need a full read of x before any
+                 output: read x twice, write out) = 1.5 copies
+    batch norm forward-test  2 passes (read x, write out) = 1 copy
+    layer norm forward       2 passes = 1 copy (each row is normalized
+                             while it is in cache)
+    batch norm and group norm backward
+                 5 passes (read dy and x for the sums, again for dx, write
+                 dx) = 2.5 copies
+    layer norm backward      3 passes (read dy, x, write dx; fused per row)
+                             = 1.5 copies
+
+   "roof" columns are roofline_time / impl_time: 1.00 means the
    implementation runs at copy speed.  The copy writes into an array made
    once; every implementation here returns a new array, whose first touch
    costs page faults and zeroing: "fresh" is the time of x.copy() (a copy
-   into a new array) in copies, the share of that cost.  "x ref" / "x torch" are the speedups
-   of bnfast (other_time / bnfast_time).
+   into a new array) in copies, the share of that cost.  "x ref" / "x torch"
+   are the speedups of bnfast (other_time / bnfast_time).
 """
 import argparse
+import functools
 import gc
 import json
 import math
@@ -56,37 +96,53 @@ try:
 except ImportError:
     torch = None
 
-DEFAULT_SIZES = [(64, 256), (256, 1024), (8192, 2048), (262144, 16)]
-QUICK_SIZES = [(64, 256), (256, 1024), (4096, 256)]
 DTYPES = [np.float32, np.float64]
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 EPS = 1e-5
 MOMENTUM = 0.9
-OPS = ["forward-train", "forward-test", "backward", "backward_alt"]
-COPIES = {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
-          "backward_alt": 2.5}
-QUANTITIES = ["train.out", "train.rmean", "train.rvar", "test.out",
-              "dx", "dgamma", "dbeta"]
+BN_QUANTITIES = ["train.out", "train.rmean", "train.rvar", "test.out",
+                 "dx", "dgamma", "dbeta"]
+NORM_QUANTITIES = ["out", "dx", "dgamma", "dbeta"]
+IMPLS = ["bnfast", "reference", "torch"]
 
 
 def log(msg, end="\n"):
     print(msg, end=end, file=sys.stderr, flush=True)
 
 
-def make_data(n, d, dtype, seed):
-    """Seeded inputs: columns offset by 3 + 2*randn, random gamma, beta,
-    running statistics and upstream gradient, all of dtype."""
+# ---------------------------------------------------------------- data
+
+def seed_of(shape):
+    """Deterministic seed from the shape ((n, d) -> n*7 + d)."""
+    return functools.reduce(lambda acc, s: acc * 7 + s, shape)
+
+
+def make_data(shape, dtype, seed, axis=1):
+    """Seeded inputs: x offset along ``axis`` by 3 + 2*randn per channel,
+    random gamma, beta, running statistics (per channel) and upstream
+    gradient, all of dtype."""
     rng = np.random.default_rng(seed)
-    offset = 3 + 2 * rng.standard_normal(d)
+    c = shape[axis]
+    offset = 3 + 2 * rng.standard_normal(c)
+    bshape = [1] * len(shape)
+    bshape[axis] = c
     arrays = {
-        "x": rng.standard_normal((n, d)) + offset,
-        "gamma": rng.standard_normal(d),
-        "beta": rng.standard_normal(d),
-        "running_mean": offset + 0.1 * rng.standard_normal(d),
-        "running_var": 0.5 + rng.random(d),
-        "dout": rng.standard_normal((n, d)),
+        "x": rng.standard_normal(shape) + offset.reshape(bshape),
+        "gamma": rng.standard_normal(c),
+        "beta": rng.standard_normal(c),
+        "running_mean": offset + 0.1 * rng.standard_normal(c),
+        "running_var": 0.5 + rng.random(c),
+        "dout": rng.standard_normal(shape),
     }
     return {k: v.astype(dtype) for k, v in arrays.items()}
+
+
+def channels_last(data):
+    """The same data with x and dout moved to (N, H, W, C), contiguous."""
+    out = dict(data)
+    for k in ("x", "dout"):
+        out[k] = np.ascontiguousarray(np.moveaxis(data[k], 1, -1))
+    return out
 
 
 def bn_param(data, mode):
@@ -101,45 +157,31 @@ def rel_err(fast, ref):
     return float(np.abs(fast - ref).max() / (scale if scale > 0 else 1.0))
 
 
-def check_equivalence(data):
-    """Relative error of bnfast vs the reference for each quantity."""
+def tensors(data):
+    """torch views of the data (shared memory): x, w, b, dy, rm, rv."""
+    t = {k: torch.from_numpy(v) for k, v in data.items()}
+    return (t["x"], t["gamma"], t["beta"], t["dout"],
+            t["running_mean"].clone(), t["running_var"].clone())
+
+
+# ---------------------------------------------------------------- families
+#
+# A family: how to make its data for a size, which quantities to compare
+# (run: mod, data -> list of arrays in QUANTITIES order), the timed
+# callables (cases: data -> {(row, impl): callable}), the roofline copies
+# per row and torch aliases (a row that shows another row's torch time).
+
+def bn_run(mod, data):
     x, g, b = data["x"], data["gamma"], data["beta"]
-    results = {}
-    for mod in (bnfast, reference):
-        p = bn_param(data, "train")
-        out, cache = mod.batchnorm_forward(x, g, b, p)
-        test_out, _ = mod.batchnorm_forward(x, g, b, bn_param(data, "test"))
-        dx, dgamma, dbeta = mod.batchnorm_backward(data["dout"], cache)
-        results[mod] = [out, p["running_mean"], p["running_var"], test_out,
-                        dx, dgamma, dbeta]
-    return {q: rel_err(f, r) for q, f, r in
-            zip(QUANTITIES, results[bnfast], results[reference])}
+    p = bn_param(data, "train")
+    out, cache = mod.batchnorm_forward(x, g, b, p)
+    test_out, _ = mod.batchnorm_forward(x, g, b, bn_param(data, "test"))
+    dx, dgamma, dbeta = mod.batchnorm_backward(data["dout"], cache)
+    return [out, p["running_mean"], p["running_var"], test_out,
+            dx, dgamma, dbeta]
 
 
-def equivalence_section(sizes, report):
-    print("== Equivalence: max|fast - ref| / max|ref|")
-    print(f"{'dtype':8} {'shape':>13} "
-          + " ".join(f"{q:>11}" for q in QUANTITIES) + "  status")
-    ok = True
-    for (n, d) in sizes:
-        for dtype in DTYPES:
-            name = np.dtype(dtype).name
-            log(f"equivalence {name} {n}x{d}")
-            errs = check_equivalence(make_data(n, d, dtype, seed=n * 7 + d))
-            tol = TOLERANCE[dtype]
-            bad = [q for q, e in errs.items() if not e <= tol]
-            ok &= not bad
-            status = "PASS" if not bad else "FAIL: " + ", ".join(bad)
-            print(f"{name:8} {f'{n}x{d}':>13} "
-                  + " ".join(f"{errs[q]:11.2e}" for q in QUANTITIES)
-                  + f"  {status} (tol {tol:g})")
-            report.append({"dtype": name, "shape": [n, d], "tolerance": tol,
-                           "errors": errs, "pass": not bad})
-    return ok
-
-
-def cases(data):
-    """{(op, impl): zero-argument callable}, plus ('copy', 'roofline')."""
+def bn_cases(data):
     x, g, b, dout = data["x"], data["gamma"], data["beta"], data["dout"]
     fns = {}
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
@@ -154,24 +196,225 @@ def cases(data):
         fns["backward_alt", name] = (
             lambda mod=mod, c=cache: mod.batchnorm_backward_alt(dout, c))
     if torch is not None:
-        tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, g, b, dout))
-        rm = torch.from_numpy(data["running_mean"].copy())
-        rv = torch.from_numpy(data["running_var"].copy())
-        _, save_mean, save_invstd = torch.native_batch_norm(
-            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
-        fns["forward-train", "torch"] = lambda: torch.native_batch_norm(
-            tx, tw, tb, rm, rv, True, 0.1, EPS)
-        fns["forward-test", "torch"] = lambda: torch.native_batch_norm(
-            tx, tw, tb, rm, rv, False, 0.1, EPS)
-        fns["backward", "torch"] = (
-            lambda: torch.ops.aten.native_batch_norm_backward(
-                tdy, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
-                [True, True, True]))
-    dst = np.empty_like(x)
-    fns["copy", "roofline"] = lambda: np.copyto(dst, x)
-    fns["copy", "fresh"] = x.copy
+        fns.update(torch_bn_cases(tensors(data), "forward-train",
+                                  "forward-test", "backward"))
     return fns
 
+
+def torch_bn_cases(t, train_row, test_row, backward_row):
+    tx, tw, tb, tdy, rm, rv = t
+    _, save_mean, save_invstd = torch.native_batch_norm(
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+    fns = {
+        (train_row, "torch"): lambda: torch.native_batch_norm(
+            tx, tw, tb, rm, rv, True, 0.1, EPS),
+        (backward_row, "torch"):
+            lambda: torch.ops.aten.native_batch_norm_backward(
+                tdy, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
+                [True, True, True]),
+    }
+    if test_row is not None:
+        # own running statistics: the train call updates rm, rv in place
+        trm, trv = rm.clone(), rv.clone()
+        fns[test_row, "torch"] = lambda: torch.native_batch_norm(
+            tx, tw, tb, trm, trv, False, 0.1, EPS)
+    return fns
+
+
+def spatial_run(axis):
+    def run(mod, data):
+        x, g, b = data["x"], data["gamma"], data["beta"]
+        p = bn_param(data, "train")
+        out, cache = mod.spatial_batchnorm_forward(x, g, b, p, axis=axis)
+        test_out, _ = mod.spatial_batchnorm_forward(
+            x, g, b, bn_param(data, "test"), axis=axis)
+        dx, dgamma, dbeta = mod.spatial_batchnorm_backward(data["dout"],
+                                                           cache)
+        return [out, p["running_mean"], p["running_var"], test_out,
+                dx, dgamma, dbeta]
+    return run
+
+
+def spatial_cases(prefix, axis, test):
+    """Rows '<prefix> fwd-train', ['<prefix> fwd-test',] '<prefix> backward'
+    of spatial batch norm with channels along axis (1 or -1)."""
+    train_row, backward_row = f"{prefix} fwd-train", f"{prefix} backward"
+    test_row = f"{prefix} fwd-test" if test else None
+
+    def cases(data):
+        x, g, b, dout = data["x"], data["gamma"], data["beta"], data["dout"]
+        fns = {}
+        for name, mod in (("bnfast", bnfast), ("reference", reference)):
+            train, tst = bn_param(data, "train"), bn_param(data, "test")
+            _, cache = mod.spatial_batchnorm_forward(
+                x, g, b, bn_param(data, "train"), axis=axis)
+            fns[train_row, name] = (
+                lambda mod=mod, p=train: mod.spatial_batchnorm_forward(
+                    x, g, b, p, axis=axis))
+            if test:
+                fns[test_row, name] = (
+                    lambda mod=mod, p=tst: mod.spatial_batchnorm_forward(
+                        x, g, b, p, axis=axis))
+            fns[backward_row, name] = (
+                lambda mod=mod, c=cache: mod.spatial_batchnorm_backward(
+                    dout, c))
+        if torch is not None:
+            tx, tw, tb, tdy, rm, rv = tensors(data)
+            if axis != 1:
+                # (N, H, W, C) data as an NCHW-shaped channels_last tensor
+                tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
+            fns.update(torch_bn_cases((tx, tw, tb, tdy, rm, rv), train_row,
+                                      test_row, backward_row))
+        return fns
+    return cases
+
+
+def ln_run(mod, data):
+    out, cache = mod.layernorm_forward(data["x"], data["gamma"],
+                                       data["beta"], {})
+    return [out, *mod.layernorm_backward(data["dout"], cache)]
+
+
+def ln_cases(data):
+    x, g, b, dout = data["x"], data["gamma"], data["beta"], data["dout"]
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        _, cache = mod.layernorm_forward(x, g, b, {})
+        fns["layernorm forward", name] = (
+            lambda mod=mod: mod.layernorm_forward(x, g, b, {}))
+        fns["layernorm backward", name] = (
+            lambda mod=mod, c=cache: mod.layernorm_backward(dout, c))
+    if torch is not None:
+        tx, tw, tb, tdy, _, _ = tensors(data)
+        shape = [x.shape[1]]
+        _, mean, rstd = torch.native_layer_norm(tx, shape, tw, tb, EPS)
+        fns["layernorm forward", "torch"] = lambda: torch.native_layer_norm(
+            tx, shape, tw, tb, EPS)
+        fns["layernorm backward", "torch"] = (
+            lambda: torch.ops.aten.native_layer_norm_backward(
+                tdy, tx, shape, mean, rstd, tw, tb, [True, True, True]))
+    return fns
+
+
+def gn_run(mod, data):
+    out, cache = mod.spatial_groupnorm_forward(
+        data["x"], data["gamma"], data["beta"], data["G"], {})
+    return [out, *mod.spatial_groupnorm_backward(data["dout"], cache)]
+
+
+def gn_cases(data):
+    x, g, b, dout, G = (data[k] for k in ("x", "gamma", "beta", "dout", "G"))
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {})
+        fns["groupnorm forward", name] = (
+            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {}))
+        fns["groupnorm backward", name] = (
+            lambda mod=mod, c=cache: mod.spatial_groupnorm_backward(dout, c))
+    if torch is not None:
+        tx, tw, tb, tdy, _, _ = tensors({k: v for k, v in data.items()
+                                         if k != "G"})
+        n, c = x.shape[:2]
+        hw = x[0, 0].size
+        _, mean, rstd = torch.native_group_norm(tx, tw, tb, n, c, hw, G, EPS)
+        fns["groupnorm forward", "torch"] = lambda: torch.native_group_norm(
+            tx, tw, tb, n, c, hw, G, EPS)
+        fns["groupnorm backward", "torch"] = (
+            lambda: torch.ops.aten.native_group_norm_backward(
+                tdy, tx, mean, rstd, tw, n, c, hw, G, [True, True, True]))
+    return fns
+
+
+def nd_data(size, dtype):
+    return make_data(size, dtype, seed_of(size))
+
+
+def nhwc_data(size, dtype):
+    return channels_last(make_data(size, dtype, seed_of(size)))
+
+
+def gn_data(size, dtype):
+    shape, G = size[:4], size[4]
+    return {**make_data(shape, dtype, seed_of(shape)), "G": G}
+
+
+FAMILIES = [
+    {"name": "batchnorm", "data": nd_data,
+     "sizes": [(64, 256), (256, 1024), (8192, 2048), (262144, 16)],
+     "quick": [(64, 256), (256, 1024), (4096, 256)],
+     "quantities": BN_QUANTITIES, "run": bn_run, "cases": bn_cases,
+     "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
+                "backward_alt": 2.5},
+     "torch_alias": {"backward_alt": "backward"}},
+    {"name": "spatial-nchw", "data": nd_data,
+     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "quantities": BN_QUANTITIES, "run": spatial_run(1),
+     "cases": spatial_cases("spatial-nchw", 1, test=True),
+     "copies": {"spatial-nchw fwd-train": 1.5, "spatial-nchw fwd-test": 1.0,
+                "spatial-nchw backward": 2.5}},
+    # sizes given as NCHW: the data is spatial-nchw's, moved channels-last
+    {"name": "spatial-nhwc", "data": nhwc_data,
+     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "quantities": BN_QUANTITIES, "run": spatial_run(-1),
+     "cases": spatial_cases("spatial-nhwc", -1, test=False),
+     "copies": {"spatial-nhwc fwd-train": 1.5,
+                "spatial-nhwc backward": 2.5}},
+    {"name": "layernorm", "data": nd_data,
+     "sizes": [(4096, 1024)], "quick": [(64, 256)],
+     "quantities": NORM_QUANTITIES, "run": ln_run, "cases": ln_cases,
+     "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5}},
+    # sizes (N, C, H, W, G)
+    {"name": "groupnorm", "data": gn_data,
+     "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
+     "quantities": NORM_QUANTITIES, "run": gn_run, "cases": gn_cases,
+     "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5}},
+]
+
+
+def shape_label(data):
+    label = "x".join(map(str, data["x"].shape))
+    return label + (f" G{data['G']}" if "G" in data else "")
+
+
+# ---------------------------------------------------------------- equivalence
+
+def check_equivalence(family, data):
+    """Relative error of bnfast vs the reference for each quantity."""
+    fast = family["run"](bnfast, data)
+    ref = family["run"](reference, data)
+    return {q: rel_err(f, r)
+            for q, f, r in zip(family["quantities"], fast, ref)}
+
+
+def equivalence_section(families, quick, report):
+    print("== Equivalence: max|fast - ref| / max|ref|")
+    ok = True
+    for family in families:
+        quantities = family["quantities"]
+        print(f"\n{'op':12} {'dtype':8} {'shape':>15} "
+              + " ".join(f"{q:>11}" for q in quantities) + "  status")
+        for size in family["quick" if quick else "sizes"]:
+            for dtype in DTYPES:
+                name = np.dtype(dtype).name
+                data = family["data"](size, dtype)
+                shape = shape_label(data)
+                log(f"equivalence {family['name']} {name} {shape}")
+                errs = check_equivalence(family, data)
+                tol = TOLERANCE[dtype]
+                bad = [q for q, e in errs.items() if not e <= tol]
+                ok &= not bad
+                status = "PASS" if not bad else "FAIL: " + ", ".join(bad)
+                print(f"{family['name']:12} {name:8} {shape:>15} "
+                      + " ".join(f"{errs[q]:11.2e}" for q in quantities)
+                      + f"  {status} (tol {tol:g})")
+                report.append({"family": family["name"], "dtype": name,
+                               "shape": list(data["x"].shape),
+                               "groups": data.get("G"), "tolerance": tol,
+                               "errors": errs, "pass": not bad})
+    return ok
+
+
+# ---------------------------------------------------------------- timing
 
 def time_loop(fn, k):
     t0 = time.perf_counter()
@@ -219,48 +462,62 @@ def fmt_ratio(num, den, suffix=""):
     return "-" if num is None or den is None else f"{num / den:.2f}{suffix}"
 
 
-def timing_section(sizes, repeat, target, report):
-    impls = ["bnfast", "reference"] + (["torch"] if torch is not None else [])
+def timing_section(families, quick, repeat, target, report):
+    impls = IMPLS if torch is not None else IMPLS[:2]
     rows = []
-    for (n, d) in sizes:
-        for dtype in DTYPES:
-            name = np.dtype(dtype).name
-            fns = cases(make_data(n, d, dtype, seed=n * 7 + d))
-            med, samples, loops = measure(fns, repeat, target,
-                                          f"{name} {n}x{d}")
-            copy = med["copy", "roofline"]
-            fresh = med["copy", "fresh"] / copy
-            for op in OPS:
-                # torch has one backward: its time serves both rows
-                t = {impl: med.get((op if op != "backward_alt"
-                                    or impl != "torch" else "backward", impl))
-                     for impl in impls}
-                roof = COPIES[op] * copy
-                rows.append((op, name, f"{n}x{d}", t, roof, fresh))
-                report.append({
-                    "op": op, "dtype": name, "shape": [n, d],
-                    "median_s": {**t, "roofline": roof},
-                    "samples_s": {i: samples.get((op, i)) for i in impls},
-                    "loops": {i: loops.get((op, i)) for i in impls},
-                    "copy_median_s": copy,
-                    "copy_samples_s": samples["copy", "roofline"],
-                    "fresh_copy_in_copies": fresh,
-                })
+    for family in families:
+        alias = family.get("torch_alias", {})
+        for size in family["quick" if quick else "sizes"]:
+            for dtype in DTYPES:
+                name = np.dtype(dtype).name
+                data = family["data"](size, dtype)
+                shape = shape_label(data)
+                fns = family["cases"](data)
+                x = data["x"]
+                dst = np.empty_like(x)
+                fns["copy", "roofline"] = lambda x=x, dst=dst: np.copyto(dst, x)
+                fns["copy", "fresh"] = x.copy
+                med, samples, loops = measure(
+                    fns, repeat, target, f"{family['name']} {name} {shape}")
+                copy = med["copy", "roofline"]
+                fresh = med["copy", "fresh"] / copy
+                for op, copies in family["copies"].items():
+                    keys = {impl: (alias.get(op, op) if impl == "torch"
+                                   else op, impl) for impl in impls}
+                    t = {impl: med.get(key) for impl, key in keys.items()}
+                    roof = copies * copy
+                    rows.append((op, name, shape, t, roof, fresh))
+                    report.append({
+                        "family": family["name"], "op": op, "dtype": name,
+                        "shape": list(x.shape), "groups": data.get("G"),
+                        "roofline_copies": copies,
+                        "median_s": {**t, "roofline": roof},
+                        "samples_s": {i: samples.get(k)
+                                      for i, k in keys.items()},
+                        "loops": {i: loops.get(k) for i, k in keys.items()},
+                        "copy_median_s": copy,
+                        "copy_samples_s": samples["copy", "roofline"],
+                        "fresh_copy_in_copies": fresh,
+                    })
+                del fns, data, x, dst
+                gc.collect()
     print(f"\n== Timing: median us per call over {repeat} repeats "
           "(roof = roofline_time / time)")
-    head = (f"{'op':14} {'dtype':8} {'shape':>11} {'bnfast':>9} "
+    head = (f"{'op':22} {'dtype':8} {'shape':>15} {'bnfast':>9} "
             f"{'reference':>10} {'torch':>9} {'roofline':>9} {'x ref':>7} "
             f"{'x torch':>7} {'roof bnf':>8} {'roof trc':>8} {'fresh':>6}")
     print(head)
     print("-" * len(head))
     for op, name, shape, t, roof, fresh in rows:
         bnf, ref, trc = t["bnfast"], t["reference"], t.get("torch")
-        print(f"{op:14} {name:8} {shape:>11} {fmt_us(bnf):>9} "
+        print(f"{op:22} {name:8} {shape:>15} {fmt_us(bnf):>9} "
               f"{fmt_us(ref):>10} {fmt_us(trc):>9} {fmt_us(roof):>9} "
               f"{fmt_ratio(ref, bnf, 'x'):>7} {fmt_ratio(trc, bnf, 'x'):>7} "
               f"{fmt_ratio(roof, bnf):>8} {fmt_ratio(roof, trc):>8} "
               f"{fresh:6.2f}")
 
+
+# ---------------------------------------------------------------- main
 
 def machine():
     cpu = platform.processor() or platform.machine()
@@ -289,7 +546,6 @@ def main(argv=None):
                          "quick 3)")
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
     args = ap.parse_args(argv)
-    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
     repeat = args.repeat or (3 if args.quick else 7)
     target = 0.005 if args.quick else 0.020
     if torch is not None:
@@ -297,8 +553,8 @@ def main(argv=None):
 
     report = {"machine": machine(), "quick": args.quick, "repeat": repeat,
               "target_s": target, "equivalence": [], "timing": []}
-    ok = equivalence_section(sizes, report["equivalence"])
-    timing_section(sizes, repeat, target, report["timing"])
+    ok = equivalence_section(FAMILIES, args.quick, report["equivalence"])
+    timing_section(FAMILIES, args.quick, repeat, target, report["timing"])
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
           f"torch {m['torch']}, bnfast {m['bnfast']} simd {m['simd']} "
