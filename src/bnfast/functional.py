@@ -198,7 +198,6 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     >>> bn_param["running_mean"]
     array([0.2, 0.4])
     """
-    _checks.mode(bn_param)
     x, x2 = _checks.batch(x)
     return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:])
 
@@ -287,7 +286,6 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
     >>> out.shape, round(float(out[:, 0].mean()), 12), round(float(out[:, 0].std()), 4)
     ((2, 2, 2, 2), 0.0, 1.0)
     """
-    _checks.mode(bn_param)
     x = _checks.float_array(x, "x")
     axis = _checks.channel_axis(x, axis)
     keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
