@@ -282,3 +282,34 @@ def test_groupnorm_constant_group_and_groups_of_one(dtype):
     dx, _, _ = bnfast.spatial_groupnorm_backward(
         rng.standard_normal((4, 3)).astype(dtype), cache)
     assert np.all(dx == 0.0)
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 3), None), ((4, 3, 2, 5), 1),
+                                        ((4, 2, 5, 3), -1)])
+def test_unbiased_running_var_matches_reference(shape, axis):
+    rng = np.random.default_rng(26)
+    x = rng.standard_normal(shape) * 2 + 1
+    c = shape[1] if axis is None else shape[axis]
+    args = (x, np.ones(c), np.zeros(c))
+    results = []
+    for module in (bnfast, reference):
+        p = {"mode": "train", "momentum": 0.5, "unbiased_running_var": True,
+             "running_var": np.ones(c)}
+        if axis is None:
+            module.batchnorm_forward(*args, p)
+        else:
+            module.spatial_batchnorm_forward(*args, p, axis=axis)
+        results.append(p["running_var"])
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-13)
+    moved = x if axis is None else np.moveaxis(x, axis, -1).reshape(-1, c)
+    np.testing.assert_allclose(results[0],
+                               0.5 + 0.5 * moved.var(axis=0, ddof=1),
+                               rtol=1e-13)
+
+
+def test_unbiased_running_var_needs_two_values():
+    p = {"mode": "train", "unbiased_running_var": True}
+    with pytest.raises(ValueError, match="needs more than 1 value per "
+                       "channel, got 1"):
+        bnfast.batchnorm_forward(np.ones((1, 3)), np.ones(3), np.zeros(3), p)
+    assert "running_mean" not in p

@@ -14,6 +14,14 @@ from bnfast.functional import (
     spatial_groupnorm_backward,
     spatial_groupnorm_forward,
 )
+from bnfast.layers import (
+    BatchNorm,
+    GroupNorm,
+    LayerNorm,
+    fold_batchnorm_linear,
+    fold_linear_batchnorm,
+    from_torch,
+)
 
 __version__ = "0.1.0"
 
@@ -27,4 +35,10 @@ __all__ = [
     "layernorm_backward",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
+    "BatchNorm",
+    "LayerNorm",
+    "GroupNorm",
+    "from_torch",
+    "fold_linear_batchnorm",
+    "fold_batchnorm_linear",
 ]

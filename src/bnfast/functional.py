@@ -102,11 +102,19 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
 
     x, xp = _layout.panel_or_copy(x, axis)
     out, op = _layout.like(x, axis)
+    unbiased = bool(bn_param.get("unbiased_running_var", False))
+    count = xp.shape[0] * xp.shape[2]
+    if mode == "train" and unbiased and count < 2:
+        raise ValueError(
+            "bn_param['unbiased_running_var'] needs more than 1 value per "
+            f"channel, got {count}")
     if mode == "train":
         mean = np.empty(c)
         invstd = np.empty(c)
         var = np.empty(c)
         _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var)
+        if unbiased:
+            var *= count / (count - 1)
         cache = BatchNormCache(x=x, panel=xp, axis=axis, gamma=g64,
                                mean=mean, invstd=invstd, shape=shape,
                                gamma_dtype=g.dtype, gamma_shape=g.shape)
@@ -164,9 +172,12 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     bn_param : dict
         'mode': 'train' or 'test' (required); 'eps' (default 1e-5, >= 0);
         'momentum' (default 0.9, in [0, 1]); 'running_mean', 'running_var'
-        (zeros of shape (D,) in x's dtype when absent).  On return it holds
-        the running statistics as new arrays (updated in 'train' mode), as
-        the seeds do; the arrays passed in are never written.
+        (zeros of shape (D,) in x's dtype when absent);
+        'unbiased_running_var' (default False: the running variance
+        averages the biased batch variance, as the seeds; True: the
+        unbiased one, as PyTorch).  On return it holds the running
+        statistics as new arrays (updated in 'train' mode), as the seeds
+        do; the arrays passed in are never written.
 
     Returns
     -------

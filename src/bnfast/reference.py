@@ -37,7 +37,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     bn_param : dict
         'mode': 'train' or 'test' (required); 'eps' (1e-5); 'momentum'
         (0.9); 'running_mean', 'running_var' (zeros of shape (D,) when
-        absent).  Updated with the new running statistics.
+        absent); 'unbiased_running_var' (False: the running variance
+        averages the biased batch variance; True: the unbiased one, as
+        PyTorch).  Updated with the new running statistics.
 
     Returns
     -------
@@ -77,8 +79,11 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         out = g * x_hat + b
         cache = (xr, x_hat, sample_mean, sample_var, g, eps, x.shape,
                  gamma.dtype, gamma.shape)
+        run_var = sample_var
+        if bn_param.get("unbiased_running_var", False):
+            run_var = sample_var * N / (N - 1)
         new_rm = momentum * rm + (1 - momentum) * sample_mean
-        new_rv = momentum * rv + (1 - momentum) * sample_var
+        new_rv = momentum * rv + (1 - momentum) * run_var
         running_mean = new_rm.astype(running_mean.dtype).reshape(
             running_mean.shape)
         running_var = new_rv.astype(running_var.dtype).reshape(

@@ -1,0 +1,337 @@
+"""The stateful layers: against the functional API, state, modes, state
+dicts, folding, errors; and step by step against PyTorch when installed."""
+import numpy as np
+import pytest
+
+import bnfast
+
+RNG = np.random.default_rng(40)
+
+
+def data(shape, scale=2.0, offset=1.0):
+    return RNG.standard_normal(shape) * scale + offset
+
+
+# -- against the functional API ---------------------------------------------
+
+@pytest.mark.parametrize("shape,axis", [((8, 5), 1), ((4, 5, 3, 3), 1),
+                                        ((4, 3, 3, 5), -1)])
+def test_batchnorm_layer_matches_functional(shape, axis):
+    c = shape[axis]
+    bn = bnfast.BatchNorm(c, axis=axis, momentum=0.8, dtype=np.float64,
+                          gamma_init=lambda s, dt: np.linspace(0.5, 1.5, *s),
+                          beta_init=np.arange(c) / 10)
+    x, dout = data(shape), data(shape)
+    p = {"mode": "train", "momentum": 0.8, "running_mean": np.zeros(c),
+         "running_var": np.ones(c)}
+    ref, cache = bnfast.spatial_batchnorm_forward(x, bn.gamma, bn.beta, p,
+                                                  axis=axis)
+    np.testing.assert_array_equal(bn(x), ref)
+    np.testing.assert_array_equal(bn.running_mean, p["running_mean"])
+    np.testing.assert_array_equal(bn.running_var, p["running_var"])
+    dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
+    np.testing.assert_array_equal(bn.backward(dout), dx)
+    np.testing.assert_array_equal(bn.grads["gamma"], dgamma)
+    np.testing.assert_array_equal(bn.dbeta, dbeta)
+    p["mode"] = "test"
+    test_ref, _ = bnfast.spatial_batchnorm_forward(x, bn.gamma, bn.beta, p,
+                                                   axis=axis)
+    np.testing.assert_array_equal(bn(x, mode="test"), test_ref)
+
+
+def test_layernorm_and_groupnorm_layers_match_functional():
+    x, dout = data((2, 3, 6)), data((2, 3, 6))
+    ln = bnfast.LayerNorm(6, dtype=np.float64)
+    ref, cache = bnfast.layernorm_forward(x.reshape(6, 6), ln.gamma, ln.beta,
+                                          {})
+    np.testing.assert_array_equal(ln(x), ref.reshape(x.shape))
+    dx, dgamma, _ = bnfast.layernorm_backward(dout.reshape(6, 6), cache)
+    np.testing.assert_array_equal(ln.backward(dout), dx.reshape(x.shape))
+    np.testing.assert_array_equal(ln.grads["gamma"], dgamma)
+
+    x, dout = data((3, 4, 2, 2)), data((3, 4, 2, 2))
+    gn = bnfast.GroupNorm(2, 4, dtype=np.float64)
+    ref, cache = bnfast.spatial_groupnorm_forward(x, gn.gamma, gn.beta, 2, {})
+    np.testing.assert_array_equal(gn(x, mode="test"), ref)
+    dx, _, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
+    np.testing.assert_array_equal(gn.backward(dout), dx)
+    np.testing.assert_array_equal(gn.grads["beta"], dbeta)
+
+
+# -- state and modes ---------------------------------------------------------
+
+def test_params_are_live_for_in_place_optimizers():
+    bn = bnfast.BatchNorm(3, dtype=np.float64)
+    gamma = bn.params["gamma"]
+    x = data((10, 3))
+    bn(x)
+    bn.backward(data((10, 3)))
+    for name, p in bn.params.items():
+        p -= 0.1 * bn.grads[name]
+    assert bn.params["gamma"] is gamma and bn.gamma is gamma
+    assert not np.array_equal(gamma, np.ones(3))
+    out = bn(x)
+    ref, _ = bnfast.spatial_batchnorm_forward(x, gamma, bn.beta,
+                                              {"mode": "train"})
+    np.testing.assert_array_equal(out, ref)
+
+
+def test_test_mode_does_not_touch_running_statistics_or_cache():
+    bn = bnfast.BatchNorm(4)
+    bn(data((16, 4)).astype(np.float32))
+    before = bn.state_dict()
+    bn(data((16, 4)).astype(np.float32), mode="test")
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(RuntimeError, match="needs a forward pass in 'train'"):
+        bn.backward(np.ones((16, 4), np.float32))
+
+
+def test_momentum_none_is_the_cumulative_average():
+    bn = bnfast.BatchNorm(3, momentum=None, dtype=np.float64)
+    batches = [data((20, 3)) for _ in range(5)]
+    for x in batches:
+        bn(x)
+    np.testing.assert_allclose(bn.running_mean,
+                               np.mean([x.mean(axis=0) for x in batches],
+                                       axis=0), rtol=1e-13)
+    np.testing.assert_allclose(bn.running_var,
+                               np.mean([x.var(axis=0) for x in batches],
+                                       axis=0), rtol=1e-13)
+    assert bn.num_batches_tracked == 5
+
+
+def test_without_running_statistics_both_modes_use_the_batch():
+    bn = bnfast.BatchNorm(3, track_running_stats=False, dtype=np.float64)
+    x = data((12, 3))
+    np.testing.assert_array_equal(bn(x, mode="test"), bn(x))
+    assert bn.running_mean is None
+    assert set(bn.state_dict()) == {"weight", "bias"}
+    with pytest.raises(ValueError, match="fold needs running statistics"):
+        bn.fold()
+    bn.backward(np.ones((12, 3)))       # test-mode cache is usable too
+
+
+def test_unbiased_running_var():
+    bn = bnfast.BatchNorm(2, momentum=0.0, unbiased_running_var=True,
+                          dtype=np.float64)
+    x = data((7, 2))
+    bn(x)
+    np.testing.assert_allclose(bn.running_var, x.var(axis=0, ddof=1),
+                               rtol=1e-13)
+
+
+def test_affine_false_has_no_parameters():
+    gn = bnfast.GroupNorm(1, 2, affine=False, dtype=np.float64)
+    assert gn.params == {} and gn.state_dict() == {}
+    gn(data((3, 2, 4)))
+    dx = gn.backward(np.ones((3, 2, 4)))
+    assert dx.shape == (3, 2, 4) and gn.grads == {}
+
+
+# -- state dicts -------------------------------------------------------------
+
+def test_state_dict_round_trip_and_in_place_load():
+    bn = bnfast.BatchNorm(3, momentum=0.5, dtype=np.float64)
+    for _ in range(3):
+        bn(data((10, 3)))
+    state = bn.state_dict()
+    assert set(state) == {"weight", "bias", "running_mean", "running_var",
+                          "num_batches_tracked"}
+    assert state["running_mean"] is not bn.running_mean
+    other = bnfast.BatchNorm(3, momentum=0.5, dtype=np.float64)
+    rm = other.running_mean
+    other.load_state_dict(state)
+    assert other.running_mean is rm and other.num_batches_tracked == 3
+    x = data((6, 3))
+    np.testing.assert_array_equal(other(x, mode="test"), bn(x, mode="test"))
+
+
+@pytest.mark.parametrize("change,exc,message", [
+    (lambda s: s.pop("bias"), KeyError, "missing ['bias'], unexpected []"),
+    (lambda s: s.update(extra=np.ones(3)), KeyError, "unexpected ['extra']"),
+    (lambda s: s.update(running_var=np.ones(4)), ValueError,
+     "running_var must have shape (3,), got (4,)"),
+    (lambda s: s.update(num_batches_tracked=np.ones(2)), ValueError,
+     "num_batches_tracked must be a scalar"),
+])
+def test_load_state_dict_errors_leave_the_layer_unchanged(change, exc,
+                                                          message):
+    bn = bnfast.BatchNorm(3, dtype=np.float64)
+    bn(data((10, 3)))
+    before = bn.state_dict()
+    state = {k: v + 1 for k, v in before.items()}
+    change(state)
+    with pytest.raises(exc) as info:
+        bn.load_state_dict(state)
+    assert message in str(info.value)
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+# -- folding -----------------------------------------------------------------
+
+def trained_bn(c, **kw):
+    bn = bnfast.BatchNorm(c, dtype=np.float64, momentum=0.5, **kw)
+    bn.params["gamma"][...] = RNG.uniform(0.5, 1.5, c)
+    bn.params["beta"][...] = RNG.standard_normal(c)
+    for _ in range(3):
+        bn(data((20, c), offset=3.0))
+    return bn
+
+
+def test_fold_equals_test_mode():
+    bn = trained_bn(4)
+    scale, shift = bn.fold()
+    x = data((9, 4))
+    np.testing.assert_allclose(x * scale + shift, bn(x, mode="test"),
+                               rtol=1e-13, atol=1e-13)
+
+
+def test_fold_linear_then_batchnorm():
+    bn = trained_bn(3)
+    W, b = RNG.standard_normal((5, 3)), RNG.standard_normal(3)
+    W2, b2 = bnfast.fold_linear_batchnorm(W, b, bn)
+    x = data((8, 5))
+    np.testing.assert_allclose(x @ W2 + b2, bn(x @ W + b, mode="test"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fold_batchnorm_then_linear():
+    bn = trained_bn(5)
+    W, b = RNG.standard_normal((5, 2)), RNG.standard_normal(2)
+    W2, b2 = bnfast.fold_batchnorm_linear(bn, W, b)
+    x = data((8, 5), offset=3.0)
+    np.testing.assert_allclose(x @ W2 + b2, bn(x, mode="test") @ W + b,
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fold_shape_errors():
+    bn = trained_bn(3)
+    with pytest.raises(ValueError, match=r"W must be \(D_in, 3\)"):
+        bnfast.fold_linear_batchnorm(np.ones((5, 4)), np.ones(4), bn)
+    with pytest.raises(ValueError, match=r"W must be \(3, D_out\)"):
+        bnfast.fold_batchnorm_linear(bn, np.ones((4, 2)), np.ones(2))
+
+
+# -- errors ------------------------------------------------------------------
+
+@pytest.mark.parametrize("make,exc,message", [
+    (lambda: bnfast.BatchNorm(0), ValueError, "num_features must be a positive"),
+    (lambda: bnfast.BatchNorm(3, momentum=2.0), ValueError,
+     "momentum must be in [0, 1] or None"),
+    (lambda: bnfast.BatchNorm(3, dtype=np.int32), TypeError,
+     "dtype must be float32 or float64, got int32"),
+    (lambda: bnfast.BatchNorm(3, gamma_init="twos"), ValueError,
+     "gamma initializer must be 'ones', 'zeros', a callable or an array"),
+    (lambda: bnfast.BatchNorm(3, beta_init=np.zeros(4)), ValueError,
+     "beta initializer must give shape (3,), got (4,)"),
+    (lambda: bnfast.GroupNorm(3, 4), ValueError,
+     "num_groups must divide num_channels"),
+])
+def test_constructor_errors(make, exc, message):
+    with pytest.raises(exc) as info:
+        make()
+    assert message in str(info.value)
+
+
+def test_forward_errors_leave_running_statistics_alone():
+    bn = bnfast.BatchNorm(3)
+    bn(np.ones((4, 3), np.float32) + np.arange(4.0, dtype=np.float32)[:, None])
+    before = bn.state_dict()
+    with pytest.raises(ValueError, match="x has 4 channels along axis 1, "
+                       "BatchNorm expects 3"):
+        bn(np.ones((4, 4)))
+    with pytest.raises(TypeError, match="x must be a float32 or float64"):
+        bn(np.ones((4, 3), int))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        bn(np.ones((4, 3)), mode="eval")
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="x must end with the normalized "
+                       "shape"):
+        bnfast.LayerNorm(5)(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="GroupNorm expects 4"):
+        bnfast.GroupNorm(2, 4)(np.ones((2, 6, 3)))
+
+
+# -- PyTorch -----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,shape", [("BatchNorm1d", (16, 5)),
+                                        ("BatchNorm1d", (8, 5, 7)),
+                                        ("BatchNorm2d", (6, 5, 4, 4))])
+def test_ten_training_steps_match_torch(kind, shape):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(41)
+    tbn = getattr(torch.nn, kind)(5, momentum=0.1, dtype=torch.float64)
+    with torch.no_grad():
+        tbn.weight.copy_(torch.tensor(rng.uniform(0.5, 1.5, 5)))
+        tbn.bias.copy_(torch.tensor(rng.standard_normal(5)))
+    bn = bnfast.BatchNorm.from_torch(tbn)
+    assert bn.momentum == pytest.approx(0.9) and bn.unbiased_running_var
+    lr, tol = 0.1, dict(rtol=1e-10, atol=1e-10)
+    for step in range(10):
+        x = rng.standard_normal(shape) * 2 + 1
+        dout = rng.standard_normal(shape)
+        tx = torch.tensor(x, requires_grad=True)
+        tbn.train()
+        tout = tbn(tx)
+        tout.backward(torch.tensor(dout))
+        out = bn(x)
+        dx = bn.backward(dout)
+        msg = f"{kind} step {step}"
+        np.testing.assert_allclose(out, tout.detach().numpy(), err_msg=msg,
+                                   **tol)
+        np.testing.assert_allclose(dx, tx.grad.numpy(), err_msg=msg, **tol)
+        np.testing.assert_allclose(bn.grads["gamma"], tbn.weight.grad.numpy(),
+                                   err_msg=msg, **tol)
+        np.testing.assert_allclose(bn.grads["beta"], tbn.bias.grad.numpy(),
+                                   err_msg=msg, **tol)
+        np.testing.assert_allclose(bn.running_mean,
+                                   tbn.running_mean.numpy(), err_msg=msg,
+                                   **tol)
+        np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(),
+                                   err_msg=msg, **tol)
+        with torch.no_grad():
+            for p in (tbn.weight, tbn.bias):
+                p -= lr * p.grad
+                p.grad = None
+        for name, p in bn.params.items():
+            p -= lr * bn.grads[name]
+    tbn.eval()
+    x = rng.standard_normal(shape)
+    np.testing.assert_allclose(bn(x, mode="test"),
+                               tbn(torch.tensor(x)).detach().numpy(), **tol)
+    assert bn.num_batches_tracked == int(tbn.num_batches_tracked) == 10
+
+
+def test_from_torch_and_torch_state_dicts():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ln = torch.nn.LayerNorm((3, 4))
+    gn = torch.nn.GroupNorm(2, 6, eps=1e-3)
+    bn = torch.nn.BatchNorm2d(6, momentum=None)
+    with torch.no_grad():
+        for m in (ln, gn, bn):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_()
+        bn(torch.randn(8, 6, 3, 3))     # running statistics
+    x = np.random.default_rng(42).standard_normal((5, 6, 3, 4)).astype(
+        np.float32)
+    t = torch.from_numpy(x)
+    for module, inp, np_inp in ((ln, t[:, 0], x[:, 0]), (gn, t, x),
+                                (bn.eval(), t, x)):
+        layer = bnfast.from_torch(module)
+        np.testing.assert_allclose(layer(np_inp, mode="test"),
+                                   module(inp).detach().numpy(),
+                                   rtol=1e-5, atol=1e-5)
+    layer = bnfast.BatchNorm.from_torch(bn)
+    assert layer.momentum is None and layer.num_batches_tracked == 1
+    # tensors load directly
+    other = bnfast.BatchNorm(6)
+    other.load_state_dict(bn.state_dict())
+    np.testing.assert_array_equal(other.running_var, bn.running_var.numpy())
+    with pytest.raises(TypeError, match="from_torch takes a torch.nn "
+                       "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
+                       "got Linear"):
+        bnfast.from_torch(torch.nn.Linear(2, 2))
