@@ -2,6 +2,7 @@
    for float32 and float64. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "bnfast.h"
 #include "internal.h"

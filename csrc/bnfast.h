@@ -134,6 +134,12 @@ BNF_DECLARE(double, f64)
 
 #undef BNF_DECLARE
 
+/* Threads of the OpenMP builds (1 without OpenMP; jobs of a few thousand
+   elements always run on one thread). */
+void bnf_set_num_threads(int n);
+int bnf_get_num_threads(void);
+int bnf_have_openmp(void);
+
 /* The SIMD level the dispatching kernels run at on this CPU, as a string
    ("x86-64-v4", "x86-64-v3" or "baseline"). */
 const char *bnf_simd_level(void);

@@ -9,17 +9,17 @@
    time (a sample's planes stay in cache between the backward's two
    passes). */
 
-int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                     ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
-                     const double *beta, double eps, T *y, ptrdiff_t ys,
-                     double *mean, double *invstd)
+/* Samples [i0, i1) of the forward; work: 3*c doubles. */
+static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
+                              ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
+                              ptrdiff_t xs, const double *gamma,
+                              const double *beta, double eps, T *y,
+                              ptrdiff_t ys, double *mean, double *invstd,
+                              double *work)
 {
     ptrdiff_t cg = c / g, m = cg * hw;
-    double *work = malloc(3 * (size_t)c * sizeof(double));
-    if (work == NULL)
-        return BNF_ENOMEM;
     double *mu = work, *scale = work + c, *m2 = work + 2 * c;
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (ptrdiff_t i = i0; i < i1; i++) {
         const T *xi = x + i * xs;
         NAME(runs_stats)(xi, 1, 0, g, m, m, mean + i * g, m2);
         for (ptrdiff_t k = 0; k < g; k++)
@@ -31,6 +31,27 @@ int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
         }
         NAME(runs_apply)(xi, 1, 0, c, hw, hw, mu, scale, beta, y + i * ys, 0,
                          hw);
+    }
+}
+
+/* Threads split the samples (results bitwise the serial ones). */
+int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
+                     ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
+                     const double *beta, double eps, T *y, ptrdiff_t ys,
+                     double *mean, double *invstd)
+{
+    int nt = bnf_threads_for(n * c * hw);
+    if (nt > n)
+        nt = (int)n;
+    double *work = malloc(3 * (size_t)nt * (size_t)c * sizeof(double));
+    if (work == NULL)
+        return BNF_ENOMEM;
+    BNF_PARALLEL_FOR(nt)
+    for (int t = 0; t < nt; t++) {
+        ptrdiff_t i0, i1;
+        bnf_part(n, nt, t, 1, &i0, &i1);
+        NAME(gn_forward1)(x, i0, i1, c, g, hw, xs, gamma, beta, eps, y, ys,
+                          mean, invstd, work + 3 * t * c);
     }
     free(work);
     return BNF_OK;
@@ -44,24 +65,23 @@ int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
  *   dx = a_ch * dy - A / m - (x - mean) * is**2 * B / m;
  * dbeta_ch = sum over samples of s1_ch, dgamma_ch of is * s2_ch.  Forming
  * A from a_ch (as dx's first term) makes groups of one element give
- * dx == 0 exactly.
+ * dx == 0 exactly.  Samples [i0, i1), their dgamma and dbeta into the given
+ * arrays; work: 6*c doubles.
  */
-int NAME(gn_backward)(const T *dy, ptrdiff_t ds, const T *x, ptrdiff_t xs,
-                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
-                      const double *mean, const double *invstd,
-                      const double *gamma, T *dx, ptrdiff_t ts,
-                      double *dgamma, double *dbeta)
+static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
+                               ptrdiff_t xs, ptrdiff_t i0, ptrdiff_t i1,
+                               ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
+                               const double *mean, const double *invstd,
+                               const double *gamma, T *dx, ptrdiff_t ts,
+                               double *dgamma, double *dbeta, double *work)
 {
     ptrdiff_t cg = c / g, m = cg * hw;
-    double *work = malloc(6 * (size_t)c * sizeof(double));
-    if (work == NULL)
-        return BNF_ENOMEM;
     double *mu = work, *s1 = work + c, *s2 = work + 2 * c;
     double *k_dy = work + 3 * c, *k_xmu = work + 4 * c, *k_0 = work + 5 * c;
     for (ptrdiff_t ch = 0; ch < c; ch++)
         dgamma[ch] = dbeta[ch] = 0.0;
     double dm = (double)m;
-    for (ptrdiff_t i = 0; i < n; i++) {
+    for (ptrdiff_t i = i0; i < i1; i++) {
         const T *gi = dy + i * ds, *xi = x + i * xs;
         for (ptrdiff_t ch = 0; ch < c; ch++)
             mu[ch] = mean[i * g + ch / cg];
@@ -82,6 +102,37 @@ int NAME(gn_backward)(const T *dy, ptrdiff_t ds, const T *x, ptrdiff_t xs,
         }
         NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, k_dy, k_xmu,
                              k_0, dx + i * ts, 0, hw);
+    }
+}
+
+/* Threads split the samples; their dgamma and dbeta are summed in thread
+   order. */
+int NAME(gn_backward)(const T *dy, ptrdiff_t ds, const T *x, ptrdiff_t xs,
+                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
+                      const double *mean, const double *invstd,
+                      const double *gamma, T *dx, ptrdiff_t ts,
+                      double *dgamma, double *dbeta)
+{
+    int nt = bnf_threads_for(n * c * hw);
+    if (nt > n)
+        nt = (int)n;
+    double *work = malloc(8 * (size_t)nt * (size_t)c * sizeof(double));
+    if (work == NULL)
+        return BNF_ENOMEM;
+    BNF_PARALLEL_FOR(nt)
+    for (int t = 0; t < nt; t++) {
+        ptrdiff_t i0, i1;
+        double *w = work + 8 * t * c;
+        bnf_part(n, nt, t, 1, &i0, &i1);
+        NAME(gn_backward1)(dy, ds, x, xs, i0, i1, c, g, hw, mean, invstd,
+                           gamma, dx, ts, w + 6 * c, w + 7 * c, w);
+    }
+    for (ptrdiff_t ch = 0; ch < c; ch++) {
+        dgamma[ch] = dbeta[ch] = 0.0;
+        for (int t = 0; t < nt; t++) {
+            dgamma[ch] += work[8 * t * c + 6 * c + ch];
+            dbeta[ch] += work[8 * t * c + 7 * c + ch];
+        }
     }
     free(work);
     return BNF_OK;

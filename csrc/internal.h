@@ -45,6 +45,39 @@
 #define BNF_LANE_LOOP
 #endif
 
+/* OpenMP: jobs of fewer elements than this stay on one thread (a parallel
+   region costs microseconds); larger ones get at most one thread per
+   BNF_PARALLEL_MIN / 2 elements. */
+#if defined(BNF_OPENMP) && defined(_OPENMP)
+#define BNF_HAVE_OPENMP 1
+#else
+#define BNF_HAVE_OPENMP 0
+#endif
+#define BNF_PARALLEL_MIN 32768
+
+/* A parallel for over the threads t = 0 .. T-1 (nothing without OpenMP). */
+#if BNF_HAVE_OPENMP
+#define BNF_STR_(x) #x
+#define BNF_PARALLEL_FOR(T)                                                   \
+    _Pragma(BNF_STR_(omp parallel for num_threads(T) schedule(static)))
+#else
+#define BNF_PARALLEL_FOR(T)
+#endif
+
+/* Threads to use for a job of `work` elements (threads.c). */
+int bnf_threads_for(ptrdiff_t work);
+
+/* Part t of T of the range [0, n): [*lo, *hi), split at multiples of
+   `align` (but the last part ends at n).  Deterministic: the same parts for
+   the same (n, T). */
+BNF_INLINE void bnf_part(ptrdiff_t n, int T, int t, ptrdiff_t align,
+                         ptrdiff_t *lo, ptrdiff_t *hi)
+{
+    ptrdiff_t a = n * t / T, b = n * (t + 1) / T;
+    *lo = t == 0 ? 0 : a - a % align;
+    *hi = t == T - 1 ? n : b - b % align;
+}
+
 /* Column tile: reductions keep a few double accumulators per column of the
    tile; this bounds them to cache whatever the width of the data. */
 #ifndef BNF_TILE_COLS

@@ -9,7 +9,7 @@
 #include "lanes_tmpl.h"
 
 BNF_DISPATCH
-void NAME(ln_forward)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
+static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
                       ptrdiff_t ldx, const double *restrict gamma,
                       const double *restrict beta, double eps,
                       T *restrict y, ptrdiff_t ldy, double *restrict mean,
@@ -39,7 +39,7 @@ void NAME(ln_forward)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
  * accumulated in groups of BNF_SUM_ROWS rows (scratch: 2*d doubles).
  */
 BNF_DISPATCH
-int NAME(ln_backward)(const T *restrict dy, ptrdiff_t lddy,
+static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
                       const T *restrict x, ptrdiff_t ldx, ptrdiff_t n,
                       ptrdiff_t d, const double *restrict mean,
                       const double *restrict invstd,
@@ -85,4 +85,58 @@ int NAME(ln_backward)(const T *restrict dy, ptrdiff_t lddy,
     }
     free(work);
     return BNF_OK;
+}
+
+/* The entry points split the rows among threads: the forward is bitwise
+   the serial one; the backward's per-thread dgamma and dbeta are summed in
+   thread order. */
+void NAME(ln_forward)(const T *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+                      const double *gamma, const double *beta, double eps,
+                      T *y, ptrdiff_t ldy, double *mean, double *invstd)
+{
+    int nt = bnf_threads_for(n * d);
+    if (nt > n)
+        nt = (int)n;
+    BNF_PARALLEL_FOR(nt)
+    for (int t = 0; t < nt; t++) {
+        ptrdiff_t i0, i1;
+        bnf_part(n, nt, t, 1, &i0, &i1);
+        NAME(ln_forward1)(x + i0 * ldx, i1 - i0, d, ldx, gamma, beta, eps,
+                          y + i0 * ldy, ldy, mean + i0, invstd + i0);
+    }
+}
+
+int NAME(ln_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
+                      ptrdiff_t n, ptrdiff_t d, const double *mean,
+                      const double *invstd, const double *gamma, T *dx,
+                      ptrdiff_t lddx, double *dgamma, double *dbeta)
+{
+    int nt = bnf_threads_for(n * d), rc = BNF_OK;
+    if (nt > n)
+        nt = (int)n;
+    if (nt < 2)
+        return NAME(ln_backward1)(dy, lddy, x, ldx, n, d, mean, invstd, gamma,
+                                  dx, lddx, dgamma, dbeta);
+    double *part = malloc(2 * (size_t)nt * (size_t)d * sizeof(double));
+    if (part == NULL)
+        return BNF_ENOMEM;
+    BNF_PARALLEL_FOR(nt)
+    for (int t = 0; t < nt; t++) {
+        ptrdiff_t i0, i1;
+        bnf_part(n, nt, t, 1, &i0, &i1);
+        if (NAME(ln_backward1)(dy + i0 * lddy, lddy, x + i0 * ldx, ldx,
+                               i1 - i0, d, mean + i0, invstd + i0, gamma,
+                               dx + i0 * lddx, lddx, part + 2 * t * d,
+                               part + (2 * t + 1) * d) != BNF_OK)
+            rc = BNF_ENOMEM;
+    }
+    for (ptrdiff_t e = 0; e < d; e++) {
+        dgamma[e] = dbeta[e] = 0.0;
+        for (int t = 0; t < nt; t++) {
+            dgamma[e] += part[2 * t * d + e];
+            dbeta[e] += part[(2 * t + 1) * d + e];
+        }
+    }
+    free(part);
+    return rc;
 }

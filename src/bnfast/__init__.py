@@ -3,6 +3,8 @@
 The public functions have the signatures and results of their twins in
 ``bnfast.reference`` (plain NumPy), computed by C kernels.
 """
+from bnfast._config import get_num_threads, set_num_threads, show_config
+from bnfast._config import _init_threads
 from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,
@@ -25,6 +27,8 @@ from bnfast.layers import (
 
 __version__ = "0.1.0"
 
+_init_threads()
+
 __all__ = [
     "batchnorm_forward",
     "batchnorm_backward",
@@ -41,4 +45,7 @@ __all__ = [
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",
+    "set_num_threads",
+    "get_num_threads",
+    "show_config",
 ]

@@ -74,4 +74,7 @@ cdef extern from "bnfast.h" nogil:
                         const double *invstd, const double *gamma, double *dx,
                         ptrdiff_t ts, double *dgamma, double *dbeta)
 
+    void bnf_set_num_threads(int n)
+    int bnf_get_num_threads()
+    int bnf_have_openmp()
     const char *bnf_simd_level()

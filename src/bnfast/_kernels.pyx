@@ -43,6 +43,18 @@ def simd_level():
     return bnf_simd_level().decode()
 
 
+def set_num_threads(int n):
+    bnf_set_num_threads(n)
+
+
+def get_num_threads():
+    return bnf_get_num_threads()
+
+
+def have_openmp():
+    return bool(bnf_have_openmp())
+
+
 def bn_forward_train(const floating[:, :, :] x, const double[::1] gamma,
                      const double[::1] beta, double eps,
                      floating[:, :, :] y, double[::1] mean,
