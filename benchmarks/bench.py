@@ -545,20 +545,25 @@ def main(argv=None):
                     help="measurements per implementation (default 7, "
                          "quick 3)")
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for bnfast and PyTorch alike (default 1)")
     args = ap.parse_args(argv)
     repeat = args.repeat or (3 if args.quick else 7)
     target = 0.005 if args.quick else 0.020
+    bnfast.set_num_threads(args.threads)
     if torch is not None:
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
 
     report = {"machine": machine(), "quick": args.quick, "repeat": repeat,
+              "threads": args.threads,
               "target_s": target, "equivalence": [], "timing": []}
     ok = equivalence_section(FAMILIES, args.quick, report["equivalence"])
     timing_section(FAMILIES, args.quick, repeat, target, report["timing"])
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
           f"torch {m['torch']}, bnfast {m['bnfast']} simd {m['simd']} "
-          "(bnfast and torch single-threaded)")
+          f"(bnfast and torch on {args.threads} thread"
+          f"{'s' if args.threads > 1 else ''})")
     print("equivalence:", "PASS" if ok else "FAIL")
     report["pass"] = ok
     if args.json:
