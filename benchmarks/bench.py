@@ -35,7 +35,7 @@ and upstream gradient.
    name: the reference's batchnorm_backward walks the staged graph,
    batchnorm_backward_alt is the simplified formula; the reference's
    spatial functions transpose to (everything, C) and back) and, when
-   ``import torch`` works, PyTorch's single-threaded CPU kernels:
+   ``import torch`` works, PyTorch's CPU kernels (both on --threads threads, default 1):
 
     batchnorm, spatial-*   torch.native_batch_norm /
                            aten.native_batch_norm_backward (for batchnorm
