@@ -5,6 +5,15 @@ Run from the repository root, with bnfast installed:
     python benchmarks/bench.py                 # default sizes, 7 repeats
     python benchmarks/bench.py --quick         # small sizes, 3 repeats (CI)
     python benchmarks/bench.py --json out.json --repeat 11
+    python benchmarks/bench.py --sweep --json benchmarks/results/sweep.json
+    python benchmarks/plot.py benchmarks/results/sweep.json   # the plot
+
+--sweep runs every family over a list of sizes from tiny (a few KiB, in L1)
+to larger than the per-core L2 (up to 128 MiB for x), both dtypes, every
+row (the SWEEP column of FAMILIES); benchmarks/plot.py draws speedup and
+roofline fraction against the size of x from its --json output.  Progress
+(family, shape, dtype, [done/total], seconds) goes to stderr, the report to
+stdout.  numba is not compared (no numba implementation exists to run).
 
 It covers five op families, each on float32 and float64:
 
@@ -81,6 +90,7 @@ import functools
 import gc
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -166,7 +176,8 @@ def tensors(data):
 
 # ---------------------------------------------------------------- families
 #
-# A family: how to make its data for a size, which quantities to compare
+# A family: how to make its data for each size list ("sizes" by default,
+# "quick" for --quick, "sweep" for --sweep), which quantities to compare
 # (run: mod, data -> list of arrays in QUANTITIES order), the timed
 # callables (cases: data -> {(row, impl): callable}), the roofline copies
 # per row and torch aliases (a row that shows another row's torch time).
@@ -338,16 +349,23 @@ def gn_data(size, dtype):
     return {**make_data(shape, dtype, seed_of(shape)), "G": G}
 
 
+# --sweep: x of 8 KiB to 128 MiB (float64), from in-L1 to many times L2
+SPATIAL_SWEEP = [(2, 16, 8, 8), (4, 32, 16, 16), (8, 64, 28, 28),
+                 (16, 64, 56, 56), (32, 64, 56, 56)]
+
 FAMILIES = [
     {"name": "batchnorm", "data": nd_data,
      "sizes": [(64, 256), (256, 1024), (8192, 2048), (262144, 16)],
      "quick": [(64, 256), (256, 1024), (4096, 256)],
+     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
+               (8192, 2048)],
      "quantities": BN_QUANTITIES, "run": bn_run, "cases": bn_cases,
      "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
                 "backward_alt": 2.5},
      "torch_alias": {"backward_alt": "backward"}},
     {"name": "spatial-nchw", "data": nd_data,
      "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "sweep": SPATIAL_SWEEP,
      "quantities": BN_QUANTITIES, "run": spatial_run(1),
      "cases": spatial_cases("spatial-nchw", 1, test=True),
      "copies": {"spatial-nchw fwd-train": 1.5, "spatial-nchw fwd-test": 1.0,
@@ -355,17 +373,21 @@ FAMILIES = [
     # sizes given as NCHW: the data is spatial-nchw's, moved channels-last
     {"name": "spatial-nhwc", "data": nhwc_data,
      "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "sweep": SPATIAL_SWEEP,
      "quantities": BN_QUANTITIES, "run": spatial_run(-1),
      "cases": spatial_cases("spatial-nhwc", -1, test=False),
      "copies": {"spatial-nhwc fwd-train": 1.5,
                 "spatial-nhwc backward": 2.5}},
     {"name": "layernorm", "data": nd_data,
      "sizes": [(4096, 1024)], "quick": [(64, 256)],
+     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
+               (8192, 1024)],
      "quantities": NORM_QUANTITIES, "run": ln_run, "cases": ln_cases,
      "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5}},
     # sizes (N, C, H, W, G)
     {"name": "groupnorm", "data": gn_data,
      "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
+     "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
      "quantities": NORM_QUANTITIES, "run": gn_run, "cases": gn_cases,
      "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5}},
 ]
@@ -386,14 +408,14 @@ def check_equivalence(family, data):
             for q, f, r in zip(family["quantities"], fast, ref)}
 
 
-def equivalence_section(families, quick, report):
+def equivalence_section(families, sizes, report):
     print("== Equivalence: max|fast - ref| / max|ref|")
     ok = True
     for family in families:
         quantities = family["quantities"]
         print(f"\n{'op':12} {'dtype':8} {'shape':>15} "
               + " ".join(f"{q:>11}" for q in quantities) + "  status")
-        for size in family["quick" if quick else "sizes"]:
+        for size in family[sizes]:
             for dtype in DTYPES:
                 name = np.dtype(dtype).name
                 data = family["data"](size, dtype)
@@ -436,11 +458,13 @@ def calibrate(fn, target):
 
 def measure(fns, repeat, target, label):
     """Median seconds per call of each fn, interleaved round-robin."""
+    start = time.perf_counter()
+    log(f"timing {label}: calibrating,", end="")
     loops = {key: calibrate(fn, target) for key, fn in fns.items()}
     samples = {key: [] for key in fns}
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    log(f"timing {label}: repeat", end="")
+    log(" repeat", end="")
     try:
         for r in range(repeat):
             log(f" {r + 1}/{repeat}", end="")
@@ -449,7 +473,7 @@ def measure(fns, repeat, target, label):
     finally:
         if gc_was_enabled:
             gc.enable()
-    log("")
+    log(f" ({time.perf_counter() - start:.1f} s)")
     return {key: statistics.median(s) for key, s in samples.items()}, \
         samples, loops
 
@@ -462,13 +486,17 @@ def fmt_ratio(num, den, suffix=""):
     return "-" if num is None or den is None else f"{num / den:.2f}{suffix}"
 
 
-def timing_section(families, quick, repeat, target, report):
+def timing_section(families, sizes, repeat, target, report):
     impls = IMPLS if torch is not None else IMPLS[:2]
     rows = []
+    total = sum(len(family[sizes]) for family in families) * len(DTYPES)
+    done = 0
+    start = time.perf_counter()
     for family in families:
         alias = family.get("torch_alias", {})
-        for size in family["quick" if quick else "sizes"]:
+        for size in family[sizes]:
             for dtype in DTYPES:
+                done += 1
                 name = np.dtype(dtype).name
                 data = family["data"](size, dtype)
                 shape = shape_label(data)
@@ -478,7 +506,8 @@ def timing_section(families, quick, repeat, target, report):
                 fns["copy", "roofline"] = lambda x=x, dst=dst: np.copyto(dst, x)
                 fns["copy", "fresh"] = x.copy
                 med, samples, loops = measure(
-                    fns, repeat, target, f"{family['name']} {name} {shape}")
+                    fns, repeat, target,
+                    f"[{done}/{total}] {family['name']} {name} {shape}")
                 copy = med["copy", "roofline"]
                 fresh = med["copy", "fresh"] / copy
                 for op, copies in family["copies"].items():
@@ -490,7 +519,7 @@ def timing_section(families, quick, repeat, target, report):
                     report.append({
                         "family": family["name"], "op": op, "dtype": name,
                         "shape": list(x.shape), "groups": data.get("G"),
-                        "roofline_copies": copies,
+                        "x_bytes": x.nbytes, "roofline_copies": copies,
                         "median_s": {**t, "roofline": roof},
                         "samples_s": {i: samples.get(k)
                                       for i, k in keys.items()},
@@ -501,6 +530,8 @@ def timing_section(families, quick, repeat, target, report):
                     })
                 del fns, data, x, dst
                 gc.collect()
+    log(f"timing: {total} measurements in "
+        f"{time.perf_counter() - start:.0f} s")
     print(f"\n== Timing: median us per call over {repeat} repeats "
           "(roof = roofline_time / time)")
     head = (f"{'op':22} {'dtype':8} {'shape':>15} {'bnfast':>9} "
@@ -519,6 +550,29 @@ def timing_section(families, quick, repeat, target, report):
 
 # ---------------------------------------------------------------- main
 
+def caches():
+    """CPU 0's data/unified caches from sysfs, e.g. {"L1d": "48K", ...}."""
+    out = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            path = os.path.join(base, index)
+            if not index.startswith("index"):
+                continue
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            if kind == "Instruction":
+                continue
+            with open(os.path.join(path, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(path, "size")) as f:
+                out[f"L{level}{'d' if kind == 'Data' else ''}"] = \
+                    f.read().strip()
+    except OSError:
+        pass
+    return out
+
+
 def machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -534,13 +588,22 @@ def machine():
         "torch": torch.__version__ if torch is not None else "not installed",
         "bnfast": bnfast.__version__,
         "simd": bnfast._kernels.simd_level(),
+        "caches": caches(),
+        # the extension may be rebuilt between runs: which build was timed
+        "kernels_built": time.strftime(
+            "%Y-%m-%d %H:%M:%S",
+            time.localtime(os.path.getmtime(bnfast._kernels.__file__))),
     }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="small sizes, 3 repeats, 5 ms loops (CI)")
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true",
+                      help="small sizes, 3 repeats, 5 ms loops (CI)")
+    mode.add_argument("--sweep", action="store_true",
+                      help="every family over sizes from tiny to larger "
+                           "than cache (for benchmarks/plot.py)")
     ap.add_argument("--repeat", type=int, default=None,
                     help="measurements per implementation (default 7, "
                          "quick 3)")
@@ -554,11 +617,18 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(args.threads)
 
-    report = {"machine": machine(), "quick": args.quick, "repeat": repeat,
+    sizes = "quick" if args.quick else "sweep" if args.sweep else "sizes"
+    report = {"machine": machine(), "quick": args.quick,
+              "sweep": args.sweep, "repeat": repeat,
               "threads": args.threads,
               "target_s": target, "equivalence": [], "timing": []}
-    ok = equivalence_section(FAMILIES, args.quick, report["equivalence"])
-    timing_section(FAMILIES, args.quick, repeat, target, report["timing"])
+    load_start = os.getloadavg()
+    ok = equivalence_section(FAMILIES, sizes, report["equivalence"])
+    timing_section(FAMILIES, sizes, repeat, target, report["timing"])
+    # a shared machine: load well above the 1.0 of this process means noise
+    report["loadavg_1_5_15"] = {"start": load_start, "end": os.getloadavg()}
+    log("load average (1, 5, 15 min): start %.2f %.2f %.2f, "
+        "end %.2f %.2f %.2f" % (*load_start, *os.getloadavg()))
     m = report["machine"]
     print(f"\nmachine: {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
           f"torch {m['torch']}, bnfast {m['bnfast']} simd {m['simd']} "

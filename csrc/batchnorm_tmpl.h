@@ -18,14 +18,15 @@ static int NAME(stats1)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
 static int NAME(bwd_reduce1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                              const T *x, ptrdiff_t s1, ptrdiff_t s2,
                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             const double *mean, double *sum_dy,
+                             const double *mean, const double *ra,
+                             const double *rb, double *sum_dy,
                              double *sum_dyxmu)
 {
     if (len == 1 && s2 == 1 && d2 == 1)
-        return NAME(rows_bwd_reduce)(dy, d1, x, s1, n1, n2, mean, sum_dy,
-                                     sum_dyxmu);
-    NAME(runs_bwd_reduce)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, sum_dy,
-                          sum_dyxmu);
+        return NAME(rows_bwd_reduce)(dy, d1, x, s1, n1, n2, mean, ra, rb,
+                                     sum_dy, sum_dyxmu);
+    NAME(runs_bwd_reduce)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
+                          sum_dy, sum_dyxmu);
     return BNF_OK;
 }
 
@@ -95,7 +96,8 @@ static int NAME(panel_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
 static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                                   const T *x, ptrdiff_t s1, ptrdiff_t s2,
                                   ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  const double *mean, double *sum_dy,
+                                  const double *mean, const double *ra,
+                                  const double *rb, double *sum_dy,
                                   double *sum_dyxmu)
 {
     int nt = bnf_threads_for(n1 * n2 * len), rc = BNF_OK;
@@ -106,15 +108,16 @@ static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, align, &j0, &j1);
             if (NAME(bwd_reduce1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2,
-                                  n1, j1 - j0, len, mean + j0, sum_dy + j0,
-                                  sum_dyxmu + j0) != BNF_OK)
+                                  n1, j1 - j0, len, mean + j0,
+                                  ra ? ra + j0 : NULL, rb ? rb + j0 : NULL,
+                                  sum_dy + j0, sum_dyxmu + j0) != BNF_OK)
                 rc = BNF_ENOMEM;
         }
         return rc;
     }
     if (nt < 2 || n1 < nt)
-        return NAME(bwd_reduce1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean,
-                                 sum_dy, sum_dyxmu);
+        return NAME(bwd_reduce1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra,
+                                 rb, sum_dy, sum_dyxmu);
     double *part = malloc(2 * (size_t)nt * (size_t)n2 * sizeof(double));
     if (part == NULL)
         return BNF_ENOMEM;
@@ -123,7 +126,8 @@ static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
         ptrdiff_t i0, i1;
         bnf_part(n1, nt, t, 1, &i0, &i1);
         if (NAME(bwd_reduce1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                              i1 - i0, n2, len, mean, part + 2 * t * n2,
+                              i1 - i0, n2, len, mean, ra, rb,
+                              part + 2 * t * n2,
                               part + (2 * t + 1) * n2) != BNF_OK)
             rc = BNF_ENOMEM;
     }
@@ -142,20 +146,20 @@ static void NAME(apply1)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                          ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
                          const double *mean, const double *scale,
                          const double *shift, T *y, ptrdiff_t t1,
-                         ptrdiff_t t2)
+                         ptrdiff_t t2, int relu)
 {
     if (len == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_apply)(x, n1, n2, s1, mean, scale, shift, y, t1);
+        NAME(rows_apply)(x, n1, n2, s1, mean, scale, shift, y, t1, relu);
     else
         NAME(runs_apply)(x, n1, s1, n2, s2, len, mean, scale, shift, y, t1,
-                         t2);
+                         t2, relu);
 }
 
 static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                               ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
                               const double *mean, const double *scale,
                               const double *shift, T *y, ptrdiff_t t1,
-                              ptrdiff_t t2)
+                              ptrdiff_t t2, int relu)
 {
     int nt = bnf_threads_for(n1 * n2 * len);
     if (nt > 1 && n1 >= nt) {
@@ -164,7 +168,7 @@ static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
             ptrdiff_t i0, i1;
             bnf_part(n1, nt, t, 1, &i0, &i1);
             NAME(apply1)(x + i0 * s1, i1 - i0, n2, len, s1, s2, mean, scale,
-                         shift, y + i0 * t1, t1, t2);
+                         shift, y + i0 * t1, t1, t2, relu);
         }
     } else if (nt > 1 && n2 >= nt) {
         BNF_PARALLEL_FOR(nt)
@@ -172,32 +176,35 @@ static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, 1, &j0, &j1);
             NAME(apply1)(x + j0 * s2, n1, j1 - j0, len, s1, s2, mean + j0,
-                         scale + j0, shift + j0, y + j0 * t2, t1, t2);
+                         scale + j0, shift + j0, y + j0 * t2, t1, t2, relu);
         }
     } else {
-        NAME(apply1)(x, n1, n2, len, s1, s2, mean, scale, shift, y, t1, t2);
+        NAME(apply1)(x, n1, n2, len, s1, s2, mean, scale, shift, y, t1, t2,
+                     relu);
     }
 }
 
 static void NAME(bwd_apply1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                              const T *x, ptrdiff_t s1, ptrdiff_t s2,
                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             const double *mean, const double *k_dy,
+                             const double *mean, const double *ra,
+                             const double *rb, const double *k_dy,
                              const double *k_xmu, const double *k_0, T *dx,
                              ptrdiff_t t1, ptrdiff_t t2)
 {
     if (len == 1 && d2 == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_bwd_apply)(dy, d1, x, s1, n1, n2, mean, k_dy, k_xmu, k_0,
-                             dx, t1);
+        NAME(rows_bwd_apply)(dy, d1, x, s1, n1, n2, mean, ra, rb, k_dy, k_xmu,
+                             k_0, dx, t1);
     else
-        NAME(runs_bwd_apply)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, k_dy,
-                             k_xmu, k_0, dx, t1, t2);
+        NAME(runs_bwd_apply)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
+                             k_dy, k_xmu, k_0, dx, t1, t2);
 }
 
 static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                                   const T *x, ptrdiff_t s1, ptrdiff_t s2,
                                   ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  const double *mean, const double *k_dy,
+                                  const double *mean, const double *ra,
+                                  const double *rb, const double *k_dy,
                                   const double *k_xmu, const double *k_0,
                                   T *dx, ptrdiff_t t1, ptrdiff_t t2)
 {
@@ -208,8 +215,8 @@ static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t i0, i1;
             bnf_part(n1, nt, t, 1, &i0, &i1);
             NAME(bwd_apply1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                             i1 - i0, n2, len, mean, k_dy, k_xmu, k_0,
-                             dx + i0 * t1, t1, t2);
+                             i1 - i0, n2, len, mean, ra, rb, k_dy, k_xmu,
+                             k_0, dx + i0 * t1, t1, t2);
         }
     } else if (nt > 1 && n2 >= nt) {
         BNF_PARALLEL_FOR(nt)
@@ -217,12 +224,13 @@ static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, 1, &j0, &j1);
             NAME(bwd_apply1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2, n1,
-                             j1 - j0, len, mean + j0, k_dy + j0, k_xmu + j0,
+                             j1 - j0, len, mean + j0, ra ? ra + j0 : NULL,
+                             rb ? rb + j0 : NULL, k_dy + j0, k_xmu + j0,
                              k_0 + j0, dx + j0 * t2, t1, t2);
         }
     } else {
-        NAME(bwd_apply1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, k_dy,
-                         k_xmu, k_0, dx, t1, t2);
+        NAME(bwd_apply1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
+                         k_dy, k_xmu, k_0, dx, t1, t2);
     }
 }
 
@@ -230,7 +238,8 @@ int NAME(bn_forward_train)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                            ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                            const double *gamma, const double *beta,
                            double eps, T *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                           double *mean, double *invstd, double *var)
+                           double *mean, double *invstd, double *var,
+                           int relu)
 {
     double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (scale == NULL)
@@ -246,7 +255,7 @@ int NAME(bn_forward_train)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
         scale[j] = gamma[j] * invstd[j];
     }
     NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
-                      ys2);
+                      ys2, relu);
     free(scale);
     return BNF_OK;
 }
@@ -255,7 +264,7 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                           ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                           const double *gamma, const double *beta,
                           const double *mean, const double *var, double eps,
-                          T *y, ptrdiff_t ys1, ptrdiff_t ys2)
+                          T *y, ptrdiff_t ys1, ptrdiff_t ys2, int relu)
 {
     double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (scale == NULL)
@@ -263,44 +272,47 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
     for (ptrdiff_t j = 0; j < n2; j++)
         scale[j] = gamma[j] / sqrt(var[j] + eps);
     NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
-                      ys2);
+                      ys2, relu);
     free(scale);
     return BNF_OK;
 }
 
 /*
- * With xhat = (x - mean) * invstd, a = gamma * invstd, n = n1 * len,
- *   dbeta = sum dy,  dgamma = invstd * sum dy * (x - mean),
- *   dx = a * (dy - dbeta / n - xhat * dgamma / n)
- *      = a * dy + (x - mean) * (-a * invstd * dgamma / n) + (-a * dbeta / n).
+ * With xhat = (x - mean) * invstd, a = gamma * invstd, n = n1 * len, and g
+ * = dy (with relu: dy where the forward's (x - mean) * a + beta > 0, else
+ * 0, recomputed here exactly as the forward computed it):
+ *   dbeta = sum g,  dgamma = invstd * sum g * (x - mean),
+ *   dx = a * (g - dbeta / n - xhat * dgamma / n)
+ *      = a * g + (x - mean) * (-a * invstd * dgamma / n) + (-a * dbeta / n).
  */
 int NAME(bn_backward)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2, const T *x,
                       ptrdiff_t xs1, ptrdiff_t xs2, ptrdiff_t n1,
                       ptrdiff_t n2, ptrdiff_t len, const double *mean,
-                      const double *invstd, const double *gamma, T *dx,
-                      ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,
-                      double *dbeta)
+                      const double *invstd, const double *gamma,
+                      const double *beta, int relu, T *dx, ptrdiff_t ts1,
+                      ptrdiff_t ts2, double *dgamma, double *dbeta)
 {
     double *k = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (k == NULL)
         return BNF_ENOMEM;
     double *k_dy = k, *k_xmu = k + n2, *k_0 = k + 2 * n2;
-    if (NAME(panel_bwd_reduce)(dy, ds1, ds2, x,
-                               xs1, xs2, n1, n2, len, mean, dbeta,
-                               dgamma) != BNF_OK) {
+    for (ptrdiff_t j = 0; j < n2; j++)
+        k_dy[j] = gamma[j] * invstd[j]; /* a, as the forward's scale */
+    const double *ra = relu ? k_dy : NULL, *rb = relu ? beta : NULL;
+    if (NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean,
+                               ra, rb, dbeta, dgamma) != BNF_OK) {
         free(k);
         return BNF_ENOMEM;
     }
     double count = (double)n1 * (double)len;
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = gamma[j] * invstd[j];
-        dgamma[j] *= invstd[j]; /* sum dy*(x-mean) -> sum dy*xhat */
-        k_dy[j] = a;
+        double a = k_dy[j];
+        dgamma[j] *= invstd[j]; /* sum g*(x-mean) -> sum g*xhat */
         k_xmu[j] = -a * invstd[j] * dgamma[j] / count;
         k_0[j] = -a * dbeta[j] / count;
     }
-    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean, k_dy,
-                          k_xmu, k_0, dx, ts1, ts2);
+    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean, ra, rb,
+                          k_dy, k_xmu, k_0, dx, ts1, ts2);
     free(k);
     return BNF_OK;
 }

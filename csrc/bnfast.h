@@ -37,20 +37,23 @@
        memory (blocked two-pass, blocks merged with Chan's formula). */      \
     int rows_stats_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c, ptrdiff_t ldx, \
                          double *mean, double *m2);                          \
-    /* y_ij = (x_ij - mean_j) * scale_j + shift_j */                          \
+    /* y_ij = (x_ij - mean_j) * scale_j + shift_j, then max(y, 0) if relu */  \
     void rows_apply_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,               \
                           ptrdiff_t ldx, const double *mean,                 \
                           const double *scale, const double *shift, T *y,    \
-                          ptrdiff_t ldy);                                    \
-    /* sum_dy_j = sum_i dy_ij, sum_dyxmu_j = sum_i dy_ij * (x_ij - mean_j) */ \
+                          ptrdiff_t ldy, int relu);                          \
+    /* sum_dy_j = sum_i g_ij, sum_dyxmu_j = sum_i g_ij * (x_ij - mean_j);    \
+       g = dy, or with ra != NULL dy where (x - mean) * ra + rb > 0 */       \
     int rows_bwd_reduce_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
                               ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              const double *mean, double *sum_dy,            \
+                              const double *mean, const double *ra,          \
+                              const double *rb, double *sum_dy,              \
                               double *sum_dyxmu);                            \
-    /* dx_ij = k_dy_j * dy_ij + k_xmu_j * (x_ij - mean_j) + k_0_j */          \
+    /* dx_ij = k_dy_j * g_ij + k_xmu_j * (x_ij - mean_j) + k_0_j */           \
     void rows_bwd_apply_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
                               ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              const double *mean, const double *k_dy,        \
+                              const double *mean, const double *ra,          \
+                              const double *rb, const double *k_dy,          \
                               const double *k_xmu, const double *k_0, T *dx, \
                               ptrdiff_t lddx);                               \
                                                                              \
@@ -61,29 +64,32 @@
                           ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
                           const double *mean, const double *scale,           \
                           const double *shift, T *y, ptrdiff_t t1,           \
-                          ptrdiff_t t2);                                     \
+                          ptrdiff_t t2, int relu);                           \
     void runs_bwd_reduce_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,       \
                                const T *x, ptrdiff_t s1, ptrdiff_t s2,       \
                                ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
-                               const double *mean, double *sum_dy,           \
+                               const double *mean, const double *ra,         \
+                               const double *rb, double *sum_dy,             \
                                double *sum_dyxmu);                           \
     void runs_bwd_apply_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,        \
                               const T *x, ptrdiff_t s1, ptrdiff_t s2,        \
                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,     \
-                              const double *mean, const double *k_dy,        \
+                              const double *mean, const double *ra,          \
+                              const double *rb, const double *k_dy,          \
                               const double *k_xmu, const double *k_0, T *dx, \
                               ptrdiff_t t1, ptrdiff_t t2);                   \
                                                                              \
     /* Batch norm, training mode, on a panel (n1, n2, len) with x at        \
        strides (xs1, xs2) and y at (ys1, ys2): y = (x - mean) *              \
-       (gamma * invstd) + beta with the batch statistics.  Writes the        \
-       per-channel batch mean, 1/sqrt(var + eps) and biased variance. */     \
+       (gamma * invstd) + beta with the batch statistics (then max(y, 0) if  \
+       relu: fused ReLU).  Writes the per-channel batch mean,                \
+       1/sqrt(var + eps) and biased variance. */                             \
     int bn_forward_train_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,        \
                                ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,  \
                                const double *gamma, const double *beta,      \
                                double eps, T *y, ptrdiff_t ys1,              \
                                ptrdiff_t ys2, double *mean, double *invstd,  \
-                               double *var);                                 \
+                               double *var, int relu);                       \
     /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +     \
        eps)) + beta with given (running) statistics. */                      \
     int bn_forward_test_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,         \
@@ -91,15 +97,16 @@
                               const double *gamma, const double *beta,       \
                               const double *mean, const double *var,         \
                               double eps, T *y, ptrdiff_t ys1,               \
-                              ptrdiff_t ys2);                                \
+                              ptrdiff_t ys2, int relu);                      \
     /* Batch norm backward, simplified single formula; mean and invstd are  \
        those of the forward pass.  Writes dx, dgamma and dbeta. */           \
     int bn_backward_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,          \
                           const T *x, ptrdiff_t xs1, ptrdiff_t xs2,          \
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,         \
                           const double *mean, const double *invstd,          \
-                          const double *gamma, T *dx, ptrdiff_t ts1,         \
-                          ptrdiff_t ts2, double *dgamma, double *dbeta);     \
+                          const double *gamma, const double *beta, int relu, \
+                          T *dx, ptrdiff_t ts1, ptrdiff_t ts2,               \
+                          double *dgamma, double *dbeta);                    \
                                                                              \
     /* Layer norm of an (n, d) panel of rows with unit-stride columns:      \
        statistics per row, gamma and beta (d,).  Writes the per-row mean    \

@@ -30,7 +30,7 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
             scale[ch] = gamma[ch] * invstd[k];
         }
         NAME(runs_apply)(xi, 1, 0, c, hw, hw, mu, scale, beta, y + i * ys, 0,
-                         hw);
+                         hw, 0);
     }
 }
 
@@ -85,7 +85,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         const T *gi = dy + i * ds, *xi = x + i * xs;
         for (ptrdiff_t ch = 0; ch < c; ch++)
             mu[ch] = mean[i * g + ch / cg];
-        NAME(runs_bwd_reduce)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, s1, s2);
+        NAME(runs_bwd_reduce)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, NULL, NULL,
+                              s1, s2);
         for (ptrdiff_t k = 0; k < g; k++) {
             double is = invstd[i * g + k], a = 0.0, b = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
@@ -100,8 +101,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
                 k_xmu[ch] = -is * is * b / dm;
             }
         }
-        NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, k_dy, k_xmu,
-                             k_0, dx + i * ts, 0, hw);
+        NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, NULL, NULL,
+                             k_dy, k_xmu, k_0, dx + i * ts, 0, hw);
     }
 }
 

@@ -54,24 +54,38 @@ BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nb,
     *q = NAME(lanes_sum)(aq);
 }
 
-/* Sums of g[e] and g[e] * (p[e] - mu) over a block. */
+/* Sums of g[e] and g[e] * (p[e] - mu) over a block; with relu, g[e] counts
+   only where the forward's (p[e] - mu) * ra + rb > 0. */
 BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g,
-                                        const T *restrict p, ptrdiff_t nb,
-                                        double mu, double *s, double *q)
+                                     const T *restrict p, ptrdiff_t nb,
+                                     double mu, int relu, double ra,
+                                     double rb, double *s, double *q)
 {
     double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
     ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++) {
-            double gl = (double)g[e + l];
-            as[l] += gl;
-            aq[l] += gl * ((double)p[e + l] - mu);
-        }
+    if (!relu) {
+        for (; e + BNF_LANES <= nb; e += BNF_LANES)
+            BNF_LANE_LOOP
+            for (int l = 0; l < BNF_LANES; l++) {
+                double gl = (double)g[e + l];
+                as[l] += gl;
+                aq[l] += gl * ((double)p[e + l] - mu);
+            }
+    } else {
+        for (; e + BNF_LANES <= nb; e += BNF_LANES)
+            BNF_LANE_LOOP
+            for (int l = 0; l < BNF_LANES; l++) {
+                double xm = (double)p[e + l] - mu;
+                double gl = xm * ra + rb > 0.0 ? (double)g[e + l] : 0.0;
+                as[l] += gl;
+                aq[l] += gl * xm;
+            }
+    }
     for (; e < nb; e++) {
-        double gl = (double)g[e];
+        double xm = (double)p[e] - mu;
+        double gl = !relu || xm * ra + rb > 0.0 ? (double)g[e] : 0.0;
         as[0] += gl;
-        aq[0] += gl * ((double)p[e] - mu);
+        aq[0] += gl * xm;
     }
     *s = NAME(lanes_sum)(as);
     *q = NAME(lanes_sum)(aq);

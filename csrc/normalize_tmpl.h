@@ -1,26 +1,30 @@
 /* Template body of the apply and backward kernels; included by normalize.c
    once per dtype through instantiate.h (T the data type, NAME(f) the name). */
 
-/* y = (x - mean) * scale + shift, in double, rounded once to T.  Not
-   x * scale + (shift - mean * scale): that loses the exact zero of a
-   constant column to cancellation. */
+/* y = (x - mean) * scale + shift, in double, rounded once to T (then
+   max(y, 0) with relu; NaN stays NaN).  Not x * scale + (shift - mean *
+   scale): that loses the exact zero of a constant column to cancellation. */
 BNF_DISPATCH
 void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                       ptrdiff_t ldx, const double *restrict mean,
                       const double *restrict scale,
                       const double *restrict shift, T *restrict y,
-                      ptrdiff_t ldy)
+                      ptrdiff_t ldy, int relu)
 {
     ptrdiff_t i = 0;
     for (; i < m; i++) {
         const T *restrict x0 = x + i * ldx;
         T *restrict y0 = y + i * ldy;
-        for (ptrdiff_t j = 0; j < c; j++)
-            y0[j] = (T)(((double)x0[j] - mean[j]) * scale[j] + shift[j]);
+        for (ptrdiff_t j = 0; j < c; j++) {
+            double v = ((double)x0[j] - mean[j]) * scale[j] + shift[j];
+            y0[j] = (T)(relu && v < 0.0 ? 0.0 : v);
+        }
     }
 }
 
-/* Column sums of dy and dy * (x - mean) in three levels: blocks of at most
+/* Column sums of g and g * (x - mean), g = dy, or with a relu mask
+   (ra != NULL) g = dy where the forward's (x - mean) * ra + rb > 0, else 0;
+   in three levels: blocks of at most
    BNF_SUM_ROWS rows, groups of BNF_SUM_ROWS blocks, then the total, which
    keeps the rounding error of long columns near that of pairwise summation
    (np.sum).  Columns in tiles, as the statistics. */
@@ -28,7 +32,9 @@ BNF_DISPATCH
 int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                           const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
                           ptrdiff_t c, const double *restrict mean,
-                          double *restrict sum_dy, double *restrict sum_dyxmu)
+                          const double *restrict ra,
+                          const double *restrict rb, double *restrict sum_dy,
+                          double *restrict sum_dyxmu)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS);
     double *work = malloc(4 * (size_t)(tile > 0 ? tile : 1) * sizeof(double));
@@ -54,10 +60,20 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
             for (ptrdiff_t i = r0; i < r1; i++) {
                 const T *restrict g = dy + i * lddy + c0;
                 const T *restrict xr = x + i * ldx + c0;
-                for (ptrdiff_t j = 0; j < tc; j++) {
-                    double gj = (double)g[j];
-                    bs[j] += gj;
-                    bq[j] += gj * ((double)xr[j] - mu[j]);
+                if (ra == NULL) {
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        double gj = (double)g[j];
+                        bs[j] += gj;
+                        bq[j] += gj * ((double)xr[j] - mu[j]);
+                    }
+                } else {
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        double xm = (double)xr[j] - mu[j];
+                        double gj = xm * ra[c0 + j] + rb[c0 + j] > 0.0
+                                        ? (double)g[j] : 0.0;
+                        bs[j] += gj;
+                        bq[j] += gj * xm;
+                    }
                 }
             }
             for (ptrdiff_t j = 0; j < tc; j++) {
@@ -78,11 +94,14 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
     return BNF_OK;
 }
 
-/* dx = k_dy * dy + k_xmu * (x - mean) + k_0, in double, rounded once. */
+/* dx = k_dy * g + k_xmu * (x - mean) + k_0, in double, rounded once; g
+   as in rows_bwd_reduce. */
 BNF_DISPATCH
 void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
                           const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
                           ptrdiff_t c, const double *restrict mean,
+                          const double *restrict ra,
+                          const double *restrict rb,
                           const double *restrict k_dy,
                           const double *restrict k_xmu,
                           const double *restrict k_0, T *restrict dx,
@@ -92,9 +111,17 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
         const T *restrict g = dy + i * lddy;
         const T *restrict xr = x + i * ldx;
         T *restrict o = dx + i * lddx;
-        for (ptrdiff_t j = 0; j < c; j++)
-            o[j] = (T)(k_dy[j] * (double)g[j] +
-                       k_xmu[j] * ((double)xr[j] - mean[j]) + k_0[j]);
+        if (ra == NULL) {
+            for (ptrdiff_t j = 0; j < c; j++)
+                o[j] = (T)(k_dy[j] * (double)g[j] +
+                           k_xmu[j] * ((double)xr[j] - mean[j]) + k_0[j]);
+        } else {
+            for (ptrdiff_t j = 0; j < c; j++) {
+                double xm = (double)xr[j] - mean[j];
+                double gj = xm * ra[j] + rb[j] > 0.0 ? (double)g[j] : 0.0;
+                o[j] = (T)(k_dy[j] * gj + k_xmu[j] * xm + k_0[j]);
+            }
+        }
     }
 }
 

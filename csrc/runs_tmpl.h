@@ -40,32 +40,43 @@ void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
     }
 }
 
-/* y = (x - mean_j) * scale_j + shift_j along each run of channel j. */
+/* y = (x - mean_j) * scale_j + shift_j along each run of channel j (then
+   max(y, 0) with relu; NaN stays NaN). */
 BNF_DISPATCH
 void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
                       const double *restrict mean,
                       const double *restrict scale,
                       const double *restrict shift, T *restrict y,
-                      ptrdiff_t t1, ptrdiff_t t2)
+                      ptrdiff_t t1, ptrdiff_t t2, int relu)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
             const T *restrict p = x + i * s1 + j * s2;
             T *restrict o = y + i * t1 + j * t2;
             double mu = mean[j], a = scale[j], b = shift[j];
-            for (ptrdiff_t e = 0; e < len; e++)
-                o[e] = (T)(((double)p[e] - mu) * a + b);
+            if (relu) {
+                for (ptrdiff_t e = 0; e < len; e++) {
+                    double v = ((double)p[e] - mu) * a + b;
+                    o[e] = (T)(v < 0.0 ? 0.0 : v);
+                }
+            } else {
+                for (ptrdiff_t e = 0; e < len; e++)
+                    o[e] = (T)(((double)p[e] - mu) * a + b);
+            }
         }
 }
 
-/* Per-channel sums of dy and dy * (x - mean_j), runs in memory order:
-   lanes within a block, blocks into the channel's totals. */
+/* Per-channel sums of g and g * (x - mean_j), g = dy (masked by the
+   forward's relu when ra != NULL, see block_sums_bwd), runs in memory
+   order: lanes within a block, blocks into the channel's totals. */
 BNF_DISPATCH
 void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                            const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
                            ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                            const double *restrict mean,
+                           const double *restrict ra,
+                           const double *restrict rb,
                            double *restrict sum_dy,
                            double *restrict sum_dyxmu)
 {
@@ -79,19 +90,24 @@ void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                 double s, q;
                 NAME(block_sums_bwd)(g + e0, p + e0,
                                      bnf_min(BNF_RUN_BLOCK, len - e0),
-                                     mean[j], &s, &q);
+                                     mean[j], ra != NULL,
+                                     ra != NULL ? ra[j] : 0.0,
+                                     rb != NULL ? rb[j] : 0.0, &s, &q);
                 sum_dy[j] += s;
                 sum_dyxmu[j] += q;
             }
         }
 }
 
-/* dx = k_dy_j * dy + k_xmu_j * (x - mean_j) + k_0_j along each run. */
+/* dx = k_dy_j * g + k_xmu_j * (x - mean_j) + k_0_j along each run, g as in
+   runs_bwd_reduce. */
 BNF_DISPATCH
 void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                           const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                           const double *restrict mean,
+                          const double *restrict ra,
+                          const double *restrict rb,
                           const double *restrict k_dy,
                           const double *restrict k_xmu,
                           const double *restrict k_0, T *restrict dx,
@@ -103,7 +119,17 @@ void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
             const T *restrict p = x + i * s1 + j * s2;
             T *restrict o = dx + i * t1 + j * t2;
             double mu = mean[j], a = k_dy[j], b = k_xmu[j], c0 = k_0[j];
-            for (ptrdiff_t e = 0; e < len; e++)
-                o[e] = (T)(a * (double)g[e] + b * ((double)p[e] - mu) + c0);
+            if (ra == NULL) {
+                for (ptrdiff_t e = 0; e < len; e++)
+                    o[e] = (T)(a * (double)g[e] + b * ((double)p[e] - mu) +
+                               c0);
+            } else {
+                double wa = ra[j], wb = rb[j];
+                for (ptrdiff_t e = 0; e < len; e++) {
+                    double xm = (double)p[e] - mu;
+                    double ge = xm * wa + wb > 0.0 ? (double)g[e] : 0.0;
+                    o[e] = (T)(a * ge + b * xm + c0);
+                }
+            }
         }
 }

@@ -20,17 +20,21 @@ def params(case, mode):
             "running_var": case.running_var.copy()}
 
 
-def run(module, case, mode):
+def run(module, case, mode, activation=None):
     p = params(case, mode)
     # the NumPy reference warns on the NaN and Inf cases; bnfast does not
     with np.errstate(invalid="ignore", over="ignore"):
         if case.axis is None:
-            out, cache = module.batchnorm_forward(case.x, case.gamma,
-                                                  case.beta, p)
+            out, cache = module.batchnorm_forward(
+                case.x, case.gamma, case.beta, p, activation=activation)
         else:
             out, cache = module.spatial_batchnorm_forward(
-                case.x, case.gamma, case.beta, p, axis=case.axis)
+                case.x, case.gamma, case.beta, p, axis=case.axis,
+                activation=activation)
     return out, cache, p
+
+
+ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
 
 
 BACKWARD = [(case, name) for case in CASES
@@ -39,35 +43,40 @@ BACKWARD = [(case, name) for case in CASES
                          else ("spatial_batchnorm_backward",))]
 
 
+@ACTIVATIONS
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_train(case):
-    out, _, p = run(bnfast, case, "train")
-    ref, _, rp = run(reference, case, "train")
-    wide, _, wp = run(reference, case.widened(), "train")
-    assert_as_accurate("batchnorm_forward train out", case, out, ref, wide)
+def test_forward_train(case, activation):
+    out, _, p = run(bnfast, case, "train", activation)
+    ref, _, rp = run(reference, case, "train", activation)
+    wide, _, wp = run(reference, case.widened(), "train", activation)
+    assert_as_accurate(f"batchnorm_forward train out ({activation})", case,
+                       out, ref, wide)
     for key in ("running_mean", "running_var"):
         assert_as_accurate(f"batchnorm_forward train {key}", case, p[key],
                            rp[key], wp[key])
 
 
+@ACTIVATIONS
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_test(case):
-    out, cache, p = run(bnfast, case, "test")
-    ref, _, rp = run(reference, case, "test")
-    wide, _, _ = run(reference, case.widened(), "test")
+def test_forward_test(case, activation):
+    out, cache, p = run(bnfast, case, "test", activation)
+    ref, _, rp = run(reference, case, "test", activation)
+    wide, _, _ = run(reference, case.widened(), "test", activation)
     assert cache is None
-    assert_as_accurate("batchnorm_forward test out", case, out, ref, wide)
+    assert_as_accurate(f"batchnorm_forward test out ({activation})", case,
+                       out, ref, wide)
     for key in ("running_mean", "running_var"):
         np.testing.assert_array_equal(p[key], case.__dict__[key])
 
 
+@ACTIVATIONS
 @pytest.mark.parametrize("case,backward", BACKWARD,
                          ids=[f"{c.id}-{n}" for c, n in BACKWARD])
-def test_backward(case, backward):
-    _, cache, _ = run(bnfast, case, "train")
-    _, rcache, _ = run(reference, case, "train")
+def test_backward(case, backward, activation):
+    _, cache, _ = run(bnfast, case, "train", activation)
+    _, rcache, _ = run(reference, case, "train", activation)
     wcase = case.widened()
-    _, wcache, _ = run(reference, wcase, "train")
+    _, wcache, _ = run(reference, wcase, "train", activation)
     fast = getattr(bnfast, backward)(case.dout, cache)
     with np.errstate(invalid="ignore", over="ignore"):
         ref = getattr(reference, backward)(case.dout, rcache)
@@ -86,7 +95,8 @@ def test_backward(case, backward):
     scales = (dx_scale, None, None)
     for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
                                 scales):
-        assert_as_accurate(f"{backward} {name}", case, f, r, w, scale=s)
+        assert_as_accurate(f"{backward} {name} ({activation})", case, f, r,
+                           w, scale=s)
 
 
 LN_CASES = [case for case in CASES if case.axis is None]

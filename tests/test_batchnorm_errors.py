@@ -299,3 +299,15 @@ def test_groupnorm_backward_bad_cache():
     with pytest.raises(TypeError, match="cache must be the cache returned by "
                        "bnfast.spatial_groupnorm_forward, got tuple"):
         bnfast.spatial_groupnorm_backward(np.ones((2, 3, 4, 5)), (1, 2))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "ReLU", 1, False])
+def test_unknown_activation(activation):
+    args = good()
+    before = snapshot(args)
+    with pytest.raises(ValueError, match=r"activation must be one of "
+                       r"\(None, 'relu'\), got"):
+        bnfast.batchnorm_forward(**args, activation=activation)
+    with pytest.raises(ValueError, match="activation must be one of"):
+        bnfast.spatial_batchnorm_forward(**args, activation=activation)
+    assert_unchanged(before, args)

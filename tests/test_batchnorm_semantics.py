@@ -313,3 +313,22 @@ def test_unbiased_running_var_needs_two_values():
                        "channel, got 1"):
         bnfast.batchnorm_forward(np.ones((1, 3)), np.ones(3), np.zeros(3), p)
     assert "running_mean" not in p
+
+
+@pytest.mark.parametrize("shape,axis", [((6, 4), None), ((3, 2, 3, 2), 1)])
+def test_fused_relu_gradients(shape, axis):
+    x, g, b = _inputs(shape, shape[1], seed=27)
+    if axis is None:
+        def forward(x, g, b):
+            return bnfast.batchnorm_forward(x, g, b, {"mode": "train"},
+                                            activation="relu")
+        backward = bnfast.batchnorm_backward
+    else:
+        def forward(x, g, b):
+            return bnfast.spatial_batchnorm_forward(
+                x, g, b, {"mode": "train"}, axis=axis, activation="relu")
+        backward = bnfast.spatial_batchnorm_backward
+    out, _ = forward(x, g, b)
+    assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
+    assert_gradients_match_finite_differences(forward, backward, x, g, b,
+                                              f"fused relu {shape}")

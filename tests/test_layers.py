@@ -58,6 +58,19 @@ def test_layernorm_and_groupnorm_layers_match_functional():
     np.testing.assert_array_equal(gn.grads["beta"], dbeta)
 
 
+def test_batchnorm_layer_with_fused_relu():
+    bn = bnfast.BatchNorm(5, activation="relu", dtype=np.float64)
+    x, dout = data((4, 5, 3, 3)), data((4, 5, 3, 3))
+    ref, cache = bnfast.spatial_batchnorm_forward(
+        x, bn.gamma, bn.beta, {"mode": "train"}, activation="relu")
+    np.testing.assert_array_equal(bn(x), ref)
+    assert (ref == 0).any()
+    np.testing.assert_array_equal(
+        bn.backward(dout), bnfast.spatial_batchnorm_backward(dout, cache)[0])
+    with pytest.raises(ValueError, match="activation must be one of"):
+        bnfast.BatchNorm(5, activation="gelu")
+
+
 # -- state and modes ---------------------------------------------------------
 
 def test_params_are_live_for_in_place_optimizers():

@@ -144,3 +144,18 @@ def test_groupnorm_matches_torch(shape, groups):
     assert_matches(out, bnfast.spatial_groupnorm_backward(dout, cache),
                    *torch_grads(lambda tx, tg, tb: F.group_norm(
                        tx, groups, tg, tb, eps=1e-5), x, gamma, beta, dout))
+
+
+@pytest.mark.parametrize("shape", [(16, 5), (4, 3, 5, 6)])
+def test_fused_relu_matches_torch(shape):
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal(shape) * 2 + 1
+    c = shape[1]
+    gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
+    dout = rng.standard_normal(shape)
+    out, cache = bnfast.spatial_batchnorm_forward(
+        x, gamma, beta, {"mode": "train"}, activation="relu")
+    assert_matches(out, bnfast.spatial_batchnorm_backward(dout, cache),
+                   *torch_grads(lambda tx, tg, tb: F.relu(F.batch_norm(
+                       tx, None, None, tg, tb, training=True)),
+                       x, gamma, beta, dout))

@@ -85,6 +85,18 @@ def per_feature(a, name, feature_shape):
     return arr, np.ascontiguousarray(arr.reshape(d), dtype=np.float64)
 
 
+ACTIVATIONS = (None, "relu")
+
+
+def activation(value):
+    """True for the fused ReLU, False for none; anything else raises."""
+    if value is not None and (not isinstance(value, str)
+                              or value not in ACTIVATIONS):
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {value!r}")
+    return value == "relu"
+
+
 def mode(param, name="bn_param"):
     if not isinstance(param, dict):
         raise TypeError(f"{name} must be a dict, got {type(param).__name__}")

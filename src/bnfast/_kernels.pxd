@@ -9,34 +9,40 @@ cdef extern from "bnfast.h" nogil:
                              ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                              const double *gamma, const double *beta,
                              double eps, float *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                             double *mean, double *invstd, double *var)
+                             double *mean, double *invstd, double *var,
+                             int relu)
     int bn_forward_test_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
                             ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                             const double *gamma, const double *beta,
                             const double *mean, const double *var,
-                            double eps, float *y, ptrdiff_t ys1, ptrdiff_t ys2)
+                            double eps, float *y, ptrdiff_t ys1, ptrdiff_t ys2,
+                            int relu)
     int bn_backward_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
                         const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
                         ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                         const double *mean, const double *invstd,
-                        const double *gamma, float *dx, ptrdiff_t ts1,
-                        ptrdiff_t ts2, double *dgamma, double *dbeta)
+                        const double *gamma, const double *beta, int relu,
+                        float *dx, ptrdiff_t ts1, ptrdiff_t ts2,
+                        double *dgamma, double *dbeta)
     int bn_forward_train_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
                              ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                              const double *gamma, const double *beta,
                              double eps, double *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                             double *mean, double *invstd, double *var)
+                             double *mean, double *invstd, double *var,
+                             int relu)
     int bn_forward_test_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
                             ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                             const double *gamma, const double *beta,
                             const double *mean, const double *var,
-                            double eps, double *y, ptrdiff_t ys1, ptrdiff_t ys2)
+                            double eps, double *y, ptrdiff_t ys1, ptrdiff_t ys2,
+                            int relu)
     int bn_backward_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
                         const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
                         ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                         const double *mean, const double *invstd,
-                        const double *gamma, double *dx, ptrdiff_t ts1,
-                        ptrdiff_t ts2, double *dgamma, double *dbeta)
+                        const double *gamma, const double *beta, int relu,
+                        double *dx, ptrdiff_t ts1, ptrdiff_t ts2,
+                        double *dgamma, double *dbeta)
 
     void ln_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
                        const double *gamma, const double *beta, double eps,

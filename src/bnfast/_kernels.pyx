@@ -58,7 +58,7 @@ def have_openmp():
 def bn_forward_train(const floating[:, :, :] x, const double[::1] gamma,
                      const double[::1] beta, double eps,
                      floating[:, :, :] y, double[::1] mean,
-                     double[::1] invstd, double[::1] var):
+                     double[::1] invstd, double[::1] var, bint relu=False):
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
@@ -67,17 +67,20 @@ def bn_forward_train(const floating[:, :, :] x, const double[::1] gamma,
         if floating is float:
             rc = bn_forward_train_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
                                       &gamma[0], &beta[0], eps, &y[0, 0, 0],
-                                      ys1, ys2, &mean[0], &invstd[0], &var[0])
+                                      ys1, ys2, &mean[0], &invstd[0], &var[0],
+                                      relu)
         else:
             rc = bn_forward_train_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
                                       &gamma[0], &beta[0], eps, &y[0, 0, 0],
-                                      ys1, ys2, &mean[0], &invstd[0], &var[0])
+                                      ys1, ys2, &mean[0], &invstd[0], &var[0],
+                                      relu)
     _raise(rc)
 
 
 def bn_forward_test(const floating[:, :, :] x, const double[::1] gamma,
                     const double[::1] beta, const double[::1] mean,
-                    const double[::1] var, double eps, floating[:, :, :] y):
+                    const double[::1] var, double eps, floating[:, :, :] y,
+                    bint relu=False):
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
@@ -86,18 +89,19 @@ def bn_forward_test(const floating[:, :, :] x, const double[::1] gamma,
         if floating is float:
             rc = bn_forward_test_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
                                      &gamma[0], &beta[0], &mean[0], &var[0],
-                                     eps, &y[0, 0, 0], ys1, ys2)
+                                     eps, &y[0, 0, 0], ys1, ys2, relu)
         else:
             rc = bn_forward_test_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
                                      &gamma[0], &beta[0], &mean[0], &var[0],
-                                     eps, &y[0, 0, 0], ys1, ys2)
+                                     eps, &y[0, 0, 0], ys1, ys2, relu)
     _raise(rc)
 
 
 def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
                 const double[::1] mean, const double[::1] invstd,
-                const double[::1] gamma, floating[:, :, :] dx,
-                double[::1] dgamma, double[::1] dbeta):
+                const double[::1] gamma, const double[::1] beta, bint relu,
+                floating[:, :, :] dx, double[::1] dgamma,
+                double[::1] dbeta):
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
@@ -107,13 +111,13 @@ def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
         if floating is float:
             rc = bn_backward_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
                                  xs2, n1, n2, ln, &mean[0], &invstd[0],
-                                 &gamma[0], &dx[0, 0, 0], ts1, ts2,
-                                 &dgamma[0], &dbeta[0])
+                                 &gamma[0], &beta[0], relu, &dx[0, 0, 0],
+                                 ts1, ts2, &dgamma[0], &dbeta[0])
         else:
             rc = bn_backward_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
                                  xs2, n1, n2, ln, &mean[0], &invstd[0],
-                                 &gamma[0], &dx[0, 0, 0], ts1, ts2,
-                                 &dgamma[0], &dbeta[0])
+                                 &gamma[0], &beta[0], relu, &dx[0, 0, 0],
+                                 ts1, ts2, &dgamma[0], &dbeta[0])
     _raise(rc)
 
 

@@ -76,15 +76,16 @@ class BatchNormCache(_Cache):
     of x_hat (the backward recomputes it).
     """
 
-    __slots__ = ("x", "panel", "axis", "gamma", "mean", "invstd", "shape",
-                 "gamma_dtype", "gamma_shape")
+    __slots__ = ("x", "panel", "axis", "gamma", "beta", "relu", "mean",
+                 "invstd", "shape", "gamma_dtype", "gamma_shape")
 
 
-def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
+def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
     """Batch norm of x with channels along axis; shape: the caller's shape
     of x (the output's); pshape: the accepted per-channel shapes besides
     (C,).  Validates everything before it writes anything."""
     mode = _checks.mode(bn_param)
+    relu = _checks.activation(activation)
     g, g64 = _checks.per_feature(gamma, "gamma", pshape)
     _, b64 = _checks.per_feature(beta, "beta", pshape)
     eps = _checks.real_in(bn_param.get("eps", 1e-5), "bn_param['eps']", 0.0)
@@ -112,17 +113,19 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape):
         mean = np.empty(c)
         invstd = np.empty(c)
         var = np.empty(c)
-        _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var)
+        _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var,
+                                  relu)
         if unbiased:
             var *= count / (count - 1)
-        cache = BatchNormCache(x=x, panel=xp, axis=axis, gamma=g64,
-                               mean=mean, invstd=invstd, shape=shape,
-                               gamma_dtype=g.dtype, gamma_shape=g.shape)
+        cache = BatchNormCache(x=x, panel=xp, axis=axis, gamma=g64, beta=b64,
+                               relu=relu, mean=mean, invstd=invstd,
+                               shape=shape, gamma_dtype=g.dtype,
+                               gamma_shape=g.shape)
         keep = 1.0 - momentum
         rm = (momentum * rm64 + keep * mean).astype(rm.dtype).reshape(rm.shape)
         rv = (momentum * rv64 + keep * var).astype(rv.dtype).reshape(rv.shape)
     else:
-        _kernels.bn_forward_test(xp, g64, b64, rm64, rv64, eps, op)
+        _kernels.bn_forward_test(xp, g64, b64, rm64, rv64, eps, op, relu)
         cache = None
     bn_param["running_mean"] = rm
     bn_param["running_var"] = rv
@@ -143,11 +146,12 @@ def _bn_backward(dout, cache):
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
-                         cache.gamma, dxp, dgamma, dbeta)
+                         cache.gamma, cache.beta, cache.relu, dxp, dgamma,
+                         dbeta)
     return _grads(dx, dgamma, dbeta, cache)
 
 
-def batchnorm_forward(x, gamma, beta, bn_param):
+def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -178,6 +182,10 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         unbiased one, as PyTorch).  On return it holds the running
         statistics as new arrays (updated in 'train' mode), as the seeds
         do; the arrays passed in are never written.
+    activation : None or 'relu', keyword-only
+        'relu' applies max(., 0) to the output in the same pass (fused
+        batch norm + ReLU, 'train' and 'test' mode); the backward then
+        takes dout as the gradient of the ReLU's output.
 
     Returns
     -------
@@ -210,7 +218,8 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     array([0.2, 0.4])
     """
     x, x2 = _checks.batch(x)
-    return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:])
+    return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:],
+                       activation)
 
 
 def batchnorm_backward(dout, cache):
@@ -254,7 +263,8 @@ def batchnorm_backward(dout, cache):
 batchnorm_backward_alt = batchnorm_backward
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
+                              activation=None):
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -281,6 +291,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
         As for :func:`batchnorm_forward`; running statistics of shape (C,).
     axis : int, keyword-only
         The channel axis (not 0, the batch axis).  Default 1.
+    activation : None or 'relu', keyword-only
+        As for :func:`batchnorm_forward`: fused ReLU.
 
     Returns
     -------
@@ -300,7 +312,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
     x = _checks.float_array(x, "x")
     axis = _checks.channel_axis(x, axis)
     keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
-    return _bn_forward(x, axis, x.shape, gamma, beta, bn_param, keep)
+    return _bn_forward(x, axis, x.shape, gamma, beta, bn_param, keep,
+                       activation)
 
 
 def spatial_batchnorm_backward(dout, cache):

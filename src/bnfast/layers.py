@@ -205,6 +205,9 @@ class BatchNorm(_Norm):
         Of the parameters and running statistics.  Default float32.
     gamma_init, beta_init : 'ones', 'zeros', callable(shape, dtype) or array
         Defaults 'ones' and 'zeros'.
+    activation : None or 'relu'
+        'relu' fuses a ReLU into the layer (same pass over memory, forward
+        and backward).  Default None.
 
     Examples
     --------
@@ -222,7 +225,10 @@ class BatchNorm(_Norm):
     def __init__(self, num_features, *, eps=1e-5, momentum=0.9, axis=1,
                  affine=True, track_running_stats=True,
                  unbiased_running_var=False, dtype=np.float32,
-                 gamma_init="ones", beta_init="zeros"):
+                 gamma_init="ones", beta_init="zeros", activation=None):
+        if activation not in (None, "relu"):
+            raise ValueError(
+                f"activation must be one of (None, 'relu'), got {activation!r}")
         if (not isinstance(num_features, numbers.Integral)
                 or num_features < 1):
             raise ValueError(
@@ -238,6 +244,7 @@ class BatchNorm(_Norm):
         self.axis = axis
         self.track_running_stats = bool(track_running_stats)
         self.unbiased_running_var = bool(unbiased_running_var)
+        self.activation = activation
         self._backward = functional.spatial_batchnorm_backward
         if self.track_running_stats:
             self.running_mean = np.zeros(self.num_features, self.dtype)
@@ -262,7 +269,8 @@ class BatchNorm(_Norm):
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
         out, self._cache = functional.spatial_batchnorm_forward(
-            x, self.gamma, self.beta, bn_param, axis=self.axis)
+            x, self.gamma, self.beta, bn_param, axis=self.axis,
+            activation=self.activation)
         if self.track_running_stats and mode == "train":
             self.running_mean[...] = bn_param["running_mean"]
             self.running_var[...] = bn_param["running_var"]

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-def batchnorm_forward(x, gamma, beta, bn_param):
+def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     """Forward pass for batch normalization (reference).
 
     Parameters
@@ -40,6 +40,9 @@ def batchnorm_forward(x, gamma, beta, bn_param):
         absent); 'unbiased_running_var' (False: the running variance
         averages the biased batch variance; True: the unbiased one, as
         PyTorch).  Updated with the new running statistics.
+    activation : None or 'relu'
+        'relu': ``np.maximum(out, 0)``, and the backward masks dout with
+        ``out > 0`` first.
 
     Returns
     -------
@@ -93,9 +96,18 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     else:
         raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
 
+    out = out.astype(x.dtype, copy=False)
+    mask = None
+    if activation == "relu":
+        out = np.maximum(out, 0)
+        mask = out > 0
+    elif activation is not None:
+        raise ValueError(f"unknown activation {activation!r}")
+    if cache is not None:
+        cache = cache + (mask,)
     bn_param["running_mean"] = running_mean
     bn_param["running_var"] = running_var
-    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+    return out.reshape(x.shape), cache
 
 
 def batchnorm_backward(dout, cache):
@@ -167,10 +179,14 @@ def batchnorm_backward_alt(dout, cache):
 
 
 def _unpack(dout, cache):
-    """The forward's cache, dout as (N, D), and a function that gives the
-    gradients their dtypes and shapes (dx: x's; dgamma, dbeta: gamma's)."""
-    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache
+    """The forward's cache, dout as (N, D) (masked by the ReLU of the
+    forward, if any), and a function that gives the gradients their dtypes
+    and shapes (dx: x's; dgamma, dbeta: gamma's)."""
+    x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache[:9]
+    mask = cache[9] if len(cache) > 9 else None
     N = x.shape[0]
+    if mask is not None:
+        dout = dout * mask.reshape(dout.shape)
 
     def finish(dx, dgamma, dbeta):
         return (dx.astype(x.dtype, copy=False).reshape(x_shape),
@@ -180,7 +196,8 @@ def _unpack(dout, cache):
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
+                              activation=None):
     """Forward pass for spatial batch normalization (reference).
 
     The textbook way: move the channel axis last, flatten to
@@ -210,7 +227,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1):
     flat = moved.reshape(-1, c)
     g = np.reshape(gamma, c)
     b = np.reshape(beta, c)
-    out, cache = batchnorm_forward(flat, g, b, bn_param)
+    out, cache = batchnorm_forward(flat, g, b, bn_param,
+                                   activation=activation)
     out = np.moveaxis(out.reshape(moved.shape), -1, axis)
     if cache is not None:
         cache = (cache, axis, moved.shape, gamma.shape)
