@@ -8,12 +8,13 @@ Run from the repository root, with bnfast installed:
     python benchmarks/bench.py --sweep --json benchmarks/results/sweep.json
     python benchmarks/plot.py benchmarks/results/sweep.json   # the plot
 
---sweep runs every family over a list of sizes from tiny (a few KiB, in L1)
-to larger than the per-core L2 (up to 128 MiB for x), both dtypes, every
-row (the SWEEP column of FAMILIES); benchmarks/plot.py draws speedup and
-roofline fraction against the size of x from its --json output.  Progress
-(family, shape, dtype, [done/total], seconds) goes to stderr, the report to
-stdout.  numba is not compared (no numba implementation exists to run).
+--sweep runs every family over five sizes from tiny (x of 8-64 KiB, in L1
+or L2) to many times the per-core L2 (x up to 128 MiB), both dtypes, every
+row (the "sweep" sizes of FAMILIES; 7 repeats, about 3 minutes with
+PyTorch on a 2-core Xeon); benchmarks/plot.py draws speedup and roofline
+fraction against the bytes of x from its --json output.  Progress ([done/
+total] family dtype shape, the repeats, seconds) goes to stderr, the report
+to stdout.  numba is not compared: there is no numba implementation here.
 
 It covers five op families, each on float32 and float64:
 
@@ -349,7 +350,7 @@ def gn_data(size, dtype):
     return {**make_data(shape, dtype, seed_of(shape)), "G": G}
 
 
-# --sweep: x of 8 KiB to 128 MiB (float64), from in-L1 to many times L2
+# --sweep: x of 8 KiB (float32) to 49 MiB (float64), in-L1 to many times L2
 SPATIAL_SWEEP = [(2, 16, 8, 8), (4, 32, 16, 16), (8, 64, 28, 28),
                  (16, 64, 56, 56), (32, 64, 56, 56)]
 

@@ -101,7 +101,8 @@ def main(argv=None):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
     except ImportError:
         print("plot.py needs matplotlib: pip install matplotlib "
               "(or pip install '.[bench]')", file=sys.stderr)
@@ -118,8 +119,10 @@ def main(argv=None):
     all_bytes = [p[0] for fam in data.values() for pts in fam.values()
                  for p in pts]
     lo, hi = min(all_bytes) / 1.6, max(all_bytes) * 1.6
+    # ticks at powers of 4 bytes: 4 KiB, 16 KiB, ..., 256 MiB
+    ticks = [4.0 ** k for k in range(0, 20) if lo <= 4.0 ** k <= hi]
 
-    fig, axes = plt.subplots(len(data), 3, figsize=(16, 3.6 * len(data)),
+    fig, axes = plt.subplots(len(data), 3, figsize=(17, 3.5 * len(data)),
                              squeeze=False, sharex=True)
     cmap = plt.get_cmap("tab10")
     for row, (family, fam) in enumerate(data.items()):
@@ -139,7 +142,11 @@ def main(argv=None):
                 plotted = True
             ax.set_xscale("log")
             ax.set_xlim(lo, hi)
+            if len(ticks) >= 2:
+                ax.xaxis.set_major_locator(FixedLocator(ticks))
+                ax.xaxis.set_minor_locator(NullLocator())
             ax.xaxis.set_major_formatter(FuncFormatter(fmt_bytes))
+            ax.tick_params(axis="x", labelbottom=True, labelsize=8)
             ax.grid(True, which="major", alpha=0.3)
             if what == "roofline":
                 ax.axhline(1.0, color="k", linewidth=0.8)
@@ -161,8 +168,14 @@ def main(argv=None):
             ax.set_title(f"{family}: {title}", fontsize=10)
             if row == len(data) - 1:
                 ax.set_xlabel("size of x (bytes)")
-            if col == 2 and plotted:
-                ax.legend(fontsize=7, loc="lower right", ncol=1)
+        # one legend per family, right of its row: colour = op, style = dtype
+        handles = [Line2D([], [], color=cmap(i), linewidth=2, label=op)
+                   for i, op in enumerate(ops)]
+        handles += [Line2D([], [], color="k", markersize=5, label=dtype,
+                           **style) for dtype, style in DTYPE_STYLE.items()
+                    if any(d == dtype for _, d in fam)]
+        axes[row][2].legend(handles=handles, fontsize=8, loc="center left",
+                            bbox_to_anchor=(1.02, 0.5), frameon=False)
     kind = "sweep" if report.get("sweep") else \
         "quick" if report.get("quick") else "default sizes"
     threads = report.get("threads", 1)
