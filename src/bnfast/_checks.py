@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F64 = np.dtype(np.float64)
 MODES = ("train", "test")
 
 
@@ -74,8 +75,11 @@ def per_feature(a, name, feature_shape):
     float32/float64; returns the array as given (validated) and its float64
     contiguous (D,) twin.
     """
-    arr = float_array(a, name)
     d = math.prod(feature_shape)
+    if (type(a) is np.ndarray and a.dtype == _F64 and a.shape == (d,)
+            and a.flags.c_contiguous):
+        return a, a  # already what the kernels take: no conversion
+    arr = float_array(a, name)
     if arr.shape != (d,) and arr.shape != tuple(feature_shape):
         expected = f"({d},)"
         if len(feature_shape) > 1:

@@ -121,15 +121,22 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
                                relu=relu, mean=mean, invstd=invstd,
                                shape=shape, gamma_dtype=g.dtype,
                                gamma_shape=g.shape)
-        keep = 1.0 - momentum
-        rm = (momentum * rm64 + keep * mean).astype(rm.dtype).reshape(rm.shape)
-        rv = (momentum * rv64 + keep * var).astype(rv.dtype).reshape(rv.shape)
+        rm = _running(rm, rm64, mean, momentum)
+        rv = _running(rv, rv64, var, momentum)
     else:
         _kernels.bn_forward_test(xp, g64, b64, rm64, rv64, eps, op, relu)
         cache = None
     bn_param["running_mean"] = rm
     bn_param["running_var"] = rv
     return out.reshape(shape), cache
+
+
+def _running(old, old64, batch, momentum):
+    """momentum * old + (1 - momentum) * batch (the same operations, in
+    that order, as the reference), a new array in old's dtype and shape."""
+    new = old64 * momentum
+    new += (1.0 - momentum) * batch
+    return new.astype(old.dtype, copy=False).reshape(old.shape)
 
 
 def _bn_backward(dout, cache):
