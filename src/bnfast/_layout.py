@@ -14,6 +14,8 @@ it (merged into the contiguous runs).  That covers, without copying:
 Anything else (e.g. strided runs ``x[..., ::2]``) needs a copy first;
 :func:`panel_or_copy` makes it.
 """
+import math
+
 import numpy as np
 
 
@@ -37,8 +39,7 @@ def panel(a, axis):
         c = a.shape[axis]
         if axis == a.ndim - 1:
             return a.reshape(-1, c, 1)
-        outer = int(np.prod(a.shape[:axis], dtype=np.int64))
-        return a.reshape(outer, c, -1)
+        return a.reshape(math.prod(a.shape[:axis]), c, -1)
     if not a.flags.aligned:
         return None
     item = a.itemsize
@@ -65,7 +66,7 @@ def panel(a, axis):
         return None                     # rows need adjacent channels
     ones = [k for k in range(a.ndim) if k != axis and a.shape[k] == 1]
     v = a.transpose(ones + outer + [axis] + inner)
-    n1 = int(np.prod([a.shape[k] for k in outer], dtype=np.int64))
+    n1 = math.prod(a.shape[k] for k in outer)
     return v.reshape(n1, a.shape[axis], -1)
 
 
