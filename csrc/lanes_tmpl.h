@@ -75,15 +75,15 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g,
         for (; e + BNF_LANES <= nb; e += BNF_LANES)
             BNF_LANE_LOOP
             for (int l = 0; l < BNF_LANES; l++) {
-                double xm = (double)p[e + l] - mu;
-                double gl = xm * ra + rb > 0.0 ? (double)g[e + l] : 0.0;
+                double xm = (double)p[e + l] - mu, gv = (double)g[e + l];
+                double gl = gv * (double)(xm * ra + rb > RELU_MIN);
                 as[l] += gl;
                 aq[l] += gl * xm;
             }
     }
     for (; e < nb; e++) {
-        double xm = (double)p[e] - mu;
-        double gl = !relu || xm * ra + rb > 0.0 ? (double)g[e] : 0.0;
+        double xm = (double)p[e] - mu, gv = (double)g[e];
+        double gl = gv * (double)(!relu || xm * ra + rb > RELU_MIN);
         as[0] += gl;
         aq[0] += gl * xm;
     }

@@ -11,13 +11,20 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                       const double *restrict shift, T *restrict y,
                       ptrdiff_t ldy, int relu)
 {
-    ptrdiff_t i = 0;
-    for (; i < m; i++) {
+    /* Two loops, and the ReLU taken in T after the rounding (+0 for
+       v <= 0, NaN stays NaN, as np.maximum(v, 0)): GCC leaves a test of
+       relu per element, or a select between double and T, scalar. */
+    for (ptrdiff_t i = 0; i < m; i++) {
         const T *restrict x0 = x + i * ldx;
         T *restrict y0 = y + i * ldy;
-        for (ptrdiff_t j = 0; j < c; j++) {
-            double v = ((double)x0[j] - mean[j]) * scale[j] + shift[j];
-            y0[j] = (T)(relu && v < 0.0 ? 0.0 : v);
+        if (relu) {
+            for (ptrdiff_t j = 0; j < c; j++) {
+                T v = (T)(((double)x0[j] - mean[j]) * scale[j] + shift[j]);
+                y0[j] = v <= 0 ? 0 : v;
+            }
+        } else {
+            for (ptrdiff_t j = 0; j < c; j++)
+                y0[j] = (T)(((double)x0[j] - mean[j]) * scale[j] + shift[j]);
         }
     }
 }
@@ -69,8 +76,9 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                 } else {
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         double xm = (double)xr[j] - mu[j];
-                        double gj = xm * ra[c0 + j] + rb[c0 + j] > 0.0
-                                        ? (double)g[j] : 0.0;
+                        double gv = (double)g[j];
+                        double gj = gv * (double)(xm * ra[c0 + j] +
+                                                  rb[c0 + j] > RELU_MIN);
                         bs[j] += gj;
                         bq[j] += gj * xm;
                     }
@@ -117,8 +125,8 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
                            k_xmu[j] * ((double)xr[j] - mean[j]) + k_0[j]);
         } else {
             for (ptrdiff_t j = 0; j < c; j++) {
-                double xm = (double)xr[j] - mean[j];
-                double gj = xm * ra[j] + rb[j] > 0.0 ? (double)g[j] : 0.0;
+                double xm = (double)xr[j] - mean[j], gv = (double)g[j];
+                double gj = gv * (double)(xm * ra[j] + rb[j] > RELU_MIN);
                 o[j] = (T)(k_dy[j] * gj + k_xmu[j] * xm + k_0[j]);
             }
         }

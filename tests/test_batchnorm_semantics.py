@@ -332,3 +332,35 @@ def test_fused_relu_gradients(shape, axis):
     assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
     assert_gradients_match_finite_differences(forward, backward, x, g, b,
                                               f"fused relu {shape}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_mask_is_the_rounded_output(dtype):
+    # The ReLU acts on the output rounded to x's dtype, as the reference's
+    # np.maximum(out, 0): outputs that round to 0 in float32 (gamma of 1e-46,
+    # below float32's smallest subnormal) are 0 and pass no gradient, and
+    # the mask multiplies dout, so a NaN in dout survives where masked.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 6)).astype(dtype)
+    gamma = np.array([1e-46, -1e-46, 1.0, 1e-300, 2.0, 1.0])
+    beta = np.array([0.0, 0.0, 0.0, 0.0, -0.5, 0.0])
+    dout = rng.standard_normal((40, 6)).astype(dtype)
+    dout[:2, 5] = np.nan          # one column; the others stay finite
+    results = []
+    for module in (bnfast, reference):
+        out, cache = module.batchnorm_forward(x, gamma, beta,
+                                              {"mode": "train"},
+                                              activation="relu")
+        results.append((out,) + module.batchnorm_backward(dout, cache))
+    fast, ref = results
+    for f, r, name in zip(fast, ref, ("out", "dx", "dgamma", "dbeta")):
+        np.testing.assert_array_equal(np.isnan(f), np.isnan(r), err_msg=name)
+        np.testing.assert_array_equal(f == 0, r == 0, err_msg=name)
+        np.testing.assert_allclose(f, r, rtol=1e-5,
+                                   atol=1e-5 * np.nanmax(np.abs(r)),
+                                   err_msg=name)
+    assert not np.signbit(fast[0]).any()         # +0, never -0
+    assert np.isnan(fast[3][5]) and np.isfinite(fast[3][:5]).all()
+    if dtype == np.float32:
+        assert (fast[0][:, [0, 1, 3]] == 0).all()
+        assert (fast[2][[0, 1, 3]] == 0).all() and (fast[3][[0, 1, 3]] == 0).all()
