@@ -16,6 +16,7 @@ import sys
 import tempfile
 import textwrap
 
+import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -93,7 +94,8 @@ class BuildExt(build_ext):
 ext = Extension(
     "bnfast._kernels",
     sources=["src/bnfast/_kernels.pyx"] + sorted(glob.glob("csrc/*.c")),
-    include_dirs=["csrc"],
+    include_dirs=["csrc", numpy.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     depends=sorted(glob.glob("csrc/*.h")),
     extra_compile_args=compile_args(),
 )

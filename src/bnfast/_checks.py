@@ -72,13 +72,15 @@ def per_feature(a, name, feature_shape):
     """Validate a per-feature array (gamma, beta, running stats).
 
     Accepts shape (D,) or ``feature_shape`` (D = its size) and
-    float32/float64; returns the array as given (validated) and its float64
-    contiguous (D,) twin.
+    float32/float64; returns the array as given (validated) and a
+    C-contiguous (D,) view or copy of it in its own dtype, which the
+    kernels take (bnfast._kernels converts float32 to float64 in C).
     """
     d = math.prod(feature_shape)
-    if (type(a) is np.ndarray and a.dtype == _F64 and a.shape == (d,)
-            and a.flags.c_contiguous):
-        return a, a  # already what the kernels take: no conversion
+    if (type(a) is np.ndarray and a.dtype in _FLOAT_DTYPES
+            and a.dtype.isnative and a.shape == (d,)
+            and a.flags.c_contiguous and a.flags.aligned):
+        return a, a  # already what the kernels take
     arr = float_array(a, name)
     if arr.shape != (d,) and arr.shape != tuple(feature_shape):
         expected = f"({d},)"
@@ -86,7 +88,10 @@ def per_feature(a, name, feature_shape):
             expected += f" or {tuple(feature_shape)}"
         raise ValueError(
             f"{name} must have shape {expected} to match x, got {arr.shape}")
-    return arr, np.ascontiguousarray(arr.reshape(d), dtype=np.float64)
+    flat = arr.reshape(d)
+    if not (flat.flags.c_contiguous and flat.flags.aligned):
+        flat = np.array(flat, order="C")  # aligned too
+    return arr, flat
 
 
 ACTIVATIONS = (None, "relu")
@@ -115,6 +120,9 @@ def mode(param, name="bn_param"):
 
 def real_in(value, name, low, high=None):
     """A Python float from a real scalar, checked low <= value (<= high)."""
+    if type(value) is float and value >= low and (high is None
+                                                  or value <= high):
+        return value  # the common case, without the checks below
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise TypeError(
             f"{name} must be a real number, got {type(value).__name__}")

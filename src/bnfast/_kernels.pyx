@@ -8,12 +8,89 @@ layout decisions belong to bnfast._layout and bnfast.functional: callers
 pass "panels", 3-D views (n1, n2, len) of the data: n2 channels of n1 runs
 of len elements (see csrc/bnfast.h), with all sizes >= 1, unit stride along
 the runs (or len == 1), strides multiples of the itemsize, and per-channel
-float64 arrays of length n2.  The layer norm bindings take 2-D (n, d)
+float64 arrays of length n2 (gamma, beta and running statistics: float32
+or float64, see _Chans).  The layer norm bindings take 2-D (n, d)
 arrays with unit-stride columns; the group norm bindings (n, c, hw) arrays
 whose samples are C-contiguous.
 """
 from cython cimport floating
 from libc.stddef cimport ptrdiff_t
+from libc.stdlib cimport free, malloc
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+cdef class _Chans:
+    """float64 pointers to per-channel arrays (gamma, beta, running
+    statistics), each a C-contiguous, aligned, native float32 or float64
+    ndarray of n elements: a float64 array is read in place, a float32 one
+    converted into scratch memory that lives as long as this object.
+    Replaces a NumPy conversion per array (~1 us each) on every call."""
+    cdef double *buf
+    cdef Py_ssize_t n, used
+
+    def __cinit__(self, Py_ssize_t n, int count):
+        self.n = n
+        self.used = 0
+        self.buf = <double *>malloc(<size_t>(n * count if n * count > 0
+                                             else 1) * sizeof(double))
+        if self.buf == NULL:
+            raise MemoryError("bnfast: could not allocate a scratch buffer")
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    cdef const double *get(self, object a) except NULL:
+        cdef cnp.ndarray arr = _checked(a, self.n)
+        cdef const float *f
+        cdef double *d
+        cdef Py_ssize_t i
+        if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE:
+            return <const double *>cnp.PyArray_DATA(arr)
+        f = <const float *>cnp.PyArray_DATA(arr)
+        d = self.buf + self.used
+        self.used += self.n
+        for i in range(self.n):
+            d[i] = f[i]
+        return d
+
+
+cdef cnp.ndarray _checked(object a, Py_ssize_t n):
+    # The contract of the per-channel arguments, checked (a violation would
+    # read out of bounds): callers in bnfast.functional pass such arrays.
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"internal: expected an ndarray, got {type(a)}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT)
+            or cnp.PyArray_SIZE(arr) != n
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISALIGNED(arr)
+            or not cnp.PyArray_ISNOTSWAPPED(arr)):
+        raise ValueError(f"internal: expected {n} contiguous native float32 "
+                         f"or float64 values, got {a.dtype} {a.shape}")
+    return arr
+
+
+cdef int _store(object a, Py_ssize_t n, const double *v) except -1:
+    # Round the n values v into a (a writable per-channel array as above).
+    cdef cnp.ndarray arr = _checked(a, n)
+    cdef double *d
+    cdef float *f
+    cdef Py_ssize_t i
+    if not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError("internal: expected a writeable array")
+    if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE:
+        d = <double *>cnp.PyArray_DATA(arr)
+        for i in range(n):
+            d[i] = v[i]
+    else:
+        f = <float *>cnp.PyArray_DATA(arr)
+        for i in range(n):
+            f[i] = <float>v[i]
+    return 0
 
 
 
@@ -30,6 +107,14 @@ cdef inline ptrdiff_t _ld(const floating[:, :] a) noexcept nogil:
     if a.shape[0] == 1:
         return a.shape[1]
     return a.strides[0] // <ptrdiff_t>sizeof(floating)
+
+
+cdef inline int _same(const floating[:, :, :] a,
+                      const floating[:, :, :] b) except -1:
+    if a.shape[0] != b.shape[0] or a.shape[1] != b.shape[1] or \
+            a.shape[2] != b.shape[2]:
+        raise ValueError("internal: panels of different shapes")
+    return 0
 
 
 cdef inline int _raise(int rc) except -1:
@@ -55,138 +140,192 @@ def have_openmp():
     return bool(bnf_have_openmp())
 
 
-def bn_forward_train(const floating[:, :, :] x, const double[::1] gamma,
-                     const double[::1] beta, double eps,
+def bn_forward_train(const floating[:, :, :] x, gamma, beta, double eps,
                      floating[:, :, :] y, double[::1] mean,
-                     double[::1] invstd, double[::1] var, bint relu=False):
+                     double[::1] invstd, bint relu, running_mean,
+                     running_var, new_mean, new_var, double momentum,
+                     double var_factor):
+    """The kernel, then the running statistics:
+    new = running * momentum + (1 - momentum) * batch, in float64 and
+    rounded once to new's dtype (the batch variance times var_factor
+    first: 1, or n / (n - 1) for the unbiased one).  gamma, beta and the
+    running arrays: per-channel arrays of either float dtype (_Chans)."""
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
     cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
+    _same(x, y)
+    cdef _Chans chans = _Chans(n2, 6)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    cdef const double *rm = chans.get(running_mean)
+    cdef const double *rv = chans.get(running_var)
+    cdef double *var = chans.buf + chans.used
+    cdef double *upd = var + n2
+    cdef double keep = 1.0 - momentum
+    cdef ptrdiff_t j
+    if mean.shape[0] != n2 or invstd.shape[0] != n2:
+        raise ValueError("internal: statistics of the wrong length")
     with nogil:
         if floating is float:
             rc = bn_forward_train_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                      &gamma[0], &beta[0], eps, &y[0, 0, 0],
-                                      ys1, ys2, &mean[0], &invstd[0], &var[0],
-                                      relu)
+                                      g, b, eps, &y[0, 0, 0], ys1, ys2,
+                                      &mean[0], &invstd[0], var, relu)
         else:
             rc = bn_forward_train_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                      &gamma[0], &beta[0], eps, &y[0, 0, 0],
-                                      ys1, ys2, &mean[0], &invstd[0], &var[0],
-                                      relu)
+                                      g, b, eps, &y[0, 0, 0], ys1, ys2,
+                                      &mean[0], &invstd[0], var, relu)
     _raise(rc)
+    for j in range(n2):
+        upd[j] = rm[j] * momentum + keep * mean[j]
+    _store(new_mean, n2, upd)
+    for j in range(n2):
+        upd[j] = rv[j] * momentum + keep * (var[j] * var_factor)
+    _store(new_var, n2, upd)
 
 
-def bn_forward_test(const floating[:, :, :] x, const double[::1] gamma,
-                    const double[::1] beta, const double[::1] mean,
-                    const double[::1] var, double eps, floating[:, :, :] y,
-                    bint relu=False):
+def bn_forward_test(const floating[:, :, :] x, gamma, beta, mean, var,
+                    double eps, floating[:, :, :] y, bint relu):
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
     cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
+    _same(x, y)
+    cdef _Chans chans = _Chans(n2, 4)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    cdef const double *rm = chans.get(mean)
+    cdef const double *rv = chans.get(var)
     with nogil:
         if floating is float:
-            rc = bn_forward_test_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                     &gamma[0], &beta[0], &mean[0], &var[0],
-                                     eps, &y[0, 0, 0], ys1, ys2, relu)
+            rc = bn_forward_test_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
+                                     rm, rv, eps, &y[0, 0, 0], ys1, ys2, relu)
         else:
-            rc = bn_forward_test_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                     &gamma[0], &beta[0], &mean[0], &var[0],
-                                     eps, &y[0, 0, 0], ys1, ys2, relu)
+            rc = bn_forward_test_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
+                                     rm, rv, eps, &y[0, 0, 0], ys1, ys2, relu)
     _raise(rc)
 
 
 def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
-                const double[::1] mean, const double[::1] invstd,
-                const double[::1] gamma, const double[::1] beta, bint relu,
-                floating[:, :, :] dx, double[::1] dgamma,
+                const double[::1] mean, const double[::1] invstd, gamma, beta,
+                bint relu, floating[:, :, :] dx, double[::1] dgamma,
                 double[::1] dbeta):
     cdef int rc
     cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
     cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
     cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
     cdef ptrdiff_t ts1 = _st(dx, 0), ts2 = _st(dx, 1)
+    _same(x, dy)
+    _same(x, dx)
+    cdef _Chans chans = _Chans(n2, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if (mean.shape[0] != n2 or invstd.shape[0] != n2
+            or dgamma.shape[0] != n2 or dbeta.shape[0] != n2):
+        raise ValueError("internal: statistics of the wrong length")
     with nogil:
         if floating is float:
             rc = bn_backward_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
-                                 xs2, n1, n2, ln, &mean[0], &invstd[0],
-                                 &gamma[0], &beta[0], relu, &dx[0, 0, 0],
-                                 ts1, ts2, &dgamma[0], &dbeta[0])
+                                 xs2, n1, n2, ln, &mean[0], &invstd[0], g, b,
+                                 relu, &dx[0, 0, 0], ts1, ts2, &dgamma[0],
+                                 &dbeta[0])
         else:
             rc = bn_backward_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
-                                 xs2, n1, n2, ln, &mean[0], &invstd[0],
-                                 &gamma[0], &beta[0], relu, &dx[0, 0, 0],
-                                 ts1, ts2, &dgamma[0], &dbeta[0])
+                                 xs2, n1, n2, ln, &mean[0], &invstd[0], g, b,
+                                 relu, &dx[0, 0, 0], ts1, ts2, &dgamma[0],
+                                 &dbeta[0])
     _raise(rc)
 
 
-def ln_forward(const floating[:, :] x, const double[::1] gamma,
-               const double[::1] beta, double eps, floating[:, :] y,
-               double[::1] mean, double[::1] invstd):
+def ln_forward(const floating[:, :] x, gamma, beta, double eps,
+               floating[:, :] y, double[::1] mean, double[::1] invstd):
     cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
     cdef ptrdiff_t ldx = _ld(x), ldy = _ld(y)
+    cdef _Chans chans = _Chans(d, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if (y.shape[0] != n or y.shape[1] != d or mean.shape[0] != n
+            or invstd.shape[0] != n):
+        raise ValueError("internal: statistics of the wrong length")
     with nogil:
         if floating is float:
-            ln_forward_f32(&x[0, 0], n, d, ldx, &gamma[0], &beta[0], eps,
-                           &y[0, 0], ldy, &mean[0], &invstd[0])
+            ln_forward_f32(&x[0, 0], n, d, ldx, g, b, eps, &y[0, 0], ldy,
+                           &mean[0], &invstd[0])
         else:
-            ln_forward_f64(&x[0, 0], n, d, ldx, &gamma[0], &beta[0], eps,
-                           &y[0, 0], ldy, &mean[0], &invstd[0])
+            ln_forward_f64(&x[0, 0], n, d, ldx, g, b, eps, &y[0, 0], ldy,
+                           &mean[0], &invstd[0])
 
 
 def ln_backward(const floating[:, :] dy, const floating[:, :] x,
-                const double[::1] mean, const double[::1] invstd,
-                const double[::1] gamma, floating[:, :] dx,
-                double[::1] dgamma, double[::1] dbeta):
+                const double[::1] mean, const double[::1] invstd, gamma,
+                floating[:, :] dx, double[::1] dgamma, double[::1] dbeta):
     cdef int rc
     cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
     cdef ptrdiff_t lddy = _ld(dy), ldx = _ld(x), lddx = _ld(dx)
+    cdef _Chans chans = _Chans(d, 1)
+    cdef const double *g = chans.get(gamma)
+    if (dy.shape[0] != n or dy.shape[1] != d or dx.shape[0] != n
+            or dx.shape[1] != d or mean.shape[0] != n
+            or invstd.shape[0] != n or dgamma.shape[0] != d
+            or dbeta.shape[0] != d):
+        raise ValueError("internal: statistics of the wrong length")
     with nogil:
         if floating is float:
             rc = ln_backward_f32(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
-                                 lddx, &dgamma[0], &dbeta[0])
+                                 &mean[0], &invstd[0], g, &dx[0, 0], lddx,
+                                 &dgamma[0], &dbeta[0])
         else:
             rc = ln_backward_f64(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], &gamma[0], &dx[0, 0],
-                                 lddx, &dgamma[0], &dbeta[0])
+                                 &mean[0], &invstd[0], g, &dx[0, 0], lddx,
+                                 &dgamma[0], &dbeta[0])
     _raise(rc)
 
 
-def gn_forward(const floating[:, :, :] x, ptrdiff_t groups,
-               const double[::1] gamma, const double[::1] beta, double eps,
-               floating[:, :, :] y, double[::1] mean, double[::1] invstd):
+def gn_forward(const floating[:, :, :] x, ptrdiff_t groups, gamma, beta,
+               double eps, floating[:, :, :] y, double[::1] mean,
+               double[::1] invstd):
     cdef int rc
     cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
     cdef ptrdiff_t xs = _st(x, 0), ys = _st(y, 0)
+    _same(x, y)
+    cdef _Chans chans = _Chans(c, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if (groups < 1 or c % groups or mean.shape[0] != n * groups
+            or invstd.shape[0] != n * groups):
+        raise ValueError("internal: groups or statistics do not match")
     with nogil:
         if floating is float:
-            rc = gn_forward_f32(&x[0, 0, 0], n, c, groups, hw, xs, &gamma[0],
-                                &beta[0], eps, &y[0, 0, 0], ys, &mean[0],
-                                &invstd[0])
+            rc = gn_forward_f32(&x[0, 0, 0], n, c, groups, hw, xs, g, b, eps,
+                                &y[0, 0, 0], ys, &mean[0], &invstd[0])
         else:
-            rc = gn_forward_f64(&x[0, 0, 0], n, c, groups, hw, xs, &gamma[0],
-                                &beta[0], eps, &y[0, 0, 0], ys, &mean[0],
-                                &invstd[0])
+            rc = gn_forward_f64(&x[0, 0, 0], n, c, groups, hw, xs, g, b, eps,
+                                &y[0, 0, 0], ys, &mean[0], &invstd[0])
     _raise(rc)
 
 
 def gn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
                 ptrdiff_t groups, const double[::1] mean,
-                const double[::1] invstd, const double[::1] gamma,
-                floating[:, :, :] dx, double[::1] dgamma,
-                double[::1] dbeta):
+                const double[::1] invstd, gamma, floating[:, :, :] dx,
+                double[::1] dgamma, double[::1] dbeta):
     cdef int rc
     cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
     cdef ptrdiff_t ds = _st(dy, 0), xs = _st(x, 0), ts = _st(dx, 0)
+    _same(x, dy)
+    _same(x, dx)
+    cdef _Chans chans = _Chans(c, 1)
+    cdef const double *g = chans.get(gamma)
+    if (groups < 1 or c % groups or mean.shape[0] != n * groups
+            or invstd.shape[0] != n * groups or dgamma.shape[0] != c
+            or dbeta.shape[0] != c):
+        raise ValueError("internal: groups or statistics do not match")
     with nogil:
         if floating is float:
             rc = gn_backward_f32(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
-                                 groups, hw, &mean[0], &invstd[0], &gamma[0],
+                                 groups, hw, &mean[0], &invstd[0], g,
                                  &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
         else:
             rc = gn_backward_f64(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
-                                 groups, hw, &mean[0], &invstd[0], &gamma[0],
+                                 groups, hw, &mean[0], &invstd[0], g,
                                  &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
     _raise(rc)

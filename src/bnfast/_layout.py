@@ -32,14 +32,13 @@ def _merged(dims):
     return size, stride
 
 
-def panel(a, axis):
-    """The panel view of ``a`` with channels along ``axis``, or None when
-    the layout needs a copy first."""
+def _order(a, axis):
+    """(perm, n1): the axes of ``a`` in panel order (length-1 axes, the
+    outer axes merged into n1 runs, the channel axis, the inner axes
+    merged into the runs) so that ``a.transpose(perm).reshape(n1, C, -1)``
+    is a view; None when the layout needs a copy first."""
     if a.flags.c_contiguous:
-        c = a.shape[axis]
-        if axis == a.ndim - 1:
-            return a.reshape(-1, c, 1)
-        return a.reshape(math.prod(a.shape[:axis]), c, -1)
+        return tuple(range(a.ndim)), math.prod(a.shape[:axis])
     if not a.flags.aligned:
         return None
     item = a.itemsize
@@ -65,9 +64,23 @@ def panel(a, axis):
     if not inner and a.shape[axis] > 1 and cs != item:
         return None                     # rows need adjacent channels
     ones = [k for k in range(a.ndim) if k != axis and a.shape[k] == 1]
-    v = a.transpose(ones + outer + [axis] + inner)
-    n1 = math.prod(a.shape[k] for k in outer)
-    return v.reshape(n1, a.shape[axis], -1)
+    return (tuple(ones + outer + [axis] + inner),
+            math.prod(a.shape[k] for k in outer))
+
+
+def panel(a, axis):
+    """The panel view of ``a`` with channels along ``axis``, or None when
+    the layout needs a copy first."""
+    if a.flags.c_contiguous:  # the common case, without _order's work
+        c = a.shape[axis]
+        if axis == a.ndim - 1:
+            return a.reshape(-1, c, 1)
+        return a.reshape(math.prod(a.shape[:axis]), c, -1)
+    order = _order(a, axis)
+    if order is None:
+        return None
+    perm, n1 = order
+    return a.transpose(perm).reshape(n1, a.shape[axis], -1)
 
 
 def panel_or_copy(a, axis):
@@ -81,10 +94,20 @@ def panel_or_copy(a, axis):
 
 
 def like(a, axis):
-    """A new array shaped and laid out like ``a`` (same memory order when
-    ``a`` is contiguous in some order) and its panel."""
-    out = np.empty_like(a)
-    return out, panel_or_copy(out, axis)[1]
+    """A new array of ``a``'s shape and dtype and its panel, which has the
+    shape of ``a``'s panel and the same element order: the panel is
+    allocated C-contiguous and the array is a view of it (so it is laid
+    out in ``a``'s axis order: C order for C order, Fortran for Fortran).
+    ``a`` must have a panel view."""
+    if a.flags.c_contiguous:
+        out = np.empty(a.shape, a.dtype)
+        return out, panel(out, axis)
+    perm, n1 = _order(a, axis)
+    p = np.empty((n1, a.shape[axis], a.size // (n1 * a.shape[axis])),
+                 a.dtype)
+    inverse = np.argsort(perm)
+    out = p.reshape([a.shape[k] for k in perm]).transpose(inverse)
+    return out, p
 
 
 def unit_rows(a):

@@ -29,9 +29,10 @@ __all__ = [
 
 class _Cache:
     """Base of the caches the forward passes return: references to the
-    normalized x and to gamma (as float64), per-channel or per-sample
-    statistics, and what the gradients' shapes and dtypes need.  The
-    backward reads x again: do not modify it in between."""
+    normalized x and to gamma (flattened, float32 or float64), per-channel
+    or per-sample statistics, and what the gradients' shapes and dtypes
+    need.  The backward reads x and gamma again: do not modify them in
+    between (as with the reference's cache)."""
 
     __slots__ = ()
 
@@ -79,6 +80,14 @@ class BatchNormCache(_Cache):
     __slots__ = ("x", "panel", "axis", "gamma", "beta", "relu", "mean",
                  "invstd", "shape", "gamma_dtype", "gamma_shape")
 
+    def __init__(self, x, panel, axis, gamma, beta, relu, mean, invstd,
+                 shape, gamma_dtype, gamma_shape):
+        # spelled out, not the base's loop: this is on every training call
+        self.x, self.panel, self.axis = x, panel, axis
+        self.gamma, self.beta, self.relu = gamma, beta, relu
+        self.mean, self.invstd, self.shape = mean, invstd, shape
+        self.gamma_dtype, self.gamma_shape = gamma_dtype, gamma_shape
+
 
 def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
     """Batch norm of x with channels along axis; shape: the caller's shape
@@ -86,8 +95,8 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
     (C,).  Validates everything before it writes anything."""
     mode = _checks.mode(bn_param)
     relu = _checks.activation(activation)
-    g, g64 = _checks.per_feature(gamma, "gamma", pshape)
-    _, b64 = _checks.per_feature(beta, "beta", pshape)
+    g, gflat = _checks.per_feature(gamma, "gamma", pshape)
+    _, bflat = _checks.per_feature(beta, "beta", pshape)
     eps = _checks.real_in(bn_param.get("eps", 1e-5), "bn_param['eps']", 0.0)
     momentum = _checks.real_in(bn_param.get("momentum", 0.9),
                                "bn_param['momentum']", 0.0, 1.0)
@@ -99,44 +108,36 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
             value = np.zeros(c, dtype=x.dtype)
         running.append(_checks.per_feature(value, f"bn_param[{key!r}]",
                                            pshape))
-    (rm, rm64), (rv, rv64) = running
+    (rm, rmflat), (rv, rvflat) = running
 
     x, xp = _layout.panel_or_copy(x, axis)
     out, op = _layout.like(x, axis)
-    unbiased = bool(bn_param.get("unbiased_running_var", False))
-    count = xp.shape[0] * xp.shape[2]
-    if mode == "train" and unbiased and count < 2:
-        raise ValueError(
-            "bn_param['unbiased_running_var'] needs more than 1 value per "
-            f"channel, got {count}")
     if mode == "train":
+        count = xp.shape[0] * xp.shape[2]
+        factor = 1.0
+        if bn_param.get("unbiased_running_var", False):
+            if count < 2:
+                raise ValueError(
+                    "bn_param['unbiased_running_var'] needs more than 1 "
+                    f"value per channel, got {count}")
+            factor = count / (count - 1)
         mean = np.empty(c)
         invstd = np.empty(c)
-        var = np.empty(c)
-        _kernels.bn_forward_train(xp, g64, b64, eps, op, mean, invstd, var,
-                                  relu)
-        if unbiased:
-            var *= count / (count - 1)
-        cache = BatchNormCache(x=x, panel=xp, axis=axis, gamma=g64, beta=b64,
-                               relu=relu, mean=mean, invstd=invstd,
-                               shape=shape, gamma_dtype=g.dtype,
-                               gamma_shape=g.shape)
-        rm = _running(rm, rm64, mean, momentum)
-        rv = _running(rv, rv64, var, momentum)
+        rm_new = np.empty(rm.shape, rm.dtype)
+        rv_new = np.empty(rv.shape, rv.dtype)
+        _kernels.bn_forward_train(xp, gflat, bflat, eps, op, mean, invstd,
+                                  relu, rmflat, rvflat, rm_new, rv_new,
+                                  momentum, factor)
+        cache = BatchNormCache(x, xp, axis, gflat, bflat, relu, mean, invstd,
+                               shape, g.dtype, g.shape)
+        rm, rv = rm_new, rv_new
     else:
-        _kernels.bn_forward_test(xp, g64, b64, rm64, rv64, eps, op, relu)
+        _kernels.bn_forward_test(xp, gflat, bflat, rmflat, rvflat, eps, op,
+                                 relu)
         cache = None
     bn_param["running_mean"] = rm
     bn_param["running_var"] = rv
     return out.reshape(shape), cache
-
-
-def _running(old, old64, batch, momentum):
-    """momentum * old + (1 - momentum) * batch (the same operations, in
-    that order, as the reference), a new array in old's dtype and shape."""
-    new = old64 * momentum
-    new += (1.0 - momentum) * batch
-    return new.astype(old.dtype, copy=False).reshape(old.shape)
 
 
 def _bn_backward(dout, cache):
@@ -393,16 +394,16 @@ def layernorm_forward(x, gamma, beta, ln_param):
         raise TypeError(
             f"ln_param must be a dict, got {type(ln_param).__name__}")
     x, x2 = _checks.batch(x)
-    g, g64 = _checks.per_feature(gamma, "gamma", x.shape[1:])
-    _, b64 = _checks.per_feature(beta, "beta", x.shape[1:])
+    g, gflat = _checks.per_feature(gamma, "gamma", x.shape[1:])
+    _, bflat = _checks.per_feature(beta, "beta", x.shape[1:])
     eps = _checks.real_in(ln_param.get("eps", 1e-5), "ln_param['eps']", 0.0)
     x2 = _layout.unit_rows(x2)
     n = x2.shape[0]
     out = np.empty(x2.shape, dtype=x.dtype)
     mean = np.empty(n)
     invstd = np.empty(n)
-    _kernels.ln_forward(x2, g64, b64, eps, out, mean, invstd)
-    cache = LayerNormCache(x=x2, gamma=g64, mean=mean, invstd=invstd,
+    _kernels.ln_forward(x2, gflat, bflat, eps, out, mean, invstd)
+    cache = LayerNormCache(x=x2, gamma=gflat, mean=mean, invstd=invstd,
                            shape=x.shape, gamma_dtype=g.dtype,
                            gamma_shape=g.shape)
     return out.reshape(x.shape), cache
@@ -500,15 +501,15 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     keep = (1, c) + (1,) * (x.ndim - 2)
-    g, g64 = _checks.per_feature(gamma, "gamma", keep)
-    _, b64 = _checks.per_feature(beta, "beta", keep)
+    g, gflat = _checks.per_feature(gamma, "gamma", keep)
+    _, bflat = _checks.per_feature(beta, "beta", keep)
     eps = _checks.real_in(gn_param.get("eps", 1e-5), "gn_param['eps']", 0.0)
     x3 = _layout.samples(x.reshape(n, c, -1))
     out = np.empty(x3.shape, dtype=x.dtype)
     mean = np.empty(n * int(G))
     invstd = np.empty(n * int(G))
-    _kernels.gn_forward(x3, int(G), g64, b64, eps, out, mean, invstd)
-    cache = GroupNormCache(x=x3, gamma=g64, groups=int(G), mean=mean,
+    _kernels.gn_forward(x3, int(G), gflat, bflat, eps, out, mean, invstd)
+    cache = GroupNormCache(x=x3, gamma=gflat, groups=int(G), mean=mean,
                            invstd=invstd, shape=x.shape, gamma_dtype=g.dtype,
                            gamma_shape=g.shape)
     return out.reshape(x.shape), cache
