@@ -81,9 +81,12 @@ and upstream gradient.
 
    "roof" columns are roofline_time / impl_time: 1.00 means the
    implementation runs at copy speed.  The copy writes into an array made
-   once; every implementation here returns a new array, whose first touch
-   costs page faults and zeroing: "fresh" is the time of x.copy() (a copy
-   into a new array) in copies, the share of that cost.  "x ref" / "x torch"
+   once; the implementations return a new array, whose first touch costs
+   page faults and zeroing ("fresh" is the time of x.copy(), a copy into a
+   new array, in copies: the share of that cost), except in the batch norm
+   rows marked "out=", which write into a preallocated array (bnfast's and
+   the reference's out=, PyTorch's native_batch_norm.out) as the copy
+   does.  "x ref" / "x torch"
    are the speedups of bnfast (other_time / bnfast_time).
 """
 import argparse
@@ -207,10 +210,48 @@ def bn_cases(data):
             lambda mod=mod, c=cache: mod.batchnorm_backward(dout, c))
         fns["backward_alt", name] = (
             lambda mod=mod, c=cache: mod.batchnorm_backward_alt(dout, c))
+        # into a preallocated array: no page faults of a fresh output
+        buf = np.empty_like(x)
+        fns["fwd-train out=", name] = (
+            lambda mod=mod, p=train, o=buf: mod.batchnorm_forward(
+                x, g, b, p, out=o))
+        fns["fwd-test out=", name] = (
+            lambda mod=mod, p=test, o=buf: mod.batchnorm_forward(
+                x, g, b, p, out=o))
+        fns["backward out=", name] = (
+            lambda mod=mod, c=cache, o=buf: mod.batchnorm_backward(
+                dout, c, out=o))
     if torch is not None:
-        fns.update(torch_bn_cases(tensors(data), "forward-train",
-                                  "forward-test", "backward"))
+        t = tensors(data)
+        fns.update(torch_bn_cases(t, "forward-train", "forward-test",
+                                  "backward"))
+        fns.update(torch_bn_out_cases(t))
     return fns
+
+
+def torch_bn_out_cases(t):
+    """PyTorch's out= variants of the same kernels."""
+    tx, tw, tb, tdy, rm, rv = t
+    c = tx.shape[1]
+    _, save_mean, save_invstd = torch.native_batch_norm(
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+    out, dx = torch.empty_like(tx), torch.empty_like(tx)
+    m, s = torch.empty(c, dtype=tx.dtype), torch.empty(c, dtype=tx.dtype)
+    g, b = torch.empty(c, dtype=tx.dtype), torch.empty(c, dtype=tx.dtype)
+    trm, trv = rm.clone(), rv.clone()
+    nbn = torch.ops.aten.native_batch_norm.out
+    nbw = torch.ops.aten.native_batch_norm_backward.out
+    return {
+        ("fwd-train out=", "torch"): lambda: nbn(
+            tx, tw, tb, rm, rv, True, 0.1, EPS, out=out, save_mean=m,
+            save_invstd=s),
+        ("fwd-test out=", "torch"): lambda: nbn(
+            tx, tw, tb, trm, trv, False, 0.1, EPS, out=out, save_mean=m,
+            save_invstd=s),
+        ("backward out=", "torch"): lambda: nbw(
+            tdy, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
+            [True, True, True], out0=dx, out1=g, out2=b),
+    }
 
 
 def torch_bn_cases(t, train_row, test_row, backward_row):
@@ -362,7 +403,8 @@ FAMILIES = [
                (8192, 2048)],
      "quantities": BN_QUANTITIES, "run": bn_run, "cases": bn_cases,
      "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
-                "backward_alt": 2.5},
+                "backward_alt": 2.5, "fwd-train out=": 1.5,
+                "fwd-test out=": 1.0, "backward out=": 2.5},
      "torch_alias": {"backward_alt": "backward"}},
     {"name": "spatial-nchw", "data": nd_data,
      "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],

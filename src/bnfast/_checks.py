@@ -131,3 +131,34 @@ def real_in(value, name, low, high=None):
         rng = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {rng}, got {value!r}")
     return v
+
+
+def out_array(out, shape, dtype, inputs, name="out"):
+    """Validate a caller's output array: an ndarray of exactly ``shape``
+    and ``dtype``, writeable, sharing no memory with any of ``inputs``
+    ((name, array) pairs: a partial overlap would read values already
+    overwritten, and the cache keeps x for the backward)."""
+    if type(out) is not np.ndarray:
+        raise TypeError(f"{name} must be a numpy.ndarray, got "
+                        f"{type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype} (x's), got "
+                        f"{out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got "
+                         f"{out.shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for what, a in inputs:
+        if _overlap(out, a):
+            raise ValueError(f"{name} must not share memory with {what}")
+    return out
+
+
+def _overlap(a, b):
+    if not (isinstance(b, np.ndarray) and np.may_share_memory(a, b)):
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except np.exceptions.TooHardError:  # numpy >= 1.25
+        return True

@@ -110,23 +110,63 @@ def like(a, axis):
     return out, p
 
 
-def unit_rows(a):
-    """A 2-D array whose columns are unit-stride (any row stride): ``a``
-    itself when it is one, else a C-contiguous copy."""
+def view(a, shape):
+    """``a.reshape(shape)`` when that is a view of ``a``, else None."""
+    v = a.reshape(shape)
+    return v if v.size == 0 or np.may_share_memory(v, a) else None
+
+
+def panel_as(out, a, axis):
+    """The panel of ``out`` (an array of ``a``'s shape) in the element
+    order of ``a``'s panel, for the kernels to write, or None when out's
+    layout does not give one fit for the kernels."""
+    if a.flags.c_contiguous and out.flags.c_contiguous:
+        return panel(out, axis)
+    if not out.flags.aligned or any(st % out.itemsize for st in out.strides):
+        return None
+    perm, n1 = _order(a, axis)
+    p = view(out.transpose(perm), (n1, a.shape[axis], -1))
+    if p is None:
+        return None
+    # the kernels' contiguity: unit-stride runs, or for runs of one
+    # element adjacent channels (anything else runs element by element,
+    # several times slower than computing into a new array and copying)
+    k = 2 if p.shape[2] > 1 else 1
+    if p.shape[k] > 1 and p.strides[k] != p.itemsize:
+        return None
+    return p
+
+
+def as_unit_rows(a):
+    """``a`` (2-D) when its columns are unit-stride (any row stride), the
+    layout the layer norm kernels take, else None."""
     item = a.itemsize
     if (a.flags.aligned and (a.shape[1] == 1 or a.strides[1] == item)
             and (a.shape[0] == 1 or a.strides[0] % item == 0)):
         return a
-    return np.ascontiguousarray(a)
+    return None
 
 
-def samples(a):
-    """An (N, C, HW) array whose samples are C-contiguous (any sample
-    stride): ``a`` itself when it is one, else a C-contiguous copy."""
+def unit_rows(a):
+    """``a`` (2-D) with unit-stride columns: itself or a C-contiguous copy."""
+    r = as_unit_rows(a)
+    return np.ascontiguousarray(a) if r is None else r
+
+
+def as_samples(a):
+    """``a`` (N, C, HW) when its samples are C-contiguous (any sample
+    stride), the layout the group norm kernels take, else None."""
     n, c, hw = a.shape
     item = a.itemsize
     if (a.flags.aligned and (hw == 1 or a.strides[2] == item)
             and (c == 1 or a.strides[1] == hw * item)
             and (n == 1 or a.strides[0] % item == 0)):
         return a
-    return np.ascontiguousarray(a)
+    return None
+
+
+def samples(a):
+    """``a`` (N, C, HW) with C-contiguous samples: itself or a C-contiguous
+    copy."""
+    r = as_samples(a)
+    return np.ascontiguousarray(a) if r is None else r

@@ -45,9 +45,10 @@ class _Cache:
                 f"{self.mean.shape[0]} statistics>")
 
 
-def _dout(dout, cache, cache_type, forward_name):
-    """Validate dout against a cache of cache_type; dout as an array of x's
-    dtype and internal shape."""
+def _dout(dout, cache, cache_type, forward_name, out):
+    """Validate dout against a cache of cache_type, and the caller's out
+    for dx (None: a new array); dout as an array of x's dtype and internal
+    shape."""
     if not isinstance(cache, cache_type):
         raise TypeError(
             f"cache must be the cache returned by {forward_name}, "
@@ -56,14 +57,18 @@ def _dout(dout, cache, cache_type, forward_name):
     if dout.shape != cache.shape:
         raise ValueError(
             f"dout must have the shape of x {cache.shape}, got {dout.shape}")
+    if out is not None:
+        _checks.out_array(out, cache.shape, cache.x.dtype, (
+            ("dout", dout), ("the cached x", cache.x),
+            ("the cached gamma", cache.gamma)))
     return dout.astype(cache.x.dtype, copy=False).reshape(cache.x.shape)
 
 
-def _grads(dx, dgamma, dbeta, cache):
-    """The gradients in the caller's shapes and dtypes: dx as x, dgamma and
-    dbeta as gamma."""
+def _grads(dx, dgamma, dbeta, cache, out):
+    """The gradients in the caller's shapes and dtypes: dx as x (into out
+    when given), dgamma and dbeta as gamma."""
     gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (dx.reshape(cache.shape),
+    return (_result(dx, out, cache.shape),
             dgamma.astype(gdt, copy=False).reshape(gshape),
             dbeta.astype(gdt, copy=False).reshape(gshape))
 
@@ -89,7 +94,8 @@ class BatchNormCache(_Cache):
         self.gamma_dtype, self.gamma_shape = gamma_dtype, gamma_shape
 
 
-def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
+def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation,
+                out):
     """Batch norm of x with channels along axis; shape: the caller's shape
     of x (the output's); pshape: the accepted per-channel shapes besides
     (C,).  Validates everything before it writes anything."""
@@ -109,9 +115,15 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
         running.append(_checks.per_feature(value, f"bn_param[{key!r}]",
                                            pshape))
     (rm, rmflat), (rv, rvflat) = running
+    if out is not None:
+        _checks.out_array(out, shape, x.dtype, (
+            ("x", x), ("gamma", g), ("beta", bflat),
+            ("bn_param['running_mean']", rm),
+            ("bn_param['running_var']", rv)))
 
     x, xp = _layout.panel_or_copy(x, axis)
-    out, op = _layout.like(x, axis)
+    res, op = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
+                    lambda: _layout.like(x, axis))
     if mode == "train":
         count = xp.shape[0] * xp.shape[2]
         factor = 1.0
@@ -137,29 +149,54 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation):
         cache = None
     bn_param["running_mean"] = rm
     bn_param["running_var"] = rv
-    return out.reshape(shape), cache
+    return _result(res, out, shape), cache
 
 
-def _bn_backward(dout, cache):
+def _into(out, x, fast, new):
+    """(array, its kernel view) to compute into: the caller's ``out``
+    itself when ``fast(out viewed with x's shape)`` gives a kernel view
+    (None if not), else new() (a fresh array, copied into out by
+    _result)."""
+    if out is not None:
+        o = _layout.view(out, x.shape)
+        v = None if o is None else fast(o)
+        if v is not None:
+            return out, v
+    return new()
+
+
+def _result(res, out, shape):
+    """The result in the caller's shape: ``out`` (copied into when the
+    kernel could not write it directly), else the new array."""
+    if out is None:
+        return res.reshape(shape)
+    if res is not out:
+        np.copyto(out, res.reshape(shape))
+    return out
+
+
+def _bn_backward(dout, cache, out):
     dout = _dout(dout, cache, BatchNormCache,
-                 "a bnfast batch norm forward pass in 'train' mode")
+                 "a bnfast batch norm forward pass in 'train' mode", out)
     x, axis = cache.x, cache.axis
     dp = _layout.panel(dout, axis)
     if dp is None or dp.shape != cache.panel.shape:
         # laid out unlike x: copy it into x's layout
         relaid, dp = _layout.like(x, axis)
         np.copyto(relaid, dout)
-    dx, dxp = _layout.like(x, axis)
+    dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
+                    lambda: _layout.like(x, axis))
     c = x.shape[axis]
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
                          cache.gamma, cache.beta, cache.relu, dxp, dgamma,
                          dbeta)
-    return _grads(dx, dgamma, dbeta, cache)
+    return _grads(dx, dgamma, dbeta, cache, out)
 
 
-def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
+def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
+                      out=None):
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -195,6 +232,14 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
         batch norm + ReLU, 'train' and 'test' mode); the backward then
         takes dout as the gradient of the ReLU's output.
 
+    out : ndarray, keyword-only
+        Write the result into this array (x's shape and dtype, writeable,
+        sharing no memory with any input) and return it.  The kernels write
+        it directly when its layout allows (e.g. any C- or Fortran-order
+        out for an x of the same order), else compute into a new array and
+        copy.  Reusing one out across calls saves the page faults of a new
+        output: for outputs of many MB that is a large share of the time.
+
     Returns
     -------
     out : ndarray, x's shape and dtype
@@ -227,10 +272,10 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     """
     x, x2 = _checks.batch(x)
     return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:],
-                       activation)
+                       activation, out)
 
 
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout, cache, *, out=None):
     """Backward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_backward``
@@ -246,6 +291,11 @@ def batchnorm_backward(dout, cache):
         its rows are not unit-stride.
     cache : BatchNormCache
         From ``batchnorm_forward`` in 'train' mode.
+
+    out : ndarray, keyword-only
+        Write dx into this array (x's shape and dtype, writeable, sharing
+        no memory with dout or the cached x or gamma) and return it, as
+        ``out=`` of the forward.
 
     Returns
     -------
@@ -265,14 +315,14 @@ def batchnorm_backward(dout, cache):
     >>> print(np.abs(dx).max() < 1e-12)
     True
     """
-    return _bn_backward(dout, cache)
+    return _bn_backward(dout, cache, out)
 
 
 batchnorm_backward_alt = batchnorm_backward
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None):
+                              activation=None, out=None):
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -302,6 +352,14 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     activation : None or 'relu', keyword-only
         As for :func:`batchnorm_forward`: fused ReLU.
 
+    out : ndarray, keyword-only
+        Write the result into this array (x's shape and dtype, writeable,
+        sharing no memory with any input) and return it.  The kernels write
+        it directly when its layout allows (e.g. any C- or Fortran-order
+        out for an x of the same order), else compute into a new array and
+        copy.  Reusing one out across calls saves the page faults of a new
+        output: for outputs of many MB that is a large share of the time.
+
     Returns
     -------
     out : ndarray, x's shape and dtype
@@ -321,14 +379,23 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     axis = _checks.channel_axis(x, axis)
     keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
     return _bn_forward(x, axis, x.shape, gamma, beta, bn_param, keep,
-                       activation)
+                       activation, out)
 
 
-def spatial_batchnorm_backward(dout, cache):
+def spatial_batchnorm_backward(dout, cache, *, out=None):
     """Backward pass for spatial batch normalization.
 
     Same results as ``bnfast.reference.spatial_batchnorm_backward``; the
     simplified single formula, on the layout of the forward pass.
+
+    Parameters
+    ----------
+    dout, cache
+        As for :func:`batchnorm_backward`.
+    out : ndarray, keyword-only
+        Write dx into this array (x's shape and dtype, writeable, sharing
+        no memory with dout or the cached x or gamma) and return it, as
+        ``out=`` of the forward.
 
     Returns
     -------
@@ -346,7 +413,7 @@ def spatial_batchnorm_backward(dout, cache):
     >>> dbeta
     array([100., 100., 100.])
     """
-    return _bn_backward(dout, cache)
+    return _bn_backward(dout, cache, out)
 
 
 class LayerNormCache(_Cache):
@@ -357,7 +424,7 @@ class LayerNormCache(_Cache):
                  "gamma_shape")
 
 
-def layernorm_forward(x, gamma, beta, ln_param):
+def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
     """Forward pass for layer normalization.
 
     Same signature and results as ``bnfast.reference.layernorm_forward``:
@@ -374,6 +441,14 @@ def layernorm_forward(x, gamma, beta, ln_param):
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
     ln_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+
+    out : ndarray, keyword-only
+        Write the result into this array (x's shape and dtype, writeable,
+        sharing no memory with any input) and return it.  The kernels write
+        it directly when its layout allows (e.g. any C- or Fortran-order
+        out for an x of the same order), else compute into a new array and
+        copy.  Reusing one out across calls saves the page faults of a new
+        output: for outputs of many MB that is a large share of the time.
 
     Returns
     -------
@@ -397,24 +472,37 @@ def layernorm_forward(x, gamma, beta, ln_param):
     g, gflat = _checks.per_feature(gamma, "gamma", x.shape[1:])
     _, bflat = _checks.per_feature(beta, "beta", x.shape[1:])
     eps = _checks.real_in(ln_param.get("eps", 1e-5), "ln_param['eps']", 0.0)
+    if out is not None:
+        _checks.out_array(out, x.shape, x.dtype, (
+            ("x", x), ("gamma", g), ("beta", bflat)))
     x2 = _layout.unit_rows(x2)
     n = x2.shape[0]
-    out = np.empty(x2.shape, dtype=x.dtype)
+    res, y = _into(out, x2, _layout.as_unit_rows,
+                   lambda: (np.empty(x2.shape, x.dtype),) * 2)
     mean = np.empty(n)
     invstd = np.empty(n)
-    _kernels.ln_forward(x2, gflat, bflat, eps, out, mean, invstd)
+    _kernels.ln_forward(x2, gflat, bflat, eps, y, mean, invstd)
     cache = LayerNormCache(x=x2, gamma=gflat, mean=mean, invstd=invstd,
                            shape=x.shape, gamma_dtype=g.dtype,
                            gamma_shape=g.shape)
-    return out.reshape(x.shape), cache
+    return _result(res, out, x.shape), cache
 
 
-def layernorm_backward(dout, cache):
+def layernorm_backward(dout, cache, *, out=None):
     """Backward pass for layer normalization.
 
     Same results as ``bnfast.reference.layernorm_backward``; fused per row:
     one read of dout and x, one write of dx, with dgamma and dbeta summed
     on the way.
+
+    Parameters
+    ----------
+    dout, cache
+        The upstream gradient (x's shape) and the forward's cache.
+    out : ndarray, keyword-only
+        Write dx into this array (x's shape and dtype, writeable, sharing
+        no memory with dout or the cached x or gamma) and return it, as
+        ``out=`` of the forward.
 
     Returns
     -------
@@ -431,16 +519,18 @@ def layernorm_backward(dout, cache):
     >>> dbeta
     array([2., 2., 2.])
     """
-    dout = _dout(dout, cache, LayerNormCache, "bnfast.layernorm_forward")
+    dout = _dout(dout, cache, LayerNormCache, "bnfast.layernorm_forward",
+                 out)
     x = cache.x
     dy = _layout.unit_rows(dout)
     d = x.shape[1]
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx, dxv = _into(out, x, _layout.as_unit_rows,
+                    lambda: (np.empty(x.shape, x.dtype),) * 2)
     dgamma = np.empty(d)
     dbeta = np.empty(d)
-    _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dx,
+    _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dxv,
                          dgamma, dbeta)
-    return _grads(dx, dgamma, dbeta, cache)
+    return _grads(dx, dgamma, dbeta, cache, out)
 
 
 class GroupNormCache(_Cache):
@@ -452,7 +542,7 @@ class GroupNormCache(_Cache):
                  "gamma_dtype", "gamma_shape")
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -473,6 +563,14 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
         The number of groups, dividing C.
     gn_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+
+    out : ndarray, keyword-only
+        Write the result into this array (x's shape and dtype, writeable,
+        sharing no memory with any input) and return it.  The kernels write
+        it directly when its layout allows (e.g. any C- or Fortran-order
+        out for an x of the same order), else compute into a new array and
+        copy.  Reusing one out across calls saves the page faults of a new
+        output: for outputs of many MB that is a large share of the time.
 
     Returns
     -------
@@ -504,22 +602,35 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     g, gflat = _checks.per_feature(gamma, "gamma", keep)
     _, bflat = _checks.per_feature(beta, "beta", keep)
     eps = _checks.real_in(gn_param.get("eps", 1e-5), "gn_param['eps']", 0.0)
+    if out is not None:
+        _checks.out_array(out, x.shape, x.dtype, (
+            ("x", x), ("gamma", g), ("beta", bflat)))
     x3 = _layout.samples(x.reshape(n, c, -1))
-    out = np.empty(x3.shape, dtype=x.dtype)
+    res, y = _into(out, x3, _layout.as_samples,
+                   lambda: (np.empty(x3.shape, x.dtype),) * 2)
     mean = np.empty(n * int(G))
     invstd = np.empty(n * int(G))
-    _kernels.gn_forward(x3, int(G), gflat, bflat, eps, out, mean, invstd)
+    _kernels.gn_forward(x3, int(G), gflat, bflat, eps, y, mean, invstd)
     cache = GroupNormCache(x=x3, gamma=gflat, groups=int(G), mean=mean,
                            invstd=invstd, shape=x.shape, gamma_dtype=g.dtype,
                            gamma_shape=g.shape)
-    return out.reshape(x.shape), cache
+    return _result(res, out, x.shape), cache
 
 
-def spatial_groupnorm_backward(dout, cache):
+def spatial_groupnorm_backward(dout, cache, *, out=None):
     """Backward pass for spatial group normalization.
 
     Same results as ``bnfast.reference.spatial_groupnorm_backward``; per
     sample, one reduce pass over (dout, x) and one apply pass from cache.
+
+    Parameters
+    ----------
+    dout, cache
+        The upstream gradient (x's shape) and the forward's cache.
+    out : ndarray, keyword-only
+        Write dx into this array (x's shape and dtype, writeable, sharing
+        no memory with dout or the cached x or gamma) and return it, as
+        ``out=`` of the forward.
 
     Returns
     -------
@@ -539,13 +650,14 @@ def spatial_groupnorm_backward(dout, cache):
     array([18., 18., 18., 18.])
     """
     dout = _dout(dout, cache, GroupNormCache,
-                 "bnfast.spatial_groupnorm_forward")
+                 "bnfast.spatial_groupnorm_forward", out)
     x = cache.x
     dy = _layout.samples(dout)
     c = x.shape[1]
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx, dxv = _into(out, x, _layout.as_samples,
+                    lambda: (np.empty(x.shape, x.dtype),) * 2)
     dgamma = np.empty(c)
     dbeta = np.empty(c)
     _kernels.gn_backward(dy, x, cache.groups, cache.mean, cache.invstd,
-                         cache.gamma, dx, dgamma, dbeta)
-    return _grads(dx, dgamma, dbeta, cache)
+                         cache.gamma, dxv, dgamma, dbeta)
+    return _grads(dx, dgamma, dbeta, cache, out)

@@ -10,7 +10,14 @@ dtype; ``dgamma`` and ``dbeta`` have gamma's dtype and shape; running
 statistics keep their own dtype and shape (x's dtype and shape (D,) when
 absent).  Inputs with more than two dimensions are normalized per feature
 of ``x.reshape(N, -1)``.
+
+Every function also takes ``out=`` (keyword-only), as the fast ones: the
+first result (out or dx) is then copied into that array, which is returned.
+The fast functions compute into it directly where its layout allows and
+reject an ``out`` that overlaps an input; the reference only copies.
 """
+import functools
+
 import numpy as np
 
 __all__ = [
@@ -26,6 +33,19 @@ __all__ = [
 ]
 
 
+def _takes_out(f):
+    """Add the keyword ``out=``: the first result is copied into it."""
+    @functools.wraps(f)
+    def wrapper(*args, out=None, **kwargs):
+        first, *rest = f(*args, **kwargs)
+        if out is not None:
+            np.copyto(out, first)
+            first = out
+        return (first, *rest)
+    return wrapper
+
+
+@_takes_out
 def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     """Forward pass for batch normalization (reference).
 
@@ -110,6 +130,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     return out.reshape(x.shape), cache
 
 
+@_takes_out
 def batchnorm_backward(dout, cache):
     """Backward pass for batch normalization (reference), node by node.
 
@@ -154,6 +175,7 @@ def batchnorm_backward(dout, cache):
     return finish(dx, dgamma, dbeta)
 
 
+@_takes_out
 def batchnorm_backward_alt(dout, cache):
     """Backward pass for batch normalization (reference), simplified formula.
 
@@ -196,6 +218,7 @@ def _unpack(dout, cache):
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
 
 
+@_takes_out
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
                               activation=None):
     """Forward pass for spatial batch normalization (reference).
@@ -235,6 +258,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     return out, cache
 
 
+@_takes_out
 def spatial_batchnorm_backward(dout, cache):
     """Backward pass for spatial batch normalization (reference): the same
     transposes around :func:`batchnorm_backward_alt`.
@@ -259,6 +283,7 @@ def spatial_batchnorm_backward(dout, cache):
     return dx, dgamma.reshape(g_shape), dbeta.reshape(g_shape)
 
 
+@_takes_out
 def layernorm_forward(x, gamma, beta, ln_param):
     """Forward pass for layer normalization (reference).
 
@@ -287,6 +312,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     return out.astype(x.dtype, copy=False).reshape(x.shape), cache
 
 
+@_takes_out
 def layernorm_backward(dout, cache):
     """Backward pass for layer normalization (reference).
 
@@ -315,6 +341,7 @@ def layernorm_backward(dout, cache):
     return finish(dx, dgamma, dbeta)
 
 
+@_takes_out
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """Forward pass for spatial group normalization (reference).
 
@@ -347,6 +374,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     return out.astype(x.dtype, copy=False), cache
 
 
+@_takes_out
 def spatial_groupnorm_backward(dout, cache):
     """Backward pass for spatial group normalization (reference).
 

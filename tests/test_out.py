@@ -1,0 +1,251 @@
+"""``out=``: every function computes into a caller's array of any layout,
+returns that array, and gives bitwise the results it gives without it (the
+results themselves are checked against the reference elsewhere); the
+kernels write a well-laid-out ``out`` directly, with no temporary; a bad
+``out`` raises with nothing modified."""
+import copy
+import re
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import reference
+
+from arrays import _layout, cases, spatial_cases
+
+PLAIN = [c for c in cases() + spatial_cases() if c.contents == "plain"]
+LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
+           "channels-last-memory"]
+
+
+def buffer(case, layout):
+    """A buffer of x's shape and dtype in ``layout``, filled with 7s."""
+    return _layout(np.full(case.x.shape, 7, case.x.dtype), layout)
+
+
+def with_layouts(selected):
+    """(case, out layout) pairs; an NCHW view of NHWC memory needs 3-D."""
+    pairs = [(c, lay) for c in selected for lay in LAYOUTS
+             if lay != "channels-last-memory" or c.x.ndim >= 3]
+    return pytest.mark.parametrize("case,layout", pairs,
+                                   ids=[f"{c.id}-out-{lay}"
+                                        for c, lay in pairs])
+
+
+def forward(module, case, mode, **kw):
+    p = {"mode": mode, "running_mean": case.running_mean.copy(),
+         "running_var": case.running_var.copy()}
+    if case.axis is None:
+        out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta,
+                                              p, **kw)
+    else:
+        out, cache = module.spatial_batchnorm_forward(
+            case.x, case.gamma, case.beta, p, axis=case.axis, **kw)
+    return out, cache, p
+
+
+def backward(module, case, cache, **kw):
+    if case.axis is None:
+        return module.batchnorm_backward(case.dout, cache, **kw)
+    return module.spatial_batchnorm_backward(case.dout, cache, **kw)
+
+
+def assert_into(result, buf, expected):
+    assert result is buf
+    np.testing.assert_array_equal(buf, expected)
+    assert not np.any(buf == 7) or np.any(expected == 7)
+
+
+@with_layouts(PLAIN)
+@pytest.mark.parametrize("module", [bnfast, reference],
+                         ids=["bnfast", "reference"])
+def test_batchnorm(module, case, layout):
+    for mode in ("train", "test"):
+        for activation in (None, "relu"):
+            expected, _, pe = forward(module, case, mode,
+                                      activation=activation)
+            buf = buffer(case, layout)
+            out, _, p = forward(module, case, mode, activation=activation,
+                                out=buf)
+            assert_into(out, buf, expected)
+            for key in ("running_mean", "running_var"):
+                np.testing.assert_array_equal(p[key], pe[key])
+    _, cache, _ = forward(module, case, "train")
+    dx_expected = backward(module, case, cache)
+    buf = buffer(case, layout)
+    grads = backward(module, case, cache, out=buf)
+    assert_into(grads[0], buf, dx_expected[0])
+    for g, e in zip(grads[1:], dx_expected[1:]):
+        np.testing.assert_array_equal(g, e)
+
+
+@with_layouts([c for c in PLAIN if c.axis is None])
+@pytest.mark.parametrize("module", [bnfast, reference],
+                         ids=["bnfast", "reference"])
+def test_layernorm(module, case, layout):
+    expected, cache = module.layernorm_forward(case.x, case.gamma, case.beta,
+                                               {})
+    buf = buffer(case, layout)
+    out, _ = module.layernorm_forward(case.x, case.gamma, case.beta, {},
+                                      out=buf)
+    assert_into(out, buf, expected)
+    dx_expected, *_ = module.layernorm_backward(case.dout, cache)
+    buf = buffer(case, layout)
+    dx, *_ = module.layernorm_backward(case.dout, cache, out=buf)
+    assert_into(dx, buf, dx_expected)
+
+
+@with_layouts([c for c in PLAIN if c.axis == 1])
+@pytest.mark.parametrize("module", [bnfast, reference],
+                         ids=["bnfast", "reference"])
+def test_groupnorm(module, case, layout):
+    c = case.x.shape[1]
+    expected, cache = module.spatial_groupnorm_forward(
+        case.x, case.gamma, case.beta, c, {})
+    buf = buffer(case, layout)
+    out, _ = module.spatial_groupnorm_forward(case.x, case.gamma, case.beta,
+                                              c, {}, out=buf)
+    assert_into(out, buf, expected)
+    dx_expected, *_ = module.spatial_groupnorm_backward(case.dout, cache)
+    buf = buffer(case, layout)
+    dx, *_ = module.spatial_groupnorm_backward(case.dout, cache, out=buf)
+    assert_into(dx, buf, dx_expected)
+
+
+def peak_bytes(f):
+    tracemalloc.start()
+    try:
+        f()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+# (x's layout, out's layout, written directly by batch norm?, by layer
+# norm?): the batch norm kernels write out in place when, seen in x's panel
+# order, it has what they need: adjacent channels for C-order x (runs of one
+# element), unit-stride runs otherwise; layer norm needs unit-stride rows.
+# Otherwise a new array is computed and copied.
+DIRECT = [("C", "C", True, True), ("C", "F", False, False),
+          ("F", "F", True, None), ("F", "C", False, None),
+          ("C", "rows-strided", True, True), ("C", "reversed", True, True),
+          ("C", "cols-strided", False, False)]
+
+
+@pytest.mark.parametrize("x_layout,out_layout,bn_direct,ln_direct", DIRECT)
+def test_out_is_written_directly(x_layout, out_layout, bn_direct, ln_direct):
+    rng = np.random.default_rng(3)
+    x = _layout(rng.standard_normal((512, 256)), x_layout)
+    dout = _layout(rng.standard_normal((512, 256)), x_layout)
+    g, b = np.ones(256), np.zeros(256)
+    buf = _layout(np.zeros(x.shape), out_layout)
+    _, cache = bnfast.batchnorm_forward(x, g, b, {"mode": "train"})
+    _, lcache = bnfast.layernorm_forward(x, g, b, {})
+    calls = [
+        (bn_direct, lambda: bnfast.batchnorm_forward(
+            x, g, b, {"mode": "train"}, out=buf)),
+        (bn_direct, lambda: bnfast.batchnorm_forward(
+            x, g, b, {"mode": "test", "running_mean": g,
+                      "running_var": g}, out=buf)),
+        (bn_direct, lambda: bnfast.batchnorm_backward(dout, cache, out=buf)),
+    ]
+    if x_layout == "C":  # layer norm copies x and dout otherwise
+        calls += [
+            (ln_direct, lambda: bnfast.layernorm_forward(x, g, b, {},
+                                                         out=buf)),
+            (ln_direct, lambda: bnfast.layernorm_backward(dout, lcache,
+                                                          out=buf))]
+    for k, (direct, call) in enumerate(calls):
+        peak = peak_bytes(call)
+        if direct:
+            assert peak < x.nbytes // 8, (k, peak)
+        else:
+            assert peak >= x.nbytes, (k, peak)
+
+
+def _args():
+    rng = np.random.default_rng(0)
+    return dict(x=rng.standard_normal((5, 3)), gamma=np.ones(3),
+                beta=np.zeros(3),
+                bn_param={"mode": "train", "running_mean": np.zeros(3),
+                          "running_var": np.ones(3)})
+
+
+def _read_only():
+    out = np.zeros((5, 3))
+    out.setflags(write=False)
+    return out
+
+
+OUT_ERRORS = [
+    # (description, out from the arguments, exception, message)
+    ("a list", lambda a: [[0.0] * 3] * 5, TypeError,
+     "out must be a numpy.ndarray, got list"),
+    ("another dtype", lambda a: np.zeros((5, 3), np.float32), TypeError,
+     "out must have dtype float64 (x's), got float32"),
+    ("another shape", lambda a: np.zeros((3, 5)), ValueError,
+     "out must have shape (5, 3), got (3, 5)"),
+    ("read-only", lambda a: _read_only(), ValueError, "out is read-only"),
+    ("x itself", lambda a: a["x"], ValueError,
+     "out must not share memory with x"),
+    ("overlapping x", lambda a: np.lib.stride_tricks.as_strided(
+        a["x"][1:], (5, 3), a["x"].strides), ValueError,
+     "out must not share memory with x"),
+    ("overlapping gamma", lambda a: np.lib.stride_tricks.as_strided(
+        a["gamma"], (5, 3), (0, 8)), ValueError,
+     "out must not share memory with gamma"),
+    ("overlapping running_var", lambda a: np.lib.stride_tricks.as_strided(
+        a["bn_param"]["running_var"], (5, 3), (0, 8)), ValueError,
+     "out must not share memory with bn_param['running_var']"),
+]
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+@pytest.mark.parametrize("desc,make,exc,message", OUT_ERRORS,
+                         ids=[e[0] for e in OUT_ERRORS])
+def test_forward_out_errors(desc, make, exc, message, mode):
+    args = _args()
+    args["bn_param"]["mode"] = mode
+    out = make(args)
+    before = copy.deepcopy(args)
+    out_before = copy.deepcopy(out)
+    with pytest.raises(exc, match=re.escape(message)):
+        bnfast.batchnorm_forward(**args, out=out)
+    for key in ("x", "gamma", "beta"):
+        np.testing.assert_array_equal(args[key], before[key])
+    for key, value in before["bn_param"].items():
+        np.testing.assert_array_equal(args["bn_param"][key], value)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(out_before))
+
+
+@pytest.mark.parametrize("what", ["dout", "the cached x"])
+@pytest.mark.parametrize("backward", ["batchnorm", "layernorm"])
+def test_backward_out_overlapping_inputs(what, backward):
+    args = _args()
+    dout = np.random.default_rng(1).standard_normal((5, 3))
+    if backward == "batchnorm":
+        _, cache = bnfast.batchnorm_forward(**args)
+        f = bnfast.batchnorm_backward
+    else:
+        _, cache = bnfast.layernorm_forward(args["x"], args["gamma"],
+                                            args["beta"], {})
+        f = bnfast.layernorm_backward
+    out = dout if what == "dout" else args["x"]
+    before = (dout.copy(), args["x"].copy())
+    with pytest.raises(ValueError, match=f"out must not share memory with "
+                       f"{what}"):
+        f(dout, cache, out=out)
+    np.testing.assert_array_equal(dout, before[0])
+    np.testing.assert_array_equal(args["x"], before[1])
+
+
+def test_groupnorm_out_errors():
+    x = np.random.default_rng(2).standard_normal((2, 4, 3))
+    g, b = np.ones(4), np.zeros(4)
+    with pytest.raises(ValueError, match="out must not share memory with x"):
+        bnfast.spatial_groupnorm_forward(x, g, b, 2, {}, out=x)
+    with pytest.raises(TypeError, match="out must have dtype float64"):
+        bnfast.spatial_groupnorm_forward(x, g, b, 2, {},
+                                         out=np.empty(x.shape, np.float32))
