@@ -210,7 +210,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     ----------
     x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
         The batch.  More than two dimensions are normalized per feature of
-        ``x.reshape(N, -1)``.  Read in place in C order (also row-strided
+        ``x.reshape(N, -1)``.  N = 1 in 'train' mode is allowed, as in the
+        reference: each feature's batch variance is 0, so out == beta and
+        dx == 0.  Read in place in C order (also row-strided
         views such as ``x[::2]``, ``x[::-1]`` or broadcast rows: the
         across-rows kernels) and in Fortran order (the along-runs kernels:
         each feature a contiguous column).  Column-strided views, unaligned

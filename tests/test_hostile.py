@@ -1,0 +1,393 @@
+"""Hostile input, one matrix over every public function and layer: each bad
+input raises the documented exception with a message naming the argument
+and leaves every input (and bn_param's running statistics) unmodified; each
+odd but valid input (read-only, byte-swapped, lists, huge eps, N = 1 in
+'train' mode) gives the reference's results and modifies nothing.
+Complements test_batchnorm_errors.py (the per-function details) and
+test_out.py (out=)."""
+import copy
+import re
+
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import reference
+
+N, C, H, W = 4, 6, 3, 2
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _bn(x_shape, p_shape):
+    def make():
+        rng = _rng()
+        return {"x": rng.standard_normal(x_shape),
+                "gamma": rng.standard_normal(p_shape),
+                "beta": rng.standard_normal(p_shape),
+                "param": {"mode": "train", "eps": 1e-5, "momentum": 0.9,
+                          "running_mean": rng.standard_normal(p_shape),
+                          "running_var": rng.random(p_shape) + 0.5}}
+    return make
+
+
+def _plain(x_shape, p_shape, extra=None):
+    def make():
+        rng = _rng()
+        args = {"x": rng.standard_normal(x_shape),
+                "gamma": rng.standard_normal(p_shape),
+                "beta": rng.standard_normal(p_shape),
+                "param": {"eps": 1e-5}}
+        args.update(extra or {})
+        return args
+    return make
+
+
+# name: (good arguments, call(module, args) -> (out, cache), backward name)
+FORWARDS = {
+    "batchnorm_forward": (
+        _bn((N, C), (C,)),
+        lambda m, a, **kw: m.batchnorm_forward(
+            a["x"], a["gamma"], a["beta"], a["param"], **kw),
+        "batchnorm_backward"),
+    "spatial_batchnorm_forward": (
+        _bn((N, C, H, W), (C,)),
+        lambda m, a, **kw: m.spatial_batchnorm_forward(
+            a["x"], a["gamma"], a["beta"], a["param"], **kw),
+        "spatial_batchnorm_backward"),
+    "spatial_batchnorm_forward channels-last": (
+        _bn((N, H, W, C), (C,)),
+        lambda m, a, **kw: m.spatial_batchnorm_forward(
+            a["x"], a["gamma"], a["beta"], a["param"], axis=-1, **kw),
+        "spatial_batchnorm_backward"),
+    "layernorm_forward": (
+        _plain((N, C), (C,)),
+        lambda m, a, **kw: m.layernorm_forward(
+            a["x"], a["gamma"], a["beta"], a["param"], **kw),
+        "layernorm_backward"),
+    "spatial_groupnorm_forward": (
+        _plain((N, C, H, W), (C,), {"G": 3}),
+        lambda m, a, **kw: m.spatial_groupnorm_forward(
+            a["x"], a["gamma"], a["beta"], a["G"], a["param"], **kw),
+        "spatial_groupnorm_backward"),
+}
+BN = [name for name in FORWARDS if "batchnorm" in name]
+
+
+def snapshot(args):
+    return copy.deepcopy(args)
+
+
+def assert_unchanged(before, after, path="args"):
+    if isinstance(before, dict):
+        assert before.keys() == after.keys(), path
+        for key in before:
+            assert_unchanged(before[key], after[key], f"{path}[{key!r}]")
+    elif isinstance(before, np.ndarray):
+        assert isinstance(after, np.ndarray), path
+        assert after.dtype == before.dtype, path
+        np.testing.assert_array_equal(after, before, err_msg=path)
+    else:
+        assert after == before or (after != after and before != before), path
+
+
+def _set(key, make):
+    """A change of the good arguments: args[key] = make(args[key])."""
+    def change(args):
+        if key.startswith("param."):
+            k = key[len("param."):]
+            args["param"][k] = make(args["param"].get(k))
+        else:
+            args[key] = make(args[key])
+    return change
+
+
+BAD = [
+    # (description, change, functions (None: all), exception, message regex)
+    ("int x", _set("x", lambda x: x.astype(np.int64)), None, TypeError,
+     r"x must be a float32 or float64 array, got dtype int64"),
+    ("bool x", _set("x", lambda x: x > 0), None, TypeError,
+     r"x must be a float32 or float64 array, got dtype bool"),
+    ("float16 x", _set("x", lambda x: x.astype(np.float16)), None,
+     TypeError, r"got dtype float16"),
+    ("complex x", _set("x", lambda x: x.astype(complex)), None, TypeError,
+     r"x must be a float32 or float64 array, got dtype complex128"),
+    ("object x", _set("x", lambda x: x.astype(object)), None, TypeError,
+     r"got dtype object"),
+    ("string x", _set("x", lambda x: "x"), None, TypeError,
+     r"x must be a float32 or float64 array, got dtype <U1"),
+    ("0-d x", _set("x", lambda x: np.float64(1.0)), None, ValueError,
+     r"x must have at least 2 dimensions"),
+    ("1-d x", _set("x", lambda x: x.ravel()), None, ValueError,
+     r"x must have at least 2 dimensions"),
+    ("empty batch", _set("x", lambda x: x[:0]), None, ValueError,
+     r"x is an empty batch \(N = 0\)"),
+    ("zero features", _set("x", lambda x: x[:, :, :0] if x.ndim > 2
+                           else x[:, :0]), None, ValueError,
+     r"x has (zero features|no elements per channel)"),
+    ("images flattened to (N, D)", _set("x", lambda x: x.reshape(N, -1)),
+     [name for name in FORWARDS if "spatial" in name], ValueError,
+     r"gamma must have shape \(36,\) or \(1, 36\) to match x, got \(6,\)"),
+    ("gamma of the wrong shape", _set("gamma", lambda g: np.ones(C + 1)),
+     None, ValueError, r"gamma must have shape \(6,\)"),
+    ("0-d gamma", _set("gamma", lambda g: np.float64(1.0)), None,
+     ValueError, r"gamma must have shape \(6,\)"),
+    ("int gamma", _set("gamma", lambda g: g.astype(int)), None, TypeError,
+     r"gamma must be a float32 or float64 array, got dtype int64"),
+    ("complex beta", _set("beta", lambda b: b.astype(complex)), None,
+     TypeError, r"beta must be a float32 or float64 array, got dtype "
+     r"complex128"),
+    ("beta of the wrong shape", _set("beta", lambda b: np.ones((C, 1))),
+     None, ValueError, r"beta must have shape \(6,\)"),
+    ("negative eps", _set("param.eps", lambda e: -1e-5), None, ValueError,
+     r"_param\['eps'\] must be >= 0.0, got -1e-05"),
+    ("NaN eps", _set("param.eps", lambda e: float("nan")), None, ValueError,
+     r"_param\['eps'\] must be >= 0.0, got nan"),
+    ("string eps", _set("param.eps", lambda e: "1e-5"), None, TypeError,
+     r"_param\['eps'\] must be a real number, got str"),
+    ("array eps", _set("param.eps", lambda e: np.ones(2)), None, TypeError,
+     r"_param\['eps'\] must be a real number, got ndarray"),
+    ("momentum > 1", _set("param.momentum", lambda m: 1.01), BN, ValueError,
+     r"bn_param\['momentum'\] must be in \[0.0, 1.0\], got 1.01"),
+    ("momentum < 0", _set("param.momentum", lambda m: -0.5), BN, ValueError,
+     r"bn_param\['momentum'\] must be in \[0.0, 1.0\], got -0.5"),
+    ("unknown mode", _set("param.mode", lambda m: "eval"), BN, ValueError,
+     r"bn_param\['mode'\] must be one of \('train', 'test'\), got 'eval'"),
+    ("running_mean of the wrong shape",
+     _set("param.running_mean", lambda r: np.zeros(C - 1)), BN, ValueError,
+     r"bn_param\['running_mean'\] must have shape \(6,\)"),
+    ("int running_var", _set("param.running_var", lambda r: np.ones(C, int)),
+     BN, TypeError, r"bn_param\['running_var'\] must be a float32 or "
+     r"float64 array, got dtype int64"),
+]
+
+
+def _modes(name):
+    """Batch norm runs in both modes; layer and group norm have none."""
+    return ("train", "test") if name in BN else (None,)
+
+
+def _bad_cases():
+    for desc, change, only, exc, message in BAD:
+        for name in FORWARDS:
+            for mode in _modes(name):
+                if only is None or name in only:
+                    yield pytest.param(name, mode, change, exc, message,
+                                       id=f"{name}-{mode}-{desc}")
+
+
+@pytest.mark.parametrize("name,mode,change,exc,message", list(_bad_cases()))
+def test_bad_forward_input(name, mode, change, exc, message):
+    make, call, _ = FORWARDS[name]
+    args = make()
+    if mode is not None:
+        args["param"]["mode"] = mode
+    change(args)
+    before = snapshot(args)
+    with pytest.raises(exc, match=message):
+        call(bnfast, args)
+    assert_unchanged(before, args)
+
+
+def _readonly(a):
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+def _swapped(a):
+    a = np.asarray(a)
+    return a.astype(a.dtype.newbyteorder())
+
+
+def _all_arrays(f):
+    def change(args):
+        for key in ("x", "gamma", "beta"):
+            args[key] = f(args[key])
+        for key in ("running_mean", "running_var"):
+            if key in args["param"]:
+                args["param"][key] = f(args["param"][key])
+    return change
+
+
+ODD = [
+    ("read-only arrays", _all_arrays(_readonly)),
+    ("byte-swapped arrays", _all_arrays(_swapped)),
+    ("nested lists", _all_arrays(lambda a: np.asarray(a).tolist())),
+    ("tuples", _set("gamma", lambda g: tuple(g.tolist()))),
+    ("float32 x, float64 parameters",
+     _set("x", lambda x: x.astype(np.float32))),
+    ("huge eps", _set("param.eps", lambda e: 1e300)),
+    ("infinite eps", _set("param.eps", lambda e: float("inf"))),
+    ("N = 1", _set("x", lambda x: x[:1])),
+    ("a numpy scalar eps", _set("param.eps", lambda e: np.float32(1e-3))),
+]
+
+
+ODD_CASES = [pytest.param(desc, change, name, mode,
+                          id=f"{desc}-{name}-{mode}")
+             for desc, change in ODD for name in FORWARDS
+             for mode in _modes(name)]
+
+
+@pytest.mark.parametrize("desc,change,name,mode", ODD_CASES)
+def test_odd_but_valid_input(desc, change, name, mode):
+    make, call, backward = FORWARDS[name]
+    results = []
+    for module in (bnfast, reference):
+        args = make()
+        if mode is not None:
+            args["param"]["mode"] = mode
+        change(args)
+        if module is reference:  # the seeds' code takes arrays only
+            args = _arrays(args)
+        before = snapshot(args)
+        with np.errstate(all="ignore"):
+            out, cache = call(module, args)
+        dout = np.ones(np.shape(out), np.asarray(out).dtype)
+        if cache is not None:
+            grads = getattr(module, backward)(dout, cache)
+        else:
+            grads = ()
+        param = {k: v for k, v in args["param"].items()
+                 if k.startswith("running")}
+        results.append((out, *grads, param))
+        if module is bnfast:
+            # inputs unmodified; bn_param gets new running arrays
+            before["param"].update(param)
+            assert_unchanged(before, args)
+    fast, ref = results
+    for f, r in zip(fast[:-1], ref[:-1]):
+        # byte-swapped inputs give native-order results
+        assert f.dtype == r.dtype.newbyteorder("=") and f.shape == r.shape
+        assert f.dtype.isnative
+        np.testing.assert_allclose(f, r, rtol=2e-5, atol=1e-5)
+    for key in fast[-1]:
+        np.testing.assert_allclose(fast[-1][key], ref[-1][key], rtol=2e-5,
+                                   atol=1e-6)
+
+
+def _arrays(args):
+    return {k: (_arrays(v) if isinstance(v, dict) else
+                np.asarray(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in args.items()}
+
+
+def test_n_equal_1_in_train_mode_is_beta():
+    # documented semantics, as the reference: a single sample has batch
+    # variance 0, so out == beta exactly and dx == 0
+    x = np.array([[3.0, -1.0, 7.0]])
+    g, b = np.array([2.0, 3.0, 4.0]), np.array([0.5, -0.5, 1.5])
+    p = {"mode": "train"}
+    out, cache = bnfast.batchnorm_forward(x, g, b, p)
+    np.testing.assert_array_equal(out, b[None])
+    dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones_like(x), cache)
+    np.testing.assert_array_equal(dx, np.zeros_like(x))
+    np.testing.assert_array_equal(dgamma, np.zeros(3))
+    np.testing.assert_array_equal(p["running_var"], np.zeros(3))
+    assert "N = 1" in bnfast.batchnorm_forward.__doc__
+
+
+BACKWARD_BAD = [
+    ("int dout", lambda d: d.astype(np.int32), TypeError,
+     r"dout must be a float32 or float64 array, got dtype int32"),
+    ("complex dout", lambda d: d.astype(complex), TypeError,
+     r"dout must be a float32 or float64 array"),
+    ("0-d dout", lambda d: np.float64(1.0), ValueError,
+     r"dout must have the shape of x \(.*\), got \(\)"),
+    ("transposed dout", lambda d: d.T, ValueError,
+     r"dout must have the shape of x"),
+    ("flattened dout", lambda d: d.ravel(), ValueError,
+     r"dout must have the shape of x"),
+]
+
+
+@pytest.mark.parametrize("name", list(FORWARDS))
+@pytest.mark.parametrize("desc,change,exc,message", BACKWARD_BAD,
+                         ids=[b[0] for b in BACKWARD_BAD])
+def test_bad_backward_input(desc, change, exc, message, name):
+    make, call, backward = FORWARDS[name]
+    args = make()
+    out, cache = call(bnfast, args)
+    dout = change(np.ones_like(out))
+    before = snapshot({"args": args, "dout": dout})
+    with pytest.raises(exc, match=message):
+        getattr(bnfast, backward)(dout, cache)
+    assert_unchanged(before, {"args": args, "dout": dout})
+
+
+@pytest.mark.parametrize("name", list(FORWARDS))
+@pytest.mark.parametrize("cache", [None, (1, 2), "reference", "other"])
+def test_foreign_cache(name, cache):
+    make, call, backward = FORWARDS[name]
+    args = make()
+    out, own = call(bnfast, args)
+    if cache == "reference":
+        _, cache = call(reference, make())
+    elif cache == "other":  # a cache of another family
+        other = "layernorm_forward" if "batch" in name else "batchnorm_forward"
+        if "group" in name or "spatial" in name:
+            other = ("spatial_groupnorm_forward" if "batch" in name
+                     else "spatial_batchnorm_forward")
+        omake, ocall, _ = FORWARDS[other]
+        _, cache = ocall(bnfast, omake())
+    with pytest.raises(TypeError, match=r"cache must be the cache returned "
+                       r"by .*, got " + re.escape(type(cache).__name__)):
+        getattr(bnfast, backward)(np.ones_like(out), cache)
+
+
+LAYERS = {
+    "BatchNorm": (lambda: bnfast.BatchNorm(C, dtype=np.float64), (N, C, H)),
+    "BatchNorm channels-last": (
+        lambda: bnfast.BatchNorm(C, axis=-1, dtype=np.float64), (N, H, C)),
+    "LayerNorm": (lambda: bnfast.LayerNorm((C, H), dtype=np.float64),
+                  (N, C, H)),
+    "GroupNorm": (lambda: bnfast.GroupNorm(3, C, dtype=np.float64),
+                  (N, C, H)),
+}
+
+LAYER_BAD = [
+    ("int x", lambda x: x.astype(int), TypeError,
+     r"x must be a float32 or float64 array, got dtype int64"),
+    ("1-d x", lambda x: x.ravel(), ValueError, r"x must (have|end with)"),
+    ("twice the channels", lambda x: np.concatenate([x, x], axis=1)
+     if x.shape[1] == C else np.concatenate([x, x], axis=-1), ValueError,
+     r"(x has 12 channels along axis|x must end with the normalized shape)"),
+    ("empty batch", lambda x: x[:0], ValueError, r"empty batch"),
+]
+
+
+def _layer_state(layer):
+    state = {k: np.array(v) for k, v in layer.state_dict().items()}
+    state.update({f"grad {k}": np.array(v) for k, v in layer.grads.items()})
+    return state
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+@pytest.mark.parametrize("desc,change,exc,message", LAYER_BAD,
+                         ids=[b[0] for b in LAYER_BAD])
+def test_layer_bad_input(desc, change, exc, message, name):
+    make, shape = LAYERS[name]
+    layer = make()
+    x = _rng(1).standard_normal(shape)
+    layer.forward(x)
+    layer.backward(np.ones(shape))
+    before = _layer_state(layer)
+    bad = change(x)
+    with pytest.raises(exc, match=message):
+        layer.forward(bad)
+    with pytest.raises(ValueError, match=r"mode must be one of"):
+        layer.forward(x, mode="eval")
+    assert_unchanged(before, _layer_state(layer))
+    with pytest.raises(ValueError, match=r"dout must have the shape of x"):
+        layer.backward(np.ones((N + 1,) + shape[1:]))
+    assert_unchanged(before, _layer_state(layer))
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_backward_needs_a_forward(name):
+    make, shape = LAYERS[name]
+    with pytest.raises(RuntimeError, match=r"backward needs a forward pass"):
+        make().backward(np.ones(shape))
