@@ -234,6 +234,29 @@ static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
     }
 }
 
+int NAME(bn_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                   ptrdiff_t xs1, ptrdiff_t xs2, double *mean, double *m2)
+{
+    return NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, m2);
+}
+
+int NAME(bn_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                   ptrdiff_t xs1, ptrdiff_t xs2, const double *gamma,
+                   const double *beta, const double *mean,
+                   const double *invstd, T *y, ptrdiff_t ys1, ptrdiff_t ys2,
+                   int relu)
+{
+    double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+    if (scale == NULL)
+        return BNF_ENOMEM;
+    for (ptrdiff_t j = 0; j < n2; j++)
+        scale[j] = gamma[j] * invstd[j];
+    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
+                      ys2, relu);
+    free(scale);
+    return BNF_OK;
+}
+
 int NAME(bn_forward_train)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                            ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                            const double *gamma, const double *beta,
@@ -241,23 +264,15 @@ int NAME(bn_forward_train)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                            double *mean, double *invstd, double *var,
                            int relu)
 {
-    double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
-    if (scale == NULL)
+    if (NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, var) != BNF_OK)
         return BNF_ENOMEM;
-    if (NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, var) != BNF_OK) {
-        free(scale);
-        return BNF_ENOMEM;
-    }
     double count = (double)n1 * (double)len;
     for (ptrdiff_t j = 0; j < n2; j++) {
         var[j] /= count; /* M2 -> biased variance */
         invstd[j] = 1.0 / sqrt(var[j] + eps);
-        scale[j] = gamma[j] * invstd[j];
     }
-    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
-                      ys2, relu);
-    free(scale);
-    return BNF_OK;
+    return NAME(bn_apply)(x, n1, n2, len, xs1, xs2, gamma, beta, mean, invstd,
+                          y, ys1, ys2, relu);
 }
 
 int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
@@ -278,13 +293,67 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
 }
 
 /*
- * With xhat = (x - mean) * invstd, a = gamma * invstd, n = n1 * len, and g
- * = dy (with relu: dy where the forward's (x - mean) * a + beta > 0, else
- * 0, recomputed here exactly as the forward computed it):
+ * With xhat = (x - mean) * invstd, a = gamma * invstd, n = the count and
+ * g = dy (with relu: dy where the forward's (x - mean) * a + beta > 0,
+ * else 0, recomputed here exactly as the forward computed it):
  *   dbeta = sum g,  dgamma = invstd * sum g * (x - mean),
  *   dx = a * (g - dbeta / n - xhat * dgamma / n)
  *      = a * g + (x - mean) * (-a * invstd * dgamma / n) + (-a * dbeta / n).
+ * bn_backward_reduce computes the two sums over the panel, bn_backward_apply
+ * dx from sums and count given (over several panels: synchronized batch
+ * norm), bn_backward both for one panel.
  */
+int NAME(bn_backward_reduce)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                             const T *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                             const double *mean, const double *invstd,
+                             const double *gamma, const double *beta,
+                             int relu, double *sum_dy, double *sum_dyxmu)
+{
+    double *a = NULL;
+    if (relu) {
+        a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+        if (a == NULL)
+            return BNF_ENOMEM;
+        for (ptrdiff_t j = 0; j < n2; j++)
+            a[j] = gamma[j] * invstd[j]; /* as the forward's scale */
+    }
+    int rc = NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
+                                    mean, a, relu ? beta : NULL, sum_dy,
+                                    sum_dyxmu);
+    free(a);
+    return rc;
+}
+
+int NAME(bn_backward_apply)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                            const T *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                            ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                            const double *mean, const double *invstd,
+                            const double *gamma, const double *beta,
+                            int relu, double count, const double *sum_dy,
+                            const double *sum_dyxmu, T *dx, ptrdiff_t ts1,
+                            ptrdiff_t ts2, double *dgamma, double *dbeta)
+{
+    double *k = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+    if (k == NULL)
+        return BNF_ENOMEM;
+    double *k_dy = k, *k_xmu = k + n2, *k_0 = k + 2 * n2;
+    for (ptrdiff_t j = 0; j < n2; j++) {
+        double a = gamma[j] * invstd[j]; /* a, as the forward's scale */
+        double sg = sum_dy[j], sgx = sum_dyxmu[j] * invstd[j];
+        k_dy[j] = a;
+        k_xmu[j] = -a * invstd[j] * sgx / count;
+        k_0[j] = -a * sg / count;
+        dgamma[j] = sgx; /* sum g*(x-mean) -> sum g*xhat */
+        dbeta[j] = sg;   /* last: dbeta may alias sum_dy */
+    }
+    const double *ra = relu ? k_dy : NULL, *rb = relu ? beta : NULL;
+    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean, ra, rb,
+                          k_dy, k_xmu, k_0, dx, ts1, ts2);
+    free(k);
+    return BNF_OK;
+}
+
 int NAME(bn_backward)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2, const T *x,
                       ptrdiff_t xs1, ptrdiff_t xs2, ptrdiff_t n1,
                       ptrdiff_t n2, ptrdiff_t len, const double *mean,
@@ -292,27 +361,15 @@ int NAME(bn_backward)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2, const T *x,
                       const double *beta, int relu, T *dx, ptrdiff_t ts1,
                       ptrdiff_t ts2, double *dgamma, double *dbeta)
 {
-    double *k = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
-    if (k == NULL)
-        return BNF_ENOMEM;
-    double *k_dy = k, *k_xmu = k + n2, *k_0 = k + 2 * n2;
-    for (ptrdiff_t j = 0; j < n2; j++)
-        k_dy[j] = gamma[j] * invstd[j]; /* a, as the forward's scale */
-    const double *ra = relu ? k_dy : NULL, *rb = relu ? beta : NULL;
-    if (NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean,
-                               ra, rb, dbeta, dgamma) != BNF_OK) {
-        free(k);
-        return BNF_ENOMEM;
-    }
-    double count = (double)n1 * (double)len;
-    for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = k_dy[j];
-        dgamma[j] *= invstd[j]; /* sum g*(x-mean) -> sum g*xhat */
-        k_xmu[j] = -a * invstd[j] * dgamma[j] / count;
-        k_0[j] = -a * dbeta[j] / count;
-    }
-    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean, ra, rb,
-                          k_dy, k_xmu, k_0, dx, ts1, ts2);
-    free(k);
-    return BNF_OK;
+    /* the sums land in dbeta and dgamma, which bn_backward_apply may
+       overwrite in place */
+    int rc = NAME(bn_backward_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
+                                      mean, invstd, gamma, beta, relu, dbeta,
+                                      dgamma);
+    if (rc != BNF_OK)
+        return rc;
+    return NAME(bn_backward_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
+                                   mean, invstd, gamma, beta, relu,
+                                   (double)n1 * (double)len, dbeta, dgamma, dx,
+                                   ts1, ts2, dgamma, dbeta);
 }

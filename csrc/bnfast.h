@@ -90,6 +90,17 @@
                                double eps, T *y, ptrdiff_t ys1,              \
                                ptrdiff_t ys2, double *mean, double *invstd,  \
                                double *var, int relu);                       \
+    /* Per-channel mean and M2 (sum of squared deviations) of a panel,     \
+       and the normalization with given mean and invstd (forward-train is   \
+       the two: synchronized batch norm merges the statistics between). */  \
+    int bn_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,               \
+                       ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,          \
+                       double *mean, double *m2);                            \
+    int bn_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,               \
+                       ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,          \
+                       const double *gamma, const double *beta,              \
+                       const double *mean, const double *invstd, T *y,       \
+                       ptrdiff_t ys1, ptrdiff_t ys2, int relu);              \
     /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +     \
        eps)) + beta with given (running) statistics. */                      \
     int bn_forward_test_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,         \
@@ -100,6 +111,26 @@
                               ptrdiff_t ys2, int relu);                      \
     /* Batch norm backward, simplified single formula; mean and invstd are  \
        those of the forward pass.  Writes dx, dgamma and dbeta. */           \
+    int bn_backward_reduce_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,  \
+                                 const T *x, ptrdiff_t xs1, ptrdiff_t xs2,   \
+                                 ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,  \
+                                 const double *mean, const double *invstd,   \
+                                 const double *gamma, const double *beta,    \
+                                 int relu, double *sum_dy,                   \
+                                 double *sum_dyxmu);                         \
+    /* ... from the sums of dy and dy * (x - mean) over count values (of    \
+       several panels: synchronized batch norm); dgamma, dbeta may alias    \
+       sum_dyxmu, sum_dy. */                                                 \
+    int bn_backward_apply_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,   \
+                                const T *x, ptrdiff_t xs1, ptrdiff_t xs2,    \
+                                ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,   \
+                                const double *mean, const double *invstd,    \
+                                const double *gamma, const double *beta,     \
+                                int relu, double count,                      \
+                                const double *sum_dy,                        \
+                                const double *sum_dyxmu, T *dx,              \
+                                ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,\
+                                double *dbeta);                              \
     int bn_backward_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,          \
                           const T *x, ptrdiff_t xs1, ptrdiff_t xs2,          \
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,         \

@@ -30,7 +30,7 @@ def float_array(a, name):
     return a
 
 
-def batch(x, name="x"):
+def batch(x, name="x", allow_empty=False):
     """Validate a batch x of shape (N, ...) and view it as (N, D)."""
     x = float_array(x, name)
     if x.ndim < 2:
@@ -38,14 +38,14 @@ def batch(x, name="x"):
             f"{name} must have at least 2 dimensions (N, D), got shape "
             f"{x.shape}")
     n = x.shape[0]
-    if n == 0:
+    if n == 0 and not allow_empty:
         raise ValueError(f"{name} is an empty batch (N = 0), shape {x.shape}")
     if 0 in x.shape[1:]:
         raise ValueError(f"{name} has zero features, shape {x.shape}")
-    return x, x.reshape(n, -1)
+    return x, x.reshape(n, math.prod(x.shape[1:]))
 
 
-def channel_axis(x, axis):
+def channel_axis(x, axis, allow_empty=False):
     """Validate x (at least 2-D, a non-empty batch, channels and elements
     per channel) and its channel axis; return the axis as a non-negative
     int."""
@@ -61,9 +61,9 @@ def channel_axis(x, axis):
     axis = int(axis) % x.ndim
     if axis == 0:
         raise ValueError("axis must not be 0, the batch axis")
-    if x.shape[0] == 0:
+    if x.shape[0] == 0 and not allow_empty:
         raise ValueError(f"x is an empty batch (N = 0), shape {x.shape}")
-    if 0 in x.shape:
+    if 0 in x.shape[1:]:
         raise ValueError(f"x has no elements per channel, shape {x.shape}")
     return axis
 

@@ -5,6 +5,53 @@ cdef extern from "bnfast.h" nogil:
     int BNF_OK
     int BNF_ENOMEM
 
+    int bn_stats_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
+                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
+                     double *mean, double *m2)
+    int bn_stats_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
+                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
+                     double *mean, double *m2)
+    int bn_apply_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
+                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
+                     const double *gamma, const double *beta,
+                     const double *mean, const double *invstd, float *y,
+                     ptrdiff_t ys1, ptrdiff_t ys2, int relu)
+    int bn_apply_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
+                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
+                     const double *gamma, const double *beta,
+                     const double *mean, const double *invstd, double *y,
+                     ptrdiff_t ys1, ptrdiff_t ys2, int relu)
+    int bn_backward_reduce_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                               const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                               const double *mean, const double *invstd,
+                               const double *gamma, const double *beta,
+                               int relu, double *sum_dy, double *sum_dyxmu)
+    int bn_backward_reduce_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                               const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                               const double *mean, const double *invstd,
+                               const double *gamma, const double *beta,
+                               int relu, double *sum_dy, double *sum_dyxmu)
+    int bn_backward_apply_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                              const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                              const double *mean, const double *invstd,
+                              const double *gamma, const double *beta,
+                              int relu, double count, const double *sum_dy,
+                              const double *sum_dyxmu, float *dx,
+                              ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,
+                              double *dbeta)
+    int bn_backward_apply_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
+                              const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
+                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                              const double *mean, const double *invstd,
+                              const double *gamma, const double *beta,
+                              int relu, double count, const double *sum_dy,
+                              const double *sum_dyxmu, double *dx,
+                              ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,
+                              double *dbeta)
+
     int bn_forward_train_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
                              ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
                              const double *gamma, const double *beta,

@@ -329,3 +329,117 @@ def gn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
                                  groups, hw, &mean[0], &invstd[0], g,
                                  &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
     _raise(rc)
+
+
+# The pieces of batch norm that synchronized batch norm runs around its
+# collectives (bnfast.distributed): statistics, normalization with given
+# statistics, the backward's sums, dx from given sums and count.
+
+def bn_stats(const floating[:, :, :] x, double[::1] mean, double[::1] m2):
+    cdef int rc
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    if mean.shape[0] != n2 or m2.shape[0] != n2:
+        raise ValueError("internal: statistics of the wrong length")
+    with nogil:
+        if floating is float:
+            rc = bn_stats_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, &mean[0],
+                              &m2[0])
+        else:
+            rc = bn_stats_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, &mean[0],
+                              &m2[0])
+    _raise(rc)
+
+
+def bn_apply(const floating[:, :, :] x, gamma, beta,
+             const double[::1] mean, const double[::1] invstd,
+             floating[:, :, :] y, bint relu):
+    cdef int rc
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
+    _same(x, y)
+    cdef _Chans chans = _Chans(n2, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if mean.shape[0] != n2 or invstd.shape[0] != n2:
+        raise ValueError("internal: statistics of the wrong length")
+    with nogil:
+        if floating is float:
+            rc = bn_apply_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
+                              &mean[0], &invstd[0], &y[0, 0, 0], ys1, ys2,
+                              relu)
+        else:
+            rc = bn_apply_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
+                              &mean[0], &invstd[0], &y[0, 0, 0], ys1, ys2,
+                              relu)
+    _raise(rc)
+
+
+def bn_backward_reduce(const floating[:, :, :] dy,
+                       const floating[:, :, :] x, const double[::1] mean,
+                       const double[::1] invstd, gamma, beta, bint relu,
+                       double[::1] sum_dy, double[::1] sum_dyxmu):
+    cdef int rc
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    _same(x, dy)
+    cdef _Chans chans = _Chans(n2, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if (mean.shape[0] != n2 or invstd.shape[0] != n2
+            or sum_dy.shape[0] != n2 or sum_dyxmu.shape[0] != n2):
+        raise ValueError("internal: statistics of the wrong length")
+    with nogil:
+        if floating is float:
+            rc = bn_backward_reduce_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
+                                        xs1, xs2, n1, n2, ln, &mean[0],
+                                        &invstd[0], g, b, relu, &sum_dy[0],
+                                        &sum_dyxmu[0])
+        else:
+            rc = bn_backward_reduce_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
+                                        xs1, xs2, n1, n2, ln, &mean[0],
+                                        &invstd[0], g, b, relu, &sum_dy[0],
+                                        &sum_dyxmu[0])
+    _raise(rc)
+
+
+def bn_backward_apply(const floating[:, :, :] dy, const floating[:, :, :] x,
+                      const double[::1] mean, const double[::1] invstd,
+                      gamma, beta, bint relu, double count,
+                      const double[::1] sum_dy, const double[::1] sum_dyxmu,
+                      floating[:, :, :] dx, double[::1] dgamma,
+                      double[::1] dbeta):
+    cdef int rc
+    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
+    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
+    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
+    cdef ptrdiff_t ts1 = _st(dx, 0), ts2 = _st(dx, 1)
+    _same(x, dy)
+    _same(x, dx)
+    cdef _Chans chans = _Chans(n2, 2)
+    cdef const double *g = chans.get(gamma)
+    cdef const double *b = chans.get(beta)
+    if (mean.shape[0] != n2 or invstd.shape[0] != n2
+            or sum_dy.shape[0] != n2 or sum_dyxmu.shape[0] != n2
+            or dgamma.shape[0] != n2 or dbeta.shape[0] != n2):
+        raise ValueError("internal: statistics of the wrong length")
+    if not count > 0:
+        raise ValueError("internal: the count must be positive")
+    with nogil:
+        if floating is float:
+            rc = bn_backward_apply_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
+                                       xs1, xs2, n1, n2, ln, &mean[0],
+                                       &invstd[0], g, b, relu, count,
+                                       &sum_dy[0], &sum_dyxmu[0],
+                                       &dx[0, 0, 0], ts1, ts2, &dgamma[0],
+                                       &dbeta[0])
+        else:
+            rc = bn_backward_apply_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
+                                       xs1, xs2, n1, n2, ln, &mean[0],
+                                       &invstd[0], g, b, relu, count,
+                                       &sum_dy[0], &sum_dyxmu[0],
+                                       &dx[0, 0, 0], ts1, ts2, &dgamma[0],
+                                       &dbeta[0])
+    _raise(rc)

@@ -95,10 +95,12 @@ class BatchNormCache(_Cache):
 
 
 def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation,
-                out):
+                out, sync=None):
     """Batch norm of x with channels along axis; shape: the caller's shape
     of x (the output's); pshape: the accepted per-channel shapes besides
-    (C,).  Validates everything before it writes anything."""
+    (C,).  Validates everything before it writes anything.  sync: None, or
+    in 'train' mode the statistics' merge across processes
+    (bnfast.distributed); x may then be empty."""
     mode = _checks.mode(bn_param)
     relu = _checks.activation(activation)
     g, gflat = _checks.per_feature(gamma, "gamma", pshape)
@@ -121,18 +123,20 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation,
             ("bn_param['running_mean']", rm),
             ("bn_param['running_var']", rv)))
 
+    if sync is not None and mode == "train":
+        rm, rv, cache, res = _sync_forward(
+            x, axis, shape, g, gflat, bflat, eps, momentum, rm, rmflat, rv,
+            rvflat, bn_param, relu, out, sync)
+        bn_param["running_mean"] = rm
+        bn_param["running_var"] = rv
+        return _result(res, out, shape), cache
+    if x.size == 0:  # an empty shard in 'test' mode: nothing to compute
+        return (np.empty(shape, x.dtype) if out is None else out), None
     x, xp = _layout.panel_or_copy(x, axis)
     res, op = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
                     lambda: _layout.like(x, axis))
     if mode == "train":
-        count = xp.shape[0] * xp.shape[2]
-        factor = 1.0
-        if bn_param.get("unbiased_running_var", False):
-            if count < 2:
-                raise ValueError(
-                    "bn_param['unbiased_running_var'] needs more than 1 "
-                    f"value per channel, got {count}")
-            factor = count / (count - 1)
+        factor = _unbiased_factor(bn_param, xp.shape[0] * xp.shape[2])
         mean = np.empty(c)
         invstd = np.empty(c)
         rm_new = np.empty(rm.shape, rm.dtype)
@@ -150,6 +154,57 @@ def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation,
     bn_param["running_mean"] = rm
     bn_param["running_var"] = rv
     return _result(res, out, shape), cache
+
+
+class SyncBatchNormCache(BatchNormCache):
+    """BatchNormCache of a synchronized forward: also the global count and
+    the merge used (bnfast.distributed)."""
+
+    __slots__ = ("count", "sync")
+
+
+def _unbiased_factor(bn_param, count):
+    if not bn_param.get("unbiased_running_var", False):
+        return 1.0
+    if count < 2:
+        raise ValueError(
+            "bn_param['unbiased_running_var'] needs more than 1 value per "
+            f"channel, got {count}")
+    return count / (count - 1)
+
+
+def _sync_forward(x, axis, shape, g, gflat, bflat, eps, momentum, rm,
+                  rmflat, rv, rvflat, bn_param, relu, out, sync):
+    """'train' mode of synchronized batch norm: local statistics by the C
+    kernels, merged across processes by sync.merge (every process gets the
+    same), then the normalization and the running update with them."""
+    c = x.shape[axis]
+    n = x.size // c
+    mean, m2 = np.zeros(c), np.zeros(c)
+    if n:
+        x, xp = _layout.panel_or_copy(x, axis)
+        _kernels.bn_stats(xp, mean, m2)
+    count, mean, m2 = sync.merge(n, mean, m2)  # collective: every process
+    if count == 0:
+        raise ValueError("the global batch is empty: every process passed "
+                         "an empty x")
+    factor = _unbiased_factor(bn_param, count)  # the same on every process
+    var = m2 / count
+    invstd = 1.0 / np.sqrt(var + eps)
+    if n:
+        res, op = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
+                        lambda: _layout.like(x, axis))
+        _kernels.bn_apply(xp, gflat, bflat, mean, invstd, op, relu)
+    else:
+        res, xp = (np.empty(x.shape, x.dtype) if out is None else out), None
+    cache = SyncBatchNormCache(x, xp, axis, gflat, bflat, relu, mean, invstd,
+                               shape, g.dtype, g.shape)
+    cache.count, cache.sync = count, sync
+    keep = 1.0 - momentum  # as the C update of batchnorm_forward
+    rm_new = rmflat.astype(np.float64) * momentum + keep * mean
+    rv_new = rvflat.astype(np.float64) * momentum + keep * (var * factor)
+    return (rm_new.astype(rm.dtype).reshape(rm.shape),
+            rv_new.astype(rv.dtype).reshape(rv.shape), cache, res)
 
 
 def _into(out, x, fast, new):
@@ -178,6 +233,9 @@ def _result(res, out, shape):
 def _bn_backward(dout, cache, out):
     dout = _dout(dout, cache, BatchNormCache,
                  "a bnfast batch norm forward pass in 'train' mode", out)
+    if isinstance(cache, SyncBatchNormCache):
+        raise TypeError("cache is from a synchronized forward pass: use "
+                        "bnfast.distributed.sync_batchnorm_backward")
     x, axis = cache.x, cache.axis
     dp = _layout.panel(dout, axis)
     if dp is None or dp.shape != cache.panel.shape:
@@ -192,6 +250,46 @@ def _bn_backward(dout, cache, out):
     _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
                          cache.gamma, cache.beta, cache.relu, dxp, dgamma,
                          dbeta)
+    return _grads(dx, dgamma, dbeta, cache, out)
+
+
+def _sync_backward(dout, cache, out, reduce_param_grads):
+    """Backward of a synchronized forward: local sums of dy and
+    dy * (x - mean), summed across processes by cache.sync.sum (a
+    collective), then dx with the global count; dgamma and dbeta from the
+    local sums, or the global ones with reduce_param_grads."""
+    if not isinstance(cache, SyncBatchNormCache):
+        raise TypeError(
+            "cache must be the cache returned by bnfast.distributed."
+            f"sync_batchnorm_forward in 'train' mode, got "
+            f"{type(cache).__name__}")
+    dout = _dout(dout, cache, SyncBatchNormCache,
+                 "bnfast.distributed.sync_batchnorm_forward", out)
+    x, axis = cache.x, cache.axis
+    c = x.shape[axis]
+    sums = np.zeros(2 * c)  # sum dy, sum dy * (x - mean)
+    if x.size:
+        dp = _layout.panel(dout, axis)
+        if dp is None or dp.shape != cache.panel.shape:
+            relaid, dp = _layout.like(x, axis)
+            np.copyto(relaid, dout)
+        _kernels.bn_backward_reduce(dp, cache.panel, cache.mean, cache.invstd,
+                                    cache.gamma, cache.beta, cache.relu,
+                                    sums[:c], sums[c:])
+    total = cache.sync.sum(sums)  # collective: every process
+    dgamma, dbeta = np.empty(c), np.empty(c)
+    if x.size:
+        dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
+                        lambda: _layout.like(x, axis))
+        _kernels.bn_backward_apply(dp, cache.panel, cache.mean, cache.invstd,
+                                   cache.gamma, cache.beta, cache.relu,
+                                   float(cache.count), total[:c], total[c:],
+                                   dxp, dgamma, dbeta)
+    else:
+        dx = np.empty(x.shape, x.dtype) if out is None else out
+    use = total if reduce_param_grads else sums
+    dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
+    dbeta = use[:c].copy()
     return _grads(dx, dgamma, dbeta, cache, out)
 
 

@@ -268,14 +268,19 @@ class BatchNorm(_Norm):
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
-        out, self._cache = functional.spatial_batchnorm_forward(
-            x, self.gamma, self.beta, bn_param, axis=self.axis,
-            activation=self.activation)
+        out, self._cache = self._normalize(x, bn_param)
         if self.track_running_stats and mode == "train":
             self.running_mean[...] = bn_param["running_mean"]
             self.running_var[...] = bn_param["running_var"]
             self.num_batches_tracked += 1
         return out
+
+    def _normalize(self, x, bn_param):
+        """(out, cache) of x with the given bn_param (a hook for
+        bnfast.distributed.SyncBatchNorm)."""
+        return functional.spatial_batchnorm_forward(
+            x, self.gamma, self.beta, bn_param, axis=self.axis,
+            activation=self.activation)
 
     def fold(self):
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to

@@ -1,0 +1,147 @@
+"""Synchronized batch norm across processes (data-parallel training over
+MPI): statistics over the global batch, not each process's shard, with the
+results of one process on the whole batch.
+
+``comm`` is an mpi4py communicator (``pip install bnfast[mpi]`` installs
+mpi4py and MPICH), or any object with the same buffer methods
+``Get_size()``, ``Allgather(sendbuf, recvbuf)`` and
+``Allreduce(sendbuf, recvbuf)`` (summing); this module never imports
+mpi4py itself.  Every process of ``comm`` must make the same calls in the
+same order (they are collectives), including processes whose shard is
+empty (N = 0).
+
+Forward ('train' mode): each process computes its shard's count, mean and
+M2 per channel with the C kernels; one Allgather of 2C + 1 float64 per
+process; every process merges them with Chan's formula in rank order, so
+all hold bitwise the same statistics and running statistics.  Never sums of
+x and x**2.  'test' mode uses the running statistics and communicates
+nothing.
+
+Backward: one Allreduce (sum) of 2C float64: the sums of dy and
+dy * (x - mean); then dx with the global count.  dgamma and dbeta are the
+process's own shares (sum them across processes, as the gradients of the
+other parameters) unless ``reduce_param_grads=True``, which returns the
+global ones on every process at no extra communication.
+"""
+import numpy as np
+
+from bnfast import _checks, functional, layers
+
+__all__ = ["sync_batchnorm_forward", "sync_batchnorm_backward",
+           "SyncBatchNorm", "communication_doubles"]
+
+
+class _Sync:
+    """The two collectives of synchronized batch norm over ``comm``."""
+
+    def __init__(self, comm):
+        for method in ("Get_size", "Allgather", "Allreduce"):
+            if not callable(getattr(comm, method, None)):
+                raise TypeError(
+                    "comm must be an mpi4py communicator (or have its "
+                    f"Get_size, Allgather and Allreduce), got "
+                    f"{type(comm).__name__} without {method}")
+        self.comm = comm
+
+    def merge(self, n, mean, m2):
+        """(count, mean, M2) of the union of every process's shard."""
+        c = mean.shape[0]
+        send = np.empty(2 * c + 1)
+        send[0], send[1:c + 1], send[c + 1:] = n, mean, m2
+        recv = np.empty((self.comm.Get_size(), 2 * c + 1))
+        self.comm.Allgather(send, recv)
+        count, mu, q = 0.0, np.zeros(c), np.zeros(c)
+        for row in recv:  # rank order: the same arithmetic everywhere
+            nb, mb, qb = row[0], row[1:c + 1], row[c + 1:]
+            if nb == 0:
+                continue
+            if count == 0:
+                count, mu, q = nb, mb.copy(), qb.copy()
+                continue
+            total = count + nb
+            delta = mb - mu
+            # as bnf_chan_merge in csrc/internal.h (an infinite delta
+            # falls back to the weighted average)
+            with np.errstate(invalid="ignore", over="ignore"):
+                moved = mu + delta * (nb / total)
+                avg = mu * (count / total) + mb * (nb / total)
+                q = q + (qb + delta * delta * (count * (nb / total)))
+            mu = np.where(np.isfinite(moved), moved, avg)
+            count = total
+        return int(count), mu, q
+
+    def sum(self, a):
+        """The elementwise sum of ``a`` over every process."""
+        out = np.empty_like(a)
+        self.comm.Allreduce(a, out)
+        return out
+
+
+def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
+                           activation=None, out=None):
+    """Batch norm forward with statistics over the batch of every process.
+
+    Same arguments and results as :func:`bnfast.batchnorm_forward`
+    (``axis=None``: x of shape (N, ...) normalized per feature of
+    ``x.reshape(N, -1)``) or :func:`bnfast.spatial_batchnorm_forward`
+    (``axis`` the channel axis: NCHW, channels-last, any rank), computed
+    over the concatenation of every process's x along the batch axis; each
+    process gets its own rows of the output.  x may be empty (N = 0) on
+    some processes, but all must call.  On return every process holds the
+    same running statistics in ``bn_param``.
+
+    Returns ``(out, cache)``; the cache (in 'train' mode) is for
+    :func:`sync_batchnorm_backward`.
+    """
+    sync = _Sync(comm)
+    if axis is None:
+        x, x2 = _checks.batch(x, allow_empty=True)
+        return functional._bn_forward(x2, 1, x.shape, gamma, beta, bn_param,
+                                      x.shape[1:], activation, out, sync)
+    x = _checks.float_array(x, "x")
+    axis = _checks.channel_axis(x, axis, allow_empty=True)
+    keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
+    return functional._bn_forward(x, axis, x.shape, gamma, beta, bn_param,
+                                  keep, activation, out, sync)
+
+
+def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
+                            out=None):
+    """Backward of :func:`sync_batchnorm_forward` (a collective: every
+    process calls it).  Returns (dx, dgamma, dbeta): dx for this process's
+    rows; dgamma and dbeta this process's shares, or with
+    ``reduce_param_grads=True`` their sums over every process."""
+    return functional._sync_backward(dout, cache, out,
+                                     bool(reduce_param_grads))
+
+
+def communication_doubles(channels, processes):
+    """float64 values each process sends and receives per step:
+    {'forward': (sent, received), 'backward': (sent, received)}."""
+    per = 2 * channels + 1
+    return {"forward": (per, per * processes),
+            "backward": (2 * channels, 2 * channels)}
+
+
+class SyncBatchNorm(layers.BatchNorm):
+    """:class:`bnfast.BatchNorm` whose 'train' mode (and 'test' mode
+    without running statistics) normalizes with the statistics of the
+    batches of every process of ``comm``.  Every process must call forward
+    and backward together.  ``reduce_param_grads=True``: ``grads`` hold
+    the gradients summed over the processes (equal everywhere), ready for
+    identical optimizer steps; otherwise this process's shares."""
+
+    def __init__(self, num_features, comm, *, reduce_param_grads=False,
+                 **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.comm = comm
+        _Sync(comm)  # checks comm
+        self.reduce_param_grads = bool(reduce_param_grads)
+        self._backward = lambda dout, cache: sync_batchnorm_backward(
+            dout, cache, reduce_param_grads=self.reduce_param_grads)
+
+    def _normalize(self, x, bn_param):
+        # 'test' mode communicates nothing, but takes empty shards too
+        return sync_batchnorm_forward(
+            x, self.gamma, self.beta, bn_param, self.comm, axis=self.axis,
+            activation=self.activation)

@@ -1,0 +1,151 @@
+"""Synchronized batch norm (bnfast.distributed): on an in-process fake
+communicator always, under mpiexec -n 2 and -n 3 when mpi4py and an MPI are
+installed (pip install bnfast[mpi])."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import distributed
+
+import mpi_check
+from fakempi import run_ranks
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("case", mpi_check.CASES, ids=[c[0] for c in
+                                                      mpi_check.CASES])
+def test_equals_one_process_on_the_whole_batch(case, size):
+    run_ranks(size, lambda comm: mpi_check.check_case(comm, case))
+
+
+def test_shards():
+    assert mpi_check.shards(23, 3) == [5, 0, 18]
+    assert mpi_check.shards(9, 4)[1] == 0 and sum(mpi_check.shards(9, 4)) == 9
+
+
+def _step(comm, x, mode="train"):
+    p = {"mode": mode}
+    out, cache = distributed.sync_batchnorm_forward(x, np.ones(3),
+                                                    np.zeros(3), p, comm)
+    return out, cache, p
+
+
+def test_communication_volume():
+    c, size = 3, 3
+    x = np.random.default_rng(0).standard_normal((4, c))
+
+    def fn(comm):
+        _, cache, _ = _step(comm, x)
+        distributed.sync_batchnorm_backward(np.ones_like(x), cache)
+        _step(comm, x, mode="test")
+
+    _, world = run_ranks(size, fn)
+    per_rank = sorted((m, n) for r, m, n in world.calls if r == 0)
+    assert per_rank == [("Allgather", 2 * c + 1), ("Allreduce", 2 * c)]
+    assert distributed.communication_doubles(c, size) == {
+        "forward": (2 * c + 1, (2 * c + 1) * size),
+        "backward": (2 * c, 2 * c)}
+
+
+def test_an_empty_global_batch_raises_on_every_rank():
+    def fn(comm):
+        with pytest.raises(ValueError, match="the global batch is empty"):
+            _step(comm, np.empty((0, 3)))
+        return True
+
+    assert run_ranks(2, fn)[0] == [True, True]
+
+
+def test_comm_must_have_the_collectives():
+    with pytest.raises(TypeError, match="comm must be an mpi4py "
+                       "communicator .* got dict without Get_size"):
+        distributed.sync_batchnorm_forward(np.ones((2, 3)), np.ones(3),
+                                           np.zeros(3), {"mode": "train"}, {})
+
+
+def test_caches_do_not_mix():
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    _, cache = bnfast.batchnorm_forward(x, np.ones(3), np.zeros(3),
+                                        {"mode": "train"})
+    with pytest.raises(TypeError, match="cache must be the cache returned by "
+                       "bnfast.distributed.sync_batchnorm_forward"):
+        distributed.sync_batchnorm_backward(x, cache)
+    (out, sync_cache, _), = run_ranks(1, lambda comm: _step(comm, x))[0]
+    with pytest.raises(TypeError, match="cache is from a synchronized "
+                       "forward pass"):
+        bnfast.batchnorm_backward(x, sync_cache)
+
+
+def test_sync_layer_trains_as_one_layer_on_the_whole_batch():
+    rng = np.random.default_rng(3)
+    batches = [rng.standard_normal((10, 4, 3)) for _ in range(3)]
+    douts = [rng.standard_normal((10, 4, 3)) for _ in range(3)]
+    whole = bnfast.BatchNorm(4, dtype=np.float64, momentum=0.8)
+    expected = []
+    for x, d in zip(batches, douts):
+        out = whole.forward(x)
+        dx = whole.backward(d)
+        expected.append((out, dx, whole.grads["gamma"].copy()))
+        whole.params["gamma"] -= 0.1 * whole.grads["gamma"]
+    sizes = mpi_check.shards(10, 3)
+
+    def fn(comm):
+        layer = distributed.SyncBatchNorm(4, comm, dtype=np.float64,
+                                          momentum=0.8,
+                                          reduce_param_grads=True)
+        r = comm.Get_rank()
+        lo = sum(sizes[:r])
+        hi = lo + sizes[r]
+        for (x, d), (out, dx, dgamma) in zip(zip(batches, douts), expected):
+            np.testing.assert_allclose(layer.forward(x[lo:hi]), out[lo:hi],
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(layer.backward(d[lo:hi]), dx[lo:hi],
+                                       rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(layer.grads["gamma"], dgamma,
+                                       rtol=1e-10)
+            layer.params["gamma"] -= 0.1 * layer.grads["gamma"]
+        np.testing.assert_allclose(layer.running_mean, whole.running_mean,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(layer.running_var, whole.running_var,
+                                   rtol=1e-12)
+        test = layer.forward(batches[0][lo:hi], mode="test")
+        np.testing.assert_allclose(
+            test, whole.forward(batches[0], mode="test")[lo:hi], rtol=1e-12,
+            atol=1e-12)
+
+    run_ranks(3, fn)
+
+
+def _mpiexec():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    return shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or \
+        shutil.which("mpiexec")
+
+
+@pytest.mark.skipif(_mpiexec() is None,
+                    reason="needs mpi4py and mpiexec (pip install "
+                    "bnfast[mpi])")
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_under_mpiexec(ranks):
+    cmd = [_mpiexec(), "-n", str(ranks)]
+    if os.geteuid() == 0 and "Open MPI" in subprocess.run(
+            [_mpiexec(), "--version"], capture_output=True,
+            text=True).stdout:
+        cmd += ["--allow-run-as-root", "--oversubscribe"]
+    env = dict(os.environ, BNFAST_NUM_THREADS="1")
+    run = subprocess.run(cmd + [sys.executable, "-m", "mpi4py",
+                                os.path.join(HERE, "mpi_check.py")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{len(mpi_check.CASES)} cases passed on {ranks} ranks" in \
+        run.stdout
