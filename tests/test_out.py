@@ -173,6 +173,13 @@ def _args():
                           "running_var": np.ones(3)})
 
 
+def _around(args, key):
+    """An out whose memory holds args[key] (replaced by a view of it)."""
+    buf = np.ones(15)
+    args[key] = buf[6:9]
+    return buf.reshape(5, 3)
+
+
 def _read_only():
     out = np.zeros((5, 3))
     out.setflags(write=False)
@@ -188,17 +195,19 @@ OUT_ERRORS = [
     ("another shape", lambda a: np.zeros((3, 5)), ValueError,
      "out must have shape (5, 3), got (3, 5)"),
     ("read-only", lambda a: _read_only(), ValueError, "out is read-only"),
+    ("stride 0", lambda a: np.lib.stride_tricks.as_strided(
+        np.zeros(3), (5, 3), (0, 8)), ValueError,
+     "out has elements sharing memory (a stride of 0)"),
     ("x itself", lambda a: a["x"], ValueError,
      "out must not share memory with x"),
     ("overlapping x", lambda a: np.lib.stride_tricks.as_strided(
         a["x"][1:], (5, 3), a["x"].strides), ValueError,
      "out must not share memory with x"),
-    ("overlapping gamma", lambda a: np.lib.stride_tricks.as_strided(
-        a["gamma"], (5, 3), (0, 8)), ValueError,
+    ("overlapping gamma", lambda a: _around(a, "gamma"), ValueError,
      "out must not share memory with gamma"),
-    ("overlapping running_var", lambda a: np.lib.stride_tricks.as_strided(
-        a["bn_param"]["running_var"], (5, 3), (0, 8)), ValueError,
-     "out must not share memory with bn_param['running_var']"),
+    ("overlapping running_var", lambda a: _around(a["bn_param"],
+                                                  "running_var"),
+     ValueError, "out must not share memory with bn_param['running_var']"),
 ]
 
 

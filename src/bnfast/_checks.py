@@ -149,6 +149,9 @@ def out_array(out, shape, dtype, inputs, name="out"):
                          f"{out.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
+        raise ValueError(f"{name} has elements sharing memory (a stride of "
+                         f"0): each result needs its own")
     for what, a in inputs:
         if _overlap(out, a):
             raise ValueError(f"{name} must not share memory with {what}")
