@@ -364,3 +364,26 @@ def test_fused_relu_mask_is_the_rounded_output(dtype):
     if dtype == np.float32:
         assert (fast[0][:, [0, 1, 3]] == 0).all()
         assert (fast[2][[0, 1, 3]] == 0).all() and (fast[3][[0, 1, 3]] == 0).all()
+
+
+LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
+           "channels-last-memory"]
+
+
+@pytest.mark.parametrize("dout_layout", LAYOUTS)
+@pytest.mark.parametrize("x_layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(4, 3, 2, 2), (6, 2, 3, 2)])
+def test_backward_pairs_dout_and_x_elementwise(shape, x_layout, dout_layout):
+    # Any layout of dout against any of x, also when their panels have the
+    # same shape but a different element order (C-order x, Fortran dout,
+    # N == H * W: a bug found by the hypothesis tests)
+    from arrays import _layout
+    rng = np.random.default_rng(11)
+    x = _layout(rng.standard_normal(shape), x_layout)
+    dout = rng.standard_normal(shape)
+    g, b = rng.random(shape[1]) + 0.5, rng.standard_normal(shape[1])
+    _, cache = bnfast.spatial_batchnorm_forward(x, g, b, {"mode": "train"})
+    expected = bnfast.spatial_batchnorm_backward(dout, cache)
+    got = bnfast.spatial_batchnorm_backward(_layout(dout, dout_layout), cache)
+    for e, r in zip(expected, got):
+        np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-12)

@@ -230,6 +230,18 @@ def _result(res, out, shape):
     return out
 
 
+def _dout_panel(dout, x, axis):
+    """dout's panel in the element order of x's: a view when its layout
+    allows, else a copy laid out like x.  (Not _layout.panel(dout): panels
+    of the same shape can order their elements differently, e.g. C-order
+    x and Fortran-order dout with N == H * W.)"""
+    dp = _layout.panel_as(dout, x, axis)
+    if dp is None:
+        relaid, dp = _layout.like(x, axis)
+        np.copyto(relaid, dout)
+    return dp
+
+
 def _bn_backward(dout, cache, out):
     dout = _dout(dout, cache, BatchNormCache,
                  "a bnfast batch norm forward pass in 'train' mode", out)
@@ -237,11 +249,7 @@ def _bn_backward(dout, cache, out):
         raise TypeError("cache is from a synchronized forward pass: use "
                         "bnfast.distributed.sync_batchnorm_backward")
     x, axis = cache.x, cache.axis
-    dp = _layout.panel(dout, axis)
-    if dp is None or dp.shape != cache.panel.shape:
-        # laid out unlike x: copy it into x's layout
-        relaid, dp = _layout.like(x, axis)
-        np.copyto(relaid, dout)
+    dp = _dout_panel(dout, x, axis)
     dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
                     lambda: _layout.like(x, axis))
     c = x.shape[axis]
@@ -269,10 +277,7 @@ def _sync_backward(dout, cache, out, reduce_param_grads):
     c = x.shape[axis]
     sums = np.zeros(2 * c)  # sum dy, sum dy * (x - mean)
     if x.size:
-        dp = _layout.panel(dout, axis)
-        if dp is None or dp.shape != cache.panel.shape:
-            relaid, dp = _layout.like(x, axis)
-            np.copyto(relaid, dout)
+        dp = _dout_panel(dout, x, axis)
         _kernels.bn_backward_reduce(dp, cache.panel, cache.mean, cache.invstd,
                                     cache.gamma, cache.beta, cache.relu,
                                     sums[:c], sums[c:])

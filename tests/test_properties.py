@@ -1,0 +1,536 @@
+"""Property-based equivalence: every bnfast function against its twin in
+bnfast.reference on inputs drawn by hypothesis -- shapes (rank 2 to 5, now
+and then one long axis past the kernels' row sums, column tile, run block
+or threading threshold), float32/float64, memory layouts (C, Fortran,
+permuted axes, strided and reversed views of a bigger NaN-filled array,
+unaligned data, broadcast rows; dout laid out on its own), and finite
+values (per-channel offset and scale, an offset of up to 1e4 times the
+spread, a trend along the batch, small-integer grids with ties, constant
+channels or samples), with drawn parameters (eps, momentum, mode,
+activation, dtypes and shapes of gamma, beta and the running statistics).
+
+The accuracy criterion is the suite's (tests/arrays.py,
+``assert_as_accurate``): the oracle is the reference run one precision
+wider (``Case.widened``: float64 for float32 inputs, np.longdouble for
+float64 ones); float32 results must be no further from it than the
+reference's, float64 results within twice the reference's error plus a few
+ulps of ``scale``, the magnitude of the terms that cancel in the result.
+The equivalence tests pass that scale for dx; here every result gets one
+(``term_scales``), as hypothesis finds small or adversarial inputs where
+the result's own magnitude is no measure of its rounding: a ReLU output
+from g * x_hat cancelling beta, a mean of values much larger than it, a
+constant row whose longdouble mean (strided) is not exact.  And a float32
+result may exceed the reference's error by a few float64 ulps of that
+scale (``assert_accurate``).  NaN and Inf inputs are covered by the
+equivalence tests, not here.
+
+Profiles: "ci" (the default: derandomized, 60 examples per test) and
+"long" (2000 examples), chosen with ``BNFAST_HYPOTHESIS=long``.
+"""
+import dataclasses
+import math
+import os
+
+import numpy as np
+from hypothesis import (HealthCheck, currently_in_test_context, event, given,
+                        settings)
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bnfast
+from bnfast import reference
+
+from arrays import Case, assert_as_accurate
+
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
+# database=None: nothing written into the checkout (.hypothesis/ is not
+# ignored); print_blob: a failure prints its @reproduce_failure line.
+settings.register_profile("ci", max_examples=60, derandomize=True,
+                          deadline=None, database=None, print_blob=True,
+                          suppress_health_check=_SUPPRESS)
+settings.register_profile("long", max_examples=2000, deadline=None,
+                          database=None, print_blob=True,
+                          suppress_health_check=_SUPPRESS)
+settings.load_profile(os.environ.get("BNFAST_HYPOTHESIS", "ci"))
+
+DTYPES = (np.float32, np.float64)
+# Long axes: past BNF_SUM_ROWS (128) rows, the column tile (2048), the run
+# block (4096), 128 * 128 rows (the third level of the row sums); with the
+# rest of the shape, past BNF_PARALLEL_MIN (32768 elements, the threaded
+# kernels) when the rest allows.
+LONG_SIDES = (127, 128, 129, 257, 2049, 4097, 16385)
+MAX_SIZE = 40_000
+
+
+# ---------------------------------------------------------------- strategies
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """How an array sits in memory.  kind "C", "F", "permuted" (axes in
+    memory in the order ``perm``, outermost first), "strided" (permuted,
+    then every ``steps[k]``-th element of a bigger NaN-filled array along
+    axis k, reversed when negative), "unaligned" (C order, one byte off),
+    "broadcast" (the first sample repeated with stride 0: for x this makes
+    every feature constant across the batch)."""
+    kind: str
+    perm: tuple
+    steps: tuple
+
+    def __str__(self):
+        if self.kind in ("permuted", "strided"):
+            return f"{self.kind}{self.perm}{self.steps}"
+        return self.kind
+
+
+@st.composite
+def layouts(draw, ndim):
+    kind = draw(st.sampled_from(
+        ["C", "F", "permuted", "strided", "unaligned", "broadcast"]))
+    perm, steps = tuple(range(ndim)), (1,) * ndim
+    if kind == "F":
+        perm = perm[::-1]
+    elif kind in ("permuted", "strided"):
+        perm = tuple(draw(st.permutations(range(ndim))))
+    if kind == "strided":
+        steps = tuple(draw(st.lists(st.sampled_from([1, 2, -1, 3, -2]),
+                                    min_size=ndim, max_size=ndim)))
+    return Layout(kind, perm, steps)
+
+
+def lay_out(a, dtype, layout):
+    """``a`` (float64, C order) as ``dtype`` laid out as ``layout``."""
+    if layout.kind == "broadcast":
+        return np.broadcast_to(a[:1].astype(dtype), a.shape)
+    if layout.kind == "unaligned":
+        size = a.size * np.dtype(dtype).itemsize
+        buf = np.empty(size + 1, np.uint8)
+        out = buf[1:].view(dtype).reshape(a.shape)
+        out[...] = a
+        assert not out.flags.aligned or size == 0
+        return out
+    # the gaps hold NaN: a kernel that reads outside the view shows
+    big = np.full([a.shape[k] * abs(layout.steps[k]) for k in layout.perm],
+                  np.nan, dtype)
+    v = big.transpose(np.argsort(layout.perm))
+    v = v[tuple(slice(None, None, s) for s in layout.steps)]
+    v[...] = a
+    return v
+
+
+@st.composite
+def shapes(draw, min_dims, max_dims, channels=None):
+    """Small shapes; now and then one axis long (one of LONG_SIDES) or long
+    enough for the threaded kernels (at least BNF_PARALLEL_MIN elements);
+    at most MAX_SIZE elements.  ``channels``: a strategy for shape[1]."""
+    shape = list(draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims,
+                                       min_side=1, max_side=6)))
+    if channels is not None:
+        shape[1] = draw(channels)
+    size = draw(st.sampled_from(["small", "small", "long", "threaded"]))
+    if size != "small":
+        k = draw(st.integers(0, len(shape) - 1))
+        rest = math.prod(shape) // shape[k]
+        if size == "long":
+            sides = [s for s in LONG_SIDES if s * rest <= MAX_SIZE]
+            if sides:
+                shape[k] = draw(st.sampled_from(sides))
+        elif 32768 // rest < MAX_SIZE // rest:
+            shape[k] = draw(st.integers(32768 // rest + 1, MAX_SIZE // rest))
+    return tuple(shape)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Spec:
+    """Everything a case is built from (small, so hypothesis prints it on a
+    failure; ``build`` makes the arrays).  axis: None for statistics of
+    ``x.reshape(N, -1)``'s columns or rows (batchnorm_*, layernorm_*), else
+    the channel axis."""
+    dtype: type
+    shape: tuple
+    axis: object
+    x_layout: Layout
+    dout_layout: Layout
+    seed: int
+    spread_exp: int          # values of size 10**spread_exp
+    offset: float            # common offset, in units of the spread
+    trend: float             # added along the batch, 0 .. trend
+    grid: object             # small-integer values (an ndarray) or None
+    const: str               # "none", "channel" or "sample"
+    const_index: int
+    param_dtype: type
+    param_full: bool         # gamma, beta of the full per-feature shape
+    signed_gamma: bool
+    stats_dtype: type
+    stats_full: bool
+    stats_near: bool         # running stats near the batch's, else random
+
+
+@st.composite
+def specs(draw, kind):
+    """kind: "bn" (batchnorm_*), "spatial", "ln", "gn"."""
+    if kind == "spatial":
+        shape = draw(shapes(2, 5))
+        ndim = len(shape)
+        axis = draw(st.sampled_from([1, -1] + list(range(2, ndim - 1))))
+    elif kind == "gn":
+        shape = draw(shapes(2, 5, channels=st.sampled_from(
+            [1, 2, 3, 4, 6, 8, 12])))
+        axis = 1
+    else:
+        shape = draw(shapes(2, 4))
+        axis = None
+    ndim = len(shape)
+    dtype = draw(st.sampled_from(DTYPES))
+    other = np.float64 if dtype is np.float32 else np.float32
+    grid = None
+    values = draw(st.sampled_from(["normal", "grid", "trend"]))
+    if values == "grid" and math.prod(shape) <= 256:
+        grid = draw(hnp.arrays(np.int8, shape, elements=st.integers(-3, 3)))
+    return Spec(
+        dtype=dtype, shape=shape, axis=axis,
+        x_layout=draw(layouts(ndim)), dout_layout=draw(layouts(ndim)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        spread_exp=draw(st.integers(-3, 3)),
+        offset=draw(st.one_of(st.just(0.0), st.sampled_from([1e4, -1e4]),
+                              st.floats(-1e4, 1e4))),
+        trend=draw(st.floats(0, 1e3)) if values == "trend" else 0.0,
+        grid=grid,
+        const=draw(st.sampled_from(["none", "channel", "sample"])),
+        const_index=draw(st.integers(0, 2**16)),
+        param_dtype=draw(st.sampled_from([dtype, other])),
+        param_full=draw(st.booleans()),
+        signed_gamma=draw(st.booleans()),
+        stats_dtype=draw(st.sampled_from([dtype, other])),
+        stats_full=draw(st.booleans()),
+        stats_near=draw(st.booleans()),
+    )
+
+
+def record(spec, size):
+    """What a test ran on, for pytest --hypothesis-show-statistics."""
+    event(f"x {spec.x_layout.kind}, {np.dtype(spec.dtype).name}")
+    event("size >= 32768 (threaded)" if size >= 32768 else
+          "size > 4096" if size > 4096 else "size <= 4096")
+    event(f"values {'grid' if spec.grid is not None else 'random'}, "
+          f"const {spec.const}")
+
+
+def build(spec):
+    """The Case (tests/arrays.py) of a Spec."""
+    if currently_in_test_context():
+        record(spec, math.prod(spec.shape))
+    rng = np.random.default_rng(spec.seed)
+    shape, n, axis = spec.shape, spec.shape[0], spec.axis
+    z = np.empty(shape)
+    # per-channel view: (N, D) features, or channels last
+    view = z.reshape(n, -1) if axis is None else np.moveaxis(z, axis, -1)
+    d = view.shape[-1]
+    if spec.grid is not None:
+        z[...] = spec.grid
+    else:
+        view[...] = (rng.standard_normal(view.shape) * rng.uniform(0.5, 2, d)
+                     + rng.uniform(-3, 3, d))
+    z += np.linspace(0, spec.trend, n).reshape((n,) + (1,) * (z.ndim - 1))
+    z += spec.offset
+    if spec.const == "channel":
+        view[..., spec.const_index % d] = 3.7 + spec.offset
+    elif spec.const == "sample":
+        z[spec.const_index % n] = 3.7 + spec.offset
+    spread = 10.0 ** spec.spread_exp
+    x = z * spread
+
+    if axis is None:
+        pshape = shape[1:]
+    else:
+        pshape = tuple(shape[k] if k == axis % len(shape) else 1
+                       for k in range(len(shape)))
+    gamma = rng.uniform(0.5, 1.5, d)
+    if spec.signed_gamma:
+        gamma *= rng.choice([-1.0, 1.0], d)
+    beta = rng.uniform(-1, 1, d)
+    if spec.stats_near:
+        cols = np.moveaxis(x.reshape(n, -1) if axis is None
+                           else np.moveaxis(x, axis, -1), -1, 0).reshape(d, -1)
+        rm = cols.mean(axis=1) + spread * rng.uniform(-0.5, 0.5, d)
+        rv = cols.var(axis=1) * rng.uniform(0.5, 2, d) + spread**2 * 0.01
+    else:
+        rm = rng.uniform(-1, 1, d)
+        rv = rng.uniform(0.5, 2, d)
+    dout = rng.standard_normal(shape)
+
+    def param(a, dt, full):
+        return a.astype(dt).reshape(pshape if full else (d,))
+
+    return Case(
+        x=lay_out(x, spec.dtype, spec.x_layout),
+        gamma=param(gamma, spec.param_dtype, spec.param_full),
+        beta=param(beta, spec.param_dtype, spec.param_full),
+        running_mean=param(rm, spec.stats_dtype, spec.stats_full),
+        running_var=param(rv, spec.stats_dtype, spec.stats_full),
+        dout=lay_out(dout, spec.dtype, spec.dout_layout),
+        layout=f"x:{spec.x_layout}/dout:{spec.dout_layout}",
+        contents=(f"1e{spec.spread_exp}*(v+{spec.offset:g})"
+                  f"{'-grid' if spec.grid is not None else ''}"
+                  f"{'-trend' if spec.trend else ''}-const:{spec.const}"),
+        axis=axis)
+
+
+EPS = st.one_of(st.sampled_from([1e-5, 1e-3, 1e-8, 0.1]),
+                st.floats(1e-8, 0.1))
+MOMENTUM = st.floats(0, 1)
+ACTIVATION = st.sampled_from([None, "relu"])
+
+
+# ---------------------------------------------------------------- accuracy
+
+F64_EPS = float(np.finfo(np.float64).eps)
+
+
+def term_scales(x, dout, g, b, mean, std, sum_axes):
+    """The magnitudes of the terms that cancel in each result, from the
+    widened inputs (``scale`` of assert_as_accurate; the equivalence tests
+    use the dx one).  x_hat = (x - mean) / std carries the rounding of the
+    mean, a relative error of eps * |mean| / std, into out = g * x_hat + b
+    (whose terms may cancel), into dx (terms |g * dout / std|) and into
+    dgamma = sum dout * x_hat; dbeta = sum dout cancels terms |dout|.
+    ``sum_axes``: the axes dgamma and dbeta sum over."""
+    xhat = np.abs(x - mean) / std + np.abs(mean) / std
+    return {
+        "out": float(np.max(np.abs(g) * xhat + np.abs(b))),
+        "dx": float(np.max(np.abs(g * dout / std) * (1 + np.abs(mean) / std))),
+        "dgamma": float(np.max(np.sum(np.abs(dout) * xhat, axis=sum_axes))),
+        "dbeta": float(np.max(np.sum(np.abs(dout), axis=sum_axes))),
+    }
+
+
+def assert_accurate(what, case, fast, ref, oracle, scale):
+    """assert_as_accurate, except that a float32 result may also exceed the
+    reference's error by a few float64 ulps of ``scale``: bnfast computes in
+    double and rounds once, and where the reference's float32 arithmetic
+    happens to cancel exactly (a constant dout: dx == 0) a residue of
+    double rounding remains, some 1e-9 of a float32 ulp."""
+    if (fast.dtype == ref.dtype == np.float32 and fast.shape == ref.shape
+            and np.isfinite(fast).all() and np.isfinite(ref).all()
+            and np.isfinite(oracle).all() and fast.size):
+        err_fast = float(np.max(np.abs(fast - oracle)))
+        err_ref = float(np.max(np.abs(ref - oracle)))
+        if err_ref < err_fast <= err_ref + 8 * F64_EPS * scale:
+            event("float32: a double-rounding residue accepted")
+            return
+    assert_as_accurate(what, case, fast, ref, oracle, scale=scale)
+
+
+# ---------------------------------------------------------------- batch norm
+
+def bn_param(case, mode, eps, momentum, unbiased):
+    return {"mode": mode, "eps": eps, "momentum": momentum,
+            "running_mean": case.running_mean.copy(),
+            "running_var": case.running_var.copy(),
+            "unbiased_running_var": unbiased}
+
+
+def bn_forward(module, case, p, activation):
+    if case.axis is None:
+        return module.batchnorm_forward(case.x, case.gamma, case.beta, p,
+                                        activation=activation)
+    return module.spatial_batchnorm_forward(case.x, case.gamma, case.beta, p,
+                                            axis=case.axis,
+                                            activation=activation)
+
+
+def channels_last(case, a):
+    """``a`` (x's shape) as (values, channels)."""
+    if case.axis is None:
+        return a.reshape(a.shape[0], -1)
+    return np.moveaxis(a, case.axis, -1).reshape(-1, a.shape[case.axis])
+
+
+def bn_scales(wcase, eps, mode="train"):
+    xc = channels_last(wcase, wcase.x)
+    if mode == "train":
+        mean, var = xc.mean(axis=0), xc.var(axis=0)
+    else:
+        mean = wcase.running_mean.reshape(-1)
+        var = wcase.running_var.reshape(-1)
+    return term_scales(xc, channels_last(wcase, wcase.dout),
+                       wcase.gamma.reshape(-1), wcase.beta.reshape(-1), mean,
+                       np.sqrt(var + eps), 0)
+
+
+def check_bn_forward(case, mode, activation, eps, momentum, unbiased):
+    unbiased = unbiased and channels_last(case, case.x).shape[0] >= 2
+    x_before = case.x.copy()
+    p = bn_param(case, mode, eps, momentum, unbiased)
+    rp = bn_param(case, mode, eps, momentum, unbiased)
+    wcase = case.widened()
+    wp = bn_param(wcase, mode, eps, momentum, unbiased)
+    given_stats = (p["running_mean"], p["running_var"])
+    out, cache = bn_forward(bnfast, case, p, activation)
+    ref, _ = bn_forward(reference, case, rp, activation)
+    wide, _ = bn_forward(reference, wcase, wp, activation)
+    what = f"{mode} forward ({activation}, eps={eps:g})"
+    assert_accurate(f"{what} out", case, out, ref, wide,
+                    bn_scales(wcase, eps, mode)["out"])
+    np.testing.assert_array_equal(case.x, x_before, err_msg="x was written")
+    # the running mean cancels terms of the size of x
+    xmax = np.max(np.abs(channels_last(wcase, wcase.x)), axis=0)
+    rm_scale = float(np.max(np.abs(momentum * wcase.running_mean.reshape(-1))
+                            + (1 - momentum) * xmax))
+    for key, given_stat, scale in zip(("running_mean", "running_var"),
+                                      given_stats, (rm_scale, None)):
+        np.testing.assert_array_equal(
+            given_stat, getattr(case, key),
+            err_msg=f"the {key} passed in was written")
+        assert p[key].dtype == given_stat.dtype
+        assert p[key].shape == given_stat.shape
+        if mode == "train":
+            assert_accurate(f"{what} {key} (momentum={momentum:g}, "
+                            f"unbiased={unbiased})", case, p[key], rp[key],
+                            wp[key], scale)
+        else:
+            assert cache is None
+            np.testing.assert_array_equal(p[key], given_stat)
+
+
+def check_bn_backward(case, activation, eps, twin):
+    wcase = case.widened()
+    _, cache = bn_forward(bnfast, case, bn_param(case, "train", eps, 0.9,
+                                                 False), activation)
+    _, rcache = bn_forward(reference, case, bn_param(case, "train", eps, 0.9,
+                                                     False), activation)
+    _, wcache = bn_forward(reference, wcase, bn_param(wcase, "train", eps,
+                                                      0.9, False), activation)
+    fast = getattr(bnfast, twin)(case.dout, cache)
+    ref = getattr(reference, twin)(case.dout, rcache)
+    wide = getattr(reference, twin)(wcase.dout, wcache)
+    scales = bn_scales(wcase, eps)
+    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
+        assert_accurate(f"{twin} {name} ({activation}, eps={eps:g})", case,
+                        f, r, w, scales[name])
+
+
+@given(spec=specs("bn"), mode=st.sampled_from(["train", "test"]),
+       activation=ACTIVATION, eps=EPS, momentum=MOMENTUM,
+       unbiased=st.booleans())
+def test_batchnorm_forward(spec, mode, activation, eps, momentum, unbiased):
+    check_bn_forward(build(spec), mode, activation, eps, momentum, unbiased)
+
+
+@given(spec=specs("bn"), activation=ACTIVATION, eps=EPS,
+       twin=st.sampled_from(["batchnorm_backward", "batchnorm_backward_alt"]))
+def test_batchnorm_backward(spec, activation, eps, twin):
+    check_bn_backward(build(spec), activation, eps, twin)
+
+
+@given(spec=specs("spatial"), mode=st.sampled_from(["train", "test"]),
+       activation=ACTIVATION, eps=EPS, momentum=MOMENTUM,
+       unbiased=st.booleans())
+def test_spatial_batchnorm_forward(spec, mode, activation, eps, momentum,
+                                   unbiased):
+    check_bn_forward(build(spec), mode, activation, eps, momentum, unbiased)
+
+
+@given(spec=specs("spatial"), activation=ACTIVATION, eps=EPS)
+def test_spatial_batchnorm_backward(spec, activation, eps):
+    check_bn_backward(build(spec), activation, eps,
+                      "spatial_batchnorm_backward")
+
+
+# ---------------------------------------------------------------- layer norm
+
+def ln_forward(module, case, eps):
+    return module.layernorm_forward(case.x, case.gamma, case.beta,
+                                    {"eps": eps})
+
+
+def ln_scales(wcase, eps):
+    n = wcase.x.shape[0]
+    xr = wcase.x.reshape(n, -1)
+    mean = xr.mean(axis=1, keepdims=True)
+    std = np.sqrt(xr.var(axis=1, keepdims=True) + eps)
+    return term_scales(xr, wcase.dout.reshape(n, -1), wcase.gamma.reshape(-1),
+                       wcase.beta.reshape(-1), mean, std, 0)
+
+
+@given(spec=specs("ln"), eps=EPS)
+def test_layernorm_forward(spec, eps):
+    case = build(spec)
+    wcase = case.widened()
+    out, _ = ln_forward(bnfast, case, eps)
+    ref, _ = ln_forward(reference, case, eps)
+    wide, _ = ln_forward(reference, wcase, eps)
+    assert_accurate(f"layernorm_forward out (eps={eps:g})", case, out, ref,
+                    wide, ln_scales(wcase, eps)["out"])
+
+
+@given(spec=specs("ln"), eps=EPS)
+def test_layernorm_backward(spec, eps):
+    case = build(spec)
+    wcase = case.widened()
+    _, cache = ln_forward(bnfast, case, eps)
+    _, rcache = ln_forward(reference, case, eps)
+    _, wcache = ln_forward(reference, wcase, eps)
+    fast = bnfast.layernorm_backward(case.dout, cache)
+    ref = reference.layernorm_backward(case.dout, rcache)
+    wide = reference.layernorm_backward(wcase.dout, wcache)
+    scales = ln_scales(wcase, eps)
+    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
+        assert_accurate(f"layernorm_backward {name} (eps={eps:g})", case, f,
+                        r, w, scales[name])
+
+
+# ---------------------------------------------------------------- group norm
+
+@st.composite
+def gn_specs(draw):
+    spec = draw(specs("gn"))
+    c = spec.shape[1]
+    groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+    return spec, groups
+
+
+def gn_forward(module, case, groups, eps):
+    return module.spatial_groupnorm_forward(case.x, case.gamma, case.beta,
+                                            groups, {"eps": eps})
+
+
+def gn_scales(wcase, groups, eps):
+    """As (N, G, channels per group, elements per channel)."""
+    n, c = wcase.x.shape[:2]
+    shape = (n, groups, c // groups, -1)
+    xg = wcase.x.reshape(shape)
+    mean = xg.mean(axis=(2, 3), keepdims=True)
+    std = np.sqrt(xg.var(axis=(2, 3), keepdims=True) + eps)
+    pshape = (1, groups, c // groups, 1)
+    return term_scales(xg, wcase.dout.reshape(shape),
+                       wcase.gamma.reshape(pshape), wcase.beta.reshape(pshape),
+                       mean, std, (0, 3))
+
+
+@given(spec_groups=gn_specs(), eps=EPS)
+def test_groupnorm_forward(spec_groups, eps):
+    spec, groups = spec_groups
+    case = build(spec)
+    wcase = case.widened()
+    out, _ = gn_forward(bnfast, case, groups, eps)
+    ref, _ = gn_forward(reference, case, groups, eps)
+    wide, _ = gn_forward(reference, wcase, groups, eps)
+    assert_accurate(f"spatial_groupnorm_forward out G={groups} (eps={eps:g})",
+                    case, out, ref, wide, gn_scales(wcase, groups, eps)["out"])
+
+
+@given(spec_groups=gn_specs(), eps=EPS)
+def test_groupnorm_backward(spec_groups, eps):
+    spec, groups = spec_groups
+    case = build(spec)
+    wcase = case.widened()
+    _, cache = gn_forward(bnfast, case, groups, eps)
+    _, rcache = gn_forward(reference, case, groups, eps)
+    _, wcache = gn_forward(reference, wcase, groups, eps)
+    fast = bnfast.spatial_groupnorm_backward(case.dout, cache)
+    ref = reference.spatial_groupnorm_backward(case.dout, rcache)
+    wide = reference.spatial_groupnorm_backward(wcase.dout, wcache)
+    scales = gn_scales(wcase, groups, eps)
+    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
+        assert_accurate(f"spatial_groupnorm_backward {name} G={groups} "
+                        f"(eps={eps:g})", case, f, r, w, scales[name])
