@@ -66,7 +66,9 @@ int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
  * dbeta_ch = sum over samples of s1_ch, dgamma_ch of is * s2_ch.  Forming
  * A from a_ch (as dx's first term) makes groups of one element give
  * dx == 0 exactly.  Samples [i0, i1), their dgamma and dbeta into the given
- * arrays; work: 6*c doubles.
+ * arrays, summed over blocks of BNF_SUM_ROWS samples first (long batches
+ * keep the rounding of a cascade, not of one running sum); work: 8*c
+ * doubles.
  */
 static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
                                ptrdiff_t xs, ptrdiff_t i0, ptrdiff_t i1,
@@ -78,8 +80,9 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
     ptrdiff_t cg = c / g, m = cg * hw;
     double *mu = work, *s1 = work + c, *s2 = work + 2 * c;
     double *k_dy = work + 3 * c, *k_xmu = work + 4 * c, *k_0 = work + 5 * c;
+    double *bg = work + 6 * c, *bb = work + 7 * c; /* the block's sums */
     for (ptrdiff_t ch = 0; ch < c; ch++)
-        dgamma[ch] = dbeta[ch] = 0.0;
+        dgamma[ch] = dbeta[ch] = bg[ch] = bb[ch] = 0.0;
     double dm = (double)m;
     for (ptrdiff_t i = i0; i < i1; i++) {
         const T *gi = dy + i * ds, *xi = x + i * xs;
@@ -93,8 +96,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
                 k_dy[ch] = is * gamma[ch];
                 a += k_dy[ch] * s1[ch];
                 b += k_dy[ch] * s2[ch];
-                dbeta[ch] += s1[ch];
-                dgamma[ch] += is * s2[ch];
+                bb[ch] += s1[ch];
+                bg[ch] += is * s2[ch];
             }
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
                 k_0[ch] = -a / dm;
@@ -103,6 +106,13 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         }
         NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, mu, NULL, NULL,
                              k_dy, k_xmu, k_0, dx + i * ts, 0, hw);
+        if ((i - i0 + 1) % BNF_SUM_ROWS == 0 || i == i1 - 1) {
+            for (ptrdiff_t ch = 0; ch < c; ch++) {
+                dgamma[ch] += bg[ch];
+                dbeta[ch] += bb[ch];
+                bg[ch] = bb[ch] = 0.0;
+            }
+        }
     }
 }
 
@@ -117,22 +127,22 @@ int NAME(gn_backward)(const T *dy, ptrdiff_t ds, const T *x, ptrdiff_t xs,
     int nt = bnf_threads_for(n * c * hw);
     if (nt > n)
         nt = (int)n;
-    double *work = malloc(8 * (size_t)nt * (size_t)c * sizeof(double));
+    double *work = malloc(10 * (size_t)nt * (size_t)c * sizeof(double));
     if (work == NULL)
         return BNF_ENOMEM;
     BNF_PARALLEL_FOR(nt)
     for (int t = 0; t < nt; t++) {
         ptrdiff_t i0, i1;
-        double *w = work + 8 * t * c;
+        double *w = work + 10 * t * c;
         bnf_part(n, nt, t, 1, &i0, &i1);
         NAME(gn_backward1)(dy, ds, x, xs, i0, i1, c, g, hw, mean, invstd,
-                           gamma, dx, ts, w + 6 * c, w + 7 * c, w);
+                           gamma, dx, ts, w + 8 * c, w + 9 * c, w);
     }
     for (ptrdiff_t ch = 0; ch < c; ch++) {
         dgamma[ch] = dbeta[ch] = 0.0;
         for (int t = 0; t < nt; t++) {
-            dgamma[ch] += work[8 * t * c + 6 * c + ch];
-            dbeta[ch] += work[8 * t * c + 7 * c + ch];
+            dgamma[ch] += work[10 * t * c + 8 * c + ch];
+            dbeta[ch] += work[10 * t * c + 9 * c + ch];
         }
     }
     free(work);

@@ -387,3 +387,23 @@ def test_backward_pairs_dout_and_x_elementwise(shape, x_layout, dout_layout):
     got = bnfast.spatial_batchnorm_backward(_layout(dout, dout_layout), cache)
     for e, r in zip(expected, got):
         np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_groupnorm_parameter_gradients_over_a_long_batch(threads):
+    # dgamma and dbeta sum over the samples in blocks (a cascade): one
+    # running sum over 32769 samples was off by ~2.2e-8 here, 3000x the
+    # reference's error (found by the long hypothesis profile)
+    n = 32769
+    x = np.random.default_rng(0).standard_normal((n, 1))
+    dout = np.full((n, 1), 1.1)
+    old = bnfast.get_num_threads()
+    bnfast.set_num_threads(threads)
+    try:
+        _, cache = bnfast.spatial_groupnorm_forward(x, np.ones(1),
+                                                    np.zeros(1), 1, {})
+        _, _, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
+    finally:
+        bnfast.set_num_threads(old)
+    exact = np.sum(np.full(n, 1.1, np.longdouble))
+    assert abs(dbeta[0] - exact) < 32 * np.finfo(float).eps * 1.1 * n
