@@ -36,11 +36,12 @@ def _order(a, axis):
     """(perm, n1): the axes of ``a`` in panel order (length-1 axes, the
     outer axes merged into n1 runs, the channel axis, the inner axes
     merged into the runs) so that ``a.transpose(perm).reshape(n1, C, -1)``
-    is a view; None when the layout needs a copy first."""
-    if a.flags.c_contiguous:
-        return tuple(range(a.ndim)), math.prod(a.shape[:axis])
+    is a view; None when the layout needs a copy first (also unaligned
+    data: the kernels read whole elements)."""
     if not a.flags.aligned:
         return None
+    if a.flags.c_contiguous:
+        return tuple(range(a.ndim)), math.prod(a.shape[:axis])
     item = a.itemsize
     cs = a.strides[axis]
     if any(st % item for st in a.strides):
@@ -71,7 +72,7 @@ def _order(a, axis):
 def panel(a, axis):
     """The panel view of ``a`` with channels along ``axis``, or None when
     the layout needs a copy first."""
-    if a.flags.c_contiguous:  # the common case, without _order's work
+    if a.flags.c_contiguous and a.flags.aligned:  # without _order's work
         c = a.shape[axis]
         if axis == a.ndim - 1:
             return a.reshape(-1, c, 1)
@@ -88,9 +89,15 @@ def panel_or_copy(a, axis):
     C-contiguous copy of it."""
     p = panel(a, axis)
     if p is None:
-        a = np.ascontiguousarray(a)
+        a = _aligned_copy(a)
         p = panel(a, axis)
     return a, p
+
+
+def _aligned_copy(a):
+    """A C-contiguous, aligned copy (np.ascontiguousarray would return a
+    contiguous but unaligned array as it is)."""
+    return np.array(a, order="C")
 
 
 def like(a, axis):
@@ -120,7 +127,7 @@ def panel_as(out, a, axis):
     """The panel of ``out`` (an array of ``a``'s shape) in the element
     order of ``a``'s panel, for the kernels to write, or None when out's
     layout does not give one fit for the kernels."""
-    if a.flags.c_contiguous and out.flags.c_contiguous:
+    if a.flags.c_contiguous and out.flags.c_contiguous and out.flags.aligned:
         return panel(out, axis)
     if not out.flags.aligned or any(st % out.itemsize for st in out.strides):
         return None
@@ -150,7 +157,7 @@ def as_unit_rows(a):
 def unit_rows(a):
     """``a`` (2-D) with unit-stride columns: itself or a C-contiguous copy."""
     r = as_unit_rows(a)
-    return np.ascontiguousarray(a) if r is None else r
+    return _aligned_copy(a) if r is None else r
 
 
 def as_samples(a):
@@ -169,4 +176,4 @@ def samples(a):
     """``a`` (N, C, HW) with C-contiguous samples: itself or a C-contiguous
     copy."""
     r = as_samples(a)
-    return np.ascontiguousarray(a) if r is None else r
+    return _aligned_copy(a) if r is None else r
