@@ -282,14 +282,14 @@ def _sync_backward(dout, cache, out, reduce_param_grads):
                                     cache.gamma, cache.beta, cache.relu,
                                     sums[:c], sums[c:])
     total = cache.sync.sum(sums)  # collective: every process
-    dgamma, dbeta = np.empty(c), np.empty(c)
     if x.size:
         dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
                         lambda: _layout.like(x, axis))
+        global_grads = np.empty(2 * c)  # the global dgamma, dbeta: unused
         _kernels.bn_backward_apply(dp, cache.panel, cache.mean, cache.invstd,
                                    cache.gamma, cache.beta, cache.relu,
                                    float(cache.count), total[:c], total[c:],
-                                   dxp, dgamma, dbeta)
+                                   dxp, global_grads[:c], global_grads[c:])
     else:
         dx = np.empty(x.shape, x.dtype) if out is None else out
     use = total if reduce_param_grads else sums
