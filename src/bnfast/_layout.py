@@ -40,8 +40,9 @@ def _order(a, axis):
     data: the kernels read whole elements)."""
     if not a.flags.aligned:
         return None
-    if a.flags.c_contiguous:
-        return tuple(range(a.ndim)), math.prod(a.shape[:axis])
+    if a.flags.c_contiguous:  # as panel's shortcut: one run per channel
+        return tuple(range(a.ndim)), (1 if a.shape[axis] == 1 else
+                                      math.prod(a.shape[:axis]))
     item = a.itemsize
     cs = a.strides[axis]
     if any(st % item for st in a.strides):
@@ -74,6 +75,8 @@ def panel(a, axis):
     the layout needs a copy first."""
     if a.flags.c_contiguous and a.flags.aligned:  # without _order's work
         c = a.shape[axis]
+        if c == 1:  # one channel: one contiguous run (the lanes kernels)
+            return a.reshape(1, 1, -1)
         if axis == a.ndim - 1:
             return a.reshape(-1, c, 1)
         return a.reshape(math.prod(a.shape[:axis]), c, -1)
