@@ -419,5 +419,5 @@ def test_a_single_column_is_one_run():
     assert cache.panel.shape == (1, 1, 32769)
     exact = np.var(x.astype(np.longdouble))
     numpy_error = abs(np.var(x) - exact)
-    assert abs(p["running_var"][0] - exact) <= 2 * numpy_error + 4 * np.finfo(
+    assert abs(p["running_var"][0] - exact) <= 2 * numpy_error + np.finfo(
         float).eps * exact
