@@ -421,3 +421,22 @@ def test_a_single_column_is_one_run():
     numpy_error = abs(np.var(x) - exact)
     assert abs(p["running_var"][0] - exact) <= 2 * numpy_error + np.finfo(
         float).eps * exact
+
+
+def test_groupnorm_with_a_constant_channel_in_the_group():
+    # A group whose channels have different means (here a constant one
+    # after a random one, 4097 elements each: past one summation block):
+    # each block is summed around its own mean when the running one is far
+    # from it.  Before, 10-45x the reference's error (long hypothesis
+    # profile); now within 2x.
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        x = rng.standard_normal((4, 2, 4097))
+        x[:, 1] = rng.standard_normal() * 3
+        g, b = np.ones(2), np.zeros(2)
+        out, _ = bnfast.spatial_groupnorm_forward(x, g, b, 1, {})
+        ref, _ = reference.spatial_groupnorm_forward(x, g, b, 1, {})
+        wide, _ = reference.spatial_groupnorm_forward(
+            x.astype(np.longdouble), g, b, 1, {})
+        assert np.abs(out - wide).max() <= 2 * np.abs(ref - wide).max() + \
+            4 * np.finfo(float).eps
