@@ -161,9 +161,6 @@ def bn_forward_train(const floating[:, :, :] x, gamma, beta, double eps,
     cdef const double *rm = chans.get(running_mean)
     cdef const double *rv = chans.get(running_var)
     cdef double *var = chans.buf + chans.used
-    cdef double *upd = var + n2
-    cdef double keep = 1.0 - momentum
-    cdef ptrdiff_t j
     if mean.shape[0] != n2 or invstd.shape[0] != n2:
         raise ValueError("internal: statistics of the wrong length")
     with nogil:
@@ -176,12 +173,41 @@ def bn_forward_train(const floating[:, :, :] x, gamma, beta, double eps,
                                       g, b, eps, &y[0, 0, 0], ys1, ys2,
                                       &mean[0], &invstd[0], var, relu)
     _raise(rc)
-    for j in range(n2):
+    _update_running(n2, rm, rv, &mean[0], var, momentum, var_factor,
+                    new_mean, new_var, var + n2)
+
+
+cdef int _update_running(Py_ssize_t n, const double *rm, const double *rv,
+                         const double *mean, const double *var,
+                         double momentum, double var_factor, new_mean,
+                         new_var, double *upd) except -1:
+    # new = running * momentum + (1 - momentum) * batch, in float64 and
+    # rounded once to new's dtype; upd: n doubles of scratch
+    cdef double keep = 1.0 - momentum
+    cdef Py_ssize_t j
+    for j in range(n):
         upd[j] = rm[j] * momentum + keep * mean[j]
-    _store(new_mean, n2, upd)
-    for j in range(n2):
+    _store(new_mean, n, upd)
+    for j in range(n):
         upd[j] = rv[j] * momentum + keep * (var[j] * var_factor)
-    _store(new_var, n2, upd)
+    _store(new_var, n, upd)
+    return 0
+
+
+def running_update(running_mean, running_var, const double[::1] mean,
+                   const double[::1] var, double momentum, double var_factor,
+                   new_mean, new_var):
+    """The running-statistics update of bn_forward_train, for statistics
+    computed elsewhere (synchronized batch norm); the same arrays as
+    there."""
+    cdef Py_ssize_t n = mean.shape[0]
+    if var.shape[0] != n:
+        raise ValueError("internal: statistics of the wrong length")
+    cdef _Chans chans = _Chans(n, 3)
+    cdef const double *rm = chans.get(running_mean)
+    cdef const double *rv = chans.get(running_var)
+    _update_running(n, rm, rv, &mean[0], &var[0], momentum, var_factor,
+                    new_mean, new_var, chans.buf + chans.used)
 
 
 def bn_forward_test(const floating[:, :, :] x, gamma, beta, mean, var,

@@ -200,11 +200,11 @@ def _sync_forward(x, axis, shape, g, gflat, bflat, eps, momentum, rm,
     cache = SyncBatchNormCache(x, xp, axis, gflat, bflat, relu, mean, invstd,
                                shape, g.dtype, g.shape)
     cache.count, cache.sync = count, sync
-    keep = 1.0 - momentum  # as the C update of batchnorm_forward
-    rm_new = rmflat.astype(np.float64) * momentum + keep * mean
-    rv_new = rvflat.astype(np.float64) * momentum + keep * (var * factor)
-    return (rm_new.astype(rm.dtype).reshape(rm.shape),
-            rv_new.astype(rv.dtype).reshape(rv.shape), cache, res)
+    rm_new = np.empty(rm.shape, rm.dtype)
+    rv_new = np.empty(rv.shape, rv.dtype)
+    _kernels.running_update(rmflat, rvflat, mean, var, momentum, factor,
+                            rm_new, rv_new)  # as batchnorm_forward's
+    return rm_new, rv_new, cache, res
 
 
 def _into(out, x, fast, new):
