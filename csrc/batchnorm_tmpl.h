@@ -18,16 +18,55 @@ static int NAME(stats1)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
 static int NAME(bwd_reduce1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                              const T *x, ptrdiff_t s1, ptrdiff_t s2,
                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             const double *mean, const double *ra,
-                             const double *rb, double *sum_dy,
+                             NAME(bnf_coefs) cf, int relu, double *sum_dy,
                              double *sum_dyxmu)
 {
     if (len == 1 && s2 == 1 && d2 == 1)
-        return NAME(rows_bwd_reduce)(dy, d1, x, s1, n1, n2, mean, ra, rb,
-                                     sum_dy, sum_dyxmu);
-    NAME(runs_bwd_reduce)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
+        return NAME(rows_bwd_reduce)(dy, d1, x, s1, n1, n2, cf, relu, sum_dy,
+                                     sum_dyxmu);
+    NAME(runs_bwd_reduce)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu,
                           sum_dy, sum_dyxmu);
     return BNF_OK;
+}
+
+/* The C coefficients of n channels (internal.h) from their double
+   values, in one new buffer (NULL when out of memory; free it): mean
+   split into mh + ml, and any of the others that is not NULL. */
+static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
+                          const double *mean, const double *a,
+                          const double *b, const double *is,
+                          const double *k_xhat, const double *k_0)
+{
+    ptrdiff_t n1 = n > 0 ? n : 1;
+    C *buf = malloc(7 * (size_t)n1 * sizeof(C));
+    if (buf == NULL)
+        return NULL;
+    const double *src[5] = {a, b, is, k_xhat, k_0};
+    C *dst[5];
+    for (int k = 0; k < 5; k++) {
+        dst[k] = src[k] ? buf + (2 + k) * n1 : NULL;
+        for (ptrdiff_t j = 0; src[k] && j < n; j++)
+            dst[k][j] = (C)src[k][j];
+    }
+    C *mh = buf, *ml = buf + n1;
+    for (ptrdiff_t j = 0; j < n; j++) {
+        mh[j] = (C)mean[j];
+        ml[j] = bnf_isfinite((double)mh[j]) ? (C)(mean[j] - (double)mh[j])
+                                            : (C)0;
+    }
+    /* the apply's shift with the low part of the mean folded in:
+       (x - mean) * a + b = (x - mh) * a + (b - ml * a) */
+    if (HILO && a != NULL && b != NULL)
+        for (ptrdiff_t j = 0; j < n; j++)
+            dst[1][j] = (C)(b[j] - (double)ml[j] * a[j]);
+    cf->mh = mh;
+    cf->ml = HILO ? ml : NULL;
+    cf->a = dst[0];
+    cf->b = dst[1];
+    cf->is = dst[2];
+    cf->k_xhat = dst[3];
+    cf->k_0 = dst[4];
+    return buf;
 }
 
 /*
@@ -96,9 +135,8 @@ static int NAME(panel_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
 static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                                   const T *x, ptrdiff_t s1, ptrdiff_t s2,
                                   ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  const double *mean, const double *ra,
-                                  const double *rb, double *sum_dy,
-                                  double *sum_dyxmu)
+                                  NAME(bnf_coefs) cf, int relu,
+                                  double *sum_dy, double *sum_dyxmu)
 {
     int nt = bnf_threads_for(n1 * n2 * len), rc = BNF_OK;
     if (NAME(split_channels)(nt, n2, len, s2)) {
@@ -108,16 +146,15 @@ static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, align, &j0, &j1);
             if (NAME(bwd_reduce1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2,
-                                  n1, j1 - j0, len, mean + j0,
-                                  ra ? ra + j0 : NULL, rb ? rb + j0 : NULL,
-                                  sum_dy + j0, sum_dyxmu + j0) != BNF_OK)
+                                  n1, j1 - j0, len, NAME(bnf_coefs_at)(cf, j0),
+                                  relu, sum_dy + j0, sum_dyxmu + j0) != BNF_OK)
                 rc = BNF_ENOMEM;
         }
         return rc;
     }
     if (nt < 2 || n1 < nt)
-        return NAME(bwd_reduce1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra,
-                                 rb, sum_dy, sum_dyxmu);
+        return NAME(bwd_reduce1)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu,
+                                 sum_dy, sum_dyxmu);
     double *part = malloc(2 * (size_t)nt * (size_t)n2 * sizeof(double));
     if (part == NULL)
         return BNF_ENOMEM;
@@ -126,8 +163,7 @@ static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
         ptrdiff_t i0, i1;
         bnf_part(n1, nt, t, 1, &i0, &i1);
         if (NAME(bwd_reduce1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                              i1 - i0, n2, len, mean, ra, rb,
-                              part + 2 * t * n2,
+                              i1 - i0, n2, len, cf, relu, part + 2 * t * n2,
                               part + (2 * t + 1) * n2) != BNF_OK)
             rc = BNF_ENOMEM;
     }
@@ -144,21 +180,18 @@ static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
 
 static void NAME(apply1)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                          ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
-                         const double *mean, const double *scale,
-                         const double *shift, T *y, ptrdiff_t t1,
-                         ptrdiff_t t2, int relu)
+                         NAME(bnf_coefs) cf, T *y, ptrdiff_t t1, ptrdiff_t t2,
+                         int relu)
 {
     if (len == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_apply)(x, n1, n2, s1, mean, scale, shift, y, t1, relu);
+        NAME(rows_apply)(x, n1, n2, s1, cf, y, t1, relu);
     else
-        NAME(runs_apply)(x, n1, s1, n2, s2, len, mean, scale, shift, y, t1,
-                         t2, relu);
+        NAME(runs_apply)(x, n1, s1, n2, s2, len, cf, y, t1, t2, relu);
 }
 
 static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                               ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
-                              const double *mean, const double *scale,
-                              const double *shift, T *y, ptrdiff_t t1,
+                              NAME(bnf_coefs) cf, T *y, ptrdiff_t t1,
                               ptrdiff_t t2, int relu)
 {
     int nt = bnf_threads_for(n1 * n2 * len);
@@ -167,46 +200,41 @@ static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
         for (int t = 0; t < nt; t++) {
             ptrdiff_t i0, i1;
             bnf_part(n1, nt, t, 1, &i0, &i1);
-            NAME(apply1)(x + i0 * s1, i1 - i0, n2, len, s1, s2, mean, scale,
-                         shift, y + i0 * t1, t1, t2, relu);
+            NAME(apply1)(x + i0 * s1, i1 - i0, n2, len, s1, s2, cf,
+                         y + i0 * t1, t1, t2, relu);
         }
     } else if (nt > 1 && n2 >= nt) {
         BNF_PARALLEL_FOR(nt)
         for (int t = 0; t < nt; t++) {
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, 1, &j0, &j1);
-            NAME(apply1)(x + j0 * s2, n1, j1 - j0, len, s1, s2, mean + j0,
-                         scale + j0, shift + j0, y + j0 * t2, t1, t2, relu);
+            NAME(apply1)(x + j0 * s2, n1, j1 - j0, len, s1, s2,
+                         NAME(bnf_coefs_at)(cf, j0), y + j0 * t2, t1, t2,
+                         relu);
         }
     } else {
-        NAME(apply1)(x, n1, n2, len, s1, s2, mean, scale, shift, y, t1, t2,
-                     relu);
+        NAME(apply1)(x, n1, n2, len, s1, s2, cf, y, t1, t2, relu);
     }
 }
 
 static void NAME(bwd_apply1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                              const T *x, ptrdiff_t s1, ptrdiff_t s2,
                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             const double *mean, const double *ra,
-                             const double *rb, const double *k_dy,
-                             const double *k_xmu, const double *k_0, T *dx,
+                             NAME(bnf_coefs) cf, int relu, T *dx,
                              ptrdiff_t t1, ptrdiff_t t2)
 {
     if (len == 1 && d2 == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_bwd_apply)(dy, d1, x, s1, n1, n2, mean, ra, rb, k_dy, k_xmu,
-                             k_0, dx, t1);
+        NAME(rows_bwd_apply)(dy, d1, x, s1, n1, n2, cf, relu, dx, t1);
     else
-        NAME(runs_bwd_apply)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
-                             k_dy, k_xmu, k_0, dx, t1, t2);
+        NAME(runs_bwd_apply)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu, dx,
+                             t1, t2);
 }
 
 static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
                                   const T *x, ptrdiff_t s1, ptrdiff_t s2,
                                   ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  const double *mean, const double *ra,
-                                  const double *rb, const double *k_dy,
-                                  const double *k_xmu, const double *k_0,
-                                  T *dx, ptrdiff_t t1, ptrdiff_t t2)
+                                  NAME(bnf_coefs) cf, int relu, T *dx,
+                                  ptrdiff_t t1, ptrdiff_t t2)
 {
     int nt = bnf_threads_for(n1 * n2 * len);
     if (nt > 1 && n1 >= nt) {
@@ -215,8 +243,8 @@ static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t i0, i1;
             bnf_part(n1, nt, t, 1, &i0, &i1);
             NAME(bwd_apply1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                             i1 - i0, n2, len, mean, ra, rb, k_dy, k_xmu,
-                             k_0, dx + i0 * t1, t1, t2);
+                             i1 - i0, n2, len, cf, relu, dx + i0 * t1, t1,
+                             t2);
         }
     } else if (nt > 1 && n2 >= nt) {
         BNF_PARALLEL_FOR(nt)
@@ -224,13 +252,12 @@ static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
             ptrdiff_t j0, j1;
             bnf_part(n2, nt, t, 1, &j0, &j1);
             NAME(bwd_apply1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2, n1,
-                             j1 - j0, len, mean + j0, ra ? ra + j0 : NULL,
-                             rb ? rb + j0 : NULL, k_dy + j0, k_xmu + j0,
-                             k_0 + j0, dx + j0 * t2, t1, t2);
+                             j1 - j0, len, NAME(bnf_coefs_at)(cf, j0), relu,
+                             dx + j0 * t2, t1, t2);
         }
     } else {
-        NAME(bwd_apply1)(dy, d1, d2, x, s1, s2, n1, n2, len, mean, ra, rb,
-                         k_dy, k_xmu, k_0, dx, t1, t2);
+        NAME(bwd_apply1)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu, dx, t1,
+                         t2);
     }
 }
 
@@ -240,6 +267,8 @@ int NAME(bn_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
     return NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, m2);
 }
 
+/* y = (x - mean) * (gamma * invstd) + beta, the coefficients rounded
+   once to C */
 int NAME(bn_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                    ptrdiff_t xs1, ptrdiff_t xs2, const double *gamma,
                    const double *beta, const double *mean,
@@ -251,9 +280,13 @@ int NAME(bn_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++)
         scale[j] = gamma[j] * invstd[j];
-    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
-                      ys2, relu);
+    NAME(bnf_coefs) cf;
+    C *buf = NAME(coefs_new)(n2, &cf, mean, scale, beta, NULL, NULL, NULL);
     free(scale);
+    if (buf == NULL)
+        return BNF_ENOMEM;
+    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, cf, y, ys1, ys2, relu);
+    free(buf);
     return BNF_OK;
 }
 
@@ -281,15 +314,15 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
                           const double *mean, const double *var, double eps,
                           T *y, ptrdiff_t ys1, ptrdiff_t ys2, int relu)
 {
-    double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
-    if (scale == NULL)
+    double *is = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+    if (is == NULL)
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++)
-        scale[j] = gamma[j] / sqrt(var[j] + eps);
-    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, mean, scale, beta, y, ys1,
-                      ys2, relu);
-    free(scale);
-    return BNF_OK;
+        is[j] = 1.0 / sqrt(var[j] + eps);
+    int rc = NAME(bn_apply)(x, n1, n2, len, xs1, xs2, gamma, beta, mean, is,
+                            y, ys1, ys2, relu);
+    free(is);
+    return rc;
 }
 
 /*
@@ -298,10 +331,11 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
  * else 0, recomputed here exactly as the forward computed it):
  *   dbeta = sum g,  dgamma = invstd * sum g * (x - mean),
  *   dx = a * (g - dbeta / n - xhat * dgamma / n)
- *      = a * g + (x - mean) * (-a * invstd * dgamma / n) + (-a * dbeta / n).
- * bn_backward_reduce computes the two sums over the panel, bn_backward_apply
- * dx from sums and count given (over several panels: synchronized batch
- * norm), bn_backward both for one panel.
+ *      = a * g + xhat * (-a * dgamma / n) + (-a * dbeta / n).
+ * (xhat formed in the kernel, so no coefficient has the range of
+ * invstd**2.)  bn_backward_reduce computes the two sums over the panel,
+ * bn_backward_apply dx from sums and count given (over several panels:
+ * synchronized batch norm), bn_backward both for one panel.
  */
 int NAME(bn_backward_reduce)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
                              const T *x, ptrdiff_t xs1, ptrdiff_t xs2,
@@ -318,10 +352,15 @@ int NAME(bn_backward_reduce)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
         for (ptrdiff_t j = 0; j < n2; j++)
             a[j] = gamma[j] * invstd[j]; /* as the forward's scale */
     }
-    int rc = NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
-                                    mean, a, relu ? beta : NULL, sum_dy,
-                                    sum_dyxmu);
+    NAME(bnf_coefs) cf;
+    C *buf = NAME(coefs_new)(n2, &cf, mean, a, relu ? beta : NULL, NULL,
+                             NULL, NULL);
     free(a);
+    if (buf == NULL)
+        return BNF_ENOMEM;
+    int rc = NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
+                                    cf, relu, sum_dy, sum_dyxmu);
+    free(buf);
     return rc;
 }
 
@@ -337,20 +376,31 @@ int NAME(bn_backward_apply)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
     double *k = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (k == NULL)
         return BNF_ENOMEM;
-    double *k_dy = k, *k_xmu = k + n2, *k_0 = k + 2 * n2;
+    double *k_dy = k, *k_xhat = k + n2, *k_0 = k + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
         double a = gamma[j] * invstd[j]; /* a, as the forward's scale */
         double sg = sum_dy[j], sgx = sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;
-        k_xmu[j] = -a * invstd[j] * sgx / count;
-        k_0[j] = -a * sg / count;
-        dgamma[j] = sgx; /* sum g*(x-mean) -> sum g*xhat */
-        dbeta[j] = sg;   /* last: dbeta may alias sum_dy */
+        k_xhat[j] = -a * sgx / count;
+        /* from a rounded to C: with one value per channel a * g in C and
+           -a * sg in double round alike, and dx is exactly 0 */
+        k_0[j] = -(double)(C)a * sg / count;
     }
-    const double *ra = relu ? k_dy : NULL, *rb = relu ? beta : NULL;
-    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, mean, ra, rb,
-                          k_dy, k_xmu, k_0, dx, ts1, ts2);
+    NAME(bnf_coefs) cf;
+    C *buf = NAME(coefs_new)(n2, &cf, mean, k_dy, relu ? beta : NULL, invstd,
+                             k_xhat, k_0);
     free(k);
+    if (buf == NULL)
+        return BNF_ENOMEM;
+    for (ptrdiff_t j = 0; j < n2; j++) {
+        double sg = sum_dy[j];
+        dgamma[j] = sum_dyxmu[j] * invstd[j]; /* sum g*xhat */
+        dbeta[j] = sg; /* after dgamma: dbeta may alias sum_dy, dgamma
+                          sum_dyxmu */
+    }
+    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, cf, relu,
+                          dx, ts1, ts2);
+    free(buf);
     return BNF_OK;
 }
 

@@ -4,9 +4,12 @@
  * One function per kernel and dtype (_f32 / _f64).  Arrays are raw pointers,
  * sizes and leading dimensions are ptrdiff_t (arrays over 2**31 elements
  * work).  Per-channel quantities (mean, 1/std, gamma, beta, ...) are always
- * double, whatever the data dtype; all accumulation is in double.
+ * double, whatever the data dtype.  float64 data is computed in double;
+ * float32 data element-wise in float32, with its short sums flushed into
+ * double (see instantiate.h): per-channel statistics and every long sum
+ * are double.
  *
- * Two kernel families:
+ * Two kernel families (their building blocks are in internal.h):
  * - across rows: the data is an (m, c) panel in row-major order with unit
  *   column stride; element (i, j) is at x[i*ldx + j].  Reductions run over
  *   the m rows and give one result per column (rows_*);
@@ -33,52 +36,6 @@
 #define BNF_ENOMEM (-1)
 
 #define BNF_DECLARE(T, SUF)                                                    \
-    /* Column mean and M2 = sum_i (x_ij - mean_j)**2, fused in one pass over \
-       memory (blocked two-pass, blocks merged with Chan's formula). */      \
-    int rows_stats_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c, ptrdiff_t ldx, \
-                         double *mean, double *m2);                          \
-    /* y_ij = (x_ij - mean_j) * scale_j + shift_j, then max(y, 0) if relu */  \
-    void rows_apply_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,               \
-                          ptrdiff_t ldx, const double *mean,                 \
-                          const double *scale, const double *shift, T *y,    \
-                          ptrdiff_t ldy, int relu);                          \
-    /* sum_dy_j = sum_i g_ij, sum_dyxmu_j = sum_i g_ij * (x_ij - mean_j);    \
-       g = dy, or with ra != NULL dy where (x - mean) * ra + rb > 0 */       \
-    int rows_bwd_reduce_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
-                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              const double *mean, const double *ra,          \
-                              const double *rb, double *sum_dy,              \
-                              double *sum_dyxmu);                            \
-    /* dx_ij = k_dy_j * g_ij + k_xmu_j * (x_ij - mean_j) + k_0_j */           \
-    void rows_bwd_apply_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
-                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              const double *mean, const double *ra,          \
-                              const double *rb, const double *k_dy,          \
-                              const double *k_xmu, const double *k_0, T *dx, \
-                              ptrdiff_t lddx);                               \
-                                                                             \
-    void runs_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
-                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
-                          double *mean, double *m2);                         \
-    void runs_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
-                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
-                          const double *mean, const double *scale,           \
-                          const double *shift, T *y, ptrdiff_t t1,           \
-                          ptrdiff_t t2, int relu);                           \
-    void runs_bwd_reduce_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,       \
-                               const T *x, ptrdiff_t s1, ptrdiff_t s2,       \
-                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
-                               const double *mean, const double *ra,         \
-                               const double *rb, double *sum_dy,             \
-                               double *sum_dyxmu);                           \
-    void runs_bwd_apply_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,        \
-                              const T *x, ptrdiff_t s1, ptrdiff_t s2,        \
-                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,     \
-                              const double *mean, const double *ra,          \
-                              const double *rb, const double *k_dy,          \
-                              const double *k_xmu, const double *k_0, T *dx, \
-                              ptrdiff_t t1, ptrdiff_t t2);                   \
-                                                                             \
     /* Batch norm, training mode, on a panel (n1, n2, len) with x at        \
        strides (xs1, xs2) and y at (ys1, ys2): y = (x - mean) *              \
        (gamma * invstd) + beta with the batch statistics (then max(y, 0) if  \
@@ -142,7 +99,7 @@
     /* Layer norm of an (n, d) panel of rows with unit-stride columns:      \
        statistics per row, gamma and beta (d,).  Writes the per-row mean    \
        and 1/sqrt(var + eps) (n,). */                                        \
-    void ln_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,               \
+    int ln_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,                \
                           ptrdiff_t ldx, const double *gamma,                \
                           const double *beta, double eps, T *y,              \
                           ptrdiff_t ldy, double *mean, double *invstd);      \

@@ -1,9 +1,31 @@
 /* Instantiates a kernel template once per dtype.  A .c file defines
    BNF_TEMPLATE as the template's file name and includes this; the template
-   writes T for the data type and NAME(f) for the name f_f32 / f_f64.
-   RELU_MIN: the largest double v with (T)v == 0, so that the ReLU's mask
-   (T)v > 0 reads v > RELU_MIN, a test in double that GCC vectorizes
-   (round to nearest: (0, 2^-150] rounds to 0 in float). */
+   writes T for the storage type, C for the compute type and NAME(f) for
+   the name f_f32 / f_f64.
+
+   Each instantiation is one block below: a new storage type is one more.
+   - T: the storage type of the data (x, y, dy, dx).
+   - C: the compute type of the element-wise arithmetic and of the short
+     sums (float32 data is computed in float32: twice the SIMD width of
+     double and no conversions).  Per-channel statistics, coefficients and
+     every long sum are double whatever C is: the short sums are flushed
+     into double (BNF_FLUSH below), so a sum's error grows with the flush
+     length, not with the batch.
+   - LOAD(v), STORE(v): a stored value to C and back (plain casts here;
+     a half-precision storage type will convert).
+   - HILO, XMU(v, mh, ml): HILO is 1 when C is narrower than double, so
+     that a per-channel mean is carried as a pair (mh, ml) with mean =
+     mh + ml to double precision and x - mean is formed as XMU: (x - mh)
+     - ml, exact to the rounding of the result even when the mean is 1e4
+     times the spread (0 for double: XMU is x - mh, ml is never read).
+   - RELU_MIN: the largest C value that rounds to 0 in T, so that the
+     ReLU's mask on the stored output, (T)v > 0, reads v > RELU_MIN in C
+     (0 while C is T).
+   - BNF_FLUSH: elements a C accumulator sums before it is added to a
+     double one (per lane along runs, per column across rows).  float32:
+     16, so each short sum's relative error is at most ~16 ulps of its
+     terms (typically ~4); double: a whole block of BNF_RUN_BLOCK
+     (no flush level: the sums are those of the double kernels). */
 #ifndef BNF_TEMPLATE
 #error "define BNF_TEMPLATE before including instantiate.h"
 #endif
@@ -13,20 +35,44 @@
 #define NAME(f) BNF_CAT(f, SUF)
 
 #define T float
+#define C float
 #define SUF f32
-#define RELU_MIN 0x1p-150
+#define LOAD(v) ((C)(v))
+#define STORE(v) ((T)(v))
+#define HILO 1
+#define XMU(v, mh, ml) (((v) - (mh)) - (ml))
+#define RELU_MIN 0.0f
+#define BNF_FLUSH 16
 #include BNF_TEMPLATE
 #undef T
+#undef C
 #undef SUF
+#undef LOAD
+#undef STORE
+#undef HILO
+#undef XMU
 #undef RELU_MIN
+#undef BNF_FLUSH
 
 #define T double
+#define C double
 #define SUF f64
+#define LOAD(v) ((C)(v))
+#define STORE(v) ((T)(v))
+#define HILO 0
+#define XMU(v, mh, ml) ((v) - (mh))
 #define RELU_MIN 0.0
+#define BNF_FLUSH BNF_RUN_BLOCK
 #include BNF_TEMPLATE
 #undef T
+#undef C
 #undef SUF
+#undef LOAD
+#undef STORE
+#undef HILO
+#undef XMU
 #undef RELU_MIN
+#undef BNF_FLUSH
 
 #undef NAME
 #undef BNF_CAT

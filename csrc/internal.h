@@ -1,5 +1,7 @@
 /* Private helpers shared by the kernel files: dispatch attribute, blocking
-   parameters, Chan's merge. */
+   parameters, Chan's merge, the per-thread split, and the declarations of
+   the building blocks (across rows: rows_*, along runs: runs_*) that the
+   public entry points of bnfast.h compose. */
 #ifndef BNFAST_INTERNAL_H
 #define BNFAST_INTERNAL_H
 
@@ -95,7 +97,10 @@ BNF_INLINE void bnf_part(ptrdiff_t n, int T, int t, ptrdiff_t align,
 #ifndef BNF_RUN_BLOCK
 #define BNF_RUN_BLOCK 4096
 #endif
-#define BNF_LANES 16
+/* lane accumulators along runs: two 64-byte vectors of the compute type
+   (in C source, so the order of the sums is the same at every SIMD
+   level) */
+#define BNF_LANES_OF(C) ((int)(128 / sizeof(C)))
 
 /* Rows summed on their own before being added to a longer sum (the
    statistics' blocks, the backward reduce's totals): a cheap cascade that
@@ -135,5 +140,81 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
         mean[j] = bnf_isfinite(mu) ? mu : avg;
     }
 }
+
+/*
+ * The building blocks, per dtype (SUF), T the storage type and C the
+ * compute type (see instantiate.h).
+ *
+ * Per-channel coefficients reach them as one struct of arrays in C,
+ * rounded once per call from the double quantities: mean = mh + ml (ml
+ * NULL when C is double), y = (x - mh) * a + b for the apply passes (b =
+ * beta - ml * a: the low part folded into the shift; with relu the
+ * backward's mask is the same expression > 0), and for the backward's
+ * apply dx = a * g + k_xhat * ((x - mean) * is) + k_0, g = dy masked by
+ * relu with the forward's a and b (the product (x - mean) * is is the
+ * normalized x, so no coefficient under- or overflows C where a and is
+ * do not).  Unused arrays are NULL.
+ *
+ * across rows: an (m, c) panel, element (i, j) at x[i*ldx + j]; one result
+ * per column.  along runs: n2 channels of n1 contiguous runs of len
+ * elements, run i of channel j at x + i*s1 + j*s2; one result per channel.
+ */
+#define BNF_DECLARE_KERNELS(T, C, SUF)                                       \
+    typedef struct {                                                         \
+        const C *mh, *ml, *a, *b, *is, *k_xhat, *k_0;                        \
+    } bnf_coefs_##SUF;                                                       \
+    /* the coefficients of channels j0.. */                                  \
+    BNF_INLINE bnf_coefs_##SUF bnf_coefs_at_##SUF(bnf_coefs_##SUF cf,        \
+                                                  ptrdiff_t j0)              \
+    {                                                                        \
+        bnf_coefs_##SUF r;                                                   \
+        r.mh = cf.mh ? cf.mh + j0 : NULL;                                    \
+        r.ml = cf.ml ? cf.ml + j0 : NULL;                                    \
+        r.a = cf.a ? cf.a + j0 : NULL;                                       \
+        r.b = cf.b ? cf.b + j0 : NULL;                                       \
+        r.is = cf.is ? cf.is + j0 : NULL;                                    \
+        r.k_xhat = cf.k_xhat ? cf.k_xhat + j0 : NULL;                        \
+        r.k_0 = cf.k_0 ? cf.k_0 + j0 : NULL;                                 \
+        return r;                                                            \
+    }                                                                        \
+    /* column / channel mean and M2 (sum of squared deviations), fused in  \
+       one pass over memory */                                               \
+    int rows_stats_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c, ptrdiff_t ldx, \
+                         double *mean, double *m2);                          \
+    void runs_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
+                          double *mean, double *m2);                         \
+    /* y = (x - mean) * a + b, then max(y, 0) with relu */                   \
+    void rows_apply_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,               \
+                          ptrdiff_t ldx, bnf_coefs_##SUF cf, T *y,           \
+                          ptrdiff_t ldy, int relu);                          \
+    void runs_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
+                          bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,            \
+                          ptrdiff_t t2, int relu);                           \
+    /* sums of g and g * (x - mean), g = dy (masked with relu) */            \
+    int rows_bwd_reduce_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
+                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
+                              bnf_coefs_##SUF cf, int relu, double *sum_dy,  \
+                              double *sum_dyxmu);                            \
+    void runs_bwd_reduce_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,       \
+                               const T *x, ptrdiff_t s1, ptrdiff_t s2,       \
+                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
+                               bnf_coefs_##SUF cf, int relu,                 \
+                               double *sum_dy, double *sum_dyxmu);           \
+    /* dx = a * g + k_xhat * (x - mean) * is + k_0 */                        \
+    void rows_bwd_apply_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
+                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
+                              bnf_coefs_##SUF cf, int relu, T *dx,           \
+                              ptrdiff_t lddx);                               \
+    void runs_bwd_apply_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,        \
+                              const T *x, ptrdiff_t s1, ptrdiff_t s2,        \
+                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,     \
+                              bnf_coefs_##SUF cf, int relu, T *dx,           \
+                              ptrdiff_t t1, ptrdiff_t t2);
+
+BNF_DECLARE_KERNELS(float, float, f32)
+BNF_DECLARE_KERNELS(double, double, f64)
+#undef BNF_DECLARE_KERNELS
 
 #endif /* BNFAST_INTERNAL_H */

@@ -1,170 +1,277 @@
 /* Lane accumulators along contiguous runs, shared by the along-runs and
    layer norm templates (included by them, so instantiated per dtype).
-   Sums go into BNF_LANES independent lanes (vectorized, fixed order, no
-   reassociation by the compiler) combined by a fixed pairwise tree. */
+   Sums go into LANES independent lanes of the compute type C (vectorized,
+   fixed order, no reassociation by the compiler), each lane flushed into a
+   double lane every BNF_FLUSH of its elements (instantiate.h), and the
+   double lanes are combined by a fixed pairwise tree.  The order of every
+   operation is fixed in the source, so every SIMD level gives bitwise the
+   same sums. */
+
+#define LANES BNF_LANES_OF(C)
 
 /* Sum of the lanes, pairwise in a fixed order. */
 BNF_INLINE double NAME(lanes_sum)(double *a)
 {
-    for (int w = BNF_LANES / 2; w > 0; w /= 2)
+    for (int w = LANES / 2; w > 0; w /= 2)
         for (int l = 0; l < w; l++)
             a[l] += a[l + w];
     return a[0];
 }
 
-/* Sum of p[e] - k over a block, in the data's own precision: it only
-   estimates the block mean, which the centered pass then corrects to first
-   order (so float32 data skips the conversions here). */
-BNF_INLINE double NAME(block_sum_shifted)(const T *restrict p, ptrdiff_t nb,
+/*
+ * The block sums below take a block of nr runs of len elements, run r at
+ * p + r*st (nr == 1: one piece of a run), so that short runs of one
+ * channel (small images) are summed as one block: one merge per block,
+ * not per run.  Element e of a run goes into lane e % LANES (a run's last
+ * len % LANES elements into lanes 0, 1, ...), the C lanes are flushed into
+ * the double ones every BNF_FLUSH of their elements and at the end of
+ * each run.
+ */
+
+/* Sum of p[e] - k over a block, in C without flushing: it only estimates
+   the block mean, which the centered pass then corrects to first order. */
+BNF_INLINE double NAME(block_sum_shifted)(const T *restrict p, ptrdiff_t nr,
+                                          ptrdiff_t st, ptrdiff_t len,
                                           double k)
 {
-    T a[BNF_LANES] = {0}, kt = (T)k;
-    ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++)
-            a[l] += p[e + l] - kt;
+    C a[LANES] = {0}, kt = (C)k;
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const T *restrict q = p + r * st;
+        ptrdiff_t e = 0;
+        for (; e + LANES <= len; e += LANES)
+            BNF_LANE_LOOP
+            for (int l = 0; l < LANES; l++)
+                a[l] += LOAD(q[e + l]) - kt;
+        for (int l = 0; l < len - e; l++)
+            a[l] += LOAD(q[e + l]) - kt;
+    }
     double sum = 0.0;
-    for (int l = 0; l < BNF_LANES; l++)
+    for (int l = 0; l < LANES; l++)
         sum += (double)a[l];
-    for (; e < nb; e++)
-        sum += (double)p[e] - k;
     return sum;
 }
 
-/* Sums of d = p[e] - c and d*d over a block. */
-BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nb,
-                                             double c, double *s, double *q)
+/* The sums of block_sums_centered in double: for a block whose squares
+   overflow C (float32 values of a spread above ~1e19), or that holds an
+   Inf or NaN. */
+BNF_INLINE void NAME(block_sums_wide)(const T *restrict p, ptrdiff_t nr,
+                                      ptrdiff_t st, ptrdiff_t len, double c,
+                                      double *s, double *q)
 {
-    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
-    ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++) {
-            double d = (double)p[e + l] - c;
+    double as[LANES] = {0}, aq[LANES] = {0};
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const T *restrict pr = p + r * st;
+        ptrdiff_t e = 0;
+        for (; e + LANES <= len; e += LANES)
+            BNF_LANE_LOOP
+            for (int l = 0; l < LANES; l++) {
+                double d = (double)pr[e + l] - c;
+                as[l] += d;
+                aq[l] += d * d;
+            }
+        for (int l = 0; l < len - e; l++) {
+            double d = (double)pr[e + l] - c;
             as[l] += d;
             aq[l] += d * d;
         }
-    for (; e < nb; e++) {
-        double d = (double)p[e] - c;
-        as[0] += d;
-        aq[0] += d * d;
     }
     *s = NAME(lanes_sum)(as);
     *q = NAME(lanes_sum)(aq);
 }
 
-/* Sums of g[e] and g[e] * (p[e] - mu) over a block; with relu, g[e] counts
-   only where the forward's (p[e] - mu) * ra + rb > 0. */
-BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g,
-                                     const T *restrict p, ptrdiff_t nb,
-                                     double mu, int relu, double ra,
-                                     double rb, double *s, double *q)
+/* Sums of d = p[e] - c and d*d over a block; c must be a C value.  In C,
+   flushed into double; in double when that overflows. */
+BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
+                                          ptrdiff_t st, ptrdiff_t len, C c,
+                                          double *s, double *q)
 {
-    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
-    ptrdiff_t e = 0;
-    if (!relu) {
-        for (; e + BNF_LANES <= nb; e += BNF_LANES)
-            BNF_LANE_LOOP
-            for (int l = 0; l < BNF_LANES; l++) {
-                double gl = (double)g[e + l];
-                as[l] += gl;
-                aq[l] += gl * ((double)p[e + l] - mu);
+    double as[LANES] = {0}, aq[LANES] = {0};
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const T *restrict pr = p + r * st;
+        ptrdiff_t e = 0;
+        while (e < len) {
+            C fs[LANES] = {0}, fq[LANES] = {0};
+            ptrdiff_t end = bnf_min(len, e + (ptrdiff_t)BNF_FLUSH * LANES);
+            for (; e + LANES <= end; e += LANES)
+                BNF_LANE_LOOP
+                for (int l = 0; l < LANES; l++) {
+                    C d = LOAD(pr[e + l]) - c;
+                    fs[l] += d;
+                    fq[l] += d * d;
+                }
+            if (end == len) {
+                for (int l = 0; l < len - e; l++) {
+                    C d = LOAD(pr[e + l]) - c;
+                    fs[l] += d;
+                    fq[l] += d * d;
+                }
+                e = len;
             }
-    } else {
-        for (; e + BNF_LANES <= nb; e += BNF_LANES)
-            BNF_LANE_LOOP
-            for (int l = 0; l < BNF_LANES; l++) {
-                double xm = (double)p[e + l] - mu, gv = (double)g[e + l];
-                double gl = gv * (double)(xm * ra + rb > RELU_MIN);
-                as[l] += gl;
-                aq[l] += gl * xm;
+            for (int l = 0; l < LANES; l++) {
+                as[l] += (double)fs[l];
+                aq[l] += (double)fq[l];
             }
-    }
-    for (; e < nb; e++) {
-        double xm = (double)p[e] - mu, gv = (double)g[e];
-        double gl = gv * (double)(!relu || xm * ra + rb > RELU_MIN);
-        as[0] += gl;
-        aq[0] += gl * xm;
+        }
     }
     *s = NAME(lanes_sum)(as);
     *q = NAME(lanes_sum)(aq);
+    if (HILO && !bnf_isfinite(*q))
+        NAME(block_sums_wide)(p, nr, st, len, (double)c, s, q);
 }
 
-/* Sums of g = dy * gamma and g * (x - mu) over a block of a row (layer
-   norm: gamma varies along the row). */
+/* Sums of g[e] and g[e] * (p[e] - mean) over a block of nr runs (g's at
+   stride gst), mean = mh + ml; with relu, g[e] counts only where the
+   forward's (p[e] - mh) * ra + rb > 0 (the same expression in C as the
+   forward's, rb = beta - ml * a).  The lanes sum g * (p - mh); the ml part
+   is taken off in double at the end. */
+BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
+                                     const T *restrict p, ptrdiff_t st,
+                                     ptrdiff_t nr, ptrdiff_t len, C mh, C ml,
+                                     int relu, C ra, C rb, double *s,
+                                     double *q)
+{
+    double as[LANES] = {0}, aq[LANES] = {0};
+    for (ptrdiff_t r = 0; r < nr; r++) {
+        const T *restrict gr = g + r * gst, *restrict pr = p + r * st;
+        ptrdiff_t e = 0;
+        while (e < len) {
+            C fs[LANES] = {0}, fq[LANES] = {0};
+            ptrdiff_t end = bnf_min(len, e + (ptrdiff_t)BNF_FLUSH * LANES);
+            if (!relu) {
+                for (; e + LANES <= end; e += LANES)
+                    BNF_LANE_LOOP
+                    for (int l = 0; l < LANES; l++) {
+                        C gl = LOAD(gr[e + l]);
+                        fs[l] += gl;
+                        fq[l] += gl * (LOAD(pr[e + l]) - mh);
+                    }
+            } else {
+                for (; e + LANES <= end; e += LANES)
+                    BNF_LANE_LOOP
+                    for (int l = 0; l < LANES; l++) {
+                        C d = LOAD(pr[e + l]) - mh;
+                        C gl = LOAD(gr[e + l]) * (C)(d * ra + rb > RELU_MIN);
+                        fs[l] += gl;
+                        fq[l] += gl * d;
+                    }
+            }
+            if (end == len) {
+                for (int l = 0; l < len - e; l++) {
+                    C d = LOAD(pr[e + l]) - mh;
+                    C gl = LOAD(gr[e + l]) *
+                           (C)(!relu || d * ra + rb > RELU_MIN);
+                    fs[l] += gl;
+                    fq[l] += gl * d;
+                }
+                e = len;
+            }
+            for (int l = 0; l < LANES; l++) {
+                as[l] += (double)fs[l];
+                aq[l] += (double)fq[l];
+            }
+        }
+    }
+    *s = NAME(lanes_sum)(as);
+    *q = NAME(lanes_sum)(aq) - (HILO ? (double)ml * *s : 0.0);
+}
+
+/* Sums of g = dy * gamma and g * (x - mean) over a block of a row (layer
+   norm: gamma, in C, varies along the row); the ml part is taken off in
+   double at the end, as in block_sums_bwd. */
 BNF_INLINE void NAME(block_sums_ln)(const T *restrict dy,
                                     const T *restrict p,
-                                    const double *restrict gamma,
-                                    ptrdiff_t nb, double mu, double *s,
-                                    double *q)
+                                    const C *restrict gamma, ptrdiff_t nb,
+                                    C mh, C ml, double *s, double *q)
 {
-    double as[BNF_LANES] = {0}, aq[BNF_LANES] = {0};
+    double as[LANES] = {0}, aq[LANES] = {0};
     ptrdiff_t e = 0;
-    for (; e + BNF_LANES <= nb; e += BNF_LANES)
-        BNF_LANE_LOOP
-        for (int l = 0; l < BNF_LANES; l++) {
-            double gl = (double)dy[e + l] * gamma[e + l];
-            as[l] += gl;
-            aq[l] += gl * ((double)p[e + l] - mu);
+    while (e < nb) {
+        C fs[LANES] = {0}, fq[LANES] = {0};
+        ptrdiff_t end = bnf_min(nb, e + (ptrdiff_t)BNF_FLUSH * LANES);
+        for (; e + LANES <= end; e += LANES)
+            BNF_LANE_LOOP
+            for (int l = 0; l < LANES; l++) {
+                C gl = LOAD(dy[e + l]) * gamma[e + l];
+                fs[l] += gl;
+                fq[l] += gl * (LOAD(p[e + l]) - mh);
+            }
+        if (end == nb) {
+            for (int l = 0; l < nb - e; l++) {
+                C gl = LOAD(dy[e + l]) * gamma[e + l];
+                fs[l] += gl;
+                fq[l] += gl * (LOAD(p[e + l]) - mh);
+            }
+            e = nb;
         }
-    for (; e < nb; e++) {
-        double gl = (double)dy[e] * gamma[e];
-        as[0] += gl;
-        aq[0] += gl * ((double)p[e] - mu);
+        for (int l = 0; l < LANES; l++) {
+            as[l] += (double)fs[l];
+            aq[l] += (double)fq[l];
+        }
     }
     *s = NAME(lanes_sum)(as);
-    *q = NAME(lanes_sum)(aq);
+    *q = NAME(lanes_sum)(aq) - (HILO ? (double)ml * *s : 0.0);
 }
 
 /*
- * Merge the moments of one run of len elements into a running (mu, m2) of
- * `count` earlier elements (count 0: start afresh), all relative to the
- * shift k.  Blocks of at most BNF_RUN_BLOCK elements are summed around a
- * center c and corrected (corrected two-pass); the first block estimates c
- * from a pass over itself (from L1), later ones use the running mean, and
- * any block whose mean turns out further than a standard deviation from
- * its center is summed again around its mean (a constant channel after a
- * random one in a group norm group: 10-45x the reference's error before);
- * blocks merge with Chan's formula.
+ * Merge the moments of one block of nr runs of len elements (run r at
+ * p + r*st; nr*len at most BNF_RUN_BLOCK, or nr == 1) into a running
+ * (mu, m2) of `count` earlier elements (count 0: start afresh), all
+ * relative to the shift k (a value of the data).  The block is summed
+ * around a center c (a C value) and corrected (corrected two-pass): the
+ * first block estimates c from a pass over itself (from L1), later ones
+ * use the running mean, and a block whose mean turns out further than a
+ * standard deviation from its center is summed again around its mean (a
+ * constant channel after a random one in a group norm group: 10-45x the
+ * reference's error before); blocks merge with Chan's formula in double.
  */
+BNF_INLINE void NAME(block_moments)(const T *p, ptrdiff_t nr, ptrdiff_t st,
+                                    ptrdiff_t len, double k, double count,
+                                    double *mu, double *m2)
+{
+    double dnb = (double)nr * (double)len;
+    double est = count == 0.0
+                     ? NAME(block_sum_shifted)(p, nr, st, len, k) / dnb
+                     : *mu;
+    C c = (C)(k + est);
+    c = bnf_isfinite((double)c) ? c : (C)0;
+    double s, q;
+    NAME(block_sums_centered)(p, nr, st, len, c, &s, &q);
+    double t = s / dnb;
+    if (s * t > 0.5 * q) {
+        /* the block's mean is more than a standard deviation from c (runs
+           joining values of different means: a group norm group's
+           channels, a layer norm row's features, a trend): the correction
+           would cancel most of q.  Again around the block's mean, while
+           the block is in cache; the error stays within twice the
+           two-pass algorithm's. */
+        C c2 = (C)((double)c + t);
+        if (bnf_isfinite((double)c2)) {
+            c = c2;
+            NAME(block_sums_centered)(p, nr, st, len, c, &s, &q);
+            t = s / dnb;
+        }
+    }
+    double mb = ((double)c - k) + t;
+    double qb = q - s * t;
+    qb = qb < 0.0 ? 0.0 : qb;
+    if (count == 0.0) {
+        *mu = mb;
+        *m2 = qb;
+    } else {
+        bnf_chan_merge(1, count, dnb, &mb, &qb, mu, m2);
+    }
+}
+
+/* The moments of one run of len elements merged into (mu, m2) of count
+   earlier elements, in blocks of BNF_RUN_BLOCK (block_moments). */
 BNF_INLINE void NAME(run_moments)(const T *run, ptrdiff_t len, double k,
                                   double count, double *mu, double *m2)
 {
     for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
         ptrdiff_t nb = bnf_min(BNF_RUN_BLOCK, len - e0);
-        const T *p = run + e0;
-        double dnb = (double)nb;
-        double est = count == 0.0 ? NAME(block_sum_shifted)(p, nb, k) / dnb
-                                  : *mu;
-        double c = k + est;
-        c = bnf_isfinite(c) ? c : 0.0;
-        double s, q;
-        NAME(block_sums_centered)(p, nb, c, &s, &q);
-        double t = s / dnb;
-        if (s * t > 0.5 * q) {
-            /* the block's mean is more than a standard deviation from c
-               (runs joining values of different means: a group norm
-               group's channels, a layer norm row's features, a trend):
-               the correction would cancel most of q.  Again around the
-               block's mean, while the block is in L1; the error stays
-               within twice the two-pass algorithm's. */
-            double c2 = c + t;
-            if (bnf_isfinite(c2)) {
-                c = c2;
-                NAME(block_sums_centered)(p, nb, c, &s, &q);
-                t = s / dnb;
-            }
-        }
-        double mb = (c - k) + t;
-        double qb = q - s * t;
-        qb = qb < 0.0 ? 0.0 : qb;
-        if (count == 0.0) {
-            *mu = mb;
-            *m2 = qb;
-        } else {
-            bnf_chan_merge(1, count, dnb, &mb, &qb, mu, m2);
-        }
-        count += dnb;
+        NAME(block_moments)(run + e0, 1, 0, nb, k, count, mu, m2);
+        count += (double)nb;
     }
 }
+
+#undef LANES

@@ -8,17 +8,32 @@
 
 #include "lanes_tmpl.h"
 
+/* gamma (and beta) rounded to C once per call: the row loops read them
+   for every row */
+static C *NAME(ln_params)(ptrdiff_t d, const double *gamma,
+                          const double *beta)
+{
+    C *buf = malloc(2 * (size_t)(d > 0 ? d : 1) * sizeof(C));
+    if (buf == NULL)
+        return NULL;
+    for (ptrdiff_t e = 0; e < d; e++) {
+        buf[e] = (C)gamma[e];
+        buf[d + e] = beta != NULL ? (C)beta[e] : (C)0;
+    }
+    return buf;
+}
+
 BNF_DISPATCH
 static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
-                      ptrdiff_t ldx, const double *restrict gamma,
-                      const double *restrict beta, double eps,
-                      T *restrict y, ptrdiff_t ldy, double *restrict mean,
-                      double *restrict invstd)
+                              ptrdiff_t ldx, const C *restrict gamma,
+                              const C *restrict beta, double eps,
+                              T *restrict y, ptrdiff_t ldy,
+                              double *restrict mean, double *restrict invstd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *restrict p = x + i * ldx;
         T *restrict o = y + i * ldy;
-        double k = (double)p[0];
+        double k = (double)LOAD(p[0]);
         k = bnf_isfinite(k) ? k : 0.0;
         double mu = 0.0, m2 = 0.0;
         NAME(run_moments)(p, d, k, 0.0, &mu, &m2);
@@ -26,54 +41,77 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         double is = 1.0 / sqrt(m2 / (double)d + eps);
         mean[i] = mu;
         invstd[i] = is;
+        C mh = (C)mu, ml = 0, isc = (C)is;
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mu - (double)mh);
         for (ptrdiff_t e = 0; e < d; e++)
-            o[e] = (T)(((double)p[e] - mu) * is * gamma[e] + beta[e]);
+            o[e] = STORE((XMU(LOAD(p[e]), mh, ml) * isc) * gamma[e] + beta[e]);
     }
 }
 
 /*
- * Per row, with xmu = x - mean, is = 1/std, g = dy * gamma:
+ * Per row, with xmu = x - mean, is = 1/std, xhat = xmu * is, g = dy * gamma:
  *   A = sum g, B = sum g * xmu,
- *   dx = is * g - is * A / d - xmu * is**3 * B / d;
- * and per column dgamma = sum over rows of dy * xmu * is, dbeta = sum dy,
- * accumulated in groups of BNF_SUM_ROWS rows (scratch: 2*d doubles).
+ *   dx = is * g - is * A / d - xhat * is * (is * B) / d;
+ * and per column dgamma = sum over rows of dy * xhat, dbeta = sum dy,
+ * summed in C over BNF_FLUSH rows, then in double over groups of
+ * BNF_SUM_ROWS rows (scratch: 2*d doubles, 2*d C values).
  */
 BNF_DISPATCH
 static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
-                      const T *restrict x, ptrdiff_t ldx, ptrdiff_t n,
-                      ptrdiff_t d, const double *restrict mean,
-                      const double *restrict invstd,
-                      const double *restrict gamma, T *restrict dx,
-                      ptrdiff_t lddx, double *restrict dgamma,
-                      double *restrict dbeta)
+                              const T *restrict x, ptrdiff_t ldx, ptrdiff_t n,
+                              ptrdiff_t d, const double *restrict mean,
+                              const double *restrict invstd,
+                              const C *restrict gamma, T *restrict dx,
+                              ptrdiff_t lddx, double *restrict dgamma,
+                              double *restrict dbeta)
 {
-    double *work = malloc(2 * (size_t)(d > 0 ? d : 1) * sizeof(double));
+    size_t d1 = (size_t)(d > 0 ? d : 1);
+    double *work = malloc(2 * d1 * sizeof(double) + 2 * d1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict gg = work, *restrict gb = work + d;
-    for (ptrdiff_t e = 0; e < d; e++)
+    double *restrict gg = work, *restrict gb = work + d1;
+    C *restrict fg = (C *)(work + 2 * d1), *restrict fb = fg + d1;
+    for (ptrdiff_t e = 0; e < d; e++) {
         dgamma[e] = dbeta[e] = gg[e] = gb[e] = 0.0;
+        fg[e] = fb[e] = 0;
+    }
     double dd = (double)d;
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *restrict g = dy + i * lddy;
         const T *restrict p = x + i * ldx;
         T *restrict o = dx + i * lddx;
-        double mu = mean[i], is = invstd[i], a = 0.0, b = 0.0;
+        double mu = mean[i], is = invstd[i], sa = 0.0, sb = 0.0;
+        C mh = (C)mu, ml = 0;
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mu - (double)mh);
         for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
-            double sa, sb;
+            double s1, s2;
             NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
-                                bnf_min(BNF_RUN_BLOCK, d - e0), mu, &sa, &sb);
-            a += sa;
-            b += sb;
+                                bnf_min(BNF_RUN_BLOCK, d - e0), mh, ml, &s1,
+                                &s2);
+            sa += s1;
+            sb += s2;
         }
-        double k0 = -is * a / dd, k1 = -is * is * is * b / dd;
+        /* k0 from the rounded is: with one feature, is * g in C and
+           -is * sa in double round alike, and dx is exactly 0 */
+        C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
+        C k1 = (C)(-is * (is * sb) / dd);
         for (ptrdiff_t e = 0; e < d; e++) {
             /* dxhat = dy * gamma formed as in the row sums, so that the
                terms cancel exactly where they should (d == 1: dx == 0) */
-            double ge = (double)g[e], xmu = (double)p[e] - mu;
-            o[e] = (T)(is * (ge * gamma[e]) + k0 + xmu * k1);
-            gg[e] += ge * xmu * is;
-            gb[e] += ge;
+            C ge = LOAD(g[e]), xh = XMU(LOAD(p[e]), mh, ml) * isc;
+            o[e] = STORE(isc * (ge * gamma[e]) + k0 + xh * k1);
+            fg[e] += ge * xh;
+            fb[e] += ge;
+        }
+        if ((i + 1) % BNF_FLUSH == 0 || (i + 1) % BNF_SUM_ROWS == 0 ||
+            i + 1 == n) {
+            for (ptrdiff_t e = 0; e < d; e++) {
+                gg[e] += (double)fg[e];
+                gb[e] += (double)fb[e];
+                fg[e] = fb[e] = 0;
+            }
         }
         if ((i + 1) % BNF_SUM_ROWS == 0 || i + 1 == n) {
             for (ptrdiff_t e = 0; e < d; e++) {
@@ -90,10 +128,13 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
 /* The entry points split the rows among threads: the forward is bitwise
    the serial one; the backward's per-thread dgamma and dbeta are summed in
    thread order. */
-void NAME(ln_forward)(const T *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
-                      const double *gamma, const double *beta, double eps,
-                      T *y, ptrdiff_t ldy, double *mean, double *invstd)
+int NAME(ln_forward)(const T *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+                     const double *gamma, const double *beta, double eps,
+                     T *y, ptrdiff_t ldy, double *mean, double *invstd)
 {
+    C *par = NAME(ln_params)(d, gamma, beta);
+    if (par == NULL)
+        return BNF_ENOMEM;
     int nt = bnf_threads_for(n * d);
     if (nt > n)
         nt = (int)n;
@@ -101,9 +142,11 @@ void NAME(ln_forward)(const T *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
     for (int t = 0; t < nt; t++) {
         ptrdiff_t i0, i1;
         bnf_part(n, nt, t, 1, &i0, &i1);
-        NAME(ln_forward1)(x + i0 * ldx, i1 - i0, d, ldx, gamma, beta, eps,
+        NAME(ln_forward1)(x + i0 * ldx, i1 - i0, d, ldx, par, par + d, eps,
                           y + i0 * ldy, ldy, mean + i0, invstd + i0);
     }
+    free(par);
+    return BNF_OK;
 }
 
 int NAME(ln_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
@@ -114,18 +157,26 @@ int NAME(ln_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
     int nt = bnf_threads_for(n * d), rc = BNF_OK;
     if (nt > n)
         nt = (int)n;
-    if (nt < 2)
-        return NAME(ln_backward1)(dy, lddy, x, ldx, n, d, mean, invstd, gamma,
-                                  dx, lddx, dgamma, dbeta);
-    double *part = malloc(2 * (size_t)nt * (size_t)d * sizeof(double));
-    if (part == NULL)
+    C *par = NAME(ln_params)(d, gamma, NULL);
+    if (par == NULL)
         return BNF_ENOMEM;
+    if (nt < 2) {
+        rc = NAME(ln_backward1)(dy, lddy, x, ldx, n, d, mean, invstd, par, dx,
+                                lddx, dgamma, dbeta);
+        free(par);
+        return rc;
+    }
+    double *part = malloc(2 * (size_t)nt * (size_t)d * sizeof(double));
+    if (part == NULL) {
+        free(par);
+        return BNF_ENOMEM;
+    }
     BNF_PARALLEL_FOR(nt)
     for (int t = 0; t < nt; t++) {
         ptrdiff_t i0, i1;
         bnf_part(n, nt, t, 1, &i0, &i1);
         if (NAME(ln_backward1)(dy + i0 * lddy, lddy, x + i0 * ldx, ldx,
-                               i1 - i0, d, mean + i0, invstd + i0, gamma,
+                               i1 - i0, d, mean + i0, invstd + i0, par,
                                dx + i0 * lddx, lddx, part + 2 * t * d,
                                part + (2 * t + 1) * d) != BNF_OK)
             rc = BNF_ENOMEM;
@@ -138,5 +189,6 @@ int NAME(ln_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
         }
     }
     free(part);
+    free(par);
     return rc;
 }

@@ -11,106 +11,115 @@
 
 #include "lanes_tmpl.h"
 
+/* Runs of a channel summed together as one block: as many as fit in
+   BNF_RUN_BLOCK elements (1 for runs of more than half of it). */
+BNF_INLINE ptrdiff_t NAME(runs_per_block)(ptrdiff_t len)
+{
+    return len * 2 <= BNF_RUN_BLOCK ? BNF_RUN_BLOCK / len : 1;
+}
+
 /*
  * Per-channel mean and M2 over n1 runs of len elements, in one pass over
- * memory, visiting runs in memory order (run-outer, channel-inner: a C-order
- * NCHW batch is read sequentially).  The numerics of rows_stats, along
- * runs: shifted by the channel's first finite value K (read again at each
- * run, so no scratch); each block of a run summed around a center c and
- * corrected (corrected two-pass); the channel's first block estimates c
- * from a pass over itself (from L1), later blocks use the running mean;
- * blocks merged with Chan's formula.
+ * memory.  The numerics of rows_stats, along runs: shifted by the
+ * channel's first finite value K (read again at each block, so no
+ * scratch); each block (a piece of a long run, or several short runs of
+ * the channel: runs_per_block) summed around a center c and corrected
+ * (corrected two-pass); the channel's first block estimates c from a pass
+ * over itself (from cache), later blocks use the running mean; blocks
+ * merged with Chan's formula.  Blocks in memory order (block-outer,
+ * channel-inner: a C-order NCHW batch is read front to back).
  */
 BNF_DISPATCH
 void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
                       double *restrict mean, double *restrict m2)
 {
-    for (ptrdiff_t i = 0; i < n1; i++)
+    ptrdiff_t per = NAME(runs_per_block)(len);
+    for (ptrdiff_t i0 = 0; i0 < n1; i0 += per) {
+        ptrdiff_t nr = bnf_min(per, n1 - i0);
+        double count = (double)i0 * (double)len;
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *run = x + i * s1 + j * s2;
-            double k = (double)x[j * s2];
+            const T *run = x + i0 * s1 + j * s2;
+            double k = (double)LOAD(x[j * s2]);
             k = bnf_isfinite(k) ? k : 0.0;
-            NAME(run_moments)(run, len, k, (double)i * (double)len,
-                              &mean[j], &m2[j]);
+            if (per > 1)
+                NAME(block_moments)(run, nr, s1, len, k, count, &mean[j],
+                                    &m2[j]);
+            else
+                NAME(run_moments)(run, len, k, count, &mean[j], &m2[j]);
         }
+    }
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double k = (double)x[j * s2];
+        double k = (double)LOAD(x[j * s2]);
         mean[j] += bnf_isfinite(k) ? k : 0.0;
     }
 }
 
-/* y = (x - mean_j) * scale_j + shift_j along each run of channel j (then
-   max(y, 0) with relu; NaN stays NaN). */
+/* y = (x - mh_j) * a_j + b_j along each run of channel j, in C, b_j =
+   beta_j - ml_j * a_j (then max(y, 0) with relu; NaN stays NaN). */
 BNF_DISPATCH
 void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
-                      const double *restrict mean,
-                      const double *restrict scale,
-                      const double *restrict shift, T *restrict y,
-                      ptrdiff_t t1, ptrdiff_t t2, int relu)
+                      NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t t1,
+                      ptrdiff_t t2, int relu)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
             const T *restrict p = x + i * s1 + j * s2;
             T *restrict o = y + i * t1 + j * t2;
-            double mu = mean[j], a = scale[j], b = shift[j];
+            C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
             if (relu) {
                 for (ptrdiff_t e = 0; e < len; e++) {
-                    T v = (T)(((double)p[e] - mu) * a + b);
-                    o[e] = v <= 0 ? 0 : v; /* vectorizes; see rows_apply */
+                    C v = (LOAD(p[e]) - mh) * a + b;
+                    o[e] = v <= RELU_MIN ? STORE(0) : STORE(v);
                 }
             } else {
                 for (ptrdiff_t e = 0; e < len; e++)
-                    o[e] = (T)(((double)p[e] - mu) * a + b);
+                    o[e] = STORE((LOAD(p[e]) - mh) * a + b);
             }
         }
 }
 
 /* Per-channel sums of g and g * (x - mean_j), g = dy (masked by the
-   forward's relu when ra != NULL, see block_sums_bwd), runs in memory
-   order: lanes within a block, blocks into the channel's totals. */
+   forward's relu, see block_sums_bwd), in blocks as runs_stats': lanes
+   within a block, blocks into the channel's totals. */
 BNF_DISPATCH
 void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                            const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
                            ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                           const double *restrict mean,
-                           const double *restrict ra,
-                           const double *restrict rb,
+                           NAME(bnf_coefs) cf, int relu,
                            double *restrict sum_dy,
                            double *restrict sum_dyxmu)
 {
+    ptrdiff_t per = NAME(runs_per_block)(len);
     for (ptrdiff_t j = 0; j < n2; j++)
         sum_dy[j] = sum_dyxmu[j] = 0.0;
-    for (ptrdiff_t i = 0; i < n1; i++)
+    for (ptrdiff_t i0 = 0; i0 < n1; i0 += per) {
+        ptrdiff_t nr = bnf_min(per, n1 - i0);
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *g = dy + i * d1 + j * d2;
-            const T *p = x + i * s1 + j * s2;
+            const T *g = dy + i0 * d1 + j * d2;
+            const T *p = x + i0 * s1 + j * s2;
+            C mh = cf.mh[j], ml = HILO ? cf.ml[j] : 0;
+            C ra = relu ? cf.a[j] : 0, rb = relu ? cf.b[j] : 0;
             for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
                 double s, q;
-                NAME(block_sums_bwd)(g + e0, p + e0,
-                                     bnf_min(BNF_RUN_BLOCK, len - e0),
-                                     mean[j], ra != NULL,
-                                     ra != NULL ? ra[j] : 0.0,
-                                     rb != NULL ? rb[j] : 0.0, &s, &q);
+                NAME(block_sums_bwd)(g + e0, d1, p + e0, s1, nr,
+                                     bnf_min(BNF_RUN_BLOCK, len - e0), mh, ml,
+                                     relu, ra, rb, &s, &q);
                 sum_dy[j] += s;
                 sum_dyxmu[j] += q;
             }
         }
+    }
 }
 
-/* dx = k_dy_j * g + k_xmu_j * (x - mean_j) + k_0_j along each run, g as in
-   runs_bwd_reduce. */
+/* dx = a_j * g + k_xhat_j * (x - mean_j) * is_j + k_0_j along each run, g
+   as in runs_bwd_reduce. */
 BNF_DISPATCH
 void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                           const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                          const double *restrict mean,
-                          const double *restrict ra,
-                          const double *restrict rb,
-                          const double *restrict k_dy,
-                          const double *restrict k_xmu,
-                          const double *restrict k_0, T *restrict dx,
+                          NAME(bnf_coefs) cf, int relu, T *restrict dx,
                           ptrdiff_t t1, ptrdiff_t t2)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
@@ -118,17 +127,19 @@ void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
             const T *restrict g = dy + i * d1 + j * d2;
             const T *restrict p = x + i * s1 + j * s2;
             T *restrict o = dx + i * t1 + j * t2;
-            double mu = mean[j], a = k_dy[j], b = k_xmu[j], c0 = k_0[j];
-            if (ra == NULL) {
-                for (ptrdiff_t e = 0; e < len; e++)
-                    o[e] = (T)(a * (double)g[e] + b * ((double)p[e] - mu) +
-                               c0);
-            } else {
-                double wa = ra[j], wb = rb[j];
+            C mh = cf.mh[j], ml = HILO ? cf.ml[j] : 0, a = cf.a[j];
+            C is = cf.is[j], kx = cf.k_xhat[j], k0 = cf.k_0[j];
+            if (!relu) {
                 for (ptrdiff_t e = 0; e < len; e++) {
-                    double xm = (double)p[e] - mu, gv = (double)g[e];
-                    double ge = gv * (double)(xm * wa + wb > RELU_MIN);
-                    o[e] = (T)(a * ge + b * xm + c0);
+                    C xh = XMU(LOAD(p[e]), mh, ml) * is;
+                    o[e] = STORE(a * LOAD(g[e]) + kx * xh + k0);
+                }
+            } else {
+                C rb = cf.b[j];
+                for (ptrdiff_t e = 0; e < len; e++) {
+                    C d = LOAD(p[e]) - mh, xm = HILO ? d - ml : d;
+                    C ge = LOAD(g[e]) * (C)(d * a + rb > RELU_MIN);
+                    o[e] = STORE(a * ge + kx * (xm * is) + k0);
                 }
             }
         }

@@ -4,7 +4,8 @@
 must call it): the global batch is made identically on every rank, each
 rank takes an uneven shard of it (some ranks an empty one), and the
 synchronized forward and backward must equal bnfast's single-process
-results on the whole batch (1e-12 in float64), with running statistics and
+results on the whole batch (1e-12 in float64; float32 data, computed in
+float32 arithmetic, to 1e-5, running statistics 1e-6), with running statistics and
 reduced parameter gradients bitwise equal on every rank.
 
 Run under MPI:  mpiexec -n 3 python -m mpi4py tests/mpi_check.py
@@ -128,8 +129,14 @@ def check_case(comm, case):
                                                  p_test, comm, axis=axis)
 
     def assertions():
+        # float32 data is computed in float32 arithmetic (short sums, merged
+        # in double): shards sum in another order than the whole batch
         tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else \
             dict(rtol=1e-5, atol=1e-5)
+        stat_tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 \
+            else dict(rtol=1e-6, atol=1e-7)
+        grad_tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 \
+            else dict(rtol=1e-5, atol=1e-5)
         assert out.shape == ref[lo:hi].shape and out.dtype == ref.dtype
         np.testing.assert_allclose(out, ref[lo:hi], err_msg="out", **tol)
         np.testing.assert_allclose(dx, rgrads[0][lo:hi], err_msg="dx", **tol)
@@ -137,14 +144,13 @@ def check_case(comm, case):
                                    **tol)
         for key in ("running_mean", "running_var"):
             np.testing.assert_allclose(p[key], p1[key], err_msg=key,
-                                       rtol=1e-12, atol=1e-12)
+                                       **stat_tol)
         for what, everyone, whole in (("dgamma", dgamma_all, rgrads[1]),
                                       ("dbeta", dbeta_all, rgrads[2])):
             np.testing.assert_allclose(totals[what], whole, err_msg=what,
-                                       rtol=1e-10, atol=1e-10)
+                                       **grad_tol)
             np.testing.assert_allclose(everyone, whole,
-                                       err_msg=f"reduced {what}",
-                                       rtol=1e-10, atol=1e-10)
+                                       err_msg=f"reduced {what}", **grad_tol)
         assert not differ, f"differ between ranks: {differ}"
 
     failure = None

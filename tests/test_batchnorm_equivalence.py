@@ -7,7 +7,7 @@ import pytest
 import bnfast
 from bnfast import reference
 
-from arrays import assert_as_accurate, cases, spatial_cases
+from arrays import assert_as_accurate, cases, spatial_cases, sum_scale
 
 CASES = cases() + spatial_cases()
 MOMENTUM = 0.8
@@ -85,14 +85,20 @@ def test_backward(case, backward, activation):
     # a cancellation of terms of size |gamma * dout / std|, whose x_hat
     # carries the rounding of x - mean: a relative error of eps*|mean|/std.
     bn_cache = wcache if case.axis is None else wcache[0]
-    _, _, mean, var, g, *_ = bn_cache
+    _, xhat, mean, var, g, *_, mask = bn_cache
     std = np.sqrt(var + EPS)
     dout = (wcase.dout if case.axis is None
             else np.moveaxis(wcase.dout, case.axis, -1))
-    terms = np.abs(g * dout.reshape(-1, len(g)) / std)
+    dout = dout.reshape(-1, len(g))
+    terms = np.abs(g * dout / std)
     terms = terms * (1 + np.abs(mean) / std)
     dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
-    scales = (dx_scale, None, None)
+    # dbeta = sum g, dgamma = sum g * xhat per channel (g = dout, masked by
+    # the ReLU): sums whose terms carry xhat's rounding as dx's do
+    grad = dout if mask is None else dout * mask.reshape(dout.shape)
+    with np.errstate(invalid="ignore"):
+        dg_terms = grad * (np.abs(xhat) + np.abs(mean) / std)
+    scales = (dx_scale, sum_scale(dg_terms), sum_scale(grad))
     for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
                                 scales):
         assert_as_accurate(f"{backward} {name} ({activation})", case, f, r,
@@ -128,13 +134,18 @@ def test_layernorm_backward(case):
         wide = reference.layernorm_backward(wcase.dout, wcache)
     # as for batch norm, per sample: terms |gamma * dout / std| carrying the
     # rounding of x - mean
-    _, _, mean, var, g, *_ = wcache
+    _, xhat, mean, var, g, *_ = wcache
     std = np.sqrt(var + EPS)
-    terms = np.abs(g * wcase.dout.reshape(len(std), -1) / std)
+    dout = wcase.dout.reshape(len(std), -1)
+    terms = np.abs(g * dout / std)
     terms = terms * (1 + np.abs(mean) / std)
     dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
+    # dgamma, dbeta: sums over the rows of dout * xhat and dout
+    with np.errstate(invalid="ignore"):
+        dg_terms = dout * (np.abs(xhat) + np.abs(mean) / std)
     for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
-                                (dx_scale, None, None)):
+                                (dx_scale, sum_scale(dg_terms),
+                                 sum_scale(dout))):
         assert_as_accurate(f"layernorm_backward {name}", case, f, r, w,
                            scale=s)
 
@@ -185,7 +196,9 @@ def test_groupnorm(case, groups):
         dg_terms = per.reshape(wcase.dout.shape).reshape(
             n, case.x.shape[1], -1).sum(axis=(0, 2))
     dg_scale = float(np.nanmax(dg_terms[np.isfinite(dg_terms)], initial=0.0))
+    db_scale = sum_scale(np.moveaxis(wcase.dout, 1, 0).reshape(
+        case.x.shape[1], -1), axis=1)
     for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, refg, wideg,
-                                (dx_scale, dg_scale, None)):
+                                (dx_scale, dg_scale, db_scale)):
         assert_as_accurate(f"spatial_groupnorm_backward {name} G={groups}",
                            case, f, r, w, scale=s)

@@ -440,3 +440,33 @@ def test_groupnorm_with_a_constant_channel_in_the_group():
             x.astype(np.longdouble), g, b, 1, {})
         assert np.abs(out - wide).max() <= 2 * np.abs(ref - wide).max() + \
             4 * np.finfo(float).eps
+
+
+# float32 data is computed in float32 arithmetic; squares of values above
+# ~1.8e19 overflow float32, where the double computation is fine: such a
+# batch must still normalize to finite output of std 1 (issue 11), in
+# every family and kernel path (across rows, along runs, per row, per group)
+@pytest.mark.parametrize("spread", [1e20, 1e30, 3e37])
+def test_float32_spread_past_the_square_overflow_normalizes(spread):
+    x = (np.random.default_rng(3).standard_normal((64, 8)) * spread).astype(
+        np.float32)
+    ones, zeros = np.ones(8, np.float32), np.zeros(8, np.float32)
+    results = {}
+    for layout, xl in (("C", x), ("F", np.asfortranarray(x))):
+        out, cache = bnfast.batchnorm_forward(xl, ones, zeros,
+                                              {"mode": "train"})
+        results[f"batchnorm {layout}"] = (
+            out, bnfast.batchnorm_backward(np.ones_like(xl), cache)[0])
+    out, cache = bnfast.layernorm_forward(x, ones, zeros, {})
+    results["layernorm"] = (out,
+                            bnfast.layernorm_backward(np.ones_like(x),
+                                                      cache)[0])
+    x4 = x.reshape(8, 8, 4, 2)
+    out, cache = bnfast.spatial_groupnorm_forward(x4, ones, zeros, 2, {})
+    results["groupnorm"] = (out, bnfast.spatial_groupnorm_backward(
+        np.ones_like(x4), cache)[0])
+    for what, (out, dx) in results.items():
+        assert np.isfinite(out).all() and np.isfinite(dx).all(), what
+        assert abs(float(out.std()) - 1.0) < 1e-3, (what, out.std())
+        # a constant dout: dx is 0 to float32 rounding of its terms
+        assert np.abs(dx).max() < 1e-6 / x.astype(np.float64).std(), what

@@ -109,46 +109,6 @@ def test_the_gil_is_released_during_the_kernels():
     assert max(stalls) < 0.5 * duration, (max(stalls), duration)
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2
-                    if hasattr(os, "sched_getaffinity") else True,
-                    reason="needs 2 cores")
-def test_two_threads_run_two_calls_in_parallel():
-    # in-cache work (a large call is memory-bound, and two of them share
-    # the memory bus): 20 float32 forward-train calls of 256x1024 (1 MiB,
-    # in each core's L2), into per-thread outputs (no page faults)
-    x = np.random.default_rng(0).standard_normal((256, 1024)).astype(
-        np.float32)
-    g, b = np.ones(1024), np.zeros(1024)
-
-    def calls():
-        out = np.empty_like(x)
-
-        def call():
-            for _ in range(20):
-                bnfast.batchnorm_forward(x, g, b, {"mode": "train"}, out=out)
-        return call
-
-    def one():
-        call = calls()
-        start = time.perf_counter()
-        call()
-        return time.perf_counter() - start
-
-    def two():
-        threads = [threading.Thread(target=calls()) for _ in range(2)]
-        start = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return time.perf_counter() - start
-
-    # best of 5 of each, interleaved: a shared machine only slows things
-    single = min(one() for _ in range(5))
-    double = min(two() for _ in range(5))
-    assert double < 1.75 * single, (double, single)
-
-
 def _rss():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
