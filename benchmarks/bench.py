@@ -736,17 +736,27 @@ def shape_label(data):
 # ---------------------------------------------------------------- equivalence
 
 def check_equivalence(family, data):
-    """Relative error of bnfast vs the reference for each quantity."""
+    """Relative error of bnfast vs the reference for each quantity, and
+    the reference's results ({quantity: array}) and error floors."""
     fast = family["run"](bnfast, data)
-    ref = family["run"](reference, data)
+    ref = dict(zip(family["quantities"], family["run"](reference, data)))
     floors = family.get("scales", lambda data: {})(data)
-    return {q: rel_err(f, r, floors.get(q, 0.0))
-            for q, f, r in zip(family["quantities"], fast, ref)}
+    return ({q: rel_err(f, ref[q], floors.get(q, 0.0))
+             for q, f in zip(family["quantities"], fast)}, ref, floors)
 
 
-def equivalence_section(families, sizes, report):
+def installed_peers():
+    return [p for p, mod in (("torch", torch), ("numba", numba_bn))
+            if mod is not None]
+
+
+def equivalence_section(families, sizes, report, peer_report):
+    """bnfast against the reference, every family; then the peers' batch
+    norm (N, D) against the same reference results (peer_report).  True
+    if bnfast passes."""
     print("== Equivalence: max|fast - ref| / max|ref|")
     ok = True
+    peer_rows = []
     for family in families:
         quantities = family["quantities"]
         print(f"\n{'op':12} {'dtype':8} {'shape':>15} "
@@ -757,7 +767,10 @@ def equivalence_section(families, sizes, report):
                 data = family["data"](size, dtype)
                 shape = shape_label(data)
                 log(f"equivalence {family['name']} {name} {shape}")
-                errs = check_equivalence(family, data)
+                errs, ref, floors = check_equivalence(family, data)
+                if family["name"] == "batchnorm":
+                    # the peers against the same reference results
+                    peer_rows.extend(peer_check(data, ref, floors))
                 tol = TOLERANCE[dtype]
                 bad = [q for q, e in errs.items() if not e <= tol]
                 ok &= not bad
@@ -769,6 +782,9 @@ def equivalence_section(families, sizes, report):
                                "shape": list(data["x"].shape),
                                "groups": data.get("G"), "tolerance": tol,
                                "errors": errs, "pass": not bad})
+                del data, ref
+    peer_report.extend(peer_rows)
+    peer_equivalence_section(peer_rows, BN_QUANTITIES)
     return ok
 
 
@@ -797,47 +813,47 @@ def peer_bn_run(peer, data):
             "dgamma": dgamma, "dbeta": dbeta}
 
 
-def peer_equivalence_section(families, sizes, report):
-    """The peers' batch norm (N, D) against the reference, as bnfast's.
-    A mismatch is printed (MISMATCH) and recorded, but is not bnfast's
-    failure: it does not change the exit status."""
-    peers = [p for p, mod in (("torch", torch), ("numba", numba_bn))
-             if mod is not None]
-    missing = [p for p in PEERS if p not in peers]
+def peer_check(data, ref, floors):
+    """Records of each installed peer's batch norm (N, D) errors against
+    the reference results ref ({quantity: array})."""
+    x = data["x"]
+    name, shape = x.dtype.name, shape_label(data)
+    tol = TOLERANCE[x.dtype.type]
+    out = []
+    for peer in installed_peers():
+        log(f"equivalence {peer} {name} {shape}")
+        got = peer_bn_run(peer, data)
+        errs = {q: rel_err(np.asarray(v), ref[q], floors.get(q, 0.0))
+                for q, v in got.items()}
+        out.append({"family": "batchnorm", "peer": peer, "dtype": name,
+                    "shape": list(x.shape), "tolerance": tol,
+                    "errors": errs,
+                    "pass": all(e <= tol for e in errs.values())})
+    return out
+
+
+def peer_equivalence_section(rows, quantities):
+    """Print the peer records of peer_check.  A mismatch is printed
+    (MISMATCH) and recorded, but is not bnfast's failure: it does not
+    change the exit status."""
+    missing = [p for p in PEERS if p not in installed_peers()]
     print("\n== Peers' batch norm (N, D) vs the reference: "
           "max|peer - ref| / max|ref|"
           + (f" ({', '.join(missing)} not installed: skipped)"
              if missing else ""))
-    if not peers:
+    if not rows:
         return
-    family = next(f for f in families if f["name"] == "batchnorm")
-    quantities = family["quantities"]
     print(f"{'peer':12} {'dtype':8} {'shape':>15} "
           + " ".join(f"{q:>11}" for q in quantities) + "  status")
-    for size in family[sizes]:
-        for dtype in DTYPES:
-            name = np.dtype(dtype).name
-            data = family["data"](size, dtype)
-            shape = shape_label(data)
-            ref = dict(zip(quantities, family["run"](reference, data)))
-            tol = TOLERANCE[dtype]
-            for peer in peers:
-                log(f"equivalence {peer} {name} {shape}")
-                got = peer_bn_run(peer, data)
-                floors = family.get("scales", lambda data: {})(data)
-                errs = {q: rel_err(np.asarray(v), ref[q], floors.get(q, 0.0))
-                        for q, v in got.items()}
-                bad = [q for q, e in errs.items() if not e <= tol]
-                status = ("ok" if not bad
-                          else "MISMATCH: " + ", ".join(bad))
-                print(f"{peer:12} {name:8} {shape:>15} "
-                      + " ".join(f"{errs[q]:11.2e}" if q in errs
-                                 else f"{'-':>11}" for q in quantities)
-                      + f"  {status} (tol {tol:g})")
-                report.append({"family": "batchnorm", "peer": peer,
-                               "dtype": name, "shape": list(size),
-                               "tolerance": tol, "errors": errs,
-                               "pass": not bad})
+    for rec in rows:
+        errs, tol = rec["errors"], rec["tolerance"]
+        bad = [q for q, e in errs.items() if not e <= tol]
+        status = "ok" if not bad else "MISMATCH: " + ", ".join(bad)
+        print(f"{rec['peer']:12} {rec['dtype']:8} "
+              f"{'x'.join(map(str, rec['shape'])):>15} "
+              + " ".join(f"{errs[q]:11.2e}" if q in errs else f"{'-':>11}"
+                         for q in quantities)
+              + f"  {status} (tol {tol:g})")
 
 
 # ---------------------------------------------------------------- accuracy
@@ -966,9 +982,7 @@ def fmt_ratio(num, den, suffix=""):
 
 
 def timing_section(families, sizes, repeat, target, report):
-    impls = ["bnfast", "reference"] + [
-        p for p, mod in (("torch", torch), ("numba", numba_bn))
-        if mod is not None]
+    impls = ["bnfast", "reference"] + installed_peers()
     rows = []
     total = sum(len(family[sizes]) for family in families) * len(DTYPES)
     done = 0
@@ -1201,7 +1215,7 @@ def targets_section(result):
         extra = ""
         if t.get("value") is not None:
             extra = f": {t['value']:.2f}x over {t['rows']} rows"
-        elif "rows" in t:
+        elif t.get("rows"):
             extra = f": {len(t.get('misses', []))} of {t['rows']} rows miss"
         print(f"  {t['target']}{extra}  [{holds}]")
         listed = t.get("values") if "values" in t else t.get("misses", [])
@@ -1310,9 +1324,9 @@ def main(argv=None):
               "threads": args.threads,
               "target_s": target, "equivalence": [], "timing": []}
     load_start = os.getloadavg()
-    ok = equivalence_section(FAMILIES, sizes, report["equivalence"])
     report["peer_equivalence"] = []
-    peer_equivalence_section(FAMILIES, sizes, report["peer_equivalence"])
+    ok = equivalence_section(FAMILIES, sizes, report["equivalence"],
+                             report["peer_equivalence"])
     report["accuracy"] = {}
     accuracy_section(report["accuracy"])
     timing_section(FAMILIES, sizes, repeat, target, report["timing"])
