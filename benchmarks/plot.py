@@ -124,6 +124,9 @@ def main(argv=None):
     lo, hi = min(all_bytes) / 1.6, max(all_bytes) * 1.6
     # ticks at powers of 4 bytes: 4 KiB, 16 KiB, ..., 256 MiB
     ticks = [4.0 ** k for k in range(0, 20) if lo <= 4.0 ** k <= hi]
+    if len(ticks) > 9:
+        # from the (2, 4) rows' 32 bytes up: powers of 16 (16 B, 256 B, ...)
+        ticks = [16.0 ** k for k in range(0, 10) if lo <= 16.0 ** k <= hi]
 
     # the numba panel only for a run that had numba
     panels = [(title, what) for title, what in PANELS
