@@ -6,10 +6,12 @@ fraction against the size of x.
     python benchmarks/plot.py results.json -o out.png
 
 One row of panels per op family (batch norm (N, D), NCHW, channels-last,
-layer norm, group norm), three panels each, against the bytes of x (log
-scale): bnfast's speedup over PyTorch (torch_time / bnfast_time; empty when
-the run had no PyTorch), its speedup over the NumPy reference, and its
-roofline fraction (roofline_time / bnfast_time, 1.0 = copy speed).  One
+layer norm, group norm), three or four panels each, against the bytes of x
+(log scale): bnfast's speedup over PyTorch (torch_time / bnfast_time; empty
+when the run had no PyTorch), its speedup over the NumPy reference, over
+the numba loop (only when the run had numba; numba has batch norm (N, D)
+forward-train and backward only), and its roofline fraction
+(roofline_time / bnfast_time, 1.0 = copy speed).  One
 colour per op (forward-train, forward-test, backward, ...); float32 solid
 with circles, float64 dashed with squares.  Dotted vertical lines mark the
 per-core L2 (and L3, when in range) recorded in the JSON.
@@ -29,6 +31,7 @@ DTYPE_STYLE = {"float32": {"linestyle": "-", "marker": "o"},
                "float64": {"linestyle": "--", "marker": "s"}}
 PANELS = [("speedup vs PyTorch (x)", "torch"),
           ("speedup vs reference (x)", "reference"),
+          ("speedup vs numba (x)", "numba"),
           ("bnfast roofline fraction", "roofline")]
 
 
@@ -72,20 +75,20 @@ def x_bytes(rec):
 
 
 def series(timing):
-    """{family: {(op, dtype): [(bytes, speedup torch, speedup ref, roof)]}}
-    sorted by size; families and ops in the order of the JSON."""
+    """{family: {(op, dtype): [(bytes, {what: value})]}} sorted by size,
+    with what of PANELS (speedups other_time / bnfast_time, roofline
+    fraction; None where not measured); families and ops in the order of
+    the JSON."""
     out = defaultdict(lambda: defaultdict(list))
     for rec in timing:
         t = rec["median_s"]
         bnf = t["bnfast"]
-        point = (x_bytes(rec),
-                 t["torch"] / bnf if t.get("torch") else None,
-                 t["reference"] / bnf if t.get("reference") else None,
-                 t["roofline"] / bnf)
+        point = (x_bytes(rec), {what: t[what] / bnf if t.get(what) else None
+                                for _, what in PANELS})
         out[rec["family"]][rec["op"], rec["dtype"]].append(point)
     for fam in out.values():
         for pts in fam.values():
-            pts.sort()
+            pts.sort(key=lambda p: p[0])
     return out
 
 
@@ -121,17 +124,26 @@ def main(argv=None):
     lo, hi = min(all_bytes) / 1.6, max(all_bytes) * 1.6
     # ticks at powers of 4 bytes: 4 KiB, 16 KiB, ..., 256 MiB
     ticks = [4.0 ** k for k in range(0, 20) if lo <= 4.0 ** k <= hi]
+    if len(ticks) > 9:
+        # from the (2, 4) rows' 32 bytes up: powers of 16 (16 B, 256 B, ...)
+        ticks = [16.0 ** k for k in range(0, 10) if lo <= 16.0 ** k <= hi]
 
-    fig, axes = plt.subplots(len(data), 3, figsize=(17, 3.5 * len(data)),
+    # the numba panel only for a run that had numba
+    panels = [(title, what) for title, what in PANELS
+              if what != "numba" or any(
+                  p[1]["numba"] is not None for fam in data.values()
+                  for pts in fam.values() for p in pts)]
+    fig, axes = plt.subplots(len(data), len(panels),
+                             figsize=(5.7 * len(panels), 3.5 * len(data)),
                              squeeze=False, sharex=True)
     cmap = plt.get_cmap("tab10")
     for row, (family, fam) in enumerate(data.items()):
         ops = list(dict.fromkeys(op for op, _ in fam))
-        for col, (title, what) in enumerate(PANELS):
+        for col, (title, what) in enumerate(panels):
             ax = axes[row][col]
             plotted = False
             for (op, dtype), pts in fam.items():
-                ys = [p[1 + col] for p in pts]
+                ys = [p[1][what] for p in pts]
                 if all(y is None for y in ys):
                     continue
                 xs = [p[0] for p, y in zip(pts, ys) if y is not None]
@@ -157,7 +169,10 @@ def main(argv=None):
                 ax.yaxis.set_major_formatter(FuncFormatter(fmt_factor))
                 ax.yaxis.set_minor_formatter(FuncFormatter(fmt_minor))
             if not plotted:
-                ax.text(0.5, 0.5, "not measured (PyTorch not installed)",
+                ax.text(0.5, 0.5, "not measured" + (
+                    " (PyTorch not installed)" if what == "torch" else
+                    " (numba has batch norm (N, D) only)"
+                    if what == "numba" else ""),
                         transform=ax.transAxes, ha="center", va="center")
             for name in ("L2", "L3"):
                 b = caches.get(name)
@@ -174,7 +189,7 @@ def main(argv=None):
         handles += [Line2D([], [], color="k", markersize=5, label=dtype,
                            **style) for dtype, style in DTYPE_STYLE.items()
                     if any(d == dtype for _, d in fam)]
-        axes[row][2].legend(handles=handles, fontsize=8, loc="center left",
+        axes[row][-1].legend(handles=handles, fontsize=8, loc="center left",
                             bbox_to_anchor=(1.02, 0.5), frameon=False)
     kind = "sweep" if report.get("sweep") else \
         "quick" if report.get("quick") else "default sizes"
@@ -184,6 +199,7 @@ def main(argv=None):
         f"roofline fraction 1 = copy speed.  {m.get('cpu', '?')}, simd "
         f"{m.get('simd', '?')}, {threads} thread{'s' if threads > 1 else ''}"
         f", numpy {m.get('numpy', '?')}, torch {m.get('torch', '?')}, "
+        f"numba {m.get('numba', '?')}, "
         f"medians of {report.get('repeat', '?')} interleaved repeats",
         fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.985))

@@ -131,3 +131,13 @@ cdef extern from "bnfast.h" nogil:
     int bnf_get_num_threads()
     int bnf_have_openmp()
     const char *bnf_simd_level()
+
+# Benchmark-only helper (csrc/bench_copy.c), not part of the kernels: a copy
+# with streaming stores, for the roofline of benchmarks/bench.py.
+cdef extern from *:
+    """
+    void bnf_stream_copy(const void *src, void *dst, size_t n);
+    int bnf_stream_copy_streams(void);
+    """
+    void bnf_stream_copy(const void *src, void *dst, size_t n) nogil
+    int bnf_stream_copy_streams() nogil

@@ -469,3 +469,33 @@ def bn_backward_apply(const floating[:, :, :] dy, const floating[:, :, :] x,
                                        &dx[0, 0, 0], ts1, ts2, &dgamma[0],
                                        &dbeta[0])
     _raise(rc)
+
+
+# ---------------------------------------------------------------- benchmark
+# Benchmark-only, not part of the API: the streaming-store copy of
+# csrc/bench_copy.c, the second half of benchmarks/bench.py's roofline.
+
+def stream_copy(cnp.ndarray src not None, cnp.ndarray dst not None):
+    """Copy the bytes of ``src`` into ``dst`` with streaming (non-temporal)
+    stores, one thread, GIL released.  Both C-contiguous with the same
+    nbytes, ``dst`` writeable; dtypes and shapes are not looked at.
+    Benchmark-only (the roofline of benchmarks/bench.py)."""
+    cdef size_t n = <size_t>cnp.PyArray_NBYTES(src)
+    if <size_t>cnp.PyArray_NBYTES(dst) != n:
+        raise ValueError(f"stream_copy: src has {cnp.PyArray_NBYTES(src)} "
+                         f"bytes, dst {cnp.PyArray_NBYTES(dst)}")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(src)
+            and cnp.PyArray_IS_C_CONTIGUOUS(dst)):
+        raise ValueError("stream_copy: src and dst must be C-contiguous")
+    if not cnp.PyArray_ISWRITEABLE(dst):
+        raise ValueError("stream_copy: dst is read-only")
+    cdef const void *s = cnp.PyArray_DATA(src)
+    cdef void *d = cnp.PyArray_DATA(dst)
+    with nogil:
+        bnf_stream_copy(s, d, n)
+
+
+def stream_copy_streams():
+    """True if stream_copy uses streaming stores on this build (x86-64),
+    False if it is a plain memcpy."""
+    return bool(bnf_stream_copy_streams())
