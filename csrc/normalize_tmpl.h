@@ -1,38 +1,73 @@
 /* Template body of the across-rows apply and backward kernels; included by
    normalize.c once per dtype through instantiate.h (T the storage type, C
    the compute type, NAME(f) the name).  Per-column coefficients come as a
-   NAME(bnf_coefs) of C arrays (internal.h).  Rows are taken four at a
-   time, so that each column's coefficients are loaded once for four
-   rows. */
+   NAME(bnf_coefs) of C arrays (internal.h). */
+
+/* Rows of at least this many bytes are taken four at a time by the
+   apply passes, so that each column's coefficients are loaded once for
+   four rows: with wide rows the coefficient arrays (3 to 6 of them, of c
+   values each) no longer fit in L1 beside the rows and would be read from
+   L2 for every element (measured on a Zen 3: the float64 apply of
+   256x1024 at 2.6 copies' time).  Narrow rows one at a time: four of them
+   write four streams within one page, which the hardware prefetchers
+   follow badly (measured: 2x slower on float64 channels-last, 64
+   channels), and their coefficients stay in L1 anyway. */
+#define BNF_WIDE_ROW 4096
 
 /* One output element of the apply: (x - mh) * a + b in C (b = beta -
    ml * a: the low part of the mean folded into the shift, exact to the
-   rounding of the result), rounded once to T; with relu max(., 0) on the
-   stored value (+0 for v <= 0, NaN stays NaN, as np.maximum(v, 0)).  Not
-   x * a + (b - mean * a): that loses the exact zero of a constant column
-   to cancellation.  One row at a time: rows taken several at once (to
-   load each coefficient once for them) write several streams within one
-   page when rows are short, which the hardware prefetchers follow badly
-   (measured: 2x slower on float64 channels-last, 64 channels). */
+   rounding of the result), rounded once to T.  Not x * a + (b - mean *
+   a): that loses the exact zero of a constant column to cancellation. */
+#define BNF_APPLY1(xv, j) ((LOAD(xv) - mh[j]) * a[j] + b[j])
+/* with relu: max(., 0) on the stored value (+0 for v <= 0, NaN stays NaN,
+   as np.maximum(v, 0)) */
+#define BNF_RELU1(v) ((v) <= RELU_MIN ? STORE(0) : STORE(v))
+
 BNF_DISPATCH
 void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                       ptrdiff_t ldx, NAME(bnf_coefs) cf, T *restrict y,
                       ptrdiff_t ldy, int relu)
 {
     const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
-    /* two loops, and the ReLU taken after the rounding: GCC leaves a test
-       of relu per element scalar */
-    for (ptrdiff_t i = 0; i < m; i++) {
+    ptrdiff_t i = 0;
+    /* separate loops with and without relu: GCC leaves a test of relu per
+       element scalar */
+    if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {
+        for (; i + 4 <= m; i += 4) {
+            const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx;
+            const T *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
+            T *restrict y0 = y + i * ldy, *restrict y1 = y0 + ldy;
+            T *restrict y2 = y1 + ldy, *restrict y3 = y2 + ldy;
+            if (relu) {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    C v0 = BNF_APPLY1(x0[j], j), v1 = BNF_APPLY1(x1[j], j);
+                    C v2 = BNF_APPLY1(x2[j], j), v3 = BNF_APPLY1(x3[j], j);
+                    y0[j] = BNF_RELU1(v0);
+                    y1[j] = BNF_RELU1(v1);
+                    y2[j] = BNF_RELU1(v2);
+                    y3[j] = BNF_RELU1(v3);
+                }
+            } else {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    y0[j] = STORE(BNF_APPLY1(x0[j], j));
+                    y1[j] = STORE(BNF_APPLY1(x1[j], j));
+                    y2[j] = STORE(BNF_APPLY1(x2[j], j));
+                    y3[j] = STORE(BNF_APPLY1(x3[j], j));
+                }
+            }
+        }
+    }
+    for (; i < m; i++) {
         const T *restrict x0 = x + i * ldx;
         T *restrict y0 = y + i * ldy;
         if (relu) {
             for (ptrdiff_t j = 0; j < c; j++) {
-                C v0 = (LOAD(x0[j]) - mh[j]) * a[j] + b[j];
-                y0[j] = v0 <= RELU_MIN ? STORE(0) : STORE(v0);
+                C v0 = BNF_APPLY1(x0[j], j);
+                y0[j] = BNF_RELU1(v0);
             }
         } else {
             for (ptrdiff_t j = 0; j < c; j++)
-                y0[j] = STORE((LOAD(x0[j]) - mh[j]) * a[j] + b[j]);
+                y0[j] = STORE(BNF_APPLY1(x0[j], j));
         }
     }
 }
@@ -58,6 +93,7 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
     double *restrict gs = work + 2 * tile, *restrict gq = work + 3 * tile;
     C *restrict fs = (C *)(work + 4 * t1), *restrict fq = fs + t1;
 
+    int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         const C *restrict mh = cf.mh + c0;
@@ -79,7 +115,40 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                 ptrdiff_t f1 = bnf_min(f0 + BNF_FLUSH, r1);
                 for (ptrdiff_t j = 0; j < tc; j++)
                     fs[j] = fq[j] = 0;
-                for (ptrdiff_t i = f0; i < f1; i++) {
+                ptrdiff_t i = f0;
+                /* wide rows four at a time: the accumulators are loaded
+                   and stored once for four rows (BNF_WIDE_ROW) */
+                for (; wide && i + 4 <= f1; i += 4) {
+                    const T *restrict g0 = dy + i * lddy + c0;
+                    const T *restrict g1 = g0 + lddy, *restrict g2 = g1 + lddy;
+                    const T *restrict g3 = g2 + lddy;
+                    const T *restrict x0 = x + i * ldx + c0;
+                    const T *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx;
+                    const T *restrict x3 = x2 + ldx;
+                    if (!relu) {
+                        for (ptrdiff_t j = 0; j < tc; j++) {
+                            C u0 = LOAD(g0[j]), u1 = LOAD(g1[j]);
+                            C u2 = LOAD(g2[j]), u3 = LOAD(g3[j]);
+                            fs[j] += (u0 + u1) + (u2 + u3);
+                            fq[j] += (u0 * (LOAD(x0[j]) - mh[j]) +
+                                      u1 * (LOAD(x1[j]) - mh[j])) +
+                                     (u2 * (LOAD(x2[j]) - mh[j]) +
+                                      u3 * (LOAD(x3[j]) - mh[j]));
+                        }
+                    } else {
+                        for (ptrdiff_t j = 0; j < tc; j++) {
+                            C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
+                            C d2 = LOAD(x2[j]) - mh[j], d3 = LOAD(x3[j]) - mh[j];
+                            C u0 = LOAD(g0[j]) * (C)(d0 * ra[j] + rb[j] > RELU_MIN);
+                            C u1 = LOAD(g1[j]) * (C)(d1 * ra[j] + rb[j] > RELU_MIN);
+                            C u2 = LOAD(g2[j]) * (C)(d2 * ra[j] + rb[j] > RELU_MIN);
+                            C u3 = LOAD(g3[j]) * (C)(d3 * ra[j] + rb[j] > RELU_MIN);
+                            fs[j] += (u0 + u1) + (u2 + u3);
+                            fq[j] += (u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3);
+                        }
+                    }
+                }
+                for (; i < f1; i++) {
                     const T *restrict g0 = dy + i * lddy + c0;
                     const T *restrict xa = x + i * ldx + c0;
                     if (!relu) {
@@ -129,6 +198,12 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
     (a[j] * LOAD(gv) +                                                       \
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
 
+/* with relu: dy where the forward's (x - mh) * a + b > 0 */
+#define BNF_BWDR1(gv, xv, j)                                                 \
+    (a[j] * (LOAD(gv) *                                                      \
+             (C)((LOAD(xv) - mh[j]) * a[j] + rb[j] > RELU_MIN)) +            \
+     kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
+
 BNF_DISPATCH
 void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
                           const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
@@ -136,31 +211,45 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
                           T *restrict dx, ptrdiff_t lddx)
 {
     const C *restrict mh = cf.mh, *restrict ml = cf.ml;
-    const C *restrict a = cf.a, *restrict is = cf.is;
+    const C *restrict a = cf.a, *restrict is = cf.is, *restrict rb = cf.b;
     const C *restrict kx = cf.k_xhat, *restrict k0 = cf.k_0;
     ptrdiff_t i = 0;
-    if (!relu) {
-        for (; i < m; i++) {
-            const T *restrict g0 = dy + i * lddy;
-            const T *restrict x0 = x + i * ldx;
-            T *restrict o0 = dx + i * lddx;
+    /* wide rows two at a time (BNF_WIDE_ROW; four need more registers
+       than x86-64 has for their 12 pointers and the 6 coefficients) */
+    if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {
+        for (; i + 2 <= m; i += 2) {
+            const T *restrict g0 = dy + i * lddy, *restrict g1 = g0 + lddy;
+            const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx;
+            T *restrict o0 = dx + i * lddx, *restrict o1 = o0 + lddx;
+            if (!relu) {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    o0[j] = STORE(BNF_BWD1(g0[j], x0[j], j));
+                    o1[j] = STORE(BNF_BWD1(g1[j], x1[j], j));
+                }
+            } else {
+                for (ptrdiff_t j = 0; j < c; j++) {
+                    o0[j] = STORE(BNF_BWDR1(g0[j], x0[j], j));
+                    o1[j] = STORE(BNF_BWDR1(g1[j], x1[j], j));
+                }
+            }
+        }
+    }
+    for (; i < m; i++) {
+        const T *restrict g0 = dy + i * lddy;
+        const T *restrict x0 = x + i * ldx;
+        T *restrict o0 = dx + i * lddx;
+        if (!relu) {
             for (ptrdiff_t j = 0; j < c; j++)
                 o0[j] = STORE(BNF_BWD1(g0[j], x0[j], j));
-        }
-    } else {
-        const C *restrict rb = cf.b;
-        for (; i < m; i++) {
-            const T *restrict g0 = dy + i * lddy;
-            const T *restrict x0 = x + i * ldx;
-            T *restrict o0 = dx + i * lddx;
-            for (ptrdiff_t j = 0; j < c; j++) {
-                C d = LOAD(x0[j]) - mh[j];
-                C xm = HILO ? d - ml[j] : d;
-                C ge = LOAD(g0[j]) * (C)(d * a[j] + rb[j] > RELU_MIN);
-                o0[j] = STORE(a[j] * ge + kx[j] * (xm * is[j]) + k0[j]);
-            }
+        } else {
+            for (ptrdiff_t j = 0; j < c; j++)
+                o0[j] = STORE(BNF_BWDR1(g0[j], x0[j], j));
         }
     }
 }
 
+#undef BNF_APPLY1
+#undef BNF_RELU1
 #undef BNF_BWD1
+#undef BNF_BWDR1
+#undef BNF_WIDE_ROW
