@@ -478,7 +478,8 @@ cdef cnp.ndarray _like(cnp.ndarray a, const order_t *o, panel_t *p):
             step *= cnp.PyArray_DIM(a, o.outer[j])
         out = cnp.PyArray_New(np.ndarray, nd, cnp.PyArray_DIMS(a),
                               cnp.PyArray_TYPE(a), strides, NULL, 0, 0, None)
-    _panel(out, o, p)
+    if not _panel(out, o, p):
+        raise RuntimeError("internal: a new array without a panel")
     return out
 
 
@@ -688,6 +689,21 @@ cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
     return 0
 
 
+cdef int _check_cache(_Cache c, Py_ssize_t nstats, Py_ssize_t nparams,
+                      object beta=None) except -1:
+    # The cache's arrays still fit x (they are read through raw pointers:
+    # an array resized in place since the forward would be read out of
+    # bounds); cheap, and never false for a cache used as documented.
+    if (cnp.PyArray_SIZE(c.mean) != nstats
+            or cnp.PyArray_SIZE(c.invstd) != nstats
+            or cnp.PyArray_SIZE(c.gamma) != nparams
+            or (beta is not None
+                and cnp.PyArray_SIZE(<cnp.ndarray>beta) != nparams)):
+        raise ValueError("cache: its statistics or gamma no longer match "
+                         "the cached x (modified since the forward pass?)")
+    return 0
+
+
 cdef cnp.ndarray _param_grad(_Cache c):
     """A new array of gamma's shape and dtype, for dgamma or dbeta."""
     return _empty_of(c.gamma_shape, cnp.PyArray_TYPE(c.gamma))
@@ -730,6 +746,9 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
         d = d.reshape(_shape(c.x))
+    elif not _shape_is(c.x, c.shape):  # x reshaped in place since
+        raise ValueError("cache: the cached x no longer has the shape of "
+                         "the forward pass")
     return d
 
 
@@ -1053,8 +1072,8 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
         xs = cnp.PyArray_NewCopy(xs, cnp.NPY_CORDER)  # C order, aligned
         _order(xs, ax, &f.o)
     f.x = xs
-    if f.count:
-        _panel(xs, &f.o, &f.p)
+    if f.count and not _panel(xs, &f.o, &f.p):
+        raise RuntimeError("internal: x without a panel")
     return f
 
 
@@ -1246,9 +1265,11 @@ cdef BnBackward _bn_backward(object dout, object cache, object out,
     bw.c = c
     bw.out = out
     bw.channels = cnp.PyArray_DIM(c.x, c.axis)
+    _check_cache(c, bw.channels, bw.channels, c.beta)
     if cnp.PyArray_SIZE(c.x):
-        _order(c.x, c.axis, &bw.o)   # a panel: made so by the forward
-        _panel(c.x, &bw.o, &bw.xp)
+        # a panel: made so by the forward
+        if not (_order(c.x, c.axis, &bw.o) and _panel(c.x, &bw.o, &bw.xp)):
+            raise RuntimeError("internal: the cached x without a panel")
         # dout's panel in the element order of x's: a view when its
         # layout allows, else a copy laid out like x.  (Not dout's own
         # panel: panels of the same shape can order their elements
@@ -1392,6 +1413,7 @@ def layernorm_backward(dout, cache, out=None):
     cdef char *xp
     cdef char *dxp
     cdef Py_ssize_t lddy, ldx, lddx
+    _check_cache(c, n, d)
     dy = _fit(dy, _unit_rows)
     dx = _into_rows(out, x, _unit_rows)
     dgamma = _param_grad(c)
@@ -1507,6 +1529,9 @@ def spatial_groupnorm_backward(dout, cache, out=None):
     cdef char *xp
     cdef char *dxp
     cdef Py_ssize_t ds, xs, ts, item = cnp.PyArray_ITEMSIZE(x)
+    if groups < 1 or c % groups:
+        raise ValueError("cache: groups does not divide the channels")
+    _check_cache(gc, n * groups, c)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
     dgamma = _param_grad(gc)
