@@ -311,3 +311,38 @@ def test_unknown_activation(activation):
     with pytest.raises(ValueError, match="activation must be one of"):
         bnfast.spatial_batchnorm_forward(**args, activation=activation)
     assert_unchanged(before, args)
+
+
+@pytest.mark.parametrize("family", ["batchnorm", "spatial", "layernorm",
+                                    "groupnorm"])
+@pytest.mark.parametrize("modify", ["resize mean", "reshape x"])
+def test_a_cache_modified_in_place_is_rejected(family, modify):
+    # the backward reads the cache through raw pointers: arrays resized
+    # or reshaped in place since the forward must not be read out of bounds
+    rng = np.random.default_rng(7)
+    if family in ("batchnorm", "layernorm"):
+        x = rng.standard_normal((6, 4))
+        g, b = np.ones(4), np.zeros(4)
+    else:
+        x = rng.standard_normal((2, 4, 3, 3))
+        g, b = np.ones(4), np.zeros(4)
+    forward, backward = {
+        "batchnorm": (lambda: bnfast.batchnorm_forward(
+            x, g, b, {"mode": "train"}), bnfast.batchnorm_backward),
+        "spatial": (lambda: bnfast.spatial_batchnorm_forward(
+            x, g, b, {"mode": "train"}), bnfast.spatial_batchnorm_backward),
+        "layernorm": (lambda: bnfast.layernorm_forward(x, g, b, {}),
+                      bnfast.layernorm_backward),
+        "groupnorm": (lambda: bnfast.spatial_groupnorm_forward(
+            x, g, b, 2, {}), bnfast.spatial_groupnorm_backward),
+    }[family]
+    _, cache = forward()
+    dout = np.ones(x.shape)
+    if modify == "resize mean":
+        cache.mean.resize(1, refcheck=False)
+    else:
+        cache.x.shape = cache.x.shape[::-1]
+    # (the statistics no longer match the cached x, or its shape that of
+    # the forward pass: whichever is seen first)
+    with pytest.raises(ValueError, match="^cache: .*no longer"):
+        backward(dout, cache)

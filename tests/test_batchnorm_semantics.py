@@ -192,7 +192,9 @@ def test_cache_refers_to_x_without_copies(shape, axis, layout):
                                                     case.beta, p, axis=axis)
     assert np.shares_memory(cache.x, case.x)
     # arrays as large as x in the cache must be x's own memory (views)
-    copies = [name for name in functional.BatchNormCache.__slots__
+    fields = [name for name in dir(cache) if not name.startswith("_")]
+    assert {"x", "panel", "gamma", "beta", "mean", "invstd"} <= set(fields)
+    copies = [name for name in fields
               if isinstance(getattr(cache, name), np.ndarray)
               and getattr(cache, name).size >= case.x.size
               and not np.shares_memory(getattr(cache, name), case.x)]

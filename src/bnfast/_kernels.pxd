@@ -91,7 +91,7 @@ cdef extern from "bnfast.h" nogil:
                         double *dx, ptrdiff_t ts1, ptrdiff_t ts2,
                         double *dgamma, double *dbeta)
 
-    void ln_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+    int ln_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
                        const double *gamma, const double *beta, double eps,
                        float *y, ptrdiff_t ldy, double *mean, double *invstd)
     int ln_backward_f32(const float *dy, ptrdiff_t lddy, const float *x,
@@ -99,7 +99,7 @@ cdef extern from "bnfast.h" nogil:
                         const double *mean, const double *invstd,
                         const double *gamma, float *dx, ptrdiff_t lddx,
                         double *dgamma, double *dbeta)
-    void ln_forward_f64(const double *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+    int ln_forward_f64(const double *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
                        const double *gamma, const double *beta, double eps,
                        double *y, ptrdiff_t ldy, double *mean, double *invstd)
     int ln_backward_f64(const double *dy, ptrdiff_t lddy, const double *x,

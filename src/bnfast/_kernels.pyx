@@ -1,121 +1,53 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 # cython: initializedcheck=False, cdivision=True
-"""Thin Cython bindings of the C kernels in csrc/.
+"""The call path of every bnfast function, on the NumPy C API: validation,
+the panel view of any layout, output allocation, the per-channel
+parameters as doubles, the C kernel with the GIL released, the running
+statistics and the caches.  bnfast.functional wraps these functions in
+its documented signatures; bnfast.distributed builds synchronized batch
+norm from BnForward and BnBackward.
 
-Each function takes typed memoryviews, turns them into pointers and leading
-dimensions and calls one C kernel with the GIL released.  Validation and
-layout decisions belong to bnfast._layout and bnfast.functional: callers
-pass "panels", 3-D views (n1, n2, len) of the data: n2 channels of n1 runs
-of len elements (see csrc/bnfast.h), with all sizes >= 1, unit stride along
-the runs (or len == 1), strides multiples of the itemsize, and per-channel
-float64 arrays of length n2 (gamma, beta and running statistics: float32
-or float64, see _Chans).  The layer norm bindings take 2-D (n, d)
-arrays with unit-stride columns; the group norm bindings (n, c, hw) arrays
-whose samples are C-contiguous.
+How it is shaped, and why: a tiny call must cost a few microseconds, so
+nothing on the way is a Python-level call in the common case (no typed
+memoryviews either: acquiring one costs about a microsecond).  There is
+no separate fast path.  Each check is one function whose first branch is
+the common case (an exact, native, aligned float32/float64 ndarray; a
+plain float; an exact dict), answered from the array's flags, dtype number,
+shape and strides; anything else falls through to the general code of the
+same function, which converts or raises.  So every error message is in
+exactly one place, and checks run in the order of the seeds'
+documentation, all before anything is written: on error nothing is
+modified.
+
+A "panel" (csrc/bnfast.h) is the geometry (n1, n2, len, s1, s2) of an array
+seen as n2 channels of n1 runs of len contiguous elements; _order finds,
+for an array and its channel axis, which axes merge into the runs and
+which into n1, or says that the layout needs a copy first.  Outputs are
+allocated in the same element order as their input's panel (_like), and a
+caller's out= is written directly when its own layout gives a panel in that
+order (_panel_as).
 """
-from cython cimport floating
+import numbers
+
+import numpy as np
+
 from libc.stddef cimport ptrdiff_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cimport numpy as cnp
 
 cnp.import_array()
 
+MODES = ("train", "test")
+ACTIVATIONS = (None, "relu")
 
-cdef class _Chans:
-    """float64 pointers to per-channel arrays (gamma, beta, running
-    statistics), each a C-contiguous, aligned, native float32 or float64
-    ndarray of n elements: a float64 array is read in place, a float32 one
-    converted into scratch memory that lives as long as this object.
-    Replaces a NumPy conversion per array (~1 us each) on every call."""
-    cdef double *buf
-    cdef Py_ssize_t n, used
-
-    def __cinit__(self, Py_ssize_t n, int count):
-        self.n = n
-        self.used = 0
-        self.buf = <double *>malloc(<size_t>(n * count if n * count > 0
-                                             else 1) * sizeof(double))
-        if self.buf == NULL:
-            raise MemoryError("bnfast: could not allocate a scratch buffer")
-
-    def __dealloc__(self):
-        free(self.buf)
-
-    cdef const double *get(self, object a) except NULL:
-        cdef cnp.ndarray arr = _checked(a, self.n)
-        cdef const float *f
-        cdef double *d
-        cdef Py_ssize_t i
-        if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE:
-            return <const double *>cnp.PyArray_DATA(arr)
-        f = <const float *>cnp.PyArray_DATA(arr)
-        d = self.buf + self.used
-        self.used += self.n
-        for i in range(self.n):
-            d[i] = f[i]
-        return d
+cdef enum:
+    MAXDIMS = 64      # NPY_MAXDIMS of NumPy 2 (32 on NumPy 1)
+    SMALL = 256       # per-channel doubles held on the stack
 
 
-cdef cnp.ndarray _checked(object a, Py_ssize_t n):
-    # The contract of the per-channel arguments, checked (a violation would
-    # read out of bounds): callers in bnfast.functional pass such arrays.
-    if not cnp.PyArray_Check(a):
-        raise TypeError(f"internal: expected an ndarray, got {type(a)}")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    cdef int t = cnp.PyArray_TYPE(arr)
-    if ((t != cnp.NPY_DOUBLE and t != cnp.NPY_FLOAT)
-            or cnp.PyArray_SIZE(arr) != n
-            or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-            or not cnp.PyArray_ISALIGNED(arr)
-            or not cnp.PyArray_ISNOTSWAPPED(arr)):
-        raise ValueError(f"internal: expected {n} contiguous native float32 "
-                         f"or float64 values, got {a.dtype} {a.shape}")
-    return arr
-
-
-cdef int _store(object a, Py_ssize_t n, const double *v) except -1:
-    # Round the n values v into a (a writable per-channel array as above).
-    cdef cnp.ndarray arr = _checked(a, n)
-    cdef double *d
-    cdef float *f
-    cdef Py_ssize_t i
-    if not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError("internal: expected a writeable array")
-    if cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE:
-        d = <double *>cnp.PyArray_DATA(arr)
-        for i in range(n):
-            d[i] = v[i]
-    else:
-        f = <float *>cnp.PyArray_DATA(arr)
-        for i in range(n):
-            f[i] = <float>v[i]
-    return 0
-
-
-
-cdef inline ptrdiff_t _st(const floating[:, :, :] a, int k) noexcept nogil:
-    # Stride of axis k in elements; that of a length-1 axis is never used
-    # to address memory, and a single channel counts as adjacent channels.
-    if a.shape[k] == 1:
-        return 1
-    return a.strides[k] // <ptrdiff_t>sizeof(floating)
-
-
-cdef inline ptrdiff_t _ld(const floating[:, :] a) noexcept nogil:
-    # Row stride in elements; that of a single row is never used.
-    if a.shape[0] == 1:
-        return a.shape[1]
-    return a.strides[0] // <ptrdiff_t>sizeof(floating)
-
-
-cdef inline int _same(const floating[:, :, :] a,
-                      const floating[:, :, :] b) except -1:
-    if a.shape[0] != b.shape[0] or a.shape[1] != b.shape[1] or \
-            a.shape[2] != b.shape[2]:
-        raise ValueError("internal: panels of different shapes")
-    return 0
-
+# ------------------------------------------------------------- kernels
 
 cdef inline int _raise(int rc) except -1:
     if rc == BNF_ENOMEM:
@@ -140,335 +72,1501 @@ def have_openmp():
     return bool(bnf_have_openmp())
 
 
-def bn_forward_train(const floating[:, :, :] x, gamma, beta, double eps,
-                     floating[:, :, :] y, double[::1] mean,
-                     double[::1] invstd, bint relu, running_mean,
-                     running_var, new_mean, new_var, double momentum,
-                     double var_factor):
-    """The kernel, then the running statistics:
-    new = running * momentum + (1 - momentum) * batch, in float64 and
-    rounded once to new's dtype (the batch variance times var_factor
-    first: 1, or n / (n - 1) for the unbiased one).  gamma, beta and the
-    running arrays: per-channel arrays of either float dtype (_Chans)."""
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
-    _same(x, y)
-    cdef _Chans chans = _Chans(n2, 6)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    cdef const double *rm = chans.get(running_mean)
-    cdef const double *rv = chans.get(running_var)
-    cdef double *var = chans.buf + chans.used
-    if mean.shape[0] != n2 or invstd.shape[0] != n2:
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = bn_forward_train_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                      g, b, eps, &y[0, 0, 0], ys1, ys2,
-                                      &mean[0], &invstd[0], var, relu)
-        else:
-            rc = bn_forward_train_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2,
-                                      g, b, eps, &y[0, 0, 0], ys1, ys2,
-                                      &mean[0], &invstd[0], var, relu)
-    _raise(rc)
-    _update_running(n2, rm, rv, &mean[0], var, momentum, var_factor,
-                    new_mean, new_var, var + n2)
+# ---------------------------------------------------------- validation
+
+cdef inline bint _is_float(cnp.ndarray a) noexcept:
+    cdef int t = cnp.PyArray_TYPE(a)
+    return ((t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISNOTSWAPPED(a))
 
 
-cdef int _update_running(Py_ssize_t n, const double *rm, const double *rv,
-                         const double *mean, const double *var,
-                         double momentum, double var_factor, new_mean,
-                         new_var, double *upd) except -1:
-    # new = running * momentum + (1 - momentum) * batch, in float64 and
-    # rounded once to new's dtype; upd: n doubles of scratch
-    cdef double keep = 1.0 - momentum
-    cdef Py_ssize_t j
-    for j in range(n):
-        upd[j] = rm[j] * momentum + keep * mean[j]
-    _store(new_mean, n, upd)
-    for j in range(n):
-        upd[j] = rv[j] * momentum + keep * (var[j] * var_factor)
-    _store(new_var, n, upd)
+cdef cnp.ndarray _float_array(object a, str name):
+    """``a`` as a float32 or float64 ndarray in native byte order.
+
+    Array-likes (lists) are converted; byte-swapped float arrays are
+    copied to native order; any other dtype raises TypeError."""
+    cdef cnp.ndarray arr
+    if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
+        return <cnp.ndarray>a
+    arr = np.asarray(a)
+    dt = arr.dtype
+    if dt.kind != "f" or dt.itemsize not in (4, 8):
+        raise TypeError(
+            f"{name} must be a float32 or float64 array, got dtype {dt}")
+    if not dt.isnative:
+        arr = arr.astype(dt.newbyteorder("="))
+    if not _is_float(arr):  # a float of 4 or 8 bytes that is not float32/64
+        arr = arr.astype(np.float32 if dt.itemsize == 4 else np.float64)
+    return arr
+
+
+cdef inline object _shape(cnp.ndarray a):
+    return (<object>a).shape
+
+
+cdef bint _shape_is(cnp.ndarray a, tuple shape) except -1:
+    """a.shape == shape, without building a tuple."""
+    cdef Py_ssize_t k, nd = cnp.PyArray_NDIM(a)
+    if len(shape) != nd:
+        return False
+    for k in range(nd):
+        if cnp.PyArray_DIM(a, k) != <Py_ssize_t>shape[k]:
+            return False
+    return True
+
+
+cdef int _check_batch(cnp.ndarray x, str name, bint allow_empty) except -1:
+    """x of shape (N, ...) with N > 0 (unless allow_empty) and features."""
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    if nd < 2:
+        raise ValueError(
+            f"{name} must have at least 2 dimensions (N, D), got shape "
+            f"{_shape(x)}")
+    if cnp.PyArray_DIM(x, 0) == 0 and not allow_empty:
+        raise ValueError(
+            f"{name} is an empty batch (N = 0), shape {_shape(x)}")
+    for k in range(1, nd):
+        if cnp.PyArray_DIM(x, k) == 0:
+            raise ValueError(f"{name} has zero features, shape {_shape(x)}")
     return 0
 
 
-def running_update(running_mean, running_var, const double[::1] mean,
-                   const double[::1] var, double momentum, double var_factor,
-                   new_mean, new_var):
-    """The running-statistics update of bn_forward_train, for statistics
-    computed elsewhere (synchronized batch norm); the same arrays as
-    there."""
-    cdef Py_ssize_t n = mean.shape[0]
-    if var.shape[0] != n:
-        raise ValueError("internal: statistics of the wrong length")
-    cdef _Chans chans = _Chans(n, 3)
-    cdef const double *rm = chans.get(running_mean)
-    cdef const double *rv = chans.get(running_var)
-    _update_running(n, rm, rv, &mean[0], &var[0], momentum, var_factor,
-                    new_mean, new_var, chans.buf + chans.used)
+cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
+    """Validate x (at least 2-D, a non-empty batch, channels and elements
+    per channel) and its channel axis; the axis as a non-negative int."""
+    cdef int k, nd = cnp.PyArray_NDIM(x)
+    cdef Py_ssize_t ax
+    if nd < 2:
+        raise ValueError(
+            f"x must have at least 2 dimensions (N, C, ...), got shape "
+            f"{_shape(x)}")
+    if type(axis) is not int and (not isinstance(axis, (int, np.integer))
+                                  or isinstance(axis, bool)):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if not -nd <= axis < nd:
+        raise ValueError(
+            f"axis {axis} is out of bounds for x of {nd} dimensions")
+    ax = int(axis)
+    if ax < 0:
+        ax += nd
+    if ax == 0:
+        raise ValueError("axis must not be 0, the batch axis")
+    if cnp.PyArray_DIM(x, 0) == 0 and not allow_empty:
+        raise ValueError(f"x is an empty batch (N = 0), shape {_shape(x)}")
+    for k in range(1, nd):
+        if cnp.PyArray_DIM(x, k) == 0:
+            raise ValueError(
+                f"x has no elements per channel, shape {_shape(x)}")
+    return <int>ax
 
 
-def bn_forward_test(const floating[:, :, :] x, gamma, beta, mean, var,
-                    double eps, floating[:, :, :] y, bint relu):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
-    _same(x, y)
-    cdef _Chans chans = _Chans(n2, 4)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    cdef const double *rm = chans.get(mean)
-    cdef const double *rv = chans.get(var)
-    with nogil:
-        if floating is float:
-            rc = bn_forward_test_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
-                                     rm, rv, eps, &y[0, 0, 0], ys1, ys2, relu)
+cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
+                              cnp.ndarray x, int axis):
+    """A per-feature array (gamma, beta, running statistics) validated:
+    float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
+    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1))."""
+    cdef cnp.ndarray arr
+    if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
+            and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == d):
+        return <cnp.ndarray>a
+    arr = _float_array(a, name)
+    xshape = _shape(x)
+    if axis == 0:
+        feature_shape = xshape[1:]
+    else:
+        feature_shape = tuple(1 if k != axis else d
+                              for k in range(len(xshape)))
+    shape = _shape(arr)
+    if shape != (d,) and shape != feature_shape:
+        expected = f"({d},)"
+        if len(feature_shape) > 1:
+            expected += f" or {feature_shape}"
+        raise ValueError(
+            f"{name} must have shape {expected} to match x, got {shape}")
+    return arr
+
+
+cdef cnp.ndarray _flat(cnp.ndarray a, Py_ssize_t d):
+    """A validated per-feature array as the C-contiguous, aligned (d,)
+    array the kernels read: itself, a view or a copy."""
+    cdef cnp.ndarray flat = a
+    if cnp.PyArray_NDIM(a) != 1:
+        flat = a.reshape(d)
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(flat) and cnp.PyArray_ISALIGNED(flat)):
+        flat = cnp.PyArray_NewCopy(flat, cnp.NPY_CORDER)
+    return flat
+
+
+cdef bint _activation(object value) except -1:
+    """True for the fused ReLU, False for none; anything else raises."""
+    if value is None:
+        return False
+    if not isinstance(value, str) or value not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {value!r}")
+    return value == "relu"
+
+
+cdef inline object _get(object param, str key, object default):
+    if type(param) is dict:
+        return (<dict>param).get(key, default)
+    return param.get(key, default)
+
+
+cdef bint _mode_is_train(object param) except -1:
+    """bn_param's mode: True for 'train', False for 'test'."""
+    if not isinstance(param, dict):
+        raise TypeError(f"bn_param must be a dict, got {type(param).__name__}")
+    if "mode" not in param:
+        raise KeyError(f"bn_param['mode'] is required: one of {MODES}")
+    m = param["mode"]
+    if not isinstance(m, str) or m not in MODES:
+        raise ValueError(f"bn_param['mode'] must be one of {MODES}, got {m!r}")
+    return m == "train"
+
+
+cdef int _check_dict(object param, str name) except -1:
+    if not isinstance(param, dict):
+        raise TypeError(f"{name} must be a dict, got {type(param).__name__}")
+    return 0
+
+
+cdef double _real_in(object value, str name, double low,
+                     object high=None) except? -1.0:
+    """A real scalar checked low <= value (<= high), as a double."""
+    cdef double v
+    if type(value) is float:
+        v = value
+        if v >= low and (high is None or v <= <double>high):
+            return v
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be a real number, got {type(value).__name__}")
+    v = float(value)
+    if not (v >= low and (high is None or v <= <double>high)):
+        rng = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {rng}, got {value!r}")
+    return v
+
+
+cdef int _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
+    # the bytes a spans: [lo, hi)
+    cdef int k
+    cdef Py_ssize_t n, st
+    lo[0] = hi[0] = cnp.PyArray_BYTES(a)
+    for k in range(cnp.PyArray_NDIM(a)):
+        n = cnp.PyArray_DIM(a, k)
+        st = cnp.PyArray_STRIDE(a, k)
+        if st < 0:
+            lo[0] += st * (n - 1)
         else:
-            rc = bn_forward_test_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
-                                     rm, rv, eps, &y[0, 0, 0], ys1, ys2, relu)
+            hi[0] += st * (n - 1)
+    hi[0] += cnp.PyArray_ITEMSIZE(a)
+    return 0
+
+
+cdef bint _overlap(cnp.ndarray a, object b) except -1:
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    if not isinstance(b, np.ndarray):
+        return False
+    if cnp.PyArray_SIZE(a) == 0 or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
+        return False
+    _extent(a, &alo, &ahi)
+    _extent(<cnp.ndarray>b, &blo, &bhi)
+    if ahi <= blo or bhi <= alo:  # as np.may_share_memory
+        return False
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except np.exceptions.TooHardError:
+        return True
+
+
+cdef int _out_array(object out, tuple shape, cnp.ndarray x,
+                    tuple inputs) except -1:
+    """Validate a caller's output array: an ndarray of exactly ``shape``
+    and x's dtype, writeable, sharing no memory with any of ``inputs``
+    ((name, array) pairs: a partial overlap would read values already
+    overwritten, and the cache keeps x for the backward)."""
+    cdef cnp.ndarray o
+    cdef int k
+    if not cnp.PyArray_CheckExact(out):
+        raise TypeError(f"out must be a numpy.ndarray, got "
+                        f"{type(out).__name__}")
+    o = <cnp.ndarray>out
+    if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(x)
+            and cnp.PyArray_ISNOTSWAPPED(o)):
+        dtype = (<object>x).dtype
+        if (<object>o).dtype != dtype:
+            raise TypeError(f"out must have dtype {dtype} (x's), got "
+                            f"{(<object>o).dtype}")
+    if not _shape_is(o, shape):
+        raise ValueError(f"out must have shape {shape}, got {_shape(o)}")
+    if not cnp.PyArray_ISWRITEABLE(o):
+        raise ValueError("out is read-only")
+    for k in range(cnp.PyArray_NDIM(o)):
+        if cnp.PyArray_STRIDE(o, k) == 0 and cnp.PyArray_DIM(o, k) > 1:
+            raise ValueError("out has elements sharing memory (a stride of "
+                             "0): each result needs its own")
+    for what, a in inputs:
+        if _overlap(o, a):
+            raise ValueError(f"out must not share memory with {what}")
+    return 0
+
+
+# ---------------------------------------------------------- the layout
+
+cdef struct order_t:
+    # An array's axes as a panel: those merged into the n1 runs
+    # (outermost first), the channel axis, those merged into each run.
+    int axis, nout, nin
+    int outer[MAXDIMS]
+    int inner[MAXDIMS]
+
+
+cdef struct panel_t:
+    # sizes, and strides in elements (1 for an axis of length 1: never
+    # used to address memory; a single channel counts as adjacent ones)
+    Py_ssize_t n1, n2, len, s1, s2, sr
+
+
+cdef bint _merge(cnp.ndarray a, const int *dims, int nd, Py_ssize_t *size,
+                 Py_ssize_t *stride) noexcept:
+    """Size and byte stride of the axes dims (outermost first) of a merged
+    into one; False when they do not merge.  Length-1 axes are skipped."""
+    cdef Py_ssize_t sz = 1, st = 0, n, s
+    cdef int j
+    for j in range(nd - 1, -1, -1):
+        n = cnp.PyArray_DIM(a, dims[j])
+        if n == 1:
+            continue
+        s = cnp.PyArray_STRIDE(a, dims[j])
+        if sz > 1 and s != st * sz:
+            return False
+        if sz == 1:
+            st = s
+        sz *= n
+    size[0] = sz
+    stride[0] = st
+    return True
+
+
+cdef inline Py_ssize_t _iabs(Py_ssize_t v) noexcept:
+    return -v if v < 0 else v
+
+
+cdef bint _order(cnp.ndarray a, int axis, order_t *o) noexcept:
+    """The panel order of a with channels along axis; False when the
+    layout needs a copy first (also unaligned data: the kernels read whole
+    elements).  Merges the other axes by stride: those outside the channel
+    into n1, those inside it into contiguous runs."""
+    cdef int nd = cnp.PyArray_NDIM(a), k, j, m, n_oth = 0
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t c = cnp.PyArray_DIM(a, axis)
+    cdef Py_ssize_t cs = cnp.PyArray_STRIDE(a, axis), st, size, stride
+    cdef int others[MAXDIMS]
+    cdef Py_ssize_t key[MAXDIMS]
+    o.axis = axis
+    o.nout = o.nin = 0
+    if not cnp.PyArray_ISALIGNED(a):
+        return False
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):  # one run per channel, or one in all
+        for k in range(nd):
+            if k == axis:
+                continue
+            if c == 1 or k > axis:
+                o.inner[o.nin] = k
+                o.nin += 1
+            else:
+                o.outer[o.nout] = k
+                o.nout += 1
+        return True
+    for k in range(nd):
+        if cnp.PyArray_STRIDE(a, k) % item:
+            return False
+    # the other axes of length > 1 by decreasing (|stride|, axis)
+    for k in range(nd):
+        if k == axis or cnp.PyArray_DIM(a, k) == 1:
+            continue
+        st = _iabs(cnp.PyArray_STRIDE(a, k))
+        j = n_oth
+        while j > 0 and (key[j - 1] < st or (key[j - 1] == st
+                                             and others[j - 1] < k)):
+            key[j] = key[j - 1]
+            others[j] = others[j - 1]
+            j -= 1
+        key[j] = st
+        others[j] = k
+        n_oth += 1
+    for m in range(n_oth):
+        # a stride of 0 (broadcast) is never part of a run
+        if c > 1 and (key[m] > _iabs(cs) or key[m] == 0):
+            o.outer[o.nout] = others[m]
+            o.nout += 1
+        else:  # a single channel: everything that merges goes in runs
+            o.inner[o.nin] = others[m]
+            o.nin += 1
+    if not _merge(a, o.outer, o.nout, &size, &stride):
+        return False
+    if not _merge(a, o.inner, o.nin, &size, &stride):
+        return False
+    if o.nin and stride != item:        # runs must be contiguous
+        if c == 1 and o.nout == 0:      # one channel of strided rows
+            memcpy(o.outer, o.inner, o.nin * sizeof(int))
+            o.nout, o.nin = o.nin, 0
+        else:
+            return False
+    if o.nin == 0 and c > 1 and cs != item:
+        return False                    # rows need adjacent channels
+    return True
+
+
+cdef inline Py_ssize_t _elems(Py_ssize_t n, Py_ssize_t stride,
+                              Py_ssize_t item) noexcept:
+    return 1 if n == 1 else stride // item
+
+
+cdef bint _panel(cnp.ndarray a, const order_t *o, panel_t *p) noexcept:
+    """The panel of a (of the shape of the array o was made for) in the
+    element order o; False when a's layout does not give one fit for the
+    kernels: unit-stride runs, or for runs of one element adjacent
+    channels (anything else would run element by element, several times
+    slower than computing into a new array and copying)."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a), s1, sr, k
+    if not cnp.PyArray_ISALIGNED(a):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_STRIDE(a, k) % item:
+            return False
+    if not _merge(a, o.outer, o.nout, &p.n1, &s1):
+        return False
+    if not _merge(a, o.inner, o.nin, &p.len, &sr):
+        return False
+    p.n2 = cnp.PyArray_DIM(a, o.axis)
+    p.s1 = _elems(p.n1, s1, item)
+    p.s2 = _elems(p.n2, cnp.PyArray_STRIDE(a, o.axis), item)
+    p.sr = _elems(p.len, sr, item)
+    if p.len > 1:
+        return p.sr == 1
+    return p.n2 == 1 or p.s2 == 1
+
+
+cdef cnp.ndarray _like(cnp.ndarray a, const order_t *o, panel_t *p):
+    """A new array of a's shape and dtype whose memory is its panel in C
+    order, so that it is laid out in a's axis order (C order for C order,
+    Fortran for Fortran); p: its panel."""
+    cdef int nd = cnp.PyArray_NDIM(a), k, j
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a), step
+    cdef cnp.npy_intp strides[MAXDIMS]
+    cdef cnp.ndarray out
+    if cnp.PyArray_IS_C_CONTIGUOUS(a):
+        out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+    else:
+        for k in range(nd):  # length-1 axes: any stride
+            strides[k] = item
+        step = item
+        for j in range(o.nin - 1, -1, -1):
+            strides[o.inner[j]] = step
+            step *= cnp.PyArray_DIM(a, o.inner[j])
+        strides[o.axis] = step
+        step *= cnp.PyArray_DIM(a, o.axis)
+        for j in range(o.nout - 1, -1, -1):
+            strides[o.outer[j]] = step
+            step *= cnp.PyArray_DIM(a, o.outer[j])
+        out = cnp.PyArray_New(np.ndarray, nd, cnp.PyArray_DIMS(a),
+                              cnp.PyArray_TYPE(a), strides, NULL, 0, 0, None)
+    if not _panel(out, o, p):
+        raise RuntimeError("internal: a new array without a panel")
+    return out
+
+
+cdef cnp.ndarray _view(object out, cnp.ndarray x):
+    """out reshaped to x's shape when that is a view of out, else None."""
+    cdef cnp.ndarray o = <cnp.ndarray>out
+    if cnp.PyArray_NDIM(o) == cnp.PyArray_NDIM(x):
+        return o  # the same shape: validated
+    v = o.reshape(_shape(x))
+    return v if np.may_share_memory(v, o) else None
+
+
+cdef object _result(cnp.ndarray res, object out, tuple shape):
+    """The result in the caller's shape: ``out`` (copied into when the
+    kernel could not write it directly), else the new array."""
+    if out is None:
+        if _shape_is(res, shape):
+            return res
+        return cnp.PyArray_Reshape(res, shape)
+    if cnp.PyArray_BYTES(res) != cnp.PyArray_BYTES(<cnp.ndarray>out):
+        np.copyto(out, cnp.PyArray_Reshape(res, shape))
+    return out
+
+
+cdef cnp.ndarray _into(object out, cnp.ndarray x, const order_t *o,
+                       panel_t *p):
+    """The array to compute into: the caller's ``out`` itself when its
+    layout gives a panel in x's element order, else a new array laid out
+    like x (copied into out by _result)."""
+    cdef cnp.ndarray v
+    if out is not None:
+        v = _view(out, x)
+        if v is not None and _panel(v, o, p):
+            return v
+    return _like(x, o, p)
+
+
+cdef cnp.ndarray _new_doubles(Py_ssize_t n):
+    cdef cnp.npy_intp dim = n
+    return cnp.PyArray_EMPTY(1, &dim, cnp.NPY_DOUBLE, 0)
+
+
+cdef cnp.ndarray _empty_of(tuple shape, int typenum):
+    cdef cnp.npy_intp dims[MAXDIMS]
+    cdef int k, nd = len(shape)
+    for k in range(nd):
+        dims[k] = shape[k]
+    return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+cdef inline char *_data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_BYTES(a)
+
+
+# ------------------------------------------- per-channel values as doubles
+
+cdef struct chans_t:
+    # Scratch doubles for one call: float32 per-channel arrays converted,
+    # intermediate statistics.  On the stack up to SMALL doubles.
+    double *buf
+    Py_ssize_t n, used, cap
+    double small[SMALL]
+
+
+cdef int _chans_init(chans_t *c, Py_ssize_t n, int count) except -1:
+    c.n = n
+    c.used = 0
+    c.cap = n * count
+    if c.cap <= SMALL:
+        c.buf = c.small
+    else:
+        c.buf = <double *>malloc(<size_t>c.cap * sizeof(double))
+        if c.buf == NULL:
+            raise MemoryError("bnfast: could not allocate a scratch buffer")
+    return 0
+
+
+cdef inline void _chans_free(chans_t *c) noexcept:
+    if c.buf != c.small:
+        free(c.buf)
+    c.buf = NULL
+
+
+cdef inline double *_scratch(chans_t *c) noexcept:
+    cdef double *d = c.buf + c.used
+    c.used += c.n
+    return d
+
+
+cdef const double *_doubles(chans_t *c, cnp.ndarray a) noexcept:
+    # a: c.n contiguous native float32 or float64 values (validated by the
+    # callers); float64 is read in place, float32 converted to scratch
+    cdef const float *f
+    cdef double *d
+    cdef Py_ssize_t i
+    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+        return <const double *>cnp.PyArray_DATA(a)
+    f = <const float *>cnp.PyArray_DATA(a)
+    d = _scratch(c)
+    for i in range(c.n):
+        d[i] = f[i]
+    return d
+
+
+cdef void _store(cnp.ndarray a, Py_ssize_t n, const double *v) noexcept:
+    # Round n values into a (a new C-contiguous float32 or float64 array).
+    cdef double *d
+    cdef float *f
+    cdef Py_ssize_t i
+    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+        d = <double *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            d[i] = v[i]
+    else:
+        f = <float *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            f[i] = <float>v[i]
+
+
+cdef cnp.ndarray _stats(object a, Py_ssize_t n, str what):
+    # statistics handed in from Python (bnfast.distributed): n float64
+    if not (cnp.PyArray_CheckExact(a)
+            and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_DOUBLE
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)
+            and cnp.PyArray_SIZE(<cnp.ndarray>a) == n
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a)
+            and cnp.PyArray_ISALIGNED(<cnp.ndarray>a)):
+        raise ValueError(f"internal: {what} must be {n} contiguous float64")
+    return <cnp.ndarray>a
+
+
+# -------------------------------------------------------------- caches
+
+cdef class _Cache:
+    """Base of the caches the forward passes return: references to the
+    normalized x and to gamma (flattened, float32 or float64), per-channel
+    or per-sample statistics, and what the gradients' shapes and dtypes
+    need.  The backward reads x and gamma again: do not modify them in
+    between (as with the reference's cache).  Read-only."""
+
+    cdef readonly cnp.ndarray x, gamma, mean, invstd
+    cdef readonly tuple shape, gamma_shape
+    cdef readonly object gamma_dtype
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} x{self.shape} {self.x.dtype}, "
+                f"{self.mean.shape[0]} statistics>")
+
+
+cdef class BatchNormCache(_Cache):
+    """What the batch norm forward passes keep for the backward pass.
+
+    References to x (the array that was normalized: the caller's, or a
+    view or copy of it; ``panel`` is its 3-D panel view) and to gamma and
+    beta, plus the per-channel batch mean and 1/sqrt(var + eps): O(channels)
+    memory beside x, no copy of x_hat (the backward recomputes it).
+    """
+
+    cdef readonly cnp.ndarray beta
+    cdef readonly int axis
+    cdef readonly bint relu
+    cdef bint synchronized
+
+    @property
+    def panel(self):
+        """x's panel: the 3-D view (n1, channels, run length) the kernels
+        read (None for an empty shard of synchronized batch norm)."""
+        cdef order_t o
+        cdef int j
+        if cnp.PyArray_SIZE(self.x) == 0:
+            return None
+        _order(self.x, self.axis, &o)
+        outer = [o.outer[j] for j in range(o.nout)]
+        inner = [o.inner[j] for j in range(o.nin)]
+        ones = [k for k in range(cnp.PyArray_NDIM(self.x))
+                if k != self.axis and k not in outer and k not in inner]
+        perm = ones + outer + [self.axis] + inner
+        n1 = 1
+        for k in outer:
+            n1 *= cnp.PyArray_DIM(self.x, k)
+        return self.x.transpose(perm).reshape(
+            n1, cnp.PyArray_DIM(self.x, self.axis), -1)
+
+
+cdef class LayerNormCache(_Cache):
+    """What layernorm_forward keeps for the backward pass: references to x
+    (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
+
+
+cdef class GroupNormCache(_Cache):
+    """What spatial_groupnorm_forward keeps for the backward pass:
+    references to x (as (N, C, H*W)) and gamma, the number of groups, and
+    the per-(sample, group) mean and 1/std."""
+
+    cdef readonly Py_ssize_t groups
+
+
+cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
+               cnp.ndarray mean, cnp.ndarray invstd, tuple shape) except -1:
+    c.x = x
+    c.gamma = gflat
+    c.mean = mean
+    c.invstd = invstd
+    c.shape = shape
+    c.gamma_dtype = g.descr
+    c.gamma_shape = _shape(g)
+    return 0
+
+
+cdef int _check_cache(_Cache c, Py_ssize_t nstats, Py_ssize_t nparams,
+                      object beta=None) except -1:
+    # The cache's arrays still fit x (they are read through raw pointers:
+    # an array resized in place since the forward would be read out of
+    # bounds); cheap, and never false for a cache used as documented.
+    if (cnp.PyArray_SIZE(c.mean) != nstats
+            or cnp.PyArray_SIZE(c.invstd) != nstats
+            or cnp.PyArray_SIZE(c.gamma) != nparams
+            or (beta is not None
+                and cnp.PyArray_SIZE(<cnp.ndarray>beta) != nparams)):
+        raise ValueError("cache: its statistics or gamma no longer match "
+                         "the cached x (modified since the forward pass?)")
+    return 0
+
+
+cdef cnp.ndarray _param_grad(_Cache c):
+    """A new array of gamma's shape and dtype, for dgamma or dbeta."""
+    return _empty_of(c.gamma_shape, cnp.PyArray_TYPE(c.gamma))
+
+
+cdef double *_grad_buffer(cnp.ndarray grad, chans_t *ch) noexcept:
+    # where the kernel writes a parameter gradient: grad itself for
+    # float64, else scratch rounded into it by _grad_done
+    if cnp.PyArray_TYPE(grad) == cnp.NPY_DOUBLE:
+        return <double *>cnp.PyArray_DATA(grad)
+    return _scratch(ch)
+
+
+cdef inline void _grad_done(cnp.ndarray grad, const double *v,
+                            Py_ssize_t n) noexcept:
+    if cnp.PyArray_TYPE(grad) != cnp.NPY_DOUBLE:
+        _store(grad, n, v)
+
+
+cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
+                       str forward_name, object out):
+    """Validate dout against a cache of cache_type, and the caller's out
+    for dx (None: a new array); dout as an array of x's dtype and internal
+    shape."""
+    cdef _Cache c
+    cdef cnp.ndarray d
+    if not isinstance(cache, cache_type):
+        raise TypeError(
+            f"cache must be the cache returned by {forward_name}, "
+            f"got {type(cache).__name__}")
+    c = <_Cache>cache
+    d = _float_array(dout, "dout")
+    if not _shape_is(d, c.shape):
+        raise ValueError(
+            f"dout must have the shape of x {c.shape}, got {_shape(d)}")
+    if out is not None:
+        _out_array(out, c.shape, c.x, (
+            ("dout", d), ("the cached x", c.x), ("the cached gamma", c.gamma)))
+    if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
+        d = d.astype((<object>c.x).dtype)
+    if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
+        d = d.reshape(_shape(c.x))
+    elif not _shape_is(c.x, c.shape):  # x reshaped in place since
+        raise ValueError("cache: the cached x no longer has the shape of "
+                         "the forward pass")
+    return d
+
+
+# ---------------------------------------------------------- batch norm
+
+cdef class BnForward:
+    """A validated batch norm forward call: bnfast.functional runs it
+    (run), bnfast.distributed merges its statistics across processes
+    between the steps (stats, apply, cache, update_running).  Made by
+    bn_forward; everything is validated before any step writes."""
+
+    cdef readonly tuple shape       # the caller's shape of x and out
+    cdef readonly cnp.ndarray x     # what the kernels read: x, its (N, D)
+                                    # view, or a copy with a panel
+    cdef readonly int axis
+    cdef readonly bint train, relu
+    cdef readonly double eps, momentum
+    cdef readonly Py_ssize_t count  # values per channel in this x
+    cdef readonly Py_ssize_t channels
+    cdef cnp.ndarray g, gflat, bflat, rm, rmflat, rv, rvflat
+    cdef object out, bn_param
+    cdef order_t o
+    cdef panel_t p
+
+    @property
+    def mode(self):
+        return "train" if self.train else "test"
+
+    cdef double _factor(self, Py_ssize_t count) except -1.0:
+        if not _get(self.bn_param, "unbiased_running_var", False):
+            return 1.0
+        if count < 2:
+            raise ValueError(
+                "bn_param['unbiased_running_var'] needs more than 1 value "
+                f"per channel, got {count}")
+        return <double>count / <double>(count - 1)
+
+    def unbiased_factor(self, count):
+        """The running variance's factor for count values per channel (1,
+        or count / (count - 1) for the unbiased one); raises for count < 2
+        when unbiased."""
+        return self._factor(count)
+
+    cdef int _update(self, const double *mean, const double *var,
+                     double factor, chans_t *ch) except -1:
+        # new = running * momentum + (1 - momentum) * batch, in float64 and
+        # rounded once to the running statistics' dtype (and shape); into
+        # new arrays, then bn_param
+        cdef Py_ssize_t j, n = self.channels
+        cdef double mom = self.momentum, keep = 1.0 - self.momentum
+        cdef const double *rm = _doubles(ch, self.rmflat)
+        cdef const double *rv = _doubles(ch, self.rvflat)
+        cdef double *upd = _scratch(ch)
+        cdef cnp.ndarray new_mean = cnp.PyArray_EMPTY(
+            cnp.PyArray_NDIM(self.rm), cnp.PyArray_DIMS(self.rm),
+            cnp.PyArray_TYPE(self.rm), 0)
+        cdef cnp.ndarray new_var = cnp.PyArray_EMPTY(
+            cnp.PyArray_NDIM(self.rv), cnp.PyArray_DIMS(self.rv),
+            cnp.PyArray_TYPE(self.rv), 0)
+        for j in range(n):
+            upd[j] = rm[j] * mom + keep * mean[j]
+        _store(new_mean, n, upd)
+        for j in range(n):
+            upd[j] = rv[j] * mom + keep * (var[j] * factor)
+        _store(new_var, n, upd)
+        self.bn_param["running_mean"] = new_mean
+        self.bn_param["running_var"] = new_var
+        return 0
+
+    def update_running(self, mean, var, double factor):
+        """The running statistics updated with the batch's (float64
+        arrays of one value per channel), into bn_param."""
+        cdef chans_t ch
+        cdef cnp.ndarray m = _stats(mean, self.channels, "mean")
+        cdef cnp.ndarray v = _stats(var, self.channels, "var")
+        _chans_init(&ch, self.channels, 3)
+        try:
+            self._update(<double *>cnp.PyArray_DATA(m),
+                         <double *>cnp.PyArray_DATA(v), factor, &ch)
+        finally:
+            _chans_free(&ch)
+
+    cdef BatchNormCache _cache(self, cnp.ndarray mean, cnp.ndarray invstd,
+                               BatchNormCache c):
+        _fill(c, self.x, self.g, self.gflat, mean, invstd, self.shape)
+        c.beta = self.bflat
+        c.axis = self.axis
+        c.relu = self.relu
+        return c
+
+    def cache(self, mean, invstd, cls):
+        """A cache of class cls (a subclass of BatchNormCache: the local
+        backward rejects it) with the given statistics."""
+        if not issubclass(cls, BatchNormCache) or cls is BatchNormCache:
+            raise TypeError("internal: expected a subclass of BatchNormCache")
+        cdef BatchNormCache c = self._cache(
+            _stats(mean, self.channels, "mean"),
+            _stats(invstd, self.channels, "invstd"), cls.__new__(cls))
+        c.synchronized = True
+        return c
+
+    def stats(self):
+        """(mean, M2) per channel of this x, float64 (zeros when x is
+        empty)."""
+        cdef cnp.ndarray mean = _new_doubles(self.channels)
+        cdef cnp.ndarray m2 = _new_doubles(self.channels)
+        cdef int rc = 0
+        cdef panel_t p = self.p
+        cdef char *x
+        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        mean[...] = 0
+        m2[...] = 0
+        if self.count == 0:
+            return mean, m2
+        x = _data(self.x)
+        with nogil:
+            if f32:
+                rc = bn_stats_f32(<float *>x, p.n1, p.n2, p.len, p.s1, p.s2,
+                                  <double *>cnp.PyArray_DATA(mean),
+                                  <double *>cnp.PyArray_DATA(m2))
+            else:
+                rc = bn_stats_f64(<double *>x, p.n1, p.n2, p.len, p.s1, p.s2,
+                                  <double *>cnp.PyArray_DATA(mean),
+                                  <double *>cnp.PyArray_DATA(m2))
+        _raise(rc)
+        return mean, m2
+
+    def apply(self, mean, invstd):
+        """The normalization of x with the given statistics: the output in
+        the caller's shape (out, when given)."""
+        cdef cnp.ndarray m = _stats(mean, self.channels, "mean")
+        cdef cnp.ndarray s = _stats(invstd, self.channels, "invstd")
+        cdef cnp.ndarray res
+        cdef panel_t p = self.p, yp
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef char *x
+        cdef char *y
+        cdef const double *g
+        cdef const double *b
+        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef int relu = self.relu
+        cdef const double *mp
+        cdef const double *sp
+        if self.count == 0:
+            if self.out is None:
+                return _empty_of(self.shape, cnp.PyArray_TYPE(self.x))
+            return self.out
+        res = _into(self.out, self.x, &self.o, &yp)
+        _chans_init(&ch, self.channels, 2)
+        try:
+            g = _doubles(&ch, self.gflat)
+            b = _doubles(&ch, self.bflat)
+            x = _data(self.x)
+            y = _data(res)
+            mp = <double *>cnp.PyArray_DATA(m)
+            sp = <double *>cnp.PyArray_DATA(s)
+            with nogil:
+                if f32:
+                    rc = bn_apply_f32(
+                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, mp,
+                        sp, <float *>y, yp.s1, yp.s2, relu)
+                else:
+                    rc = bn_apply_f64(
+                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, mp,
+                        sp, <double *>y, yp.s1, yp.s2, relu)
+        finally:
+            _chans_free(&ch)
+        _raise(rc)
+        return _result(res, self.out, self.shape)
+
+    def run(self):
+        """This call on this process alone: (out, cache)."""
+        if self.train:
+            return self._train()
+        return self._test()
+
+    cdef tuple _test(self):
+        cdef cnp.ndarray res
+        cdef panel_t p = self.p, yp
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef char *x
+        cdef char *y
+        cdef const double *g
+        cdef const double *b
+        cdef const double *rm
+        cdef const double *rv
+        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef int relu = self.relu
+        cdef double eps = self.eps
+        if self.count == 0:  # an empty shard in 'test' mode: nothing to do
+            if self.out is None:
+                return _empty_of(self.shape, cnp.PyArray_TYPE(self.x)), None
+            return self.out, None
+        res = _into(self.out, self.x, &self.o, &yp)
+        _chans_init(&ch, self.channels, 4)
+        try:
+            g = _doubles(&ch, self.gflat)
+            b = _doubles(&ch, self.bflat)
+            rm = _doubles(&ch, self.rmflat)
+            rv = _doubles(&ch, self.rvflat)
+            x = _data(self.x)
+            y = _data(res)
+            with nogil:
+                if f32:
+                    rc = bn_forward_test_f32(
+                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, rm,
+                        rv, eps, <float *>y, yp.s1, yp.s2, relu)
+                else:
+                    rc = bn_forward_test_f64(
+                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, rm,
+                        rv, eps, <double *>y, yp.s1, yp.s2, relu)
+        finally:
+            _chans_free(&ch)
+        _raise(rc)
+        self.bn_param["running_mean"] = self.rm
+        self.bn_param["running_var"] = self.rv
+        return _result(res, self.out, self.shape), None
+
+    cdef tuple _train(self):
+        cdef double factor = self._factor(self.count)
+        cdef panel_t p = self.p, yp
+        cdef cnp.ndarray res = _into(self.out, self.x, &self.o, &yp)
+        cdef cnp.ndarray mean = _new_doubles(self.channels)
+        cdef cnp.ndarray invstd = _new_doubles(self.channels)
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef int relu = self.relu
+        cdef double eps = self.eps
+        cdef char *x = _data(self.x)
+        cdef char *y = _data(res)
+        cdef const double *g
+        cdef const double *b
+        cdef double *var
+        cdef double *mp = <double *>cnp.PyArray_DATA(mean)
+        cdef double *sp = <double *>cnp.PyArray_DATA(invstd)
+        _chans_init(&ch, self.channels, 6)
+        try:
+            g = _doubles(&ch, self.gflat)
+            b = _doubles(&ch, self.bflat)
+            var = _scratch(&ch)
+            with nogil:
+                if f32:
+                    rc = bn_forward_train_f32(
+                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, eps,
+                        <float *>y, yp.s1, yp.s2, mp, sp, var, relu)
+                else:
+                    rc = bn_forward_train_f64(
+                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b,
+                        eps, <double *>y, yp.s1, yp.s2, mp, sp, var, relu)
+            _raise(rc)
+            cache = self._cache(mean, invstd,
+                                BatchNormCache.__new__(BatchNormCache))
+            self._update(mp, var, factor, &ch)
+        finally:
+            _chans_free(&ch)
+        return _result(res, self.out, self.shape), cache
+
+
+cdef BnForward _bn_forward(object x, object gamma, object beta,
+                           object bn_param, bint spatial, object axis,
+                           object activation, object out, bint allow_empty):
+    """Validate a batch norm forward call; spatial: channels along axis
+    (spatial_batchnorm_forward), else per feature of x.reshape(N, -1)
+    (batchnorm_forward).  Checks in the documented order, before
+    anything is written."""
+    cdef BnForward f = BnForward.__new__(BnForward)
+    cdef cnp.ndarray xa = _float_array(x, "x"), xs, b
+    cdef int ax, fax, k
+    cdef Py_ssize_t d
+    cdef cnp.npy_intp dd
+    if spatial:
+        ax = _channel_axis(xa, axis, allow_empty)
+        d = cnp.PyArray_DIM(xa, ax)
+        xs = xa
+        fax = ax
+    else:
+        _check_batch(xa, "x", allow_empty)
+        ax = 1
+        fax = 0
+        d = 1
+        for k in range(1, cnp.PyArray_NDIM(xa)):
+            d *= cnp.PyArray_DIM(xa, k)
+        xs = xa
+        if cnp.PyArray_NDIM(xa) != 2:
+            xs = xa.reshape(cnp.PyArray_DIM(xa, 0), d)
+    dd = d
+    f.shape = _shape(xa)
+    f.axis = ax
+    f.channels = d
+    f.train = _mode_is_train(bn_param)
+    f.relu = _activation(activation)
+    f.g = _per_feature(gamma, "gamma", d, xa, fax)
+    f.gflat = _flat(f.g, d)
+    b = _per_feature(beta, "beta", d, xa, fax)
+    f.bflat = _flat(b, d)
+    f.eps = _real_in(_get(bn_param, "eps", 1e-5), "bn_param['eps']", 0.0)
+    f.momentum = _real_in(_get(bn_param, "momentum", 0.9),
+                          "bn_param['momentum']", 0.0, 1.0)
+    value = _get(bn_param, "running_mean", None)
+    if value is None:
+        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rm = _per_feature(value, "bn_param['running_mean']", d, xa, fax)
+    f.rmflat = _flat(f.rm, d)
+    value = _get(bn_param, "running_var", None)
+    if value is None:
+        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rv = _per_feature(value, "bn_param['running_var']", d, xa, fax)
+    f.rvflat = _flat(f.rv, d)
+    if out is not None:
+        _out_array(out, f.shape, xs, (
+            ("x", xs), ("gamma", f.g), ("beta", f.bflat),
+            ("bn_param['running_mean']", f.rm),
+            ("bn_param['running_var']", f.rv)))
+    f.out = out
+    f.bn_param = bn_param
+    f.count = cnp.PyArray_SIZE(xs) // d
+    if f.count and not _order(xs, ax, &f.o):
+        xs = cnp.PyArray_NewCopy(xs, cnp.NPY_CORDER)  # C order, aligned
+        _order(xs, ax, &f.o)
+    f.x = xs
+    if f.count and not _panel(xs, &f.o, &f.p):
+        raise RuntimeError("internal: x without a panel")
+    return f
+
+
+def bn_forward(x, gamma, beta, bn_param, axis, activation, out,
+               bint allow_empty):
+    """A validated BnForward (bnfast.distributed): axis None for
+    batchnorm_forward's per-feature normalization, else the channel axis;
+    allow_empty: x may have N = 0."""
+    return _bn_forward(x, gamma, beta, bn_param, axis is not None, axis,
+                       activation, out, allow_empty)
+
+
+def batchnorm_forward(x, gamma, beta, bn_param, activation=None, out=None):
+    return _bn_forward(x, gamma, beta, bn_param, False, None, activation,
+                       out, False).run()
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param, axis=1,
+                              activation=None, out=None):
+    return _bn_forward(x, gamma, beta, bn_param, True, axis, activation,
+                       out, False).run()
+
+
+cdef class BnBackward:
+    """A validated batch norm backward call: bnfast.functional runs it
+    (run), bnfast.distributed sums its reductions across processes
+    between the steps (reduce, apply, param_grads).  Made by
+    bn_backward."""
+
+    cdef BatchNormCache c
+    cdef cnp.ndarray dout, relaid
+    cdef object out
+    cdef order_t o
+    cdef panel_t xp, dp
+    cdef readonly Py_ssize_t channels
+
+    cdef int _dx(self, cnp.ndarray dx, panel_t *tp, const double *count_sums,
+                 double count, double *dgamma, double *dbeta) except -1:
+        # dx into dx (panel tp): the fused backward, or with count_sums
+        # (sum dy, sum dy * (x - mean): 2 * channels) its apply step
+        cdef panel_t p = self.xp, dp = self.dp, t = tp[0]
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef Py_ssize_t c = self.channels
+        cdef char *x = _data(self.c.x)
+        cdef char *dy = _data(self.dout)
+        cdef char *y = _data(dx)
+        cdef const double *g
+        cdef const double *b
+        cdef const double *mean = <double *>cnp.PyArray_DATA(self.c.mean)
+        cdef const double *inv = <double *>cnp.PyArray_DATA(self.c.invstd)
+        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef int relu = self.c.relu
+        _chans_init(&ch, c, 2)
+        try:
+            g = _doubles(&ch, self.c.gamma)
+            b = _doubles(&ch, self.c.beta)
+            with nogil:
+                if count_sums == NULL and f32:
+                    rc = bn_backward_f32(
+                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu,
+                        <float *>y, t.s1, t.s2, dgamma, dbeta)
+                elif count_sums == NULL:
+                    rc = bn_backward_f64(
+                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu,
+                        <double *>y, t.s1, t.s2, dgamma, dbeta)
+                elif f32:
+                    rc = bn_backward_apply_f32(
+                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu, count,
+                        count_sums, count_sums + c, <float *>y, t.s1, t.s2,
+                        dgamma, dbeta)
+                else:
+                    rc = bn_backward_apply_f64(
+                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu, count,
+                        count_sums, count_sums + c, <double *>y, t.s1, t.s2,
+                        dgamma, dbeta)
+        finally:
+            _chans_free(&ch)
+        return _raise(rc)
+
+    cdef tuple _run(self):
+        cdef panel_t tp
+        cdef chans_t ch
+        cdef Py_ssize_t c = self.channels
+        cdef cnp.ndarray dx = _into(self.out, self.c.x, &self.o, &tp)
+        cdef cnp.ndarray dgamma = _param_grad(self.c)
+        cdef cnp.ndarray dbeta = _param_grad(self.c)
+        cdef double *dg
+        cdef double *db
+        _chans_init(&ch, c, 2)
+        try:
+            dg = _grad_buffer(dgamma, &ch)
+            db = _grad_buffer(dbeta, &ch)
+            self._dx(dx, &tp, NULL, 0.0, dg, db)
+            _grad_done(dgamma, dg, c)
+            _grad_done(dbeta, db, c)
+        finally:
+            _chans_free(&ch)
+        return _result(dx, self.out, self.c.shape), dgamma, dbeta
+
+    def reduce(self):
+        """The sums of dy and dy * (x - mean) per channel, as one float64
+        array of 2 * channels (zeros when x is empty)."""
+        cdef Py_ssize_t c = self.channels
+        cdef cnp.ndarray sums = _new_doubles(2 * c)
+        cdef double *s = <double *>cnp.PyArray_DATA(sums)
+        cdef panel_t p = self.xp, dp = self.dp
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef char *x
+        cdef char *dy
+        cdef const double *g
+        cdef const double *b
+        cdef const double *mean = <double *>cnp.PyArray_DATA(self.c.mean)
+        cdef const double *inv = <double *>cnp.PyArray_DATA(self.c.invstd)
+        cdef int relu = self.c.relu
+        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        sums[...] = 0
+        if cnp.PyArray_SIZE(self.c.x) == 0:
+            return sums
+        x = _data(self.c.x)
+        dy = _data(self.dout)
+        _chans_init(&ch, c, 2)
+        try:
+            g = _doubles(&ch, self.c.gamma)
+            b = _doubles(&ch, self.c.beta)
+            with nogil:
+                if f32:
+                    rc = bn_backward_reduce_f32(
+                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu, s, s + c)
+                else:
+                    rc = bn_backward_reduce_f64(
+                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
+                        p.n1, p.n2, p.len, mean, inv, g, b, relu, s, s + c)
+        finally:
+            _chans_free(&ch)
+        _raise(rc)
+        return sums
+
+    def apply(self, double count, sums):
+        """dx from the sums of dy and dy * (x - mean) (as reduce's) over
+        count values per channel: in the caller's shape (out, when
+        given)."""
+        cdef Py_ssize_t c = self.channels
+        cdef cnp.ndarray s = _stats(sums, 2 * c, "sums")
+        cdef panel_t tp
+        cdef cnp.ndarray dx
+        cdef chans_t ch
+        if not count > 0:
+            raise ValueError("internal: the count must be positive")
+        if cnp.PyArray_SIZE(self.c.x) == 0:
+            if self.out is None:
+                return _empty_of(self.c.shape, cnp.PyArray_TYPE(self.c.x))
+            return self.out
+        dx = _into(self.out, self.c.x, &self.o, &tp)
+        _chans_init(&ch, c, 2)  # the global dgamma, dbeta: unused
+        try:
+            self._dx(dx, &tp, <double *>cnp.PyArray_DATA(s), count,
+                     _scratch(&ch), _scratch(&ch))
+        finally:
+            _chans_free(&ch)
+        return _result(dx, self.out, self.c.shape)
+
+    def param_grads(self, dgamma, dbeta):
+        """dgamma and dbeta (float64, one per channel) in gamma's shape
+        and dtype."""
+        cdef Py_ssize_t c = self.channels
+        cdef cnp.ndarray g = _stats(dgamma, c, "dgamma")
+        cdef cnp.ndarray b = _stats(dbeta, c, "dbeta")
+        cdef cnp.ndarray rg = _param_grad(self.c), rb = _param_grad(self.c)
+        _store(rg, c, <double *>cnp.PyArray_DATA(g))
+        _store(rb, c, <double *>cnp.PyArray_DATA(b))
+        return rg, rb
+
+
+cdef BnBackward _bn_backward(object dout, object cache, object out,
+                             str forward_name, bint local):
+    cdef BnBackward bw = BnBackward.__new__(BnBackward)
+    cdef cnp.ndarray d = _dout(dout, cache, BatchNormCache, forward_name, out)
+    cdef BatchNormCache c = <BatchNormCache>cache
+    if local and c.synchronized:
+        raise TypeError("cache is from a synchronized forward pass: use "
+                        "bnfast.distributed.sync_batchnorm_backward")
+    bw.c = c
+    bw.out = out
+    bw.channels = cnp.PyArray_DIM(c.x, c.axis)
+    _check_cache(c, bw.channels, bw.channels, c.beta)
+    if cnp.PyArray_SIZE(c.x):
+        # a panel: made so by the forward
+        if not (_order(c.x, c.axis, &bw.o) and _panel(c.x, &bw.o, &bw.xp)):
+            raise RuntimeError("internal: the cached x without a panel")
+        # dout's panel in the element order of x's: a view when its
+        # layout allows, else a copy laid out like x.  (Not dout's own
+        # panel: panels of the same shape can order their elements
+        # differently, e.g. C-order x and Fortran-order dout with N == H*W.)
+        if not _panel(d, &bw.o, &bw.dp):
+            bw.relaid = _like(c.x, &bw.o, &bw.dp)
+            np.copyto(bw.relaid, d)
+            d = bw.relaid
+    bw.dout = d
+    return bw
+
+
+def bn_backward(dout, cache, out, str forward_name):
+    """A validated BnBackward (bnfast.distributed)."""
+    return _bn_backward(dout, cache, out, forward_name, False)
+
+
+def batchnorm_backward(dout, cache, out=None):
+    return _bn_backward(
+        dout, cache, out, "a bnfast batch norm forward pass in 'train' mode",
+        True)._run()
+
+
+# ---------------------------------------------------------- layer norm
+
+cdef inline Py_ssize_t _ld(cnp.ndarray a) noexcept:
+    # row stride in elements; that of a single row is never used
+    if cnp.PyArray_DIM(a, 0) == 1:
+        return cnp.PyArray_DIM(a, 1)
+    return cnp.PyArray_STRIDE(a, 0) // cnp.PyArray_ITEMSIZE(a)
+
+
+cdef bint _unit_rows(cnp.ndarray a) noexcept:
+    """a (2-D) has unit-stride columns (any row stride): the layout the
+    layer norm kernels take."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    return (cnp.PyArray_ISALIGNED(a)
+            and (cnp.PyArray_DIM(a, 1) == 1
+                 or cnp.PyArray_STRIDE(a, 1) == item)
+            and (cnp.PyArray_DIM(a, 0) == 1
+                 or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+cdef bint _samples(cnp.ndarray a) noexcept:
+    """a (N, C, HW) has C-contiguous samples (any sample stride): the
+    layout the group norm kernels take."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    cdef Py_ssize_t c = cnp.PyArray_DIM(a, 1), hw = cnp.PyArray_DIM(a, 2)
+    return (cnp.PyArray_ISALIGNED(a)
+            and (hw == 1 or cnp.PyArray_STRIDE(a, 2) == item)
+            and (c == 1 or cnp.PyArray_STRIDE(a, 1) == hw * item)
+            and (cnp.PyArray_DIM(a, 0) == 1
+                 or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+ctypedef bint (*fits_t)(cnp.ndarray) noexcept
+
+
+cdef inline cnp.ndarray _fit(cnp.ndarray a, fits_t fits):
+    # a itself when the kernels take its layout, else a C-order copy
+    if fits(a):
+        return a
+    return cnp.PyArray_NewCopy(a, cnp.NPY_CORDER)
+
+
+cdef cnp.ndarray _into_rows(object out, cnp.ndarray x, fits_t fits):
+    # as _into, for the layer and group norm layouts
+    cdef cnp.ndarray v
+    if out is not None:
+        v = _view(out, x)
+        if v is not None and fits(v):
+            return v
+    return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
+                             cnp.PyArray_TYPE(x), 0)
+
+
+def layernorm_forward(x, gamma, beta, ln_param, out=None):
+    cdef cnp.ndarray xa, x2, g, gflat, bflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, d, k
+    cdef chans_t ch
+    cdef const double *gp
+    cdef const double *bp
+    cdef char *xp
+    cdef char *yp
+    cdef Py_ssize_t ldx, ldy
+    cdef int rc = 0
+    _check_dict(ln_param, "ln_param")
+    xa = _float_array(x, "x")
+    _check_batch(xa, "x", False)
+    n = cnp.PyArray_DIM(xa, 0)
+    d = 1
+    for k in range(1, cnp.PyArray_NDIM(xa)):
+        d *= cnp.PyArray_DIM(xa, k)
+    x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
+    g = _per_feature(gamma, "gamma", d, xa, 0)
+    gflat = _flat(g, d)
+    bflat = _flat(_per_feature(beta, "beta", d, xa, 0), d)
+    eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
+    shape = _shape(xa)
+    if out is not None:
+        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    x2 = _fit(x2, _unit_rows)
+    y = _into_rows(out, x2, _unit_rows)
+    mean = _new_doubles(n)
+    invstd = _new_doubles(n)
+    _chans_init(&ch, d, 2)
+    try:
+        gp = _doubles(&ch, gflat)
+        bp = _doubles(&ch, bflat)
+        xp, yp, ldx, ldy = _data(x2), _data(y), _ld(x2), _ld(y)
+        with nogil:
+            if cnp.PyArray_TYPE(x2) == cnp.NPY_FLOAT:
+                rc = ln_forward_f32(<float *>xp, n, d, ldx, gp, bp, eps,
+                                    <float *>yp, ldy,
+                                    <double *>cnp.PyArray_DATA(mean),
+                                    <double *>cnp.PyArray_DATA(invstd))
+            else:
+                rc = ln_forward_f64(<double *>xp, n, d, ldx, gp, bp, eps,
+                                    <double *>yp, ldy,
+                                    <double *>cnp.PyArray_DATA(mean),
+                                    <double *>cnp.PyArray_DATA(invstd))
+    finally:
+        _chans_free(&ch)
     _raise(rc)
+    cdef LayerNormCache cache = LayerNormCache.__new__(LayerNormCache)
+    _fill(cache, x2, g, gflat, mean, invstd, shape)
+    return _result(y, out, shape), cache
 
 
-def bn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
-                const double[::1] mean, const double[::1] invstd, gamma, beta,
-                bint relu, floating[:, :, :] dx, double[::1] dgamma,
-                double[::1] dbeta):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    cdef ptrdiff_t ts1 = _st(dx, 0), ts2 = _st(dx, 1)
-    _same(x, dy)
-    _same(x, dx)
-    cdef _Chans chans = _Chans(n2, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if (mean.shape[0] != n2 or invstd.shape[0] != n2
-            or dgamma.shape[0] != n2 or dbeta.shape[0] != n2):
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = bn_backward_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
-                                 xs2, n1, n2, ln, &mean[0], &invstd[0], g, b,
-                                 relu, &dx[0, 0, 0], ts1, ts2, &dgamma[0],
-                                 &dbeta[0])
-        else:
-            rc = bn_backward_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0], xs1,
-                                 xs2, n1, n2, ln, &mean[0], &invstd[0], g, b,
-                                 relu, &dx[0, 0, 0], ts1, ts2, &dgamma[0],
-                                 &dbeta[0])
+def layernorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, LayerNormCache,
+                                "bnfast.layernorm_forward", out)
+    cdef LayerNormCache c = <LayerNormCache>cache
+    cdef cnp.ndarray x = c.x, dx, dgamma, dbeta
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+    cdef chans_t ch
+    cdef int rc = 0
+    cdef const double *gp
+    cdef double *dg
+    cdef double *db
+    cdef char *dyp
+    cdef char *xp
+    cdef char *dxp
+    cdef Py_ssize_t lddy, ldx, lddx
+    _check_cache(c, n, d)
+    dy = _fit(dy, _unit_rows)
+    dx = _into_rows(out, x, _unit_rows)
+    dgamma = _param_grad(c)
+    dbeta = _param_grad(c)
+    _chans_init(&ch, d, 3)
+    try:
+        gp = _doubles(&ch, c.gamma)
+        dg = _grad_buffer(dgamma, &ch)
+        db = _grad_buffer(dbeta, &ch)
+        dyp, xp, dxp = _data(dy), _data(x), _data(dx)
+        lddy, ldx, lddx = _ld(dy), _ld(x), _ld(dx)
+        with nogil:
+            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+                rc = ln_backward_f32(
+                    <float *>dyp, lddy, <float *>xp, ldx, n, d,
+                    <double *>cnp.PyArray_DATA(c.mean),
+                    <double *>cnp.PyArray_DATA(c.invstd), gp, <float *>dxp,
+                    lddx, dg, db)
+            else:
+                rc = ln_backward_f64(
+                    <double *>dyp, lddy, <double *>xp, ldx, n, d,
+                    <double *>cnp.PyArray_DATA(c.mean),
+                    <double *>cnp.PyArray_DATA(c.invstd), gp, <double *>dxp,
+                    lddx, dg, db)
+        _raise(rc)
+        _grad_done(dgamma, dg, d)
+        _grad_done(dbeta, db, d)
+    finally:
+        _chans_free(&ch)
+    return _result(dx, out, c.shape), dgamma, dbeta
+
+
+# ---------------------------------------------------------- group norm
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
+    cdef cnp.ndarray xa, x3, g, gflat, bflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, c, hw, groups, k
+    cdef chans_t ch
+    cdef int rc = 0
+    cdef const double *gp
+    cdef const double *bp
+    cdef char *xp
+    cdef char *yp
+    cdef Py_ssize_t xs, ys
+    _check_dict(gn_param, "gn_param")
+    xa = _float_array(x, "x")
+    _channel_axis(xa, 1, False)
+    n = cnp.PyArray_DIM(xa, 0)
+    c = cnp.PyArray_DIM(xa, 1)
+    if type(G) is not int and (not isinstance(G, (int, np.integer))
+                               or isinstance(G, bool)):
+        raise TypeError(f"G must be an int, got {type(G).__name__}")
+    if not 1 <= G <= c or c % G:
+        raise ValueError(
+            f"G must divide the number of channels C = {c}, got {G}")
+    groups = int(G)
+    g = _per_feature(gamma, "gamma", c, xa, 1)
+    gflat = _flat(g, c)
+    bflat = _flat(_per_feature(beta, "beta", c, xa, 1), c)
+    eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
+    shape = _shape(xa)
+    if out is not None:
+        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    hw = cnp.PyArray_SIZE(xa) // (n * c)
+    x3 = xa
+    if cnp.PyArray_NDIM(xa) != 3:
+        x3 = xa.reshape(n, c, hw)
+    x3 = _fit(x3, _samples)
+    y = _into_rows(out, x3, _samples)
+    mean = _new_doubles(n * groups)
+    invstd = _new_doubles(n * groups)
+    _chans_init(&ch, c, 2)
+    try:
+        gp = _doubles(&ch, gflat)
+        bp = _doubles(&ch, bflat)
+        xp, yp = _data(x3), _data(y)
+        xs = _elems(n, cnp.PyArray_STRIDE(x3, 0), cnp.PyArray_ITEMSIZE(x3))
+        ys = _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y))
+        with nogil:
+            if cnp.PyArray_TYPE(x3) == cnp.NPY_FLOAT:
+                rc = gn_forward_f32(<float *>xp, n, c, groups, hw, xs, gp, bp,
+                                    eps, <float *>yp, ys,
+                                    <double *>cnp.PyArray_DATA(mean),
+                                    <double *>cnp.PyArray_DATA(invstd))
+            else:
+                rc = gn_forward_f64(<double *>xp, n, c, groups, hw, xs, gp,
+                                    bp, eps, <double *>yp, ys,
+                                    <double *>cnp.PyArray_DATA(mean),
+                                    <double *>cnp.PyArray_DATA(invstd))
+    finally:
+        _chans_free(&ch)
     _raise(rc)
+    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
+    _fill(cache, x3, g, gflat, mean, invstd, shape)
+    cache.groups = groups
+    return _result(y, out, shape), cache
 
 
-def ln_forward(const floating[:, :] x, gamma, beta, double eps,
-               floating[:, :] y, double[::1] mean, double[::1] invstd):
-    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
-    cdef ptrdiff_t ldx = _ld(x), ldy = _ld(y)
-    cdef _Chans chans = _Chans(d, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if (y.shape[0] != n or y.shape[1] != d or mean.shape[0] != n
-            or invstd.shape[0] != n):
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            ln_forward_f32(&x[0, 0], n, d, ldx, g, b, eps, &y[0, 0], ldy,
-                           &mean[0], &invstd[0])
-        else:
-            ln_forward_f64(&x[0, 0], n, d, ldx, g, b, eps, &y[0, 0], ldy,
-                           &mean[0], &invstd[0])
+def spatial_groupnorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, GroupNormCache,
+                                "bnfast.spatial_groupnorm_forward", out)
+    cdef GroupNormCache gc = <GroupNormCache>cache
+    cdef cnp.ndarray x = gc.x, dx, dgamma, dbeta
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
+    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
+    cdef chans_t ch
+    cdef int rc = 0
+    cdef const double *gp
+    cdef double *dg
+    cdef double *db
+    cdef char *dyp
+    cdef char *xp
+    cdef char *dxp
+    cdef Py_ssize_t ds, xs, ts, item = cnp.PyArray_ITEMSIZE(x)
+    if groups < 1 or c % groups:
+        raise ValueError("cache: groups does not divide the channels")
+    _check_cache(gc, n * groups, c)
+    dy = _fit(dy, _samples)
+    dx = _into_rows(out, x, _samples)
+    dgamma = _param_grad(gc)
+    dbeta = _param_grad(gc)
+    _chans_init(&ch, c, 3)
+    try:
+        gp = _doubles(&ch, gc.gamma)
+        dg = _grad_buffer(dgamma, &ch)
+        db = _grad_buffer(dbeta, &ch)
+        dyp, xp, dxp = _data(dy), _data(x), _data(dx)
+        ds = _elems(n, cnp.PyArray_STRIDE(dy, 0), item)
+        xs = _elems(n, cnp.PyArray_STRIDE(x, 0), item)
+        ts = _elems(n, cnp.PyArray_STRIDE(dx, 0), item)
+        with nogil:
+            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+                rc = gn_backward_f32(
+                    <float *>dyp, ds, <float *>xp, xs, n, c, groups, hw,
+                    <double *>cnp.PyArray_DATA(gc.mean),
+                    <double *>cnp.PyArray_DATA(gc.invstd), gp, <float *>dxp,
+                    ts, dg, db)
+            else:
+                rc = gn_backward_f64(
+                    <double *>dyp, ds, <double *>xp, xs, n, c, groups, hw,
+                    <double *>cnp.PyArray_DATA(gc.mean),
+                    <double *>cnp.PyArray_DATA(gc.invstd), gp,
+                    <double *>dxp, ts, dg, db)
+        _raise(rc)
+        _grad_done(dgamma, dg, c)
+        _grad_done(dbeta, db, c)
+    finally:
+        _chans_free(&ch)
+    return _result(dx, out, gc.shape), dgamma, dbeta
 
-
-def ln_backward(const floating[:, :] dy, const floating[:, :] x,
-                const double[::1] mean, const double[::1] invstd, gamma,
-                floating[:, :] dx, double[::1] dgamma, double[::1] dbeta):
-    cdef int rc
-    cdef ptrdiff_t n = x.shape[0], d = x.shape[1]
-    cdef ptrdiff_t lddy = _ld(dy), ldx = _ld(x), lddx = _ld(dx)
-    cdef _Chans chans = _Chans(d, 1)
-    cdef const double *g = chans.get(gamma)
-    if (dy.shape[0] != n or dy.shape[1] != d or dx.shape[0] != n
-            or dx.shape[1] != d or mean.shape[0] != n
-            or invstd.shape[0] != n or dgamma.shape[0] != d
-            or dbeta.shape[0] != d):
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = ln_backward_f32(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], g, &dx[0, 0], lddx,
-                                 &dgamma[0], &dbeta[0])
-        else:
-            rc = ln_backward_f64(&dy[0, 0], lddy, &x[0, 0], ldx, n, d,
-                                 &mean[0], &invstd[0], g, &dx[0, 0], lddx,
-                                 &dgamma[0], &dbeta[0])
-    _raise(rc)
-
-
-def gn_forward(const floating[:, :, :] x, ptrdiff_t groups, gamma, beta,
-               double eps, floating[:, :, :] y, double[::1] mean,
-               double[::1] invstd):
-    cdef int rc
-    cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
-    cdef ptrdiff_t xs = _st(x, 0), ys = _st(y, 0)
-    _same(x, y)
-    cdef _Chans chans = _Chans(c, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if (groups < 1 or c % groups or mean.shape[0] != n * groups
-            or invstd.shape[0] != n * groups):
-        raise ValueError("internal: groups or statistics do not match")
-    with nogil:
-        if floating is float:
-            rc = gn_forward_f32(&x[0, 0, 0], n, c, groups, hw, xs, g, b, eps,
-                                &y[0, 0, 0], ys, &mean[0], &invstd[0])
-        else:
-            rc = gn_forward_f64(&x[0, 0, 0], n, c, groups, hw, xs, g, b, eps,
-                                &y[0, 0, 0], ys, &mean[0], &invstd[0])
-    _raise(rc)
-
-
-def gn_backward(const floating[:, :, :] dy, const floating[:, :, :] x,
-                ptrdiff_t groups, const double[::1] mean,
-                const double[::1] invstd, gamma, floating[:, :, :] dx,
-                double[::1] dgamma, double[::1] dbeta):
-    cdef int rc
-    cdef ptrdiff_t n = x.shape[0], c = x.shape[1], hw = x.shape[2]
-    cdef ptrdiff_t ds = _st(dy, 0), xs = _st(x, 0), ts = _st(dx, 0)
-    _same(x, dy)
-    _same(x, dx)
-    cdef _Chans chans = _Chans(c, 1)
-    cdef const double *g = chans.get(gamma)
-    if (groups < 1 or c % groups or mean.shape[0] != n * groups
-            or invstd.shape[0] != n * groups or dgamma.shape[0] != c
-            or dbeta.shape[0] != c):
-        raise ValueError("internal: groups or statistics do not match")
-    with nogil:
-        if floating is float:
-            rc = gn_backward_f32(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
-                                 groups, hw, &mean[0], &invstd[0], g,
-                                 &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
-        else:
-            rc = gn_backward_f64(&dy[0, 0, 0], ds, &x[0, 0, 0], xs, n, c,
-                                 groups, hw, &mean[0], &invstd[0], g,
-                                 &dx[0, 0, 0], ts, &dgamma[0], &dbeta[0])
-    _raise(rc)
-
-
-# The pieces of batch norm that synchronized batch norm runs around its
-# collectives (bnfast.distributed): statistics, normalization with given
-# statistics, the backward's sums, dx from given sums and count.
-
-def bn_stats(const floating[:, :, :] x, double[::1] mean, double[::1] m2):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    if mean.shape[0] != n2 or m2.shape[0] != n2:
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = bn_stats_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, &mean[0],
-                              &m2[0])
-        else:
-            rc = bn_stats_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, &mean[0],
-                              &m2[0])
-    _raise(rc)
-
-
-def bn_apply(const floating[:, :, :] x, gamma, beta,
-             const double[::1] mean, const double[::1] invstd,
-             floating[:, :, :] y, bint relu):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    cdef ptrdiff_t ys1 = _st(y, 0), ys2 = _st(y, 1)
-    _same(x, y)
-    cdef _Chans chans = _Chans(n2, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if mean.shape[0] != n2 or invstd.shape[0] != n2:
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = bn_apply_f32(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
-                              &mean[0], &invstd[0], &y[0, 0, 0], ys1, ys2,
-                              relu)
-        else:
-            rc = bn_apply_f64(&x[0, 0, 0], n1, n2, ln, xs1, xs2, g, b,
-                              &mean[0], &invstd[0], &y[0, 0, 0], ys1, ys2,
-                              relu)
-    _raise(rc)
-
-
-def bn_backward_reduce(const floating[:, :, :] dy,
-                       const floating[:, :, :] x, const double[::1] mean,
-                       const double[::1] invstd, gamma, beta, bint relu,
-                       double[::1] sum_dy, double[::1] sum_dyxmu):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    _same(x, dy)
-    cdef _Chans chans = _Chans(n2, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if (mean.shape[0] != n2 or invstd.shape[0] != n2
-            or sum_dy.shape[0] != n2 or sum_dyxmu.shape[0] != n2):
-        raise ValueError("internal: statistics of the wrong length")
-    with nogil:
-        if floating is float:
-            rc = bn_backward_reduce_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
-                                        xs1, xs2, n1, n2, ln, &mean[0],
-                                        &invstd[0], g, b, relu, &sum_dy[0],
-                                        &sum_dyxmu[0])
-        else:
-            rc = bn_backward_reduce_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
-                                        xs1, xs2, n1, n2, ln, &mean[0],
-                                        &invstd[0], g, b, relu, &sum_dy[0],
-                                        &sum_dyxmu[0])
-    _raise(rc)
-
-
-def bn_backward_apply(const floating[:, :, :] dy, const floating[:, :, :] x,
-                      const double[::1] mean, const double[::1] invstd,
-                      gamma, beta, bint relu, double count,
-                      const double[::1] sum_dy, const double[::1] sum_dyxmu,
-                      floating[:, :, :] dx, double[::1] dgamma,
-                      double[::1] dbeta):
-    cdef int rc
-    cdef ptrdiff_t n1 = x.shape[0], n2 = x.shape[1], ln = x.shape[2]
-    cdef ptrdiff_t ds1 = _st(dy, 0), ds2 = _st(dy, 1)
-    cdef ptrdiff_t xs1 = _st(x, 0), xs2 = _st(x, 1)
-    cdef ptrdiff_t ts1 = _st(dx, 0), ts2 = _st(dx, 1)
-    _same(x, dy)
-    _same(x, dx)
-    cdef _Chans chans = _Chans(n2, 2)
-    cdef const double *g = chans.get(gamma)
-    cdef const double *b = chans.get(beta)
-    if (mean.shape[0] != n2 or invstd.shape[0] != n2
-            or sum_dy.shape[0] != n2 or sum_dyxmu.shape[0] != n2
-            or dgamma.shape[0] != n2 or dbeta.shape[0] != n2):
-        raise ValueError("internal: statistics of the wrong length")
-    if not count > 0:
-        raise ValueError("internal: the count must be positive")
-    with nogil:
-        if floating is float:
-            rc = bn_backward_apply_f32(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
-                                       xs1, xs2, n1, n2, ln, &mean[0],
-                                       &invstd[0], g, b, relu, count,
-                                       &sum_dy[0], &sum_dyxmu[0],
-                                       &dx[0, 0, 0], ts1, ts2, &dgamma[0],
-                                       &dbeta[0])
-        else:
-            rc = bn_backward_apply_f64(&dy[0, 0, 0], ds1, ds2, &x[0, 0, 0],
-                                       xs1, xs2, n1, n2, ln, &mean[0],
-                                       &invstd[0], g, b, relu, count,
-                                       &sum_dy[0], &sum_dyxmu[0],
-                                       &dx[0, 0, 0], ts1, ts2, &dgamma[0],
-                                       &dbeta[0])
-    _raise(rc)
 
 
 # ---------------------------------------------------------------- benchmark

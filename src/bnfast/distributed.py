@@ -25,10 +25,17 @@ global ones on every process at no extra communication.
 """
 import numpy as np
 
-from bnfast import _checks, functional, layers
+from bnfast import _kernels, layers
 
 __all__ = ["sync_batchnorm_forward", "sync_batchnorm_backward",
-           "SyncBatchNorm", "communication_doubles"]
+           "SyncBatchNorm", "SyncBatchNormCache", "communication_doubles"]
+
+
+class SyncBatchNormCache(_kernels.BatchNormCache):
+    """BatchNormCache of a synchronized forward: also the global count and
+    the merge used.  bnfast.batchnorm_backward rejects it."""
+
+    __slots__ = ("count", "sync")
 
 
 class _Sync:
@@ -77,6 +84,26 @@ class _Sync:
         return out
 
 
+def _sync_forward(call, sync):
+    """'train' mode of synchronized batch norm: local statistics by the C
+    kernels, merged across processes by sync.merge (every process gets the
+    same), then the normalization and the running update with them.
+    call: the validated local call (bnfast._kernels.BnForward)."""
+    mean, m2 = call.stats()  # zeros for an empty shard
+    count, mean, m2 = sync.merge(call.count, mean, m2)  # collective
+    if count == 0:
+        raise ValueError("the global batch is empty: every process passed "
+                         "an empty x")
+    factor = call.unbiased_factor(count)  # the same on every process
+    var = m2 / count
+    invstd = 1.0 / np.sqrt(var + call.eps)
+    res = call.apply(mean, invstd)
+    cache = call.cache(mean, invstd, SyncBatchNormCache)
+    cache.count, cache.sync = count, sync
+    call.update_running(mean, var, factor)  # as batchnorm_forward's
+    return res, cache
+
+
 def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
                            activation=None, out=None):
     """Batch norm forward with statistics over the batch of every process.
@@ -94,15 +121,11 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     :func:`sync_batchnorm_backward`.
     """
     sync = _Sync(comm)
-    if axis is None:
-        x, x2 = _checks.batch(x, allow_empty=True)
-        return functional._bn_forward(x2, 1, x.shape, gamma, beta, bn_param,
-                                      x.shape[1:], activation, out, sync)
-    x = _checks.float_array(x, "x")
-    axis = _checks.channel_axis(x, axis, allow_empty=True)
-    keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
-    return functional._bn_forward(x, axis, x.shape, gamma, beta, bn_param,
-                                  keep, activation, out, sync)
+    call = _kernels.bn_forward(x, gamma, beta, bn_param, axis, activation,
+                               out, True)
+    if call.train:
+        return _sync_forward(call, sync)
+    return call.run()  # 'test' mode communicates nothing
 
 
 def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
@@ -110,9 +133,27 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
     """Backward of :func:`sync_batchnorm_forward` (a collective: every
     process calls it).  Returns (dx, dgamma, dbeta): dx for this process's
     rows; dgamma and dbeta this process's shares, or with
-    ``reduce_param_grads=True`` their sums over every process."""
-    return functional._sync_backward(dout, cache, out,
-                                     bool(reduce_param_grads))
+    ``reduce_param_grads=True`` their sums over every process.
+
+    Local sums of dy and dy * (x - mean), summed across processes by
+    cache.sync.sum, then dx with the global count; dgamma and dbeta from
+    the local sums, or the global ones with reduce_param_grads."""
+    reduce_param_grads = bool(reduce_param_grads)
+    if not isinstance(cache, SyncBatchNormCache):
+        raise TypeError(
+            "cache must be the cache returned by bnfast.distributed."
+            f"sync_batchnorm_forward in 'train' mode, got "
+            f"{type(cache).__name__}")
+    call = _kernels.bn_backward(
+        dout, cache, out, "bnfast.distributed.sync_batchnorm_forward")
+    c = call.channels
+    sums = call.reduce()  # sum dy, sum dy * (x - mean); zeros when empty
+    total = cache.sync.sum(sums)  # collective: every process
+    dx = call.apply(float(cache.count), total)
+    use = total if reduce_param_grads else sums
+    dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
+    dbeta = use[:c].copy()
+    return (dx, *call.param_grads(dgamma, dbeta))
 
 
 def communication_doubles(channels, processes):

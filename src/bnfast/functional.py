@@ -1,5 +1,9 @@
 """Fast batch normalization: the signatures and results of bnfast.reference,
-computed by the C kernels in csrc/ (see bnfast._kernels).
+computed by the C kernels in csrc/.
+
+Each function here is its documentation and signature; the call path
+(validation, the layout, allocation, the running statistics, the caches)
+is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively with double accumulation); gamma,
@@ -7,9 +11,8 @@ beta and the running statistics may be either float dtype; ``dgamma`` and
 ``dbeta`` have gamma's dtype and shape; running statistics keep their own
 dtype and shape (x's dtype and shape (D,) when absent).
 """
-import numpy as np
-
-from bnfast import _checks, _kernels, _layout
+from bnfast import _kernels
+from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
 
 __all__ = [
     "BatchNormCache",
@@ -25,278 +28,6 @@ __all__ = [
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
 ]
-
-
-class _Cache:
-    """Base of the caches the forward passes return: references to the
-    normalized x and to gamma (flattened, float32 or float64), per-channel
-    or per-sample statistics, and what the gradients' shapes and dtypes
-    need.  The backward reads x and gamma again: do not modify them in
-    between (as with the reference's cache)."""
-
-    __slots__ = ()
-
-    def __init__(self, **fields):
-        for name in self.__slots__:
-            setattr(self, name, fields[name])
-
-    def __repr__(self):
-        return (f"<{type(self).__name__} x{self.shape} {self.x.dtype}, "
-                f"{self.mean.shape[0]} statistics>")
-
-
-def _dout(dout, cache, cache_type, forward_name, out):
-    """Validate dout against a cache of cache_type, and the caller's out
-    for dx (None: a new array); dout as an array of x's dtype and internal
-    shape."""
-    if not isinstance(cache, cache_type):
-        raise TypeError(
-            f"cache must be the cache returned by {forward_name}, "
-            f"got {type(cache).__name__}")
-    dout = _checks.float_array(dout, "dout")
-    if dout.shape != cache.shape:
-        raise ValueError(
-            f"dout must have the shape of x {cache.shape}, got {dout.shape}")
-    if out is not None:
-        _checks.out_array(out, cache.shape, cache.x.dtype, (
-            ("dout", dout), ("the cached x", cache.x),
-            ("the cached gamma", cache.gamma)))
-    return dout.astype(cache.x.dtype, copy=False).reshape(cache.x.shape)
-
-
-def _grads(dx, dgamma, dbeta, cache, out):
-    """The gradients in the caller's shapes and dtypes: dx as x (into out
-    when given), dgamma and dbeta as gamma."""
-    gdt, gshape = cache.gamma_dtype, cache.gamma_shape
-    return (_result(dx, out, cache.shape),
-            dgamma.astype(gdt, copy=False).reshape(gshape),
-            dbeta.astype(gdt, copy=False).reshape(gshape))
-
-
-class BatchNormCache(_Cache):
-    """What the batch norm forward passes keep for the backward pass.
-
-    References to x (the array that was normalized: the caller's, or a
-    view or copy of it), its panel view and to gamma, plus the per-channel
-    batch mean and 1/sqrt(var + eps): O(channels) memory beside x, no copy
-    of x_hat (the backward recomputes it).
-    """
-
-    __slots__ = ("x", "panel", "axis", "gamma", "beta", "relu", "mean",
-                 "invstd", "shape", "gamma_dtype", "gamma_shape")
-
-    def __init__(self, x, panel, axis, gamma, beta, relu, mean, invstd,
-                 shape, gamma_dtype, gamma_shape):
-        # spelled out, not the base's loop: this is on every training call
-        self.x, self.panel, self.axis = x, panel, axis
-        self.gamma, self.beta, self.relu = gamma, beta, relu
-        self.mean, self.invstd, self.shape = mean, invstd, shape
-        self.gamma_dtype, self.gamma_shape = gamma_dtype, gamma_shape
-
-
-def _bn_forward(x, axis, shape, gamma, beta, bn_param, pshape, activation,
-                out, sync=None):
-    """Batch norm of x with channels along axis; shape: the caller's shape
-    of x (the output's); pshape: the accepted per-channel shapes besides
-    (C,).  Validates everything before it writes anything.  sync: None, or
-    in 'train' mode the statistics' merge across processes
-    (bnfast.distributed); x may then be empty."""
-    mode = _checks.mode(bn_param)
-    relu = _checks.activation(activation)
-    g, gflat = _checks.per_feature(gamma, "gamma", pshape)
-    _, bflat = _checks.per_feature(beta, "beta", pshape)
-    eps = _checks.real_in(bn_param.get("eps", 1e-5), "bn_param['eps']", 0.0)
-    momentum = _checks.real_in(bn_param.get("momentum", 0.9),
-                               "bn_param['momentum']", 0.0, 1.0)
-    c = x.shape[axis]
-    running = []
-    for key in ("running_mean", "running_var"):
-        value = bn_param.get(key)
-        if value is None:
-            value = np.zeros(c, dtype=x.dtype)
-        running.append(_checks.per_feature(value, f"bn_param[{key!r}]",
-                                           pshape))
-    (rm, rmflat), (rv, rvflat) = running
-    if out is not None:
-        _checks.out_array(out, shape, x.dtype, (
-            ("x", x), ("gamma", g), ("beta", bflat),
-            ("bn_param['running_mean']", rm),
-            ("bn_param['running_var']", rv)))
-
-    if sync is not None and mode == "train":
-        rm, rv, cache, res = _sync_forward(
-            x, axis, shape, g, gflat, bflat, eps, momentum, rm, rmflat, rv,
-            rvflat, bn_param, relu, out, sync)
-        bn_param["running_mean"] = rm
-        bn_param["running_var"] = rv
-        return _result(res, out, shape), cache
-    if x.size == 0:  # an empty shard in 'test' mode: nothing to compute
-        return (np.empty(shape, x.dtype) if out is None else out), None
-    x, xp = _layout.panel_or_copy(x, axis)
-    res, op = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
-                    lambda: _layout.like(x, axis))
-    if mode == "train":
-        factor = _unbiased_factor(bn_param, xp.shape[0] * xp.shape[2])
-        mean = np.empty(c)
-        invstd = np.empty(c)
-        rm_new = np.empty(rm.shape, rm.dtype)
-        rv_new = np.empty(rv.shape, rv.dtype)
-        _kernels.bn_forward_train(xp, gflat, bflat, eps, op, mean, invstd,
-                                  relu, rmflat, rvflat, rm_new, rv_new,
-                                  momentum, factor)
-        cache = BatchNormCache(x, xp, axis, gflat, bflat, relu, mean, invstd,
-                               shape, g.dtype, g.shape)
-        rm, rv = rm_new, rv_new
-    else:
-        _kernels.bn_forward_test(xp, gflat, bflat, rmflat, rvflat, eps, op,
-                                 relu)
-        cache = None
-    bn_param["running_mean"] = rm
-    bn_param["running_var"] = rv
-    return _result(res, out, shape), cache
-
-
-class SyncBatchNormCache(BatchNormCache):
-    """BatchNormCache of a synchronized forward: also the global count and
-    the merge used (bnfast.distributed)."""
-
-    __slots__ = ("count", "sync")
-
-
-def _unbiased_factor(bn_param, count):
-    if not bn_param.get("unbiased_running_var", False):
-        return 1.0
-    if count < 2:
-        raise ValueError(
-            "bn_param['unbiased_running_var'] needs more than 1 value per "
-            f"channel, got {count}")
-    return count / (count - 1)
-
-
-def _sync_forward(x, axis, shape, g, gflat, bflat, eps, momentum, rm,
-                  rmflat, rv, rvflat, bn_param, relu, out, sync):
-    """'train' mode of synchronized batch norm: local statistics by the C
-    kernels, merged across processes by sync.merge (every process gets the
-    same), then the normalization and the running update with them."""
-    c = x.shape[axis]
-    n = x.size // c
-    mean, m2 = np.zeros(c), np.zeros(c)
-    if n:
-        x, xp = _layout.panel_or_copy(x, axis)
-        _kernels.bn_stats(xp, mean, m2)
-    count, mean, m2 = sync.merge(n, mean, m2)  # collective: every process
-    if count == 0:
-        raise ValueError("the global batch is empty: every process passed "
-                         "an empty x")
-    factor = _unbiased_factor(bn_param, count)  # the same on every process
-    var = m2 / count
-    invstd = 1.0 / np.sqrt(var + eps)
-    if n:
-        res, op = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
-                        lambda: _layout.like(x, axis))
-        _kernels.bn_apply(xp, gflat, bflat, mean, invstd, op, relu)
-    else:
-        res, xp = (np.empty(x.shape, x.dtype) if out is None else out), None
-    cache = SyncBatchNormCache(x, xp, axis, gflat, bflat, relu, mean, invstd,
-                               shape, g.dtype, g.shape)
-    cache.count, cache.sync = count, sync
-    rm_new = np.empty(rm.shape, rm.dtype)
-    rv_new = np.empty(rv.shape, rv.dtype)
-    _kernels.running_update(rmflat, rvflat, mean, var, momentum, factor,
-                            rm_new, rv_new)  # as batchnorm_forward's
-    return rm_new, rv_new, cache, res
-
-
-def _into(out, x, fast, new):
-    """(array, its kernel view) to compute into: the caller's ``out``
-    itself when ``fast(out viewed with x's shape)`` gives a kernel view
-    (None if not), else new() (a fresh array, copied into out by
-    _result)."""
-    if out is not None:
-        o = _layout.view(out, x.shape)
-        v = None if o is None else fast(o)
-        if v is not None:
-            return out, v
-    return new()
-
-
-def _result(res, out, shape):
-    """The result in the caller's shape: ``out`` (copied into when the
-    kernel could not write it directly), else the new array."""
-    if out is None:
-        return res.reshape(shape)
-    if res is not out:
-        np.copyto(out, res.reshape(shape))
-    return out
-
-
-def _dout_panel(dout, x, axis):
-    """dout's panel in the element order of x's: a view when its layout
-    allows, else a copy laid out like x.  (Not _layout.panel(dout): panels
-    of the same shape can order their elements differently, e.g. C-order
-    x and Fortran-order dout with N == H * W.)"""
-    dp = _layout.panel_as(dout, x, axis)
-    if dp is None:
-        relaid, dp = _layout.like(x, axis)
-        np.copyto(relaid, dout)
-    return dp
-
-
-def _bn_backward(dout, cache, out):
-    dout = _dout(dout, cache, BatchNormCache,
-                 "a bnfast batch norm forward pass in 'train' mode", out)
-    if isinstance(cache, SyncBatchNormCache):
-        raise TypeError("cache is from a synchronized forward pass: use "
-                        "bnfast.distributed.sync_batchnorm_backward")
-    x, axis = cache.x, cache.axis
-    dp = _dout_panel(dout, x, axis)
-    dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
-                    lambda: _layout.like(x, axis))
-    c = x.shape[axis]
-    dgamma = np.empty(c)
-    dbeta = np.empty(c)
-    _kernels.bn_backward(dp, cache.panel, cache.mean, cache.invstd,
-                         cache.gamma, cache.beta, cache.relu, dxp, dgamma,
-                         dbeta)
-    return _grads(dx, dgamma, dbeta, cache, out)
-
-
-def _sync_backward(dout, cache, out, reduce_param_grads):
-    """Backward of a synchronized forward: local sums of dy and
-    dy * (x - mean), summed across processes by cache.sync.sum (a
-    collective), then dx with the global count; dgamma and dbeta from the
-    local sums, or the global ones with reduce_param_grads."""
-    if not isinstance(cache, SyncBatchNormCache):
-        raise TypeError(
-            "cache must be the cache returned by bnfast.distributed."
-            f"sync_batchnorm_forward in 'train' mode, got "
-            f"{type(cache).__name__}")
-    dout = _dout(dout, cache, SyncBatchNormCache,
-                 "bnfast.distributed.sync_batchnorm_forward", out)
-    x, axis = cache.x, cache.axis
-    c = x.shape[axis]
-    sums = np.zeros(2 * c)  # sum dy, sum dy * (x - mean)
-    if x.size:
-        dp = _dout_panel(dout, x, axis)
-        _kernels.bn_backward_reduce(dp, cache.panel, cache.mean, cache.invstd,
-                                    cache.gamma, cache.beta, cache.relu,
-                                    sums[:c], sums[c:])
-    total = cache.sync.sum(sums)  # collective: every process
-    if x.size:
-        dx, dxp = _into(out, x, lambda o: _layout.panel_as(o, x, axis),
-                        lambda: _layout.like(x, axis))
-        global_grads = np.empty(2 * c)  # the global dgamma, dbeta: unused
-        _kernels.bn_backward_apply(dp, cache.panel, cache.mean, cache.invstd,
-                                   cache.gamma, cache.beta, cache.relu,
-                                   float(cache.count), total[:c], total[c:],
-                                   dxp, global_grads[:c], global_grads[c:])
-    else:
-        dx = np.empty(x.shape, x.dtype) if out is None else out
-    use = total if reduce_param_grads else sums
-    dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
-    dbeta = use[:c].copy()
-    return _grads(dx, dgamma, dbeta, cache, out)
-
 
 def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
                       out=None):
@@ -375,9 +106,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     >>> bn_param["running_mean"]
     array([0.2, 0.4])
     """
-    x, x2 = _checks.batch(x)
-    return _bn_forward(x2, 1, x.shape, gamma, beta, bn_param, x.shape[1:],
-                       activation, out)
+    return _kernels.batchnorm_forward(x, gamma, beta, bn_param, activation,
+                                        out)
 
 
 def batchnorm_backward(dout, cache, *, out=None):
@@ -420,7 +150,7 @@ def batchnorm_backward(dout, cache, *, out=None):
     >>> print(np.abs(dx).max() < 1e-12)
     True
     """
-    return _bn_backward(dout, cache, out)
+    return _kernels.batchnorm_backward(dout, cache, out)
 
 
 batchnorm_backward_alt = batchnorm_backward
@@ -480,11 +210,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     >>> out.shape, round(float(out[:, 0].mean()), 12), round(float(out[:, 0].std()), 4)
     ((2, 2, 2, 2), 0.0, 1.0)
     """
-    x = _checks.float_array(x, "x")
-    axis = _checks.channel_axis(x, axis)
-    keep = tuple(1 if k != axis else x.shape[axis] for k in range(x.ndim))
-    return _bn_forward(x, axis, x.shape, gamma, beta, bn_param, keep,
-                       activation, out)
+    return _kernels.spatial_batchnorm_forward(x, gamma, beta, bn_param,
+                                                axis, activation, out)
 
 
 def spatial_batchnorm_backward(dout, cache, *, out=None):
@@ -518,15 +245,7 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     >>> dbeta
     array([100., 100., 100.])
     """
-    return _bn_backward(dout, cache, out)
-
-
-class LayerNormCache(_Cache):
-    """What layernorm_forward keeps for the backward pass: references to x
-    (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
-
-    __slots__ = ("x", "gamma", "mean", "invstd", "shape", "gamma_dtype",
-                 "gamma_shape")
+    return _kernels.batchnorm_backward(dout, cache, out)
 
 
 def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
@@ -570,27 +289,7 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
     array([[-1.2247,  0.    ,  1.2247],
            [-0.7071, -0.7071,  1.4142]])
     """
-    if not isinstance(ln_param, dict):
-        raise TypeError(
-            f"ln_param must be a dict, got {type(ln_param).__name__}")
-    x, x2 = _checks.batch(x)
-    g, gflat = _checks.per_feature(gamma, "gamma", x.shape[1:])
-    _, bflat = _checks.per_feature(beta, "beta", x.shape[1:])
-    eps = _checks.real_in(ln_param.get("eps", 1e-5), "ln_param['eps']", 0.0)
-    if out is not None:
-        _checks.out_array(out, x.shape, x.dtype, (
-            ("x", x), ("gamma", g), ("beta", bflat)))
-    x2 = _layout.unit_rows(x2)
-    n = x2.shape[0]
-    res, y = _into(out, x2, _layout.as_unit_rows,
-                   lambda: (np.empty(x2.shape, x.dtype),) * 2)
-    mean = np.empty(n)
-    invstd = np.empty(n)
-    _kernels.ln_forward(x2, gflat, bflat, eps, y, mean, invstd)
-    cache = LayerNormCache(x=x2, gamma=gflat, mean=mean, invstd=invstd,
-                           shape=x.shape, gamma_dtype=g.dtype,
-                           gamma_shape=g.shape)
-    return _result(res, out, x.shape), cache
+    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out)
 
 
 def layernorm_backward(dout, cache, *, out=None):
@@ -624,27 +323,7 @@ def layernorm_backward(dout, cache, *, out=None):
     >>> dbeta
     array([2., 2., 2.])
     """
-    dout = _dout(dout, cache, LayerNormCache, "bnfast.layernorm_forward",
-                 out)
-    x = cache.x
-    dy = _layout.unit_rows(dout)
-    d = x.shape[1]
-    dx, dxv = _into(out, x, _layout.as_unit_rows,
-                    lambda: (np.empty(x.shape, x.dtype),) * 2)
-    dgamma = np.empty(d)
-    dbeta = np.empty(d)
-    _kernels.ln_backward(dy, x, cache.mean, cache.invstd, cache.gamma, dxv,
-                         dgamma, dbeta)
-    return _grads(dx, dgamma, dbeta, cache, out)
-
-
-class GroupNormCache(_Cache):
-    """What spatial_groupnorm_forward keeps for the backward pass:
-    references to x (as (N, C, H*W)) and gamma, the number of groups, and
-    the per-(sample, group) mean and 1/std."""
-
-    __slots__ = ("x", "gamma", "groups", "mean", "invstd", "shape",
-                 "gamma_dtype", "gamma_shape")
+    return _kernels.layernorm_backward(dout, cache, out)
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
@@ -692,34 +371,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
     """
-    if not isinstance(gn_param, dict):
-        raise TypeError(
-            f"gn_param must be a dict, got {type(gn_param).__name__}")
-    x = _checks.float_array(x, "x")
-    _checks.channel_axis(x, 1)
-    n, c = x.shape[:2]
-    if (not isinstance(G, (int, np.integer)) or isinstance(G, bool)):
-        raise TypeError(f"G must be an int, got {type(G).__name__}")
-    if not 1 <= G <= c or c % G:
-        raise ValueError(
-            f"G must divide the number of channels C = {c}, got {G}")
-    keep = (1, c) + (1,) * (x.ndim - 2)
-    g, gflat = _checks.per_feature(gamma, "gamma", keep)
-    _, bflat = _checks.per_feature(beta, "beta", keep)
-    eps = _checks.real_in(gn_param.get("eps", 1e-5), "gn_param['eps']", 0.0)
-    if out is not None:
-        _checks.out_array(out, x.shape, x.dtype, (
-            ("x", x), ("gamma", g), ("beta", bflat)))
-    x3 = _layout.samples(x.reshape(n, c, -1))
-    res, y = _into(out, x3, _layout.as_samples,
-                   lambda: (np.empty(x3.shape, x.dtype),) * 2)
-    mean = np.empty(n * int(G))
-    invstd = np.empty(n * int(G))
-    _kernels.gn_forward(x3, int(G), gflat, bflat, eps, y, mean, invstd)
-    cache = GroupNormCache(x=x3, gamma=gflat, groups=int(G), mean=mean,
-                           invstd=invstd, shape=x.shape, gamma_dtype=g.dtype,
-                           gamma_shape=g.shape)
-    return _result(res, out, x.shape), cache
+    return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
+                                                out)
 
 
 def spatial_groupnorm_backward(dout, cache, *, out=None):
@@ -754,15 +407,4 @@ def spatial_groupnorm_backward(dout, cache, *, out=None):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    dout = _dout(dout, cache, GroupNormCache,
-                 "bnfast.spatial_groupnorm_forward", out)
-    x = cache.x
-    dy = _layout.samples(dout)
-    c = x.shape[1]
-    dx, dxv = _into(out, x, _layout.as_samples,
-                    lambda: (np.empty(x.shape, x.dtype),) * 2)
-    dgamma = np.empty(c)
-    dbeta = np.empty(c)
-    _kernels.gn_backward(dy, x, cache.groups, cache.mean, cache.invstd,
-                         cache.gamma, dxv, dgamma, dbeta)
-    return _grads(dx, dgamma, dbeta, cache, out)
+    return _kernels.spatial_groupnorm_backward(dout, cache, out)
