@@ -159,3 +159,45 @@ def test_fused_relu_matches_torch(shape):
                    *torch_grads(lambda tx, tg, tb: F.relu(F.batch_norm(
                        tx, None, None, tg, tb, training=True)),
                        x, gamma, beta, dout))
+
+
+@pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
+@pytest.mark.parametrize("family", ["batchnorm", "nchw", "layernorm",
+                                    "groupnorm"])
+def test_float32_offset_error_is_a_tenth_of_torchs(family, offset):
+    # issue 11: float32 computed in float32 arithmetic, and on data offset
+    # by 1e2-1e4 times its spread bnfast's output error stays at most 1/10
+    # of PyTorch's (or within 2 ulps of the result where PyTorch is too)
+    rng = np.random.default_rng(5)
+    shape = {"batchnorm": (4096, 24), "nchw": (64, 8, 12, 12),
+             "layernorm": (64, 2048), "groupnorm": (16, 8, 16, 16)}[family]
+    x32 = (rng.standard_normal(shape) + offset).astype(np.float32)
+    c = shape[1]
+    g, b = np.full(c, 1.5, np.float32), np.full(c, 0.25, np.float32)
+
+    def run(x):
+        t = torch.from_numpy(x)
+        tg, tb = torch.from_numpy(g.astype(x.dtype)), torch.from_numpy(
+            b.astype(x.dtype))
+        if family in ("batchnorm", "nchw"):
+            fast = bnfast.spatial_batchnorm_forward(
+                x, g.astype(x.dtype), b.astype(x.dtype), {"mode": "train"})[0]
+            ref = F.batch_norm(t, None, None, tg, tb, training=True,
+                               eps=1e-5).numpy()
+        elif family == "layernorm":
+            fast = bnfast.layernorm_forward(x, g.astype(x.dtype),
+                                            b.astype(x.dtype), {})[0]
+            ref = F.layer_norm(t, (c,), tg, tb, eps=1e-5).numpy()
+        else:
+            fast = bnfast.spatial_groupnorm_forward(
+                x, g.astype(x.dtype), b.astype(x.dtype), 2, {})[0]
+            ref = F.group_norm(t, 2, tg, tb, eps=1e-5).numpy()
+        return fast, ref
+
+    fast, tref = run(x32)
+    oracle, _ = run(x32.astype(np.float64))  # float32 values, float64 math
+    err_fast = float(np.max(np.abs(fast - oracle)))
+    err_torch = float(np.max(np.abs(tref - oracle)))
+    floor = 2 * np.finfo(np.float32).eps * float(np.max(np.abs(oracle)))
+    assert err_fast <= max(0.1 * err_torch, floor), (err_fast, err_torch,
+                                                     floor)
