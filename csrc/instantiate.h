@@ -60,7 +60,7 @@
 #define LOAD(v) ((C)(v))
 #define STORE(v) ((T)(v))
 #define HILO 0
-#define XMU(v, mh, ml) ((v) - (mh))
+#define XMU(v, mh, ml) ((void)(ml), (v) - (mh))
 #define RELU_MIN 0.0
 #define BNF_FLUSH BNF_RUN_BLOCK
 #include BNF_TEMPLATE

@@ -24,8 +24,8 @@
  * The element-wise work is in the compute type C (instantiate.h): float32
  * data is centered, squared and summed in float32 for BNF_FLUSH rows at a
  * time, then added to double sums (groups of BNF_SUM_ROWS rows, blocks,
- * Chan's merge: all double).  A flush group whose float32 sums overflow
- * (values of a spread above ~1e19) or hold an Inf or NaN is summed again in
+ * Chan's merge: all double).  A group whose float32 sums overflow (values
+ * of a spread above ~1e19) or hold an Inf or NaN is summed again in
  * double, so float32 results are finite wherever the double ones are.
  */
 BNF_DISPATCH
@@ -133,23 +133,27 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                             fq[j] += d0 * d0;
                         }
                     }
-                    int bad = 0;
-                    if (HILO)
-                        for (ptrdiff_t j = 0; j < tc; j++)
-                            bad |= !bnf_isfinite((double)fq[j]);
-                    if (!bad) {
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        gs[j] += (double)fs[j];
+                        gq[j] += (double)fq[j];
+                    }
+                }
+                /* a C sum that overflowed (or an Inf or NaN in the data)
+                   leaves the group's double sum non-finite: the group
+                   again in double */
+                int bad = 0;
+                if (HILO)
+                    for (ptrdiff_t j = 0; j < tc; j++)
+                        bad |= !bnf_isfinite(gq[j]);
+                if (bad) {
+                    for (ptrdiff_t j = 0; j < tc; j++)
+                        gs[j] = gq[j] = 0.0;
+                    for (i = g0; i < g1; i++) {
+                        const T *restrict x0 = xb + i * ldx;
                         for (ptrdiff_t j = 0; j < tc; j++) {
-                            gs[j] += (double)fs[j];
-                            gq[j] += (double)fq[j];
-                        }
-                    } else { /* again in double */
-                        for (i = f0; i < f1; i++) {
-                            const T *restrict x0 = xb + i * ldx;
-                            for (ptrdiff_t j = 0; j < tc; j++) {
-                                double d0 = (double)x0[j] - (double)cen[j];
-                                gs[j] += d0;
-                                gq[j] += d0 * d0;
-                            }
+                            double d0 = (double)x0[j] - (double)cen[j];
+                            gs[j] += d0;
+                            gq[j] += d0 * d0;
                         }
                     }
                 }
