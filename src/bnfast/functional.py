@@ -6,7 +6,8 @@ Each function here is its documentation and signature; the call path
 is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
-(float32 or float64, computed natively with double accumulation); gamma,
+(float32 or float64, computed natively: float32 in float32 arithmetic with
+double sums and statistics, see the README's Numerics); gamma,
 beta and the running statistics may be either float dtype; ``dgamma`` and
 ``dbeta`` have gamma's dtype and shape; running statistics keep their own
 dtype and shape (x's dtype and shape (D,) when absent).
@@ -35,7 +36,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
     In 'train' mode the per-feature mean and biased variance of the batch are
-    computed in one fused pass (double accumulation), x is normalized with
+    computed in one fused pass (double sums), x is normalized with
     them, and the running statistics are updated as
     ``running = momentum * running + (1 - momentum) * batch``.  In 'test'
     mode x is normalized with the running statistics.
