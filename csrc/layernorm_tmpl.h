@@ -44,6 +44,7 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         C mh = (C)mu, ml = 0, isc = (C)is;
         if (HILO && bnf_isfinite((double)mh))
             ml = (C)(mu - (double)mh);
+        (void)ml; /* XMU reads it only when HILO */
         for (ptrdiff_t e = 0; e < d; e++)
             o[e] = STORE((XMU(LOAD(p[e]), mh, ml) * isc) * gamma[e] + beta[e]);
     }
