@@ -1,32 +1,165 @@
-/* Template body of the batch norm entry points on an (n, d) panel;
+/* Template body of the batch norm entry points on a panel (bnfast.h);
    included by batchnorm.c once per dtype through instantiate.h (T the data
-   type, NAME(f) the name).  These compose the kernels of stats.c and
-   normalize.c and do the O(d) per-channel arithmetic in double. */
+   type, C the compute type, NAME(f) the name).  These compose the kernels
+   of stats.c, normalize.c and runs.c and do the O(n2) per-channel
+   arithmetic in double. */
+
+/* One call on (part of) a panel: its data, coefficients and per-channel
+   results (two arrays: mean and M2, or the backward's two sums). */
+typedef struct {
+    bnf_panel p;
+    const T *x, *dy;
+    T *y; /* y or dx */
+    NAME(bnf_coefs) cf;
+    int relu;
+    double *r0, *r1;
+} NAME(job);
 
 /* The family's kernels for a panel, on one thread: across rows when runs
-   are single elements and channels are adjacent (s1 is then the row
-   stride), along runs otherwise (correct for any panel). */
-static int NAME(stats1)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                        ptrdiff_t s1, ptrdiff_t s2, double *mean, double *m2)
+   are single elements and channels are adjacent in every array (s1 is
+   then the row stride), along runs otherwise (correct for any panel). */
+static int NAME(across_rows)(const NAME(job) *k, int dy, int y)
 {
-    if (len == 1 && s2 == 1)
-        return NAME(rows_stats)(x, n1, n2, s1, mean, m2);
-    NAME(runs_stats)(x, n1, s1, n2, s2, len, mean, m2);
+    const bnf_panel *p = &k->p;
+    return p->len == 1 && p->x.s2 == 1 && (!dy || p->dy.s2 == 1) &&
+           (!y || p->y.s2 == 1);
+}
+
+static int NAME(stats1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    if (NAME(across_rows)(k, 0, 0))
+        return NAME(rows_stats)(k->x, p->n1, p->n2, p->x.s1, k->r0, k->r1);
+    NAME(runs_stats)(k->x, p->n1, p->x.s1, p->n2, p->x.s2, p->len, k->r0,
+                     k->r1);
     return BNF_OK;
 }
 
-static int NAME(bwd_reduce1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
-                             const T *x, ptrdiff_t s1, ptrdiff_t s2,
-                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             NAME(bnf_coefs) cf, int relu, double *sum_dy,
-                             double *sum_dyxmu)
+static int NAME(bwd_reduce1)(const NAME(job) *k)
 {
-    if (len == 1 && s2 == 1 && d2 == 1)
-        return NAME(rows_bwd_reduce)(dy, d1, x, s1, n1, n2, cf, relu, sum_dy,
-                                     sum_dyxmu);
-    NAME(runs_bwd_reduce)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu,
-                          sum_dy, sum_dyxmu);
+    const bnf_panel *p = &k->p;
+    if (NAME(across_rows)(k, 1, 0))
+        return NAME(rows_bwd_reduce)(k->dy, p->dy.s1, k->x, p->x.s1, p->n1,
+                                     p->n2, k->cf, k->relu, k->r0, k->r1);
+    NAME(runs_bwd_reduce)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1, p->x.s2,
+                          p->n1, p->n2, p->len, k->cf, k->relu, k->r0, k->r1);
     return BNF_OK;
+}
+
+static int NAME(apply1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    if (NAME(across_rows)(k, 0, 1))
+        NAME(rows_apply)(k->x, p->n1, p->n2, p->x.s1, k->cf, k->y, p->y.s1,
+                         k->relu);
+    else
+        NAME(runs_apply)(k->x, p->n1, p->x.s1, p->n2, p->x.s2, p->len, k->cf,
+                         k->y, p->y.s1, p->y.s2, k->relu);
+    return BNF_OK;
+}
+
+static int NAME(bwd_apply1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    if (NAME(across_rows)(k, 1, 1))
+        NAME(rows_bwd_apply)(k->dy, p->dy.s1, k->x, p->x.s1, p->n1, p->n2,
+                             k->cf, k->relu, k->y, p->y.s1);
+    else
+        NAME(runs_bwd_apply)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1,
+                             p->x.s2, p->n1, p->n2, p->len, k->cf, k->relu,
+                             k->y, p->y.s1, p->y.s2);
+    return BNF_OK;
+}
+
+/*
+ * Threads (bnf_run, internal.h).  A reduction splits the channels when
+ * there are enough of them (each thread owns its outputs; across rows in
+ * multiples of 16 columns), else the runs (rows), whose partial results
+ * are merged in thread order.  Bitwise reproducible for a given thread
+ * count; across thread counts equal to rounding (bitwise for runs split by
+ * channel: their work per channel does not change; across rows a thread's
+ * column range changes the row blocks).  The apply passes split the runs,
+ * else the channels.
+ */
+typedef struct {
+    const NAME(job) *k;
+    int (*one)(const NAME(job) *k);
+} NAME(split);
+
+/* channels [lo, hi), their results in place */
+static int NAME(channels_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
+                               double *part)
+{
+    const NAME(split) *s = ctx;
+    const NAME(job) *k = s->k;
+    NAME(job) sub = *k;
+    (void)part;
+    sub.p.n2 = hi - lo;
+    sub.x = k->x + lo * k->p.x.s2;
+    sub.dy = k->dy ? k->dy + lo * k->p.dy.s2 : NULL;
+    sub.y = k->y ? k->y + lo * k->p.y.s2 : NULL;
+    sub.cf = NAME(bnf_coefs_at)(k->cf, lo);
+    sub.r0 = k->r0 ? k->r0 + lo : NULL;
+    sub.r1 = k->r1 ? k->r1 + lo : NULL;
+    return s->one(&sub);
+}
+
+/* runs [lo, hi), their results (if any) into the thread's part */
+static int NAME(runs_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
+                           double *part)
+{
+    const NAME(split) *s = ctx;
+    const NAME(job) *k = s->k;
+    NAME(job) sub = *k;
+    sub.p.n1 = hi - lo;
+    sub.x = k->x + lo * k->p.x.s1;
+    sub.dy = k->dy ? k->dy + lo * k->p.dy.s1 : NULL;
+    sub.y = k->y ? k->y + lo * k->p.y.s1 : NULL;
+    sub.r0 = part;
+    sub.r1 = part ? part + k->p.n2 : NULL;
+    return s->one(&sub);
+}
+
+/* a reduction (stats1, bwd_reduce1) into k->r0, k->r1: partials merged
+   by merge (internal.h) */
+static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
+                        int merge)
+{
+    const bnf_panel *p = &k->p;
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len);
+    NAME(split) s = {k, one};
+    int rows = p->len == 1 && p->x.s2 == 1;
+    if (nt > 1 && (rows ? p->n2 >= 16 * nt : p->n2 >= nt)) {
+        bnf_split by_channel = {.nt = nt, .n = p->n2, .align = rows ? 16 : 1,
+                                .task = NAME(channels_task), .ctx = &s};
+        return bnf_run(&by_channel);
+    }
+    if (nt < 2 || p->n1 < nt)
+        return one(k);
+    bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
+                         .ctx = &s, .per = 2 * p->n2, .merge = merge, .k = 2,
+                         .m = p->n2, .weight = (double)p->len,
+                         .out = {k->r0, k->r1}};
+    return bnf_run(&by_runs);
+}
+
+/* an element-wise pass (apply1, bwd_apply1) */
+static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
+{
+    const bnf_panel *p = &k->p;
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len);
+    NAME(split) s = {k, one};
+    if (nt > 1 && p->n1 >= nt) {
+        bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
+                             .ctx = &s};
+        return bnf_run(&by_runs);
+    }
+    if (nt > 1 && p->n2 >= nt) {
+        bnf_split by_channel = {.nt = nt, .n = p->n2,
+                                .task = NAME(channels_task), .ctx = &s};
+        return bnf_run(&by_channel);
+    }
+    return one(k);
 }
 
 /* The C coefficients of n channels (internal.h) from their double
@@ -69,258 +202,66 @@ static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
     return buf;
 }
 
-/*
- * Threads.  A reduction splits the channels when there are enough of them
- * (each thread owns its outputs; across rows in multiples of 16 columns),
- * else the runs (rows), whose partial results are merged in thread order.
- * Bitwise reproducible for a given thread count; across thread counts equal
- * to rounding (bitwise for runs split by channel: their work per channel
- * does not change; across rows a thread's column range changes the row
- * blocks).  The apply passes split the runs, else the channels.
- */
-static int NAME(split_channels)(int nt, ptrdiff_t n2, ptrdiff_t len,
-                                ptrdiff_t s2)
+int NAME(bn_stats)(const bnf_panel *p, const bnf_params *q, const T *x,
+                   bnf_results *r)
 {
-    return nt > 1 && (len == 1 && s2 == 1 ? n2 >= 16 * nt : n2 >= nt);
-}
-
-static int NAME(panel_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
-                             ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
-                             double *mean, double *m2)
-{
-    int nt = bnf_threads_for(n1 * n2 * len), rc = BNF_OK;
-    if (NAME(split_channels)(nt, n2, len, s2)) {
-        ptrdiff_t align = len == 1 && s2 == 1 ? 16 : 1;
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t j0, j1;
-            bnf_part(n2, nt, t, align, &j0, &j1);
-            if (NAME(stats1)(x + j0 * s2, n1, j1 - j0, len, s1, s2, mean + j0,
-                             m2 + j0) != BNF_OK)
-                rc = BNF_ENOMEM;
-        }
-        return rc;
-    }
-    if (nt < 2 || n1 < nt)
-        return NAME(stats1)(x, n1, n2, len, s1, s2, mean, m2);
-    double *part = malloc(2 * (size_t)nt * (size_t)n2 * sizeof(double));
-    if (part == NULL)
-        return BNF_ENOMEM;
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        bnf_part(n1, nt, t, 1, &i0, &i1);
-        if (NAME(stats1)(x + i0 * s1, i1 - i0, n2, len, s1, s2,
-                         part + 2 * t * n2, part + (2 * t + 1) * n2) != BNF_OK)
-            rc = BNF_ENOMEM;
-    }
-    if (rc == BNF_OK) {
-        ptrdiff_t i0, i1;
-        bnf_part(n1, nt, 0, 1, &i0, &i1);
-        double na = (double)(i1 - i0) * (double)len;
-        memcpy(mean, part, (size_t)n2 * sizeof(double));
-        memcpy(m2, part + n2, (size_t)n2 * sizeof(double));
-        for (int t = 1; t < nt; t++) {
-            bnf_part(n1, nt, t, 1, &i0, &i1);
-            double nb = (double)(i1 - i0) * (double)len;
-            bnf_chan_merge(n2, na, nb, part + 2 * t * n2,
-                           part + (2 * t + 1) * n2, mean, m2);
-            na += nb;
-        }
-    }
-    free(part);
-    return rc;
-}
-
-static int NAME(panel_bwd_reduce)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
-                                  const T *x, ptrdiff_t s1, ptrdiff_t s2,
-                                  ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  NAME(bnf_coefs) cf, int relu,
-                                  double *sum_dy, double *sum_dyxmu)
-{
-    int nt = bnf_threads_for(n1 * n2 * len), rc = BNF_OK;
-    if (NAME(split_channels)(nt, n2, len, s2)) {
-        ptrdiff_t align = len == 1 && s2 == 1 ? 16 : 1;
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t j0, j1;
-            bnf_part(n2, nt, t, align, &j0, &j1);
-            if (NAME(bwd_reduce1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2,
-                                  n1, j1 - j0, len, NAME(bnf_coefs_at)(cf, j0),
-                                  relu, sum_dy + j0, sum_dyxmu + j0) != BNF_OK)
-                rc = BNF_ENOMEM;
-        }
-        return rc;
-    }
-    if (nt < 2 || n1 < nt)
-        return NAME(bwd_reduce1)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu,
-                                 sum_dy, sum_dyxmu);
-    double *part = malloc(2 * (size_t)nt * (size_t)n2 * sizeof(double));
-    if (part == NULL)
-        return BNF_ENOMEM;
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        bnf_part(n1, nt, t, 1, &i0, &i1);
-        if (NAME(bwd_reduce1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                              i1 - i0, n2, len, cf, relu, part + 2 * t * n2,
-                              part + (2 * t + 1) * n2) != BNF_OK)
-            rc = BNF_ENOMEM;
-    }
-    for (ptrdiff_t j = 0; j < n2; j++) {
-        sum_dy[j] = sum_dyxmu[j] = 0.0;
-        for (int t = 0; t < nt; t++) {
-            sum_dy[j] += part[2 * t * n2 + j];
-            sum_dyxmu[j] += part[(2 * t + 1) * n2 + j];
-        }
-    }
-    free(part);
-    return rc;
-}
-
-static void NAME(apply1)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
-                         ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
-                         NAME(bnf_coefs) cf, T *y, ptrdiff_t t1, ptrdiff_t t2,
-                         int relu)
-{
-    if (len == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_apply)(x, n1, n2, s1, cf, y, t1, relu);
-    else
-        NAME(runs_apply)(x, n1, s1, n2, s2, len, cf, y, t1, t2, relu);
-}
-
-static void NAME(panel_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
-                              ptrdiff_t len, ptrdiff_t s1, ptrdiff_t s2,
-                              NAME(bnf_coefs) cf, T *y, ptrdiff_t t1,
-                              ptrdiff_t t2, int relu)
-{
-    int nt = bnf_threads_for(n1 * n2 * len);
-    if (nt > 1 && n1 >= nt) {
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t i0, i1;
-            bnf_part(n1, nt, t, 1, &i0, &i1);
-            NAME(apply1)(x + i0 * s1, i1 - i0, n2, len, s1, s2, cf,
-                         y + i0 * t1, t1, t2, relu);
-        }
-    } else if (nt > 1 && n2 >= nt) {
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t j0, j1;
-            bnf_part(n2, nt, t, 1, &j0, &j1);
-            NAME(apply1)(x + j0 * s2, n1, j1 - j0, len, s1, s2,
-                         NAME(bnf_coefs_at)(cf, j0), y + j0 * t2, t1, t2,
-                         relu);
-        }
-    } else {
-        NAME(apply1)(x, n1, n2, len, s1, s2, cf, y, t1, t2, relu);
-    }
-}
-
-static void NAME(bwd_apply1)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
-                             const T *x, ptrdiff_t s1, ptrdiff_t s2,
-                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             NAME(bnf_coefs) cf, int relu, T *dx,
-                             ptrdiff_t t1, ptrdiff_t t2)
-{
-    if (len == 1 && d2 == 1 && s2 == 1 && t2 == 1)
-        NAME(rows_bwd_apply)(dy, d1, x, s1, n1, n2, cf, relu, dx, t1);
-    else
-        NAME(runs_bwd_apply)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu, dx,
-                             t1, t2);
-}
-
-static void NAME(panel_bwd_apply)(const T *dy, ptrdiff_t d1, ptrdiff_t d2,
-                                  const T *x, ptrdiff_t s1, ptrdiff_t s2,
-                                  ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                                  NAME(bnf_coefs) cf, int relu, T *dx,
-                                  ptrdiff_t t1, ptrdiff_t t2)
-{
-    int nt = bnf_threads_for(n1 * n2 * len);
-    if (nt > 1 && n1 >= nt) {
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t i0, i1;
-            bnf_part(n1, nt, t, 1, &i0, &i1);
-            NAME(bwd_apply1)(dy + i0 * d1, d1, d2, x + i0 * s1, s1, s2,
-                             i1 - i0, n2, len, cf, relu, dx + i0 * t1, t1,
-                             t2);
-        }
-    } else if (nt > 1 && n2 >= nt) {
-        BNF_PARALLEL_FOR(nt)
-        for (int t = 0; t < nt; t++) {
-            ptrdiff_t j0, j1;
-            bnf_part(n2, nt, t, 1, &j0, &j1);
-            NAME(bwd_apply1)(dy + j0 * d2, d1, d2, x + j0 * s2, s1, s2, n1,
-                             j1 - j0, len, NAME(bnf_coefs_at)(cf, j0), relu,
-                             dx + j0 * t2, t1, t2);
-        }
-    } else {
-        NAME(bwd_apply1)(dy, d1, d2, x, s1, s2, n1, n2, len, cf, relu, dx, t1,
-                         t2);
-    }
-}
-
-int NAME(bn_stats)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                   ptrdiff_t xs1, ptrdiff_t xs2, double *mean, double *m2)
-{
-    return NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, m2);
+    (void)q;
+    NAME(job) k = {*p, x, NULL, NULL, {0}, 0, r->mean, r->m2};
+    return NAME(reduce)(&k, NAME(stats1), BNF_MERGE_MOMENTS);
 }
 
 /* y = (x - mean) * (gamma * invstd) + beta, the coefficients rounded
    once to C */
-int NAME(bn_apply)(const T *x, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                   ptrdiff_t xs1, ptrdiff_t xs2, const double *gamma,
-                   const double *beta, const double *mean,
-                   const double *invstd, T *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                   int relu)
+int NAME(bn_apply)(const bnf_panel *p, const bnf_params *q, const T *x, T *y)
 {
+    ptrdiff_t n2 = p->n2;
     double *scale = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (scale == NULL)
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++)
-        scale[j] = gamma[j] * invstd[j];
-    NAME(bnf_coefs) cf;
-    C *buf = NAME(coefs_new)(n2, &cf, mean, scale, beta, NULL, NULL, NULL);
+        scale[j] = q->gamma[j] * q->invstd[j];
+    NAME(job) k = {*p, x, NULL, y, {0}, q->relu, NULL, NULL};
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, NULL, NULL,
+                             NULL);
     free(scale);
     if (buf == NULL)
         return BNF_ENOMEM;
-    NAME(panel_apply)(x, n1, n2, len, xs1, xs2, cf, y, ys1, ys2, relu);
+    int rc = NAME(map)(&k, NAME(apply1));
     free(buf);
-    return BNF_OK;
+    return rc;
 }
 
-int NAME(bn_forward_train)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
-                           ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                           const double *gamma, const double *beta,
-                           double eps, T *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                           double *mean, double *invstd, double *var,
-                           int relu)
+int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
+                           const T *x, T *y, bnf_results *r)
 {
-    if (NAME(panel_stats)(x, n1, n2, len, xs1, xs2, mean, var) != BNF_OK)
+    bnf_results st = {0};
+    st.mean = r->mean;
+    st.m2 = r->var;
+    if (NAME(bn_stats)(p, q, x, &st) != BNF_OK)
         return BNF_ENOMEM;
-    double count = (double)n1 * (double)len;
-    for (ptrdiff_t j = 0; j < n2; j++) {
-        var[j] /= count; /* M2 -> biased variance */
-        invstd[j] = 1.0 / sqrt(var[j] + eps);
+    double count = (double)p->n1 * (double)p->len;
+    for (ptrdiff_t j = 0; j < p->n2; j++) {
+        r->var[j] /= count; /* M2 -> biased variance */
+        r->invstd[j] = 1.0 / sqrt(r->var[j] + q->eps);
     }
-    return NAME(bn_apply)(x, n1, n2, len, xs1, xs2, gamma, beta, mean, invstd,
-                          y, ys1, ys2, relu);
+    bnf_params a = *q;
+    a.mean = r->mean;
+    a.invstd = r->invstd;
+    return NAME(bn_apply)(p, &a, x, y);
 }
 
-int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
-                          ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                          const double *gamma, const double *beta,
-                          const double *mean, const double *var, double eps,
-                          T *y, ptrdiff_t ys1, ptrdiff_t ys2, int relu)
+int NAME(bn_forward_test)(const bnf_panel *p, const bnf_params *q,
+                          const T *x, T *y)
 {
+    ptrdiff_t n2 = p->n2;
     double *is = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
     if (is == NULL)
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++)
-        is[j] = 1.0 / sqrt(var[j] + eps);
-    int rc = NAME(bn_apply)(x, n1, n2, len, xs1, xs2, gamma, beta, mean, is,
-                            y, ys1, ys2, relu);
+        is[j] = 1.0 / sqrt(q->var[j] + q->eps);
+    bnf_params a = *q;
+    a.invstd = is;
+    int rc = NAME(bn_apply)(p, &a, x, y);
     free(is);
     return rc;
 }
@@ -337,89 +278,79 @@ int NAME(bn_forward_test)(const T *x, ptrdiff_t n1, ptrdiff_t n2,
  * bn_backward_apply dx from sums and count given (over several panels:
  * synchronized batch norm), bn_backward both for one panel.
  */
-int NAME(bn_backward_reduce)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                             const T *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                             const double *mean, const double *invstd,
-                             const double *gamma, const double *beta,
-                             int relu, double *sum_dy, double *sum_dyxmu)
+int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
+                             const T *x, const T *dy, bnf_results *r)
 {
+    ptrdiff_t n2 = p->n2;
     double *a = NULL;
-    if (relu) {
+    if (q->relu) {
         a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
         if (a == NULL)
             return BNF_ENOMEM;
         for (ptrdiff_t j = 0; j < n2; j++)
-            a[j] = gamma[j] * invstd[j]; /* as the forward's scale */
+            a[j] = q->gamma[j] * q->invstd[j]; /* as the forward's scale */
     }
-    NAME(bnf_coefs) cf;
-    C *buf = NAME(coefs_new)(n2, &cf, mean, a, relu ? beta : NULL, NULL,
-                             NULL, NULL);
+    NAME(job) k = {*p, x, dy, NULL, {0}, q->relu, r->sum_dy, r->sum_dyxmu};
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, a, q->relu ? q->beta : NULL,
+                             NULL, NULL, NULL);
     free(a);
     if (buf == NULL)
         return BNF_ENOMEM;
-    int rc = NAME(panel_bwd_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
-                                    cf, relu, sum_dy, sum_dyxmu);
+    int rc = NAME(reduce)(&k, NAME(bwd_reduce1), BNF_MERGE_SUMS);
     free(buf);
     return rc;
 }
 
-int NAME(bn_backward_apply)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                            const T *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                            ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                            const double *mean, const double *invstd,
-                            const double *gamma, const double *beta,
-                            int relu, double count, const double *sum_dy,
-                            const double *sum_dyxmu, T *dx, ptrdiff_t ts1,
-                            ptrdiff_t ts2, double *dgamma, double *dbeta)
+int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
+                            const T *x, const T *dy, T *dx, bnf_results *r)
 {
-    double *k = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
-    if (k == NULL)
+    ptrdiff_t n2 = p->n2;
+    const double *invstd = q->invstd, *sum_dy = q->sum_dy;
+    const double *sum_dyxmu = q->sum_dyxmu;
+    double *k3 = malloc(3 * (size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+    if (k3 == NULL)
         return BNF_ENOMEM;
-    double *k_dy = k, *k_xhat = k + n2, *k_0 = k + 2 * n2;
+    double *k_dy = k3, *k_xhat = k3 + n2, *k_0 = k3 + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = gamma[j] * invstd[j]; /* a, as the forward's scale */
+        double a = q->gamma[j] * invstd[j]; /* a, as the forward's scale */
         double sg = sum_dy[j], sgx = sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;
-        k_xhat[j] = -a * sgx / count;
+        k_xhat[j] = -a * sgx / q->count;
         /* from a rounded to C: with one value per channel a * g in C and
            -a * sg in double round alike, and dx is exactly 0 */
-        k_0[j] = -(double)(C)a * sg / count;
+        k_0[j] = -(double)(C)a * sg / q->count;
     }
-    NAME(bnf_coefs) cf;
-    C *buf = NAME(coefs_new)(n2, &cf, mean, k_dy, relu ? beta : NULL, invstd,
-                             k_xhat, k_0);
-    free(k);
+    NAME(job) k = {*p, x, dy, dx, {0}, q->relu, NULL, NULL};
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, k_dy,
+                             q->relu ? q->beta : NULL, invstd, k_xhat, k_0);
+    free(k3);
     if (buf == NULL)
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++) {
         double sg = sum_dy[j];
-        dgamma[j] = sum_dyxmu[j] * invstd[j]; /* sum g*xhat */
-        dbeta[j] = sg; /* after dgamma: dbeta may alias sum_dy, dgamma
-                          sum_dyxmu */
+        r->dgamma[j] = sum_dyxmu[j] * invstd[j]; /* sum g*xhat */
+        r->dbeta[j] = sg; /* after dgamma: dbeta may alias sum_dy, dgamma
+                             sum_dyxmu */
     }
-    NAME(panel_bwd_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len, cf, relu,
-                          dx, ts1, ts2);
+    int rc = NAME(map)(&k, NAME(bwd_apply1));
     free(buf);
-    return BNF_OK;
+    return rc;
 }
 
-int NAME(bn_backward)(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2, const T *x,
-                      ptrdiff_t xs1, ptrdiff_t xs2, ptrdiff_t n1,
-                      ptrdiff_t n2, ptrdiff_t len, const double *mean,
-                      const double *invstd, const double *gamma,
-                      const double *beta, int relu, T *dx, ptrdiff_t ts1,
-                      ptrdiff_t ts2, double *dgamma, double *dbeta)
+int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                      const T *dy, T *dx, bnf_results *r)
 {
-    /* the sums land in dbeta and dgamma, which bn_backward_apply may
-       overwrite in place */
-    int rc = NAME(bn_backward_reduce)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
-                                      mean, invstd, gamma, beta, relu, dbeta,
-                                      dgamma);
+    /* the sums land in dbeta and dgamma, which bn_backward_apply
+       overwrites in place */
+    bnf_results sums = {0};
+    sums.sum_dy = r->dbeta;
+    sums.sum_dyxmu = r->dgamma;
+    int rc = NAME(bn_backward_reduce)(p, q, x, dy, &sums);
     if (rc != BNF_OK)
         return rc;
-    return NAME(bn_backward_apply)(dy, ds1, ds2, x, xs1, xs2, n1, n2, len,
-                                   mean, invstd, gamma, beta, relu,
-                                   (double)n1 * (double)len, dbeta, dgamma, dx,
-                                   ts1, ts2, dgamma, dbeta);
+    bnf_params a = *q;
+    a.count = (double)p->n1 * (double)p->len;
+    a.sum_dy = r->dbeta;
+    a.sum_dyxmu = r->dgamma;
+    return NAME(bn_backward_apply)(p, &a, x, dy, dx, r);
 }

@@ -1,31 +1,48 @@
 /*
- * bnfast C API: plain C99 kernels for batch normalization, no Python headers.
+ * bnfast C API: plain C99 kernels for batch normalization (and layer and
+ * group normalization), no Python headers.
  *
- * One function per kernel and dtype (_f32 / _f64).  Arrays are raw pointers,
- * sizes and leading dimensions are ptrdiff_t (arrays over 2**31 elements
- * work).  Per-channel quantities (mean, 1/std, gamma, beta, ...) are always
- * double, whatever the data dtype.  float64 data is computed in double;
- * float32 data element-wise in float32, with its short sums flushed into
- * double (see instantiate.h): per-channel statistics and every long sum
- * are double.
+ * One shape for every entry point:
  *
- * Two kernel families (their building blocks are in internal.h):
- * - across rows: the data is an (m, c) panel in row-major order with unit
- *   column stride; element (i, j) is at x[i*ldx + j].  Reductions run over
- *   the m rows and give one result per column (rows_*);
- * - along runs: n2 channels of n1 contiguous runs of len elements; run i of
- *   channel j starts at x + i*s1 + j*s2.  Reductions give one result per
- *   channel (runs_*).
+ *     int family_job_SUF(const bnf_panel *p, const bnf_params *q,
+ *                        const T *x, [const T *dy,] [T *y or dx,]
+ *                        [bnf_results *r]);
  *
- * The batch norm entry points (bn_*) take one description of both, a
- * "panel": n2 channels of n1 runs of len elements at strides (s1, s2).
- * len == 1 is the across-rows family (s2 must be 1: rows of channels, e.g.
- * (N, D) in C order or channels-last images), len > 1 the along-runs family
- * ((N, C, H, W) images: runs are planes; (N, D) in Fortran order: runs are
- * columns).  Statistics are per channel over its n1*len elements.
+ * e.g. bn_forward_train_f32(&p, &q, x, y, &r).  SUF is the dtype (f32:
+ * T = float, f64: T = double); the data arrays are typed, in the order x,
+ * dy, then the one output array (y or dx).  Three descriptors:
+ * - bnf_panel, the data: its shape and each array's strides, in elements
+ *   (ptrdiff_t: arrays over 2**31 elements work);
+ * - bnf_params, what the call reads: eps, relu, groups, count and the
+ *   per-channel inputs (gamma, beta, given statistics and sums);
+ * - bnf_results, the per-channel (per-row, per-group) arrays it writes.
+ * A function reads and writes only the fields its comment names; the
+ * others may hold anything (zero-initialize the structs: {0}).
+ * Per-channel quantities are always double, whatever the data dtype.
+ * float64 data is computed in double; float32 data element-wise in
+ * float32, with its short sums flushed into double (see instantiate.h):
+ * per-channel statistics and every long sum are double.
  *
- * Functions returning int give 0 on success and BNF_ENOMEM when a scratch
- * buffer could not be allocated (nothing is written to outputs then).
+ * The panel: n2 channels of n1 runs of len contiguous elements; run i of
+ * channel j of array a starts at a + i*s1 + j*s2 (the array's strides).
+ * - batch norm (bn_*): statistics per channel over its n1*len elements.
+ *   len == 1 is the across-rows family (s2 must be 1 for every array: an
+ *   (n1, n2) panel of rows with s1 the row stride, e.g. (N, D) in C order
+ *   or channels-last images); len > 1 the along-runs family ((N, C, H, W)
+ *   images: runs are planes; (N, D) in Fortran order: runs are columns).
+ *   Statistics have n2 values.
+ * - layer norm (ln_*): the across-rows panel of an (N, D) array (n1 = N
+ *   rows, n2 = D features, len = 1, s2 = 1, s1 the row stride), normalized
+ *   along the other axis: statistics per row (n1 values).
+ * - group norm (gn_*): n1 samples of n2 channels of len elements, each
+ *   sample contiguous (s2 == len, s1 the sample stride); the n2 channels
+ *   form q->groups groups of n2/groups adjacent channels.  Statistics per
+ *   (sample, group): n1*groups values, sample-major.
+ * gamma, beta (and dgamma, dbeta) have n2 values in every family.
+ * Strides of length-1 axes are never used to address memory.
+ *
+ * Functions return 0 on success and BNF_ENOMEM when a scratch buffer could
+ * not be allocated (the outputs are then undefined).
  */
 #ifndef BNFAST_H
 #define BNFAST_H
@@ -35,94 +52,95 @@
 #define BNF_OK 0
 #define BNF_ENOMEM (-1)
 
+/* One array's strides in the panel, in elements: s1 between runs (rows,
+   samples), s2 between channels. */
+typedef struct {
+    ptrdiff_t s1, s2;
+} bnf_strides;
+
+/* The data of a call: the shape, and the strides of each array taking
+   part (unused ones are not read). */
+typedef struct {
+    ptrdiff_t n1, n2, len;
+    bnf_strides x;  /* x */
+    bnf_strides y;  /* the output: y (forward), dx (backward) */
+    bnf_strides dy; /* dy (backward) */
+} bnf_panel;
+
+/* What a call reads besides the data. */
+typedef struct {
+    double eps;    /* forward: 1/sqrt(var + eps) */
+    int relu;      /* batch norm: max(y, 0) after the affine (fused ReLU);
+                      the backward masks dy as the forward's output */
+    ptrdiff_t groups; /* group norm: groups of n2/groups channels */
+    double count;  /* bn_backward_apply: values per channel summed (over
+                      every panel of a synchronized batch) */
+    const double *gamma, *beta;   /* per channel */
+    const double *mean, *invstd;  /* the forward's statistics */
+    const double *var;            /* bn_forward_test: (running) variance */
+    const double *sum_dy, *sum_dyxmu; /* bn_backward_apply: the sums of dy
+                                         and dy * (x - mean) */
+} bnf_params;
+
+/* What a call writes besides the data. */
+typedef struct {
+    double *mean, *invstd; /* forward-train statistics */
+    double *var;           /* bn_forward_train: the biased variance */
+    double *m2;            /* bn_stats: sum of squared deviations */
+    double *sum_dy, *sum_dyxmu; /* bn_backward_reduce */
+    double *dgamma, *dbeta;     /* backward */
+} bnf_results;
+
 #define BNF_DECLARE(T, SUF)                                                    \
-    /* Batch norm, training mode, on a panel (n1, n2, len) with x at        \
-       strides (xs1, xs2) and y at (ys1, ys2): y = (x - mean) *              \
-       (gamma * invstd) + beta with the batch statistics (then max(y, 0) if  \
-       relu: fused ReLU).  Writes the per-channel batch mean,                \
-       1/sqrt(var + eps) and biased variance. */                             \
-    int bn_forward_train_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,        \
-                               ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,  \
-                               const double *gamma, const double *beta,      \
-                               double eps, T *y, ptrdiff_t ys1,              \
-                               ptrdiff_t ys2, double *mean, double *invstd,  \
-                               double *var, int relu);                       \
-    /* Per-channel mean and M2 (sum of squared deviations) of a panel,     \
-       and the normalization with given mean and invstd (forward-train is   \
-       the two: synchronized batch norm merges the statistics between). */  \
-    int bn_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,               \
-                       ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,          \
-                       double *mean, double *m2);                            \
-    int bn_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,               \
-                       ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,          \
-                       const double *gamma, const double *beta,              \
-                       const double *mean, const double *invstd, T *y,       \
-                       ptrdiff_t ys1, ptrdiff_t ys2, int relu);              \
+    /* Batch norm, training mode: y = (x - mean) * (gamma * invstd) + beta  \
+       with the batch statistics (then max(y, 0) if relu).  Reads eps,      \
+       relu, gamma, beta; writes mean, invstd = 1/sqrt(var + eps) and the   \
+       biased var. */                                                        \
+    int bn_forward_train_##SUF(const bnf_panel *p, const bnf_params *q,     \
+                               const T *x, T *y, bnf_results *r);           \
+    /* The two steps of bn_forward_train (synchronized batch norm merges    \
+       the statistics between them): mean and M2 (sum of squared            \
+       deviations) per channel, writing mean, m2; and the normalization     \
+       with given statistics, reading relu, gamma, beta, mean, invstd. */   \
+    int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
+                       bnf_results *r);                                      \
+    int bn_apply_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
+                       T *y);                                                \
     /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +     \
-       eps)) + beta with given (running) statistics. */                      \
-    int bn_forward_test_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t n2,         \
-                              ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,   \
-                              const double *gamma, const double *beta,       \
-                              const double *mean, const double *var,         \
-                              double eps, T *y, ptrdiff_t ys1,               \
-                              ptrdiff_t ys2, int relu);                      \
-    /* Batch norm backward, simplified single formula; mean and invstd are  \
-       those of the forward pass.  Writes dx, dgamma and dbeta. */           \
-    int bn_backward_reduce_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,  \
-                                 const T *x, ptrdiff_t xs1, ptrdiff_t xs2,   \
-                                 ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,  \
-                                 const double *mean, const double *invstd,   \
-                                 const double *gamma, const double *beta,    \
-                                 int relu, double *sum_dy,                   \
-                                 double *sum_dyxmu);                         \
-    /* ... from the sums of dy and dy * (x - mean) over count values (of    \
-       several panels: synchronized batch norm); dgamma, dbeta may alias    \
-       sum_dyxmu, sum_dy. */                                                 \
-    int bn_backward_apply_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,   \
-                                const T *x, ptrdiff_t xs1, ptrdiff_t xs2,    \
-                                ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,   \
-                                const double *mean, const double *invstd,    \
-                                const double *gamma, const double *beta,     \
-                                int relu, double count,                      \
-                                const double *sum_dy,                        \
-                                const double *sum_dyxmu, T *dx,              \
-                                ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,\
-                                double *dbeta);                              \
-    int bn_backward_##SUF(const T *dy, ptrdiff_t ds1, ptrdiff_t ds2,          \
-                          const T *x, ptrdiff_t xs1, ptrdiff_t xs2,          \
-                          ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,         \
-                          const double *mean, const double *invstd,          \
-                          const double *gamma, const double *beta, int relu, \
-                          T *dx, ptrdiff_t ts1, ptrdiff_t ts2,               \
-                          double *dgamma, double *dbeta);                    \
+       eps)) + beta with given (running) statistics.  Reads eps, relu,      \
+       gamma, beta, mean, var. */                                            \
+    int bn_forward_test_##SUF(const bnf_panel *p, const bnf_params *q,      \
+                              const T *x, T *y);                             \
+    /* Batch norm backward, simplified single formula: reads relu, gamma,   \
+       beta, and the forward's mean and invstd; writes dx, dgamma, dbeta.   \
+       In two steps: bn_backward_reduce writes sum_dy and sum_dyxmu (the    \
+       sums of dy and dy * (x - mean) over the panel); bn_backward_apply    \
+       reads them (summed over several panels: synchronized batch norm)     \
+       and count, and writes dx, dgamma, dbeta (which may alias sum_dyxmu,  \
+       sum_dy). */                                                           \
+    int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,   \
+                                 const T *x, const T *dy, bnf_results *r);  \
+    int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,    \
+                                const T *x, const T *dy, T *dx,              \
+                                bnf_results *r);                             \
                                                                              \
-    /* Layer norm of an (n, d) panel of rows with unit-stride columns:      \
-       statistics per row, gamma and beta (d,).  Writes the per-row mean    \
-       and 1/sqrt(var + eps) (n,). */                                        \
-    int ln_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t d,                \
-                          ptrdiff_t ldx, const double *gamma,                \
-                          const double *beta, double eps, T *y,              \
-                          ptrdiff_t ldy, double *mean, double *invstd);      \
-    /* Layer norm backward, fused per row; writes dx, dgamma, dbeta (d,). */ \
-    int ln_backward_##SUF(const T *dy, ptrdiff_t lddy, const T *x,            \
-                          ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,           \
-                          const double *mean, const double *invstd,          \
-                          const double *gamma, T *dx, ptrdiff_t lddx,        \
-                          double *dgamma, double *dbeta);                    \
+    /* Layer norm: reads eps, gamma, beta; writes the per-row mean and      \
+       invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,     \
+       dbeta. */                                                             \
+    int ln_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                         const T *x, T *y, bnf_results *r);                 \
+    int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
                                                                              \
-    /* Group norm of n samples of c channels of hw elements, each sample    \
-       contiguous, samples xs (ys) elements apart; g groups of c/g adjacent \
-       channels.  Writes the per-(sample, group) mean and 1/sqrt(var + eps) \
-       (n*g,). */                                                            \
-    int gn_forward_##SUF(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,   \
-                         ptrdiff_t hw, ptrdiff_t xs, const double *gamma,    \
-                         const double *beta, double eps, T *y, ptrdiff_t ys, \
-                         double *mean, double *invstd);                      \
-    int gn_backward_##SUF(const T *dy, ptrdiff_t ds, const T *x,              \
-                          ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c,            \
-                          ptrdiff_t g, ptrdiff_t hw, const double *mean,     \
-                          const double *invstd, const double *gamma, T *dx,  \
-                          ptrdiff_t ts, double *dgamma, double *dbeta);
+    /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,  \
+       group) mean and invstd.  Backward: reads groups, gamma, mean,        \
+       invstd; writes dx, dgamma, dbeta. */                                  \
+    int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                         const T *x, T *y, bnf_results *r);                 \
+    int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, const T *dy, T *dx, bnf_results *r);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

@@ -45,28 +45,42 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
     }
 }
 
-/* Threads split the samples (results bitwise the serial ones). */
-int NAME(gn_forward)(const T *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                     ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
-                     const double *beta, double eps, T *y, ptrdiff_t ys,
-                     double *mean, double *invstd)
+/* The entry points split the samples among threads (bnf_run, internal.h):
+   the forward's results are bitwise the serial ones; the backward's
+   per-thread dgamma and dbeta are summed in thread order. */
+typedef struct {
+    const bnf_panel *p;
+    const bnf_params *q;
+    const T *x, *dy;
+    T *y; /* y or dx */
+    bnf_results *r;
+} NAME(gn_job);
+
+/* samples [i0, i1); part: their scratch */
+static int NAME(gn_forward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
+                                    double *part)
 {
-    int nt = bnf_threads_for(n * c * hw);
+    const NAME(gn_job) *j = ctx;
+    const bnf_panel *p = j->p;
+    const bnf_params *q = j->q;
+    NAME(gn_forward1)(j->x, i0, i1, p->n2, q->groups, p->len, p->x.s1,
+                      q->gamma, q->beta, q->eps, j->y, p->y.s1, j->r->mean,
+                      j->r->invstd, part);
+    return BNF_OK;
+}
+
+int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                     T *y, bnf_results *r)
+{
+    ptrdiff_t n = p->n1, c = p->n2;
+    int nt = bnf_threads_for(n * c * p->len);
     if (nt > n)
         nt = (int)n;
+    NAME(gn_job) j = {p, q, x, NULL, y, r};
     /* per thread: c doubles, 4*c C values (<= 4*c doubles) */
-    double *work = malloc(5 * (size_t)nt * (size_t)c * sizeof(double));
-    if (work == NULL)
-        return BNF_ENOMEM;
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        bnf_part(n, nt, t, 1, &i0, &i1);
-        NAME(gn_forward1)(x, i0, i1, c, g, hw, xs, gamma, beta, eps, y, ys,
-                          mean, invstd, work + 5 * t * c);
-    }
-    free(work);
-    return BNF_OK;
+    bnf_split s = {.nt = nt, .n = n, .task = NAME(gn_forward_samples),
+                   .ctx = &j, .per = 5 * c};
+    return bnf_run(&s);
 }
 
 /*
@@ -134,38 +148,32 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
     }
 }
 
-/* Threads split the samples; their dgamma and dbeta are summed in thread
-   order. */
-int NAME(gn_backward)(const T *dy, ptrdiff_t ds, const T *x, ptrdiff_t xs,
-                      ptrdiff_t n, ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
-                      const double *mean, const double *invstd,
-                      const double *gamma, T *dx, ptrdiff_t ts,
-                      double *dgamma, double *dbeta)
+/* samples [i0, i1); part: their dgamma and dbeta, then their scratch */
+static int NAME(gn_backward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
+                                     double *part)
 {
-    int nt = bnf_threads_for(n * c * hw);
+    const NAME(gn_job) *j = ctx;
+    const bnf_panel *p = j->p;
+    const bnf_params *q = j->q;
+    ptrdiff_t c = p->n2;
+    NAME(gn_backward1)(j->dy, p->dy.s1, j->x, p->x.s1, i0, i1, c, q->groups,
+                       p->len, q->mean, q->invstd, q->gamma, j->y, p->y.s1,
+                       part, part + c, part + 2 * c);
+    return BNF_OK;
+}
+
+int NAME(gn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                      const T *dy, T *dx, bnf_results *r)
+{
+    ptrdiff_t n = p->n1, c = p->n2;
+    int nt = bnf_threads_for(n * c * p->len);
     if (nt > n)
         nt = (int)n;
-    /* per thread: 7*c doubles, 6*c C values (<= 6*c doubles), dgamma and
-       dbeta */
-    const ptrdiff_t per = 15 * c;
-    double *work = malloc((size_t)nt * (size_t)per * sizeof(double));
-    if (work == NULL)
-        return BNF_ENOMEM;
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        double *w = work + t * per;
-        bnf_part(n, nt, t, 1, &i0, &i1);
-        NAME(gn_backward1)(dy, ds, x, xs, i0, i1, c, g, hw, mean, invstd,
-                           gamma, dx, ts, w + 13 * c, w + 14 * c, w);
-    }
-    for (ptrdiff_t ch = 0; ch < c; ch++) {
-        dgamma[ch] = dbeta[ch] = 0.0;
-        for (int t = 0; t < nt; t++) {
-            dgamma[ch] += work[t * per + 13 * c + ch];
-            dbeta[ch] += work[t * per + 14 * c + ch];
-        }
-    }
-    free(work);
-    return BNF_OK;
+    NAME(gn_job) j = {p, q, x, dy, dx, r};
+    /* per thread: dgamma and dbeta, 7*c doubles, 6*c C values (<= 6*c
+       doubles) */
+    bnf_split s = {.nt = nt, .n = n, .task = NAME(gn_backward_samples),
+                   .ctx = &j, .per = 15 * c, .merge = BNF_MERGE_SUMS, .k = 2,
+                   .m = c, .out = {r->dgamma, r->dbeta}};
+    return bnf_run(&s);
 }

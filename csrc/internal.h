@@ -217,4 +217,42 @@ BNF_DECLARE_KERNELS(float, float, f32)
 BNF_DECLARE_KERNELS(double, double, f64)
 #undef BNF_DECLARE_KERNELS
 
+/*
+ * The per-thread split and merge, the one place where the entry points
+ * meet OpenMP.  A job over the range [0, n) (rows, runs, samples or
+ * channels) runs on nt threads, thread t on part t of bnf_part(n, nt, t,
+ * align): task(ctx, lo, hi, part) with part the thread's own `per`
+ * doubles of scratch (NULL when per == 0), booked once for the call.  With
+ * nt <= 1 the task runs once on [0, n), on the calling thread.
+ *
+ * A task returns BNF_OK or an error code (negative); bnf_run returns the
+ * smallest (an OpenMP min reduction: no flag written by several threads).
+ *
+ * merge, on success: the first k (<= 2) arrays of m doubles of each
+ * thread's scratch are its partial results, folded into out[0..k-1] in
+ * thread order, so that the results are bitwise reproducible for a given
+ * thread count:
+ * - BNF_MERGE_SUMS: out = 0 + part_0 + part_1 + ...;
+ * - BNF_MERGE_MOMENTS: (out[0], out[1]) = (mean, M2) of the parts' (mean,
+ *   M2) pairs by Chan's formula, part t counting (hi - lo) * weight
+ *   values.
+ */
+typedef int (*bnf_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi, double *part);
+
+enum { BNF_MERGE_NONE, BNF_MERGE_SUMS, BNF_MERGE_MOMENTS };
+
+typedef struct {
+    int nt;
+    ptrdiff_t n, align; /* align 0 counts as 1 */
+    bnf_task task;
+    void *ctx;
+    ptrdiff_t per;
+    int merge, k;
+    ptrdiff_t m;
+    double weight;
+    double *out[2];
+} bnf_split;
+
+int bnf_run(const bnf_split *s);
+
 #endif /* BNFAST_INTERNAL_H */

@@ -44,6 +44,7 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         C mh = (C)mu, ml = 0, isc = (C)is;
         if (HILO && bnf_isfinite((double)mh))
             ml = (C)(mu - (double)mh);
+        (void)ml; /* XMU reads it only when HILO */
         for (ptrdiff_t e = 0; e < d; e++)
             o[e] = STORE((XMU(LOAD(p[e]), mh, ml) * isc) * gamma[e] + beta[e]);
     }
@@ -125,70 +126,79 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
     return BNF_OK;
 }
 
-/* The entry points split the rows among threads: the forward is bitwise
-   the serial one; the backward's per-thread dgamma and dbeta are summed in
-   thread order. */
-int NAME(ln_forward)(const T *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
-                     const double *gamma, const double *beta, double eps,
-                     T *y, ptrdiff_t ldy, double *mean, double *invstd)
+/* The entry points split the rows among threads (bnf_run, internal.h):
+   the forward is bitwise the serial one; the backward's per-thread dgamma
+   and dbeta are summed in thread order. */
+typedef struct {
+    const bnf_panel *p;
+    const bnf_params *q;
+    const T *x, *dy;
+    T *y; /* y or dx */
+    bnf_results *r;
+    const C *par; /* gamma (and beta) in C */
+} NAME(ln_job);
+
+static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
+                                 double *part)
 {
-    C *par = NAME(ln_params)(d, gamma, beta);
+    const NAME(ln_job) *j = ctx;
+    ptrdiff_t d = j->p->n2, ldx = j->p->x.s1, ldy = j->p->y.s1;
+    (void)part;
+    NAME(ln_forward1)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->par + d,
+                      j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
+                      j->r->invstd + i0);
+    return BNF_OK;
+}
+
+int NAME(ln_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                     T *y, bnf_results *r)
+{
+    ptrdiff_t n = p->n1, d = p->n2;
+    C *par = NAME(ln_params)(d, q->gamma, q->beta);
     if (par == NULL)
         return BNF_ENOMEM;
     int nt = bnf_threads_for(n * d);
     if (nt > n)
         nt = (int)n;
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        bnf_part(n, nt, t, 1, &i0, &i1);
-        NAME(ln_forward1)(x + i0 * ldx, i1 - i0, d, ldx, par, par + d, eps,
-                          y + i0 * ldy, ldy, mean + i0, invstd + i0);
-    }
+    NAME(ln_job) j = {p, q, x, NULL, y, r, par};
+    bnf_split s = {.nt = nt, .n = n, .task = NAME(ln_forward_rows),
+                   .ctx = &j};
+    int rc = bnf_run(&s);
     free(par);
-    return BNF_OK;
+    return rc;
 }
 
-int NAME(ln_backward)(const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx,
-                      ptrdiff_t n, ptrdiff_t d, const double *mean,
-                      const double *invstd, const double *gamma, T *dx,
-                      ptrdiff_t lddx, double *dgamma, double *dbeta)
+/* rows [i0, i1); their dgamma and dbeta into the thread's part, or (one
+   thread) into the results */
+static int NAME(ln_backward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
+                                  double *part)
 {
-    int nt = bnf_threads_for(n * d), rc = BNF_OK;
+    const NAME(ln_job) *j = ctx;
+    const bnf_panel *p = j->p;
+    ptrdiff_t d = p->n2;
+    return NAME(ln_backward1)(
+        j->dy + i0 * p->dy.s1, p->dy.s1, j->x + i0 * p->x.s1, p->x.s1,
+        i1 - i0, d, j->q->mean + i0, j->q->invstd + i0, j->par,
+        j->y + i0 * p->y.s1, p->y.s1, part ? part : j->r->dgamma,
+        part ? part + d : j->r->dbeta);
+}
+
+int NAME(ln_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                      const T *dy, T *dx, bnf_results *r)
+{
+    ptrdiff_t n = p->n1, d = p->n2;
+    int nt = bnf_threads_for(n * d);
     if (nt > n)
         nt = (int)n;
-    C *par = NAME(ln_params)(d, gamma, NULL);
+    C *par = NAME(ln_params)(d, q->gamma, NULL);
     if (par == NULL)
         return BNF_ENOMEM;
-    if (nt < 2) {
-        rc = NAME(ln_backward1)(dy, lddy, x, ldx, n, d, mean, invstd, par, dx,
-                                lddx, dgamma, dbeta);
-        free(par);
-        return rc;
-    }
-    double *part = malloc(2 * (size_t)nt * (size_t)d * sizeof(double));
-    if (part == NULL) {
-        free(par);
-        return BNF_ENOMEM;
-    }
-    BNF_PARALLEL_FOR(nt)
-    for (int t = 0; t < nt; t++) {
-        ptrdiff_t i0, i1;
-        bnf_part(n, nt, t, 1, &i0, &i1);
-        if (NAME(ln_backward1)(dy + i0 * lddy, lddy, x + i0 * ldx, ldx,
-                               i1 - i0, d, mean + i0, invstd + i0, par,
-                               dx + i0 * lddx, lddx, part + 2 * t * d,
-                               part + (2 * t + 1) * d) != BNF_OK)
-            rc = BNF_ENOMEM;
-    }
-    for (ptrdiff_t e = 0; e < d; e++) {
-        dgamma[e] = dbeta[e] = 0.0;
-        for (int t = 0; t < nt; t++) {
-            dgamma[e] += part[2 * t * d + e];
-            dbeta[e] += part[(2 * t + 1) * d + e];
-        }
-    }
-    free(part);
+    NAME(ln_job) j = {p, q, x, dy, dx, r, par};
+    bnf_split s = {.nt = nt, .n = n, .task = NAME(ln_backward_rows),
+                   .ctx = &j, .per = nt < 2 ? 0 : 2 * d,
+                   .merge = nt < 2 ? BNF_MERGE_NONE : BNF_MERGE_SUMS, .k = 2,
+                   .m = d, .out = {r->dgamma, r->dbeta}};
+    int rc = bnf_run(&s);
     free(par);
     return rc;
 }

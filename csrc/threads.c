@@ -1,5 +1,9 @@
-/* The thread count of the kernels (OpenMP builds) and the rule that keeps
-   small jobs on one thread. */
+/* The thread count of the kernels (OpenMP builds), the rule that keeps
+   small jobs on one thread, and the per-thread split and merge of every
+   entry point (bnf_run, internal.h). */
+#include <stdlib.h>
+#include <string.h>
+
 #include "bnfast.h"
 #include "internal.h"
 
@@ -25,4 +29,69 @@ int bnf_threads_for(ptrdiff_t work)
         return 1;
     ptrdiff_t most = work / (BNF_PARALLEL_MIN / 2);
     return most < t ? (int)most : t;
+}
+
+/* out[a] = 0 + the threads' partials in thread order */
+static void bnf_merge_sums(const bnf_split *s, int nt, const double *scratch)
+{
+    for (int a = 0; a < s->k; a++) {
+        double *out = s->out[a];
+        const double *part = scratch + a * s->m;
+        for (ptrdiff_t j = 0; j < s->m; j++) {
+            out[j] = 0.0;
+            for (int t = 0; t < nt; t++)
+                out[j] += part[t * s->per + j];
+        }
+    }
+}
+
+/* (mean, M2) of the threads' (mean, M2) pairs, Chan's merge in thread
+   order */
+static void bnf_merge_moments(const bnf_split *s, int nt,
+                              const double *scratch)
+{
+    ptrdiff_t m = s->m, align = s->align > 0 ? s->align : 1, lo, hi;
+    bnf_part(s->n, nt, 0, align, &lo, &hi);
+    double na = (double)(hi - lo) * s->weight;
+    memcpy(s->out[0], scratch, (size_t)m * sizeof(double));
+    memcpy(s->out[1], scratch + m, (size_t)m * sizeof(double));
+    for (int t = 1; t < nt; t++) {
+        const double *part = scratch + t * s->per;
+        bnf_part(s->n, nt, t, align, &lo, &hi);
+        double nb = (double)(hi - lo) * s->weight;
+        bnf_chan_merge(m, na, nb, part, part + m, s->out[0], s->out[1]);
+        na += nb;
+    }
+}
+
+int bnf_run(const bnf_split *s)
+{
+    int nt = s->nt > 1 ? s->nt : 1, rc = BNF_OK;
+    ptrdiff_t align = s->align > 0 ? s->align : 1, per = s->per;
+    double *scratch = NULL;
+    if (per > 0) {
+        scratch = malloc((size_t)nt * (size_t)per * sizeof(double));
+        if (scratch == NULL)
+            return BNF_ENOMEM;
+    }
+    if (nt == 1) {
+        rc = s->task(s->ctx, 0, s->n, scratch);
+    } else {
+#if BNF_HAVE_OPENMP
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(min : rc)
+#endif
+        for (int t = 0; t < nt; t++) {
+            ptrdiff_t lo, hi;
+            bnf_part(s->n, nt, t, align, &lo, &hi);
+            int r = s->task(s->ctx, lo, hi, scratch ? scratch + t * per : NULL);
+            if (r < rc)
+                rc = r;
+        }
+    }
+    if (rc == BNF_OK && s->merge == BNF_MERGE_SUMS)
+        bnf_merge_sums(s, nt, scratch);
+    else if (rc == BNF_OK && s->merge == BNF_MERGE_MOMENTS)
+        bnf_merge_moments(s, nt, scratch);
+    free(scratch);
+    return rc;
 }

@@ -5,127 +5,95 @@ cdef extern from "bnfast.h" nogil:
     int BNF_OK
     int BNF_ENOMEM
 
-    int bn_stats_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
-                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                     double *mean, double *m2)
-    int bn_stats_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
-                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                     double *mean, double *m2)
-    int bn_apply_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
-                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                     const double *gamma, const double *beta,
-                     const double *mean, const double *invstd, float *y,
-                     ptrdiff_t ys1, ptrdiff_t ys2, int relu)
-    int bn_apply_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
-                     ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                     const double *gamma, const double *beta,
-                     const double *mean, const double *invstd, double *y,
-                     ptrdiff_t ys1, ptrdiff_t ys2, int relu)
-    int bn_backward_reduce_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                               const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                               const double *mean, const double *invstd,
-                               const double *gamma, const double *beta,
-                               int relu, double *sum_dy, double *sum_dyxmu)
-    int bn_backward_reduce_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                               const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                               const double *mean, const double *invstd,
-                               const double *gamma, const double *beta,
-                               int relu, double *sum_dy, double *sum_dyxmu)
-    int bn_backward_apply_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                              const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                              const double *mean, const double *invstd,
-                              const double *gamma, const double *beta,
-                              int relu, double count, const double *sum_dy,
-                              const double *sum_dyxmu, float *dx,
-                              ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,
-                              double *dbeta)
-    int bn_backward_apply_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                              const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                              const double *mean, const double *invstd,
-                              const double *gamma, const double *beta,
-                              int relu, double count, const double *sum_dy,
-                              const double *sum_dyxmu, double *dx,
-                              ptrdiff_t ts1, ptrdiff_t ts2, double *dgamma,
-                              double *dbeta)
+    # the descriptors (see bnfast.h for which fields each function reads
+    # and writes)
+    ctypedef struct bnf_strides:
+        ptrdiff_t s1, s2
 
-    int bn_forward_train_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
-                             ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                             const double *gamma, const double *beta,
-                             double eps, float *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                             double *mean, double *invstd, double *var,
-                             int relu)
-    int bn_forward_test_f32(const float *x, ptrdiff_t n1, ptrdiff_t n2,
-                            ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                            const double *gamma, const double *beta,
-                            const double *mean, const double *var,
-                            double eps, float *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                            int relu)
-    int bn_backward_f32(const float *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                        const float *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                        ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                        const double *mean, const double *invstd,
-                        const double *gamma, const double *beta, int relu,
-                        float *dx, ptrdiff_t ts1, ptrdiff_t ts2,
-                        double *dgamma, double *dbeta)
-    int bn_forward_train_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
-                             ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                             const double *gamma, const double *beta,
-                             double eps, double *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                             double *mean, double *invstd, double *var,
-                             int relu)
-    int bn_forward_test_f64(const double *x, ptrdiff_t n1, ptrdiff_t n2,
-                            ptrdiff_t len, ptrdiff_t xs1, ptrdiff_t xs2,
-                            const double *gamma, const double *beta,
-                            const double *mean, const double *var,
-                            double eps, double *y, ptrdiff_t ys1, ptrdiff_t ys2,
-                            int relu)
-    int bn_backward_f64(const double *dy, ptrdiff_t ds1, ptrdiff_t ds2,
-                        const double *x, ptrdiff_t xs1, ptrdiff_t xs2,
-                        ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                        const double *mean, const double *invstd,
-                        const double *gamma, const double *beta, int relu,
-                        double *dx, ptrdiff_t ts1, ptrdiff_t ts2,
-                        double *dgamma, double *dbeta)
+    ctypedef struct bnf_panel:
+        ptrdiff_t n1, n2, len
+        bnf_strides x, y, dy
 
-    int ln_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
-                       const double *gamma, const double *beta, double eps,
-                       float *y, ptrdiff_t ldy, double *mean, double *invstd)
-    int ln_backward_f32(const float *dy, ptrdiff_t lddy, const float *x,
-                        ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,
-                        const double *mean, const double *invstd,
-                        const double *gamma, float *dx, ptrdiff_t lddx,
-                        double *dgamma, double *dbeta)
-    int ln_forward_f64(const double *x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
-                       const double *gamma, const double *beta, double eps,
-                       double *y, ptrdiff_t ldy, double *mean, double *invstd)
-    int ln_backward_f64(const double *dy, ptrdiff_t lddy, const double *x,
-                        ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,
-                        const double *mean, const double *invstd,
-                        const double *gamma, double *dx, ptrdiff_t lddx,
-                        double *dgamma, double *dbeta)
+    ctypedef struct bnf_params:
+        double eps
+        int relu
+        ptrdiff_t groups
+        double count
+        const double *gamma
+        const double *beta
+        const double *mean
+        const double *invstd
+        const double *var
+        const double *sum_dy
+        const double *sum_dyxmu
 
-    int gn_forward_f32(const float *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                       ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
-                       const double *beta, double eps, float *y, ptrdiff_t ys,
-                       double *mean, double *invstd)
-    int gn_backward_f32(const float *dy, ptrdiff_t ds, const float *x,
-                        ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                        ptrdiff_t hw, const double *mean,
-                        const double *invstd, const double *gamma, float *dx,
-                        ptrdiff_t ts, double *dgamma, double *dbeta)
-    int gn_forward_f64(const double *x, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                       ptrdiff_t hw, ptrdiff_t xs, const double *gamma,
-                       const double *beta, double eps, double *y, ptrdiff_t ys,
-                       double *mean, double *invstd)
-    int gn_backward_f64(const double *dy, ptrdiff_t ds, const double *x,
-                        ptrdiff_t xs, ptrdiff_t n, ptrdiff_t c, ptrdiff_t g,
-                        ptrdiff_t hw, const double *mean,
-                        const double *invstd, const double *gamma, double *dx,
-                        ptrdiff_t ts, double *dgamma, double *dbeta)
+    ctypedef struct bnf_results:
+        double *mean
+        double *invstd
+        double *var
+        double *m2
+        double *sum_dy
+        double *sum_dyxmu
+        double *dgamma
+        double *dbeta
+
+    # one argument order: panel, params, x, dy, the output array, results
+    int bn_forward_train_f32(const bnf_panel *p, const bnf_params *q,
+                             const float *x, float *y, bnf_results *r)
+    int bn_forward_train_f64(const bnf_panel *p, const bnf_params *q,
+                             const double *x, double *y, bnf_results *r)
+    int bn_stats_f32(const bnf_panel *p, const bnf_params *q, const float *x,
+                     bnf_results *r)
+    int bn_stats_f64(const bnf_panel *p, const bnf_params *q,
+                     const double *x, bnf_results *r)
+    int bn_apply_f32(const bnf_panel *p, const bnf_params *q, const float *x,
+                     float *y)
+    int bn_apply_f64(const bnf_panel *p, const bnf_params *q,
+                     const double *x, double *y)
+    int bn_forward_test_f32(const bnf_panel *p, const bnf_params *q,
+                            const float *x, float *y)
+    int bn_forward_test_f64(const bnf_panel *p, const bnf_params *q,
+                            const double *x, double *y)
+    int bn_backward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, const float *dy, float *dx,
+                        bnf_results *r)
+    int bn_backward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, const double *dy, double *dx,
+                        bnf_results *r)
+    int bn_backward_reduce_f32(const bnf_panel *p, const bnf_params *q,
+                               const float *x, const float *dy,
+                               bnf_results *r)
+    int bn_backward_reduce_f64(const bnf_panel *p, const bnf_params *q,
+                               const double *x, const double *dy,
+                               bnf_results *r)
+    int bn_backward_apply_f32(const bnf_panel *p, const bnf_params *q,
+                              const float *x, const float *dy, float *dx,
+                              bnf_results *r)
+    int bn_backward_apply_f64(const bnf_panel *p, const bnf_params *q,
+                              const double *x, const double *dy, double *dx,
+                              bnf_results *r)
+
+    int ln_forward_f32(const bnf_panel *p, const bnf_params *q,
+                       const float *x, float *y, bnf_results *r)
+    int ln_forward_f64(const bnf_panel *p, const bnf_params *q,
+                       const double *x, double *y, bnf_results *r)
+    int ln_backward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, const float *dy, float *dx,
+                        bnf_results *r)
+    int ln_backward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, const double *dy, double *dx,
+                        bnf_results *r)
+
+    int gn_forward_f32(const bnf_panel *p, const bnf_params *q,
+                       const float *x, float *y, bnf_results *r)
+    int gn_forward_f64(const bnf_panel *p, const bnf_params *q,
+                       const double *x, double *y, bnf_results *r)
+    int gn_backward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, const float *dy, float *dx,
+                        bnf_results *r)
+    int gn_backward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, const double *dy, double *dx,
+                        bnf_results *r)
 
     void bnf_set_num_threads(int n)
     int bnf_get_num_threads()

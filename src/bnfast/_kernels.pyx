@@ -33,7 +33,7 @@ import numpy as np
 
 from libc.stddef cimport ptrdiff_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
@@ -331,6 +331,51 @@ cdef struct panel_t:
     # sizes, and strides in elements (1 for an axis of length 1: never
     # used to address memory; a single channel counts as adjacent ones)
     Py_ssize_t n1, n2, len, s1, s2, sr
+
+
+# The C API's descriptors (bnfast.h), filled on the stack for each call;
+# the fields a kernel does not read stay zero.
+
+cdef inline bnf_panel _cpanel(const panel_t *x, const panel_t *y,
+                              const panel_t *dy) noexcept nogil:
+    """The kernels' panel: x's shape, and the strides of x, the output y
+    (or dx) and dy (NULL: not taking part)."""
+    cdef bnf_panel b
+    memset(&b, 0, sizeof(b))
+    b.n1, b.n2, b.len = x.n1, x.n2, x.len
+    b.x.s1, b.x.s2 = x.s1, x.s2
+    if y != NULL:
+        b.y.s1, b.y.s2 = y.s1, y.s2
+    if dy != NULL:
+        b.dy.s1, b.dy.s2 = dy.s1, dy.s2
+    return b
+
+
+cdef inline bnf_panel _cpanel_rows(Py_ssize_t n1, Py_ssize_t n2,
+                                   Py_ssize_t len, Py_ssize_t xs,
+                                   Py_ssize_t ys, Py_ssize_t ds) noexcept nogil:
+    """The panel of layer norm (n1 rows of n2 features, len 1) and group
+    norm (n1 samples of n2 channels of len): row or sample strides xs (x),
+    ys (y or dx), ds (dy), channels len apart."""
+    cdef bnf_panel b
+    b.n1, b.n2, b.len = n1, n2, len
+    b.x.s1, b.y.s1, b.dy.s1 = xs, ys, ds
+    b.x.s2 = b.y.s2 = b.dy.s2 = len
+    return b
+
+
+cdef inline bnf_params _cparams(const double *gamma,
+                                const double *beta) noexcept nogil:
+    cdef bnf_params q
+    memset(&q, 0, sizeof(q))
+    q.gamma, q.beta = gamma, beta
+    return q
+
+
+cdef inline bnf_results _cresults() noexcept nogil:
+    cdef bnf_results r
+    memset(&r, 0, sizeof(r))
+    return r
 
 
 cdef bint _merge(cnp.ndarray a, const int *dims, int nd, Py_ssize_t *size,
@@ -856,7 +901,9 @@ cdef class BnForward:
         cdef cnp.ndarray mean = _new_doubles(self.channels)
         cdef cnp.ndarray m2 = _new_doubles(self.channels)
         cdef int rc = 0
-        cdef panel_t p = self.p
+        cdef bnf_panel bp = _cpanel(&self.p, NULL, NULL)
+        cdef bnf_params q = _cparams(NULL, NULL)
+        cdef bnf_results r = _cresults()
         cdef char *x
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
         mean[...] = 0
@@ -864,15 +911,13 @@ cdef class BnForward:
         if self.count == 0:
             return mean, m2
         x = _data(self.x)
+        r.mean = <double *>cnp.PyArray_DATA(mean)
+        r.m2 = <double *>cnp.PyArray_DATA(m2)
         with nogil:
             if f32:
-                rc = bn_stats_f32(<float *>x, p.n1, p.n2, p.len, p.s1, p.s2,
-                                  <double *>cnp.PyArray_DATA(mean),
-                                  <double *>cnp.PyArray_DATA(m2))
+                rc = bn_stats_f32(&bp, &q, <float *>x, &r)
             else:
-                rc = bn_stats_f64(<double *>x, p.n1, p.n2, p.len, p.s1, p.s2,
-                                  <double *>cnp.PyArray_DATA(mean),
-                                  <double *>cnp.PyArray_DATA(m2))
+                rc = bn_stats_f64(&bp, &q, <double *>x, &r)
         _raise(rc)
         return mean, m2
 
@@ -882,39 +927,33 @@ cdef class BnForward:
         cdef cnp.ndarray m = _stats(mean, self.channels, "mean")
         cdef cnp.ndarray s = _stats(invstd, self.channels, "invstd")
         cdef cnp.ndarray res
-        cdef panel_t p = self.p, yp
+        cdef panel_t yp
+        cdef bnf_panel bp
+        cdef bnf_params q
         cdef chans_t ch
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef const double *g
-        cdef const double *b
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
-        cdef int relu = self.relu
-        cdef const double *mp
-        cdef const double *sp
         if self.count == 0:
             if self.out is None:
                 return _empty_of(self.shape, cnp.PyArray_TYPE(self.x))
             return self.out
         res = _into(self.out, self.x, &self.o, &yp)
+        bp = _cpanel(&self.p, &yp, NULL)
         _chans_init(&ch, self.channels, 2)
         try:
-            g = _doubles(&ch, self.gflat)
-            b = _doubles(&ch, self.bflat)
+            q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
+            q.relu = self.relu
+            q.mean = <double *>cnp.PyArray_DATA(m)
+            q.invstd = <double *>cnp.PyArray_DATA(s)
             x = _data(self.x)
             y = _data(res)
-            mp = <double *>cnp.PyArray_DATA(m)
-            sp = <double *>cnp.PyArray_DATA(s)
             with nogil:
                 if f32:
-                    rc = bn_apply_f32(
-                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, mp,
-                        sp, <float *>y, yp.s1, yp.s2, relu)
+                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
                 else:
-                    rc = bn_apply_f64(
-                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, mp,
-                        sp, <double *>y, yp.s1, yp.s2, relu)
+                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -928,40 +967,35 @@ cdef class BnForward:
 
     cdef tuple _test(self):
         cdef cnp.ndarray res
-        cdef panel_t p = self.p, yp
+        cdef panel_t yp
+        cdef bnf_panel bp
+        cdef bnf_params q
         cdef chans_t ch
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef const double *g
-        cdef const double *b
-        cdef const double *rm
-        cdef const double *rv
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
-        cdef int relu = self.relu
-        cdef double eps = self.eps
         if self.count == 0:  # an empty shard in 'test' mode: nothing to do
             if self.out is None:
                 return _empty_of(self.shape, cnp.PyArray_TYPE(self.x)), None
             return self.out, None
         res = _into(self.out, self.x, &self.o, &yp)
+        bp = _cpanel(&self.p, &yp, NULL)
         _chans_init(&ch, self.channels, 4)
         try:
-            g = _doubles(&ch, self.gflat)
-            b = _doubles(&ch, self.bflat)
-            rm = _doubles(&ch, self.rmflat)
-            rv = _doubles(&ch, self.rvflat)
+            q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
+            q.mean = _doubles(&ch, self.rmflat)
+            q.var = _doubles(&ch, self.rvflat)
+            q.eps = self.eps
+            q.relu = self.relu
             x = _data(self.x)
             y = _data(res)
             with nogil:
                 if f32:
-                    rc = bn_forward_test_f32(
-                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, rm,
-                        rv, eps, <float *>y, yp.s1, yp.s2, relu)
+                    rc = bn_forward_test_f32(&bp, &q, <float *>x, <float *>y)
                 else:
-                    rc = bn_forward_test_f64(
-                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, rm,
-                        rv, eps, <double *>y, yp.s1, yp.s2, relu)
+                    rc = bn_forward_test_f64(&bp, &q, <double *>x,
+                                             <double *>y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -971,40 +1005,37 @@ cdef class BnForward:
 
     cdef tuple _train(self):
         cdef double factor = self._factor(self.count)
-        cdef panel_t p = self.p, yp
+        cdef panel_t yp
         cdef cnp.ndarray res = _into(self.out, self.x, &self.o, &yp)
         cdef cnp.ndarray mean = _new_doubles(self.channels)
         cdef cnp.ndarray invstd = _new_doubles(self.channels)
+        cdef bnf_panel bp = _cpanel(&self.p, &yp, NULL)
+        cdef bnf_params q
+        cdef bnf_results r = _cresults()
         cdef chans_t ch
         cdef int rc = 0
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
-        cdef int relu = self.relu
-        cdef double eps = self.eps
         cdef char *x = _data(self.x)
         cdef char *y = _data(res)
-        cdef const double *g
-        cdef const double *b
-        cdef double *var
-        cdef double *mp = <double *>cnp.PyArray_DATA(mean)
-        cdef double *sp = <double *>cnp.PyArray_DATA(invstd)
+        r.mean = <double *>cnp.PyArray_DATA(mean)
+        r.invstd = <double *>cnp.PyArray_DATA(invstd)
         _chans_init(&ch, self.channels, 6)
         try:
-            g = _doubles(&ch, self.gflat)
-            b = _doubles(&ch, self.bflat)
-            var = _scratch(&ch)
+            q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
+            q.eps = self.eps
+            q.relu = self.relu
+            r.var = _scratch(&ch)
             with nogil:
                 if f32:
-                    rc = bn_forward_train_f32(
-                        <float *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b, eps,
-                        <float *>y, yp.s1, yp.s2, mp, sp, var, relu)
+                    rc = bn_forward_train_f32(&bp, &q, <float *>x, <float *>y,
+                                              &r)
                 else:
-                    rc = bn_forward_train_f64(
-                        <double *>x, p.n1, p.n2, p.len, p.s1, p.s2, g, b,
-                        eps, <double *>y, yp.s1, yp.s2, mp, sp, var, relu)
+                    rc = bn_forward_train_f64(&bp, &q, <double *>x,
+                                              <double *>y, &r)
             _raise(rc)
             cache = self._cache(mean, invstd,
                                 BatchNormCache.__new__(BatchNormCache))
-            self._update(mp, var, factor, &ch)
+            self._update(r.mean, r.var, factor, &ch)
         finally:
             _chans_free(&ch)
         return _result(res, self.out, self.shape), cache
@@ -1114,46 +1145,40 @@ cdef class BnBackward:
                  double count, double *dgamma, double *dbeta) except -1:
         # dx into dx (panel tp): the fused backward, or with count_sums
         # (sum dy, sum dy * (x - mean): 2 * channels) its apply step
-        cdef panel_t p = self.xp, dp = self.dp, t = tp[0]
+        cdef bnf_panel bp = _cpanel(&self.xp, tp, &self.dp)
+        cdef bnf_params q
+        cdef bnf_results r = _cresults()
         cdef chans_t ch
         cdef int rc = 0
         cdef Py_ssize_t c = self.channels
         cdef char *x = _data(self.c.x)
         cdef char *dy = _data(self.dout)
         cdef char *y = _data(dx)
-        cdef const double *g
-        cdef const double *b
-        cdef const double *mean = <double *>cnp.PyArray_DATA(self.c.mean)
-        cdef const double *inv = <double *>cnp.PyArray_DATA(self.c.invstd)
         cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
-        cdef int relu = self.c.relu
+        r.dgamma, r.dbeta = dgamma, dbeta
         _chans_init(&ch, c, 2)
         try:
-            g = _doubles(&ch, self.c.gamma)
-            b = _doubles(&ch, self.c.beta)
+            q = _cparams(_doubles(&ch, self.c.gamma),
+                         _doubles(&ch, self.c.beta))
+            q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
+            q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
+            q.relu = self.c.relu
+            if count_sums != NULL:
+                q.count = count
+                q.sum_dy, q.sum_dyxmu = count_sums, count_sums + c
             with nogil:
                 if count_sums == NULL and f32:
-                    rc = bn_backward_f32(
-                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu,
-                        <float *>y, t.s1, t.s2, dgamma, dbeta)
+                    rc = bn_backward_f32(&bp, &q, <float *>x, <float *>dy,
+                                         <float *>y, &r)
                 elif count_sums == NULL:
-                    rc = bn_backward_f64(
-                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu,
-                        <double *>y, t.s1, t.s2, dgamma, dbeta)
+                    rc = bn_backward_f64(&bp, &q, <double *>x, <double *>dy,
+                                         <double *>y, &r)
                 elif f32:
-                    rc = bn_backward_apply_f32(
-                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu, count,
-                        count_sums, count_sums + c, <float *>y, t.s1, t.s2,
-                        dgamma, dbeta)
+                    rc = bn_backward_apply_f32(&bp, &q, <float *>x,
+                                               <float *>dy, <float *>y, &r)
                 else:
-                    rc = bn_backward_apply_f64(
-                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu, count,
-                        count_sums, count_sums + c, <double *>y, t.s1, t.s2,
-                        dgamma, dbeta)
+                    rc = bn_backward_apply_f64(&bp, &q, <double *>x,
+                                               <double *>dy, <double *>y, &r)
         finally:
             _chans_free(&ch)
         return _raise(rc)
@@ -1184,35 +1209,35 @@ cdef class BnBackward:
         cdef Py_ssize_t c = self.channels
         cdef cnp.ndarray sums = _new_doubles(2 * c)
         cdef double *s = <double *>cnp.PyArray_DATA(sums)
-        cdef panel_t p = self.xp, dp = self.dp
+        cdef bnf_panel bp
+        cdef bnf_params q
+        cdef bnf_results r = _cresults()
         cdef chans_t ch
         cdef int rc = 0
         cdef char *x
         cdef char *dy
-        cdef const double *g
-        cdef const double *b
-        cdef const double *mean = <double *>cnp.PyArray_DATA(self.c.mean)
-        cdef const double *inv = <double *>cnp.PyArray_DATA(self.c.invstd)
-        cdef int relu = self.c.relu
         cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
+        bp = _cpanel(&self.xp, NULL, &self.dp)
         x = _data(self.c.x)
         dy = _data(self.dout)
+        r.sum_dy, r.sum_dyxmu = s, s + c
         _chans_init(&ch, c, 2)
         try:
-            g = _doubles(&ch, self.c.gamma)
-            b = _doubles(&ch, self.c.beta)
+            q = _cparams(_doubles(&ch, self.c.gamma),
+                         _doubles(&ch, self.c.beta))
+            q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
+            q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
+            q.relu = self.c.relu
             with nogil:
                 if f32:
-                    rc = bn_backward_reduce_f32(
-                        <float *>dy, dp.s1, dp.s2, <float *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu, s, s + c)
+                    rc = bn_backward_reduce_f32(&bp, &q, <float *>x,
+                                                <float *>dy, &r)
                 else:
-                    rc = bn_backward_reduce_f64(
-                        <double *>dy, dp.s1, dp.s2, <double *>x, p.s1, p.s2,
-                        p.n1, p.n2, p.len, mean, inv, g, b, relu, s, s + c)
+                    rc = bn_backward_reduce_f64(&bp, &q, <double *>x,
+                                                <double *>dy, &r)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1351,11 +1376,11 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     cdef double eps
     cdef Py_ssize_t n, d, k
     cdef chans_t ch
-    cdef const double *gp
-    cdef const double *bp
+    cdef bnf_panel bp
+    cdef bnf_params q
+    cdef bnf_results r = _cresults()
     cdef char *xp
     cdef char *yp
-    cdef Py_ssize_t ldx, ldy
     cdef int rc = 0
     _check_dict(ln_param, "ln_param")
     xa = _float_array(x, "x")
@@ -1376,22 +1401,19 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     y = _into_rows(out, x2, _unit_rows)
     mean = _new_doubles(n)
     invstd = _new_doubles(n)
+    bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
+    r.mean = <double *>cnp.PyArray_DATA(mean)
+    r.invstd = <double *>cnp.PyArray_DATA(invstd)
     _chans_init(&ch, d, 2)
     try:
-        gp = _doubles(&ch, gflat)
-        bp = _doubles(&ch, bflat)
-        xp, yp, ldx, ldy = _data(x2), _data(y), _ld(x2), _ld(y)
+        q = _cparams(_doubles(&ch, gflat), _doubles(&ch, bflat))
+        q.eps = eps
+        xp, yp = _data(x2), _data(y)
         with nogil:
             if cnp.PyArray_TYPE(x2) == cnp.NPY_FLOAT:
-                rc = ln_forward_f32(<float *>xp, n, d, ldx, gp, bp, eps,
-                                    <float *>yp, ldy,
-                                    <double *>cnp.PyArray_DATA(mean),
-                                    <double *>cnp.PyArray_DATA(invstd))
+                rc = ln_forward_f32(&bp, &q, <float *>xp, <float *>yp, &r)
             else:
-                rc = ln_forward_f64(<double *>xp, n, d, ldx, gp, bp, eps,
-                                    <double *>yp, ldy,
-                                    <double *>cnp.PyArray_DATA(mean),
-                                    <double *>cnp.PyArray_DATA(invstd))
+                rc = ln_forward_f64(&bp, &q, <double *>xp, <double *>yp, &r)
     finally:
         _chans_free(&ch)
     _raise(rc)
@@ -1408,41 +1430,36 @@ def layernorm_backward(dout, cache, out=None):
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
     cdef chans_t ch
     cdef int rc = 0
-    cdef const double *gp
-    cdef double *dg
-    cdef double *db
+    cdef bnf_panel bp
+    cdef bnf_params q
+    cdef bnf_results r = _cresults()
     cdef char *dyp
     cdef char *xp
     cdef char *dxp
-    cdef Py_ssize_t lddy, ldx, lddx
     _check_cache(c, n, d)
     dy = _fit(dy, _unit_rows)
     dx = _into_rows(out, x, _unit_rows)
     dgamma = _param_grad(c)
     dbeta = _param_grad(c)
+    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
     _chans_init(&ch, d, 3)
     try:
-        gp = _doubles(&ch, c.gamma)
-        dg = _grad_buffer(dgamma, &ch)
-        db = _grad_buffer(dbeta, &ch)
+        q = _cparams(_doubles(&ch, c.gamma), NULL)
+        q.mean = <double *>cnp.PyArray_DATA(c.mean)
+        q.invstd = <double *>cnp.PyArray_DATA(c.invstd)
+        r.dgamma = _grad_buffer(dgamma, &ch)
+        r.dbeta = _grad_buffer(dbeta, &ch)
         dyp, xp, dxp = _data(dy), _data(x), _data(dx)
-        lddy, ldx, lddx = _ld(dy), _ld(x), _ld(dx)
         with nogil:
             if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = ln_backward_f32(
-                    <float *>dyp, lddy, <float *>xp, ldx, n, d,
-                    <double *>cnp.PyArray_DATA(c.mean),
-                    <double *>cnp.PyArray_DATA(c.invstd), gp, <float *>dxp,
-                    lddx, dg, db)
+                rc = ln_backward_f32(&bp, &q, <float *>xp, <float *>dyp,
+                                     <float *>dxp, &r)
             else:
-                rc = ln_backward_f64(
-                    <double *>dyp, lddy, <double *>xp, ldx, n, d,
-                    <double *>cnp.PyArray_DATA(c.mean),
-                    <double *>cnp.PyArray_DATA(c.invstd), gp, <double *>dxp,
-                    lddx, dg, db)
+                rc = ln_backward_f64(&bp, &q, <double *>xp, <double *>dyp,
+                                     <double *>dxp, &r)
         _raise(rc)
-        _grad_done(dgamma, dg, d)
-        _grad_done(dbeta, db, d)
+        _grad_done(dgamma, r.dgamma, d)
+        _grad_done(dbeta, r.dbeta, d)
     finally:
         _chans_free(&ch)
     return _result(dx, out, c.shape), dgamma, dbeta
@@ -1456,11 +1473,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     cdef Py_ssize_t n, c, hw, groups, k
     cdef chans_t ch
     cdef int rc = 0
-    cdef const double *gp
-    cdef const double *bp
+    cdef bnf_panel bp
+    cdef bnf_params q
+    cdef bnf_results r = _cresults()
     cdef char *xp
     cdef char *yp
-    cdef Py_ssize_t xs, ys
     _check_dict(gn_param, "gn_param")
     xa = _float_array(x, "x")
     _channel_axis(xa, 1, False)
@@ -1488,24 +1505,23 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     y = _into_rows(out, x3, _samples)
     mean = _new_doubles(n * groups)
     invstd = _new_doubles(n * groups)
+    bp = _cpanel_rows(
+        n, c, hw,
+        _elems(n, cnp.PyArray_STRIDE(x3, 0), cnp.PyArray_ITEMSIZE(x3)),
+        _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y)), 0)
+    r.mean = <double *>cnp.PyArray_DATA(mean)
+    r.invstd = <double *>cnp.PyArray_DATA(invstd)
     _chans_init(&ch, c, 2)
     try:
-        gp = _doubles(&ch, gflat)
-        bp = _doubles(&ch, bflat)
+        q = _cparams(_doubles(&ch, gflat), _doubles(&ch, bflat))
+        q.groups = groups
+        q.eps = eps
         xp, yp = _data(x3), _data(y)
-        xs = _elems(n, cnp.PyArray_STRIDE(x3, 0), cnp.PyArray_ITEMSIZE(x3))
-        ys = _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y))
         with nogil:
             if cnp.PyArray_TYPE(x3) == cnp.NPY_FLOAT:
-                rc = gn_forward_f32(<float *>xp, n, c, groups, hw, xs, gp, bp,
-                                    eps, <float *>yp, ys,
-                                    <double *>cnp.PyArray_DATA(mean),
-                                    <double *>cnp.PyArray_DATA(invstd))
+                rc = gn_forward_f32(&bp, &q, <float *>xp, <float *>yp, &r)
             else:
-                rc = gn_forward_f64(<double *>xp, n, c, groups, hw, xs, gp,
-                                    bp, eps, <double *>yp, ys,
-                                    <double *>cnp.PyArray_DATA(mean),
-                                    <double *>cnp.PyArray_DATA(invstd))
+                rc = gn_forward_f64(&bp, &q, <double *>xp, <double *>yp, &r)
     finally:
         _chans_free(&ch)
     _raise(rc)
@@ -1524,13 +1540,13 @@ def spatial_groupnorm_backward(dout, cache, out=None):
     cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
     cdef chans_t ch
     cdef int rc = 0
-    cdef const double *gp
-    cdef double *dg
-    cdef double *db
+    cdef bnf_panel bp
+    cdef bnf_params q
+    cdef bnf_results r = _cresults()
     cdef char *dyp
     cdef char *xp
     cdef char *dxp
-    cdef Py_ssize_t ds, xs, ts, item = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     if groups < 1 or c % groups:
         raise ValueError("cache: groups does not divide the channels")
     _check_cache(gc, n * groups, c)
@@ -1538,31 +1554,28 @@ def spatial_groupnorm_backward(dout, cache, out=None):
     dx = _into_rows(out, x, _samples)
     dgamma = _param_grad(gc)
     dbeta = _param_grad(gc)
+    bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),
+                      _elems(n, cnp.PyArray_STRIDE(dx, 0), item),
+                      _elems(n, cnp.PyArray_STRIDE(dy, 0), item))
     _chans_init(&ch, c, 3)
     try:
-        gp = _doubles(&ch, gc.gamma)
-        dg = _grad_buffer(dgamma, &ch)
-        db = _grad_buffer(dbeta, &ch)
+        q = _cparams(_doubles(&ch, gc.gamma), NULL)
+        q.groups = groups
+        q.mean = <double *>cnp.PyArray_DATA(gc.mean)
+        q.invstd = <double *>cnp.PyArray_DATA(gc.invstd)
+        r.dgamma = _grad_buffer(dgamma, &ch)
+        r.dbeta = _grad_buffer(dbeta, &ch)
         dyp, xp, dxp = _data(dy), _data(x), _data(dx)
-        ds = _elems(n, cnp.PyArray_STRIDE(dy, 0), item)
-        xs = _elems(n, cnp.PyArray_STRIDE(x, 0), item)
-        ts = _elems(n, cnp.PyArray_STRIDE(dx, 0), item)
         with nogil:
             if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = gn_backward_f32(
-                    <float *>dyp, ds, <float *>xp, xs, n, c, groups, hw,
-                    <double *>cnp.PyArray_DATA(gc.mean),
-                    <double *>cnp.PyArray_DATA(gc.invstd), gp, <float *>dxp,
-                    ts, dg, db)
+                rc = gn_backward_f32(&bp, &q, <float *>xp, <float *>dyp,
+                                     <float *>dxp, &r)
             else:
-                rc = gn_backward_f64(
-                    <double *>dyp, ds, <double *>xp, xs, n, c, groups, hw,
-                    <double *>cnp.PyArray_DATA(gc.mean),
-                    <double *>cnp.PyArray_DATA(gc.invstd), gp,
-                    <double *>dxp, ts, dg, db)
+                rc = gn_backward_f64(&bp, &q, <double *>xp, <double *>dyp,
+                                     <double *>dxp, &r)
         _raise(rc)
-        _grad_done(dgamma, dg, c)
-        _grad_done(dbeta, db, c)
+        _grad_done(dgamma, r.dgamma, c)
+        _grad_done(dbeta, r.dbeta, c)
     finally:
         _chans_free(&ch)
     return _result(dx, out, gc.shape), dgamma, dbeta
