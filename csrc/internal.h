@@ -57,15 +57,6 @@
 #endif
 #define BNF_PARALLEL_MIN 32768
 
-/* A parallel for over the threads t = 0 .. T-1 (nothing without OpenMP). */
-#if BNF_HAVE_OPENMP
-#define BNF_STR_(x) #x
-#define BNF_PARALLEL_FOR(T)                                                   \
-    _Pragma(BNF_STR_(omp parallel for num_threads(T) schedule(static)))
-#else
-#define BNF_PARALLEL_FOR(T)
-#endif
-
 /* Threads to use for a job of `work` elements (threads.c). */
 int bnf_threads_for(ptrdiff_t work);
 
