@@ -1,7 +1,7 @@
 /* Template body of the batch norm entry points on a panel (bnfast.h);
    included by batchnorm.c once per dtype through instantiate.h (T the data
    type, C the compute type, NAME(f) the name).  These compose the kernels
-   of stats.c, normalize.c and runs.c and do the O(n2) per-channel
+   of rows.c and runs.c and do the O(n2) per-channel
    arithmetic in double. */
 
 /* One call on (part of) a panel: its data, coefficients and per-channel

@@ -1,11 +1,11 @@
-/* Apply passes (scale/shift) and the backward reduce and apply passes, for
-   float32 and float64. */
+/* The across-rows kernels (statistics, apply, backward reduce and apply)
+   for float32 and float64, and the SIMD level report. */
 #include <stdlib.h>
 
 #include "bnfast.h"
 #include "internal.h"
 
-#define BNF_TEMPLATE "normalize_tmpl.h"
+#define BNF_TEMPLATE "rows_tmpl.h"
 #include "instantiate.h"
 
 const char *bnf_simd_level(void)
