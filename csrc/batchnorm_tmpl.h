@@ -126,7 +126,8 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
                         int merge)
 {
     const bnf_panel *p = &k->p;
-    int nt = bnf_threads_for(p->n1 * p->n2 * p->len);
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
+                             (ptrdiff_t)sizeof(T));
     NAME(split) s = {k, one};
     int rows = p->len == 1 && p->x.s2 == 1;
     if (nt > 1 && (rows ? p->n2 >= 16 * nt : p->n2 >= nt)) {
@@ -147,7 +148,8 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
 static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
 {
     const bnf_panel *p = &k->p;
-    int nt = bnf_threads_for(p->n1 * p->n2 * p->len);
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
+                             (ptrdiff_t)sizeof(T));
     NAME(split) s = {k, one};
     if (nt > 1 && p->n1 >= nt) {
         bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),

@@ -151,6 +151,10 @@ BNF_DECLARE(double, f64)
    elements always run on one thread). */
 void bnf_set_num_threads(int n);
 int bnf_get_num_threads(void);
+/* Jobs over fewer bytes than this run on one thread (default 1 MiB; a
+   setting for tests and measurements). */
+void bnf_set_parallel_min(ptrdiff_t bytes);
+ptrdiff_t bnf_get_parallel_min(void);
 int bnf_have_openmp(void);
 
 /* The SIMD level the dispatching kernels run at on this CPU, as a string

@@ -73,7 +73,7 @@ int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
                      T *y, bnf_results *r)
 {
     ptrdiff_t n = p->n1, c = p->n2;
-    int nt = bnf_threads_for(n * c * p->len);
+    int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
     if (nt > n)
         nt = (int)n;
     NAME(gn_job) j = {p, q, x, NULL, y, r};
@@ -166,7 +166,7 @@ int NAME(gn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
                       const T *dy, T *dx, bnf_results *r)
 {
     ptrdiff_t n = p->n1, c = p->n2;
-    int nt = bnf_threads_for(n * c * p->len);
+    int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
     if (nt > n)
         nt = (int)n;
     NAME(gn_job) j = {p, q, x, dy, dx, r};

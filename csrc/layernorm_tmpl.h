@@ -157,7 +157,7 @@ int NAME(ln_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
     C *par = NAME(ln_params)(d, q->gamma, q->beta);
     if (par == NULL)
         return BNF_ENOMEM;
-    int nt = bnf_threads_for(n * d);
+    int nt = bnf_threads_for(n * d * (ptrdiff_t)sizeof(T));
     if (nt > n)
         nt = (int)n;
     NAME(ln_job) j = {p, q, x, NULL, y, r, par};
@@ -187,7 +187,7 @@ int NAME(ln_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
                       const T *dy, T *dx, bnf_results *r)
 {
     ptrdiff_t n = p->n1, d = p->n2;
-    int nt = bnf_threads_for(n * d);
+    int nt = bnf_threads_for(n * d * (ptrdiff_t)sizeof(T));
     if (nt > n)
         nt = (int)n;
     C *par = NAME(ln_params)(d, q->gamma, NULL);

@@ -22,12 +22,22 @@ int bnf_get_num_threads(void)
 
 int bnf_have_openmp(void) { return BNF_HAVE_OPENMP; }
 
-int bnf_threads_for(ptrdiff_t work)
+static ptrdiff_t bnf_parallel_min = BNF_PARALLEL_MIN;
+
+void bnf_set_parallel_min(ptrdiff_t bytes)
+{
+    bnf_parallel_min = bytes < 2 ? 2 : bytes;
+}
+
+ptrdiff_t bnf_get_parallel_min(void) { return bnf_parallel_min; }
+
+int bnf_threads_for(ptrdiff_t bytes)
 {
     int t = bnf_get_num_threads();
-    if (t <= 1 || work < BNF_PARALLEL_MIN)
+    ptrdiff_t min = bnf_parallel_min;
+    if (t <= 1 || bytes < min)
         return 1;
-    ptrdiff_t most = work / (BNF_PARALLEL_MIN / 2);
+    ptrdiff_t most = bytes / (min / 2);
     return most < t ? (int)most : t;
 }
 

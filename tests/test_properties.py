@@ -29,6 +29,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from hypothesis import (HealthCheck, currently_in_test_context, event, given,
                         settings)
 from hypothesis import strategies as st
@@ -51,10 +52,22 @@ settings.register_profile("long", max_examples=2000, deadline=None,
 settings.load_profile(os.environ.get("BNFAST_HYPOTHESIS", "ci"))
 
 DTYPES = (np.float32, np.float64)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def threaded_from_64kib():
+    # the threaded kernels from 64 KiB (by default from 1 MiB), so that the
+    # drawn shapes past 32768 elements reach them
+    least = bnfast._kernels._get_parallel_min()
+    bnfast._kernels._set_parallel_min(64 * 1024)
+    yield
+    bnfast._kernels._set_parallel_min(least)
+
+
 # Long axes: past BNF_SUM_ROWS (128) rows, the column tile (2048), the run
 # block (4096), 128 * 128 rows (the third level of the row sums); with the
-# rest of the shape, past BNF_PARALLEL_MIN (32768 elements, the threaded
-# kernels) when the rest allows.
+# rest of the shape, past 32768 elements (the threaded kernels, with the
+# threshold this module lowers to 64 KiB) when the rest allows.
 LONG_SIDES = (127, 128, 129, 257, 2049, 4097, 16385)
 MAX_SIZE = 40_000
 
@@ -117,7 +130,7 @@ def lay_out(a, dtype, layout):
 @st.composite
 def shapes(draw, min_dims, max_dims, channels=None):
     """Small shapes; now and then one axis long (one of LONG_SIDES) or long
-    enough for the threaded kernels (at least BNF_PARALLEL_MIN elements);
+    enough for the threaded kernels (at least 32768 elements: 64 KiB and more here);
     at most MAX_SIZE elements.  ``channels``: a strategy for shape[1]."""
     shape = list(draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims,
                                        min_side=1, max_side=6)))

@@ -20,7 +20,12 @@ RNG = np.random.default_rng(50)
 @pytest.fixture(autouse=True)
 def restore_threads():
     n = bnfast.get_num_threads()
+    # the threaded kernels on small arrays: jobs of 64 KiB and more are
+    # split (by default 1 MiB, where two threads start to pay)
+    least = bnfast._kernels._get_parallel_min()
+    bnfast._kernels._set_parallel_min(64 * 1024)
     yield
+    bnfast._kernels._set_parallel_min(least)
     bnfast.set_num_threads(n)
 
 
@@ -85,6 +90,23 @@ def test_thread_count_changes_results_only_by_rounding(name, op, x, axis,
                 rtol = 1e-5 if dtype == np.float32 else 1e-12
                 np.testing.assert_allclose(p, s, rtol=rtol, atol=rtol,
                                            err_msg=label)
+
+
+def test_small_jobs_stay_on_one_thread_by_default():
+    # results bitwise those of one thread below the default 1 MiB: the
+    # rows-split statistics merge partials, so a split would show
+    bnfast._kernels._set_parallel_min(1 << 20)
+    x = RNG.standard_normal((2000, 8)) + 3   # 128 KB, rows split if threaded
+    bnfast.set_num_threads(1)
+    serial = bn(x, 1)
+    bnfast.set_num_threads(2)
+    for s, p in zip(serial, bn(x, 1)):
+        np.testing.assert_array_equal(p, s)
+    big = RNG.standard_normal((40000, 8)) + 3   # 2.5 MB: split
+    bnfast.set_num_threads(1)
+    serial = bn(big, 1)
+    bnfast.set_num_threads(2)
+    assert not all(np.array_equal(p, s) for p, s in zip(bn(big, 1), serial))
 
 
 def test_set_num_threads_validates():

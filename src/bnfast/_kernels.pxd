@@ -97,6 +97,8 @@ cdef extern from "bnfast.h" nogil:
 
     void bnf_set_num_threads(int n)
     int bnf_get_num_threads()
+    void bnf_set_parallel_min(ptrdiff_t nbytes)
+    ptrdiff_t bnf_get_parallel_min()
     int bnf_have_openmp()
     const char *bnf_simd_level()
 

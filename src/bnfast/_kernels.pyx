@@ -68,6 +68,17 @@ def get_num_threads():
     return bnf_get_num_threads()
 
 
+def _set_parallel_min(Py_ssize_t nbytes):
+    """Jobs over fewer bytes than this run on one thread (default 1 MiB).
+    Private: for tests that exercise the threaded kernels on small arrays,
+    and for measurements."""
+    bnf_set_parallel_min(nbytes)
+
+
+def _get_parallel_min():
+    return bnf_get_parallel_min()
+
+
 def have_openmp():
     return bool(bnf_have_openmp())
 
