@@ -8,6 +8,23 @@
    NAME(bnf_coefs) of C arrays (internal.h).  The inner loops run along the
    row, across columns, and vectorize. */
 
+/* Rows of at least this many bytes are taken several at a time by the
+   apply passes and the backward reduce, so that each column's
+   coefficients and accumulators are loaded once for them: with wide rows the coefficient arrays (3 to 6 of them, of c
+   values each) no longer fit in L1 beside the rows and would be read from
+   L2 for every element (measured on a Zen 3: the float64 apply of
+   256x1024 at 2.6 copies' time).  Narrow rows one at a time: four of them
+   write four streams within one page, which the hardware prefetchers
+   follow badly (measured: 2x slower on float64 channels-last, 64
+   channels), and their coefficients stay in L1 anyway. */
+#define BNF_WIDE_ROW 4096
+/* The statistics take four rows at a time when they are wide, and always
+   in float32: measured (interleaved A/B, Zen 3), single rows were 0.75-
+   0.85x on wide rows of both dtypes and on float32 channels-last (64
+   channels), but 1.2-1.4x on float64 channels-last (64 channels). */
+#define BNF_STATS_ROWS4(tile) (HILO || (tile) * (ptrdiff_t)sizeof(T) >= \
+                               BNF_WIDE_ROW)
+
 /*
  * Per-column mean and M2 of an (m, c) row-major panel, in one pass over
  * memory.
@@ -55,6 +72,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     C *restrict fs = cen + t1;              /* C sums of d, d*d */
     C *restrict fq = fs + t1;
 
+    int four = BNF_STATS_ROWS4(tile);
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         ptrdiff_t rb = bnf_block_rows(tc, sizeof(T));
@@ -118,7 +136,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                     ptrdiff_t f1 = bnf_min(f0 + BNF_FLUSH, g1);
                     for (ptrdiff_t j = 0; j < tc; j++)
                         fs[j] = fq[j] = 0;
-                    for (i = f0; i + 4 <= f1; i += 4) {
+                    for (i = f0; four && i + 4 <= f1; i += 4) {
                         const T *restrict x0 = xb + i * ldx;
                         const T *restrict x1 = x0 + ldx;
                         const T *restrict x2 = x1 + ldx;
@@ -193,16 +211,6 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     return BNF_OK;
 }
 
-/* Rows of at least this many bytes are taken four at a time by the
-   apply passes, so that each column's coefficients are loaded once for
-   four rows: with wide rows the coefficient arrays (3 to 6 of them, of c
-   values each) no longer fit in L1 beside the rows and would be read from
-   L2 for every element (measured on a Zen 3: the float64 apply of
-   256x1024 at 2.6 copies' time).  Narrow rows one at a time: four of them
-   write four streams within one page, which the hardware prefetchers
-   follow badly (measured: 2x slower on float64 channels-last, 64
-   channels), and their coefficients stay in L1 anyway. */
-#define BNF_WIDE_ROW 4096
 
 /* One output element of the apply: (x - mh) * a + b in C (b = beta -
    ml * a: the low part of the mean folded into the shift, exact to the
@@ -443,3 +451,4 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
 #undef BNF_BWD1
 #undef BNF_BWDR1
 #undef BNF_WIDE_ROW
+#undef BNF_STATS_ROWS4
