@@ -6,6 +6,7 @@ Run from the repository root, with bnfast installed:
     python benchmarks/bench.py --quick         # small sizes, 3 repeats (CI)
     python benchmarks/bench.py --json out.json --repeat 11
     python benchmarks/bench.py --sweep --json benchmarks/results/sweep.json
+    python benchmarks/bench.py --median-of run1.json run2.json run3.json
     python benchmarks/plot.py benchmarks/results/sweep.json   # the plot
     python benchmarks/bench.py --torch-entry   # PyTorch's entry points
 
@@ -1225,6 +1226,32 @@ def targets_section(result):
                      t.get("misses", []) else "  miss"))
 
 
+def median_targets(paths):
+    """Print issue 11's targets on the per-row medians of several sweep
+    runs: each implementation's time (and the fresh-output cost) is the
+    median of the runs' medians; the accuracy row is the first run's."""
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            runs.append(json.load(f))
+    key = lambda r: (r["family"], r["op"], r["dtype"], tuple(r["shape"]),
+                     r.get("groups"))
+    merged = []
+    for rec in runs[0]["timing"]:
+        same = [r for run in runs for r in run["timing"]
+                if key(r) == key(rec)]
+        m = dict(rec)
+        m["median_s"] = {impl: statistics.median(
+            r["median_s"][impl] for r in same if r["median_s"].get(impl))
+            for impl, v in rec["median_s"].items() if v}
+        m["fresh_copy_in_copies"] = statistics.median(
+            r["fresh_copy_in_copies"] for r in same)
+        merged.append(m)
+    print(f"medians over {len(runs)} runs: {', '.join(paths)}")
+    targets_section(targets(merged, runs[0].get("accuracy")))
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 def caches():
@@ -1287,6 +1314,11 @@ def main(argv=None):
     mode.add_argument("--sweep", action="store_true",
                       help="every family over sizes from tiny to larger "
                            "than cache (for benchmarks/plot.py)")
+    mode.add_argument("--median-of", nargs="+", metavar="JSON",
+                      help="no measurement: issue 11's targets on the "
+                           "per-row medians of several --sweep --json runs "
+                           "(the issue judges each ratio by its median over "
+                           "3 runs)")
     mode.add_argument("--torch-entry", action="store_true",
                       help="only time PyTorch's entry points for each op "
                            "(torch.native_batch_norm, torch.ops.aten..., "
@@ -1299,6 +1331,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for bnfast and PyTorch alike (default 1)")
     args = ap.parse_args(argv)
+    if args.median_of:
+        return median_targets(args.median_of)
     repeat = args.repeat or (3 if args.quick else 31 if args.torch_entry
                              else 7)
     target = 0.005 if args.quick else 0.020
