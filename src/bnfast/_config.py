@@ -21,7 +21,9 @@ def _usable_cores():
 def set_num_threads(n):
     """Set the number of threads the kernels use for large inputs.
 
-    Inputs of fewer than about 32768 elements always run on one thread.
+    Jobs over less than 1 MiB of data always run on one thread (two
+    threads pay from there on), larger ones on at most one thread per
+    512 KiB.
     Without OpenMP (see :func:`show_config`) the kernels run on one thread
     whatever is set.  The default is ``BNFAST_NUM_THREADS`` when set, else
     the cores this process may run on.
