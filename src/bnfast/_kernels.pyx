@@ -1433,29 +1433,33 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     return _result(y, out, shape), cache
 
 
-def layernorm_backward(dout, cache, out=None):
-    cdef cnp.ndarray dy = _dout(dout, cache, LayerNormCache,
-                                "bnfast.layernorm_forward", out)
-    cdef LayerNormCache c = <LayerNormCache>cache
-    cdef cnp.ndarray x = c.x, dx, dgamma, dbeta
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+ctypedef int (*bwd_f32_t)(const bnf_panel *, const bnf_params *,
+                          const float *, const float *, float *,
+                          bnf_results *) noexcept nogil
+ctypedef int (*bwd_f64_t)(const bnf_panel *, const bnf_params *,
+                          const double *, const double *, double *,
+                          bnf_results *) noexcept nogil
+
+
+cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
+                                cnp.ndarray dx, bnf_panel *bp,
+                                Py_ssize_t nparams, Py_ssize_t groups,
+                                bwd_f32_t f32, bwd_f64_t f64, out):
+    """The layer and group norm backward on their panel bp: the kernel of
+    x's dtype with the cache's gamma and statistics, dgamma and dbeta in
+    gamma's dtype and shape, dx in the caller's shape."""
+    cdef cnp.ndarray dgamma = _param_grad(c), dbeta = _param_grad(c)
     cdef chans_t ch
     cdef int rc = 0
-    cdef bnf_panel bp
     cdef bnf_params q
     cdef bnf_results r = _cresults()
     cdef char *dyp
     cdef char *xp
     cdef char *dxp
-    _check_cache(c, n, d)
-    dy = _fit(dy, _unit_rows)
-    dx = _into_rows(out, x, _unit_rows)
-    dgamma = _param_grad(c)
-    dbeta = _param_grad(c)
-    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
-    _chans_init(&ch, d, 3)
+    _chans_init(&ch, nparams, 3)
     try:
         q = _cparams(_doubles(&ch, c.gamma), NULL)
+        q.groups = groups
         q.mean = <double *>cnp.PyArray_DATA(c.mean)
         q.invstd = <double *>cnp.PyArray_DATA(c.invstd)
         r.dgamma = _grad_buffer(dgamma, &ch)
@@ -1463,18 +1467,32 @@ def layernorm_backward(dout, cache, out=None):
         dyp, xp, dxp = _data(dy), _data(x), _data(dx)
         with nogil:
             if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = ln_backward_f32(&bp, &q, <float *>xp, <float *>dyp,
-                                     <float *>dxp, &r)
+                rc = f32(bp, &q, <float *>xp, <float *>dyp, <float *>dxp,
+                         &r)
             else:
-                rc = ln_backward_f64(&bp, &q, <double *>xp, <double *>dyp,
-                                     <double *>dxp, &r)
+                rc = f64(bp, &q, <double *>xp, <double *>dyp,
+                         <double *>dxp, &r)
         _raise(rc)
-        _grad_done(dgamma, r.dgamma, d)
-        _grad_done(dbeta, r.dbeta, d)
+        _grad_done(dgamma, r.dgamma, nparams)
+        _grad_done(dbeta, r.dbeta, nparams)
     finally:
         _chans_free(&ch)
     return _result(dx, out, c.shape), dgamma, dbeta
 
+
+def layernorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, LayerNormCache,
+                                "bnfast.layernorm_forward", out)
+    cdef LayerNormCache c = <LayerNormCache>cache
+    cdef cnp.ndarray x = c.x, dx
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+    cdef bnf_panel bp
+    _check_cache(c, n, d)
+    dy = _fit(dy, _unit_rows)
+    dx = _into_rows(out, x, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
+    return _per_sample_backward(c, x, dy, dx, &bp, d, 0, ln_backward_f32,
+                                ln_backward_f64, out)
 
 # ---------------------------------------------------------- group norm
 
@@ -1546,51 +1564,21 @@ def spatial_groupnorm_backward(dout, cache, out=None):
     cdef cnp.ndarray dy = _dout(dout, cache, GroupNormCache,
                                 "bnfast.spatial_groupnorm_forward", out)
     cdef GroupNormCache gc = <GroupNormCache>cache
-    cdef cnp.ndarray x = gc.x, dx, dgamma, dbeta
+    cdef cnp.ndarray x = gc.x, dx
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
     cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
-    cdef chans_t ch
-    cdef int rc = 0
-    cdef bnf_panel bp
-    cdef bnf_params q
-    cdef bnf_results r = _cresults()
-    cdef char *dyp
-    cdef char *xp
-    cdef char *dxp
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef bnf_panel bp
     if groups < 1 or c % groups:
         raise ValueError("cache: groups does not divide the channels")
     _check_cache(gc, n * groups, c)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
-    dgamma = _param_grad(gc)
-    dbeta = _param_grad(gc)
     bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),
                       _elems(n, cnp.PyArray_STRIDE(dx, 0), item),
                       _elems(n, cnp.PyArray_STRIDE(dy, 0), item))
-    _chans_init(&ch, c, 3)
-    try:
-        q = _cparams(_doubles(&ch, gc.gamma), NULL)
-        q.groups = groups
-        q.mean = <double *>cnp.PyArray_DATA(gc.mean)
-        q.invstd = <double *>cnp.PyArray_DATA(gc.invstd)
-        r.dgamma = _grad_buffer(dgamma, &ch)
-        r.dbeta = _grad_buffer(dbeta, &ch)
-        dyp, xp, dxp = _data(dy), _data(x), _data(dx)
-        with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = gn_backward_f32(&bp, &q, <float *>xp, <float *>dyp,
-                                     <float *>dxp, &r)
-            else:
-                rc = gn_backward_f64(&bp, &q, <double *>xp, <double *>dyp,
-                                     <double *>dxp, &r)
-        _raise(rc)
-        _grad_done(dgamma, r.dgamma, c)
-        _grad_done(dbeta, r.dbeta, c)
-    finally:
-        _chans_free(&ch)
-    return _result(dx, out, gc.shape), dgamma, dbeta
-
+    return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
+                                gn_backward_f32, gn_backward_f64, out)
 
 
 # ---------------------------------------------------------------- benchmark
