@@ -1382,17 +1382,51 @@ cdef cnp.ndarray _into_rows(object out, cnp.ndarray x, fits_t fits):
                              cnp.PyArray_TYPE(x), 0)
 
 
-def layernorm_forward(x, gamma, beta, ln_param, out=None):
-    cdef cnp.ndarray xa, x2, g, gflat, bflat, y, mean, invstd
-    cdef double eps
-    cdef Py_ssize_t n, d, k
+ctypedef int (*fwd_f32_t)(const bnf_panel *, const bnf_params *,
+                          const float *, float *, bnf_results *) noexcept nogil
+ctypedef int (*fwd_f64_t)(const bnf_panel *, const bnf_params *,
+                          const double *, double *, bnf_results *) noexcept nogil
+
+
+cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
+                               cnp.ndarray gflat, cnp.ndarray bflat,
+                               Py_ssize_t nparams, Py_ssize_t nstats,
+                               Py_ssize_t groups, double eps, fwd_f32_t f32,
+                               fwd_f64_t f64):
+    """The layer and group norm forward on their panel bp: the kernel of
+    x's dtype into y; returns the nstats per-sample (or per-group) means
+    and 1/std."""
+    cdef cnp.ndarray mean = _new_doubles(nstats), invstd = _new_doubles(nstats)
     cdef chans_t ch
-    cdef bnf_panel bp
+    cdef int rc = 0
     cdef bnf_params q
     cdef bnf_results r = _cresults()
     cdef char *xp
     cdef char *yp
-    cdef int rc = 0
+    r.mean = <double *>cnp.PyArray_DATA(mean)
+    r.invstd = <double *>cnp.PyArray_DATA(invstd)
+    _chans_init(&ch, nparams, 2)
+    try:
+        q = _cparams(_doubles(&ch, gflat), _doubles(&ch, bflat))
+        q.groups = groups
+        q.eps = eps
+        xp, yp = _data(x), _data(y)
+        with nogil:
+            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
+                rc = f32(bp, &q, <float *>xp, <float *>yp, &r)
+            else:
+                rc = f64(bp, &q, <double *>xp, <double *>yp, &r)
+    finally:
+        _chans_free(&ch)
+    _raise(rc)
+    return mean, invstd
+
+
+def layernorm_forward(x, gamma, beta, ln_param, out=None):
+    cdef cnp.ndarray xa, x2, g, gflat, bflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, d, k
+    cdef bnf_panel bp
     _check_dict(ln_param, "ln_param")
     xa = _float_array(x, "x")
     _check_batch(xa, "x", False)
@@ -1410,24 +1444,9 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
         _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
     x2 = _fit(x2, _unit_rows)
     y = _into_rows(out, x2, _unit_rows)
-    mean = _new_doubles(n)
-    invstd = _new_doubles(n)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
-    r.mean = <double *>cnp.PyArray_DATA(mean)
-    r.invstd = <double *>cnp.PyArray_DATA(invstd)
-    _chans_init(&ch, d, 2)
-    try:
-        q = _cparams(_doubles(&ch, gflat), _doubles(&ch, bflat))
-        q.eps = eps
-        xp, yp = _data(x2), _data(y)
-        with nogil:
-            if cnp.PyArray_TYPE(x2) == cnp.NPY_FLOAT:
-                rc = ln_forward_f32(&bp, &q, <float *>xp, <float *>yp, &r)
-            else:
-                rc = ln_forward_f64(&bp, &q, <double *>xp, <double *>yp, &r)
-    finally:
-        _chans_free(&ch)
-    _raise(rc)
+    mean, invstd = _per_sample_forward(x2, y, &bp, gflat, bflat, d, n, 0,
+                                       eps, ln_forward_f32, ln_forward_f64)
     cdef LayerNormCache cache = LayerNormCache.__new__(LayerNormCache)
     _fill(cache, x2, g, gflat, mean, invstd, shape)
     return _result(y, out, shape), cache
@@ -1500,13 +1519,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     cdef cnp.ndarray xa, x3, g, gflat, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, c, hw, groups, k
-    cdef chans_t ch
-    cdef int rc = 0
     cdef bnf_panel bp
-    cdef bnf_params q
-    cdef bnf_results r = _cresults()
-    cdef char *xp
-    cdef char *yp
     _check_dict(gn_param, "gn_param")
     xa = _float_array(x, "x")
     _channel_axis(xa, 1, False)
@@ -1532,28 +1545,13 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         x3 = xa.reshape(n, c, hw)
     x3 = _fit(x3, _samples)
     y = _into_rows(out, x3, _samples)
-    mean = _new_doubles(n * groups)
-    invstd = _new_doubles(n * groups)
     bp = _cpanel_rows(
         n, c, hw,
         _elems(n, cnp.PyArray_STRIDE(x3, 0), cnp.PyArray_ITEMSIZE(x3)),
         _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y)), 0)
-    r.mean = <double *>cnp.PyArray_DATA(mean)
-    r.invstd = <double *>cnp.PyArray_DATA(invstd)
-    _chans_init(&ch, c, 2)
-    try:
-        q = _cparams(_doubles(&ch, gflat), _doubles(&ch, bflat))
-        q.groups = groups
-        q.eps = eps
-        xp, yp = _data(x3), _data(y)
-        with nogil:
-            if cnp.PyArray_TYPE(x3) == cnp.NPY_FLOAT:
-                rc = gn_forward_f32(&bp, &q, <float *>xp, <float *>yp, &r)
-            else:
-                rc = gn_forward_f64(&bp, &q, <double *>xp, <double *>yp, &r)
-    finally:
-        _chans_free(&ch)
-    _raise(rc)
+    mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
+                                       n * groups, groups, eps,
+                                       gn_forward_f32, gn_forward_f64)
     cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
     _fill(cache, x3, g, gflat, mean, invstd, shape)
     cache.groups = groups
