@@ -1,5 +1,8 @@
 """The stateful layers: against the functional API, state, modes, state
 dicts, folding, errors; and step by step against PyTorch when installed."""
+import copy
+import warnings
+
 import numpy as np
 import pytest
 
@@ -348,3 +351,120 @@ def test_from_torch_and_torch_state_dicts():
                        "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
                        "got Linear"):
         bnfast.from_torch(torch.nn.Linear(2, 2))
+
+
+# -- issue 12 item 8: constructor checks and repr ----------------------------
+
+@pytest.mark.parametrize("make,exc,message", [
+    (lambda: bnfast.LayerNorm(4.5), TypeError,
+     "normalized_shape must be an int or a sequence of ints, got float"),
+    (lambda: bnfast.LayerNorm("4"), TypeError,
+     "normalized_shape must be an int or a sequence of ints, got str"),
+    (lambda: bnfast.LayerNorm((4, 2.0)), TypeError,
+     "normalized_shape must be an int or a sequence of ints, got (4, 2.0)"),
+    (lambda: bnfast.LayerNorm(np.array(4.0)), TypeError,
+     "normalized_shape must be an int or a sequence of ints, got array"),
+    (lambda: bnfast.LayerNorm((4, 0)), ValueError,
+     "normalized_shape must be positive ints, got (4, 0)"),
+    (lambda: bnfast.LayerNorm(()), ValueError,
+     "normalized_shape must not be empty"),
+    (lambda: bnfast.LayerNorm(4, eps=None), TypeError,
+     "eps must be a real number, got NoneType"),
+    (lambda: bnfast.LayerNorm(4, elementwise_affine="yes"), TypeError,
+     "elementwise_affine must be a bool, got str"),
+    (lambda: bnfast.BatchNorm(3.0), TypeError,
+     "num_features must be an int, got float"),
+    (lambda: bnfast.BatchNorm(True), TypeError,
+     "num_features must be an int, got bool"),
+    (lambda: bnfast.BatchNorm(3, eps=-1e-5), ValueError,
+     "eps must be a finite number >= 0, got -1e-05"),
+    (lambda: bnfast.BatchNorm(3, eps=float("nan")), ValueError,
+     "eps must be a finite number >= 0, got nan"),
+    (lambda: bnfast.BatchNorm(3, eps=float("inf")), ValueError,
+     "eps must be a finite number >= 0, got inf"),
+    (lambda: bnfast.BatchNorm(3, eps="1e-5"), TypeError,
+     "eps must be a real number, got str"),
+    (lambda: bnfast.BatchNorm(3, momentum="0.9"), TypeError,
+     "momentum must be a real number in [0, 1] or None, got str"),
+    (lambda: bnfast.BatchNorm(3, momentum=True), TypeError,
+     "momentum must be a real number in [0, 1] or None, got bool"),
+    (lambda: bnfast.BatchNorm(3, momentum=float("nan")), ValueError,
+     "momentum must be in [0, 1] or None, got nan"),
+    (lambda: bnfast.BatchNorm(3, momentum=-0.1), ValueError,
+     "momentum must be in [0, 1] or None, got -0.1"),
+    (lambda: bnfast.BatchNorm(3, axis=1.0), TypeError,
+     "axis must be an int, got float"),
+    (lambda: bnfast.BatchNorm(3, axis=0), ValueError,
+     "axis must not be 0, the batch axis"),
+    (lambda: bnfast.BatchNorm(3, affine=1), TypeError,
+     "affine must be a bool, got int"),
+    (lambda: bnfast.BatchNorm(3, track_running_stats=None), TypeError,
+     "track_running_stats must be a bool, got NoneType"),
+    (lambda: bnfast.BatchNorm(3, activation=1), TypeError,
+     "activation must be None or 'relu', got int"),
+    (lambda: bnfast.BatchNorm(3, dtype="banana"), TypeError,
+     "dtype must be float32 or float64, got 'banana'"),
+    (lambda: bnfast.BatchNorm(3, dtype=None), TypeError,
+     "dtype must be float32 or float64, got None"),
+    (lambda: bnfast.GroupNorm(2.0, 4), TypeError,
+     "num_groups must be an int, got float"),
+    (lambda: bnfast.GroupNorm(0, 4), ValueError,
+     "num_groups must be a positive int, got 0"),
+    (lambda: bnfast.GroupNorm(2, -4), ValueError,
+     "num_channels must be a positive int, got -4"),
+    (lambda: bnfast.GroupNorm(2, 4, eps=-1), ValueError,
+     "eps must be a finite number >= 0, got -1"),
+])
+def test_constructors_check_every_argument(make, exc, message):
+    with pytest.raises(exc) as info:
+        make()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("make,text", [
+    (lambda: bnfast.BatchNorm(64, activation="relu"),
+     "BatchNorm(64, eps=1e-05, momentum=0.9, activation='relu')"),
+    (lambda: bnfast.BatchNorm(8, eps=1e-3, momentum=None, axis=-1,
+                              affine=False, track_running_stats=False,
+                              unbiased_running_var=True, dtype=np.float64),
+     "BatchNorm(8, eps=0.001, momentum=None, axis=-1, affine=False, "
+     "dtype='float64', track_running_stats=False, "
+     "unbiased_running_var=True)"),
+    (lambda: bnfast.LayerNorm(4), "LayerNorm((4,), eps=1e-05)"),
+    (lambda: bnfast.LayerNorm([3, 4], eps=1e-6, bias=False,
+                              dtype="float64"),
+     "LayerNorm((3, 4), eps=1e-06, bias=False, dtype='float64')"),
+    (lambda: bnfast.LayerNorm(4, elementwise_affine=False),
+     "LayerNorm((4,), eps=1e-05, elementwise_affine=False)"),
+    (lambda: bnfast.GroupNorm(2, 4), "GroupNorm(2, 4, eps=1e-05)"),
+    (lambda: bnfast.GroupNorm(2, 4, affine=False, eps=0),
+     "GroupNorm(2, 4, eps=0.0, affine=False)"),
+])
+def test_repr_is_pytorch_like_and_evaluates_to_an_equal_layer(make, text):
+    assert repr(make()) == text
+    assert repr(eval(text, vars(bnfast))) == text
+
+
+# -- issue 12 item 11: bias=False, from_torch of bias-free and subclasses ----
+
+def test_layers_without_bias():
+    x, dout = data((3, 4, 5)), data((3, 4, 5))
+    for layer, plain in (
+            (bnfast.LayerNorm(5, bias=False, dtype=np.float64),
+             bnfast.LayerNorm(5, dtype=np.float64)),
+            (bnfast.GroupNorm(2, 4, bias=False, dtype=np.float64),
+             bnfast.GroupNorm(2, 4, dtype=np.float64)),
+            (bnfast.BatchNorm(4, bias=False, dtype=np.float64),
+             bnfast.BatchNorm(4, dtype=np.float64))):
+        assert set(layer.params) == {"gamma"} and layer.bias is False
+        assert set(layer.state_dict()) == set(plain.state_dict()) - {"bias"}
+        layer.params["gamma"][...] = plain.params["gamma"][...] = 1.5
+        np.testing.assert_array_equal(layer(x), plain(x))
+        np.testing.assert_array_equal(layer.backward(dout),
+                                      plain.backward(dout))
+        assert set(layer.grads) == {"gamma"}
+        np.testing.assert_array_equal(layer.grads["gamma"],
+                                      plain.grads["gamma"])
+        with pytest.raises(KeyError, match=r"unexpected \['bias'\]"):
+            layer.load_state_dict(plain.state_dict())
+        assert not layer.beta.flags.writeable    # the shared zeros

@@ -14,6 +14,8 @@ running_mean, running_var, num_batches_tracked) with NumPy arrays; PyTorch
 tensors are accepted on load and :func:`from_torch` builds a layer from a
 torch module, all without importing torch.
 """
+import collections.abc
+import math
 import numbers
 
 import numpy as np
@@ -30,6 +32,82 @@ __all__ = [
 ]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# Constructor arguments are checked when the layer is made, with messages
+# that name the argument (TypeError for a wrong type, ValueError for a value
+# out of range), so that a bad layer never reaches the functional API, whose
+# messages name bn_param entries the user never passed.
+
+def _is_int(value):
+    return (isinstance(value, numbers.Integral)
+            and not isinstance(value, (bool, np.bool_)))
+
+
+def _positive_int(value, name):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _real(value, name):
+    if (not isinstance(value, numbers.Real)
+            or isinstance(value, (bool, np.bool_))):
+        raise TypeError(
+            f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_eps(eps):
+    """eps: a finite real >= 0 (the functional API takes any eps >= 0; an
+    infinite one would make every output beta)."""
+    value = _real(eps, "eps")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    return value
+
+
+def _check_momentum(momentum):
+    if momentum is None:
+        return None
+    if (not isinstance(momentum, numbers.Real)
+            or isinstance(momentum, (bool, np.bool_))):
+        raise TypeError(
+            "momentum must be a real number in [0, 1] or None, got "
+            f"{type(momentum).__name__}")
+    value = float(momentum)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"momentum must be in [0, 1] or None, got {momentum!r}")
+    return value
+
+
+def _check_dtype(dtype):
+    if dtype is None:
+        raise TypeError("dtype must be float32 or float64, got None")
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(
+            f"dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in _DTYPES:
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+class _Shown(str):
+    """A repr value shown as is (not quoted)."""
+
+    def __repr__(self):
+        return str(self)
 
 
 def _init(init, shape, dtype, name):
@@ -60,22 +138,30 @@ def _as_numpy(value):
 class _Norm:
     """Shared machinery: parameters, gradients, mode, state dicts."""
 
-    def __init__(self, shape, affine, dtype, gamma_init, beta_init):
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in _DTYPES:
-            raise TypeError(
-                f"dtype must be float32 or float64, got {self.dtype}")
-        self.affine = bool(affine)
-        self.params = {}
+    def __init__(self, shape, affine, bias, dtype, gamma_init, beta_init,
+                 affine_name="affine"):
+        # arguments are checked by the subclass (shape) and here, before
+        # anything is made
+        dtype = _check_dtype(dtype)
+        affine = _flag(affine, affine_name)
+        bias = _flag(bias, "bias")
+        params = {}
+        if affine:
+            params["gamma"] = _init(gamma_init, shape, dtype, "gamma")
+            if bias:
+                params["beta"] = _init(beta_init, shape, dtype, "beta")
+        self.dtype = dtype
+        self.affine = affine
+        self.bias = bias
+        self.params = params
         self.grads = {}
-        if self.affine:
-            self.params["gamma"] = _init(gamma_init, shape, self.dtype,
-                                         "gamma")
-            self.params["beta"] = _init(beta_init, shape, self.dtype, "beta")
         self._ones = np.ones(shape, self.dtype)
+        self._ones.flags.writeable = False
+        # beta of a layer without one: made once, never written (the
+        # functional API has no beta=None)
         self._zeros = np.zeros(shape, self.dtype)
+        self._zeros.flags.writeable = False
         self._cache = None
-        self._backward = None
 
     @property
     def gamma(self):
@@ -87,6 +173,28 @@ class _Norm:
 
     def __call__(self, x, mode="train"):
         return self.forward(x, mode)
+
+    def __repr__(self):
+        """PyTorch-like: the positional arguments and eps (and momentum),
+        then the other arguments that differ from their defaults (dtype as
+        a string, so that the repr evaluates to an equal layer)."""
+        args, kwargs, defaults = self._repr_parts()
+        parts = [repr(a) for a in args]
+        for key, value in kwargs:
+            if key not in defaults or value != defaults[key]:
+                parts.append(f"{key}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def _repr_parts(self):
+        """(positional values, [(keyword, value)], {keyword: default});
+        keywords without a default are always shown."""
+        raise NotImplementedError
+
+    def _common_repr(self):
+        return [("bias", self.bias), ("dtype", str(self.dtype))]
+
+    def _backward(self, dout, cache):
+        raise NotImplementedError
 
     def _check_mode(self, mode):
         if mode not in ("train", "test"):
@@ -116,9 +224,9 @@ class _Norm:
                 "'train' mode (or with batch statistics) first")
         dx, dgamma, dbeta = self._backward(dout, self._cache)
         self.dgamma, self.dbeta = dgamma, dbeta
-        if self.affine:
-            self.grads["gamma"] = dgamma
-            self.grads["beta"] = dbeta
+        for name, grad in (("gamma", dgamma), ("beta", dbeta)):
+            if name in self.params:
+                self.grads[name] = grad
         return dx
 
     # PyTorch-named state --------------------------------------------------
@@ -126,8 +234,9 @@ class _Norm:
     def _state(self):
         """{torch name: live array}."""
         state = {}
-        if self.affine:
+        if "gamma" in self.params:
             state["weight"] = self.params["gamma"]
+        if "beta" in self.params:
             state["bias"] = self.params["beta"]
         return state
 
@@ -192,9 +301,13 @@ class BatchNorm(_Norm):
         meaning of None).  Default 0.9.
     axis : int
         The channel axis: 1 for (N, C) and (N, C, ...) data, -1 for
-        channels-last.  Default 1.
+        channels-last (not 0, the batch axis).  Default 1.
     affine : bool
         Learn gamma and beta.  Default True.
+    bias : bool
+        With ``affine``: learn beta too.  False: no beta (zero), as
+        PyTorch's ``bias=False``; ``params`` and the state dict then hold
+        gamma (weight) only.  Default True.
     track_running_stats : bool
         Keep running statistics and use them in 'test' mode; False uses the
         batch statistics in both modes.  Default True.
@@ -208,6 +321,10 @@ class BatchNorm(_Norm):
     activation : None or 'relu'
         'relu' fuses a ReLU into the layer (same pass over memory, forward
         and backward).  Default None.
+
+    Every argument is checked here: TypeError for a wrong type (bools must
+    be bools, ints ints), ValueError for a value out of range (eps finite
+    and >= 0).  The repr shows the arguments as PyTorch's does.
 
     Examples
     --------
@@ -223,35 +340,57 @@ class BatchNorm(_Norm):
     """
 
     def __init__(self, num_features, *, eps=1e-5, momentum=0.9, axis=1,
-                 affine=True, track_running_stats=True,
+                 affine=True, bias=True, track_running_stats=True,
                  unbiased_running_var=False, dtype=np.float32,
                  gamma_init="ones", beta_init="zeros", activation=None):
+        num_features = _positive_int(num_features, "num_features")
+        eps = _check_eps(eps)
+        momentum = _check_momentum(momentum)
+        if not _is_int(axis):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+        if axis == 0:
+            raise ValueError("axis must not be 0, the batch axis")
+        track_running_stats = _flag(track_running_stats,
+                                    "track_running_stats")
+        unbiased_running_var = _flag(unbiased_running_var,
+                                     "unbiased_running_var")
+        if activation is not None and not isinstance(activation, str):
+            raise TypeError("activation must be None or 'relu', got "
+                            f"{type(activation).__name__}")
         if activation not in (None, "relu"):
             raise ValueError(
                 f"activation must be one of (None, 'relu'), got {activation!r}")
-        if (not isinstance(num_features, numbers.Integral)
-                or num_features < 1):
-            raise ValueError(
-                f"num_features must be a positive int, got {num_features!r}")
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(
-                f"momentum must be in [0, 1] or None, got {momentum!r}")
-        super().__init__((int(num_features),), affine, dtype, gamma_init,
+        super().__init__((num_features,), affine, bias, dtype, gamma_init,
                          beta_init)
-        self.num_features = int(num_features)
-        self.eps = float(eps)
+        self.num_features = num_features
+        self.eps = eps
         self.momentum = momentum
-        self.axis = axis
-        self.track_running_stats = bool(track_running_stats)
-        self.unbiased_running_var = bool(unbiased_running_var)
+        self.axis = int(axis)
+        self.track_running_stats = track_running_stats
+        self.unbiased_running_var = unbiased_running_var
         self.activation = activation
-        self._backward = functional.spatial_batchnorm_backward
         if self.track_running_stats:
             self.running_mean = np.zeros(self.num_features, self.dtype)
             self.running_var = np.ones(self.num_features, self.dtype)
             self.num_batches_tracked = 0
         else:
             self.running_mean = self.running_var = None
+
+    def _repr_parts(self):
+        return (
+            [self.num_features],
+            [("eps", self.eps), ("momentum", self.momentum),
+             ("axis", self.axis), ("affine", self.affine)]
+            + self._common_repr()
+            + [("track_running_stats", self.track_running_stats),
+               ("unbiased_running_var", self.unbiased_running_var),
+               ("activation", self.activation)],
+            {"axis": 1, "affine": True, "bias": True, "dtype": "float32",
+             "track_running_stats": True, "unbiased_running_var": False,
+             "activation": None})
+
+    def _backward(self, dout, cache):
+        return functional.spatial_batchnorm_backward(dout, cache)
 
     def forward(self, x, mode="train"):
         """Normalize x: batch statistics in 'train' mode (updating the
@@ -310,9 +449,48 @@ class BatchNorm(_Norm):
             super()._load(name, value)
 
 
+def _check_normalized_shape(value):
+    """normalized_shape as a non-empty tuple of positive ints."""
+    if _is_int(value):
+        value = (value,)
+    elif (isinstance(value, (str, bytes))
+          or not isinstance(value, collections.abc.Iterable)):
+        raise TypeError("normalized_shape must be an int or a sequence of "
+                        f"ints, got {type(value).__name__}")
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise TypeError("normalized_shape must be an int or a sequence of "
+                        f"ints, got {value!r}") from None
+    if not value:
+        raise ValueError("normalized_shape must not be empty")
+    for d in value:
+        if not _is_int(d):
+            raise TypeError("normalized_shape must be an int or a sequence "
+                            f"of ints, got {value!r}")
+        if d < 1:
+            raise ValueError("normalized_shape must be positive ints, got "
+                             f"{value!r}")
+    return tuple(int(d) for d in value)
+
+
 class LayerNorm(_Norm):
     """Layer normalization: statistics per sample over the trailing
     ``normalized_shape`` axes; gamma and beta of that shape.
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of positive ints
+        The trailing shape normalized over.
+    eps : float
+        Added to the variance: finite, >= 0.  Default 1e-5.
+    elementwise_affine : bool
+        Learn gamma and beta.  Default True.
+    bias : bool
+        With ``elementwise_affine``: learn beta too; False: gamma only, as
+        PyTorch's ``bias=False``.  Default True.
+    dtype, gamma_init, beta_init
+        As :class:`BatchNorm`'s.
 
     Examples
     --------
@@ -326,14 +504,21 @@ class LayerNorm(_Norm):
     """
 
     def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True,
-                 dtype=np.float32, gamma_init="ones", beta_init="zeros"):
-        if isinstance(normalized_shape, numbers.Integral):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(d) for d in normalized_shape)
-        super().__init__(self.normalized_shape, elementwise_affine, dtype,
-                         gamma_init, beta_init)
-        self.eps = float(eps)
-        self._backward = self._ln_backward
+                 bias=True, dtype=np.float32, gamma_init="ones",
+                 beta_init="zeros"):
+        self.normalized_shape = _check_normalized_shape(normalized_shape)
+        self.eps = _check_eps(eps)
+        super().__init__(self.normalized_shape, elementwise_affine, bias,
+                         dtype, gamma_init, beta_init, "elementwise_affine")
+        self.elementwise_affine = self.affine
+
+    def _repr_parts(self):
+        return (
+            [self.normalized_shape],
+            [("eps", self.eps),
+             ("elementwise_affine", self.elementwise_affine)]
+            + self._common_repr(),
+            {"elementwise_affine": True, "bias": True, "dtype": "float32"})
 
     def forward(self, x, mode="train"):
         """Normalize x (the same in both modes)."""
@@ -350,7 +535,7 @@ class LayerNorm(_Norm):
         self._shape = x.shape
         return out.reshape(x.shape)
 
-    def _ln_backward(self, dout, cache):
+    def _backward(self, dout, cache):
         dout = np.asarray(dout)
         if dout.shape != self._shape:
             raise ValueError(
@@ -365,6 +550,15 @@ class GroupNorm(_Norm):
     """Group normalization: the channels (axis 1) in ``num_groups`` groups,
     statistics per sample and group; gamma and beta per channel.
 
+    Parameters
+    ----------
+    num_groups : positive int dividing num_channels
+    num_channels : positive int
+    eps : float
+        Added to the variance: finite, >= 0.  Default 1e-5.
+    affine, bias, dtype, gamma_init, beta_init
+        As :class:`BatchNorm`'s.
+
     Examples
     --------
     >>> import numpy as np
@@ -376,19 +570,30 @@ class GroupNorm(_Norm):
     """
 
     def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True,
-                 dtype=np.float32, gamma_init="ones", beta_init="zeros"):
-        if (not isinstance(num_channels, numbers.Integral) or num_channels < 1
-                or not isinstance(num_groups, numbers.Integral)
-                or num_groups < 1 or num_channels % num_groups):
+                 bias=True, dtype=np.float32, gamma_init="ones",
+                 beta_init="zeros"):
+        num_groups = _positive_int(num_groups, "num_groups")
+        num_channels = _positive_int(num_channels, "num_channels")
+        if num_channels % num_groups:
             raise ValueError(
-                "num_groups must divide num_channels (positive ints), got "
+                "num_groups must divide num_channels, got "
                 f"{num_groups!r} and {num_channels!r}")
-        super().__init__((int(num_channels),), affine, dtype, gamma_init,
+        eps = _check_eps(eps)
+        super().__init__((num_channels,), affine, bias, dtype, gamma_init,
                          beta_init)
-        self.num_groups = int(num_groups)
-        self.num_channels = int(num_channels)
-        self.eps = float(eps)
-        self._backward = functional.spatial_groupnorm_backward
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+
+    def _repr_parts(self):
+        return (
+            [self.num_groups, self.num_channels],
+            [("eps", self.eps), ("affine", self.affine)]
+            + self._common_repr(),
+            {"affine": True, "bias": True, "dtype": "float32"})
+
+    def _backward(self, dout, cache):
+        return functional.spatial_groupnorm_backward(dout, cache)
 
     def forward(self, x, mode="train"):
         """Normalize x (the same in both modes)."""
