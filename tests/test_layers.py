@@ -353,6 +353,90 @@ def test_from_torch_and_torch_state_dicts():
         bnfast.from_torch(torch.nn.Linear(2, 2))
 
 
+# -- issue 12: state snapshots ------------------------------------------------
+
+def snapshot(layer):
+    """Every attribute of layer: (the object, a deep copy of its value)."""
+    return {k: (v, copy.deepcopy(v)) for k, v in vars(layer).items()}
+
+
+def assert_unchanged(layer, snap):
+    """The same attributes, the same objects (live arrays), equal values."""
+    assert set(vars(layer)) == set(snap)
+    for k, (obj, value) in snap.items():
+        now = vars(layer)[k]
+        assert now is obj or (np.isscalar(obj) and now == obj), k
+        if isinstance(value, dict):
+            assert set(now) == set(value), k
+            for name in value:
+                assert now[name] is obj[name], (k, name)
+                np.testing.assert_array_equal(now[name], value[name],
+                                              err_msg=f"{k}[{name}]")
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(now, value, err_msg=k)
+
+
+# -- issue 12 item 5: load_state_dict validates everything first -------------
+
+def _bad_state(key, value):
+    def change(state):
+        state[key] = value
+    return change
+
+
+@pytest.mark.parametrize("change,exc,message", [
+    (_bad_state("weight", np.array(["a", "b", "c"])), TypeError,
+     "weight must hold real numbers, got dtype <U1"),
+    (_bad_state("running_mean", np.array([1.0, None, 2.0], dtype=object)),
+     TypeError, "running_mean must hold real numbers, got dtype object"),
+    (_bad_state("running_var", np.ones(3, complex)), TypeError,
+     "running_var must hold real numbers, got dtype complex128"),
+    (_bad_state("running_var", np.full(3, 1e300)), ValueError,
+     "running_var has finite values outside the range of float32"),
+    (_bad_state("num_batches_tracked", np.nan), ValueError,
+     "num_batches_tracked must be a non-negative integer, got nan"),
+    (_bad_state("num_batches_tracked", 2.5), ValueError,
+     "num_batches_tracked must be a non-negative integer, got 2.5"),
+    (_bad_state("num_batches_tracked", -1), ValueError,
+     "num_batches_tracked must be a non-negative integer, got -1"),
+    (_bad_state("num_batches_tracked", "3"), TypeError,
+     "num_batches_tracked must hold real numbers, got dtype <U1"),
+    (_bad_state("num_batches_tracked", np.True_), TypeError,
+     "num_batches_tracked must hold real numbers, got dtype bool"),
+])
+def test_load_state_dict_validates_every_entry_before_writing(change, exc,
+                                                              message):
+    bn = bnfast.BatchNorm(3)           # float32
+    bn(data((10, 3)).astype(np.float32))
+    state = {k: v + 1 for k, v in bn.state_dict().items()}
+    change(state)
+    snap = snapshot(bn)
+    with pytest.raises(exc) as info:
+        bn.load_state_dict(state)
+    assert message in str(info.value)
+    assert_unchanged(bn, snap)
+
+
+def test_load_state_dict_takes_a_mapping_and_entries_that_alias_the_layer():
+    bn = bnfast.BatchNorm(3, dtype=np.float64)
+    bn(data((10, 3)))
+    snap = snapshot(bn)
+    with pytest.raises(TypeError, match="state must be a mapping"):
+        bn.load_state_dict([("weight", np.ones(3))])
+    assert_unchanged(bn, snap)
+    # entries that are the layer's own live arrays, swapped, and an
+    # integral float count: loaded as if copied first
+    rm, rv = bn.running_mean.copy(), bn.running_var.copy()
+    state = bn.state_dict()
+    state.update(running_mean=bn.running_var, running_var=bn.running_mean,
+                 num_batches_tracked=np.float64(7.0))
+    bn.load_state_dict(state)
+    np.testing.assert_array_equal(bn.running_mean, rv)
+    np.testing.assert_array_equal(bn.running_var, rm)
+    assert bn.num_batches_tracked == 7
+    assert type(bn.num_batches_tracked) is int
+
+
 # -- issue 12 item 8: constructor checks and repr ----------------------------
 
 @pytest.mark.parametrize("make,exc,message", [

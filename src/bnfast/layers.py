@@ -247,30 +247,74 @@ class _Norm:
     def load_state_dict(self, state, strict=True):
         """Load a state dict (NumPy arrays or PyTorch tensors) into the
         live arrays, in place.  With ``strict`` (default) the keys must
-        match ``state_dict()``'s exactly.  Nothing is modified on error."""
+        match ``state_dict()``'s exactly.
+
+        Every entry is checked (and converted to the layer's dtype) before
+        anything is written: real numbers of the entry's shape, values
+        within the dtype's range, ``num_batches_tracked`` a non-negative
+        integer.  Nothing is modified on error, and the message names the
+        key.
+        """
+        if not isinstance(state, collections.abc.Mapping):
+            raise TypeError(
+                f"state must be a mapping (a state dict), got "
+                f"{type(state).__name__}")
+        strict = _flag(strict, "strict")
         own = self._state()
         keys = set(state)
         if strict and keys != set(own):
             missing = sorted(set(own) - keys)
-            unexpected = sorted(keys - set(own))
+            unexpected = sorted(map(str, keys - set(own)))
             raise KeyError(
                 f"state dict keys do not match {type(self).__name__}: "
                 f"missing {missing}, unexpected {unexpected}")
-        values = {}
-        for name in keys & set(own):
-            value = _as_numpy(state[name])
-            target = own[name]
-            if np.ndim(target) == 0:
-                if np.ndim(value) != 0:
-                    raise ValueError(f"{name} must be a scalar, got shape "
-                                     f"{np.shape(value)}")
-            elif value.shape != target.shape:
-                raise ValueError(
-                    f"{name} must have shape {target.shape}, got "
-                    f"{value.shape}")
-            values[name] = value
+        # validate and convert everything first (into new arrays: an entry
+        # may share memory with a live array written before it) ...
+        values = {name: self._checked(name, state[name], own[name])
+                  for name in own if name in keys}
+        # ... then write, which cannot fail
         for name, value in values.items():
             self._load(name, value)
+
+    @staticmethod
+    def _checked(name, raw, target):
+        """The state dict entry ``name`` as what _load writes to target,
+        or an exception naming the key."""
+        try:
+            value = _as_numpy(raw)
+        except Exception as exc:
+            raise TypeError(
+                f"{name} could not be converted to a NumPy array: "
+                f"{type(exc).__name__}: {exc}") from exc
+        if value.dtype.kind not in "fiu":
+            raise TypeError(
+                f"{name} must hold real numbers, got dtype {value.dtype}")
+        target = np.asarray(target)
+        if target.ndim == 0:
+            if value.ndim != 0:
+                raise ValueError(f"{name} must be a scalar, got shape "
+                                 f"{value.shape}")
+        elif value.shape != target.shape:
+            raise ValueError(
+                f"{name} must have shape {target.shape}, got {value.shape}")
+        if target.dtype.kind != "f":      # num_batches_tracked
+            v = value.item()
+            if (not (isinstance(v, int) or math.isfinite(v))
+                    or v != int(v) or not 0 <= v < 2 ** 63):
+                raise ValueError(
+                    f"{name} must be a non-negative integer, got {v!r}")
+            return int(v)
+        with np.errstate(over="ignore", invalid="ignore"):
+            converted = value.astype(target.dtype, copy=True)
+        if value.dtype.kind == "f":
+            lost = np.isfinite(value) & ~np.isfinite(converted)
+        else:
+            lost = ~np.isfinite(converted)
+        if lost.any():
+            raise ValueError(
+                f"{name} has finite values outside the range of "
+                f"{target.dtype}")
+        return converted
 
     def _load(self, name, value):
         self._state()[name][...] = value
@@ -444,7 +488,7 @@ class BatchNorm(_Norm):
 
     def _load(self, name, value):
         if name == "num_batches_tracked":
-            self.num_batches_tracked = int(value)
+            self.num_batches_tracked = value
         else:
             super()._load(name, value)
 
