@@ -376,6 +376,53 @@ def assert_unchanged(layer, snap):
             np.testing.assert_array_equal(now, value, err_msg=k)
 
 
+# -- issue 12 item 4: folding a layer with a fused ReLU -----------------------
+
+def test_fold_with_relu_raises_unless_the_activation_is_dropped():
+    bn = trained_bn(4, activation="relu")
+    x = data((50, 4), offset=3.0)
+    expected = bn(x, mode="test")
+    assert (expected == 0).any() and (expected > 0).any()
+    W, b = RNG.standard_normal((5, 4)), RNG.standard_normal(4)
+    xl = data((50, 5))
+    expected_l = bn(xl @ W + b, mode="test")
+    assert (expected_l == 0).any()
+    snap = snapshot(bn)
+    for call in (bn.fold, lambda: bnfast.fold_linear_batchnorm(W, b, bn)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert ("activation='relu', which cannot be folded into an affine "
+                "map: pass drop_activation=True") in str(info.value)
+    with pytest.raises(ValueError) as info:
+        bnfast.fold_batchnorm_linear(bn, RNG.standard_normal((4, 2)),
+                                     np.zeros(2))
+    assert ("activation='relu': the ReLU between it and the linear layer "
+            "cannot be folded into an affine map") in str(info.value)
+    with pytest.raises(TypeError, match="drop_activation must be a bool"):
+        bn.fold(drop_activation="yes")
+    assert_unchanged(bn, snap)
+
+    # the affine part, with the ReLU applied after, is test mode
+    scale, shift = bn.fold(drop_activation=True)
+    np.testing.assert_allclose(np.maximum(x * scale + shift, 0), expected,
+                               rtol=1e-13, atol=1e-13)
+    W2, b2 = bnfast.fold_linear_batchnorm(W, b, bn, drop_activation=True)
+    np.testing.assert_allclose(np.maximum(xl @ W2 + b2, 0), expected_l,
+                               rtol=1e-12, atol=1e-12)
+    assert_unchanged(bn, snap)
+
+
+def test_fold_functions_check_the_batch_norm():
+    plain = trained_bn(3)
+    # drop_activation is harmless without an activation
+    np.testing.assert_array_equal(plain.fold(drop_activation=True)[0],
+                                  plain.fold()[0])
+    with pytest.raises(TypeError, match="bn must be a bnfast.BatchNorm, got "
+                       "LayerNorm"):
+        bnfast.fold_linear_batchnorm(np.ones((2, 3)), np.ones(3),
+                                     bnfast.LayerNorm(3))
+
+
 # -- issue 12 item 5: load_state_dict validates everything first -------------
 
 def _bad_state(key, value):

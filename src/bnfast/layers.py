@@ -465,12 +465,25 @@ class BatchNorm(_Norm):
             x, self.gamma, self.beta, bn_param, axis=self.axis,
             activation=self.activation)
 
-    def fold(self):
+    def fold(self, *, drop_activation=False):
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to
-        'test' mode (broadcast along the channel axis), in float64."""
+        'test' mode (broadcast along the channel axis), in float64.
+
+        A layer with ``activation='relu'`` is not an affine map: fold
+        raises a ValueError, unless ``drop_activation=True``, which returns
+        the affine part; ``np.maximum(x * scale + shift, 0)`` is then
+        'test' mode.
+        """
+        drop_activation = _flag(drop_activation, "drop_activation")
         if not self.track_running_stats:
             raise ValueError("fold needs running statistics "
                              "(track_running_stats=True)")
+        if self.activation is not None and not drop_activation:
+            raise ValueError(
+                f"this BatchNorm has activation={self.activation!r}, which "
+                "cannot be folded into an affine map: pass "
+                "drop_activation=True for the affine part and apply the "
+                "ReLU (np.maximum(..., 0)) to its result")
         scale = (self.gamma.astype(np.float64)
                  / np.sqrt(self.running_var.astype(np.float64) + self.eps))
         shift = (self.beta.astype(np.float64)
@@ -683,13 +696,23 @@ def from_torch(module):
     return layer
 
 
-def fold_linear_batchnorm(W, b, bn):
+def _check_bn(bn):
+    if not isinstance(bn, BatchNorm):
+        raise TypeError(f"bn must be a bnfast.BatchNorm, got "
+                        f"{type(bn).__name__}")
+
+
+def fold_linear_batchnorm(W, b, bn, *, drop_activation=False):
     """Fold a batch norm that follows a linear layer, ``bn(x @ W + b)`` in
     'test' mode, into one linear layer ``x @ W2 + b2``.
 
     W has shape (D_in, D_out) (NumPy's ``x @ W``; a torch Linear's weight
     is its transpose), b (D_out,), bn a :class:`BatchNorm` with D_out
     features.  Returns (W2, b2) in float64.
+
+    A batch norm with ``activation='relu'`` raises a ValueError (the ReLU
+    is not affine), unless ``drop_activation=True``: then
+    ``np.maximum(x @ W2 + b2, 0)`` is the batch norm's 'test' mode.
 
     Examples
     --------
@@ -704,7 +727,8 @@ def fold_linear_batchnorm(W, b, bn):
     >>> np.allclose(x @ W2 + b2, bn(x @ W + b, mode="test"))
     True
     """
-    scale, shift = bn.fold()
+    _check_bn(bn)
+    scale, shift = bn.fold(drop_activation=drop_activation)
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if W.ndim != 2 or W.shape[1] != scale.shape[0] or b.shape != scale.shape:
@@ -719,7 +743,9 @@ def fold_batchnorm_linear(bn, W, b):
     'test' mode, into one linear layer ``x @ W2 + b2``.
 
     bn a :class:`BatchNorm` with D_in features (channel axis last), W
-    (D_in, D_out), b (D_out,).  Returns (W2, b2) in float64.
+    (D_in, D_out), b (D_out,).  Returns (W2, b2) in float64.  A batch norm
+    with ``activation='relu'`` raises a ValueError: the ReLU between it and
+    the linear layer cannot be folded into an affine map.
 
     Examples
     --------
@@ -734,6 +760,12 @@ def fold_batchnorm_linear(bn, W, b):
     >>> np.allclose(x @ W2 + b2, bn(x, mode="test") @ W + b)
     True
     """
+    _check_bn(bn)
+    if bn.activation is not None:
+        raise ValueError(
+            f"the batch norm has activation={bn.activation!r}: the ReLU "
+            "between it and the linear layer cannot be folded into an "
+            "affine map")
     scale, shift = bn.fold()
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
