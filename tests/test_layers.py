@@ -599,3 +599,80 @@ def test_layers_without_bias():
         with pytest.raises(KeyError, match=r"unexpected \['bias'\]"):
             layer.load_state_dict(plain.state_dict())
         assert not layer.beta.flags.writeable    # the shared zeros
+
+
+def test_from_torch_without_bias_and_of_subclasses():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(1)
+
+    class MyLayerNorm(torch.nn.LayerNorm):
+        pass
+
+    class MyBatchNorm(torch.nn.BatchNorm2d):
+        def extra(self):
+            return 1
+
+    # each normalizes x of shape (5, 6, 3, 4)
+    modules = [torch.nn.LayerNorm((3, 4), bias=False),
+               torch.nn.GroupNorm(2, 6, bias=False),
+               torch.nn.BatchNorm2d(6, bias=False, momentum=0.2),
+               MyLayerNorm(4), MyBatchNorm(6)]
+    x = np.random.default_rng(43).standard_normal((5, 6, 3, 4))
+    dout = np.random.default_rng(44).standard_normal((5, 6, 3, 4))
+    for module in modules:
+        module.double()
+        with torch.no_grad():
+            module.weight.uniform_(0.5, 1.5)
+            if module.bias is not None:
+                module.bias.normal_()
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module(torch.randn(8, 6, 3, 4, dtype=torch.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")    # no warning for these
+            layer = bnfast.from_torch(module)
+        assert layer.bias is (module.bias is not None)
+        assert set(layer.state_dict()) == set(module.state_dict())
+        module.train()
+        tx = torch.tensor(x, requires_grad=True)
+        tout = module(tx)
+        tout.backward(torch.tensor(dout))
+        msg = repr(module)
+        np.testing.assert_allclose(layer(x), tout.detach().numpy(),
+                                   rtol=1e-10, atol=1e-10, err_msg=msg)
+        np.testing.assert_allclose(layer.backward(dout), tx.grad.numpy(),
+                                   rtol=1e-10, atol=1e-10, err_msg=msg)
+        np.testing.assert_allclose(layer.grads["gamma"],
+                                   module.weight.grad.numpy(), rtol=1e-10,
+                                   atol=1e-10, err_msg=msg)
+        assert ("beta" in layer.grads) is (module.bias is not None)
+        module.eval()
+        np.testing.assert_allclose(
+            layer(x, mode="test"),
+            module(torch.tensor(x)).detach().numpy(), rtol=1e-10,
+            atol=1e-10, err_msg=msg)
+
+
+def test_from_torch_warns_on_an_overridden_forward_and_checks_the_module():
+    torch = pytest.importorskip("torch")
+
+    class Shifted(torch.nn.GroupNorm):
+        def forward(self, x):
+            return super().forward(x) + 1
+
+    with pytest.warns(UserWarning, match="Shifted overrides forward; "
+                      "from_torch converts it as a torch.nn.GroupNorm, "
+                      "which may not compute the same"):
+        layer = bnfast.from_torch(Shifted(2, 4))
+    assert isinstance(layer, bnfast.GroupNorm)
+
+    class LayerNorm:                    # same name, not torch's
+        normalized_shape, eps = (4,), 1e-5
+        elementwise_affine, bias = False, None
+
+        def state_dict(self):
+            return {}
+
+    with pytest.raises(TypeError, match="from_torch takes a torch.nn "
+                       "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
+                       "got LayerNorm"):
+        bnfast.from_torch(LayerNorm())

@@ -17,6 +17,7 @@ torch module, all without importing torch.
 import collections.abc
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -661,37 +662,67 @@ class GroupNorm(_Norm):
         return out
 
 
+_TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
+                "GroupNorm")
+
+
+def _torch_class(module):
+    """The torch.nn class along type(module).__mro__ that from_torch
+    converts (so subclasses of the torch modules convert too), found by
+    name and module without importing torch."""
+    for cls in type(module).__mro__:
+        if (cls.__name__ in _TORCH_KINDS
+                and cls.__module__.split(".")[0] == "torch"):
+            return cls
+    raise TypeError(
+        "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm or "
+        f"GroupNorm module, got {type(module).__name__}")
+
+
 def from_torch(module):
     """The bnfast layer equivalent to a PyTorch normalization module
-    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm), with a copy of its state.
+    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, or a subclass of one), with
+    a copy of its state.
 
     Momentum converts to bnfast's convention (1 - torch's; None stays the
     cumulative average) and batch norm averages the unbiased variance, as
-    PyTorch does.  torch is not imported: the module is read through its
-    attributes and ``state_dict()``.
+    PyTorch does.  A module made with ``bias=False`` gives a layer without
+    beta (``bias=False``).  A subclass converts as the torch class it
+    derives from; if it overrides ``forward``, a UserWarning says that
+    what it computes may differ.  torch is not imported: the module is
+    read through its attributes and ``state_dict()``.
     """
-    kind = type(module).__name__
+    base = _torch_class(module)
+    kind = base.__name__
+    if getattr(type(module), "forward", None) is not getattr(
+            base, "forward", None):
+        warnings.warn(
+            f"{type(module).__name__} overrides forward; from_torch converts "
+            f"it as a torch.nn.{kind}, which may not compute the same",
+            UserWarning, stacklevel=2)
     state = {k: _as_numpy(v) for k, v in module.state_dict().items()}
     dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"),
                  np.dtype(np.float32))
-    if kind in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"):
+    affine = bool(getattr(module, "elementwise_affine" if kind == "LayerNorm"
+                          else "affine"))
+    # torch >= 2.1: bias=False leaves module.bias None; without affine there
+    # is no bias either way
+    bias = not affine or getattr(module, "bias", None) is not None
+    if kind.startswith("BatchNorm"):
         m = module.momentum
         layer = BatchNorm(module.num_features, eps=module.eps,
                           momentum=None if m is None else 1.0 - m,
-                          affine=module.affine,
-                          track_running_stats=module.track_running_stats,
+                          affine=affine, bias=bias,
+                          track_running_stats=bool(
+                              module.track_running_stats),
                           unbiased_running_var=True, dtype=dtype)
     elif kind == "LayerNorm":
-        layer = LayerNorm(module.normalized_shape, eps=module.eps,
-                          elementwise_affine=module.elementwise_affine,
-                          dtype=dtype)
-    elif kind == "GroupNorm":
-        layer = GroupNorm(module.num_groups, module.num_channels,
-                          eps=module.eps, affine=module.affine, dtype=dtype)
+        layer = LayerNorm(tuple(module.normalized_shape), eps=module.eps,
+                          elementwise_affine=affine, bias=bias, dtype=dtype)
     else:
-        raise TypeError(
-            "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm or "
-            f"GroupNorm module, got {kind}")
+        layer = GroupNorm(module.num_groups, module.num_channels,
+                          eps=module.eps, affine=affine, bias=bias,
+                          dtype=dtype)
     layer.load_state_dict(state)
     return layer
 
