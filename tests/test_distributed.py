@@ -1,7 +1,9 @@
 """Synchronized batch norm (bnfast.distributed): on an in-process fake
 communicator always, under mpiexec -n 2 and -n 3 when mpi4py and an MPI are
 installed (pip install bnfast[mpi])."""
+import copy
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -121,6 +123,96 @@ def test_sync_layer_trains_as_one_layer_on_the_whole_batch():
             atol=1e-12)
 
     run_ranks(3, fn)
+
+
+def _trained(comm, rows, **kw):
+    """A SyncBatchNorm after two steps on this rank's rows."""
+    layer = distributed.SyncBatchNorm(3, comm, dtype=np.float64,
+                                      momentum=0.5, **kw)
+    rng = np.random.default_rng(comm.Get_rank())
+    for _ in range(2):
+        layer(rng.standard_normal((rows, 3)) * 2 + 1)
+        layer.backward(rng.standard_normal((rows, 3)))
+        layer.params["gamma"] -= 0.1 * layer.grads["gamma"]
+    return layer
+
+
+def test_sync_layer_deepcopy_is_independent_on_the_same_comm():
+    x = np.random.default_rng(5).standard_normal((4, 3)) + 1
+    d = np.random.default_rng(6).standard_normal((4, 3))
+
+    def fn(comm):
+        layer = _trained(comm, 4)
+        layer(x)                        # a cache to copy
+        clone = copy.deepcopy(layer)
+        assert clone.comm is comm and layer.comm is comm
+        assert clone.params["gamma"] is not layer.params["gamma"]
+        assert clone.running_mean is not layer.running_mean
+        # the copied cache (with its global count) gives the same backward
+        np.testing.assert_array_equal(clone.backward(d), layer.backward(d))
+        np.testing.assert_array_equal(clone.grads["gamma"],
+                                      layer.grads["gamma"])
+        # the copy's backward is its own: its reduce_param_grads, its grads
+        clone.reduce_param_grads = True
+        clone.params["gamma"] += 1.0
+        local = layer.grads["gamma"].copy()
+        clone(x)
+        clone.backward(d)
+        layer(x)
+        layer.backward(d)
+        np.testing.assert_array_equal(layer.grads["gamma"], local)
+        return clone.grads["gamma"], local, layer.running_mean.copy()
+
+    results, _ = run_ranks(2, fn)
+    (g0, local0, rm0), (g1, local1, rm1) = results
+    np.testing.assert_array_equal(g0, g1)          # the global sum
+    np.testing.assert_allclose(g0, local0 + local1, rtol=1e-12)
+    np.testing.assert_array_equal(rm0, rm1)
+
+
+def test_sync_layer_pickles_without_its_comm():
+    x = np.random.default_rng(7).standard_normal((6, 3)) + 1
+
+    def fn(comm):
+        layer = _trained(comm, 3, reduce_param_grads=True)
+        restored = pickle.loads(pickle.dumps(layer))
+        assert restored.comm is None and restored.reduce_param_grads
+        assert repr(restored) == repr(layer).replace("<FakeComm>", "None")
+        for k, v in layer.state_dict().items():
+            np.testing.assert_array_equal(restored.state_dict()[k], v)
+        # test mode needs no communicator
+        np.testing.assert_array_equal(restored(x, mode="test"),
+                                      layer(x, mode="test"))
+        before = restored.state_dict()
+        with pytest.raises(RuntimeError, match=r"SyncBatchNorm.comm is None "
+                           r"\(as after unpickling\): set layer.comm"):
+            restored(x)
+        with pytest.raises(RuntimeError, match="needs a forward pass"):
+            restored.backward(x)
+        with pytest.raises(TypeError, match="comm must be an mpi4py "
+                           "communicator"):
+            restored.comm = {}
+        for k, v in before.items():
+            np.testing.assert_array_equal(restored.state_dict()[k], v)
+        # with a communicator again, it trains as the original
+        restored.comm = comm
+        out = restored(x)
+        np.testing.assert_array_equal(out, layer(x))
+        np.testing.assert_array_equal(restored.backward(x), layer.backward(x))
+        np.testing.assert_array_equal(restored.running_var, layer.running_var)
+        return True
+
+    assert run_ranks(2, fn)[0] == [True, True]
+
+
+def test_sync_layer_checks_its_arguments():
+    with pytest.raises(TypeError, match="comm must be an mpi4py "
+                       "communicator .* got dict without Get_size"):
+        distributed.SyncBatchNorm(3, {})
+    with pytest.raises(TypeError, match="reduce_param_grads must be a bool"):
+        distributed.SyncBatchNorm(3, None, reduce_param_grads="yes")
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        distributed.SyncBatchNorm(3, None, eps=-1)
 
 
 def _mpiexec():

@@ -23,6 +23,8 @@ process's own shares (sum them across processes, as the gradients of the
 other parameters) unless ``reduce_param_grads=True``, which returns the
 global ones on every process at no extra communication.
 """
+import copy
+
 import numpy as np
 
 from bnfast import _kernels, layers
@@ -36,6 +38,22 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
     the merge used.  bnfast.batchnorm_backward rejects it."""
 
     __slots__ = ("count", "sync")
+
+    # the Cython pickling of BatchNormCache knows nothing of these slots:
+    # carry them (a deepcopy of a cache, or of a layer holding one, would
+    # otherwise lose them)
+    def __reduce__(self):
+        fn, args, state = super().__reduce__()
+        return fn, args, (state, getattr(self, "count", None),
+                          getattr(self, "sync", None))
+
+    def __setstate__(self, state):
+        base, count, sync = state
+        super().__setstate__(base)
+        if count is not None:
+            self.count = count
+        if sync is not None:
+            self.sync = sync
 
 
 class _Sync:
@@ -170,19 +188,82 @@ class SyncBatchNorm(layers.BatchNorm):
     batches of every process of ``comm``.  Every process must call forward
     and backward together.  ``reduce_param_grads=True``: ``grads`` hold
     the gradients summed over the processes (equal everywhere), ready for
-    identical optimizer steps; otherwise this process's shares."""
+    identical optimizer steps; otherwise this process's shares.
+
+    ``comm`` may be None (or set to None): 'test' mode with running
+    statistics works (it communicates nothing); anything that would
+    communicate raises a RuntimeError until ``layer.comm`` is set.
+
+    Copies: ``copy.deepcopy`` gives an independent layer (its own
+    parameters, running statistics, gradients and last forward's cache)
+    on the same communicator, which is shared, not copied.  Pickling
+    carries everything but the communicator (not picklable, and tied to
+    the running processes) and the last forward's cache: an unpickled
+    layer has ``comm`` None (set ``layer.comm`` before training) and needs
+    a forward pass before a backward.
+    """
 
     def __init__(self, num_features, comm, *, reduce_param_grads=False,
                  **kwargs):
+        reduce_param_grads = layers._flag(reduce_param_grads,
+                                          "reduce_param_grads")
+        if comm is not None:
+            _Sync(comm)  # checks comm
         super().__init__(num_features, **kwargs)
         self.comm = comm
-        _Sync(comm)  # checks comm
-        self.reduce_param_grads = bool(reduce_param_grads)
-        self._backward = lambda dout, cache: sync_batchnorm_backward(
+        self.reduce_param_grads = reduce_param_grads
+
+    @property
+    def comm(self):
+        """The communicator (mpi4py-like), or None."""
+        return self._comm
+
+    @comm.setter
+    def comm(self, comm):
+        if comm is not None:
+            _Sync(comm)  # checks comm
+        self._comm = comm
+
+    def _repr_parts(self):
+        args, kwargs, defaults = super()._repr_parts()
+        comm = self._comm
+        shown = layers._Shown(
+            "None" if comm is None else f"<{type(comm).__name__}>")
+        kwargs = ([("comm", shown)] + kwargs
+                  + [("reduce_param_grads", self.reduce_param_grads)])
+        return args, kwargs, {**defaults, "reduce_param_grads": False}
+
+    def _backward(self, dout, cache):
+        return sync_batchnorm_backward(
             dout, cache, reduce_param_grads=self.reduce_param_grads)
 
     def _normalize(self, x, bn_param):
+        if self._comm is None:
+            if bn_param["mode"] == "test":
+                # communicates nothing; takes empty shards, as with a comm
+                return _kernels.bn_forward(
+                    x, self.gamma, self.beta, bn_param, self.axis,
+                    self.activation, None, True).run()
+            raise RuntimeError(
+                "SyncBatchNorm.comm is None (as after unpickling): set "
+                "layer.comm to the communicator before a forward pass "
+                "with batch statistics")
         # 'test' mode communicates nothing, but takes empty shards too
         return sync_batchnorm_forward(
-            x, self.gamma, self.beta, bn_param, self.comm, axis=self.axis,
+            x, self.gamma, self.beta, bn_param, self._comm, axis=self.axis,
             activation=self.activation)
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        if self._comm is not None:
+            memo[id(self._comm)] = self._comm  # shared, never copied
+        for key, value in self.__dict__.items():
+            new.__dict__[key] = copy.deepcopy(value, memo)
+        return new
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_comm"] = None
+        state["_cache"] = None  # holds the communicator
+        return state
