@@ -1,6 +1,7 @@
 """The stateful layers: against the functional API, state, modes, state
 dicts, folding, errors; and step by step against PyTorch when installed."""
 import copy
+import pickle
 import warnings
 
 import numpy as np
@@ -676,3 +677,20 @@ def test_from_torch_warns_on_an_overridden_forward_and_checks_the_module():
                        "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
                        "got LayerNorm"):
         bnfast.from_torch(LayerNorm())
+
+
+def test_layers_copy_and_pickle_with_their_state():
+    x, dout = data((6, 4, 3)), data((6, 4, 3))
+    for layer in (bnfast.BatchNorm(4, dtype=np.float64, activation="relu"),
+                  bnfast.LayerNorm(3, bias=False, dtype=np.float64),
+                  bnfast.GroupNorm(2, 4, dtype=np.float64)):
+        layer(x)
+        for other in (copy.deepcopy(layer),
+                      pickle.loads(pickle.dumps(layer))):
+            assert repr(other) == repr(layer)
+            assert other.params["gamma"] is not layer.params["gamma"]
+            np.testing.assert_array_equal(other.backward(dout),
+                                          layer.backward(dout))
+            gamma = layer.params["gamma"].copy()
+            other.params["gamma"] += 1          # independent of the original
+            np.testing.assert_array_equal(layer.params["gamma"], gamma)
