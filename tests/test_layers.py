@@ -653,7 +653,7 @@ def test_from_torch_without_bias_and_of_subclasses():
             atol=1e-10, err_msg=msg)
 
 
-def test_from_torch_warns_on_an_overridden_forward_and_checks_the_module():
+def test_from_torch_warns_on_an_overridden_forward():
     torch = pytest.importorskip("torch")
 
     class Shifted(torch.nn.GroupNorm):
@@ -666,6 +666,8 @@ def test_from_torch_warns_on_an_overridden_forward_and_checks_the_module():
         layer = bnfast.from_torch(Shifted(2, 4))
     assert isinstance(layer, bnfast.GroupNorm)
 
+
+def test_from_torch_refuses_a_same_named_class_that_is_not_torchs():
     class LayerNorm:                    # same name, not torch's
         normalized_shape, eps = (4,), 1e-5
         elementwise_affine, bias = False, None
