@@ -16,7 +16,7 @@ import bnfast
 
 @pytest.fixture(autouse=True)
 def one_kernel_thread():
-    n = bnfast.get_num_threads()
+    n = bnfast._kernels._thread_state()[0] or None   # None: the default
     bnfast.set_num_threads(1)
     yield
     bnfast.set_num_threads(n)
