@@ -157,15 +157,19 @@ def test_environment_variables(bnfast_env, omp_env, expected):
     # a bad BNFAST_NUM_THREADS never fails the import: a warning, and the
     # count of OpenMP (OMP_NUM_THREADS, else the cores)
     out, err = _in_subprocess(
-        "import bnfast; print(bnfast.get_num_threads())",
+        "import bnfast; print(bnfast.get_num_threads()); bnfast.show_config()",
         BNFAST_NUM_THREADS=bnfast_env, OMP_NUM_THREADS=omp_env)
+    count, config = out.split("\n", 1)
     if expected is None:
         assert (f"BNFAST_NUM_THREADS={bnfast_env!r} is not an int from 1 to "
                 "1024; ignored") in err, err
-        assert int(out) == (int(omp_env) if omp_env else CORES)
+        assert int(count) == (int(omp_env) if omp_env else CORES)
     else:
         assert "BNFAST_NUM_THREADS" not in err, err
-        assert int(out) == expected
+        assert int(count) == expected
+    source = ("BNFAST_NUM_THREADS;" if expected is not None and bnfast_env
+              else "OpenMP's count:")
+    assert f"threads:     {count} ({source}" in config, config
 
 
 def test_threadpoolctl_limits_the_default():
