@@ -22,11 +22,13 @@
    Python side warns).
 
    Thread creation: libgomp exits the process when it cannot create a
-   thread.  Before the first parallel region of more threads than any
-   before, the same number of plain threads are created at once and joined
-   (once per new count: microseconds per thread); if some cannot be, the
-   count is capped for good at half of those that could be, leaving room
-   for the rest of the process. */
+   thread.  Before the first parallel region of t threads, t larger than
+   any before, t - 1 plain threads (the caller is the t-th) are created,
+   alive at once, and joined (once per new count: microseconds a thread);
+   if some cannot be, the count is capped for good at half of the threads
+   that could be, leaving room for the rest of the process.  The plain
+   threads get the default attributes, as libgomp's do unless
+   OMP_STACKSIZE is set. */
 #if !defined(_POSIX_C_SOURCE) && !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
 #endif
