@@ -8,10 +8,14 @@ memory bus): float32 forward-train calls of 256x1024 (1 MiB, in each
 core's L2) into per-thread outputs (no page faults), with one kernel
 thread each.  Prints the time of k calls on one thread, of k calls on each
 of two threads at once (best of 5, interleaved), and their ratio: 1.0 is
-perfect overlap, 2.0 none.  A measurement, not a test: on a busy machine
-the ratio rises (this was a test of the suite, which failed whenever other
-work held a core; tests/test_concurrency.py checks the GIL release and the
-results of concurrent calls).
+perfect overlap, 2.0 none.  Then, while one thread runs large calls
+(float64 backward of 4096x1024, 32 MB), the longest pause of a Python
+loop in another thread against one call's duration: a kernel holding the
+GIL would pause the loop for all of it.  Measurements, not tests: on a
+busy machine the ratio and the pause rise (both were tests of the suite,
+which failed whenever other work held a core; tests/test_concurrency.py
+checks the GIL release without a clock, and the results of concurrent
+calls).
 """
 import argparse
 import threading
@@ -60,6 +64,38 @@ def main():
           f"kernel thread: one Python thread {single * 1e3:.2f} ms, two "
           f"threads at once {double * 1e3:.2f} ms: ratio "
           f"{double / single:.2f} (1.0 = full overlap, 2.0 = none)")
+    pause, one = longest_pause(2 if args.quick else 5)
+    print(f"beside batchnorm_backward float64 (4096, 1024) calls of "
+          f"{one * 1e3:.1f} ms in another thread, a Python loop's longest "
+          f"pause: {pause * 1e3:.2f} ms ({pause / one:.2f} of a call; near 1 "
+          f"would mean the GIL held)")
+
+
+def longest_pause(calls):
+    """(longest pause of a Python loop beside `calls` large calls, the
+    duration of one call), seconds."""
+    x = np.random.default_rng(0).standard_normal((4096, 1024))
+    g, b = np.ones(1024), np.zeros(1024)
+    _, cache = bnfast.batchnorm_forward(x, g, b, {"mode": "train"})
+    dout = np.ones_like(x)
+
+    def work():
+        for _ in range(calls):
+            bnfast.batchnorm_backward(dout, cache)
+
+    work()
+    start = time.perf_counter()
+    bnfast.batchnorm_backward(dout, cache)
+    one = time.perf_counter() - start
+    worker = threading.Thread(target=work)
+    longest, last = 0.0, time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    worker.join()
+    return longest, one
 
 
 if __name__ == "__main__":

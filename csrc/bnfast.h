@@ -147,10 +147,21 @@ BNF_DECLARE(double, f64)
 
 #undef BNF_DECLARE
 
-/* Threads of the OpenMP builds (1 without OpenMP; jobs of a few thousand
-   elements always run on one thread). */
-void bnf_set_num_threads(int n);
+/* Threads of the OpenMP builds (1 without OpenMP; jobs under
+   bnf_get_parallel_min() bytes always run on one thread); threads.c says
+   how the count is chosen.  bnf_set_num_threads(n): n threads, clamped to
+   [0, BNF_MAX_THREADS]; 0 is OpenMP's count (OMP_NUM_THREADS, threadpoolctl,
+   else the cores).  It returns 1 when n > 1 cannot be honoured: in a child
+   forked after a parallel region had run, which stays on one thread.
+   bnf_get_num_threads(): the count a large job started from this thread
+   would use.  bnf_get_thread_state: {n as set, forked and serial, forked
+   after a parallel region, the most threads allowed}.  bnf_threads_init()
+   registers the at-fork handler (once; call it before the first job). */
+#define BNF_MAX_THREADS 1024
+int bnf_set_num_threads(int n);
 int bnf_get_num_threads(void);
+void bnf_get_thread_state(int state[4]);
+void bnf_threads_init(void);
 /* Jobs over fewer bytes than this run on one thread (default 1 MiB; a
    setting for tests and measurements). */
 void bnf_set_parallel_min(ptrdiff_t bytes);

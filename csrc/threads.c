@@ -1,26 +1,199 @@
 /* The thread count of the kernels (OpenMP builds), the rule that keeps
-   small jobs on one thread, and the per-thread split and merge of every
-   entry point (bnf_run, internal.h). */
+   small jobs on one thread, forked children, and the per-thread split and
+   merge of every entry point (bnf_run, internal.h).
+
+   The count of a call (bnf_get_num_threads), in order of precedence:
+   * a forked child: 1 (see below);
+   * bnf_set_num_threads(n), n >= 1 (bnfast.set_num_threads, and
+     BNFAST_NUM_THREADS at import);
+   * else OpenMP's own: omp_get_max_threads() of the calling thread, which
+     is what OMP_NUM_THREADS and threadpoolctl (omp_set_num_threads) set,
+     else the cores the process may run on;
+   always at most BNF_MAX_THREADS, and at most what could be created (a
+   probe, below).  The lookup runs only for jobs over the parallel
+   threshold: small calls pay nothing for it.
+
+   fork(): GNU OpenMP's pool of threads does not survive fork(), and a
+   child's first parallel region waits forever for the parent's threads.
+   An at-fork handler makes a child serial; set_num_threads in the child
+   lifts that, unless a parallel region had run before the fork (in this
+   process or an ancestor: bnf_went_parallel is inherited), in which case
+   the child stays serial for good (bnf_set_num_threads returns 1 and the
+   Python side warns).
+
+   Thread creation: libgomp exits the process when it cannot create a
+   thread.  Before the first parallel region of t threads, t larger than
+   any before, t - 1 plain threads (the caller is the t-th) are created,
+   alive at once, and joined (once per new count: microseconds a thread);
+   if some cannot be, the count is capped for good at half of the threads
+   that could be, leaving room for the rest of the process.  The plain
+   threads get the default attributes, as libgomp's do unless
+   OMP_STACKSIZE is set. */
+#if !defined(_POSIX_C_SOURCE) && !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L
+#endif
 #include <stdlib.h>
 #include <string.h>
 
 #include "bnfast.h"
 #include "internal.h"
 
-static int bnf_num_threads = 1;
+#if BNF_HAVE_OPENMP
+#include <omp.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define BNF_HAVE_PTHREAD 1
+#endif
+#endif
 
-void bnf_set_num_threads(int n) { bnf_num_threads = n < 1 ? 1 : n; }
+/* the flags and counts below are read by calls that run without the GIL
+   while another thread may set them: relaxed atomics (plain loads and
+   stores on x86-64) */
+#if defined(__GNUC__)
+#define BNF_LOAD(v) __atomic_load_n(&(v), __ATOMIC_RELAXED)
+#define BNF_STORE(v, x) __atomic_store_n(&(v), (x), __ATOMIC_RELAXED)
+#else
+#define BNF_LOAD(v) (v)
+#define BNF_STORE(v, x) ((v) = (x))
+#endif
+
+static int bnf_num_threads = 0;            /* 0: OpenMP's count */
+static int bnf_fork_serial = 0;            /* a forked child, not yet told */
+static int bnf_fork_poisoned = 0;          /* forked after a parallel region */
+static int bnf_threads_cap = BNF_MAX_THREADS;
+#if BNF_HAVE_OPENMP
+static int bnf_went_parallel = 0;          /* a parallel region ran */
+#endif
+#if BNF_HAVE_PTHREAD
+static int bnf_threads_known = 1;          /* so many were created at once */
+#endif
+
+int bnf_set_num_threads(int n)
+{
+    n = n < 0 ? 0 : n > BNF_MAX_THREADS ? BNF_MAX_THREADS : n;
+    BNF_STORE(bnf_num_threads, n);
+    if (!BNF_LOAD(bnf_fork_poisoned)) {
+        BNF_STORE(bnf_fork_serial, 0);
+        return 0;
+    }
+    return n > 1;
+}
 
 int bnf_get_num_threads(void)
 {
 #if BNF_HAVE_OPENMP
-    return bnf_num_threads;
+    if (BNF_LOAD(bnf_fork_serial))
+        return 1;
+    int n = BNF_LOAD(bnf_num_threads);
+    if (n == 0)
+        n = omp_get_max_threads();
+    int cap = BNF_LOAD(bnf_threads_cap);
+    return n < 1 ? 1 : n > cap ? cap : n;
 #else
     return 1;
 #endif
 }
 
+void bnf_get_thread_state(int state[4])
+{
+    state[0] = BNF_LOAD(bnf_num_threads);
+    state[1] = BNF_LOAD(bnf_fork_serial);
+    state[2] = BNF_LOAD(bnf_fork_poisoned);
+    state[3] = BNF_LOAD(bnf_threads_cap);
+}
+
 int bnf_have_openmp(void) { return BNF_HAVE_OPENMP; }
+
+#if BNF_HAVE_PTHREAD
+static pthread_mutex_t bnf_probe_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void bnf_atfork_prepare(void) { pthread_mutex_lock(&bnf_probe_lock); }
+
+static void bnf_atfork_parent(void) { pthread_mutex_unlock(&bnf_probe_lock); }
+
+static void bnf_atfork_child(void)
+{
+    pthread_mutex_unlock(&bnf_probe_lock);
+    bnf_fork_serial = 1;
+    if (bnf_went_parallel)
+        bnf_fork_poisoned = 1;
+}
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t go;
+    int released;
+} bnf_probe_gate;
+
+static void *bnf_probe_wait(void *arg)
+{
+    bnf_probe_gate *g = arg;
+    pthread_mutex_lock(&g->lock);
+    while (!g->released)
+        pthread_cond_wait(&g->go, &g->lock);
+    pthread_mutex_unlock(&g->lock);
+    return NULL;
+}
+
+/* How many of k threads (default attributes, as libgomp's without
+   OMP_STACKSIZE) could be alive at once. */
+static int bnf_probe(int k)
+{
+    pthread_t *t = malloc((size_t)k * sizeof *t);
+    if (t == NULL)
+        return 0;
+    bnf_probe_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+                        0};
+    int made = 0;
+    while (made < k && pthread_create(&t[made], NULL, bnf_probe_wait, &g) == 0)
+        made++;
+    pthread_mutex_lock(&g.lock);
+    g.released = 1;
+    pthread_cond_broadcast(&g.go);
+    pthread_mutex_unlock(&g.lock);
+    for (int i = 0; i < made; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    return made;
+}
+
+/* t, or fewer if t threads cannot be created */
+static int bnf_creatable(int t)
+{
+    if (t <= __atomic_load_n(&bnf_threads_known, __ATOMIC_ACQUIRE))
+        return t;
+    pthread_mutex_lock(&bnf_probe_lock);
+    if (t > bnf_threads_known && t <= bnf_threads_cap) {
+        int made = bnf_probe(t - 1) + 1;  /* and the calling thread */
+        if (made >= t) {
+            __atomic_store_n(&bnf_threads_known, t, __ATOMIC_RELEASE);
+        } else {
+            int cap = made / 2 > 1 ? made / 2 : 1;
+            if (cap < bnf_threads_known)
+                cap = bnf_threads_known;
+            BNF_STORE(bnf_threads_cap, cap);
+            __atomic_store_n(&bnf_threads_known, cap, __ATOMIC_RELEASE);
+        }
+    }
+    int cap = bnf_threads_cap;
+    pthread_mutex_unlock(&bnf_probe_lock);
+    return t < cap ? t : cap;
+}
+#else
+static int bnf_creatable(int t) { return t; }
+#endif
+
+void bnf_threads_init(void)
+{
+#if BNF_HAVE_PTHREAD
+    static int done = 0;
+    if (!done) {
+        done = 1;
+        pthread_atfork(bnf_atfork_prepare, bnf_atfork_parent,
+                       bnf_atfork_child);
+    }
+#endif
+}
 
 static ptrdiff_t bnf_parallel_min = BNF_PARALLEL_MIN;
 
@@ -33,12 +206,14 @@ ptrdiff_t bnf_get_parallel_min(void) { return bnf_parallel_min; }
 
 int bnf_threads_for(ptrdiff_t bytes)
 {
-    int t = bnf_get_num_threads();
     ptrdiff_t min = bnf_parallel_min;
-    if (t <= 1 || bytes < min)
+    if (bytes < min)
+        return 1;
+    int t = bnf_get_num_threads();
+    if (t <= 1)
         return 1;
     ptrdiff_t most = bytes / (min / 2);
-    return most < t ? (int)most : t;
+    return bnf_creatable(most < t ? (int)most : t);
 }
 
 /* out[a] = 0 + the threads' partials in thread order */
@@ -88,6 +263,8 @@ int bnf_run(const bnf_split *s)
         rc = s->task(s->ctx, 0, s->n, scratch);
     } else {
 #if BNF_HAVE_OPENMP
+        if (!BNF_LOAD(bnf_went_parallel))
+            BNF_STORE(bnf_went_parallel, 1);
 #pragma omp parallel for num_threads(nt) schedule(static) reduction(min : rc)
 #endif
         for (int t = 0; t < nt; t++) {

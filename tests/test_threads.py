@@ -19,7 +19,7 @@ RNG = np.random.default_rng(50)
 
 @pytest.fixture(autouse=True)
 def restore_threads():
-    n = bnfast.get_num_threads()
+    n = bnfast._kernels._thread_state()[0] or None
     # the threaded kernels on small arrays: jobs of 64 KiB and more are
     # split (by default 1 MiB, where two threads start to pay)
     least = bnfast._kernels._get_parallel_min()
@@ -112,24 +112,133 @@ def test_small_jobs_stay_on_one_thread_by_default():
 def test_set_num_threads_validates():
     bnfast.set_num_threads(2)
     assert bnfast.get_num_threads() == 2
-    for bad in (0, -1, 1.5, "2", True):
-        with pytest.raises(ValueError, match="the number of threads must be "
-                           "an int >= 1"):
+    for bad in (0, -1, 1.5, "2", True, 1025, 2**31, 2**64, np.int64(2**40)):
+        with pytest.raises(ValueError, match=r"set_num_threads: n must be an "
+                           r"int from 1 to 1024 or None \(the default\), "
+                           "got"):
             bnfast.set_num_threads(bad)
     assert bnfast.get_num_threads() == 2
+    bnfast.set_num_threads(np.int32(1024))
+    assert bnfast.get_num_threads() == 1024   # no thread made until a call
 
 
-@pytest.mark.parametrize("env,expected", [("3", 3), ("zero", None)])
-def test_environment_variable(env, expected):
-    code = "import bnfast; print(bnfast.get_num_threads())"
-    result = subprocess.run(
-        [sys.executable, "-W", "always", "-c", code], capture_output=True,
-        text=True, env={**os.environ, "BNFAST_NUM_THREADS": env}, check=True)
+def _in_subprocess(code, preexec_fn=None, **env):
+    """Run code in a fresh interpreter with these environment variables
+    (None: unset); its stdout and stderr."""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("BNFAST_NUM_THREADS", "OMP_NUM_THREADS")}
+    environ.update({k: v for k, v in env.items() if v is not None})
+    result = subprocess.run([sys.executable, "-W", "always", "-c", code],
+                            capture_output=True, text=True, env=environ,
+                            timeout=120, preexec_fn=preexec_fn)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout, result.stderr
+
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+    else os.cpu_count()
+
+
+@pytest.mark.parametrize("bnfast_env,omp_env,expected", [
+    (None, None, CORES),
+    ("3", None, 3),
+    ("1024", None, 1024),
+    (None, "1", 1),
+    (None, "3", 3),
+    ("2", "1", 2),        # BNFAST_NUM_THREADS before OMP_NUM_THREADS
+    ("zero", None, None),
+    ("0", None, None),
+    ("-2", None, None),
+    ("1025", None, None),
+    ("2147483648", None, None),
+    ("99999999999999999999999", "3", None),
+])
+def test_environment_variables(bnfast_env, omp_env, expected):
+    # a bad BNFAST_NUM_THREADS never fails the import: a warning, and the
+    # count of OpenMP (OMP_NUM_THREADS, else the cores)
+    out, err = _in_subprocess(
+        "import bnfast; print(bnfast.get_num_threads()); bnfast.show_config()",
+        BNFAST_NUM_THREADS=bnfast_env, OMP_NUM_THREADS=omp_env)
+    count, config = out.split("\n", 1)
     if expected is None:
-        assert "BNFAST_NUM_THREADS='zero' is not an int >= 1" in result.stderr
-        assert int(result.stdout) == len(os.sched_getaffinity(0))
+        assert (f"BNFAST_NUM_THREADS={bnfast_env!r} is not an int from 1 to "
+                "1024; ignored") in err, err
+        assert int(count) == (int(omp_env) if omp_env else CORES)
     else:
-        assert int(result.stdout) == expected
+        assert "BNFAST_NUM_THREADS" not in err, err
+        assert int(count) == expected
+    source = ("BNFAST_NUM_THREADS;" if expected is not None and bnfast_env
+              else "OpenMP's count:")
+    assert f"threads:     {count} ({source}" in config, config
+
+
+def test_threadpoolctl_limits_the_default():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = RNG.standard_normal((40000, 8)) + 3   # rows split: shows threads
+    bnfast.set_num_threads(1)
+    serial = bn(x, 1)
+    bnfast.set_num_threads(2)
+    threaded = bn(x, 1)
+    bnfast.set_num_threads(None)              # OpenMP's count
+    before = bnfast.get_num_threads()
+    with threadpoolctl.threadpool_limits(1):
+        assert bnfast.get_num_threads() == 1
+        for s, p in zip(serial, bn(x, 1)):
+            np.testing.assert_array_equal(p, s)
+    with threadpoolctl.threadpool_limits(2):
+        assert bnfast.get_num_threads() == 2
+        for t, p in zip(threaded, bn(x, 1)):
+            np.testing.assert_array_equal(p, t)
+    assert bnfast.get_num_threads() == before
+    # set_num_threads comes first
+    bnfast.set_num_threads(2)
+    with threadpoolctl.threadpool_limits(1):
+        assert bnfast.get_num_threads() == 2
+
+
+def test_threads_that_cannot_be_created_do_not_kill_the_process():
+    # libgomp exits the process when it cannot create a thread: with the
+    # address space limited to 200 MB more than in use and 8 MB thread
+    # stacks (glibc's default thread stack is RLIMIT_STACK, read when the
+    # interpreter starts), 1000 threads cannot be; the call runs on fewer
+    # (half of those that could be created) and gives the results of that
+    # count
+    resource = pytest.importorskip("resource")
+
+    def stacks_of_8_mib():
+        hard = resource.getrlimit(resource.RLIMIT_STACK)[1]
+        if hard == resource.RLIM_INFINITY or hard >= 8 << 20:
+            resource.setrlimit(resource.RLIMIT_STACK, (8 << 20, hard))
+
+    out, _ = _in_subprocess(preexec_fn=stacks_of_8_mib, code="""
+import resource
+import numpy as np
+import bnfast
+bnfast._kernels._set_parallel_min(2)
+x = np.random.default_rng(0).standard_normal((4000, 64)) + 3
+g, b = np.ones(64), np.zeros(64)
+def call():
+    return bnfast.batchnorm_forward(x, g, b, {"mode": "train"})[0]
+bnfast.set_num_threads(1)
+serial = call()
+with open("/proc/self/statm") as f:
+    used = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS,
+                   (used + (200 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+bnfast.set_num_threads(1000)
+out = call()
+n = bnfast.get_num_threads()
+assert 1 <= n < 1000, n
+np.testing.assert_allclose(out, serial, rtol=1e-12, atol=1e-12)
+bnfast.set_num_threads(n)
+np.testing.assert_array_equal(call(), out)
+import io
+text = io.StringIO()
+bnfast.show_config(file=text)
+assert f"at most {n}: more threads could not be created" in text.getvalue()
+print("ok")
+""")
+    assert out.strip() == "ok"
 
 
 def test_show_config_reports_the_build():
@@ -140,3 +249,16 @@ def test_show_config_reports_the_build():
     assert "OpenMP:      yes" in text
     assert f"SIMD level:  {bnfast._kernels.simd_level()}" in text
     assert "-ffp-contract=off" in text
+    bnfast.set_num_threads(None)
+    assert (f"threads:     {bnfast.get_num_threads()} (OpenMP's count: "
+            "threadpoolctl, OMP_NUM_THREADS, else the cores;"
+            in _show_config())
+    bnfast.set_num_threads(3)
+    assert "threads:     3 (set_num_threads;" in _show_config()
+
+
+def _show_config():
+    import io
+    buf = io.StringIO()
+    bnfast.show_config(file=buf)
+    return buf.getvalue()

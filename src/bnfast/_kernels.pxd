@@ -95,8 +95,11 @@ cdef extern from "bnfast.h" nogil:
                         const double *x, const double *dy, double *dx,
                         bnf_results *r)
 
-    void bnf_set_num_threads(int n)
+    enum: BNF_MAX_THREADS
+    int bnf_set_num_threads(int n)
     int bnf_get_num_threads()
+    void bnf_get_thread_state(int *state)
+    void bnf_threads_init()
     void bnf_set_parallel_min(ptrdiff_t nbytes)
     ptrdiff_t bnf_get_parallel_min()
     int bnf_have_openmp()

@@ -60,12 +60,28 @@ def simd_level():
     return bnf_simd_level().decode()
 
 
+bnf_threads_init()
+
+MAX_THREADS = BNF_MAX_THREADS
+
+
 def set_num_threads(int n):
-    bnf_set_num_threads(n)
+    """n threads (0: OpenMP's count); True when n > 1 cannot be honoured
+    (a child forked after a parallel region: it stays on one thread).
+    bnfast.set_num_threads checks n."""
+    return bool(bnf_set_num_threads(n))
 
 
 def get_num_threads():
     return bnf_get_num_threads()
+
+
+def _thread_state():
+    """(n as set, 0 for OpenMP's count; forked and serial; forked after a
+    parallel region; the most threads allowed)."""
+    cdef int state[4]
+    bnf_get_thread_state(state)
+    return state[0], bool(state[1]), bool(state[2]), state[3]
 
 
 def _set_parallel_min(Py_ssize_t nbytes):
