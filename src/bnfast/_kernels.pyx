@@ -91,17 +91,25 @@ cdef inline bint _is_float(cnp.ndarray a) noexcept:
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
-cdef cnp.ndarray _float_array(object a, str name):
+cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     """``a`` as a float32 or float64 ndarray in native byte order.
 
     Array-likes (lists) are converted; byte-swapped float arrays are
-    copied to native order; any other dtype raises TypeError."""
+    copied to native order.  ``convert``: the type number
+    (x's) that integer and bool arrays are converted to (gamma and beta);
+    -1: any dtype but float32/float64 raises TypeError."""
     cdef cnp.ndarray arr
     if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
         return <cnp.ndarray>a
     arr = np.asarray(a)
     dt = arr.dtype
+    if convert >= 0 and dt.kind in "biu":
+        return cnp.PyArray_Cast(arr, convert)
     if dt.kind != "f" or dt.itemsize not in (4, 8):
+        if convert >= 0:
+            raise TypeError(
+                f"{name} must be a float32 or float64 array, or of integers "
+                f"or bools (converted to x's dtype), got dtype {dt}")
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {dt}")
     if not dt.isnative:
@@ -172,16 +180,17 @@ cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
 
 
 cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
-                              cnp.ndarray x, int axis):
+                              cnp.ndarray x, int axis, bint param=False):
     """A per-feature array (gamma, beta, running statistics) validated:
     float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
-    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1))."""
+    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1)).
+    param (gamma, beta): integers and bools are converted to x's dtype."""
     cdef cnp.ndarray arr
     if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
             and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == d):
         return <cnp.ndarray>a
-    arr = _float_array(a, name)
+    arr = _float_array(a, name, cnp.PyArray_TYPE(x) if param else -1)
     xshape = _shape(x)
     if axis == 0:
         feature_shape = xshape[1:]
@@ -1085,9 +1094,9 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.channels = d
     f.train = _mode_is_train(bn_param)
     f.relu = _activation(activation)
-    f.g = _per_feature(gamma, "gamma", d, xa, fax)
+    f.g = _per_feature(gamma, "gamma", d, xa, fax, True)
     f.gflat = _flat(f.g, d)
-    b = _per_feature(beta, "beta", d, xa, fax)
+    b = _per_feature(beta, "beta", d, xa, fax, True)
     f.bflat = _flat(b, d)
     f.eps = _real_in(_get(bn_param, "eps", 1e-5), "bn_param['eps']", 0.0)
     f.momentum = _real_in(_get(bn_param, "momentum", 0.9),
@@ -1435,9 +1444,9 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     for k in range(1, cnp.PyArray_NDIM(xa)):
         d *= cnp.PyArray_DIM(xa, k)
     x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _per_feature(gamma, "gamma", d, xa, 0)
+    g = _per_feature(gamma, "gamma", d, xa, 0, True)
     gflat = _flat(g, d)
-    bflat = _flat(_per_feature(beta, "beta", d, xa, 0), d)
+    bflat = _flat(_per_feature(beta, "beta", d, xa, 0, True), d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
     if out is not None:
@@ -1532,9 +1541,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _per_feature(gamma, "gamma", c, xa, 1)
+    g = _per_feature(gamma, "gamma", c, xa, 1, True)
     gflat = _flat(g, c)
-    bflat = _flat(_per_feature(beta, "beta", c, xa, 1), c)
+    bflat = _flat(_per_feature(beta, "beta", c, xa, 1, True), c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
     if out is not None:

@@ -15,6 +15,9 @@ Every function also takes ``out=`` (keyword-only), as the fast ones: the
 first result (out or dx) is then copied into that array, which is returned.
 The fast functions compute into it directly where its layout allows and
 reject an ``out`` that overlaps an input; the reference only copies.
+
+Integer and bool gamma and beta are converted to x's dtype first (as the
+fast functions do), so dgamma and dbeta then have x's dtype.
 """
 import functools
 
@@ -43,6 +46,15 @@ def _takes_out(f):
             first = out
         return (first, *rest)
     return wrapper
+
+
+def _param(p, x):
+    """gamma or beta as an array; integers and bools converted to x's
+    dtype (otherwise dgamma and dbeta would be truncated to integers)."""
+    p = np.asanyarray(p)
+    if p.dtype.kind in "biu":
+        p = p.astype(x.dtype)
+    return p
 
 
 @_takes_out
@@ -80,6 +92,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     array([[-1., -1.],
            [ 1.,  1.]])
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
@@ -245,6 +258,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     >>> round(float(out[:, 1].std()), 4)
     1.0
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     moved = np.moveaxis(x, axis, -1)
     c = moved.shape[-1]
     flat = moved.reshape(-1, c)
@@ -299,6 +313,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     >>> np.round(out.mean(axis=1), 12)
     array([0., 0.])
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     eps = ln_param.get("eps", 1e-5)
     N = x.shape[0]
     xr = x.reshape(N, -1)
@@ -360,6 +375,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     eps = gn_param.get("eps", 1e-5)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
