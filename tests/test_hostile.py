@@ -140,6 +140,14 @@ BAD = [
     ("float16 gamma", _set("gamma", lambda g: g.astype(np.float16)), None,
      TypeError, r"gamma must be a float32 or float64 array, or of integers "
      r"or bools \(converted to x's dtype\), got dtype float16"),
+    ("masked x", _set("x", lambda x: np.ma.masked_less(x, 0)), None,
+     TypeError, r"^x must not be a masked array \(numpy.ma.MaskedArray\)"),
+    ("masked x without a mask", _set("x", np.ma.asarray), None, TypeError,
+     r"^x must not be a masked array"),
+    ("masked gamma", _set("gamma", lambda g: np.ma.masked_less(g, 0)), None,
+     TypeError, r"^gamma must not be a masked array"),
+    ("masked beta", _set("beta", lambda b: np.ma.masked_less(b, 0)), None,
+     TypeError, r"^beta must not be a masked array"),
     ("beta of the wrong shape", _set("beta", lambda b: np.ones((C, 1))),
      None, ValueError, r"beta must have shape \(6,\)"),
     ("negative eps", _set("param.eps", lambda e: -1e-5), None, ValueError,
@@ -166,6 +174,9 @@ BAD = [
      _set("param.running_mean", lambda r: np.ones(C, bool)), BN, TypeError,
      r"bn_param\['running_mean'\] must be a float32 or float64 array, got "
      r"dtype bool"),
+    ("masked running_mean",
+     _set("param.running_mean", lambda r: np.ma.masked_less(r, 0)), BN,
+     TypeError, r"^bn_param\['running_mean'\] must not be a masked array"),
 ]
 
 
@@ -304,6 +315,8 @@ def test_n_equal_1_in_train_mode_is_beta():
 
 
 BACKWARD_BAD = [
+    ("masked dout", lambda d: np.ma.masked_greater(d, 0.5), TypeError,
+     r"^dout must not be a masked array"),
     ("int dout", lambda d: d.astype(np.int32), TypeError,
      r"dout must be a float32 or float64 array, got dtype int32"),
     ("complex dout", lambda d: d.astype(complex), TypeError,
@@ -546,3 +559,112 @@ def test_reference_integer_gamma_and_beta(family, dtype, kind):
         assert got.dtype == dtype and got.shape == fast.shape
         np.testing.assert_allclose(got, fast, rtol=rtol, atol=atol)
 
+
+# ------------------------------------------------ masked arrays, subclasses
+# (issue 12, 7): the kernels read raw memory, so a masked array's mask
+# would be dropped silently: every argument (every family, the
+# synchronized one, out=) raises TypeError naming it.  Other ndarray
+# subclasses (np.matrix, np.memmap, user subclasses) are read, and
+# written as out, as plain ndarrays; the results are plain ndarrays.
+
+def _masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(np.shape(a), bool))
+
+
+MASKABLE = ["x", "gamma", "beta", "running_mean", "running_var", "dout",
+            "out", "backward out"]
+
+
+def _masked_cases():
+    for family, (_, _, fname, _) in PARAM_FAMILIES.items():
+        for arg in MASKABLE:
+            if arg.startswith("running") and "batch" not in fname:
+                continue
+            yield pytest.param(family, arg, id=f"{family}-{arg}")
+
+
+@pytest.mark.parametrize("family,arg", list(_masked_cases()))
+def test_masked_arrays_raise(family, arg):
+    x_shape, p_shape, fname, _ = PARAM_FAMILIES[family]
+    rng = _rng(5)
+    args = {"x": rng.standard_normal(x_shape),
+            "gamma": rng.standard_normal(p_shape),
+            "beta": rng.standard_normal(p_shape)}
+    dout = rng.standard_normal(x_shape)
+    param_extra = {}
+    if arg.startswith("running"):
+        param_extra[arg] = _masked(rng.random(p_shape) + 0.5)
+    elif arg in args:
+        args[arg] = _masked(args[arg])
+    kw = {"out": _masked(np.zeros(x_shape))} if arg == "out" else {}
+    name = {"backward out": "out", "running_mean":
+            "bn_param['running_mean']", "running_var":
+            "bn_param['running_var']"}.get(arg, arg)
+    message = f"^{re.escape(name)} must not be a masked array"
+    before = snapshot({**args, **param_extra, "dout": dout})
+    if arg in ("dout", "backward out"):
+        (_, cache), _ = _call_forward(bnfast, family, args["x"],
+                                      args["gamma"], args["beta"])
+        bkw = ({"out": _masked(np.zeros(x_shape))}
+               if arg == "backward out" else {})
+        d = _masked(dout) if arg == "dout" else dout
+        with pytest.raises(TypeError, match=message):
+            _call_backward(bnfast, family, d, cache, **bkw)
+    else:
+        _, _, fname, _ = PARAM_FAMILIES[family]
+        if param_extra:
+            param = {"mode": "train", **param_extra}
+            fwd = (_sync_forward if "sync" in family
+                   else getattr(bnfast, fname))
+            akw = {"axis": 1} if family == "sync spatial" else (
+                {"axis": -1} if family == "channels-last" else {})
+            with pytest.raises(TypeError, match=message):
+                fwd(args["x"], args["gamma"], args["beta"], param, **akw,
+                    **kw)
+            assert param.keys() == {"mode", *param_extra}
+        else:
+            with pytest.raises(TypeError, match=message):
+                _call_forward(bnfast, family, args["x"], args["gamma"],
+                              args["beta"], **kw)
+    assert_unchanged(before, {**args, **param_extra, "dout": dout})
+
+
+class _Sub(np.ndarray):
+    """A user's ndarray subclass."""
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass")
+@pytest.mark.parametrize("family", list(PARAM_FAMILIES))
+def test_ndarray_subclasses_are_read_and_written_as_ndarrays(family,
+                                                             tmp_path):
+    x_shape, p_shape, _, _ = PARAM_FAMILIES[family]
+    rng = _rng(6)
+    x = rng.standard_normal(x_shape)
+    gamma, beta = rng.standard_normal(p_shape), rng.standard_normal(p_shape)
+    dout = rng.standard_normal(x_shape)
+    (exp, ecache), _ = _call_forward(bnfast, family, x, gamma, beta)
+    expected = _call_backward(bnfast, family, dout, ecache)
+    mm = np.memmap(tmp_path / "out", np.float64, "w+", shape=x_shape)
+    outs = [np.zeros(x_shape).view(_Sub), mm]
+    if len(x_shape) == 2:
+        outs.append(np.asmatrix(np.zeros(x_shape)))
+    for out in outs:
+        (res, cache), _ = _call_forward(
+            bnfast, family, x.view(_Sub), gamma.view(_Sub), beta, out=out)
+        assert res is out
+        np.testing.assert_array_equal(np.asarray(out), exp)
+        out[...] = 7
+        dx, *grads = _call_backward(bnfast, family, dout.view(_Sub), cache,
+                                    out=out)
+        assert dx is out
+        np.testing.assert_array_equal(np.asarray(out), expected[0])
+        for g, e in zip(grads, expected[1:]):
+            assert type(g) is np.ndarray
+            np.testing.assert_array_equal(g, e)
+    (res, _), _ = _call_forward(bnfast, family, x.view(_Sub), gamma, beta)
+    assert type(res) is np.ndarray
+    if len(x_shape) == 2:  # np.matrix x: a plain (N, D) array
+        (res, _), _ = _call_forward(bnfast, family, np.asmatrix(x), gamma,
+                                    beta)
+        assert type(res) is np.ndarray
+        np.testing.assert_array_equal(res, exp)

@@ -198,6 +198,8 @@ OUT_ERRORS = [
     # (description, out from the arguments, exception, message)
     ("a list", lambda a: [[0.0] * 3] * 5, TypeError,
      "out must be a numpy.ndarray, got list"),
+    ("a masked array", lambda a: np.ma.zeros((5, 3)), TypeError,
+     "out must not be a masked array (numpy.ma.MaskedArray)"),
     ("another dtype", lambda a: np.zeros((5, 3), np.float32), TypeError,
      "out must have dtype float64 (x's), got float32"),
     ("another shape", lambda a: np.zeros((3, 5)), ValueError,

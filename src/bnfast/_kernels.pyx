@@ -28,6 +28,7 @@ caller's out= is written directly when its own layout gives a panel in that
 order (_panel_as).
 """
 import numbers
+from sys import modules as _sys_modules
 
 import numpy as np
 
@@ -91,16 +92,32 @@ cdef inline bint _is_float(cnp.ndarray a) noexcept:
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
+cdef int _not_masked(object a, str name) except -1:
+    """A masked array (numpy.ma) raises TypeError: the kernels would read
+    its masked values as data.  (No MaskedArray exists before numpy.ma is
+    imported, so this imports nothing.)"""
+    ma = _sys_modules.get("numpy.ma")
+    if ma is not None and isinstance(a, ma.MaskedArray):
+        raise TypeError(
+            f"{name} must not be a masked array (numpy.ma.MaskedArray): "
+            f"bnfast would read its masked values as data; pass "
+            f"{name}.filled(value), or numpy.ma.getdata({name}) to ignore "
+            f"the mask")
+    return 0
+
+
 cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     """``a`` as a float32 or float64 ndarray in native byte order.
 
-    Array-likes (lists) are converted; byte-swapped float arrays are
-    copied to native order.  ``convert``: the type number
+    Array-likes (lists) and ndarray subclasses (np.matrix, np.memmap) are
+    read as plain ndarrays; byte-swapped float arrays are copied to native
+    order; masked arrays raise TypeError.  ``convert``: the type number
     (x's) that integer and bool arrays are converted to (gamma and beta);
     -1: any dtype but float32/float64 raises TypeError."""
     cdef cnp.ndarray arr
     if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
         return <cnp.ndarray>a
+    _not_masked(a, name)
     arr = np.asarray(a)
     dt = arr.dtype
     if convert >= 0 and dt.kind in "biu":
@@ -307,15 +324,18 @@ cdef bint _overlap(cnp.ndarray a, object b) except -1:
 
 cdef int _out_array(object out, tuple shape, cnp.ndarray x,
                     tuple inputs) except -1:
-    """Validate a caller's output array: an ndarray of exactly ``shape``
+    """Validate a caller's output array: an ndarray (any subclass but a
+    masked array) of exactly ``shape``
     and x's dtype, writeable, sharing no memory with any of ``inputs``
     ((name, array) pairs: a partial overlap would read values already
     overwritten, and the cache keeps x for the backward)."""
     cdef cnp.ndarray o
     cdef int k
     if not cnp.PyArray_CheckExact(out):
-        raise TypeError(f"out must be a numpy.ndarray, got "
-                        f"{type(out).__name__}")
+        _not_masked(out, "out")
+        if not cnp.PyArray_Check(out):
+            raise TypeError(f"out must be a numpy.ndarray, got "
+                            f"{type(out).__name__}")
     o = <cnp.ndarray>out
     if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(x)
             and cnp.PyArray_ISNOTSWAPPED(o)):
