@@ -304,11 +304,14 @@ cdef int _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
 
 
 cdef bint _overlap(cnp.ndarray a, object b) except -1:
+    """Whether a and b (any object: only arrays have memory) share memory:
+    exact (np.shares_memory) when their byte ranges intersect, True when
+    that is too hard to decide (as np.may_share_memory)."""
     cdef char *alo
     cdef char *ahi
     cdef char *blo
     cdef char *bhi
-    if not isinstance(b, np.ndarray):
+    if not cnp.PyArray_Check(b):
         return False
     if cnp.PyArray_SIZE(a) == 0 or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
         return False
@@ -322,13 +325,71 @@ cdef bint _overlap(cnp.ndarray a, object b) except -1:
         return True
 
 
+def _overlaps_itself(a):
+    """Whether two elements of ``a`` share a byte: every element's byte
+    offset, sorted (O(a.size) memory and O(n log n) time: only for the
+    layouts _self_overlap cannot decide from the strides)."""
+    offsets = np.zeros(1, np.int64)
+    for n, s in zip(a.shape, a.strides):
+        if n > 1:
+            offsets = (offsets[:, None]
+                       + np.arange(n, dtype=np.int64) * s).ravel()
+    offsets.sort()
+    return bool((np.diff(offsets) < a.itemsize).any())
+
+
+cdef int _self_overlap(cnp.ndarray a) except -1:
+    """Whether elements of a overlap one another: 0 no, 1 yes, 2 yes with a
+    stride of 0.  Contiguous arrays answer from their flags.  Otherwise
+    the axes of length > 1 sorted by |stride|: when each stride is at
+    least the extent of the block of the smaller ones, the blocks nest and
+    nothing overlaps; the strides of any array made by slicing, reshaping
+    or transposing nest so.  Layouts that do not nest (only as_strided
+    makes them: a sliding window, interleaved axes) are decided exactly,
+    element by element (_overlaps_itself)."""
+    cdef int k, j, m = 0, nd = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t n, st
+    cdef Py_ssize_t key[MAXDIMS]
+    cdef Py_ssize_t dim[MAXDIMS]
+    cdef double ext  # no overflow for strides of absurd as_strided views
+    if (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)
+            or cnp.PyArray_SIZE(a) == 0):
+        return 0
+    for k in range(nd):
+        n = cnp.PyArray_DIM(a, k)
+        if n == 1:
+            continue
+        st = _iabs(cnp.PyArray_STRIDE(a, k))
+        if st == 0:
+            return 2
+        j = m
+        while j > 0 and key[j - 1] > st:
+            key[j] = key[j - 1]
+            dim[j] = dim[j - 1]
+            j -= 1
+        key[j] = st
+        dim[j] = n
+        m += 1
+    ext = cnp.PyArray_ITEMSIZE(a)
+    for j in range(m):
+        if key[j] < ext:
+            return 1 if _overlaps_itself(a) else 0
+        ext += <double>key[j] * <double>(dim[j] - 1)
+    return 0
+
+
 cdef int _out_array(object out, tuple shape, cnp.ndarray x,
                     tuple inputs) except -1:
     """Validate a caller's output array: an ndarray (any subclass but a
-    masked array) of exactly ``shape``
-    and x's dtype, writeable, sharing no memory with any of ``inputs``
-    ((name, array) pairs: a partial overlap would read values already
-    overwritten, and the cache keeps x for the backward)."""
+    masked array) of exactly ``shape`` and x's dtype, writeable, whose
+    elements do not overlap one another, sharing no memory with any of
+    ``inputs``: (name, the array the call reads, the caller's object it
+    came from) triples.  Both are checked: the array read may be a copy
+    of the caller's (byte-swapped, strided, reshaped or converted), which
+    out must not overwrite either (a caller's object that is not an array
+    but has memory, a memoryview or a tensor, is seen through
+    np.asarray).  A partial overlap would read values already overwritten,
+    and the cache keeps x for the backward."""
     cdef cnp.ndarray o
     cdef int k
     if not cnp.PyArray_CheckExact(out):
@@ -347,12 +408,19 @@ cdef int _out_array(object out, tuple shape, cnp.ndarray x,
         raise ValueError(f"out must have shape {shape}, got {_shape(o)}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError("out is read-only")
-    for k in range(cnp.PyArray_NDIM(o)):
-        if cnp.PyArray_STRIDE(o, k) == 0 and cnp.PyArray_DIM(o, k) > 1:
-            raise ValueError("out has elements sharing memory (a stride of "
-                             "0): each result needs its own")
-    for what, a in inputs:
-        if _overlap(o, a):
+    k = _self_overlap(o)
+    if k == 2:
+        raise ValueError("out has elements sharing memory (a stride of "
+                         "0): each result needs its own")
+    if k:
+        raise ValueError("out has elements sharing memory (overlapping "
+                         "strides, as a sliding window view): each result "
+                         "needs its own")
+    for what, a, orig in inputs:
+        if orig is not a and not cnp.PyArray_Check(orig) and not isinstance(
+                orig, (list, tuple, float, int)):
+            orig = np.asarray(orig)  # a buffer (memoryview), a tensor
+        if _overlap(o, a) or (orig is not a and _overlap(o, orig)):
             raise ValueError(f"out must not share memory with {what}")
     return 0
 
@@ -824,9 +892,16 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
     if not _shape_is(d, c.shape):
         raise ValueError(
             f"dout must have the shape of x {c.shape}, got {_shape(d)}")
-    if out is not None:
-        _out_array(out, c.shape, c.x, (
-            ("dout", d), ("the cached x", c.x), ("the cached gamma", c.gamma)))
+    if out is not None:  # everything the backward reads
+        reads = [("dout", d, dout), ("the cached x", c.x, c.x),
+                 ("the cached gamma", c.gamma, c.gamma),
+                 ("the cached statistics", c.mean, c.mean),
+                 ("the cached statistics", c.invstd, c.invstd)]
+        if cache_type is BatchNormCache and (<BatchNormCache>c).relu:
+            # the fused ReLU's mask is recomputed with beta
+            reads.append(("the cached beta", (<BatchNormCache>c).beta,
+                          (<BatchNormCache>c).beta))
+        _out_array(out, c.shape, c.x, tuple(reads))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
@@ -1121,21 +1196,21 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.eps = _real_in(_get(bn_param, "eps", 1e-5), "bn_param['eps']", 0.0)
     f.momentum = _real_in(_get(bn_param, "momentum", 0.9),
                           "bn_param['momentum']", 0.0, 1.0)
-    value = _get(bn_param, "running_mean", None)
-    if value is None:
-        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
-    f.rm = _per_feature(value, "bn_param['running_mean']", d, xa, fax)
+    rm = _get(bn_param, "running_mean", None)
+    if rm is None:
+        rm = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rm = _per_feature(rm, "bn_param['running_mean']", d, xa, fax)
     f.rmflat = _flat(f.rm, d)
-    value = _get(bn_param, "running_var", None)
-    if value is None:
-        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
-    f.rv = _per_feature(value, "bn_param['running_var']", d, xa, fax)
+    rv = _get(bn_param, "running_var", None)
+    if rv is None:
+        rv = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rv = _per_feature(rv, "bn_param['running_var']", d, xa, fax)
     f.rvflat = _flat(f.rv, d)
-    if out is not None:
-        _out_array(out, f.shape, xs, (
-            ("x", xs), ("gamma", f.g), ("beta", f.bflat),
-            ("bn_param['running_mean']", f.rm),
-            ("bn_param['running_var']", f.rv)))
+    if out is not None:  # what is read (xs: below), and the caller's
+        _out_array(out, f.shape, xa, (
+            ("x", xa, x), ("gamma", f.gflat, gamma), ("beta", f.bflat, beta),
+            ("bn_param['running_mean']", f.rmflat, rm),
+            ("bn_param['running_var']", f.rvflat, rv)))
     f.out = out
     f.bn_param = bn_param
     f.count = cnp.PyArray_SIZE(xs) // d
@@ -1469,8 +1544,9 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     bflat = _flat(_per_feature(beta, "beta", d, xa, 0, True), d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
-    if out is not None:
-        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
+                                    ("beta", bflat, beta)))
     x2 = _fit(x2, _unit_rows)
     y = _into_rows(out, x2, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
@@ -1566,8 +1642,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     bflat = _flat(_per_feature(beta, "beta", c, xa, 1, True), c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
-    if out is not None:
-        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
+                                    ("beta", bflat, beta)))
     hw = cnp.PyArray_SIZE(xa) // (n * c)
     x3 = xa
     if cnp.PyArray_NDIM(xa) != 3:

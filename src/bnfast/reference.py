@@ -13,13 +13,17 @@ of ``x.reshape(N, -1)``.
 
 Every function also takes ``out=`` (keyword-only), as the fast ones: the
 first result (out or dx) is then copied into that array, which is returned.
-The fast functions compute into it directly where its layout allows and
-reject an ``out`` that overlaps an input; the reference only copies.
+The fast functions compute into it directly where its layout allows; the
+reference only copies, with np.copyto's casting and broadcasting.  Both
+raise the same ValueError, before anything is computed or written, for an
+``out`` whose elements overlap one another or that shares memory with
+any array argument.
 
 Integer and bool gamma and beta are converted to x's dtype first (as the
 fast functions do), so dgamma and dbeta then have x's dtype.
 """
 import functools
+import inspect
 
 import numpy as np
 
@@ -36,10 +40,55 @@ __all__ = [
 ]
 
 
+def _overlaps_itself(a):
+    """Whether two elements of ``a`` share a byte: contiguous arrays never
+    do; otherwise every element's byte offset, sorted."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return False
+    offsets = np.zeros(1, np.int64)
+    for n, s in zip(a.shape, a.strides):
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * s).ravel()
+    return bool((np.diff(np.sort(offsets)) < a.itemsize).any())
+
+
+def _arrays(name, value):
+    """(name, array) for every array in an argument, including the values
+    of a dict (bn_param) and the items of a tuple (a cache)."""
+    if isinstance(value, np.ndarray):
+        yield name, value
+    elif isinstance(value, memoryview):
+        yield name, np.asarray(value)
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            yield from _arrays(f"{name}[{key!r}]", v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _arrays(name, v)
+
+
+def _check_out(out, arguments):
+    if _overlaps_itself(out):
+        raise ValueError("out has elements sharing memory: each result "
+                         "needs its own")
+    for name, value in arguments.items():
+        for what, a in _arrays(name, value):
+            try:
+                shared = np.shares_memory(out, a, max_work=100_000)
+            except np.exceptions.TooHardError:
+                shared = True
+            if shared:
+                raise ValueError(f"out must not share memory with {what}")
+
+
 def _takes_out(f):
-    """Add the keyword ``out=``: the first result is copied into it."""
+    """Add the keyword ``out=``: the first result is copied into it (after
+    the checks of _check_out)."""
+    signature = inspect.signature(f)
+
     @functools.wraps(f)
     def wrapper(*args, out=None, **kwargs):
+        if out is not None:
+            _check_out(out, signature.bind(*args, **kwargs).arguments)
         first, *rest = f(*args, **kwargs)
         if out is not None:
             np.copyto(out, first)
