@@ -893,15 +893,16 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
         raise ValueError(
             f"dout must have the shape of x {c.shape}, got {_shape(d)}")
     if out is not None:  # everything the backward reads
-        reads = [("dout", d, dout), ("the cached x", c.x, c.x),
-                 ("the cached gamma", c.gamma, c.gamma),
-                 ("the cached statistics", c.mean, c.mean),
-                 ("the cached statistics", c.invstd, c.invstd)]
-        if cache_type is BatchNormCache and (<BatchNormCache>c).relu:
-            # the fused ReLU's mask is recomputed with beta
-            reads.append(("the cached beta", (<BatchNormCache>c).beta,
-                          (<BatchNormCache>c).beta))
-        _out_array(out, c.shape, c.x, tuple(reads))
+        # beta when the fused ReLU's mask is recomputed with it, else x
+        # again (checked already; one tuple of fixed length is cheapest)
+        beta = (c.x if cache_type is not BatchNormCache
+                or not (<BatchNormCache>c).relu else (<BatchNormCache>c).beta)
+        _out_array(out, c.shape, c.x, (
+            ("dout", d, dout), ("the cached x", c.x, c.x),
+            ("the cached gamma", c.gamma, c.gamma),
+            ("the cached statistics", c.mean, c.mean),
+            ("the cached statistics", c.invstd, c.invstd),
+            ("the cached beta", beta, beta)))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
