@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import reference
+from bnfast import distributed, reference
+
+from fakempi import FakeComm, _World
 
 N, C, H, W = 4, 6, 3, 2
 
@@ -423,10 +425,6 @@ def test_layer_backward_needs_a_forward(name):
 # (issue 12, 9): converted to x's dtype, in every family and the
 # synchronized one; dgamma and dbeta then have x's dtype (and gamma's
 # shape), as in the reference; results as with the converted floats.
-
-from fakempi import FakeComm, _World  # noqa: E402
-
-from bnfast import distributed  # noqa: E402
 
 
 def _sync_forward(x, gamma, beta, param, **kw):

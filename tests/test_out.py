@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import reference
+from bnfast import distributed, reference
 
 from arrays import _layout, cases, spatial_cases
+from fakempi import FakeComm, _World
 
 PLAIN = [c for c in cases() + spatial_cases() if c.contents == "plain"]
 LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
@@ -275,10 +276,6 @@ def test_groupnorm_out_errors():
 # of the caller's array (byte-swapped, strided, converted, reshaped), and
 # for an out whose own elements overlap.  The reference raises the same.
 
-from fakempi import FakeComm, _World  # noqa: E402
-
-from bnfast import distributed  # noqa: E402
-
 C = 6
 
 
@@ -465,6 +462,41 @@ def test_backward_out_sharing_a_byte_swapped_dout(family, module):
                        match=re.escape("out must not share memory with dout")):
         bwd(module, dout, cache, out=out)
     _assert_same(before, {"dout": dout, "x": x, "out": out})
+
+
+@pytest.mark.parametrize("family", ["batchnorm", "spatial", "layernorm",
+                                    "groupnorm", "sync"])
+@pytest.mark.parametrize("which", ["mean", "invstd"])
+def test_backward_out_sharing_the_cached_statistics(family, which):
+    # shapes whose x has as many elements as the statistics, so that an
+    # out over them stays within their memory: one sample (batch norm),
+    # one feature (layer norm), instance norm of 1x1 images (group norm)
+    rng = np.random.default_rng(6)
+    shape, fwd, bwd = {
+        "batchnorm": ((1, C), FAMILIES["batchnorm"][1],
+                      FAMILIES["batchnorm"][2]),
+        "spatial": ((1, C, 1), FAMILIES["spatial"][1],
+                    FAMILIES["spatial"][2]),
+        "layernorm": ((C, 1), lambda m, x, g, b, p, **kw:
+                      m.layernorm_forward(x, g, b, {}, **kw),
+                      FAMILIES["layernorm"][2]),
+        "groupnorm": ((1, C, 1), lambda m, x, g, b, p, **kw:
+                      m.spatial_groupnorm_forward(x, g, b, C, {}, **kw),
+                      FAMILIES["groupnorm"][2]),
+        "sync": ((1, C), FAMILIES["sync"][1], FAMILIES["sync"][2]),
+    }[family]
+    x = rng.standard_normal(shape)
+    dout = rng.standard_normal(shape)
+    p = np.ones(shape[1] if family != "layernorm" else 1)
+    _, cache = fwd(bnfast, x, p, 0 * p, {"mode": "train"})
+    stats = getattr(cache, which)
+    assert stats.size == x.size
+    out = stats.reshape(shape)
+    before = _copies({"stats": stats, "x": x, "dout": dout})
+    with pytest.raises(ValueError, match=re.escape(
+            "out must not share memory with the cached statistics")):
+        bwd(bnfast, dout, cache, out=out)
+    _assert_same(before, {"stats": stats, "x": x, "dout": dout})
 
 
 def _self_overlapping(shape, how):
