@@ -60,8 +60,11 @@ FORWARD_ERRORS = [
      "gamma must have shape (3,) to match x, got (4,)"),
     ("beta shape", lambda a: a.update(beta=np.ones((1, D))), ValueError,
      "beta must have shape (3,) to match x, got (1, 3)"),
-    ("gamma dtype", lambda a: a.update(gamma=np.ones(D, int)), TypeError,
-     "gamma must be a float32 or float64 array"),
+    ("gamma dtype", lambda a: a.update(gamma=np.ones(D, complex)), TypeError,
+     "gamma must be a float32 or float64 array, or of integers or bools "
+     "(converted to x's dtype), got dtype complex128"),
+    ("masked x", lambda a: a.update(x=np.ma.masked_less(a["x"], 0)),
+     TypeError, "x must not be a masked array (numpy.ma.MaskedArray)"),
     ("running_mean shape",
      lambda a: a["bn_param"].update(running_mean=np.zeros(D + 1)),
      ValueError, "bn_param['running_mean'] must have shape (3,)"),

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import bnfast
-from bnfast import reference
+from bnfast import distributed, reference
+
+from fakempi import FakeComm, _World
 
 N, C, H, W = 4, 6, 3, 2
 
@@ -134,11 +136,20 @@ BAD = [
      None, ValueError, r"gamma must have shape \(6,\)"),
     ("0-d gamma", _set("gamma", lambda g: np.float64(1.0)), None,
      ValueError, r"gamma must have shape \(6,\)"),
-    ("int gamma", _set("gamma", lambda g: g.astype(int)), None, TypeError,
-     r"gamma must be a float32 or float64 array, got dtype int64"),
     ("complex beta", _set("beta", lambda b: b.astype(complex)), None,
-     TypeError, r"beta must be a float32 or float64 array, got dtype "
-     r"complex128"),
+     TypeError, r"beta must be a float32 or float64 array, or of integers "
+     r"or bools \(converted to x's dtype\), got dtype complex128"),
+    ("float16 gamma", _set("gamma", lambda g: g.astype(np.float16)), None,
+     TypeError, r"gamma must be a float32 or float64 array, or of integers "
+     r"or bools \(converted to x's dtype\), got dtype float16"),
+    ("masked x", _set("x", lambda x: np.ma.masked_less(x, 0)), None,
+     TypeError, r"^x must not be a masked array \(numpy.ma.MaskedArray\)"),
+    ("masked x without a mask", _set("x", np.ma.asarray), None, TypeError,
+     r"^x must not be a masked array"),
+    ("masked gamma", _set("gamma", lambda g: np.ma.masked_less(g, 0)), None,
+     TypeError, r"^gamma must not be a masked array"),
+    ("masked beta", _set("beta", lambda b: np.ma.masked_less(b, 0)), None,
+     TypeError, r"^beta must not be a masked array"),
     ("beta of the wrong shape", _set("beta", lambda b: np.ones((C, 1))),
      None, ValueError, r"beta must have shape \(6,\)"),
     ("negative eps", _set("param.eps", lambda e: -1e-5), None, ValueError,
@@ -161,6 +172,13 @@ BAD = [
     ("int running_var", _set("param.running_var", lambda r: np.ones(C, int)),
      BN, TypeError, r"bn_param\['running_var'\] must be a float32 or "
      r"float64 array, got dtype int64"),
+    ("bool running_mean",
+     _set("param.running_mean", lambda r: np.ones(C, bool)), BN, TypeError,
+     r"bn_param\['running_mean'\] must be a float32 or float64 array, got "
+     r"dtype bool"),
+    ("masked running_mean",
+     _set("param.running_mean", lambda r: np.ma.masked_less(r, 0)), BN,
+     TypeError, r"^bn_param\['running_mean'\] must not be a masked array"),
 ]
 
 
@@ -223,6 +241,14 @@ ODD = [
     ("infinite eps", _set("param.eps", lambda e: float("inf"))),
     ("N = 1", _set("x", lambda x: x[:1])),
     ("a numpy scalar eps", _set("param.eps", lambda e: np.float32(1e-3))),
+    # integer and bool gamma and beta are converted to x's dtype
+    ("integer gamma and beta", lambda a: a.update(
+        gamma=np.round(a["gamma"] * 3).astype(np.int64),
+        beta=np.round(a["beta"] * 3).astype(np.int8))),
+    ("bool gamma", _set("gamma", lambda g: g > 0)),
+    ("lists of integers", lambda a: a.update(
+        gamma=np.round(a["gamma"] * 3).astype(int).tolist(),
+        beta=np.round(a["beta"] * 3).astype(int).tolist())),
 ]
 
 
@@ -291,6 +317,8 @@ def test_n_equal_1_in_train_mode_is_beta():
 
 
 BACKWARD_BAD = [
+    ("masked dout", lambda d: np.ma.masked_greater(d, 0.5), TypeError,
+     r"^dout must not be a masked array"),
     ("int dout", lambda d: d.astype(np.int32), TypeError,
      r"dout must be a float32 or float64 array, got dtype int32"),
     ("complex dout", lambda d: d.astype(complex), TypeError,
@@ -391,3 +419,250 @@ def test_layer_backward_needs_a_forward(name):
     make, shape = LAYERS[name]
     with pytest.raises(RuntimeError, match=r"backward needs a forward pass"):
         make().backward(np.ones(shape))
+
+
+# ------------------------------------------------- integer gamma and beta
+# (issue 12, 9): converted to x's dtype, in every family and the
+# synchronized one; dgamma and dbeta then have x's dtype (and gamma's
+# shape), as in the reference; results as with the converted floats.
+
+
+def _sync_forward(x, gamma, beta, param, **kw):
+    return distributed.sync_batchnorm_forward(
+        x, gamma, beta, param, FakeComm(_World(1), 0), **kw)
+
+
+# name: (x shape, parameter shape, forward(module, x, g, b, param, **kw),
+#        backward name, the reference's twin or None)
+PARAM_FAMILIES = {
+    "batchnorm": ((N, C), (C,), "batchnorm_forward", "batchnorm_backward"),
+    "batchnorm (N, D) features of (N, C, H)": (
+        (N, C, H), (C, H), "batchnorm_forward", "batchnorm_backward"),
+    "spatial": ((N, C, H, W), (C,), "spatial_batchnorm_forward",
+                "spatial_batchnorm_backward"),
+    "spatial (1, C, 1, 1)": ((N, C, H, W), (1, C, 1, 1),
+                             "spatial_batchnorm_forward",
+                             "spatial_batchnorm_backward"),
+    "channels-last": ((N, H, W, C), (C,), "spatial_batchnorm_forward",
+                      "spatial_batchnorm_backward"),
+    "layernorm": ((N, C), (C,), "layernorm_forward", "layernorm_backward"),
+    "groupnorm": ((N, C, H, W), (C,), "spatial_groupnorm_forward",
+                  "spatial_groupnorm_backward"),
+    "sync": ((N, C), (C,), "sync_batchnorm_forward",
+             "sync_batchnorm_backward"),
+    "sync spatial": ((N, C, H, W), (C,), "sync_batchnorm_forward",
+                     "sync_batchnorm_backward"),
+}
+
+
+def _call_forward(module, family, x, gamma, beta, mode="train", **kw):
+    _, _, fname, _ = PARAM_FAMILIES[family]
+    param = {"mode": mode} if "batch" in fname else {}
+    if family == "channels-last":
+        kw["axis"] = -1
+    if family == "sync spatial":
+        kw["axis"] = 1
+    if "sync" in family:
+        return _sync_forward(x, gamma, beta, param, **kw), param
+    if "groupnorm" in fname:
+        return getattr(module, fname)(x, gamma, beta, 3, param, **kw), param
+    return getattr(module, fname)(x, gamma, beta, param, **kw), param
+
+
+def _call_backward(module, family, dout, cache, **kw):
+    bname = PARAM_FAMILIES[family][3]
+    if "sync" in family:
+        return distributed.sync_batchnorm_backward(dout, cache, **kw)
+    return getattr(module, bname)(dout, cache, **kw)
+
+
+PARAM_KINDS = {
+    "int64": lambda v: np.round(v * 3).astype(np.int64),
+    "int8": lambda v: np.round(v * 3).astype(np.int8),
+    "uint8": lambda v: np.round(np.abs(v) * 3).astype(np.uint8),
+    "bool": lambda v: v > 0,
+    "list of ints": lambda v: np.round(v * 3).astype(int).tolist(),
+}
+
+
+@pytest.mark.parametrize("family", list(PARAM_FAMILIES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", list(PARAM_KINDS))
+def test_integer_and_bool_gamma_and_beta(family, dtype, kind):
+    x_shape, p_shape, fname, _ = PARAM_FAMILIES[family]
+    rng = _rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    dout = rng.standard_normal(x_shape).astype(dtype)
+    gamma = PARAM_KINDS[kind](rng.standard_normal(p_shape))
+    beta = PARAM_KINDS[kind](rng.standard_normal(p_shape))
+    g_float = np.asarray(gamma).astype(dtype)
+    b_float = np.asarray(beta).astype(dtype)
+    gamma_before, beta_before = copy.deepcopy(gamma), copy.deepcopy(beta)
+    modes = ("train", "test") if "batch" in fname else ("train",)
+    for mode in modes:
+        for relu in ((None, "relu") if "batch" in fname else (None,)):
+            kw = {"activation": relu} if relu else {}
+            (out, cache), p = _call_forward(bnfast, family, x, gamma, beta,
+                                            mode, **kw)
+            (exp, ecache), ep = _call_forward(bnfast, family, x, g_float,
+                                              b_float, mode, **kw)
+            assert out.dtype == dtype
+            np.testing.assert_array_equal(out, exp)
+            for key in ep:
+                if key.startswith("running"):
+                    assert p[key].dtype == dtype  # x's: none were given
+                    np.testing.assert_array_equal(p[key], ep[key])
+            buf = np.full(x_shape, 7, dtype)
+            (res, _), _ = _call_forward(bnfast, family, x, gamma, beta, mode,
+                                        out=buf, **kw)
+            assert res is buf
+            np.testing.assert_array_equal(buf, exp)
+            if cache is None:
+                continue
+            grads = _call_backward(bnfast, family, dout, cache)
+            expected = _call_backward(bnfast, family, dout, ecache)
+            buf = np.full(x_shape, 7, dtype)
+            with_out = _call_backward(bnfast, family, dout, cache, out=buf)
+            assert with_out[0] is buf
+            for got, again, want in zip(grads, with_out, expected):
+                assert got.dtype == dtype and got.shape == want.shape
+                np.testing.assert_array_equal(got, want)
+                np.testing.assert_array_equal(again, want)
+            assert grads[1].shape == g_float.shape
+    assert_unchanged({"g": gamma_before, "b": beta_before},
+                     {"g": gamma, "b": beta})
+
+
+@pytest.mark.parametrize("family", [f for f in PARAM_FAMILIES
+                                    if "sync" not in f])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["int64", "bool", "list of ints"])
+def test_reference_integer_gamma_and_beta(family, dtype, kind):
+    # the reference converts them too: its gradients have x's dtype (they
+    # were int64, truncated) and agree with the fast ones
+    x_shape, p_shape, _, _ = PARAM_FAMILIES[family]
+    rng = _rng(4)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    dout = rng.standard_normal(x_shape).astype(dtype)
+    gamma = PARAM_KINDS[kind](rng.standard_normal(p_shape) + 0.3)
+    beta = PARAM_KINDS[kind](rng.standard_normal(p_shape))
+    (out, cache), _ = _call_forward(reference, family, x, gamma, beta)
+    (fout, fcache), _ = _call_forward(bnfast, family, x, gamma, beta)
+    assert out.dtype == dtype
+    rtol, atol = (2e-5, 2e-5) if dtype == np.float32 else (1e-10, 1e-10)
+    np.testing.assert_allclose(out, fout, rtol=rtol, atol=atol)
+    grads = _call_backward(reference, family, dout, cache)
+    fgrads = _call_backward(bnfast, family, dout, fcache)
+    for got, fast in zip(grads, fgrads):
+        assert got.dtype == dtype and got.shape == fast.shape
+        np.testing.assert_allclose(got, fast, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------ masked arrays, subclasses
+# (issue 12, 7): the kernels read raw memory, so a masked array's mask
+# would be dropped silently: every argument (every family, the
+# synchronized one, out=) raises TypeError naming it.  Other ndarray
+# subclasses (np.matrix, np.memmap, user subclasses) are read, and
+# written as out, as plain ndarrays; the results are plain ndarrays.
+
+def _masked(a):
+    return np.ma.masked_array(a, mask=np.zeros(np.shape(a), bool))
+
+
+MASKABLE = ["x", "gamma", "beta", "running_mean", "running_var", "dout",
+            "out", "backward out"]
+
+
+def _masked_cases():
+    for family, (_, _, fname, _) in PARAM_FAMILIES.items():
+        for arg in MASKABLE:
+            if arg.startswith("running") and "batch" not in fname:
+                continue
+            yield pytest.param(family, arg, id=f"{family}-{arg}")
+
+
+@pytest.mark.parametrize("family,arg", list(_masked_cases()))
+def test_masked_arrays_raise(family, arg):
+    x_shape, p_shape, fname, _ = PARAM_FAMILIES[family]
+    rng = _rng(5)
+    args = {"x": rng.standard_normal(x_shape),
+            "gamma": rng.standard_normal(p_shape),
+            "beta": rng.standard_normal(p_shape)}
+    dout = rng.standard_normal(x_shape)
+    param_extra = {}
+    if arg.startswith("running"):
+        param_extra[arg] = _masked(rng.random(p_shape) + 0.5)
+    elif arg in args:
+        args[arg] = _masked(args[arg])
+    kw = {"out": _masked(np.zeros(x_shape))} if arg == "out" else {}
+    name = {"backward out": "out", "running_mean":
+            "bn_param['running_mean']", "running_var":
+            "bn_param['running_var']"}.get(arg, arg)
+    message = f"^{re.escape(name)} must not be a masked array"
+    before = snapshot({**args, **param_extra, "dout": dout})
+    if arg in ("dout", "backward out"):
+        (_, cache), _ = _call_forward(bnfast, family, args["x"],
+                                      args["gamma"], args["beta"])
+        bkw = ({"out": _masked(np.zeros(x_shape))}
+               if arg == "backward out" else {})
+        d = _masked(dout) if arg == "dout" else dout
+        with pytest.raises(TypeError, match=message):
+            _call_backward(bnfast, family, d, cache, **bkw)
+    else:
+        _, _, fname, _ = PARAM_FAMILIES[family]
+        if param_extra:
+            param = {"mode": "train", **param_extra}
+            fwd = (_sync_forward if "sync" in family
+                   else getattr(bnfast, fname))
+            akw = {"axis": 1} if family == "sync spatial" else (
+                {"axis": -1} if family == "channels-last" else {})
+            with pytest.raises(TypeError, match=message):
+                fwd(args["x"], args["gamma"], args["beta"], param, **akw,
+                    **kw)
+            assert param.keys() == {"mode", *param_extra}
+        else:
+            with pytest.raises(TypeError, match=message):
+                _call_forward(bnfast, family, args["x"], args["gamma"],
+                              args["beta"], **kw)
+    assert_unchanged(before, {**args, **param_extra, "dout": dout})
+
+
+class _Sub(np.ndarray):
+    """A user's ndarray subclass."""
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass")
+@pytest.mark.parametrize("family", list(PARAM_FAMILIES))
+def test_ndarray_subclasses_are_read_and_written_as_ndarrays(family,
+                                                             tmp_path):
+    x_shape, p_shape, _, _ = PARAM_FAMILIES[family]
+    rng = _rng(6)
+    x = rng.standard_normal(x_shape)
+    gamma, beta = rng.standard_normal(p_shape), rng.standard_normal(p_shape)
+    dout = rng.standard_normal(x_shape)
+    (exp, ecache), _ = _call_forward(bnfast, family, x, gamma, beta)
+    expected = _call_backward(bnfast, family, dout, ecache)
+    mm = np.memmap(tmp_path / "out", np.float64, "w+", shape=x_shape)
+    outs = [np.zeros(x_shape).view(_Sub), mm]
+    if len(x_shape) == 2:
+        outs.append(np.asmatrix(np.zeros(x_shape)))
+    for out in outs:
+        (res, cache), _ = _call_forward(
+            bnfast, family, x.view(_Sub), gamma.view(_Sub), beta, out=out)
+        assert res is out
+        np.testing.assert_array_equal(np.asarray(out), exp)
+        out[...] = 7
+        dx, *grads = _call_backward(bnfast, family, dout.view(_Sub), cache,
+                                    out=out)
+        assert dx is out
+        np.testing.assert_array_equal(np.asarray(out), expected[0])
+        for g, e in zip(grads, expected[1:]):
+            assert type(g) is np.ndarray
+            np.testing.assert_array_equal(g, e)
+    (res, _), _ = _call_forward(bnfast, family, x.view(_Sub), gamma, beta)
+    assert type(res) is np.ndarray
+    if len(x_shape) == 2:  # np.matrix x: a plain (N, D) array
+        (res, _), _ = _call_forward(bnfast, family, np.asmatrix(x), gamma,
+                                    beta)
+        assert type(res) is np.ndarray
+        np.testing.assert_array_equal(res, exp)

@@ -28,6 +28,7 @@ caller's out= is written directly when its own layout gives a panel in that
 order (_panel_as).
 """
 import numbers
+from sys import modules as _sys_modules
 
 import numpy as np
 
@@ -107,17 +108,41 @@ cdef inline bint _is_float(cnp.ndarray a) noexcept:
             and cnp.PyArray_ISNOTSWAPPED(a))
 
 
-cdef cnp.ndarray _float_array(object a, str name):
+cdef int _not_masked(object a, str name) except -1:
+    """A masked array (numpy.ma) raises TypeError: the kernels would read
+    its masked values as data.  (No MaskedArray exists before numpy.ma is
+    imported, so this imports nothing.)"""
+    ma = _sys_modules.get("numpy.ma")
+    if ma is not None and isinstance(a, ma.MaskedArray):
+        raise TypeError(
+            f"{name} must not be a masked array (numpy.ma.MaskedArray): "
+            f"bnfast would read its masked values as data; pass "
+            f"{name}.filled(value), or numpy.ma.getdata({name}) to ignore "
+            f"the mask")
+    return 0
+
+
+cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     """``a`` as a float32 or float64 ndarray in native byte order.
 
-    Array-likes (lists) are converted; byte-swapped float arrays are
-    copied to native order; any other dtype raises TypeError."""
+    Array-likes (lists) and ndarray subclasses (np.matrix, np.memmap) are
+    read as plain ndarrays; byte-swapped float arrays are copied to native
+    order; masked arrays raise TypeError.  ``convert``: the type number
+    (x's) that integer and bool arrays are converted to (gamma and beta);
+    -1: any dtype but float32/float64 raises TypeError."""
     cdef cnp.ndarray arr
     if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
         return <cnp.ndarray>a
+    _not_masked(a, name)
     arr = np.asarray(a)
     dt = arr.dtype
+    if convert >= 0 and dt.kind in "biu":
+        return cnp.PyArray_Cast(arr, convert)
     if dt.kind != "f" or dt.itemsize not in (4, 8):
+        if convert >= 0:
+            raise TypeError(
+                f"{name} must be a float32 or float64 array, or of integers "
+                f"or bools (converted to x's dtype), got dtype {dt}")
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {dt}")
     if not dt.isnative:
@@ -188,16 +213,17 @@ cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
 
 
 cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
-                              cnp.ndarray x, int axis):
+                              cnp.ndarray x, int axis, bint param=False):
     """A per-feature array (gamma, beta, running statistics) validated:
     float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
-    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1))."""
+    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1)).
+    param (gamma, beta): integers and bools are converted to x's dtype."""
     cdef cnp.ndarray arr
     if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
             and cnp.PyArray_DIM(<cnp.ndarray>a, 0) == d):
         return <cnp.ndarray>a
-    arr = _float_array(a, name)
+    arr = _float_array(a, name, cnp.PyArray_TYPE(x) if param else -1)
     xshape = _shape(x)
     if axis == 0:
         feature_shape = xshape[1:]
@@ -294,11 +320,14 @@ cdef int _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
 
 
 cdef bint _overlap(cnp.ndarray a, object b) except -1:
+    """Whether a and b (any object: only arrays have memory) share memory:
+    exact (np.shares_memory) when their byte ranges intersect, True when
+    that is too hard to decide (as np.may_share_memory)."""
     cdef char *alo
     cdef char *ahi
     cdef char *blo
     cdef char *bhi
-    if not isinstance(b, np.ndarray):
+    if not cnp.PyArray_Check(b):
         return False
     if cnp.PyArray_SIZE(a) == 0 or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
         return False
@@ -312,17 +341,78 @@ cdef bint _overlap(cnp.ndarray a, object b) except -1:
         return True
 
 
+def _overlaps_itself(a):
+    """Whether two elements of ``a`` share a byte: every element's byte
+    offset, sorted (O(a.size) memory and O(n log n) time: only for the
+    layouts _self_overlap cannot decide from the strides)."""
+    offsets = np.zeros(1, np.int64)
+    for n, s in zip(a.shape, a.strides):
+        if n > 1:
+            offsets = (offsets[:, None]
+                       + np.arange(n, dtype=np.int64) * s).ravel()
+    offsets.sort()
+    return bool((np.diff(offsets) < a.itemsize).any())
+
+
+cdef int _self_overlap(cnp.ndarray a) except -1:
+    """Whether elements of a overlap one another: 0 no, 1 yes, 2 yes with a
+    stride of 0.  Contiguous arrays answer from their flags.  Otherwise
+    the axes of length > 1 sorted by |stride|: when each stride is at
+    least the extent of the block of the smaller ones, the blocks nest and
+    nothing overlaps; the strides of any array made by slicing, reshaping
+    or transposing nest so.  Layouts that do not nest (only as_strided
+    makes them: a sliding window, interleaved axes) are decided exactly,
+    element by element (_overlaps_itself)."""
+    cdef int k, j, m = 0, nd = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t n, st
+    cdef Py_ssize_t key[MAXDIMS]
+    cdef Py_ssize_t dim[MAXDIMS]
+    cdef double ext  # no overflow for strides of absurd as_strided views
+    if (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)
+            or cnp.PyArray_SIZE(a) == 0):
+        return 0
+    for k in range(nd):
+        n = cnp.PyArray_DIM(a, k)
+        if n == 1:
+            continue
+        st = _iabs(cnp.PyArray_STRIDE(a, k))
+        if st == 0:
+            return 2
+        j = m
+        while j > 0 and key[j - 1] > st:
+            key[j] = key[j - 1]
+            dim[j] = dim[j - 1]
+            j -= 1
+        key[j] = st
+        dim[j] = n
+        m += 1
+    ext = cnp.PyArray_ITEMSIZE(a)
+    for j in range(m):
+        if key[j] < ext:
+            return 1 if _overlaps_itself(a) else 0
+        ext += <double>key[j] * <double>(dim[j] - 1)
+    return 0
+
+
 cdef int _out_array(object out, tuple shape, cnp.ndarray x,
                     tuple inputs) except -1:
-    """Validate a caller's output array: an ndarray of exactly ``shape``
-    and x's dtype, writeable, sharing no memory with any of ``inputs``
-    ((name, array) pairs: a partial overlap would read values already
-    overwritten, and the cache keeps x for the backward)."""
+    """Validate a caller's output array: an ndarray (any subclass but a
+    masked array) of exactly ``shape`` and x's dtype, writeable, whose
+    elements do not overlap one another, sharing no memory with any of
+    ``inputs``: (name, the array the call reads, the caller's object it
+    came from) triples.  Both are checked: the array read may be a copy
+    of the caller's (byte-swapped, strided, reshaped or converted), which
+    out must not overwrite either (a caller's object that is not an array
+    but has memory, a memoryview or a tensor, is seen through
+    np.asarray).  A partial overlap would read values already overwritten,
+    and the cache keeps x for the backward."""
     cdef cnp.ndarray o
     cdef int k
     if not cnp.PyArray_CheckExact(out):
-        raise TypeError(f"out must be a numpy.ndarray, got "
-                        f"{type(out).__name__}")
+        _not_masked(out, "out")
+        if not cnp.PyArray_Check(out):
+            raise TypeError(f"out must be a numpy.ndarray, got "
+                            f"{type(out).__name__}")
     o = <cnp.ndarray>out
     if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(x)
             and cnp.PyArray_ISNOTSWAPPED(o)):
@@ -334,12 +424,19 @@ cdef int _out_array(object out, tuple shape, cnp.ndarray x,
         raise ValueError(f"out must have shape {shape}, got {_shape(o)}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError("out is read-only")
-    for k in range(cnp.PyArray_NDIM(o)):
-        if cnp.PyArray_STRIDE(o, k) == 0 and cnp.PyArray_DIM(o, k) > 1:
-            raise ValueError("out has elements sharing memory (a stride of "
-                             "0): each result needs its own")
-    for what, a in inputs:
-        if _overlap(o, a):
+    k = _self_overlap(o)
+    if k == 2:
+        raise ValueError("out has elements sharing memory (a stride of "
+                         "0): each result needs its own")
+    if k:
+        raise ValueError("out has elements sharing memory (overlapping "
+                         "strides, as a sliding window view): each result "
+                         "needs its own")
+    for what, a, orig in inputs:
+        if orig is not a and not cnp.PyArray_Check(orig) and not isinstance(
+                orig, (list, tuple, float, int)):
+            orig = np.asarray(orig)  # a buffer (memoryview), a tensor
+        if _overlap(o, a) or (orig is not a and _overlap(o, orig)):
             raise ValueError(f"out must not share memory with {what}")
     return 0
 
@@ -811,9 +908,17 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
     if not _shape_is(d, c.shape):
         raise ValueError(
             f"dout must have the shape of x {c.shape}, got {_shape(d)}")
-    if out is not None:
+    if out is not None:  # everything the backward reads
+        # beta when the fused ReLU's mask is recomputed with it, else x
+        # again (checked already; one tuple of fixed length is cheapest)
+        beta = (c.x if cache_type is not BatchNormCache
+                or not (<BatchNormCache>c).relu else (<BatchNormCache>c).beta)
         _out_array(out, c.shape, c.x, (
-            ("dout", d), ("the cached x", c.x), ("the cached gamma", c.gamma)))
+            ("dout", d, dout), ("the cached x", c.x, c.x),
+            ("the cached gamma", c.gamma, c.gamma),
+            ("the cached statistics", c.mean, c.mean),
+            ("the cached statistics", c.invstd, c.invstd),
+            ("the cached beta", beta, beta)))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
@@ -1101,28 +1206,28 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.channels = d
     f.train = _mode_is_train(bn_param)
     f.relu = _activation(activation)
-    f.g = _per_feature(gamma, "gamma", d, xa, fax)
+    f.g = _per_feature(gamma, "gamma", d, xa, fax, True)
     f.gflat = _flat(f.g, d)
-    b = _per_feature(beta, "beta", d, xa, fax)
+    b = _per_feature(beta, "beta", d, xa, fax, True)
     f.bflat = _flat(b, d)
     f.eps = _real_in(_get(bn_param, "eps", 1e-5), "bn_param['eps']", 0.0)
     f.momentum = _real_in(_get(bn_param, "momentum", 0.9),
                           "bn_param['momentum']", 0.0, 1.0)
-    value = _get(bn_param, "running_mean", None)
-    if value is None:
-        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
-    f.rm = _per_feature(value, "bn_param['running_mean']", d, xa, fax)
+    rm = _get(bn_param, "running_mean", None)
+    if rm is None:
+        rm = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rm = _per_feature(rm, "bn_param['running_mean']", d, xa, fax)
     f.rmflat = _flat(f.rm, d)
-    value = _get(bn_param, "running_var", None)
-    if value is None:
-        value = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
-    f.rv = _per_feature(value, "bn_param['running_var']", d, xa, fax)
+    rv = _get(bn_param, "running_var", None)
+    if rv is None:
+        rv = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
+    f.rv = _per_feature(rv, "bn_param['running_var']", d, xa, fax)
     f.rvflat = _flat(f.rv, d)
-    if out is not None:
-        _out_array(out, f.shape, xs, (
-            ("x", xs), ("gamma", f.g), ("beta", f.bflat),
-            ("bn_param['running_mean']", f.rm),
-            ("bn_param['running_var']", f.rv)))
+    if out is not None:  # what is read (xs: below), and the caller's
+        _out_array(out, f.shape, xa, (
+            ("x", xa, x), ("gamma", f.gflat, gamma), ("beta", f.bflat, beta),
+            ("bn_param['running_mean']", f.rmflat, rm),
+            ("bn_param['running_var']", f.rvflat, rv)))
     f.out = out
     f.bn_param = bn_param
     f.count = cnp.PyArray_SIZE(xs) // d
@@ -1451,13 +1556,14 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     for k in range(1, cnp.PyArray_NDIM(xa)):
         d *= cnp.PyArray_DIM(xa, k)
     x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _per_feature(gamma, "gamma", d, xa, 0)
+    g = _per_feature(gamma, "gamma", d, xa, 0, True)
     gflat = _flat(g, d)
-    bflat = _flat(_per_feature(beta, "beta", d, xa, 0), d)
+    bflat = _flat(_per_feature(beta, "beta", d, xa, 0, True), d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
-    if out is not None:
-        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
+                                    ("beta", bflat, beta)))
     x2 = _fit(x2, _unit_rows)
     y = _into_rows(out, x2, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
@@ -1548,13 +1654,14 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _per_feature(gamma, "gamma", c, xa, 1)
+    g = _per_feature(gamma, "gamma", c, xa, 1, True)
     gflat = _flat(g, c)
-    bflat = _flat(_per_feature(beta, "beta", c, xa, 1), c)
+    bflat = _flat(_per_feature(beta, "beta", c, xa, 1, True), c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
-    if out is not None:
-        _out_array(out, shape, xa, (("x", xa), ("gamma", g), ("beta", bflat)))
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
+                                    ("beta", bflat, beta)))
     hw = cnp.PyArray_SIZE(xa) // (n * c)
     x3 = xa
     if cnp.PyArray_NDIM(xa) != 3:

@@ -8,9 +8,23 @@ is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively: float32 in float32 arithmetic with
 double sums and statistics, see the README's Numerics); gamma,
-beta and the running statistics may be either float dtype; ``dgamma`` and
-``dbeta`` have gamma's dtype and shape; running statistics keep their own
-dtype and shape (x's dtype and shape (D,) when absent).
+beta and the running statistics may be either float dtype; integer and bool
+gamma and beta are converted to x's dtype; ``dgamma`` and ``dbeta`` have
+gamma's dtype (after that conversion) and shape; running statistics keep
+their own dtype and shape (x's dtype and shape (D,) when absent).  x,
+dout and the running statistics must be float32 or float64.
+
+Arrays: ndarray subclasses (np.matrix, np.memmap) are read, and written as
+``out``, as plain ndarrays; results are plain ndarrays.  A masked array
+(numpy.ma) in any argument is a TypeError naming it: the kernels would
+read its masked values as data.
+
+``out=``: an ndarray of the result's shape and x's dtype, writeable, whose
+elements do not overlap one another (no stride of 0, no sliding window
+view), sharing no memory with anything the call reads, nor with the
+caller's arrays those were converted from (a byte-swapped, strided,
+integer or reshaped input): a ValueError naming the array otherwise,
+with nothing written.
 """
 from bnfast import _kernels
 from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
@@ -54,7 +68,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         or byte-swapped data, and inputs of more than 2 dimensions that
         ``reshape(N, -1)`` cannot view are copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
-        Scale and shift.
+        Scale and shift.  Integers and bools are converted to x's dtype.
     bn_param : dict
         'mode': 'train' or 'test' (required); 'eps' (default 1e-5, >= 0);
         'momentum' (default 0.9, in [0, 1]); 'running_mean', 'running_var'
@@ -71,7 +85,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
-        sharing no memory with any input) and return it.  The kernels write
+        its elements not overlapping one another, sharing no memory with
+        any input: see the module's notes) and return it.  The kernels write
         it directly when its layout allows (e.g. any C- or Fortran-order
         out for an x of the same order), else compute into a new array and
         copy.  Reusing one out across calls saves the page faults of a new
@@ -86,13 +101,15 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     Raises
     ------
     TypeError
-        A non-float32/float64 array, or bn_param not a dict.
+        A non-float32/float64 array (gamma and beta: integers and bools
+        are converted), a masked array, or bn_param not a dict.
     KeyError
         bn_param has no 'mode'.
     ValueError
         An unknown mode, x of fewer than 2 dimensions, an empty batch, zero
         features, gamma/beta/running statistics of the wrong shape, eps < 0
-        or momentum outside [0, 1].  Nothing is modified when it raises.
+        or momentum outside [0, 1], a bad ``out`` (see the module's notes).
+        Nothing is modified when it raises.
 
     Examples
     --------
@@ -129,8 +146,10 @@ def batchnorm_backward(dout, cache, *, out=None):
         From ``batchnorm_forward`` in 'train' mode.
 
     out : ndarray, keyword-only
-        Write dx into this array (x's shape and dtype, writeable, sharing
-        no memory with dout or the cached x or gamma) and return it, as
+        Write dx into this array (x's shape and dtype, writeable, its
+        elements not overlapping one another, sharing no memory with dout
+        or with what the backward reads from the cache: x, gamma, the
+        statistics, and beta after a fused ReLU) and return it, as
         ``out=`` of the forward.
 
     Returns
@@ -180,7 +199,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     x : array_like of float32 or float64, at least 2-D
     gamma, beta : array_like of float32 or float64, shape (C,)
         Also accepted with the shape of x with ones except along ``axis``
-        (e.g. (1, C, 1, 1)).
+        (e.g. (1, C, 1, 1)).  Integers and bools are converted to x's dtype.
     bn_param : dict
         As for :func:`batchnorm_forward`; running statistics of shape (C,).
     axis : int, keyword-only
@@ -190,7 +209,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
-        sharing no memory with any input) and return it.  The kernels write
+        its elements not overlapping one another, sharing no memory with
+        any input: see the module's notes) and return it.  The kernels write
         it directly when its layout allows (e.g. any C- or Fortran-order
         out for an x of the same order), else compute into a new array and
         copy.  Reusing one out across calls saves the page faults of a new
@@ -226,8 +246,10 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     dout, cache
         As for :func:`batchnorm_backward`.
     out : ndarray, keyword-only
-        Write dx into this array (x's shape and dtype, writeable, sharing
-        no memory with dout or the cached x or gamma) and return it, as
+        Write dx into this array (x's shape and dtype, writeable, its
+        elements not overlapping one another, sharing no memory with dout
+        or with what the backward reads from the cache: x, gamma, the
+        statistics, and beta after a fused ReLU) and return it, as
         ``out=`` of the forward.
 
     Returns
@@ -264,12 +286,14 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
         Read in place when its (N, D) view has unit-stride columns;
         otherwise (Fortran order, column-strided) copied first.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+        Integers and bools are converted to x's dtype.
     ln_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
-        sharing no memory with any input) and return it.  The kernels write
+        its elements not overlapping one another, sharing no memory with
+        any input: see the module's notes) and return it.  The kernels write
         it directly when its layout allows (e.g. any C- or Fortran-order
         out for an x of the same order), else compute into a new array and
         copy.  Reusing one out across calls saves the page faults of a new
@@ -305,8 +329,10 @@ def layernorm_backward(dout, cache, *, out=None):
     dout, cache
         The upstream gradient (x's shape) and the forward's cache.
     out : ndarray, keyword-only
-        Write dx into this array (x's shape and dtype, writeable, sharing
-        no memory with dout or the cached x or gamma) and return it, as
+        Write dx into this array (x's shape and dtype, writeable, its
+        elements not overlapping one another, sharing no memory with dout
+        or with what the backward reads from the cache: x, gamma, the
+        statistics, and beta after a fused ReLU) and return it, as
         ``out=`` of the forward.
 
     Returns
@@ -344,6 +370,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
         strided batch axis); otherwise copied first.
     gamma, beta : array_like of float32 or float64, shape (C,) or
         (1, C, 1, ...)
+        Integers and bools are converted to x's dtype.
     G : int
         The number of groups, dividing C.
     gn_param : dict
@@ -351,7 +378,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
-        sharing no memory with any input) and return it.  The kernels write
+        its elements not overlapping one another, sharing no memory with
+        any input: see the module's notes) and return it.  The kernels write
         it directly when its layout allows (e.g. any C- or Fortran-order
         out for an x of the same order), else compute into a new array and
         copy.  Reusing one out across calls saves the page faults of a new
@@ -387,8 +415,10 @@ def spatial_groupnorm_backward(dout, cache, *, out=None):
     dout, cache
         The upstream gradient (x's shape) and the forward's cache.
     out : ndarray, keyword-only
-        Write dx into this array (x's shape and dtype, writeable, sharing
-        no memory with dout or the cached x or gamma) and return it, as
+        Write dx into this array (x's shape and dtype, writeable, its
+        elements not overlapping one another, sharing no memory with dout
+        or with what the backward reads from the cache: x, gamma, the
+        statistics, and beta after a fused ReLU) and return it, as
         ``out=`` of the forward.
 
     Returns

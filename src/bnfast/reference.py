@@ -13,10 +13,17 @@ of ``x.reshape(N, -1)``.
 
 Every function also takes ``out=`` (keyword-only), as the fast ones: the
 first result (out or dx) is then copied into that array, which is returned.
-The fast functions compute into it directly where its layout allows and
-reject an ``out`` that overlaps an input; the reference only copies.
+The fast functions compute into it directly where its layout allows; the
+reference only copies, with np.copyto's casting and broadcasting.  Both
+raise the same ValueError, before anything is computed or written, for an
+``out`` whose elements overlap one another or that shares memory with
+any array argument.
+
+Integer and bool gamma and beta are converted to x's dtype first (as the
+fast functions do), so dgamma and dbeta then have x's dtype.
 """
 import functools
+import inspect
 
 import numpy as np
 
@@ -33,16 +40,70 @@ __all__ = [
 ]
 
 
+def _overlaps_itself(a):
+    """Whether two elements of ``a`` share a byte: contiguous arrays never
+    do; otherwise every element's byte offset, sorted."""
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return False
+    offsets = np.zeros(1, np.int64)
+    for n, s in zip(a.shape, a.strides):
+        offsets = (offsets[:, None] + np.arange(n, dtype=np.int64) * s).ravel()
+    return bool((np.diff(np.sort(offsets)) < a.itemsize).any())
+
+
+def _arrays(name, value):
+    """(name, array) for every array in an argument, including the values
+    of a dict (bn_param) and the items of a tuple (a cache)."""
+    if isinstance(value, np.ndarray):
+        yield name, value
+    elif isinstance(value, memoryview):
+        yield name, np.asarray(value)
+    elif isinstance(value, dict):
+        for key, v in value.items():
+            yield from _arrays(f"{name}[{key!r}]", v)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _arrays(name, v)
+
+
+def _check_out(out, arguments):
+    if _overlaps_itself(out):
+        raise ValueError("out has elements sharing memory: each result "
+                         "needs its own")
+    for name, value in arguments.items():
+        for what, a in _arrays(name, value):
+            try:
+                shared = np.shares_memory(out, a, max_work=100_000)
+            except np.exceptions.TooHardError:
+                shared = True
+            if shared:
+                raise ValueError(f"out must not share memory with {what}")
+
+
 def _takes_out(f):
-    """Add the keyword ``out=``: the first result is copied into it."""
+    """Add the keyword ``out=``: the first result is copied into it (after
+    the checks of _check_out)."""
+    signature = inspect.signature(f)
+
     @functools.wraps(f)
     def wrapper(*args, out=None, **kwargs):
+        if out is not None:
+            _check_out(out, signature.bind(*args, **kwargs).arguments)
         first, *rest = f(*args, **kwargs)
         if out is not None:
             np.copyto(out, first)
             first = out
         return (first, *rest)
     return wrapper
+
+
+def _param(p, x):
+    """gamma or beta as an array; integers and bools converted to x's
+    dtype (otherwise dgamma and dbeta would be truncated to integers)."""
+    p = np.asanyarray(p)
+    if p.dtype.kind in "biu":
+        p = p.astype(x.dtype)
+    return p
 
 
 @_takes_out
@@ -80,6 +141,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     array([[-1., -1.],
            [ 1.,  1.]])
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
@@ -245,6 +307,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     >>> round(float(out[:, 1].std()), 4)
     1.0
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     moved = np.moveaxis(x, axis, -1)
     c = moved.shape[-1]
     flat = moved.reshape(-1, c)
@@ -299,6 +362,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     >>> np.round(out.mean(axis=1), 12)
     array([0., 0.])
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     eps = ln_param.get("eps", 1e-5)
     N = x.shape[0]
     xr = x.reshape(N, -1)
@@ -360,6 +424,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
     """
+    gamma, beta = _param(gamma, x), _param(beta, x)
     eps = gn_param.get("eps", 1e-5)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
