@@ -496,11 +496,21 @@ def bn_cases(data, peers=True):
         fns["backward out=", name] = (
             lambda mod=mod, c=cache, o=buf: mod.batchnorm_backward(
                 dout, c, out=o))
+        # the fused ReLU (activation='relu'): one pass as without it
+        relu = bn_param(data, "train")
+        _, rcache = mod.batchnorm_forward(x, g, b, bn_param(data, "train"),
+                                          activation="relu")
+        fns["fwd-train +relu", name] = (
+            lambda mod=mod, p=relu: mod.batchnorm_forward(
+                x, g, b, p, activation="relu"))
+        fns["backward +relu", name] = (
+            lambda mod=mod, c=rcache: mod.batchnorm_backward(dout, c))
     if peers and torch is not None:
         t = tensors(data)
         fns.update(torch_bn_cases(t, "forward-train", "forward-test",
                                   "backward"))
         fns.update(torch_bn_out_cases(t))
+        fns.update(torch_bn_relu_cases(t))
     if peers and numba_bn is not None:
         fns.update(numba_bn_cases(data))
     return fns
@@ -540,6 +550,29 @@ def torch_bn_out_cases(t):
             tx, tw, tb, trm, trv, False, 0.1, EPS, out=out, save_mean=m,
             save_invstd=s),
     }
+
+
+def torch_bn_relu_cases(t):
+    """PyTorch has no fused ReLU on the CPU: relu(batch_norm(x)) as a
+    model writes it, with the ReLU in place (the cheapest form), and its
+    backward: the ReLU's (threshold_backward) then batch norm's."""
+    tx, tw, tb, tdy, rm, rv = t
+    out, save_mean, save_invstd = torch.native_batch_norm(
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+    torch.relu_(out)
+    nbb = aten_op("native_batch_norm_backward")
+    tb_ = aten_op("threshold_backward")
+
+    def forward():
+        y = torch.native_batch_norm(tx, tw, tb, rm, rv, True, 0.1, EPS)[0]
+        return torch.relu_(y)
+
+    def backward():
+        g = tb_(tdy, out, 0)
+        return nbb(g, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
+                   [True, True, True])
+    return {("fwd-train +relu", "torch"): forward,
+            ("backward +relu", "torch"): backward}
 
 
 def torch_bn_cases(t, train_row, test_row, backward_row):
@@ -695,7 +728,8 @@ FAMILIES = [
      "scales": bn_scales,
      "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
                 "backward_alt": 2.5, "fwd-train out=": 1.5,
-                "fwd-test out=": 1.0, "backward out=": 2.5},
+                "fwd-test out=": 1.0, "backward out=": 2.5,
+                "fwd-train +relu": 1.5, "backward +relu": 2.5},
      "peer_alias": {"torch": {"backward_alt": "backward",
                               "backward out=": "backward"},
                     "numba": {"backward_alt": "backward"}}},

@@ -156,7 +156,7 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C d = LOAD(pr[e + l]) - mh;
-                        C gl = LOAD(gr[e + l]) * (C)(d * ra + rb > RELU_MIN);
+                        C gl = BNF_GATE(LOAD(gr[e + l]), d * ra + rb, RELU_MIN);
                         fs[l] += gl;
                         fq[l] += gl * d;
                     }

@@ -337,10 +337,10 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
                             C d2 = LOAD(x2[j]) - mh[j], d3 = LOAD(x3[j]) - mh[j];
-                            C u0 = LOAD(g0[j]) * (C)(d0 * ra[j] + rb[j] > RELU_MIN);
-                            C u1 = LOAD(g1[j]) * (C)(d1 * ra[j] + rb[j] > RELU_MIN);
-                            C u2 = LOAD(g2[j]) * (C)(d2 * ra[j] + rb[j] > RELU_MIN);
-                            C u3 = LOAD(g3[j]) * (C)(d3 * ra[j] + rb[j] > RELU_MIN);
+                            C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j], RELU_MIN);
+                            C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j], RELU_MIN);
+                            C u2 = BNF_GATE(LOAD(g2[j]), d2 * ra[j] + rb[j], RELU_MIN);
+                            C u3 = BNF_GATE(LOAD(g3[j]), d3 * ra[j] + rb[j], RELU_MIN);
                             fs[j] += (u0 + u1) + (u2 + u3);
                             fq[j] += (u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3);
                         }
@@ -358,8 +358,8 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                     } else {
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C d = LOAD(xa[j]) - mh[j];
-                            C u0 = LOAD(g0[j]) *
-                                   (C)(d * ra[j] + rb[j] > RELU_MIN);
+                            C u0 = BNF_GATE(LOAD(g0[j]),
+                                            d * ra[j] + rb[j], RELU_MIN);
                             fs[j] += u0;
                             fq[j] += u0 * d;
                         }
@@ -398,8 +398,8 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
 
 /* with relu: dy where the forward's (x - mh) * a + b > 0 */
 #define BNF_BWDR1(gv, xv, j)                                                 \
-    (a[j] * (LOAD(gv) *                                                      \
-             (C)((LOAD(xv) - mh[j]) * a[j] + rb[j] > RELU_MIN)) +            \
+    (a[j] * BNF_GATE(LOAD(gv), (LOAD(xv) - mh[j]) * a[j] + rb[j],           \
+                     RELU_MIN) +                                             \
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
 
 BNF_DISPATCH

@@ -138,7 +138,7 @@ void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                 C rb = cf.b[j];
                 for (ptrdiff_t e = 0; e < len; e++) {
                     C d = LOAD(p[e]) - mh, xm = HILO ? d - ml : d;
-                    C ge = LOAD(g[e]) * (C)(d * a + rb > RELU_MIN);
+                    C ge = BNF_GATE(LOAD(g[e]), d * a + rb, RELU_MIN);
                     o[e] = STORE(a * ge + kx * (xm * is) + k0);
                 }
             }
