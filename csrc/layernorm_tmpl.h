@@ -38,7 +38,9 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         double mu = 0.0, m2 = 0.0;
         NAME(run_moments)(p, d, k, 0.0, &mu, &m2);
         mu += k;
-        double is = 1.0 / sqrt(m2 / (double)d + eps);
+        double var = m2 / (double)d, is = 1.0 / sqrt(var + eps);
+        if (bnf_suspect(mu, var, eps, BNF_TINY_VAR(C))) /* extremes_tmpl.h */
+            NAME(rescue_moments)(p, 1, 0, d, eps, &mu, &var, &is);
         mean[i] = mu;
         invstd[i] = is;
         C mh = (C)mu, ml = 0, isc = (C)is;
@@ -94,10 +96,16 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
             sa += s1;
             sb += s2;
         }
+        /* sum g * xhat: is * sb, or where sb is out of range (x - mean of
+           ~1e308, C sums of float32 past ~3e38) again, scaled */
+        double sbh = is * sb;
+        if (!(bnf_isfinite(sa) && bnf_isfinite(sb)))
+            NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL, &sa,
+                                  &sbh);
         /* k0 from the rounded is: with one feature, is * g in C and
            -is * sa in double round alike, and dx is exactly 0 */
         C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
-        C k1 = (C)(-is * (is * sb) / dd);
+        C k1 = (C)(-is * sbh / dd);
         for (ptrdiff_t e = 0; e < d; e++) {
             /* dxhat = dy * gamma formed as in the row sums, so that the
                terms cancel exactly where they should (d == 1: dx == 0) */
