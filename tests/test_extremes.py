@@ -43,7 +43,7 @@ class Family:
         self.name, self.small, self.large = name, small, large
         self.axis, self.kind, self.groups = axis, kind, groups
 
-    def forward(self, m, x, gamma, beta, eps):
+    def forward(self, m, x, gamma, beta, eps, activation=None):
         if self.kind == "ln":
             out, cache = m.layernorm_forward(x, gamma, beta, {"eps": eps})
             return out, cache, None
@@ -53,10 +53,11 @@ class Family:
             return out, cache, None
         p = {"mode": "train", "eps": eps, "momentum": MOMENTUM}
         if self.axis is None:
-            out, cache = m.batchnorm_forward(x, gamma, beta, p)
+            out, cache = m.batchnorm_forward(x, gamma, beta, p,
+                                             activation=activation)
         else:
-            out, cache = m.spatial_batchnorm_forward(x, gamma, beta, p,
-                                                     axis=self.axis)
+            out, cache = m.spatial_batchnorm_forward(
+                x, gamma, beta, p, axis=self.axis, activation=activation)
         return out, cache, p
 
     def backward(self, m, dout, cache):
@@ -170,13 +171,14 @@ def _eps(eps, k):
     return math.ldexp(eps, 2 * k) if eps else 0.0
 
 
-def _scaled(fam, x, gamma, beta, dout, eps, k, dtype):
+def _scaled(fam, x, gamma, beta, dout, eps, k, dtype, activation=None):
     """The reference's results on x * 2**k (eps * 4**k) in dtype, scaled
     back, and the wide-precision x * 2**k's xhat and 1/std."""
     with np.errstate(all="ignore"):
         xs = np.ldexp(x.astype(dtype), k)
         out, cache, p = fam.forward(reference, xs, gamma.astype(dtype),
-                                    beta.astype(dtype), _eps(eps, k))
+                                    beta.astype(dtype), _eps(eps, k),
+                                    activation)
         dx, dg, db = fam.backward(reference, dout.astype(dtype), cache)
         res = {"out": out, "dx": np.ldexp(dx, k), "dgamma": dg,
                "dbeta": db}
@@ -210,20 +212,39 @@ def test_extremes_that_were_right_stay_right(fam, dtype, contents, value,
     _check(fam, dtype, contents, value, eps, size)
 
 
-def _check(fam, dtype, contents, value, eps, size):
+# positive spikes: the ReLU keeps their dy, whose products overflow
+RELU_CASES = [(np.float64, "spike", 1.7e308, 1e-5, "small"),
+              (np.float32, "spike", 3.4e38, 1e-5, "small"),
+              (np.float64, "spread", 1e-200, 0.0, "small")]
+
+
+@pytest.mark.parametrize("dtype,contents,value,eps,size", RELU_CASES,
+                         ids=_ids(RELU_CASES))
+@pytest.mark.parametrize("fam", [f for f in FAMILIES if f.kind == "bn"],
+                         ids=lambda f: f.name)
+def test_extremes_with_the_fused_relu(fam, dtype, contents, value, eps,
+                                      size):
+    """The backward's rescue masks g with the forward's ReLU as the fast
+    kernels do."""
+    _check(fam, dtype, contents, value, eps, size, "relu")
+
+
+def _check(fam, dtype, contents, value, eps, size, activation=None):
     x, gamma, beta, dout = _data(fam, dtype, contents, value, size)
     wide = np.longdouble if dtype == np.float64 else np.float64
     # 2**k * max|x| in [0.5, 1): exact in both precisions
     k = -math.frexp(float(np.max(np.abs(x.astype(np.float64)))))[1]
 
-    out, cache, p = fam.forward(bnfast, x, gamma, beta, eps)
+    out, cache, p = fam.forward(bnfast, x, gamma, beta, eps, activation)
     dx, dg, db = fam.backward(bnfast, dout, cache)
     fast = {"out": out, "dx": dx, "dgamma": dg, "dbeta": db}
     if p is not None:
         fast["running_mean"] = p["running_mean"]
         fast["running_var"] = p["running_var"]
-    ref, _, _, _ = _scaled(fam, x, gamma, beta, dout, eps, k, dtype)
-    orc, g, mean, std = _scaled(fam, x, gamma, beta, dout, eps, k, wide)
+    ref, _, _, _ = _scaled(fam, x, gamma, beta, dout, eps, k, dtype,
+                           activation)
+    orc, g, mean, std = _scaled(fam, x, gamma, beta, dout, eps, k, wide,
+                                activation)
 
     # the conditioning scales of tests/test_batchnorm_equivalence.py, on
     # the scaled wide data (dx's scaled back)
