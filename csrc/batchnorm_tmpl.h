@@ -356,29 +356,22 @@ int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
     return NAME(backward_apply)(p, q, x, dy, dx, r, NULL);
 }
 
-/* The sums of g * xhat (sgx) from the sums of bn_backward_reduce; a
-   channel whose sums are not finite (products out of range: x - mean of
-   ~1e308, or C sums of float32 past ~3e38) again in double, scaled
-   (extremes_tmpl.h), its sum g into sum_dy.  1 when some channel was. */
+/* The sums of g * xhat (sgx) from the sums of bn_backward_reduce, some
+   of which are not finite (products out of range: x - mean of ~1e308, or
+   C sums of float32 past ~3e38): those channels again in double, scaled
+   (extremes_tmpl.h), their sum g into sum_dy. */
 static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
                             const T *x, const T *dy, double *sum_dy,
-                            const double *sum_dyxmu, double *sgx,
-                            int *enomem)
+                            const double *sum_dyxmu, double *sgx)
 {
     ptrdiff_t n2 = p->n2;
-    int any = 0;
-    for (ptrdiff_t j = 0; j < n2; j++) {
+    for (ptrdiff_t j = 0; j < n2; j++)
         sgx[j] = sum_dyxmu[j] * q->invstd[j];
-        any |= !(bnf_isfinite(sum_dyxmu[j]) && bnf_isfinite(sum_dy[j]));
-    }
-    if (!any)
-        return 0;
     NAME(bnf_coefs) cf = {0};
     C *buf = NULL;
-    double *a = NULL;
     if (q->relu) { /* the forward's mask: its coefficients, as the
                       reduce's */
-        a = malloc((size_t)n2 * sizeof(double));
+        double *a = malloc((size_t)n2 * sizeof(double));
         if (a != NULL) {
             for (ptrdiff_t j = 0; j < n2; j++)
                 a[j] = q->gamma[j] * q->invstd[j];
@@ -386,10 +379,8 @@ static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
                                   NULL);
         }
         free(a);
-        if (buf == NULL) {
-            *enomem = 1;
-            return 0;
-        }
+        if (buf == NULL)
+            return BNF_ENOMEM;
     }
     for (ptrdiff_t j = 0; j < n2; j++) {
         if (bnf_isfinite(sum_dyxmu[j]) && bnf_isfinite(sum_dy[j]))
@@ -405,7 +396,7 @@ static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
         }
     }
     free(buf);
-    return 1;
+    return BNF_OK;
 }
 
 int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
@@ -423,15 +414,17 @@ int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
     a.count = (double)p->n1 * (double)p->len;
     a.sum_dy = r->dbeta;
     a.sum_dyxmu = r->dgamma;
-    double *sgx = malloc((size_t)(p->n2 > 0 ? p->n2 : 1) * sizeof(double));
-    if (sgx == NULL)
-        return BNF_ENOMEM;
-    int enomem = 0;
-    int any = NAME(rescue_sgx)(p, q, x, dy, r->dbeta, r->dgamma, sgx,
-                               &enomem);
-    rc = enomem ? BNF_ENOMEM
-                : NAME(backward_apply)(p, &a, x, dy, dx, r,
-                                       any ? sgx : NULL);
+    int any = 0;
+    for (ptrdiff_t j = 0; j < p->n2; j++)
+        any |= !(bnf_isfinite(r->dgamma[j]) && bnf_isfinite(r->dbeta[j]));
+    if (!any)
+        return NAME(backward_apply)(p, &a, x, dy, dx, r, NULL);
+    double *sgx = malloc((size_t)p->n2 * sizeof(double));
+    rc = sgx == NULL ? BNF_ENOMEM
+                     : NAME(rescue_sgx)(p, q, x, dy, r->dbeta, r->dgamma,
+                                        sgx);
+    if (rc == BNF_OK)
+        rc = NAME(backward_apply)(p, &a, x, dy, dx, r, sgx);
     free(sgx);
     return rc;
 }
