@@ -35,7 +35,8 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
         for (ptrdiff_t k = 0; k < g; k++) {
             double var = m2[k] / (double)m;
             invstd[i * g + k] = 1.0 / sqrt(var + eps);
-            if (bnf_suspect(mean[i * g + k], var, eps, BNF_TINY_VAR(C)))
+            if (BNF_RARELY(bnf_suspect(mean[i * g + k], var, eps,
+                                       BNF_TINY_VAR(C))))
                 NAME(rescue_moments)(xi + k * m, 1, 0, m, eps,
                                      &mean[i * g + k], &var,
                                      &invstd[i * g + k]);
@@ -129,7 +130,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
                 k_dy[ch] = (double)(C)(isk * gamma[ch]); /* as a_ch */
                 double t = isk * s2[ch]; /* sum dy * xhat */
-                if (!(bnf_isfinite(s1[ch]) && bnf_isfinite(s2[ch])) &&
+                if (BNF_RARELY(!(bnf_isfinite(s1[ch]) &&
+                                 bnf_isfinite(s2[ch]))) &&
                     NAME(rescue_bwd_sums)(gi + ch * hw, 0, xi + ch * hw, 0,
                                           1, hw, mean[i * g + k], isk, NULL,
                                           NULL, &s1[ch], &t)) {

@@ -224,9 +224,17 @@ BNF_DECLARE_KERNELS(double, double, f64)
 
 BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
 {
-    return !(bnf_isfinite(mean) && bnf_isfinite(var)) ||
-           (var <= tiny && eps <= tiny);
+    /* branch-free (the loops over channels vectorize) */
+    return !(bnf_isfinite(mean) & bnf_isfinite(var)) |
+           ((var <= tiny) & (eps <= tiny));
 }
+
+/* the rare branch, out of the hot path */
+#if defined(__GNUC__)
+#define BNF_RARELY(c) __builtin_expect(!!(c), 0)
+#else
+#define BNF_RARELY(c) (c)
+#endif
 
 #define BNF_DECLARE_RESCUE(T, C, SUF)                                        \
     /* the channel n1 runs of len elements, run i at x + i*s1: mean, var  \

@@ -39,7 +39,8 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         NAME(run_moments)(p, d, k, 0.0, &mu, &m2);
         mu += k;
         double var = m2 / (double)d, is = 1.0 / sqrt(var + eps);
-        if (bnf_suspect(mu, var, eps, BNF_TINY_VAR(C))) { /* extremes_tmpl.h */
+        if (BNF_RARELY(bnf_suspect(mu, var, eps, BNF_TINY_VAR(C)))) {
+            /* extremes_tmpl.h */
             double st[3]; /* (mu and is stay out of memory) */
             if (NAME(rescue_moments)(p, 1, 0, d, eps, &st[0], &st[1],
                                      &st[2])) {
@@ -105,7 +106,7 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         /* sum g * xhat: is * sb, or where sb is out of range (x - mean of
            ~1e308, C sums of float32 past ~3e38) again, scaled */
         double sbh = is * sb, st[2];
-        if (!(bnf_isfinite(sa) && bnf_isfinite(sb)) &&
+        if (BNF_RARELY(!(bnf_isfinite(sa) && bnf_isfinite(sb))) &&
             NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
                                   &st[0], &st[1])) {
             sa = st[0];
