@@ -242,14 +242,15 @@ int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
     if (NAME(bn_stats)(p, q, x, &st) != BNF_OK)
         return BNF_ENOMEM;
     double count = (double)p->n1 * (double)p->len;
-    int any = 0;
     for (ptrdiff_t j = 0; j < p->n2; j++) {
         r->var[j] /= count; /* M2 -> biased variance */
         r->invstd[j] = 1.0 / sqrt(r->var[j] + q->eps);
-        any |= bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C));
     }
     /* squares out of range: the channel again, scaled (extremes_tmpl.h) */
-    for (ptrdiff_t j = 0; any && j < p->n2; j++)
+    int any = 0;
+    for (ptrdiff_t j = 0; j < p->n2; j++)
+        any |= bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C));
+    for (ptrdiff_t j = 0; BNF_RARELY(any) && j < p->n2; j++)
         if (bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C)))
             NAME(rescue_moments)(x + j * p->x.s2, p->n1, p->x.s1, p->len,
                                  q->eps, &r->mean[j], &r->var[j],

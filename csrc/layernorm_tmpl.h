@@ -38,16 +38,7 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
         double mu = 0.0, m2 = 0.0;
         NAME(run_moments)(p, d, k, 0.0, &mu, &m2);
         mu += k;
-        double var = m2 / (double)d, is = 1.0 / sqrt(var + eps);
-        if (BNF_RARELY(bnf_suspect(mu, var, eps, BNF_TINY_VAR(C)))) {
-            /* extremes_tmpl.h */
-            double st[3]; /* (mu and is stay out of memory) */
-            if (NAME(rescue_moments)(p, 1, 0, d, eps, &st[0], &st[1],
-                                     &st[2])) {
-                mu = st[0];
-                is = st[2];
-            }
-        }
+        double is = 1.0 / sqrt(m2 / (double)d + eps);
         mean[i] = mu;
         invstd[i] = is;
         C mh = (C)mu, ml = 0, isc = (C)is;
@@ -156,6 +147,36 @@ typedef struct {
     const C *par; /* gamma (and beta) in C */
 } NAME(ln_job);
 
+/* Rows whose squares left the range (extremes_tmpl.h), told from their
+   mean and 1/std (an infinite M2 gives is == 0; a variance at most tiny,
+   with an eps as small, is >= 1/sqrt(2 tiny)): again, scaled, and their
+   output again.  Out of ln_forward1, whose row loop stays as fast. */
+static void NAME(ln_rescue_rows)(const T *x, ptrdiff_t n, ptrdiff_t d,
+                                 ptrdiff_t ldx, const C *gamma,
+                                 const C *beta, double eps, T *y,
+                                 ptrdiff_t ldy, double *mean, double *invstd)
+{
+    double tiny = BNF_TINY_VAR(C), big = 1.0 / sqrt(2.0 * tiny);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (!(!(bnf_isfinite(mean[i]) && bnf_isfinite(invstd[i]) &&
+                invstd[i] > 0.0) ||
+              (eps <= tiny && invstd[i] >= big)))
+            continue;
+        const T *p = x + i * ldx;
+        T *o = y + i * ldy;
+        double var;
+        if (!NAME(rescue_moments)(p, 1, 0, d, eps, &mean[i], &var,
+                                  &invstd[i]))
+            continue;
+        C mh = (C)mean[i], ml = 0, isc = (C)invstd[i];
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mean[i] - (double)mh);
+        (void)ml;
+        for (ptrdiff_t e = 0; e < d; e++) /* as ln_forward1 */
+            o[e] = STORE((XMU(LOAD(p[e]), mh, ml) * isc) * gamma[e] + beta[e]);
+    }
+}
+
 static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
                                  double *part)
 {
@@ -165,6 +186,9 @@ static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     NAME(ln_forward1)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->par + d,
                       j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
                       j->r->invstd + i0);
+    NAME(ln_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par,
+                         j->par + d, j->q->eps, j->y + i0 * ldy, ldy,
+                         j->r->mean + i0, j->r->invstd + i0);
     return BNF_OK;
 }
 
