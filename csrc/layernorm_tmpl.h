@@ -50,6 +50,45 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
     }
 }
 
+/* dx of the rows of ln_backward1 whose sums A, B are out of range: B
+   (and A) again in double, scaled (extremes_tmpl.h), then the row's dx as
+   ln_backward1 forms it (its dgamma and dbeta do not depend on A and B).
+   Out of ln_backward1, whose row loop stays as fast. */
+static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
+                                ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,
+                                const double *mean, const double *invstd,
+                                const C *gamma, T *dx, ptrdiff_t lddx)
+{
+    double dd = (double)d;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *g = dy + i * lddy, *p = x + i * ldx;
+        T *o = dx + i * lddx;
+        double mu = mean[i], is = invstd[i], sa = 0.0, sb = 0.0, sbh;
+        C mh = (C)mu, ml = 0;
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mu - (double)mh);
+        for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
+            double s1, s2;
+            NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
+                                bnf_min(BNF_RUN_BLOCK, d - e0), mh, ml, &s1,
+                                &s2);
+            sa += s1;
+            sb += s2;
+        }
+        if (bnf_isfinite(sa) && bnf_isfinite(sb))
+            continue;
+        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
+                                   &sa, &sbh))
+            continue;
+        C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
+        C k1 = (C)(-is * sbh / dd);
+        for (ptrdiff_t e = 0; e < d; e++) { /* as ln_backward1 */
+            C ge = LOAD(g[e]), xh = XMU(LOAD(p[e]), mh, ml) * isc;
+            o[e] = STORE(isc * (ge * gamma[e]) + k0 + xh * k1);
+        }
+    }
+}
+
 /*
  * Per row, with xmu = x - mean, is = 1/std, xhat = xmu * is, g = dy * gamma:
  *   A = sum g, B = sum g * xmu,
@@ -78,6 +117,7 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         fg[e] = fb[e] = 0;
     }
     double dd = (double)d;
+    int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *restrict g = dy + i * lddy;
         const T *restrict p = x + i * ldx;
@@ -94,19 +134,13 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
             sa += s1;
             sb += s2;
         }
-        /* sum g * xhat: is * sb, or where sb is out of range (x - mean of
-           ~1e308, C sums of float32 past ~3e38) again, scaled */
-        double sbh = is * sb, st[2];
-        if (BNF_RARELY(!(bnf_isfinite(sa) && bnf_isfinite(sb))) &&
-            NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
-                                  &st[0], &st[1])) {
-            sa = st[0];
-            sbh = st[1];
-        }
+        /* sums out of range (x - mean of ~1e308, C sums of float32 past
+           ~3e38): the row's dx again after the loop (ln_rescue_bwd) */
+        bad |= !(bnf_isfinite(sa) & bnf_isfinite(sb));
         /* k0 from the rounded is: with one feature, is * g in C and
            -is * sa in double round alike, and dx is exactly 0 */
         C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
-        C k1 = (C)(-is * sbh / dd);
+        C k1 = (C)(-is * (is * sb) / dd);
         for (ptrdiff_t e = 0; e < d; e++) {
             /* dxhat = dy * gamma formed as in the row sums, so that the
                terms cancel exactly where they should (d == 1: dx == 0) */
@@ -132,6 +166,9 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         }
     }
     free(work);
+    if (BNF_RARELY(bad))
+        NAME(ln_rescue_bwd)(dy, lddy, x, ldx, n, d, mean, invstd, gamma, dx,
+                            lddx);
     return BNF_OK;
 }
 
