@@ -9,16 +9,18 @@
    ~1e-19, that matters with a tiny eps) would give a NaN, infinite or
    inexact channel.  The entry points check each channel's results once
    (bnf_suspect, internal.h: a few comparisons per channel, nothing per
-   element) and hand the rare suspect channel to these kernels, which read
-   it again in double, scaled by a power of two (exact) so that nothing
-   leaves the range.  A channel that holds a NaN or an Inf is left as the
+   element, in loops of their own or after the row loop, so that the hot
+   loops compile as before) and hand the rare suspect channel to these
+   kernels, which read it again in double, scaled by a power of two (exact
+   but for values that underflow, negligible beside the channel's largest)
+   so that nothing leaves the range.  A channel that holds a NaN or an Inf is left as the
    fast kernels computed it (the scan stops at the first such value).
 
    The channel is n1 runs of len elements, run i at x + i*s1 (a column of
    an across-rows panel: len 1, s1 the row stride).  Sums are compensated
    (ksum below). */
 
-/* v * 2**e for |e| <= 2046 in two exact steps (2**e itself may not be a
+/* v * 2**e for |e| <= 2046 in two steps (2**e itself may not be a
    double), per element; ldexp per channel */
 BNF_INLINE double NAME(scale2)(double v, int e)
 {

@@ -219,6 +219,8 @@ BNF_DECLARE_KERNELS(double, double, f64)
  * is not finite (squares that overflowed, or NaN/Inf data, which the
  * rescue tells apart), or a variance of at most tiny (squares that may
  * have underflowed C) with an eps as small.  tiny: BNF_TINY_VAR(C).
+ * (Layer norm's forward tells the same from the row's mean and 1/std
+ * after its row loop: ln_rescue_rows.)
  */
 #define BNF_TINY_VAR(C) (sizeof(C) < sizeof(double) ? 0x1p-96 : 0x1p-960)
 
