@@ -246,6 +246,15 @@ int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
         r->var[j] /= count; /* M2 -> biased variance */
         r->invstd[j] = 1.0 / sqrt(r->var[j] + q->eps);
     }
+    /* squares out of range: the channel again, scaled (extremes_tmpl.h) */
+    int any = 0;
+    for (ptrdiff_t j = 0; j < p->n2; j++)
+        any |= bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C));
+    for (ptrdiff_t j = 0; BNF_RARELY(any) && j < p->n2; j++)
+        if (bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C)))
+            NAME(rescue_moments)(x + j * p->x.s2, p->n1, p->x.s1, p->len,
+                                 q->eps, &r->mean[j], &r->var[j],
+                                 &r->invstd[j]);
     bnf_params a = *q;
     a.mean = r->mean;
     a.invstd = r->invstd;
@@ -303,8 +312,11 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
     return rc;
 }
 
-int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
-                            const T *x, const T *dy, T *dx, bnf_results *r)
+/* bn_backward_apply, with sgx (non-NULL) the sums of g * xhat given
+   instead of sum_dyxmu * invstd */
+static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
+                                const T *x, const T *dy, T *dx,
+                                bnf_results *r, const double *sgx_of)
 {
     ptrdiff_t n2 = p->n2;
     const double *invstd = q->invstd, *sum_dy = q->sum_dy;
@@ -315,7 +327,8 @@ int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
     double *k_dy = k3, *k_xhat = k3 + n2, *k_0 = k3 + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
         double a = q->gamma[j] * invstd[j]; /* a, as the forward's scale */
-        double sg = sum_dy[j], sgx = sum_dyxmu[j] * invstd[j];
+        double sg = sum_dy[j];
+        double sgx = sgx_of ? sgx_of[j] : sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;
         k_xhat[j] = -a * sgx / q->count;
         /* from a rounded to C: with one value per channel a * g in C and
@@ -330,13 +343,63 @@ int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++) {
         double sg = sum_dy[j];
-        r->dgamma[j] = sum_dyxmu[j] * invstd[j]; /* sum g*xhat */
+        r->dgamma[j] = sgx_of ? sgx_of[j]
+                              : sum_dyxmu[j] * invstd[j]; /* sum g*xhat */
         r->dbeta[j] = sg; /* after dgamma: dbeta may alias sum_dy, dgamma
                              sum_dyxmu */
     }
     int rc = NAME(map)(&k, NAME(bwd_apply1));
     free(buf);
     return rc;
+}
+
+int NAME(bn_backward_apply)(const bnf_panel *p, const bnf_params *q,
+                            const T *x, const T *dy, T *dx, bnf_results *r)
+{
+    return NAME(backward_apply)(p, q, x, dy, dx, r, NULL);
+}
+
+/* The sums of g * xhat (sgx) from the sums of bn_backward_reduce, some
+   of which are not finite (products out of range: x - mean of ~1e308, or
+   C sums of float32 past ~3e38): those channels again in double, scaled
+   (extremes_tmpl.h), their sum g into sum_dy. */
+static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
+                            const T *x, const T *dy, double *sum_dy,
+                            const double *sum_dyxmu, double *sgx)
+{
+    ptrdiff_t n2 = p->n2;
+    for (ptrdiff_t j = 0; j < n2; j++)
+        sgx[j] = sum_dyxmu[j] * q->invstd[j];
+    NAME(bnf_coefs) cf = {0};
+    C *buf = NULL;
+    if (q->relu) { /* the forward's mask: its coefficients, as the
+                      reduce's */
+        double *a = malloc((size_t)n2 * sizeof(double));
+        if (a != NULL) {
+            for (ptrdiff_t j = 0; j < n2; j++)
+                a[j] = q->gamma[j] * q->invstd[j];
+            buf = NAME(coefs_new)(n2, &cf, q->mean, a, q->beta, NULL, NULL,
+                                  NULL);
+        }
+        free(a);
+        if (buf == NULL)
+            return BNF_ENOMEM;
+    }
+    for (ptrdiff_t j = 0; j < n2; j++) {
+        if (bnf_isfinite(sum_dyxmu[j]) && bnf_isfinite(sum_dy[j]))
+            continue;
+        NAME(bnf_coefs) cj = NAME(bnf_coefs_at)(cf, j);
+        double sg, sx;
+        if (NAME(rescue_bwd_sums)(dy + j * p->dy.s2, p->dy.s1,
+                                  x + j * p->x.s2, p->x.s1, p->n1, p->len,
+                                  q->mean[j], q->invstd[j], NULL,
+                                  q->relu ? &cj : NULL, &sg, &sx)) {
+            sum_dy[j] = sg;
+            sgx[j] = sx;
+        }
+    }
+    free(buf);
+    return BNF_OK;
 }
 
 int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
@@ -354,5 +417,17 @@ int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
     a.count = (double)p->n1 * (double)p->len;
     a.sum_dy = r->dbeta;
     a.sum_dyxmu = r->dgamma;
-    return NAME(bn_backward_apply)(p, &a, x, dy, dx, r);
+    int any = 0;
+    for (ptrdiff_t j = 0; j < p->n2; j++)
+        any |= !(bnf_isfinite(r->dgamma[j]) && bnf_isfinite(r->dbeta[j]));
+    if (!any)
+        return NAME(backward_apply)(p, &a, x, dy, dx, r, NULL);
+    double *sgx = malloc((size_t)p->n2 * sizeof(double));
+    rc = sgx == NULL ? BNF_ENOMEM
+                     : NAME(rescue_sgx)(p, q, x, dy, r->dbeta, r->dgamma,
+                                        sgx);
+    if (rc == BNF_OK)
+        rc = NAME(backward_apply)(p, &a, x, dy, dx, r, sgx);
+    free(sgx);
+    return rc;
 }

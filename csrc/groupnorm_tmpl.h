@@ -34,6 +34,18 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
         NAME(runs_stats)(xi, 1, 0, g, m, m, mean + i * g, m2);
         for (ptrdiff_t k = 0; k < g; k++)
             invstd[i * g + k] = 1.0 / sqrt(m2[k] / (double)m + eps);
+        /* squares out of range: the group again, scaled
+           (extremes_tmpl.h) */
+        int any = 0;
+        for (ptrdiff_t k = 0; k < g; k++)
+            any |= bnf_suspect(mean[i * g + k], m2[k] / (double)m, eps,
+                               BNF_TINY_VAR(C));
+        for (ptrdiff_t k = 0; BNF_RARELY(any) && k < g; k++)
+            if (bnf_suspect(mean[i * g + k], m2[k] / (double)m, eps,
+                            BNF_TINY_VAR(C)))
+                NAME(rescue_moments)(xi + k * m, 1, 0, m, eps,
+                                     &mean[i * g + k], &m2[k],
+                                     &invstd[i * g + k]);
         for (ptrdiff_t ch = 0; ch < c; ch++) {
             ptrdiff_t k = i * g + ch / cg;
             double ak = gamma[ch] * invstd[k];
@@ -122,6 +134,20 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
             double isk = invstd[i * g + k], sa = 0.0, sb = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
                 k_dy[ch] = (double)(C)(isk * gamma[ch]); /* as a_ch */
+                double st[2]; /* sum dy, sum dy * xhat */
+                if (BNF_RARELY(!(bnf_isfinite(s1[ch]) &&
+                                 bnf_isfinite(s2[ch]))) &&
+                    NAME(rescue_bwd_sums)(gi + ch * hw, 0, xi + ch * hw, 0,
+                                          1, hw, mean[i * g + k], isk, NULL,
+                                          NULL, &st[0], &st[1])) {
+                    /* x - mean of ~1e308, C sums of float32 past ~3e38:
+                       again, scaled (extremes_tmpl.h) */
+                    sa += k_dy[ch] * st[0];
+                    sb += (k_dy[ch] / isk) * st[1];
+                    bb[ch] += st[0];
+                    bg[ch] += st[1];
+                    continue;
+                }
                 sa += k_dy[ch] * s1[ch];
                 sb += k_dy[ch] * s2[ch];
                 bb[ch] += s1[ch];

@@ -220,6 +220,52 @@ BNF_DECLARE_KERNELS(double, double, f64)
 #undef BNF_DECLARE_KERNELS
 
 /*
+ * The extremes of the range (extremes.c).  The fast kernels square
+ * deviations in C unscaled; the entry points check each channel's results
+ * with bnf_suspect and recompute a suspect channel in double, scaled by a
+ * power of two (see extremes_tmpl.h).  Suspect: a mean or variance that
+ * is not finite (squares that overflowed, or NaN/Inf data, which the
+ * rescue tells apart), or a variance of at most tiny (squares that may
+ * have underflowed C) with an eps as small.  tiny: BNF_TINY_VAR(C).
+ * (Layer norm's forward tells the same from the row's mean and 1/std
+ * after its row loop: ln_rescue_rows.)
+ */
+#define BNF_TINY_VAR(C) (sizeof(C) < sizeof(double) ? 0x1p-96 : 0x1p-960)
+
+BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
+{
+    /* branch-free (the loops over channels vectorize) */
+    return !(bnf_isfinite(mean) & bnf_isfinite(var)) |
+           ((var <= tiny) & (eps <= tiny));
+}
+
+/* the rare branch, out of the hot path */
+#if defined(__GNUC__)
+#define BNF_RARELY(c) __builtin_expect(!!(c), 0)
+#else
+#define BNF_RARELY(c) (c)
+#endif
+
+#define BNF_DECLARE_RESCUE(T, C, SUF)                                        \
+    /* the channel n1 runs of len elements, run i at x + i*s1: mean, var  \
+       and 1/sqrt(var + eps); 0 (nothing written) for NaN/Inf data */      \
+    int rescue_moments_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,        \
+                             ptrdiff_t len, double eps, double *mean,       \
+                             double *var, double *invstd);                  \
+    /* sum g and sum g * (x - mean) * is, g = dy (* w[k]) (masked by the   \
+       forward's relu with cf non-NULL); 0 (nothing written) for NaN/Inf  \
+       data or is not finite and positive */                               \
+    int rescue_bwd_sums_##SUF(const T *dy, ptrdiff_t d1, const T *x,        \
+                              ptrdiff_t s1, ptrdiff_t n1, ptrdiff_t len,    \
+                              double mean, double is, const C *w,           \
+                              const bnf_coefs_##SUF *cf, double *sum_g,     \
+                              double *sum_gxhat);
+
+BNF_DECLARE_RESCUE(float, float, f32)
+BNF_DECLARE_RESCUE(double, double, f64)
+#undef BNF_DECLARE_RESCUE
+
+/*
  * The per-thread split and merge, the one place where the entry points
  * meet OpenMP.  A job over the range [0, n) (rows, runs, samples or
  * channels) runs on nt threads, thread t on part t of bnf_part(n, nt, t,

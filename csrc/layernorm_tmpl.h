@@ -50,6 +50,45 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
     }
 }
 
+/* dx of the rows of ln_backward1 whose sums A, B are out of range: B
+   (and A) again in double, scaled (extremes_tmpl.h), then the row's dx as
+   ln_backward1 forms it (its dgamma and dbeta do not depend on A and B).
+   Out of ln_backward1, whose row loop stays as fast. */
+static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
+                                ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d,
+                                const double *mean, const double *invstd,
+                                const C *gamma, T *dx, ptrdiff_t lddx)
+{
+    double dd = (double)d;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const T *g = dy + i * lddy, *p = x + i * ldx;
+        T *o = dx + i * lddx;
+        double mu = mean[i], is = invstd[i], sa = 0.0, sb = 0.0, sbh;
+        C mh = (C)mu, ml = 0;
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mu - (double)mh);
+        for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
+            double s1, s2;
+            NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
+                                bnf_min(BNF_RUN_BLOCK, d - e0), mh, ml, &s1,
+                                &s2);
+            sa += s1;
+            sb += s2;
+        }
+        if (bnf_isfinite(sa) && bnf_isfinite(sb))
+            continue;
+        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
+                                   &sa, &sbh))
+            continue;
+        C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
+        C k1 = (C)(-is * sbh / dd);
+        for (ptrdiff_t e = 0; e < d; e++) { /* as ln_backward1 */
+            C ge = LOAD(g[e]), xh = XMU(LOAD(p[e]), mh, ml) * isc;
+            o[e] = STORE(isc * (ge * gamma[e]) + k0 + xh * k1);
+        }
+    }
+}
+
 /*
  * Per row, with xmu = x - mean, is = 1/std, xhat = xmu * is, g = dy * gamma:
  *   A = sum g, B = sum g * xmu,
@@ -78,6 +117,7 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         fg[e] = fb[e] = 0;
     }
     double dd = (double)d;
+    int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *restrict g = dy + i * lddy;
         const T *restrict p = x + i * ldx;
@@ -94,6 +134,9 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
             sa += s1;
             sb += s2;
         }
+        /* sums out of range (x - mean of ~1e308, C sums of float32 past
+           ~3e38): the row's dx again after the loop (ln_rescue_bwd) */
+        bad |= !(bnf_isfinite(sa) & bnf_isfinite(sb));
         /* k0 from the rounded is: with one feature, is * g in C and
            -is * sa in double round alike, and dx is exactly 0 */
         C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
@@ -123,6 +166,9 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         }
     }
     free(work);
+    if (BNF_RARELY(bad))
+        NAME(ln_rescue_bwd)(dy, lddy, x, ldx, n, d, mean, invstd, gamma, dx,
+                            lddx);
     return BNF_OK;
 }
 
@@ -138,6 +184,36 @@ typedef struct {
     const C *par; /* gamma (and beta) in C */
 } NAME(ln_job);
 
+/* Rows whose squares left the range (extremes_tmpl.h), told from their
+   mean and 1/std (an infinite M2 gives is == 0; a variance at most tiny,
+   with an eps as small, is >= 1/sqrt(2 tiny)): again, scaled, and their
+   output again.  Out of ln_forward1, whose row loop stays as fast. */
+static void NAME(ln_rescue_rows)(const T *x, ptrdiff_t n, ptrdiff_t d,
+                                 ptrdiff_t ldx, const C *gamma,
+                                 const C *beta, double eps, T *y,
+                                 ptrdiff_t ldy, double *mean, double *invstd)
+{
+    double tiny = BNF_TINY_VAR(C), big = 1.0 / sqrt(2.0 * tiny);
+    for (ptrdiff_t i = 0; i < n; i++) {
+        if (!(!(bnf_isfinite(mean[i]) && bnf_isfinite(invstd[i]) &&
+                invstd[i] > 0.0) ||
+              (eps <= tiny && invstd[i] >= big)))
+            continue;
+        const T *p = x + i * ldx;
+        T *o = y + i * ldy;
+        double var;
+        if (!NAME(rescue_moments)(p, 1, 0, d, eps, &mean[i], &var,
+                                  &invstd[i]))
+            continue;
+        C mh = (C)mean[i], ml = 0, isc = (C)invstd[i];
+        if (HILO && bnf_isfinite((double)mh))
+            ml = (C)(mean[i] - (double)mh);
+        (void)ml;
+        for (ptrdiff_t e = 0; e < d; e++) /* as ln_forward1 */
+            o[e] = STORE((XMU(LOAD(p[e]), mh, ml) * isc) * gamma[e] + beta[e]);
+    }
+}
+
 static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
                                  double *part)
 {
@@ -147,6 +223,9 @@ static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     NAME(ln_forward1)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->par + d,
                       j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
                       j->r->invstd + i0);
+    NAME(ln_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par,
+                         j->par + d, j->q->eps, j->y + i0 * ldy, ldy,
+                         j->r->mean + i0, j->r->invstd + i0);
     return BNF_OK;
 }
 
