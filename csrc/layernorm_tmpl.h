@@ -50,6 +50,29 @@ static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
     }
 }
 
+/* One row's A = sum g and B = sum g * (x - mh) (see ln_backward1), in
+   blocks of BNF_RUN_BLOCK; the mean as the pair (mh, ml) of HILO. */
+BNF_INLINE void NAME(ln_row_sums)(const T *g, const T *p, const C *gamma,
+                                  ptrdiff_t d, double mu, C *mh, C *ml,
+                                  double *sa, double *sb)
+{
+    *mh = (C)mu;
+    *ml = 0;
+    if (HILO && bnf_isfinite((double)*mh))
+        *ml = (C)(mu - (double)*mh);
+    double a = 0.0, b = 0.0;
+    for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
+        double s1, s2;
+        NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
+                            bnf_min(BNF_RUN_BLOCK, d - e0), *mh, *ml, &s1,
+                            &s2);
+        a += s1;
+        b += s2;
+    }
+    *sa = a;
+    *sb = b;
+}
+
 /* dx of the rows of ln_backward1 whose sums A, B are out of range: B
    (and A) again in double, scaled (extremes_tmpl.h), then the row's dx as
    ln_backward1 forms it (its dgamma and dbeta do not depend on A and B).
@@ -63,18 +86,9 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *g = dy + i * lddy, *p = x + i * ldx;
         T *o = dx + i * lddx;
-        double mu = mean[i], is = invstd[i], sa = 0.0, sb = 0.0, sbh;
-        C mh = (C)mu, ml = 0;
-        if (HILO && bnf_isfinite((double)mh))
-            ml = (C)(mu - (double)mh);
-        for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
-            double s1, s2;
-            NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
-                                bnf_min(BNF_RUN_BLOCK, d - e0), mh, ml, &s1,
-                                &s2);
-            sa += s1;
-            sb += s2;
-        }
+        double mu = mean[i], is = invstd[i], sa, sb, sbh;
+        C mh, ml;
+        NAME(ln_row_sums)(g, p, gamma, d, mu, &mh, &ml, &sa, &sb);
         if (bnf_isfinite(sa) && bnf_isfinite(sb))
             continue;
         if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
@@ -122,18 +136,9 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         const T *restrict g = dy + i * lddy;
         const T *restrict p = x + i * ldx;
         T *restrict o = dx + i * lddx;
-        double mu = mean[i], is = invstd[i], sa = 0.0, sb = 0.0;
-        C mh = (C)mu, ml = 0;
-        if (HILO && bnf_isfinite((double)mh))
-            ml = (C)(mu - (double)mh);
-        for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK) {
-            double s1, s2;
-            NAME(block_sums_ln)(g + e0, p + e0, gamma + e0,
-                                bnf_min(BNF_RUN_BLOCK, d - e0), mh, ml, &s1,
-                                &s2);
-            sa += s1;
-            sb += s2;
-        }
+        double mu = mean[i], is = invstd[i], sa, sb;
+        C mh, ml;
+        NAME(ln_row_sums)(g, p, gamma, d, mu, &mh, &ml, &sa, &sb);
         /* sums out of range (x - mean of ~1e308, C sums of float32 past
            ~3e38): the row's dx again after the loop (ln_rescue_bwd) */
         bad |= !(bnf_isfinite(sa) & bnf_isfinite(sb));
