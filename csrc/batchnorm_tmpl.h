@@ -13,6 +13,7 @@ typedef struct {
     NAME(bnf_coefs) cf;
     int relu;
     double *r0, *r1;
+    double *r2; /* the statistics' mean_lo (internal.h), or NULL */
 } NAME(job);
 
 /* The family's kernels for a panel, on one thread: across rows when runs
@@ -29,9 +30,10 @@ static int NAME(stats1)(const NAME(job) *k)
 {
     const bnf_panel *p = &k->p;
     if (NAME(across_rows)(k, 0, 0))
-        return NAME(rows_stats)(k->x, p->n1, p->n2, p->x.s1, k->r0, k->r1);
+        return NAME(rows_stats)(k->x, p->n1, p->n2, p->x.s1, k->r0, k->r1,
+                                k->r2);
     NAME(runs_stats)(k->x, p->n1, p->x.s1, p->n2, p->x.s2, p->len, k->r0,
-                     k->r1);
+                     k->r1, k->r2);
     return BNF_OK;
 }
 
@@ -84,6 +86,7 @@ static int NAME(bwd_apply1)(const NAME(job) *k)
 typedef struct {
     const NAME(job) *k;
     int (*one)(const NAME(job) *k);
+    int lo; /* the parts' means with their low parts (BNF_MERGE_MOMENTS) */
 } NAME(split);
 
 /* channels [lo, hi), their results in place */
@@ -117,6 +120,7 @@ static int NAME(runs_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
     sub.y = k->y ? k->y + lo * k->p.y.s1 : NULL;
     sub.r0 = part;
     sub.r1 = part ? part + k->p.n2 : NULL;
+    sub.r2 = part && s->lo ? part + 2 * k->p.n2 : NULL;
     return s->one(&sub);
 }
 
@@ -128,7 +132,8 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
     const bnf_panel *p = &k->p;
     int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
                              (ptrdiff_t)sizeof(T));
-    NAME(split) s = {k, one};
+    int lo = merge == BNF_MERGE_MOMENTS;
+    NAME(split) s = {k, one, lo};
     int rows = p->len == 1 && p->x.s2 == 1;
     if (nt > 1 && (rows ? p->n2 >= 16 * nt : p->n2 >= nt)) {
         bnf_split by_channel = {.nt = nt, .n = p->n2, .align = rows ? 16 : 1,
@@ -138,7 +143,8 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
     if (nt < 2 || p->n1 < nt)
         return one(k);
     bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
-                         .ctx = &s, .per = 2 * p->n2, .merge = merge, .k = 2,
+                         .ctx = &s, .per = (2 + lo) * p->n2, .merge = merge,
+                         .k = 2 + lo,
                          .m = p->n2, .weight = (double)p->len,
                          .out = {k->r0, k->r1}};
     return bnf_run(&by_runs);
@@ -150,7 +156,7 @@ static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
     const bnf_panel *p = &k->p;
     int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
                              (ptrdiff_t)sizeof(T));
-    NAME(split) s = {k, one};
+    NAME(split) s = {k, one, 0};
     if (nt > 1 && p->n1 >= nt) {
         bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
                              .ctx = &s};

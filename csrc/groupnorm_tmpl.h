@@ -31,7 +31,7 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
     NAME(bnf_coefs) cf = {mh, HILO ? ml : NULL, a, b, NULL, NULL, NULL};
     for (ptrdiff_t i = i0; i < i1; i++) {
         const T *xi = x + i * xs;
-        NAME(runs_stats)(xi, 1, 0, g, m, m, mean + i * g, m2);
+        NAME(runs_stats)(xi, 1, 0, g, m, m, mean + i * g, m2, NULL);
         for (ptrdiff_t k = 0; k < g; k++)
             invstd[i * g + k] = 1.0 / sqrt(m2[k] / (double)m + eps);
         /* squares out of range: the group again, scaled
@@ -105,9 +105,12 @@ int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
  * A from a_ch (as dx's first term) makes groups of one element give
  * dx == 0 exactly.  Samples [i0, i1), their dgamma and dbeta into the given
  * arrays, summed over blocks of BNF_SUM_ROWS samples first (long batches
- * keep the rounding of a cascade, not of one running sum); work: 7*c
- * doubles and 6*c C values.
+ * keep the rounding of a cascade, not of one running sum; float64: blocks
+ * of BNF_FLUSH samples added compensated (bnf_two_sum), as the lanes'
+ * sums: a repeated dy over 32769 samples was 30x the reference's error);
+ * work: 9*c doubles and 6*c C values.
  */
+#define GN_SUM (HILO ? BNF_SUM_ROWS : BNF_FLUSH)
 static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
                                ptrdiff_t xs, ptrdiff_t i0, ptrdiff_t i1,
                                ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
@@ -121,9 +124,10 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
     double *bg = work + 5 * c, *bb = work + 6 * c; /* the block's sums */
     C *mh = (C *)(work + 7 * c), *ml = mh + c, *a = ml + c, *is = a + c;
     C *kx = is + c, *k0 = kx + c;
+    double *lg = work + 13 * c, *lb = work + 14 * c; /* float64: low parts */
     NAME(bnf_coefs) cf = {mh, HILO ? ml : NULL, a, NULL, is, kx, k0};
     for (ptrdiff_t ch = 0; ch < c; ch++)
-        dgamma[ch] = dbeta[ch] = bg[ch] = bb[ch] = 0.0;
+        dgamma[ch] = dbeta[ch] = bg[ch] = bb[ch] = lg[ch] = lb[ch] = 0.0;
     double dm = (double)m;
     for (ptrdiff_t i = i0; i < i1; i++) {
         const T *gi = dy + i * ds, *xi = x + i * xs;
@@ -164,15 +168,29 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         }
         NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, cf, 0,
                              dx + i * ts, 0, hw);
-        if ((i - i0 + 1) % BNF_SUM_ROWS == 0 || i == i1 - 1) {
+        if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1) {
             for (ptrdiff_t ch = 0; ch < c; ch++) {
-                dgamma[ch] += bg[ch];
-                dbeta[ch] += bb[ch];
+                if (HILO) {
+                    dgamma[ch] += bg[ch];
+                    dbeta[ch] += bb[ch];
+                } else {
+                    double eg, eb;
+                    dgamma[ch] = bnf_two_sum(dgamma[ch], bg[ch], &eg);
+                    dbeta[ch] = bnf_two_sum(dbeta[ch], bb[ch], &eb);
+                    lg[ch] += eg;
+                    lb[ch] += eb;
+                }
                 bg[ch] = bb[ch] = 0.0;
             }
         }
     }
+    for (ptrdiff_t ch = 0; !HILO && ch < c; ch++) {
+        dgamma[ch] += lg[ch];
+        dbeta[ch] += lb[ch];
+    }
 }
+
+#undef GN_SUM
 
 /* samples [i0, i1); part: their dgamma and dbeta, then their scratch */
 static int NAME(gn_backward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
@@ -197,9 +215,9 @@ int NAME(gn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
         nt = (int)n;
     NAME(gn_job) j = {p, q, x, dy, dx, r};
     /* per thread: dgamma and dbeta, 7*c doubles, 6*c C values (<= 6*c
-       doubles) */
+       doubles), 2*c doubles */
     bnf_split s = {.nt = nt, .n = n, .task = NAME(gn_backward_samples),
-                   .ctx = &j, .per = 15 * c, .merge = BNF_MERGE_SUMS, .k = 2,
+                   .ctx = &j, .per = 17 * c, .merge = BNF_MERGE_SUMS, .k = 2,
                    .m = c, .out = {r->dgamma, r->dbeta}};
     return bnf_run(&s);
 }

@@ -24,8 +24,13 @@
    - BNF_FLUSH: elements a C accumulator sums before it is added to a
      double one (per lane along runs, per column across rows).  float32:
      16, so each short sum's relative error is at most ~16 ulps of its
-     terms (typically ~4); double: a whole block of BNF_RUN_BLOCK
-     (no flush level: the sums are those of the double kernels). */
+     terms (typically ~4); double: also 16 (pairs of elements along
+     runs), the flushes then added to compensated totals (lanes_tmpl.h,
+     rows_bwd_reduce, group norm's dgamma and dbeta), so that a float64
+     sum's error does not grow with its length (issue 12); across rows,
+     the statistics and layer norm's dgamma and dbeta keep their groups
+     of BNF_SUM_ROWS rows (NumPy's axis-0 sums, the reference, are
+     recursive). */
 #ifndef BNF_TEMPLATE
 #error "define BNF_TEMPLATE before including instantiate.h"
 #endif
@@ -62,7 +67,7 @@
 #define HILO 0
 #define XMU(v, mh, ml) ((void)(ml), (v) - (mh))
 #define RELU_MIN 0.0
-#define BNF_FLUSH BNF_RUN_BLOCK
+#define BNF_FLUSH 16
 #include BNF_TEMPLATE
 #undef T
 #undef C

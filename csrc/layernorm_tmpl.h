@@ -109,7 +109,9 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  *   dx = is * g - is * A / d - xhat * is * (is * B) / d;
  * and per column dgamma = sum over rows of dy * xhat, dbeta = sum dy,
  * summed in C over BNF_FLUSH rows, then in double over groups of
- * BNF_SUM_ROWS rows (scratch: 2*d doubles, 2*d C values).
+ * BNF_SUM_ROWS rows, added compensated for float64 (a broadcast dout over
+ * many rows of one feature: 10x the reference's error before; scratch:
+ * 4*d doubles, 2*d C values).
  */
 BNF_DISPATCH
 static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
@@ -121,13 +123,14 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
                               double *restrict dbeta)
 {
     size_t d1 = (size_t)(d > 0 ? d : 1);
-    double *work = malloc(2 * d1 * sizeof(double) + 2 * d1 * sizeof(C));
+    double *work = malloc(4 * d1 * sizeof(double) + 2 * d1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
     double *restrict gg = work, *restrict gb = work + d1;
-    C *restrict fg = (C *)(work + 2 * d1), *restrict fb = fg + d1;
+    double *restrict lg = work + 2 * d1, *restrict lb = work + 3 * d1;
+    C *restrict fg = (C *)(work + 4 * d1), *restrict fb = fg + d1;
     for (ptrdiff_t e = 0; e < d; e++) {
-        dgamma[e] = dbeta[e] = gg[e] = gb[e] = 0.0;
+        dgamma[e] = dbeta[e] = gg[e] = gb[e] = lg[e] = lb[e] = 0.0;
         fg[e] = fb[e] = 0;
     }
     double dd = (double)d;
@@ -164,11 +167,23 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
         }
         if ((i + 1) % BNF_SUM_ROWS == 0 || i + 1 == n) {
             for (ptrdiff_t e = 0; e < d; e++) {
-                dgamma[e] += gg[e];
-                dbeta[e] += gb[e];
+                if (HILO) {
+                    dgamma[e] += gg[e];
+                    dbeta[e] += gb[e];
+                } else { /* float64: compensated, as rows_bwd_reduce */
+                    double eg, eb;
+                    dgamma[e] = bnf_two_sum(dgamma[e], gg[e], &eg);
+                    dbeta[e] = bnf_two_sum(dbeta[e], gb[e], &eb);
+                    lg[e] += eg;
+                    lb[e] += eb;
+                }
                 gg[e] = gb[e] = 0.0;
             }
         }
+    }
+    for (ptrdiff_t e = 0; !HILO && e < d; e++) {
+        dgamma[e] += lg[e];
+        dbeta[e] += lb[e];
     }
     free(work);
     if (BNF_RARELY(bad))

@@ -54,7 +54,8 @@
  */
 BNF_DISPATCH
 int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
-                     ptrdiff_t ldx, double *restrict mean, double *restrict m2)
+                     ptrdiff_t ldx, double *restrict mean, double *restrict m2,
+                     double *restrict mean_lo)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     /* 6 double and 3 C arrays of a tile; the C ones after the doubles */
@@ -73,6 +74,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     C *restrict fq = fs + t1;
 
     int four = BNF_STATS_ROWS4(tile);
+    ptrdiff_t sflush = HILO ? BNF_FLUSH : BNF_SUM_ROWS;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         ptrdiff_t rb = bnf_block_rows(tc, sizeof(T));
@@ -127,13 +129,16 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                time, summed in C over BNF_FLUSH rows (fs, fq), those in
                double over groups of BNF_SUM_ROWS rows (gs, gq), added to
                the block's (s, q): the rounding of the sums stays small
-               when the block mean is far from c (a trend) */
+               when the block mean is far from c (a trend).  float64: the
+               whole group in the C (double) sums, as when its BNF_FLUSH
+               was a block (NumPy's axis-0 sums, the reference's, are
+               recursive; a constant column is exact) */
             for (ptrdiff_t g0 = 0; g0 < nb; g0 += BNF_SUM_ROWS) {
                 ptrdiff_t g1 = bnf_min(g0 + BNF_SUM_ROWS, nb);
                 for (ptrdiff_t j = 0; j < tc; j++)
                     gs[j] = gq[j] = 0.0;
-                for (ptrdiff_t f0 = g0; f0 < g1; f0 += BNF_FLUSH) {
-                    ptrdiff_t f1 = bnf_min(f0 + BNF_FLUSH, g1);
+                for (ptrdiff_t f0 = g0; f0 < g1; f0 += sflush) {
+                    ptrdiff_t f1 = bnf_min(f0 + sflush, g1);
                     for (ptrdiff_t j = 0; j < tc; j++)
                         fs[j] = fq[j] = 0;
                     for (i = f0; four && i + 4 <= f1; i += 4) {
@@ -204,8 +209,12 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                 bnf_chan_merge(tc, (double)r0, dnb, bm, q, mu, mm);
             }
         }
-        for (ptrdiff_t j = 0; j < tc; j++)
-            mu[j] += k[j];
+        for (ptrdiff_t j = 0; j < tc; j++) {
+            double lo;
+            mu[j] = bnf_two_sum(mu[j], k[j], &lo);
+            if (mean_lo != NULL)
+                mean_lo[c0 + j] = lo;
+        }
     }
     free(work);
     return BNF_OK;
@@ -274,8 +283,13 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
    the forward's (x - mh) * a + b > 0, else 0; in four levels: C sums of
    BNF_FLUSH rows, double blocks of at most BNF_SUM_ROWS rows, groups of
    BNF_SUM_ROWS blocks, then the total, which keeps the rounding error of
-   long columns near that of pairwise summation (np.sum).  Columns in
-   tiles, as the statistics. */
+   long columns near that of pairwise summation (np.sum).  float64: the
+   blocks of BNF_SUM_ROWS rows (sums of BNF_FLUSH rows taken one, two or
+   four at a time) added to a compensated total (bnf_two_sum,
+   low parts in gs, gq), so that a column's error is that of a block,
+   whatever its length (before, recursive over 128 rows, then 128
+   blocks: 10x NumPy's error on a repeated dy).  Columns in tiles, as the
+   statistics. */
 BNF_DISPATCH
 int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                           const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
@@ -292,6 +306,7 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
     C *restrict fs = (C *)(work + 4 * t1), *restrict fq = fs + t1;
 
     int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
+    ptrdiff_t flush = HILO ? BNF_FLUSH : (wide ? 4 : 2) * BNF_FLUSH;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         const C *restrict mh = cf.mh + c0;
@@ -309,8 +324,8 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
             ptrdiff_t r1 = bnf_min(r0 + BNF_SUM_ROWS, m);
             for (ptrdiff_t j = 0; j < tc; j++)
                 bs[j] = bq[j] = 0.0;
-            for (ptrdiff_t f0 = r0; f0 < r1; f0 += BNF_FLUSH) {
-                ptrdiff_t f1 = bnf_min(f0 + BNF_FLUSH, r1);
+            for (ptrdiff_t f0 = r0; f0 < r1; f0 += flush) {
+                ptrdiff_t f1 = bnf_min(f0 + flush, r1);
                 for (ptrdiff_t j = 0; j < tc; j++)
                     fs[j] = fq[j] = 0;
                 ptrdiff_t i = f0;
@@ -346,6 +361,31 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                         }
                     }
                 }
+                /* float64 narrow rows two at a time: the same depth of
+                   the sums for twice the flush (BNF_FLUSH pairs), and
+                   half the accumulators' loads and stores */
+                for (; !HILO && !wide && i + 2 <= f1; i += 2) {
+                    const T *restrict g0 = dy + i * lddy + c0;
+                    const T *restrict g1 = g0 + lddy;
+                    const T *restrict x0 = x + i * ldx + c0;
+                    const T *restrict x1 = x0 + ldx;
+                    if (!relu) {
+                        for (ptrdiff_t j = 0; j < tc; j++) {
+                            C u0 = LOAD(g0[j]), u1 = LOAD(g1[j]);
+                            fs[j] += u0 + u1;
+                            fq[j] += u0 * (LOAD(x0[j]) - mh[j]) +
+                                     u1 * (LOAD(x1[j]) - mh[j]);
+                        }
+                    } else {
+                        for (ptrdiff_t j = 0; j < tc; j++) {
+                            C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
+                            C u0 = LOAD(g0[j]) * (C)(d0 * ra[j] + rb[j] > RELU_MIN);
+                            C u1 = LOAD(g1[j]) * (C)(d1 * ra[j] + rb[j] > RELU_MIN);
+                            fs[j] += u0 + u1;
+                            fq[j] += u0 * d0 + u1 * d1;
+                        }
+                    }
+                }
                 for (; i < f1; i++) {
                     const T *restrict g0 = dy + i * lddy + c0;
                     const T *restrict xa = x + i * ldx + c0;
@@ -371,6 +411,21 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                     bq[j] += (double)fq[j] -
                              (HILO ? (double)ml[j] * (double)fs[j] : 0.0);
                 }
+            }
+            if (!HILO) { /* float64: compensated */
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    double es, eq;
+                    ts[j] = bnf_two_sum(ts[j], bs[j], &es);
+                    tq[j] = bnf_two_sum(tq[j], bq[j], &eq);
+                    gs[j] += es;
+                    gq[j] += eq;
+                }
+                if (r1 == m)
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        ts[j] += gs[j];
+                        tq[j] += gq[j];
+                    }
+                continue;
             }
             for (ptrdiff_t j = 0; j < tc; j++) {
                 gs[j] += bs[j];

@@ -1,5 +1,7 @@
 /* Along-runs kernels (statistics, apply, backward reduce and apply) for
    float32 and float64. */
+#include <stdlib.h>
+
 #include "bnfast.h"
 #include "internal.h"
 

@@ -32,7 +32,8 @@ BNF_INLINE ptrdiff_t NAME(runs_per_block)(ptrdiff_t len)
 BNF_DISPATCH
 void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
-                      double *restrict mean, double *restrict m2)
+                      double *restrict mean, double *restrict m2,
+                      double *restrict mean_lo)
 {
     ptrdiff_t per = NAME(runs_per_block)(len);
     for (ptrdiff_t i0 = 0; i0 < n1; i0 += per) {
@@ -50,8 +51,10 @@ void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
         }
     }
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double k = (double)LOAD(x[j * s2]);
-        mean[j] += bnf_isfinite(k) ? k : 0.0;
+        double k = (double)LOAD(x[j * s2]), lo;
+        mean[j] = bnf_two_sum(mean[j], bnf_isfinite(k) ? k : 0.0, &lo);
+        if (mean_lo != NULL)
+            mean_lo[j] = lo;
     }
 }
 
@@ -82,7 +85,10 @@ void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
 
 /* Per-channel sums of g and g * (x - mean_j), g = dy (masked by the
    forward's relu, see block_sums_bwd), in blocks as runs_stats': lanes
-   within a block, blocks into the channel's totals. */
+   within a block, blocks into the channel's totals.  float64: the blocks'
+   sums compensated too (lanes_tmpl.h), their low parts in a scratch of
+   2*n2 doubles when a channel has several blocks (without it, if it
+   cannot be had, the blocks' sums are added plainly). */
 BNF_DISPATCH
 void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                            const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
@@ -92,6 +98,9 @@ void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                            double *restrict sum_dyxmu)
 {
     ptrdiff_t per = NAME(runs_per_block)(len);
+    double *lo = NULL; /* the totals' low parts (float64) */
+    if (!HILO && n1 > per)
+        lo = calloc(2 * (size_t)n2, sizeof(double));
     for (ptrdiff_t j = 0; j < n2; j++)
         sum_dy[j] = sum_dyxmu[j] = 0.0;
     for (ptrdiff_t i0 = 0; i0 < n1; i0 += per) {
@@ -101,15 +110,37 @@ void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
             const T *p = x + i0 * s1 + j * s2;
             C mh = cf.mh[j], ml = HILO ? cf.ml[j] : 0;
             C ra = relu ? cf.a[j] : 0, rb = relu ? cf.b[j] : 0;
+            double sl = 0.0, ql = 0.0;
             for (ptrdiff_t e0 = 0; e0 < len; e0 += BNF_RUN_BLOCK) {
-                double s, q;
+                double s, q, es, eq;
                 NAME(block_sums_bwd)(g + e0, d1, p + e0, s1, nr,
                                      bnf_min(BNF_RUN_BLOCK, len - e0), mh, ml,
                                      relu, ra, rb, &s, &q);
-                sum_dy[j] += s;
-                sum_dyxmu[j] += q;
+                if (HILO) {
+                    sum_dy[j] += s;
+                    sum_dyxmu[j] += q;
+                } else {
+                    sum_dy[j] = bnf_two_sum(sum_dy[j], s, &es);
+                    sum_dyxmu[j] = bnf_two_sum(sum_dyxmu[j], q, &eq);
+                    sl += es;
+                    ql += eq;
+                }
+            }
+            if (lo != NULL) {
+                lo[j] += sl;
+                lo[n2 + j] += ql;
+            } else if (!HILO) {
+                sum_dy[j] += sl;
+                sum_dyxmu[j] += ql;
             }
         }
+    }
+    if (lo != NULL) {
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            sum_dy[j] += lo[j];
+            sum_dyxmu[j] += lo[n2 + j];
+        }
+        free(lo);
     }
 }
 

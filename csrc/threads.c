@@ -231,22 +231,45 @@ static void bnf_merge_sums(const bnf_split *s, int nt, const double *scratch)
 }
 
 /* (mean, M2) of the threads' (mean, M2) pairs, Chan's merge in thread
-   order */
-static void bnf_merge_moments(const bnf_split *s, int nt,
-                              const double *scratch)
+   order.  With the means' low parts (k == 3; the first part's are the
+   running ones, updated in place), the merge keeps each mean as a pair
+   hi + lo: a difference of means then carries no rounding at the scale of
+   the means, only at that of the difference. */
+static void bnf_merge_moments(const bnf_split *s, int nt, double *scratch)
 {
     ptrdiff_t m = s->m, align = s->align > 0 ? s->align : 1, lo, hi;
     bnf_part(s->n, nt, 0, align, &lo, &hi);
     double na = (double)(hi - lo) * s->weight;
-    memcpy(s->out[0], scratch, (size_t)m * sizeof(double));
-    memcpy(s->out[1], scratch + m, (size_t)m * sizeof(double));
+    double *mean = s->out[0], *m2 = s->out[1];
+    double *mlo = s->k > 2 ? scratch + 2 * m : NULL;
+    memcpy(mean, scratch, (size_t)m * sizeof(double));
+    memcpy(m2, scratch + m, (size_t)m * sizeof(double));
     for (int t = 1; t < nt; t++) {
         const double *part = scratch + t * s->per;
         bnf_part(s->n, nt, t, align, &lo, &hi);
         double nb = (double)(hi - lo) * s->weight;
-        bnf_chan_merge(m, na, nb, part, part + m, s->out[0], s->out[1]);
+        if (mlo == NULL) {
+            bnf_chan_merge(m, na, nb, part, part + m, mean, m2);
+        } else {
+            double n = na + nb, wa = na / n, wb = nb / n, wab = na * wb;
+            const double *pl = part + 2 * m;
+            for (ptrdiff_t j = 0; j < m; j++) {
+                double e, delta = (part[j] - mean[j]) + (pl[j] - mlo[j]);
+                double mu = bnf_two_sum(mean[j], delta * wb, &e);
+                m2[j] += part[m + j] + delta * delta * wab;
+                if (bnf_isfinite(mu)) {
+                    mean[j] = mu;
+                    mlo[j] += e;
+                } else { /* an Inf in the data: as bnf_chan_merge */
+                    mean[j] = mean[j] * wa + part[j] * wb;
+                    mlo[j] = 0.0;
+                }
+            }
+        }
         na += nb;
     }
+    for (ptrdiff_t j = 0; mlo != NULL && j < m; j++)
+        mean[j] += bnf_isfinite(mlo[j]) ? mlo[j] : 0.0;
 }
 
 int bnf_run(const bnf_split *s)
