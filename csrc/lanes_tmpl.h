@@ -92,6 +92,23 @@ BNF_INLINE void NAME(lanes_collapse)(double *restrict a, double *hi,
     *lo += e;
 }
 
+/* A block's two sums from the double lanes as and aq: summed pairwise, or
+   (COMPENSATED) collapsed into the totals sh + sl and qh + ql first. */
+BNF_INLINE void NAME(lanes_totals)(double *restrict as, double *restrict aq,
+                                   double sh, double sl, double qh, double ql,
+                                   double *s, double *q)
+{
+    if (COMPENSATED) {
+        NAME(lanes_collapse)(as, &sh, &sl);
+        NAME(lanes_collapse)(aq, &qh, &ql);
+        *s = sh + sl;
+        *q = qh + ql;
+    } else {
+        *s = NAME(lanes_sum)(as, DLANES);
+        *q = NAME(lanes_sum)(aq, DLANES);
+    }
+}
+
 /*
  * The block sums below take a block of nr runs of len elements, run r at
  * p + r*st (nr == 1: one piece of a run), so that short runs of one
@@ -189,15 +206,7 @@ BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
             pend = 0;
         }
     }
-    if (COMPENSATED) {
-        NAME(lanes_collapse)(as, &sh, &sl);
-        NAME(lanes_collapse)(aq, &qh, &ql);
-        *s = sh + sl;
-        *q = qh + ql;
-    } else {
-        *s = NAME(lanes_sum)(as, DLANES);
-        *q = NAME(lanes_sum)(aq, DLANES);
-    }
+    NAME(lanes_totals)(as, aq, sh, sl, qh, ql, s, q);
     if (HILO && !bnf_isfinite(*q))
         NAME(block_sums_wide)(p, nr, st, len, (double)c, s, q);
 }
@@ -245,9 +254,10 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
                     for (int l = 0; l < LANES; l++) {
                         C d0 = LOAD(pr[e + l]) - mh;
                         C d1 = LOAD(pr[e + LANES + l]) - mh;
-                        C g0 = LOAD(gr[e + l]) * (C)(d0 * ra + rb > RELU_MIN);
-                        C g1 = LOAD(gr[e + LANES + l]) *
-                               (C)(d1 * ra + rb > RELU_MIN);
+                        C g0 = BNF_GATE(LOAD(gr[e + l]), d0 * ra + rb,
+                                        RELU_MIN);
+                        C g1 = BNF_GATE(LOAD(gr[e + LANES + l]),
+                                        d1 * ra + rb, RELU_MIN);
                         fs[l] += g0 + g1;
                         fq[l] += g0 * d0 + g1 * d1;
                     }
@@ -289,15 +299,9 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
             pend = 0;
         }
     }
-    if (COMPENSATED) {
-        NAME(lanes_collapse)(as, &sh, &sl);
-        NAME(lanes_collapse)(aq, &qh, &ql);
-        *s = sh + sl;
-        *q = qh + ql;
-        return;
-    }
-    *s = NAME(lanes_sum)(as, DLANES);
-    *q = NAME(lanes_sum)(aq, DLANES) - (HILO ? (double)ml * *s : 0.0);
+    NAME(lanes_totals)(as, aq, sh, sl, qh, ql, s, q);
+    if (HILO) /* (COMPENSATED is double only: ml is 0 there) */
+        *q -= (double)ml * *s;
 }
 
 /* Sums of g = dy * gamma and g * (x - mean) over a block of a row (layer
