@@ -284,8 +284,11 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
    BNF_FLUSH rows, double blocks of at most BNF_SUM_ROWS rows, groups of
    BNF_SUM_ROWS blocks, then the total, which keeps the rounding error of
    long columns near that of pairwise summation (np.sum).  float64: the
-   blocks of BNF_SUM_ROWS rows (sums of BNF_FLUSH rows taken one, two or
-   four at a time) added to a compensated total (bnf_two_sum,
+   blocks of BNF_SUM_ROWS rows (sums of 2 * BNF_FLUSH narrow rows taken
+   one at a time, or of 4 * BNF_FLUSH wide rows four at a time: a
+   two-rows-at-a-time loop for narrow rows ran the float64 backward
+   1.2-1.4x slower at 4096x256 and channels-last (32, 28, 28, 64)) added
+   to a compensated total (bnf_two_sum,
    low parts in gs, gq), so that a column's error is that of a block,
    whatever its length (before, recursive over 128 rows, then 128
    blocks: 10x NumPy's error on a repeated dy).  Columns in tiles, as the
@@ -358,31 +361,6 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                             C u3 = BNF_GATE(LOAD(g3[j]), d3 * ra[j] + rb[j], RELU_MIN);
                             fs[j] += (u0 + u1) + (u2 + u3);
                             fq[j] += (u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3);
-                        }
-                    }
-                }
-                /* float64 narrow rows two at a time: the same depth of
-                   the sums for twice the flush (BNF_FLUSH pairs), and
-                   half the accumulators' loads and stores */
-                for (; !HILO && !wide && i + 2 <= f1; i += 2) {
-                    const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict g1 = g0 + lddy;
-                    const T *restrict x0 = x + i * ldx + c0;
-                    const T *restrict x1 = x0 + ldx;
-                    if (!relu) {
-                        for (ptrdiff_t j = 0; j < tc; j++) {
-                            C u0 = LOAD(g0[j]), u1 = LOAD(g1[j]);
-                            fs[j] += u0 + u1;
-                            fq[j] += u0 * (LOAD(x0[j]) - mh[j]) +
-                                     u1 * (LOAD(x1[j]) - mh[j]);
-                        }
-                    } else {
-                        for (ptrdiff_t j = 0; j < tc; j++) {
-                            C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
-                            C u0 = LOAD(g0[j]) * (C)(d0 * ra[j] + rb[j] > RELU_MIN);
-                            C u1 = LOAD(g1[j]) * (C)(d1 * ra[j] + rb[j] > RELU_MIN);
-                            fs[j] += u0 + u1;
-                            fq[j] += u0 * d0 + u1 * d1;
                         }
                     }
                 }
