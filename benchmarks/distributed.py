@@ -4,7 +4,7 @@
 
 Each rank holds a shard of (N, C, H, W) float32 images; the table gives,
 per channel count C, the float64 values each rank sends and receives per
-training step (forward: an Allgather of 2C + 1; backward: an Allreduce of
+training step (forward: an Allgather of 3C + 1; backward: an Allreduce of
 2C, independent of the batch size) and the median times of the
 synchronized forward-train and backward against the same calls on the
 local shard alone (bnfast.spatial_batchnorm_forward/backward), so the

@@ -104,6 +104,7 @@ static int NAME(channels_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
     sub.cf = NAME(bnf_coefs_at)(k->cf, lo);
     sub.r0 = k->r0 ? k->r0 + lo : NULL;
     sub.r1 = k->r1 ? k->r1 + lo : NULL;
+    sub.r2 = k->r2 ? k->r2 + lo : NULL;
     return s->one(&sub);
 }
 
@@ -146,7 +147,7 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
                          .ctx = &s, .per = (2 + lo) * p->n2, .merge = merge,
                          .k = 2 + lo,
                          .m = p->n2, .weight = (double)p->len,
-                         .out = {k->r0, k->r1}};
+                         .out = {k->r0, k->r1, k->r2}};
     return bnf_run(&by_runs);
 }
 
@@ -214,7 +215,7 @@ int NAME(bn_stats)(const bnf_panel *p, const bnf_params *q, const T *x,
                    bnf_results *r)
 {
     (void)q;
-    NAME(job) k = {*p, x, NULL, NULL, {0}, 0, r->mean, r->m2};
+    NAME(job) k = {*p, x, NULL, NULL, {0}, 0, r->mean, r->m2, r->mean_lo};
     return NAME(reduce)(&k, NAME(stats1), BNF_MERGE_MOMENTS);
 }
 

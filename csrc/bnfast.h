@@ -89,6 +89,11 @@ typedef struct {
     double *m2;            /* bn_stats: sum of squared deviations */
     double *sum_dy, *sum_dyxmu; /* bn_backward_reduce */
     double *dgamma, *dbeta;     /* backward */
+    double *mean_lo;       /* bn_stats, when not NULL: each mean's low part,
+                              mean + mean_lo to about twice double precision
+                              (mean itself is the same either way); for a
+                              merge of means that keeps no rounding at their
+                              scale (synchronized batch norm) */
 } bnf_results;
 
 #define BNF_DECLARE(T, SUF)                                                    \
@@ -100,7 +105,8 @@ typedef struct {
                                const T *x, T *y, bnf_results *r);           \
     /* The two steps of bn_forward_train (synchronized batch norm merges    \
        the statistics between them): mean and M2 (sum of squared            \
-       deviations) per channel, writing mean, m2; and the normalization     \
+       deviations) per channel, writing mean, m2 (and mean_lo unless NULL); \
+       and the normalization                                                \
        with given statistics, reading relu, gamma, beta, mean, invstd. */   \
     int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
                        bnf_results *r);                                      \

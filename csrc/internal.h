@@ -299,7 +299,9 @@ BNF_DECLARE_RESCUE(double, double, f64)
  *   values; with k == 3 a third array holds each mean's low part (its
  *   rounding error), so that the differences of the means keep no
  *   rounding at the scale of the means (an offset of 1e4 times the
- *   spread: before, 3-10x the reference's error in float64 variances).
+ *   spread: before, 3-10x the reference's error in float64 variances);
+ *   out[0] then gets them folded in (mean rounded once), and out[2], when
+ *   not NULL, what that rounding left (bn_stats's mean_lo).
  */
 typedef int (*bnf_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi, double *part);
 
@@ -314,7 +316,8 @@ typedef struct {
     int merge, k;
     ptrdiff_t m;
     double weight;
-    double *out[2];
+    double *out[3]; /* out[2]: BNF_MERGE_MOMENTS with k == 3, the means'
+                       low parts (NULL: folded into out[0]) */
 } bnf_split;
 
 int bnf_run(const bnf_split *s);

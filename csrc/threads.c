@@ -268,8 +268,16 @@ static void bnf_merge_moments(const bnf_split *s, int nt, double *scratch)
         }
         na += nb;
     }
-    for (ptrdiff_t j = 0; mlo != NULL && j < m; j++)
-        mean[j] += bnf_isfinite(mlo[j]) ? mlo[j] : 0.0;
+    /* mean rounded as when the low parts are not wanted; out[2] (if
+       wanted) gets what that rounding left, mean + out[2] a normalized
+       pair */
+    double *keep = s->out[2];
+    for (ptrdiff_t j = 0; mlo != NULL && j < m; j++) {
+        double e, l = bnf_isfinite(mlo[j]) ? mlo[j] : 0.0;
+        mean[j] = bnf_two_sum(mean[j], l, &e);
+        if (keep != NULL)
+            keep[j] = e;
+    }
 }
 
 int bnf_run(const bnf_split *s)

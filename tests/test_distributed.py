@@ -50,9 +50,9 @@ def test_communication_volume():
 
     _, world = run_ranks(size, fn)
     per_rank = sorted((m, n) for r, m, n in world.calls if r == 0)
-    assert per_rank == [("Allgather", 2 * c + 1), ("Allreduce", 2 * c)]
+    assert per_rank == [("Allgather", 3 * c + 1), ("Allreduce", 2 * c)]
     assert distributed.communication_doubles(c, size) == {
-        "forward": (2 * c + 1, (2 * c + 1) * size),
+        "forward": (3 * c + 1, (3 * c + 1) * size),
         "backward": (2 * c, 2 * c)}
 
 
@@ -244,3 +244,67 @@ def test_under_mpiexec(ranks):
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(mpi_check.CASES)} cases passed on {ranks} ranks" in \
         run.stdout
+
+
+@pytest.fixture(params=[False, True], ids=["1-thread", "2-threads"])
+def threads_per_rank(request):
+    """One thread, or as the property tests run: the threaded kernels from
+    64 KiB on two threads (one where OpenMP is missing)."""
+    least = bnfast._kernels._get_parallel_min()
+    threads = bnfast.get_num_threads()
+    if request.param:
+        bnfast._kernels._set_parallel_min(64 * 1024)
+        bnfast.set_num_threads(2)
+    else:
+        bnfast.set_num_threads(1)
+    yield
+    bnfast.set_num_threads(threads)
+    bnfast._kernels._set_parallel_min(least)
+
+
+@pytest.mark.parametrize("shape", [(4097, 8), (4097, 2, 4)])
+@pytest.mark.parametrize("layout", ["C", "F"])
+@pytest.mark.parametrize("size", [2, 3])
+def test_merge_of_an_offset_batch_is_as_accurate_as_one_process(
+        threads_per_rank, shape, layout, size):
+    # float64 rows at an offset of 1e4 times the spread, split between the
+    # ranks: each rank's mean, rounded at the scale of the offset (ulp(1e4)),
+    # went into Chan's merge, whose delta**2 * n_a n_b / n term carried that
+    # rounding into M2 (as the threads' merge did, test_accuracy.py): the
+    # variance 3x past the bound on 2 ranks, 7x on 3, 9.5x on 4.  The
+    # means now travel and merge as pairs hi + lo (bnf_results.mean_lo).
+    from arrays import assert_as_accurate
+    from bnfast import reference
+    from test_accuracy import spec
+    from test_properties import bn_param, bn_scales, build, channels_last
+    for seed in range(4):
+        case = build(spec(shape, None, layout, "C", seed, 1e4))
+        wcase = case.widened()
+        n = case.x.shape[0]
+        cuts = [0] + [n * (r + 1) // size + r for r in range(size - 1)] + [n]
+        p = [bn_param(case, "train", 1e-5, 0.0, False) for _ in range(size)]
+
+        def fn(comm):
+            r = comm.Get_rank()
+            out, _ = distributed.sync_batchnorm_forward(
+                case.x[cuts[r]:cuts[r + 1]], case.gamma, case.beta, p[r],
+                comm)
+            return out
+
+        outs, _ = run_ranks(size, fn)
+        out = np.concatenate(outs)
+        rp = bn_param(case, "train", 1e-5, 0.0, False)
+        wp = bn_param(wcase, "train", 1e-5, 0.0, False)
+        ref, _ = reference.batchnorm_forward(case.x, case.gamma, case.beta,
+                                             rp)
+        wide, _ = reference.batchnorm_forward(wcase.x, wcase.gamma,
+                                              wcase.beta, wp)
+        assert_as_accurate("sync out", case, out, ref, wide,
+                           bn_scales(wcase, 1e-5)["out"])
+        xmax = np.max(np.abs(channels_last(wcase, wcase.x)), axis=0)
+        for key, scale in (("running_mean", float(np.max(xmax))),
+                           ("running_var", None)):
+            for q in p[1:]:  # the same on every rank
+                np.testing.assert_array_equal(q[key], p[0][key])
+            assert_as_accurate(f"sync {key}", case, p[0][key], rp[key],
+                               wp[key], scale)

@@ -36,6 +36,7 @@ cdef extern from "bnfast.h" nogil:
         double *sum_dyxmu
         double *dgamma
         double *dbeta
+        double *mean_lo
 
     # one argument order: panel, params, x, dy, the output array, results
     int bn_forward_train_f32(const bnf_panel *p, const bnf_params *q,

@@ -1028,9 +1028,13 @@ cdef class BnForward:
         return c
 
     def stats(self):
-        """(mean, M2) per channel of this x, float64 (zeros when x is
-        empty)."""
+        """(mean, mean_lo, M2) per channel of this x, float64 (zeros when x
+        is empty).  mean is rounded as in bn_forward_train; mean_lo, for
+        float64 x, is each mean's low part (mean + mean_lo to about twice
+        double precision: a merge of means without their rounding), None
+        for float32 x (its means need none)."""
         cdef cnp.ndarray mean = _new_doubles(self.channels)
+        cdef cnp.ndarray mean_lo = _new_doubles(self.channels)
         cdef cnp.ndarray m2 = _new_doubles(self.channels)
         cdef int rc = 0
         cdef bnf_panel bp = _cpanel(&self.p, NULL, NULL)
@@ -1039,11 +1043,14 @@ cdef class BnForward:
         cdef char *x
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
         mean[...] = 0
+        mean_lo[...] = 0
         m2[...] = 0
         if self.count == 0:
-            return mean, m2
+            return mean, (None if f32 else mean_lo), m2
         x = _data(self.x)
         r.mean = <double *>cnp.PyArray_DATA(mean)
+        if not f32:
+            r.mean_lo = <double *>cnp.PyArray_DATA(mean_lo)
         r.m2 = <double *>cnp.PyArray_DATA(m2)
         with nogil:
             if f32:
@@ -1051,7 +1058,7 @@ cdef class BnForward:
             else:
                 rc = bn_stats_f64(&bp, &q, <double *>x, &r)
         _raise(rc)
-        return mean, m2
+        return mean, (None if f32 else mean_lo), m2
 
     def apply(self, mean, invstd):
         """The normalization of x with the given statistics: the output in

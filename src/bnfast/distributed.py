@@ -11,9 +11,11 @@ same order (they are collectives), including processes whose shard is
 empty (N = 0).
 
 Forward ('train' mode): each process computes its shard's count, mean and
-M2 per channel with the C kernels; one Allgather of 2C + 1 float64 per
-process; every process merges them with Chan's formula in rank order, so
-all hold bitwise the same statistics and running statistics.  Never sums of
+M2 per channel with the C kernels (float64 data: each mean with its low
+part, its rounding error); one Allgather of 3C + 1 float64 per process;
+every process merges them with Chan's formula in rank order (the means as
+pairs hi + lo, as the threads' partial means), so all hold bitwise the same
+statistics and running statistics.  Never sums of
 x and x**2.  'test' mode uses the running statistics and communicates
 nothing.
 
@@ -56,6 +58,15 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
             self.sync = sync
 
 
+def _two_sum(a, b):
+    """a + b and its rounding error (TwoSum, as bnf_two_sum in
+    csrc/internal.h: 0 where the sum is not finite)."""
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, np.where(np.isfinite(s), e, 0.0)
+
+
 class _Sync:
     """The two collectives of synchronized batch norm over ``comm``."""
 
@@ -68,31 +79,56 @@ class _Sync:
                     f"{type(comm).__name__} without {method}")
         self.comm = comm
 
-    def merge(self, n, mean, m2):
-        """(count, mean, M2) of the union of every process's shard."""
+    def merge(self, n, mean, m2, mean_lo=None):
+        """(count, mean, M2) of the union of every process's shard.
+
+        mean_lo: the low parts of the float64 means (BnForward.stats), None
+        for float32 data.  When every non-empty shard has them the means
+        are merged as pairs hi + lo, as the threads' partial means in
+        bnf_merge_moments (csrc/threads.c): a difference of means then
+        carries no rounding at the scale of the means (float64 data offset
+        by 1e4 times its spread: before, the variance 2-3x past the
+        suite's bound on 2 processes).  Otherwise (float32 data, which
+        sends NaN for them) the means alone, as before."""
         c = mean.shape[0]
-        send = np.empty(2 * c + 1)
-        send[0], send[1:c + 1], send[c + 1:] = n, mean, m2
-        recv = np.empty((self.comm.Get_size(), 2 * c + 1))
+        send = np.empty(3 * c + 1)
+        send[0], send[1:c + 1], send[2 * c + 1:] = n, mean, m2
+        # a float64 mean's low part is finite (0 where the mean is not):
+        # NaN marks a shard without them
+        send[c + 1:2 * c + 1] = np.nan if mean_lo is None else mean_lo
+        recv = np.empty((self.comm.Get_size(), 3 * c + 1))
         self.comm.Allgather(send, recv)
-        count, mu, q = 0.0, np.zeros(c), np.zeros(c)
-        for row in recv:  # rank order: the same arithmetic everywhere
-            nb, mb, qb = row[0], row[1:c + 1], row[c + 1:]
-            if nb == 0:
-                continue
+        rows = [row for row in recv if row[0] != 0]  # rank order
+        pairs = not any(np.isnan(row[c + 1:2 * c + 1]).any() for row in rows)
+        count, mu, lo, q = 0.0, np.zeros(c), np.zeros(c), np.zeros(c)
+        for row in rows:  # rank order: the same arithmetic everywhere
+            nb, mb, lb, qb = (row[0], row[1:c + 1], row[c + 1:2 * c + 1],
+                              row[2 * c + 1:])
             if count == 0:
                 count, mu, q = nb, mb.copy(), qb.copy()
+                lo = lb.copy() if pairs else lo
                 continue
             total = count + nb
-            delta = mb - mu
-            # as bnf_chan_merge in csrc/internal.h (an infinite delta
-            # falls back to the weighted average)
+            wb = nb / total
             with np.errstate(invalid="ignore", over="ignore"):
-                moved = mu + delta * (nb / total)
-                avg = mu * (count / total) + mb * (nb / total)
-                q = q + (qb + delta * delta * (count * (nb / total)))
-            mu = np.where(np.isfinite(moved), moved, avg)
+                if pairs:  # as bnf_merge_moments with the low parts
+                    delta = (mb - mu) + (lb - lo)
+                    moved, err = _two_sum(mu, delta * wb)
+                else:
+                    delta = mb - mu
+                    moved = mu + delta * wb
+                # as bnf_chan_merge in csrc/internal.h (an infinite delta
+                # falls back to the weighted average)
+                avg = mu * (count / total) + mb * wb
+                q = q + (qb + delta * delta * (count * wb))
+            finite = np.isfinite(moved)
+            mu = np.where(finite, moved, avg)
+            if pairs:
+                lo = np.where(finite, lo + err, 0.0)
             count = total
+        if pairs:
+            with np.errstate(invalid="ignore", over="ignore"):
+                mu = mu + np.where(np.isfinite(lo), lo, 0.0)
         return int(count), mu, q
 
     def sum(self, a):
@@ -107,8 +143,8 @@ def _sync_forward(call, sync):
     kernels, merged across processes by sync.merge (every process gets the
     same), then the normalization and the running update with them.
     call: the validated local call (bnfast._kernels.BnForward)."""
-    mean, m2 = call.stats()  # zeros for an empty shard
-    count, mean, m2 = sync.merge(call.count, mean, m2)  # collective
+    mean, mean_lo, m2 = call.stats()  # zeros for an empty shard
+    count, mean, m2 = sync.merge(call.count, mean, m2, mean_lo)  # collective
     if count == 0:
         raise ValueError("the global batch is empty: every process passed "
                          "an empty x")
@@ -177,7 +213,7 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
 def communication_doubles(channels, processes):
     """float64 values each process sends and receives per step:
     {'forward': (sent, received), 'backward': (sent, received)}."""
-    per = 2 * channels + 1
+    per = 3 * channels + 1
     return {"forward": (per, per * processes),
             "backward": (2 * channels, 2 * channels)}
 
