@@ -254,9 +254,8 @@ int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
         r->invstd[j] = 1.0 / sqrt(r->var[j] + q->eps);
     }
     /* squares out of range: the channel again, scaled (extremes_tmpl.h) */
-    int any = 0;
-    for (ptrdiff_t j = 0; j < p->n2; j++)
-        any |= bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C));
+    int any = bnf_any_suspect(r->mean, r->var, p->n2, q->eps,
+                              BNF_TINY_VAR(C));
     for (ptrdiff_t j = 0; BNF_RARELY(any) && j < p->n2; j++)
         if (bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C)))
             NAME(rescue_moments)(x + j * p->x.s2, p->n1, p->x.s1, p->len,

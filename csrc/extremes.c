@@ -6,5 +6,19 @@
 #include "bnfast.h"
 #include "internal.h"
 
+/* Whether any of n channels is suspect (bnf_suspect).  Dispatched, so that
+   the test vectorizes: the entry points calling it are compiled for the
+   baseline, where it stayed scalar and cost 0.3-0.6 us a call on a few
+   hundred channels (6% of a 64x256 float32 forward-train). */
+BNF_DISPATCH
+int bnf_any_suspect(const double *restrict mean, const double *restrict var,
+                    ptrdiff_t n, double eps, double tiny)
+{
+    long any = 0;
+    for (ptrdiff_t j = 0; j < n; j++)
+        any |= (long)bnf_suspect(mean[j], var[j], eps, tiny);
+    return any != 0;
+}
+
 #define BNF_TEMPLATE "extremes_tmpl.h"
 #include "instantiate.h"

@@ -252,6 +252,9 @@ BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
            ((var <= tiny) & (eps <= tiny));
 }
 
+int bnf_any_suspect(const double *restrict mean, const double *restrict var,
+                    ptrdiff_t n, double eps, double tiny);
+
 /* the rare branch, out of the hot path */
 #if defined(__GNUC__)
 #define BNF_RARELY(c) __builtin_expect(!!(c), 0)
