@@ -223,6 +223,78 @@ def test_fold_batchnorm_then_linear():
                                rtol=1e-12, atol=1e-12)
 
 
+def conv(x, W, b=None, groups=1):
+    """A plain 'valid' convolution (cross-correlation, as PyTorch's) of x
+    (N, C_in, *spatial) with W (C_out, C_in / groups, *kernel)."""
+    nd = W.ndim - 2
+    cout, cin_g = W.shape[:2]
+    win = np.lib.stride_tricks.sliding_window_view(
+        x, W.shape[2:], axis=tuple(range(2, 2 + nd)))
+    outs = []
+    for g in range(groups):
+        xs = win[:, g * cin_g:(g + 1) * cin_g]
+        ws = W[g * cout // groups:(g + 1) * cout // groups]
+        # (N, cin_g, *out, *k) x (cout_g, cin_g, *k) -> (N, cout_g, *out)
+        letters = "defghi"[:nd]
+        kl = "pqrstu"[:nd]
+        outs.append(np.einsum(f"nc{letters}{kl},oc{kl}->no{letters}", xs, ws))
+    y = np.concatenate(outs, axis=1)
+    if b is not None:
+        y = y + b.reshape((1, -1) + (1,) * nd)
+    return y
+
+
+@pytest.mark.parametrize("kernel,groups,bias", [
+    ((3, 3), 1, True), ((3, 3), 2, True), ((1, 1), 1, False), ((3,), 1, True),
+    ((2, 3, 2), 1, True)])
+def test_fold_conv_then_batchnorm(kernel, groups, bias):
+    cin, cout = 4, 6
+    bn = bnfast.BatchNorm(cout, axis=1, dtype=np.float64, momentum=0.5)
+    bn.params["gamma"][...] = RNG.uniform(0.5, 1.5, cout)
+    bn.params["beta"][...] = RNG.standard_normal(cout)
+    for _ in range(3):
+        bn(data((5, cout) + (4,) * len(kernel), offset=3.0))
+    W = RNG.standard_normal((cout, cin // groups) + kernel)
+    b = RNG.standard_normal(cout) if bias else None
+    x = data((3, cin) + (6,) * len(kernel))
+    W2, b2 = bnfast.fold_conv_batchnorm(W, b, bn)
+    assert W2.shape == W.shape and b2.shape == (cout,)
+    assert W2.dtype == b2.dtype == np.float64
+    np.testing.assert_allclose(conv(x, W2, b2, groups),
+                               bn(conv(x, W, b, groups), mode="test"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fold_conv_with_relu():
+    bn = bnfast.BatchNorm(3, axis=1, dtype=np.float64, activation="relu")
+    bn(data((6, 3, 4, 4), offset=1.0))
+    W, b = RNG.standard_normal((3, 2, 3, 3)), RNG.standard_normal(3)
+    with pytest.raises(ValueError, match="cannot be folded"):
+        bnfast.fold_conv_batchnorm(W, b, bn)
+    W2, b2 = bnfast.fold_conv_batchnorm(W, b, bn, drop_activation=True)
+    x = data((2, 2, 5, 5))
+    np.testing.assert_allclose(np.maximum(conv(x, W2, b2), 0),
+                               bn(conv(x, W, b), mode="test"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_fold_conv_errors():
+    bn = trained_bn(3)
+    W0 = np.ones((3, 2, 3, 3))
+    before = (W0.copy(), bn.running_mean.copy(), bn.running_var.copy())
+    with pytest.raises(ValueError, match=r"W must be \(3, C_in, \*kernel\)"):
+        bnfast.fold_conv_batchnorm(np.ones((4, 2, 3, 3)), None, bn)
+    with pytest.raises(ValueError, match=r"W must be \(3, C_in, \*kernel\)"):
+        bnfast.fold_conv_batchnorm(np.ones((3, 2)), None, bn)
+    with pytest.raises(ValueError, match=r"and b \(3,\) or None"):
+        bnfast.fold_conv_batchnorm(W0, np.ones(4), bn)
+    with pytest.raises(TypeError, match="bn must be a bnfast.BatchNorm"):
+        bnfast.fold_conv_batchnorm(W0, None, bnfast.LayerNorm(3))
+    np.testing.assert_array_equal(W0, before[0])
+    np.testing.assert_array_equal(bn.running_mean, before[1])
+    np.testing.assert_array_equal(bn.running_var, before[2])
+
+
 def test_fold_shape_errors():
     bn = trained_bn(3)
     with pytest.raises(ValueError, match=r"W must be \(D_in, 3\)"):

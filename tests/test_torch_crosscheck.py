@@ -201,3 +201,28 @@ def test_float32_offset_error_is_a_tenth_of_torchs(family, offset):
     floor = 2 * np.finfo(np.float32).eps * float(np.max(np.abs(oracle)))
     assert err_fast <= max(0.1 * err_torch, floor), (err_fast, err_torch,
                                                      floor)
+
+
+@pytest.mark.parametrize("groups,bias", [(1, True), (2, False)])
+def test_fold_conv_batchnorm_matches_torch_eval(groups, bias):
+    # a Conv2d followed by BatchNorm2d in eval mode, against the folded
+    # convolution run by torch itself
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, groups=groups, bias=bias,
+                           dtype=torch.float64)
+    bn = torch.nn.BatchNorm2d(6, dtype=torch.float64)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.normal_()
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+    bn.eval()
+    layer = bnfast.from_torch(bn)
+    W = conv.weight.detach().numpy()
+    b = conv.bias.detach().numpy() if bias else None
+    W2, b2 = bnfast.fold_conv_batchnorm(W, b, layer)
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    expected = bn(conv(x)).detach().numpy()
+    got = F.conv2d(x, torch.tensor(W2), torch.tensor(b2),
+                   groups=groups).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -21,6 +21,7 @@ from bnfast.layers import (
     GroupNorm,
     LayerNorm,
     fold_batchnorm_linear,
+    fold_conv_batchnorm,
     fold_linear_batchnorm,
     from_torch,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",
+    "fold_conv_batchnorm",
     "set_num_threads",
     "get_num_threads",
     "show_config",

@@ -30,6 +30,7 @@ __all__ = [
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",
+    "fold_conv_batchnorm",
 ]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -767,6 +768,46 @@ def fold_linear_batchnorm(W, b, bn, *, drop_activation=False):
             f"W must be (D_in, {scale.shape[0]}) and b ({scale.shape[0]},) "
             f"to match the batch norm, got {W.shape} and {b.shape}")
     return W * scale, (b - bn.running_mean) * scale + bn.beta
+
+
+def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
+    """Fold a batch norm that follows a convolution, ``bn(conv(x, W) + b)``
+    in 'test' mode, into one convolution ``conv(x, W2) + b2``.
+
+    W has PyTorch's layout, (C_out, C_in / groups, *kernel), for any
+    number of spatial dimensions (Conv1d, Conv2d, Conv3d; not a transposed
+    convolution, whose output channels are W's second axis); b (C_out,) or
+    None (a convolution without bias); bn a :class:`BatchNorm` with C_out
+    channels.  Returns (W2, b2) in float64: output channel o of W scaled by
+    ``gamma[o] / sqrt(running_var[o] + eps)``, each weight rounded once.
+
+    A batch norm with ``activation='relu'`` raises a ValueError (the ReLU
+    is not affine), unless ``drop_activation=True``: then
+    ``np.maximum(conv(x, W2) + b2, 0)`` is the batch norm's 'test' mode.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> rng = np.random.default_rng(0)
+    >>> W, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    >>> bn = bnfast.BatchNorm(4, axis=1, dtype=np.float64)
+    >>> _ = bn(rng.standard_normal((8, 4, 5, 5)))   # some running statistics
+    >>> W2, b2 = bnfast.fold_conv_batchnorm(W, b, bn)
+    >>> W2.shape, b2.shape
+    ((4, 3, 3, 3), (4,))
+    """
+    _check_bn(bn)
+    scale, shift = bn.fold(drop_activation=drop_activation)
+    c = scale.shape[0]
+    W = np.asarray(W, dtype=np.float64)
+    b = np.zeros(c) if b is None else np.asarray(b, dtype=np.float64)
+    if W.ndim < 3 or W.shape[0] != c or b.shape != (c,):
+        raise ValueError(
+            f"W must be ({c}, C_in, *kernel) and b ({c},) or None to match "
+            f"the batch norm, got {W.shape} and {b.shape}")
+    return (W * scale.reshape((c,) + (1,) * (W.ndim - 1)),
+            b * scale + shift)
 
 
 def fold_batchnorm_linear(bn, W, b):
