@@ -92,6 +92,27 @@ BNF_INLINE void NAME(lanes_collapse)(double *restrict a, double *hi,
     *lo += e;
 }
 
+/* The C lanes fs, fq into the double lanes as, aq (lanes_flush); with
+   COMPENSATED, a flush of full C lanes (full) counts 1 / COLLAPSE of the
+   DLANES * BNF_FLUSH elements in *pend after which the double lanes go into
+   the compensated totals sh + sl, qh + ql (lanes_collapse). */
+BNF_INLINE void NAME(lanes_flush_both)(double *restrict as,
+                                       double *restrict aq,
+                                       const C *restrict fs,
+                                       const C *restrict fq, int full,
+                                       ptrdiff_t *pend, double *sh,
+                                       double *sl, double *qh, double *ql)
+{
+    NAME(lanes_flush)(as, fs);
+    NAME(lanes_flush)(aq, fq);
+    if (COMPENSATED && full &&
+        (*pend += DLANES * BNF_FLUSH / COLLAPSE) >= DLANES * BNF_FLUSH) {
+        NAME(lanes_collapse)(as, sh, sl);
+        NAME(lanes_collapse)(aq, qh, ql);
+        *pend = 0;
+    }
+}
+
 /* A block's two sums from the double lanes as and aq: summed pairwise, or
    (COMPENSATED) collapsed into the totals sh + sl and qh + ql first. */
 BNF_INLINE void NAME(lanes_totals)(double *restrict as, double *restrict aq,
@@ -179,14 +200,8 @@ BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
                     fs[l] += d;
                     fq[l] += d * d;
                 }
-            NAME(lanes_flush)(as, fs);
-            NAME(lanes_flush)(aq, fq);
-            if (COMPENSATED && e > e0 &&
-                (pend += DLANES * BNF_FLUSH / COLLAPSE) >= DLANES * BNF_FLUSH) {
-                NAME(lanes_collapse)(as, &sh, &sl);
-                NAME(lanes_collapse)(aq, &qh, &ql);
-                pend = 0;
-            }
+            NAME(lanes_flush_both)(as, aq, fs, fq, e > e0, &pend, &sh, &sl,
+                                   &qh, &ql);
             if (end == len && e < len) { /* the tail: into the double lanes */
                 for (int l = 0; l < len - e; l++) {
                     C d = LOAD(pr[e + l]) - c;
@@ -270,14 +285,8 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
                         fq[l] += gl * d;
                     }
             }
-            NAME(lanes_flush)(as, fs);
-            NAME(lanes_flush)(aq, fq);
-            if (COMPENSATED && e > e0 &&
-                (pend += DLANES * BNF_FLUSH / COLLAPSE) >= DLANES * BNF_FLUSH) {
-                NAME(lanes_collapse)(as, &sh, &sl);
-                NAME(lanes_collapse)(aq, &qh, &ql);
-                pend = 0;
-            }
+            NAME(lanes_flush_both)(as, aq, fs, fq, e > e0, &pend, &sh, &sl,
+                                   &qh, &ql);
             if (end == len && e < len) { /* the tail: into the double lanes */
                 for (int l = 0; l < len - e; l++) {
                     C d = LOAD(pr[e + l]) - mh;
