@@ -174,9 +174,11 @@ static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
 /* The C coefficients of n channels (internal.h) from their double
    values, in one new buffer (NULL when out of memory; free it): mean
    split into mh + ml, and any of the others that is not NULL. */
+/* want_b: the shift b is wanted (the apply, and the fused ReLU's mask);
+   b NULL then means beta = 0 (bnf_params: beta NULL, affine-free) */
 static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
                           const double *mean, const double *a,
-                          const double *b, const double *is,
+                          const double *b, int want_b, const double *is,
                           const double *k_xhat, const double *k_0)
 {
     ptrdiff_t n1 = n > 0 ? n : 1;
@@ -190,6 +192,11 @@ static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
         for (ptrdiff_t j = 0; src[k] && j < n; j++)
             dst[k][j] = (C)src[k][j];
     }
+    if (want_b && b == NULL) { /* beta = 0 */
+        dst[1] = buf + 3 * n1;
+        for (ptrdiff_t j = 0; j < n; j++)
+            dst[1][j] = (C)0;
+    }
     C *mh = buf, *ml = buf + n1;
     for (ptrdiff_t j = 0; j < n; j++) {
         mh[j] = (C)mean[j];
@@ -198,9 +205,9 @@ static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
     }
     /* the apply's shift with the low part of the mean folded in:
        (x - mean) * a + b = (x - mh) * a + (b - ml * a) */
-    if (HILO && a != NULL && b != NULL)
+    if (HILO && a != NULL && dst[1] != NULL)
         for (ptrdiff_t j = 0; j < n; j++)
-            dst[1][j] = (C)(b[j] - (double)ml[j] * a[j]);
+            dst[1][j] = (C)((b ? b[j] : 0.0) - (double)ml[j] * a[j]);
     cf->mh = mh;
     cf->ml = HILO ? ml : NULL;
     cf->a = dst[0];
@@ -228,10 +235,10 @@ int NAME(bn_apply)(const bnf_panel *p, const bnf_params *q, const T *x, T *y)
     if (scale == NULL)
         return BNF_ENOMEM;
     for (ptrdiff_t j = 0; j < n2; j++)
-        scale[j] = q->gamma[j] * q->invstd[j];
+        scale[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j];
     NAME(job) k = {*p, x, NULL, y, {0}, q->relu, NULL, NULL};
-    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, NULL, NULL,
-                             NULL);
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, 1, NULL,
+                             NULL, NULL);
     free(scale);
     if (buf == NULL)
         return BNF_ENOMEM;
@@ -305,11 +312,11 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
         if (a == NULL)
             return BNF_ENOMEM;
         for (ptrdiff_t j = 0; j < n2; j++)
-            a[j] = q->gamma[j] * q->invstd[j]; /* as the forward's scale */
+            a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j]; /* as the forward's scale */
     }
     NAME(job) k = {*p, x, dy, NULL, {0}, q->relu, r->sum_dy, r->sum_dyxmu};
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, a, q->relu ? q->beta : NULL,
-                             NULL, NULL, NULL);
+                             q->relu, NULL, NULL, NULL);
     free(a);
     if (buf == NULL)
         return BNF_ENOMEM;
@@ -332,7 +339,7 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
         return BNF_ENOMEM;
     double *k_dy = k3, *k_xhat = k3 + n2, *k_0 = k3 + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = q->gamma[j] * invstd[j]; /* a, as the forward's scale */
+        double a = BNF_GAMMA(q->gamma, j) * invstd[j]; /* a, as the forward's scale */
         double sg = sum_dy[j];
         double sgx = sgx_of ? sgx_of[j] : sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;
@@ -343,7 +350,8 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
     }
     NAME(job) k = {*p, x, dy, dx, {0}, q->relu, NULL, NULL};
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, k_dy,
-                             q->relu ? q->beta : NULL, invstd, k_xhat, k_0);
+                             q->relu ? q->beta : NULL, q->relu, invstd,
+                             k_xhat, k_0);
     free(k3);
     if (buf == NULL)
         return BNF_ENOMEM;
@@ -383,9 +391,9 @@ static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
         double *a = malloc((size_t)n2 * sizeof(double));
         if (a != NULL) {
             for (ptrdiff_t j = 0; j < n2; j++)
-                a[j] = q->gamma[j] * q->invstd[j];
-            buf = NAME(coefs_new)(n2, &cf, q->mean, a, q->beta, NULL, NULL,
-                                  NULL);
+                a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j];
+            buf = NAME(coefs_new)(n2, &cf, q->mean, a, q->beta, 1, NULL,
+                                  NULL, NULL);
         }
         free(a);
         if (buf == NULL)

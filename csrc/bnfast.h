@@ -75,7 +75,7 @@ typedef struct {
     ptrdiff_t groups; /* group norm: groups of n2/groups channels */
     double count;  /* bn_backward_apply: values per channel summed (over
                       every panel of a synchronized batch) */
-    const double *gamma, *beta;   /* per channel */
+    const double *gamma, *beta;   /* per channel; NULL: gamma = 1, beta = 0 */
     const double *mean, *invstd;  /* the forward's statistics */
     const double *var;            /* bn_forward_test: (running) variance */
     const double *sum_dy, *sum_dyxmu; /* bn_backward_apply: the sums of dy

@@ -255,6 +255,11 @@ BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
 int bnf_any_suspect(const double *restrict mean, const double *restrict var,
                     ptrdiff_t n, double eps, double tiny);
 
+/* gamma and beta as read per channel: NULL (affine-free, bnf_params)
+   means gamma = 1, beta = 0 */
+#define BNF_GAMMA(g, j) ((g) != NULL ? (g)[j] : 1.0)
+#define BNF_BETA(b, j) ((b) != NULL ? (b)[j] : 0.0)
+
 /* the rare branch, out of the hot path */
 #if defined(__GNUC__)
 #define BNF_RARELY(c) __builtin_expect(!!(c), 0)

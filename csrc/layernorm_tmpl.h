@@ -17,7 +17,7 @@ static C *NAME(ln_params)(ptrdiff_t d, const double *gamma,
     if (buf == NULL)
         return NULL;
     for (ptrdiff_t e = 0; e < d; e++) {
-        buf[e] = (C)gamma[e];
+        buf[e] = gamma != NULL ? (C)gamma[e] : (C)1;
         buf[d + e] = beta != NULL ? (C)beta[e] : (C)0;
     }
     return buf;

@@ -240,10 +240,21 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
     return arr
 
 
+cdef cnp.ndarray _param(object a, str name, Py_ssize_t d, cnp.ndarray x,
+                        int axis):
+    """gamma or beta validated as _per_feature's param; None stays None
+    (affine-free: gamma = 1, beta = 0 in the kernels, no array made)."""
+    if a is None:
+        return None
+    return _per_feature(a, name, d, x, axis, True)
+
+
 cdef cnp.ndarray _flat(cnp.ndarray a, Py_ssize_t d):
     """A validated per-feature array as the C-contiguous, aligned (d,)
-    array the kernels read: itself, a view or a copy."""
+    array the kernels read: itself, a view or a copy (None: None)."""
     cdef cnp.ndarray flat = a
+    if a is None:
+        return None
     if cnp.PyArray_NDIM(a) != 1:
         flat = a.reshape(d)
     if not (cnp.PyArray_IS_C_CONTIGUOUS(flat) and cnp.PyArray_ISALIGNED(flat)):
@@ -740,10 +751,14 @@ cdef inline double *_scratch(chans_t *c) noexcept:
 
 cdef const double *_doubles(chans_t *c, cnp.ndarray a) noexcept:
     # a: c.n contiguous native float32 or float64 values (validated by the
-    # callers); float64 is read in place, float32 converted to scratch
+    # callers); float64 is read in place, float32 converted to scratch;
+    # None (an affine-free gamma or beta): NULL, which the kernels read as
+    # gamma = 1, beta = 0
     cdef const float *f
     cdef double *d
     cdef Py_ssize_t i
+    if a is None:
+        return NULL
     if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
         return <const double *>cnp.PyArray_DATA(a)
     f = <const float *>cnp.PyArray_DATA(a)
@@ -787,11 +802,21 @@ cdef class _Cache:
     normalized x and to gamma (flattened, float32 or float64), per-channel
     or per-sample statistics, and what the gradients' shapes and dtypes
     need.  The backward reads x and gamma again: do not modify them in
-    between (as with the reference's cache).  Read-only."""
+    between (as with the reference's cache).  gamma is None for a forward
+    with gamma=None; ``affine`` tells which of gamma and beta were given
+    (their gradients are None otherwise).  Read-only."""
 
     cdef readonly cnp.ndarray x, gamma, mean, invstd
     cdef readonly tuple shape, gamma_shape
     cdef readonly object gamma_dtype
+    cdef tuple beta_shape   # beta's, for dbeta when gamma is None
+    cdef int beta_type
+    cdef bint no_beta
+
+    @property
+    def affine(self):
+        """(gamma given, beta given): False for a forward's None."""
+        return (self.gamma is not None, not self.no_beta)
 
     def __repr__(self):
         return (f"<{type(self).__name__} x{self.shape} {self.x.dtype}, "
@@ -847,14 +872,22 @@ cdef class GroupNormCache(_Cache):
 
 
 cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
-               cnp.ndarray mean, cnp.ndarray invstd, tuple shape) except -1:
+               cnp.ndarray b, cnp.ndarray bflat, cnp.ndarray mean,
+               cnp.ndarray invstd, tuple shape) except -1:
+    # g, b: the validated gamma and beta (None when not given), gflat and
+    # bflat their flat arrays
     c.x = x
     c.gamma = gflat
     c.mean = mean
     c.invstd = invstd
     c.shape = shape
-    c.gamma_dtype = g.descr
-    c.gamma_shape = _shape(g)
+    if g is not None:
+        c.gamma_dtype = g.descr
+        c.gamma_shape = _shape(g)
+    c.no_beta = b is None
+    if b is not None:
+        c.beta_shape = _shape(b)
+        c.beta_type = cnp.PyArray_TYPE(bflat)
     return 0
 
 
@@ -865,7 +898,8 @@ cdef int _check_cache(_Cache c, Py_ssize_t nstats, Py_ssize_t nparams,
     # bounds); cheap, and never false for a cache used as documented.
     if (cnp.PyArray_SIZE(c.mean) != nstats
             or cnp.PyArray_SIZE(c.invstd) != nstats
-            or cnp.PyArray_SIZE(c.gamma) != nparams
+            or (c.gamma is not None
+                and cnp.PyArray_SIZE(c.gamma) != nparams)
             or (beta is not None
                 and cnp.PyArray_SIZE(<cnp.ndarray>beta) != nparams)):
         raise ValueError("cache: its statistics or gamma no longer match "
@@ -873,22 +907,29 @@ cdef int _check_cache(_Cache c, Py_ssize_t nstats, Py_ssize_t nparams,
     return 0
 
 
-cdef cnp.ndarray _param_grad(_Cache c):
-    """A new array of gamma's shape and dtype, for dgamma or dbeta."""
+cdef cnp.ndarray _param_grad(_Cache c, bint beta=False):
+    """A new array of gamma's shape and dtype, for dgamma or dbeta (for
+    dbeta beta's when gamma is None); None for a parameter that was
+    None."""
+    if beta and c.no_beta or not beta and c.gamma is None:
+        return None
+    if c.gamma is None:
+        return _empty_of(c.beta_shape, c.beta_type)
     return _empty_of(c.gamma_shape, cnp.PyArray_TYPE(c.gamma))
 
 
 cdef double *_grad_buffer(cnp.ndarray grad, chans_t *ch) noexcept:
     # where the kernel writes a parameter gradient: grad itself for
-    # float64, else scratch rounded into it by _grad_done
-    if cnp.PyArray_TYPE(grad) == cnp.NPY_DOUBLE:
+    # float64, else scratch rounded into it by _grad_done (scratch only,
+    # for a gradient not wanted: None)
+    if grad is not None and cnp.PyArray_TYPE(grad) == cnp.NPY_DOUBLE:
         return <double *>cnp.PyArray_DATA(grad)
     return _scratch(ch)
 
 
 cdef inline void _grad_done(cnp.ndarray grad, const double *v,
                             Py_ssize_t n) noexcept:
-    if cnp.PyArray_TYPE(grad) != cnp.NPY_DOUBLE:
+    if grad is not None and cnp.PyArray_TYPE(grad) != cnp.NPY_DOUBLE:
         _store(grad, n, v)
 
 
@@ -945,7 +986,7 @@ cdef class BnForward:
     cdef readonly double eps, momentum
     cdef readonly Py_ssize_t count  # values per channel in this x
     cdef readonly Py_ssize_t channels
-    cdef cnp.ndarray g, gflat, bflat, rm, rmflat, rv, rvflat
+    cdef cnp.ndarray g, gflat, b, bflat, rm, rmflat, rv, rvflat
     cdef object out, bn_param
     cdef order_t o
     cdef panel_t p
@@ -1010,7 +1051,8 @@ cdef class BnForward:
 
     cdef BatchNormCache _cache(self, cnp.ndarray mean, cnp.ndarray invstd,
                                BatchNormCache c):
-        _fill(c, self.x, self.g, self.gflat, mean, invstd, self.shape)
+        _fill(c, self.x, self.g, self.gflat, self.b, self.bflat, mean, invstd,
+              self.shape)
         c.beta = self.bflat
         c.axis = self.axis
         c.relu = self.relu
@@ -1188,7 +1230,7 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     (batchnorm_forward).  Checks in the documented order, before
     anything is written."""
     cdef BnForward f = BnForward.__new__(BnForward)
-    cdef cnp.ndarray xa = _float_array(x, "x"), xs, b
+    cdef cnp.ndarray xa = _float_array(x, "x"), xs
     cdef int ax, fax, k
     cdef Py_ssize_t d
     cdef cnp.npy_intp dd
@@ -1213,10 +1255,10 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.channels = d
     f.train = _mode_is_train(bn_param)
     f.relu = _activation(activation)
-    f.g = _per_feature(gamma, "gamma", d, xa, fax, True)
+    f.g = _param(gamma, "gamma", d, xa, fax)
     f.gflat = _flat(f.g, d)
-    b = _per_feature(beta, "beta", d, xa, fax, True)
-    f.bflat = _flat(b, d)
+    f.b = _param(beta, "beta", d, xa, fax)
+    f.bflat = _flat(f.b, d)
     f.eps = _real_in(_get(bn_param, "eps", 1e-5), "bn_param['eps']", 0.0)
     f.momentum = _real_in(_get(bn_param, "momentum", 0.9),
                           "bn_param['momentum']", 0.0, 1.0)
@@ -1328,7 +1370,7 @@ cdef class BnBackward:
         cdef Py_ssize_t c = self.channels
         cdef cnp.ndarray dx = _into(self.out, self.c.x, &self.o, &tp)
         cdef cnp.ndarray dgamma = _param_grad(self.c)
-        cdef cnp.ndarray dbeta = _param_grad(self.c)
+        cdef cnp.ndarray dbeta = _param_grad(self.c, True)
         cdef double *dg
         cdef double *db
         _chans_init(&ch, c, 2)
@@ -1412,9 +1454,12 @@ cdef class BnBackward:
         cdef Py_ssize_t c = self.channels
         cdef cnp.ndarray g = _stats(dgamma, c, "dgamma")
         cdef cnp.ndarray b = _stats(dbeta, c, "dbeta")
-        cdef cnp.ndarray rg = _param_grad(self.c), rb = _param_grad(self.c)
-        _store(rg, c, <double *>cnp.PyArray_DATA(g))
-        _store(rb, c, <double *>cnp.PyArray_DATA(b))
+        cdef cnp.ndarray rg = _param_grad(self.c)
+        cdef cnp.ndarray rb = _param_grad(self.c, True)
+        if rg is not None:
+            _store(rg, c, <double *>cnp.PyArray_DATA(g))
+        if rb is not None:
+            _store(rb, c, <double *>cnp.PyArray_DATA(b))
         return rg, rb
 
 
@@ -1551,7 +1596,7 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
 
 
 def layernorm_forward(x, gamma, beta, ln_param, out=None):
-    cdef cnp.ndarray xa, x2, g, gflat, bflat, y, mean, invstd
+    cdef cnp.ndarray xa, x2, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, d, k
     cdef bnf_panel bp
@@ -1563,9 +1608,10 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     for k in range(1, cnp.PyArray_NDIM(xa)):
         d *= cnp.PyArray_DIM(xa, k)
     x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _per_feature(gamma, "gamma", d, xa, 0, True)
+    g = _param(gamma, "gamma", d, xa, 0)
     gflat = _flat(g, d)
-    bflat = _flat(_per_feature(beta, "beta", d, xa, 0, True), d)
+    b = _param(beta, "beta", d, xa, 0)
+    bflat = _flat(b, d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
     if out is not None:  # what is read, and the caller's
@@ -1577,7 +1623,7 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     mean, invstd = _per_sample_forward(x2, y, &bp, gflat, bflat, d, n, 0,
                                        eps, ln_forward_f32, ln_forward_f64)
     cdef LayerNormCache cache = LayerNormCache.__new__(LayerNormCache)
-    _fill(cache, x2, g, gflat, mean, invstd, shape)
+    _fill(cache, x2, g, gflat, b, bflat, mean, invstd, shape)
     return _result(y, out, shape), cache
 
 
@@ -1596,7 +1642,7 @@ cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
     """The layer and group norm backward on their panel bp: the kernel of
     x's dtype with the cache's gamma and statistics, dgamma and dbeta in
     gamma's dtype and shape, dx in the caller's shape."""
-    cdef cnp.ndarray dgamma = _param_grad(c), dbeta = _param_grad(c)
+    cdef cnp.ndarray dgamma = _param_grad(c), dbeta = _param_grad(c, True)
     cdef chans_t ch
     cdef int rc = 0
     cdef bnf_params q
@@ -1645,7 +1691,7 @@ def layernorm_backward(dout, cache, out=None):
 # ---------------------------------------------------------- group norm
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
-    cdef cnp.ndarray xa, x3, g, gflat, bflat, y, mean, invstd
+    cdef cnp.ndarray xa, x3, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, c, hw, groups, k
     cdef bnf_panel bp
@@ -1661,9 +1707,10 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _per_feature(gamma, "gamma", c, xa, 1, True)
+    g = _param(gamma, "gamma", c, xa, 1)
     gflat = _flat(g, c)
-    bflat = _flat(_per_feature(beta, "beta", c, xa, 1, True), c)
+    b = _param(beta, "beta", c, xa, 1)
+    bflat = _flat(b, c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
     if out is not None:  # what is read, and the caller's
@@ -1683,7 +1730,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
                                        n * groups, groups, eps,
                                        gn_forward_f32, gn_forward_f64)
     cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
-    _fill(cache, x3, g, gflat, mean, invstd, shape)
+    _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
     return _result(y, out, shape), cache
 

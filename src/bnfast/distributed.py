@@ -169,7 +169,9 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     over the concatenation of every process's x along the batch axis; each
     process gets its own rows of the output.  x may be empty (N = 0) on
     some processes, but all must call.  On return every process holds the
-    same running statistics in ``bn_param``.
+    same running statistics in ``bn_param``.  gamma=None / beta=None: 1 and
+    0 (affine-free), as in the local functions; the backward then returns
+    None for that gradient.
 
     Returns ``(out, cache)``; the cache (in 'train' mode) is for
     :func:`sync_batchnorm_backward`.
@@ -187,7 +189,8 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
     """Backward of :func:`sync_batchnorm_forward` (a collective: every
     process calls it).  Returns (dx, dgamma, dbeta): dx for this process's
     rows; dgamma and dbeta this process's shares, or with
-    ``reduce_param_grads=True`` their sums over every process.
+    ``reduce_param_grads=True`` their sums over every process (None for a
+    parameter that was None in the forward).
 
     Local sums of dy and dy * (x - mean), summed across processes by
     cache.sync.sum, then dx with the global count; dgamma and dbeta from
@@ -278,7 +281,7 @@ class SyncBatchNorm(layers.BatchNorm):
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm
                 return _kernels.bn_forward(
-                    x, self.gamma, self.beta, bn_param, self.axis,
+                    x, self._gamma, self._beta, bn_param, self.axis,
                     self.activation, None, True).run()
             raise RuntimeError(
                 "SyncBatchNorm.comm is None (as after unpickling): set "
@@ -286,7 +289,7 @@ class SyncBatchNorm(layers.BatchNorm):
                 "with batch statistics")
         # 'test' mode communicates nothing, but takes empty shards too
         return sync_batchnorm_forward(
-            x, self.gamma, self.beta, bn_param, self._comm, axis=self.axis,
+            x, self._gamma, self._beta, bn_param, self._comm, axis=self.axis,
             activation=self.activation)
 
     def __deepcopy__(self, memo):

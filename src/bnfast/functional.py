@@ -14,6 +14,13 @@ gamma's dtype (after that conversion) and shape; running statistics keep
 their own dtype and shape (x's dtype and shape (D,) when absent).  x,
 dout and the running statistics must be float32 or float64.
 
+Affine-free: gamma=None and beta=None (each on its own) mean gamma = 1 and
+beta = 0, as PyTorch's ``weight=None`` / ``bias=None``; no array of ones
+or zeros is made (the kernels read a NULL gamma as 1 and a NULL beta as
+0).  The backward then returns None for the gradient of a None parameter
+(and dbeta has beta's dtype and shape when gamma is None); dx is the one
+of gamma = ones, beta = zeros, bitwise.
+
 Arrays: ndarray subclasses (np.matrix, np.memmap) are read, and written as
 ``out``, as plain ndarrays; results are plain ndarrays.  A masked array
 (numpy.ma) in any argument is a TypeError naming it: the kernels would
@@ -69,6 +76,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         ``reshape(N, -1)`` cannot view are copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
         Scale and shift.  Integers and bools are converted to x's dtype.
+        None: 1 and 0 (affine-free; no array made), and the backward
+        returns None for its gradient.
     bn_param : dict
         'mode': 'train' or 'test' (required); 'eps' (default 1e-5, >= 0);
         'momentum' (default 0.9, in [0, 1]); 'running_mean', 'running_var'
@@ -155,7 +164,9 @@ def batchnorm_backward(dout, cache, *, out=None):
     Returns
     -------
     dx : ndarray, x's shape and dtype
-    dgamma, dbeta : ndarray, gamma's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype, or None
+        None for a parameter that was None in the forward (dbeta has
+        beta's shape and dtype when only gamma was None).
 
     Examples
     --------
@@ -167,6 +178,12 @@ def batchnorm_backward(dout, cache, *, out=None):
     >>> dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
     >>> dbeta
     array([3., 3.])
+
+    Affine-free (gamma=None, beta=None): no parameter gradients.
+
+    >>> _, cache = bnfast.batchnorm_forward(x, None, None, {"mode": "train"})
+    >>> bnfast.batchnorm_backward(np.ones((3, 2)), cache)[1:]
+    (None, None)
     >>> print(np.abs(dx).max() < 1e-12)
     True
     """
@@ -200,6 +217,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     gamma, beta : array_like of float32 or float64, shape (C,)
         Also accepted with the shape of x with ones except along ``axis``
         (e.g. (1, C, 1, 1)).  Integers and bools are converted to x's dtype.
+        None: 1 and 0 (affine-free), the backward's gradient then None.
     bn_param : dict
         As for :func:`batchnorm_forward`; running statistics of shape (C,).
     axis : int, keyword-only
@@ -255,7 +273,9 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     Returns
     -------
     dx : ndarray, x's shape and dtype
-    dgamma, dbeta : ndarray, gamma's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype, or None
+        None for a parameter that was None in the forward (dbeta has
+        beta's shape and dtype when only gamma was None).
 
     Examples
     --------
@@ -286,7 +306,8 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
         Read in place when its (N, D) view has unit-stride columns;
         otherwise (Fortran order, column-strided) copied first.
     gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
-        Integers and bools are converted to x's dtype.
+        Integers and bools are converted to x's dtype.  None: 1 and 0
+        (affine-free), the backward's gradient then None.
     ln_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
 
@@ -338,7 +359,9 @@ def layernorm_backward(dout, cache, *, out=None):
     Returns
     -------
     dx : ndarray, x's shape and dtype
-    dgamma, dbeta : ndarray, gamma's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype, or None
+        None for a parameter that was None in the forward (dbeta has
+        beta's shape and dtype when only gamma was None).
 
     Examples
     --------
@@ -370,7 +393,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
         strided batch axis); otherwise copied first.
     gamma, beta : array_like of float32 or float64, shape (C,) or
         (1, C, 1, ...)
-        Integers and bools are converted to x's dtype.
+        Integers and bools are converted to x's dtype.  None: 1 and 0
+        (affine-free), the backward's gradient then None.
     G : int
         The number of groups, dividing C.
     gn_param : dict
@@ -424,7 +448,9 @@ def spatial_groupnorm_backward(dout, cache, *, out=None):
     Returns
     -------
     dx : ndarray, x's shape and dtype
-    dgamma, dbeta : ndarray, gamma's shape and dtype
+    dgamma, dbeta : ndarray, gamma's shape and dtype, or None
+        None for a parameter that was None in the forward (dbeta has
+        beta's shape and dtype when only gamma was None).
 
     Examples
     --------

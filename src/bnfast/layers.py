@@ -157,21 +157,34 @@ class _Norm:
         self.bias = bias
         self.params = params
         self.grads = {}
-        self._ones = np.ones(shape, self.dtype)
-        self._ones.flags.writeable = False
-        # beta of a layer without one: made once, never written (the
-        # functional API has no beta=None)
-        self._zeros = np.zeros(shape, self.dtype)
-        self._zeros.flags.writeable = False
+        self._param_shape = tuple(shape)
         self._cache = None
 
     @property
     def gamma(self):
-        return self.params.get("gamma", self._ones)
+        """gamma, or for a layer without one a new read-only array of
+        ones (the forward passes gamma=None to the functional API)."""
+        return self.params.get("gamma", self._fixed(1))
 
     @property
     def beta(self):
-        return self.params.get("beta", self._zeros)
+        """beta, or for a layer without one a new read-only array of
+        zeros (the forward passes beta=None)."""
+        return self.params.get("beta", self._fixed(0))
+
+    def _fixed(self, value):
+        a = np.full(self._param_shape, value, self.dtype)
+        a.flags.writeable = False
+        return a
+
+    @property
+    def _gamma(self):
+        """What the forward passes: gamma, None without one."""
+        return self.params.get("gamma")
+
+    @property
+    def _beta(self):
+        return self.params.get("beta")
 
     def __call__(self, x, mode="train"):
         return self.forward(x, mode)
@@ -464,7 +477,7 @@ class BatchNorm(_Norm):
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
-            x, self.gamma, self.beta, bn_param, axis=self.axis,
+            x, self._gamma, self._beta, bn_param, axis=self.axis,
             activation=self.activation)
 
     def fold(self, *, drop_activation=False):
@@ -590,7 +603,7 @@ class LayerNorm(_Norm):
                 f"{self.normalized_shape} after a batch axis, got {x.shape}")
         rows = x.reshape((-1,) + self.normalized_shape)
         out, self._cache = functional.layernorm_forward(
-            rows, self.gamma, self.beta, {"eps": self.eps})
+            rows, self._gamma, self._beta, {"eps": self.eps})
         self._shape = x.shape
         return out.reshape(x.shape)
 
@@ -659,7 +672,7 @@ class GroupNorm(_Norm):
         self._check_mode(mode)
         x = self._check_channels(x, 1, self.num_channels)
         out, self._cache = functional.spatial_groupnorm_forward(
-            x, self.gamma, self.beta, self.num_groups, {"eps": self.eps})
+            x, self._gamma, self._beta, self.num_groups, {"eps": self.eps})
         return out
 
 

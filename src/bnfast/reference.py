@@ -21,6 +21,12 @@ any array argument.
 
 Integer and bool gamma and beta are converted to x's dtype first (as the
 fast functions do), so dgamma and dbeta then have x's dtype.
+
+gamma=None and beta=None (independently) are the affine-free form, as
+PyTorch's ``weight=None`` / ``bias=None``: gamma = 1, beta = 0 (0-d
+scalars of x's dtype here, no array), and the backward returns None for
+the gradient of a None parameter (dbeta in beta's dtype and shape when
+only gamma is None).
 """
 import functools
 import inspect
@@ -97,9 +103,27 @@ def _takes_out(f):
     return wrapper
 
 
+def _affine(gamma, beta, x, shape):
+    """gamma and beta as multipliers reshaped to shape (None: the 0-d
+    1 and 0 of x's dtype), the dtype and shape of the parameter gradients
+    (gamma's, else beta's, else x's dtype and shape (1,): never used),
+    and which of the two were given."""
+    one = np.ones((), x.dtype)
+    g = one if gamma is None else np.reshape(gamma, shape)
+    b = np.zeros((), x.dtype) if beta is None else np.reshape(beta, shape)
+    like = gamma if gamma is not None else beta
+    if like is None:
+        like = np.ones(1, x.dtype)
+    return g, b, like.dtype, like.shape, (gamma is not None,
+                                           beta is not None)
+
+
 def _param(p, x):
     """gamma or beta as an array; integers and bools converted to x's
-    dtype (otherwise dgamma and dbeta would be truncated to integers)."""
+    dtype (otherwise dgamma and dbeta would be truncated to integers);
+    None stays None."""
+    if p is None:
+        return None
     p = np.asanyarray(p)
     if p.dtype.kind in "biu":
         p = p.astype(x.dtype)
@@ -113,8 +137,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     Parameters
     ----------
     x : ndarray, shape (N, D) or (N, d1, ..., dk)
-    gamma, beta : ndarray, shape (D,) or x.shape[1:]
-        Scale and shift.
+    gamma, beta : ndarray, shape (D,) or x.shape[1:], or None
+        Scale and shift; None: 1 and 0 (affine-free), and the backward
+        returns None for its gradient.
     bn_param : dict
         'mode': 'train' or 'test' (required); 'eps' (1e-5); 'momentum'
         (0.9); 'running_mean', 'running_var' (zeros of shape (D,) when
@@ -149,8 +174,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     N = x.shape[0]
     xr = x.reshape(N, -1)
     D = xr.shape[1]
-    g = np.reshape(gamma, -1)
-    b = np.reshape(beta, -1)
+    g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
     running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
     rm = np.reshape(running_mean, -1)
@@ -163,7 +187,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
         x_hat = (xr - sample_mean) / np.sqrt(sample_var + eps)
         out = g * x_hat + b
         cache = (xr, x_hat, sample_mean, sample_var, g, eps, x.shape,
-                 gamma.dtype, gamma.shape)
+                 p_dtype, p_shape)
         run_var = sample_var
         if bn_param.get("unbiased_running_var", False):
             run_var = sample_var * N / (N - 1)
@@ -186,7 +210,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     elif activation is not None:
         raise ValueError(f"unknown activation {activation!r}")
     if cache is not None:
-        cache = cache + (mask,)
+        cache = cache + (wants, mask)
     bn_param["running_mean"] = running_mean
     bn_param["running_var"] = running_var
     return out.reshape(x.shape), cache
@@ -262,20 +286,27 @@ def batchnorm_backward_alt(dout, cache):
     return finish(dx, dgamma, dbeta)
 
 
+def _grads(dgamma, dbeta, dtype, shape, wants):
+    """dgamma and dbeta in dtype and shape, None where not wanted."""
+    return tuple(d.astype(dtype, copy=False).reshape(shape) if want
+                 else None for d, want in zip((dgamma, dbeta), wants))
+
+
 def _unpack(dout, cache):
     """The forward's cache, dout as (N, D) (masked by the ReLU of the
     forward, if any), and a function that gives the gradients their dtypes
-    and shapes (dx: x's; dgamma, dbeta: gamma's)."""
+    and shapes (dx: x's; dgamma, dbeta: gamma's, or beta's without gamma;
+    None for a parameter the forward had as None)."""
     x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache[:9]
-    mask = cache[9] if len(cache) > 9 else None
+    wants = cache[9] if len(cache) > 9 else (True, True)
+    mask = cache[10] if len(cache) > 10 else None
     N = x.shape[0]
     if mask is not None:
         dout = dout * mask.reshape(dout.shape)
 
     def finish(dx, dgamma, dbeta):
         return (dx.astype(x.dtype, copy=False).reshape(x_shape),
-                dgamma.astype(g_dtype, copy=False).reshape(g_shape),
-                dbeta.astype(g_dtype, copy=False).reshape(g_shape))
+                *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
 
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
 
@@ -294,7 +325,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     x : ndarray, at least 2-D, channels along ``axis`` (1: NCHW; -1:
         channels-last)
     gamma, beta : ndarray, shape (C,) or x's shape with ones except along
-        ``axis``
+        ``axis``, or None (1 and 0; the gradient is then None)
     bn_param : dict, as for batchnorm_forward
 
     Examples
@@ -311,13 +342,13 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     moved = np.moveaxis(x, axis, -1)
     c = moved.shape[-1]
     flat = moved.reshape(-1, c)
-    g = np.reshape(gamma, c)
-    b = np.reshape(beta, c)
+    g = None if gamma is None else np.reshape(gamma, c)
+    b = None if beta is None else np.reshape(beta, c)
     out, cache = batchnorm_forward(flat, g, b, bn_param,
                                    activation=activation)
     out = np.moveaxis(out.reshape(moved.shape), -1, axis)
     if cache is not None:
-        cache = (cache, axis, moved.shape, gamma.shape)
+        cache = (cache, axis, moved.shape, _affine(gamma, beta, x, c)[3])
     return out, cache
 
 
@@ -343,7 +374,8 @@ def spatial_batchnorm_backward(dout, cache):
     flat = np.moveaxis(dout, axis, -1).reshape(-1, c)
     dx, dgamma, dbeta = batchnorm_backward_alt(flat, bn_cache)
     dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
-    return dx, dgamma.reshape(g_shape), dbeta.reshape(g_shape)
+    return dx, *(None if d is None else d.reshape(g_shape)
+                 for d in (dgamma, dbeta))
 
 
 @_takes_out
@@ -351,7 +383,8 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """Forward pass for layer normalization (reference).
 
     Statistics per sample over its features (x.reshape(N, -1)); gamma and
-    beta per feature, shape (D,) or x.shape[1:].  ln_param: 'eps' (1e-5).
+    beta per feature, shape (D,) or x.shape[1:], or None (1 and 0; the
+    backward's gradient is then None).  ln_param: 'eps' (1e-5).
 
     Examples
     --------
@@ -366,13 +399,12 @@ def layernorm_forward(x, gamma, beta, ln_param):
     eps = ln_param.get("eps", 1e-5)
     N = x.shape[0]
     xr = x.reshape(N, -1)
-    g = np.reshape(gamma, -1)
-    b = np.reshape(beta, -1)
+    g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     mu = xr.mean(axis=1, keepdims=True)
     var = xr.var(axis=1, keepdims=True)
     x_hat = (xr - mu) / np.sqrt(var + eps)
     out = g * x_hat + b
-    cache = (xr, x_hat, mu, var, g, eps, x.shape, gamma.dtype, gamma.shape)
+    cache = (xr, x_hat, mu, var, g, eps, x.shape, p_dtype, p_shape, wants)
     return out.astype(x.dtype, copy=False).reshape(x.shape), cache
 
 
@@ -411,7 +443,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
     channels, normalized per sample and group; gamma and beta per channel,
-    shape (C,) or (1, C, 1, ...).  gn_param: 'eps' (1e-5).  G = C is
+    shape (C,) or (1, C, 1, ...), or None (1 and 0; the backward's
+    gradient is then None).  gn_param: 'eps' (1e-5).  G = C is
     instance norm, G = 1 layer norm over (C, ...).
 
     Examples
@@ -432,10 +465,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     var = xg.var(axis=2, keepdims=True)
     x_hat = ((xg - mean) / np.sqrt(var + eps)).reshape(x.shape)
     shape = (1, C) + (1,) * (x.ndim - 2)
-    g = np.reshape(gamma, shape)
-    b = np.reshape(beta, shape)
+    g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, shape)
     out = g * x_hat + b
-    cache = (x_hat, var, g, eps, G, gamma.dtype, gamma.shape)
+    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants)
     return out.astype(x.dtype, copy=False), cache
 
 
@@ -458,7 +490,7 @@ def spatial_groupnorm_backward(dout, cache):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    x_hat, var, g, eps, G, g_dtype, g_shape = cache
+    x_hat, var, g, eps, G, g_dtype, g_shape, wants = cache
     N = x_hat.shape[0]
     axes = (0,) + tuple(range(2, x_hat.ndim))
     dbeta = dout.sum(axis=axes)
@@ -470,5 +502,4 @@ def spatial_groupnorm_backward(dout, cache):
     dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
                         - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
     return (dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False),
-            dgamma.astype(g_dtype, copy=False).reshape(g_shape),
-            dbeta.astype(g_dtype, copy=False).reshape(g_shape))
+            *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
