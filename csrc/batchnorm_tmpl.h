@@ -301,6 +301,11 @@ int NAME(bn_forward_test)(const bnf_panel *p, const bnf_params *q,
  * invstd**2.)  bn_backward_reduce computes the two sums over the panel,
  * bn_backward_apply dx from sums and count given (over several panels:
  * synchronized batch norm), bn_backward both for one panel.
+ *
+ * Frozen statistics (q->frozen: a 'test' mode forward, mean and invstd
+ * from the running statistics, constants): dgamma and dbeta as above
+ * (the same reduce), dx = a * g (the apply pass with k_xhat NULL: no
+ * terms through the batch's mean and variance; count not read).
  */
 int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
                              const T *x, const T *dy, bnf_results *r)
@@ -349,9 +354,11 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
         k_0[j] = -(double)(C)a * sg / q->count;
     }
     NAME(job) k = {*p, x, dy, dx, {0}, q->relu, NULL, NULL};
+    /* frozen statistics: no k_xhat, k_0 (dx = a * g, bnf_params) */
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, k_dy,
                              q->relu ? q->beta : NULL, q->relu, invstd,
-                             k_xhat, k_0);
+                             q->frozen ? NULL : k_xhat,
+                             q->frozen ? NULL : k_0);
     free(k3);
     if (buf == NULL)
         return BNF_ENOMEM;

@@ -72,6 +72,10 @@ typedef struct {
     double eps;    /* forward: 1/sqrt(var + eps) */
     int relu;      /* batch norm: max(y, 0) after the affine (fused ReLU);
                       the backward masks dy as the forward's output */
+    int frozen;    /* batch norm backward: mean and invstd are constants
+                      (the running statistics of a 'test' mode forward):
+                      dx = gamma * invstd * dy (masked by relu), dgamma
+                      and dbeta as usual; count not read */
     ptrdiff_t groups; /* group norm: groups of n2/groups channels */
     double count;  /* bn_backward_apply: values per channel summed (over
                       every panel of a synchronized batch) */
@@ -123,7 +127,8 @@ typedef struct {
        sums of dy and dy * (x - mean) over the panel); bn_backward_apply    \
        reads them (summed over several panels: synchronized batch norm)     \
        and count, and writes dx, dgamma, dbeta (which may alias sum_dyxmu,  \
-       sum_dy). */                                                           \
+       sum_dy).  All three read frozen (backward through a 'test' mode      \
+       forward: mean and invstd its running statistics). */                \
     int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
                           const T *x, const T *dy, T *dx, bnf_results *r);  \
     int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,   \

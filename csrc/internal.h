@@ -166,7 +166,8 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
  * apply dx = a * g + k_xhat * ((x - mean) * is) + k_0, g = dy masked by
  * relu with the forward's a and b (the product (x - mean) * is is the
  * normalized x, so no coefficient under- or overflows C where a and is
- * do not).  Unused arrays are NULL.
+ * do not); k_xhat NULL: dx = a * g (the backward through frozen
+ * statistics, bnf_params.frozen).  Unused arrays are NULL.
  *
  * across rows: an (m, c) panel, element (i, j) at x[i*ldx + j]; one result
  * per column.  along runs: n2 channels of n1 contiguous runs of len
@@ -217,7 +218,8 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
                                ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
                                bnf_coefs_##SUF cf, int relu,                 \
                                double *sum_dy, double *sum_dyxmu);           \
-    /* dx = a * g + k_xhat * (x - mean) * is + k_0 */                        \
+    /* dx = a * g + k_xhat * (x - mean) * is + k_0; a * g alone when      \
+       k_xhat is NULL (frozen statistics: is, k_0 not read) */              \
     void rows_bwd_apply_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
                               ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
                               bnf_coefs_##SUF cf, int relu, T *dx,           \

@@ -430,10 +430,41 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
 
 /* with relu: dy where the forward's (x - mh) * a + b > 0 */
+#define BNF_GR1(gv, xv, j)                                                   \
+    BNF_GATE(LOAD(gv), (LOAD(xv) - mh[j]) * a[j] + rb[j], RELU_MIN)
 #define BNF_BWDR1(gv, xv, j)                                                 \
-    (a[j] * BNF_GATE(LOAD(gv), (LOAD(xv) - mh[j]) * a[j] + rb[j],           \
-                     RELU_MIN) +                                             \
+    (a[j] * BNF_GR1(gv, xv, j) +                                             \
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
+
+/* frozen statistics (k_xhat NULL): dx = a * g, x read for relu's mask
+   only (no 0 * xhat term: an Inf or NaN x leaves dx finite) */
+#define BNF_FRZ1(gv, xv, j) ((void)(xv), a[j] * LOAD(gv))
+#define BNF_FRZR1(gv, xv, j) (a[j] * BNF_GR1(gv, xv, j))
+
+/* rows [i, m) of dx with element expression E: wide rows two at a time
+   (BNF_WIDE_ROW; four need more registers than x86-64 has for their 12
+   pointers and the 6 coefficients), then one at a time */
+#define BNF_BWD_ROWS(E)                                                      \
+    do {                                                                     \
+        if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {                      \
+            for (; i + 2 <= m; i += 2) {                                     \
+                const T *restrict g0 = dy + i * lddy, *restrict g1 = g0 + lddy; \
+                const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx; \
+                T *restrict o0 = dx + i * lddx, *restrict o1 = o0 + lddx;    \
+                for (ptrdiff_t j = 0; j < c; j++) {                          \
+                    o0[j] = STORE(E(g0[j], x0[j], j));                       \
+                    o1[j] = STORE(E(g1[j], x1[j], j));                       \
+                }                                                            \
+            }                                                                \
+        }                                                                    \
+        for (; i < m; i++) {                                                 \
+            const T *restrict g0 = dy + i * lddy;                            \
+            const T *restrict x0 = x + i * ldx;                              \
+            T *restrict o0 = dx + i * lddx;                                  \
+            for (ptrdiff_t j = 0; j < c; j++)                                \
+                o0[j] = STORE(E(g0[j], x0[j], j));                           \
+        }                                                                    \
+    } while (0)
 
 BNF_DISPATCH
 void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
@@ -445,37 +476,15 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
     const C *restrict a = cf.a, *restrict is = cf.is, *restrict rb = cf.b;
     const C *restrict kx = cf.k_xhat, *restrict k0 = cf.k_0;
     ptrdiff_t i = 0;
-    /* wide rows two at a time (BNF_WIDE_ROW; four need more registers
-       than x86-64 has for their 12 pointers and the 6 coefficients) */
-    if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {
-        for (; i + 2 <= m; i += 2) {
-            const T *restrict g0 = dy + i * lddy, *restrict g1 = g0 + lddy;
-            const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx;
-            T *restrict o0 = dx + i * lddx, *restrict o1 = o0 + lddx;
-            if (!relu) {
-                for (ptrdiff_t j = 0; j < c; j++) {
-                    o0[j] = STORE(BNF_BWD1(g0[j], x0[j], j));
-                    o1[j] = STORE(BNF_BWD1(g1[j], x1[j], j));
-                }
-            } else {
-                for (ptrdiff_t j = 0; j < c; j++) {
-                    o0[j] = STORE(BNF_BWDR1(g0[j], x0[j], j));
-                    o1[j] = STORE(BNF_BWDR1(g1[j], x1[j], j));
-                }
-            }
-        }
-    }
-    for (; i < m; i++) {
-        const T *restrict g0 = dy + i * lddy;
-        const T *restrict x0 = x + i * ldx;
-        T *restrict o0 = dx + i * lddx;
-        if (!relu) {
-            for (ptrdiff_t j = 0; j < c; j++)
-                o0[j] = STORE(BNF_BWD1(g0[j], x0[j], j));
-        } else {
-            for (ptrdiff_t j = 0; j < c; j++)
-                o0[j] = STORE(BNF_BWDR1(g0[j], x0[j], j));
-        }
+    if (kx == NULL) {
+        if (!relu)
+            BNF_BWD_ROWS(BNF_FRZ1);
+        else
+            BNF_BWD_ROWS(BNF_FRZR1);
+    } else if (!relu) {
+        BNF_BWD_ROWS(BNF_BWD1);
+    } else {
+        BNF_BWD_ROWS(BNF_BWDR1);
     }
 }
 
@@ -483,5 +492,9 @@ void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
 #undef BNF_RELU1
 #undef BNF_BWD1
 #undef BNF_BWDR1
+#undef BNF_GR1
+#undef BNF_FRZ1
+#undef BNF_FRZR1
+#undef BNF_BWD_ROWS
 #undef BNF_WIDE_ROW
 #undef BNF_STATS_ROWS4

@@ -145,7 +145,7 @@ void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
 }
 
 /* dx = a_j * g + k_xhat_j * (x - mean_j) * is_j + k_0_j along each run, g
-   as in runs_bwd_reduce. */
+   as in runs_bwd_reduce; with k_xhat NULL (frozen statistics) a_j * g. */
 BNF_DISPATCH
 void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
                           const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
@@ -159,6 +159,19 @@ void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
             const T *restrict p = x + i * s1 + j * s2;
             T *restrict o = dx + i * t1 + j * t2;
             C mh = cf.mh[j], ml = HILO ? cf.ml[j] : 0, a = cf.a[j];
+            if (cf.k_xhat == NULL) { /* frozen statistics: dx = a * g */
+                if (!relu) {
+                    for (ptrdiff_t e = 0; e < len; e++)
+                        o[e] = STORE(a * LOAD(g[e]));
+                } else {
+                    C rb = cf.b[j];
+                    for (ptrdiff_t e = 0; e < len; e++)
+                        o[e] = STORE(a * BNF_GATE(LOAD(g[e]),
+                                                  (LOAD(p[e]) - mh) * a + rb,
+                                                  RELU_MIN));
+                }
+                continue;
+            }
             C is = cf.is[j], kx = cf.k_xhat[j], k0 = cf.k_0[j];
             if (!relu) {
                 for (ptrdiff_t e = 0; e < len; e++) {

@@ -124,18 +124,20 @@ def test_backward_foreign_cache(backward, cache_of):
     dout = np.ones((N, D))
     before = dout.copy()
     with pytest.raises(TypeError, match="cache must be the cache returned by "
-                       r"a bnfast batch norm forward pass in 'train' mode"):
+                       r"a bnfast batch norm forward pass, got"):
         backward(dout, cache)
     np.testing.assert_array_equal(dout, before)
 
 
-def test_backward_of_test_mode_is_rejected():
+def test_backward_of_test_mode_is_accepted():
+    # issue 13 item 4: the 'test' forward's cache (frozen statistics);
+    # tests/test_frozen_backward.py checks its results
     args = good()
     args["bn_param"]["mode"] = "test"
     _, cache = bnfast.batchnorm_forward(**args)
-    assert cache is None
-    with pytest.raises(TypeError, match="got NoneType"):
-        bnfast.batchnorm_backward(np.ones((N, D)), cache)
+    assert cache.frozen
+    dx, _, _ = bnfast.batchnorm_backward(np.ones((N, D)), cache)
+    assert dx.shape == (N, D)
 
 
 @pytest.mark.parametrize("dout,exc,message", [

@@ -38,6 +38,17 @@ def bn(x, axis):
     return (out, p["running_mean"], p["running_var"]) + grads
 
 
+def bn_frozen(x, axis):
+    # backward through 'test' mode (frozen statistics), with the ReLU
+    c = x.shape[axis]
+    p = {"mode": "test", "running_mean": np.linspace(-1, 1, c),
+         "running_var": np.linspace(0.5, 2, c)}
+    out, cache = bnfast.spatial_batchnorm_forward(
+        x, np.linspace(.5, 1.5, c), np.linspace(-.2, .2, c), p, axis=axis,
+        activation="relu")
+    return (out,) + bnfast.spatial_batchnorm_backward(np.cos(x), cache)
+
+
 def ln(x, _):
     out, cache = bnfast.layernorm_forward(x, np.ones(x.shape[1]),
                                           np.zeros(x.shape[1]), {})
@@ -64,6 +75,12 @@ CASES = [
     ("runs Fortran, runs split", bn,
      np.asfortranarray(RNG.standard_normal((70000, 1))), 1, "none"),
     ("channels-last", bn, RNG.standard_normal((8, 30, 30, 16)), -1, "none"),
+    ("frozen rows", bn_frozen, RNG.standard_normal((300, 512)), 1,
+     "forward"),
+    ("frozen NCHW", bn_frozen, RNG.standard_normal((8, 16, 30, 30)), 1,
+     "all"),
+    ("frozen channels-last", bn_frozen, RNG.standard_normal((8, 30, 30, 16)),
+     -1, "forward"),
     ("layernorm", ln, RNG.standard_normal((256, 512)) + 3, None, "forward"),
     ("groupnorm", gn, RNG.standard_normal((8, 16, 30, 30)), None, "forward"),
 ]

@@ -17,6 +17,7 @@ cdef extern from "bnfast.h" nogil:
     ctypedef struct bnf_params:
         double eps
         int relu
+        int frozen
         ptrdiff_t groups
         double count
         const double *gamma

@@ -33,6 +33,7 @@ from sys import modules as _sys_modules
 import numpy as np
 
 from libc.stddef cimport ptrdiff_t
+from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -830,11 +831,18 @@ cdef class BatchNormCache(_Cache):
     view or copy of it; ``panel`` is its 3-D panel view) and to gamma and
     beta, plus the per-channel batch mean and 1/sqrt(var + eps): O(channels)
     memory beside x, no copy of x_hat (the backward recomputes it).
+
+    After a 'test' mode forward (``frozen`` True) ``mean`` and ``invstd``
+    are the running statistics used, as float64 copies made by the
+    forward (1/sqrt(running_var + eps)): a later update of the running
+    statistics does not change this cache's backward, which treats them
+    as constants.
     """
 
     cdef readonly cnp.ndarray beta
     cdef readonly int axis
     cdef readonly bint relu
+    cdef readonly bint frozen
     cdef bint synchronized
 
     @property
@@ -1140,13 +1148,15 @@ cdef class BnForward:
         _raise(rc)
         return _result(res, self.out, self.shape)
 
-    def run(self):
-        """This call on this process alone: (out, cache)."""
+    def run(self, cls=None):
+        """This call on this process alone: (out, cache).  cls: in 'test'
+        mode, the cache's class (a subclass of BatchNormCache, for
+        bnfast.distributed; also for an empty x)."""
         if self.train:
             return self._train()
-        return self._test()
+        return self._test(cls)
 
-    cdef tuple _test(self):
+    cdef tuple _test(self, object cls):
         cdef cnp.ndarray res
         cdef panel_t yp
         cdef bnf_panel bp
@@ -1156,33 +1166,62 @@ cdef class BnForward:
         cdef char *x
         cdef char *y
         cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef cnp.ndarray mean, invstd
+        cdef double *m
+        cdef double *s
+        cdef const double *v
+        cdef Py_ssize_t j
+        cdef BatchNormCache c
+        if cls is not None and (not issubclass(cls, BatchNormCache)
+                                or cls is BatchNormCache):
+            raise TypeError("internal: expected a subclass of BatchNormCache")
+        # the statistics used, the cache's own float64 copies (the
+        # backward treats them as constants): invstd as bn_forward_test's
+        mean = _new_doubles(self.channels)
+        invstd = _new_doubles(self.channels)
+        m = <double *>cnp.PyArray_DATA(mean)
+        s = <double *>cnp.PyArray_DATA(invstd)
+        _chans_init(&ch, self.channels, 2)
+        try:
+            v = _doubles(&ch, self.rmflat)
+            for j in range(self.channels):
+                m[j] = v[j]
+            v = _doubles(&ch, self.rvflat)
+            for j in range(self.channels):
+                s[j] = 1.0 / sqrt(v[j] + self.eps)
+        finally:
+            _chans_free(&ch)
+        c = self._cache(mean, invstd, BatchNormCache.__new__(
+            BatchNormCache if cls is None else cls))
+        c.frozen = True
+        c.synchronized = cls is not None
         if self.count == 0:  # an empty shard in 'test' mode: nothing to do
+            if cls is None:
+                c = None
             if self.out is None:
-                return _empty_of(self.shape, cnp.PyArray_TYPE(self.x)), None
-            return self.out, None
+                return _empty_of(self.shape, cnp.PyArray_TYPE(self.x)), c
+            return self.out, c
         res = _into(self.out, self.x, &self.o, &yp)
         bp = _cpanel(&self.p, &yp, NULL)
-        _chans_init(&ch, self.channels, 4)
+        _chans_init(&ch, self.channels, 2)
         try:
             q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
-            q.mean = _doubles(&ch, self.rmflat)
-            q.var = _doubles(&ch, self.rvflat)
-            q.eps = self.eps
+            q.mean = m
+            q.invstd = s
             q.relu = self.relu
             x = _data(self.x)
             y = _data(res)
             with nogil:
                 if f32:
-                    rc = bn_forward_test_f32(&bp, &q, <float *>x, <float *>y)
+                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
                 else:
-                    rc = bn_forward_test_f64(&bp, &q, <double *>x,
-                                             <double *>y)
+                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
         finally:
             _chans_free(&ch)
         _raise(rc)
         self.bn_param["running_mean"] = self.rm
         self.bn_param["running_var"] = self.rv
-        return _result(res, self.out, self.shape), None
+        return _result(res, self.out, self.shape), c
 
     cdef tuple _train(self):
         cdef double factor = self._factor(self.count)
@@ -1344,6 +1383,7 @@ cdef class BnBackward:
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
             q.relu = self.c.relu
+            q.frozen = self.c.frozen
             if count_sums != NULL:
                 q.count = count
                 q.sum_dy, q.sum_dyxmu = count_sums, count_sums + c
@@ -1498,8 +1538,7 @@ def bn_backward(dout, cache, out, str forward_name):
 
 def batchnorm_backward(dout, cache, out=None):
     return _bn_backward(
-        dout, cache, out, "a bnfast batch norm forward pass in 'train' mode",
-        True)._run()
+        dout, cache, out, "a bnfast batch norm forward pass", True)._run()
 
 
 # ---------------------------------------------------------- layer norm

@@ -173,15 +173,21 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     0 (affine-free), as in the local functions; the backward then returns
     None for that gradient.
 
-    Returns ``(out, cache)``; the cache (in 'train' mode) is for
-    :func:`sync_batchnorm_backward`.
+    Returns ``(out, cache)``; the cache is for
+    :func:`sync_batchnorm_backward`: in 'test' mode (frozen running
+    statistics) that backward's dx is local and communicates nothing but
+    the parameter gradients with ``reduce_param_grads``.
     """
     sync = _Sync(comm)
     call = _kernels.bn_forward(x, gamma, beta, bn_param, axis, activation,
                                out, True)
     if call.train:
         return _sync_forward(call, sync)
-    return call.run()  # 'test' mode communicates nothing
+    # 'test' mode communicates nothing; its cache (frozen statistics, also
+    # for an empty shard) is for sync_batchnorm_backward
+    res, cache = call.run(SyncBatchNormCache)
+    cache.count, cache.sync = None, sync
+    return res, cache
 
 
 def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
@@ -194,19 +200,29 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
 
     Local sums of dy and dy * (x - mean), summed across processes by
     cache.sync.sum, then dx with the global count; dgamma and dbeta from
-    the local sums, or the global ones with reduce_param_grads."""
+    the local sums, or the global ones with reduce_param_grads.  After
+    'test' mode (frozen statistics) dx is local, ``dout * gamma /
+    sqrt(running_var + eps)``, and only reduce_param_grads communicates."""
     reduce_param_grads = bool(reduce_param_grads)
     if not isinstance(cache, SyncBatchNormCache):
         raise TypeError(
             "cache must be the cache returned by bnfast.distributed."
-            f"sync_batchnorm_forward in 'train' mode, got "
-            f"{type(cache).__name__}")
+            f"sync_batchnorm_forward, got {type(cache).__name__}")
     call = _kernels.bn_backward(
         dout, cache, out, "bnfast.distributed.sync_batchnorm_forward")
     c = call.channels
     sums = call.reduce()  # sum dy, sum dy * (x - mean); zeros when empty
-    total = cache.sync.sum(sums)  # collective: every process
-    dx = call.apply(float(cache.count), total)
+    if cache.frozen:  # after 'test' mode: dx local (count not read)
+        if reduce_param_grads and cache.sync is None:
+            raise RuntimeError(
+                "SyncBatchNorm.comm is None (as after unpickling): set "
+                "layer.comm to the communicator before a backward pass "
+                "with reduce_param_grads")
+        dx = call.apply(1.0, sums)
+        total = cache.sync.sum(sums) if reduce_param_grads else sums
+    else:
+        total = cache.sync.sum(sums)  # collective: every process
+        dx = call.apply(float(cache.count), total)
     use = total if reduce_param_grads else sums
     dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
     dbeta = use[:c].copy()
@@ -232,6 +248,11 @@ class SyncBatchNorm(layers.BatchNorm):
     ``comm`` may be None (or set to None): 'test' mode with running
     statistics works (it communicates nothing); anything that would
     communicate raises a RuntimeError until ``layer.comm`` is set.
+
+    backward after a 'test' mode forward (frozen running statistics) is
+    local: dx and this process's dgamma and dbeta, the latter summed over
+    the processes with ``reduce_param_grads`` (then a collective, in which
+    processes with empty shards take part).
 
     Copies: ``copy.deepcopy`` gives an independent layer (its own
     parameters, running statistics, gradients and last forward's cache)
@@ -280,9 +301,11 @@ class SyncBatchNorm(layers.BatchNorm):
         if self._comm is None:
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm
-                return _kernels.bn_forward(
+                out, cache = _kernels.bn_forward(
                     x, self._gamma, self._beta, bn_param, self.axis,
-                    self.activation, None, True).run()
+                    self.activation, None, True).run(SyncBatchNormCache)
+                cache.count, cache.sync = None, None
+                return out, cache
             raise RuntimeError(
                 "SyncBatchNorm.comm is None (as after unpickling): set "
                 "layer.comm to the communicator before a forward pass "

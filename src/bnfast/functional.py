@@ -104,8 +104,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     Returns
     -------
     out : ndarray, x's shape and dtype
-    cache : BatchNormCache in 'train' mode, for batchnorm_backward; None in
-        'test' mode.
+    cache : BatchNormCache, for batchnorm_backward.  In 'test' mode it
+        holds float64 copies of the running statistics used (``frozen``
+        True): the backward then treats them as constants.
 
     Raises
     ------
@@ -152,7 +153,13 @@ def batchnorm_backward(dout, cache, *, out=None):
         Upstream gradient.  Converted to x's dtype if it differs; copied if
         its rows are not unit-stride.
     cache : BatchNormCache
-        From ``batchnorm_forward`` in 'train' mode.
+        From ``batchnorm_forward`` in either mode.  After 'test' mode
+        (``cache.frozen``) the running statistics are constants, as in
+        PyTorch's eval mode: with ``s = 1/sqrt(running_var + eps)`` and
+        ``g = dout`` (masked by the fused ReLU), ``dx = g * gamma * s``,
+        ``dgamma = sum(g * (x - running_mean) * s)``, ``dbeta = sum(g)``
+        (the same two passes, the apply pass without the terms through
+        the batch's statistics).
 
     out : ndarray, keyword-only
         Write dx into this array (x's shape and dtype, writeable, its
@@ -186,6 +193,15 @@ def batchnorm_backward(dout, cache, *, out=None):
     (None, None)
     >>> print(np.abs(dx).max() < 1e-12)
     True
+
+    Through 'test' mode (frozen running statistics): dx = dout * gamma / std
+
+    >>> p = {"mode": "test", "running_mean": np.zeros(2),
+    ...      "running_var": np.full(2, 4.0), "eps": 0.0}
+    >>> _, cache = bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2), p)
+    >>> dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dx[0], dgamma
+    (array([0.5, 0.5]), array([3. , 4.5]))
     """
     return _kernels.batchnorm_backward(dout, cache, out)
 
@@ -237,7 +253,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     Returns
     -------
     out : ndarray, x's shape and dtype
-    cache : BatchNormCache ('train' mode) or None ('test' mode)
+    cache : BatchNormCache, for spatial_batchnorm_backward (in 'test' mode
+        with frozen statistics, as for :func:`batchnorm_forward`)
 
     Examples
     --------

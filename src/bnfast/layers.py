@@ -230,13 +230,14 @@ class _Norm:
         return x
 
     def backward(self, dout):
-        """dx for the last forward pass in 'train' mode (or with batch
-        statistics); stores dgamma and dbeta in ``grads`` (affine layers)
-        and as attributes."""
+        """dx for the last forward pass, in either mode (batch norm after
+        'test' mode: through the frozen running statistics, dx = dout *
+        gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
+        ``grads`` (affine layers) and as attributes."""
         if self._cache is None:
             raise RuntimeError(
-                f"{type(self).__name__}.backward needs a forward pass in "
-                "'train' mode (or with batch statistics) first")
+                f"{type(self).__name__}.backward needs a forward pass "
+                "first")
         dx, dgamma, dbeta = self._backward(dout, self._cache)
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):

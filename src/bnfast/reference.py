@@ -153,7 +153,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     Returns
     -------
     out : ndarray, x's shape and dtype
-    cache : tuple, for batchnorm_backward ('train' mode), None in 'test' mode
+    cache : tuple, for batchnorm_backward.  In 'test' mode it holds the
+        running statistics used (the backward treats them as constants:
+        ``dx = dout * gamma / sqrt(running_var + eps)``).
 
     Examples
     --------
@@ -199,6 +201,10 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
             running_var.shape)
     elif mode == "test":
         out = g * (xr - rm) / np.sqrt(rv + eps) + b
+        x_hat = (xr - rm) / np.sqrt(rv + eps)
+        # copies: the statistics used, whatever happens to bn_param's
+        cache = (xr, x_hat, rm.copy(), rv.copy(), g, eps, x.shape,
+                 p_dtype, p_shape)
     else:
         raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
 
@@ -209,8 +215,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
         mask = out > 0
     elif activation is not None:
         raise ValueError(f"unknown activation {activation!r}")
-    if cache is not None:
-        cache = cache + (wants, mask)
+    cache = cache + (wants, mask, mode == "test")
     bn_param["running_mean"] = running_mean
     bn_param["running_var"] = running_var
     return out.reshape(x.shape), cache
@@ -240,6 +245,8 @@ def batchnorm_backward(dout, cache):
     array([3., 3.])
     """
     x, x_hat, mu, var, gamma, eps, N, dout, finish = _unpack(dout, cache)
+    if cache[11]:
+        return _frozen(x_hat, var, gamma, eps, dout, finish)
 
     xmu = x - mu
     sqrtvar = np.sqrt(var + eps)
@@ -279,10 +286,23 @@ def batchnorm_backward_alt(dout, cache):
     True
     """
     x, x_hat, mu, var, gamma, eps, N, dout, finish = _unpack(dout, cache)
+    if cache[11]:
+        return _frozen(x_hat, var, gamma, eps, dout, finish)
     inv_std = 1.0 / np.sqrt(var + eps)
     dbeta = dout.sum(axis=0)
     dgamma = np.sum(dout * x_hat, axis=0)
     dx = (gamma * inv_std / N) * (N * dout - dbeta - x_hat * dgamma)
+    return finish(dx, dgamma, dbeta)
+
+
+def _frozen(x_hat, var, gamma, eps, dout, finish):
+    """The backward after a 'test' mode forward: mean and var (the running
+    statistics) are constants, so dx = dout * gamma / std, with no terms
+    through the batch's mean and variance; dgamma and dbeta as in 'train'
+    mode."""
+    dbeta = dout.sum(axis=0)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dx = dout * gamma / np.sqrt(var + eps)
     return finish(dx, dgamma, dbeta)
 
 

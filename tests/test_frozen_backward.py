@@ -1,0 +1,359 @@
+"""The backward through 'test' mode (frozen statistics, issue 13 item 4):
+the 'test' forward's cache taken by batchnorm_backward /
+spatial_batchnorm_backward, against the reference twin on the shared
+generator, by finite differences, against PyTorch's autograd in eval mode
+(skipped without torch), with out=, through the BatchNorm layer, and its
+errors."""
+import numpy as np
+import pytest
+
+import bnfast
+from bnfast import distributed, reference
+
+from arrays import (assert_as_accurate, cases, make_case, spatial_cases,
+                    sum_scale)
+
+CASES = cases() + spatial_cases()
+EPS = 1e-5
+ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
+
+
+def forward(module, case, activation, x=None):
+    p = {"mode": "test", "eps": EPS, "momentum": 0.8,
+         "running_mean": case.running_mean.copy(),
+         "running_var": case.running_var.copy()}
+    x = case.x if x is None else x
+    with np.errstate(invalid="ignore", over="ignore"):
+        if case.axis is None:
+            return module.batchnorm_forward(x, case.gamma, case.beta, p,
+                                            activation=activation)
+        return module.spatial_batchnorm_forward(
+            x, case.gamma, case.beta, p, axis=case.axis,
+            activation=activation)
+
+
+def backward_names(case):
+    if case.axis is None:
+        return ("batchnorm_backward", "batchnorm_backward_alt")
+    return ("spatial_batchnorm_backward",)
+
+
+BACKWARD = [(case, name) for case in CASES for name in backward_names(case)]
+
+
+@ACTIVATIONS
+@pytest.mark.parametrize("case,backward", BACKWARD,
+                         ids=[f"{c.id}-{n}" for c, n in BACKWARD])
+def test_frozen_backward_equivalence(case, backward, activation):
+    _, cache = forward(bnfast, case, activation)
+    _, rcache = forward(reference, case, activation)
+    wcase = case.widened()
+    _, wcache = forward(reference, wcase, activation)
+    assert cache.frozen
+    fast = getattr(bnfast, backward)(case.dout, cache)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = getattr(reference, backward)(case.dout, rcache)
+        wide = getattr(reference, backward)(wcase.dout, wcache)
+    # dx = g * gamma / std: one product per element, no cancellation (its
+    # own magnitude); dgamma = sum g * xhat, dbeta = sum g
+    bn_cache = wcache if case.axis is None else wcache[0]
+    _, xhat, mean, var, g, *_, mask, frozen = bn_cache
+    assert frozen
+    std = np.sqrt(var + EPS)
+    dout = (wcase.dout if case.axis is None
+            else np.moveaxis(wcase.dout, case.axis, -1)).reshape(-1, len(g))
+    grad = dout if mask is None else dout * mask.reshape(dout.shape)
+    with np.errstate(invalid="ignore"):
+        dg_terms = grad * (np.abs(xhat) + np.abs(mean) / std)
+    scales = (None, sum_scale(dg_terms), sum_scale(grad))
+    for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
+                                scales):
+        assert_as_accurate(f"{backward} frozen {name} ({activation})", case,
+                           f, r, w, scale=s)
+
+
+def _numeric(f, a, dout, h=1e-6):
+    """d sum(f() * dout) / d a, central differences (a modified in
+    place and restored)."""
+    grad = np.zeros_like(a)
+    it = np.nditer(a, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = a[i]
+        a[i] = old + h
+        plus = np.sum(f() * dout)
+        a[i] = old - h
+        minus = np.sum(f() * dout)
+        a[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+@ACTIVATIONS
+@pytest.mark.parametrize("shape,axis", [((5, 3), None), ((3, 4, 2), None),
+                                        ((2, 3, 4, 2), 1),
+                                        ((2, 3, 2, 4), -1)])
+def test_frozen_finite_differences(shape, axis, activation):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    d = shape[1] if axis is None and len(shape) == 2 else (
+        int(np.prod(shape[1:])) if axis is None else shape[axis])
+    gamma, beta = rng.uniform(0.5, 1.5, d), rng.uniform(-0.5, 0.5, d)
+    rm, rv = rng.uniform(-1, 1, d), rng.uniform(0.5, 2, d)
+    dout = rng.standard_normal(shape)
+
+    def fwd():
+        p = {"mode": "test", "running_mean": rm, "running_var": rv}
+        if axis is None:
+            return bnfast.batchnorm_forward(x, gamma, beta, p,
+                                            activation=activation)
+        return bnfast.spatial_batchnorm_forward(x, gamma, beta, p, axis=axis,
+                                                activation=activation)
+
+    _, cache = fwd()
+    back = (bnfast.batchnorm_backward if axis is None
+            else bnfast.spatial_batchnorm_backward)
+    dx, dgamma, dbeta = back(dout, cache)
+    f = lambda: fwd()[0]  # noqa: E731
+    for name, got, a in (("dx", dx, x), ("dgamma", dgamma, gamma),
+                         ("dbeta", dbeta, beta)):
+        np.testing.assert_allclose(got, _numeric(f, a, dout), rtol=1e-6,
+                                   atol=1e-8, err_msg=name)
+
+
+def test_frozen_dx_is_the_scaled_dout():
+    # no terms through the batch's statistics: dx = dout * gamma / std
+    rng = np.random.default_rng(1)
+    x, dout = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
+    gamma, rv = rng.uniform(0.5, 1.5, 4), rng.uniform(0.5, 2, 4)
+    p = {"mode": "test", "running_mean": rng.standard_normal(4),
+         "running_var": rv, "eps": 0.0}
+    _, cache = bnfast.batchnorm_forward(x, gamma, np.zeros(4), p)
+    dx, _, dbeta = bnfast.batchnorm_backward(dout, cache)
+    np.testing.assert_allclose(dx, dout * gamma / np.sqrt(rv), rtol=1e-15)
+    np.testing.assert_array_equal(dbeta, dout.sum(axis=0))
+
+
+def test_frozen_inf_nan_x_leave_dx_finite():
+    # dx does not involve x (without relu): an Inf or NaN in x gives a
+    # finite dx there, dgamma of that channel not finite, as the reference
+    x = np.array([[1.0, np.inf], [np.nan, 2.0], [0.5, -1.0]])
+    dout = np.ones_like(x)
+    p = {"mode": "test", "running_mean": np.zeros(2),
+         "running_var": np.ones(2)}
+    for dtype in (np.float32, np.float64):
+        _, cache = bnfast.batchnorm_forward(x.astype(dtype), np.ones(2),
+                                            np.zeros(2), dict(p))
+        dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
+        assert np.isfinite(dx).all()
+        assert not np.isfinite(dgamma).any()
+        np.testing.assert_array_equal(dbeta, [3.0, 3.0])
+
+
+def test_frozen_cache_owns_its_statistics():
+    # the cache keeps float64 copies of the running statistics used: a
+    # later change of bn_param's arrays (in place, or a 'train' step)
+    # does not change its backward
+    rng = np.random.default_rng(2)
+    x, dout = rng.standard_normal((8, 3)), rng.standard_normal((8, 3))
+    rm, rv = rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    gamma, beta = np.ones(3), np.zeros(3)
+    p = {"mode": "test", "running_mean": rm, "running_var": rv}
+    _, cache = bnfast.batchnorm_forward(x, gamma, beta, p)
+    before = bnfast.batchnorm_backward(dout, cache)
+    rm += 5.0
+    rv *= 3.0
+    p["mode"] = "train"
+    bnfast.batchnorm_forward(x, gamma, beta, p)
+    after = bnfast.batchnorm_backward(dout, cache)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    assert cache.mean.dtype == np.float64
+    assert not np.shares_memory(cache.mean, rm)
+
+
+def test_frozen_float32_statistics():
+    # float32 running statistics, float32 x: invstd as the forward's
+    x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
+    p = {"mode": "test", "running_mean": np.full(4, 0.5, np.float32),
+         "running_var": np.full(4, 2.0, np.float32)}
+    _, cache = bnfast.batchnorm_forward(x, np.ones(4, np.float32),
+                                        np.zeros(4, np.float32), p)
+    np.testing.assert_array_equal(
+        cache.invstd, 1.0 / np.sqrt(np.float64(np.float32(2.0)) + 1e-5))
+    dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones_like(x), cache)
+    assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float32
+
+
+@pytest.mark.parametrize("spatial", [False, True])
+def test_frozen_out(spatial):
+    case = make_case((6, 3, 4, 2), np.float64, "C", "plain", 7,
+                     axis=1 if spatial else None)
+    _, cache = forward(bnfast, case, "relu")
+    back = (bnfast.spatial_batchnorm_backward if spatial
+            else bnfast.batchnorm_backward)
+    want = back(case.dout, cache)
+    out = np.empty_like(case.x)
+    got = back(case.dout, cache, out=out)
+    assert got[0] is out
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    # the same overlap rules as after 'train': dout, the cached x, and
+    # beta (read for the ReLU's mask)
+    with pytest.raises(ValueError, match="dout"):
+        back(case.dout, cache, out=case.dout)
+    with pytest.raises(ValueError, match="cached x"):
+        back(case.dout, cache, out=case.x)
+    before = case.dout.copy()
+    with pytest.raises(ValueError, match="shape"):
+        back(case.dout, cache, out=np.empty((2, 2)))
+    np.testing.assert_array_equal(case.dout, before)
+
+
+def test_frozen_cache_errors():
+    x = np.random.default_rng(4).standard_normal((4, 3))
+    _, cache = bnfast.batchnorm_forward(
+        x, np.ones(3), np.zeros(3),
+        {"mode": "test", "running_mean": np.zeros(3),
+         "running_var": np.ones(3)})
+    with pytest.raises(ValueError, match="shape"):
+        bnfast.batchnorm_backward(np.ones((4, 2)), cache)
+    with pytest.raises(TypeError, match="cache"):
+        bnfast.layernorm_backward(np.ones((4, 3)), cache)
+    with pytest.raises(TypeError, match="cache"):
+        distributed.sync_batchnorm_backward(np.ones((4, 3)), cache)
+    assert cache.frozen and not cache.relu
+
+
+@ACTIVATIONS
+@pytest.mark.parametrize("axis", [1, -1])
+def test_layer_backward_after_test_forward(axis, activation):
+    rng = np.random.default_rng(6)
+    shape = (4, 3, 5) if axis == 1 else (4, 5, 3)
+    bn = bnfast.BatchNorm(3, axis=axis, dtype=np.float64,
+                          activation=activation)
+    bn(rng.standard_normal(shape))  # a 'train' step: running statistics
+    x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
+    out = bn(x, mode="test")
+    dx = bn.backward(dout)
+    p = {"mode": "test", "eps": bn.eps, "running_mean": bn.running_mean,
+         "running_var": bn.running_var}
+    rout, rcache = reference.spatial_batchnorm_forward(
+        x, bn.gamma, bn.beta, p, axis=axis, activation=activation)
+    rdx, rdg, rdb = reference.spatial_batchnorm_backward(dout, rcache)
+    np.testing.assert_allclose(out, rout, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(dx, rdx, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(bn.grads["gamma"], rdg, rtol=1e-12)
+    np.testing.assert_allclose(bn.grads["beta"], rdb, rtol=1e-12)
+    # a 'train' step after the 'test' forward does not change its cache's
+    # statistics, but replaces the cache: backward is then of that step
+    bn(x)
+    dx_train = bn.backward(dout)
+    assert not np.allclose(dx_train, dx)
+
+
+def test_layer_backward_before_any_forward():
+    with pytest.raises(RuntimeError, match="forward"):
+        bnfast.BatchNorm(3).backward(np.ones((2, 3)))
+
+
+@ACTIVATIONS
+@pytest.mark.parametrize("shape,axis", [((7, 5), None), ((6, 3, 4, 5), 1),
+                                        ((6, 4, 5, 3), -1)])
+def test_frozen_matches_torch_eval(shape, axis, activation):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    rng = np.random.default_rng(12)
+    d = shape[1] if axis in (None, 1) else shape[-1]
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, d), rng.standard_normal(d)
+    rm, rv = rng.standard_normal(d), rng.uniform(0.5, 2, d)
+    dout = rng.standard_normal(shape)
+    p = {"mode": "test", "eps": 1e-5, "running_mean": rm.copy(),
+         "running_var": rv.copy()}
+    if axis is None:
+        out, cache = bnfast.batchnorm_forward(x, gamma, beta, p,
+                                              activation=activation)
+        dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
+    else:
+        out, cache = bnfast.spatial_batchnorm_forward(
+            x, gamma, beta, p, axis=axis, activation=activation)
+        dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
+
+    tx = torch.tensor(np.moveaxis(x, -1, 1) if axis == -1 else x,
+                      requires_grad=True)
+    tg = torch.tensor(gamma, requires_grad=True)
+    tb = torch.tensor(beta, requires_grad=True)
+    tout = F.batch_norm(tx, torch.tensor(rm), torch.tensor(rv), tg, tb,
+                        training=False, eps=1e-5)
+    if activation == "relu":
+        tout = F.relu(tout)
+    tdout = torch.tensor(np.moveaxis(dout, -1, 1) if axis == -1 else dout)
+    tout.backward(tdout)
+    tdx = tx.grad.numpy()
+    tres = tout.detach().numpy()
+    if axis == -1:
+        tdx, tres = np.moveaxis(tdx, 1, -1), np.moveaxis(tres, 1, -1)
+    tol = dict(rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out, tres, **tol)
+    np.testing.assert_allclose(dx, tdx, err_msg="dx", **tol)
+    np.testing.assert_allclose(dgamma, tg.grad.numpy(), err_msg="dgamma",
+                               **tol)
+    np.testing.assert_allclose(dbeta, tb.grad.numpy(), err_msg="dbeta", **tol)
+    np.testing.assert_array_equal(p["running_mean"], rm)
+
+
+@pytest.mark.parametrize("reduce_param_grads", [False, True])
+def test_sync_layer_backward_after_test_forward(reduce_param_grads):
+    from fakempi import run_ranks
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((5, 3)) for _ in range(2)]
+    d = [rng.standard_normal((5, 3)) for _ in range(2)]
+
+    def fn(comm):
+        r = comm.Get_rank()
+        layer = distributed.SyncBatchNorm(
+            3, comm, dtype=np.float64, reduce_param_grads=reduce_param_grads)
+        layer(xs[r])
+        plain = bnfast.BatchNorm(3, dtype=np.float64)
+        plain.load_state_dict(layer.state_dict())
+        layer(xs[r], mode="test")
+        plain(xs[r], mode="test")
+        dx = layer.backward(d[r])
+        np.testing.assert_array_equal(dx, plain.backward(d[r]))
+        return layer.grads["gamma"], plain.grads["gamma"]
+
+    results, _ = run_ranks(2, fn)
+    (g0, l0), (g1, l1) = results
+    if reduce_param_grads:
+        np.testing.assert_array_equal(g0, g1)
+        np.testing.assert_allclose(g0, l0 + l1, rtol=1e-12)
+    else:
+        np.testing.assert_array_equal(g0, l0)
+        np.testing.assert_array_equal(g1, l1)
+
+
+def test_sync_frozen_backward_with_an_empty_shard():
+    from fakempi import run_ranks
+    rng = np.random.default_rng(9)
+    xs = [rng.standard_normal((6, 3)), np.empty((0, 3))]
+    ds = [rng.standard_normal((6, 3)), np.empty((0, 3))]
+    p0 = {"mode": "test", "running_mean": np.full(3, 0.5),
+          "running_var": np.full(3, 2.0)}
+
+    def fn(comm):
+        r = comm.Get_rank()
+        _, cache = distributed.sync_batchnorm_forward(
+            xs[r], np.ones(3), np.zeros(3), dict(p0), comm)
+        return distributed.sync_batchnorm_backward(ds[r], cache,
+                                                   reduce_param_grads=True)
+
+    results, _ = run_ranks(2, fn)
+    _, local = bnfast.batchnorm_forward(xs[0], np.ones(3), np.zeros(3),
+                                        dict(p0))
+    want = bnfast.batchnorm_backward(ds[0], local)
+    np.testing.assert_allclose(results[0][0], want[0], rtol=1e-15)
+    assert results[1][0].shape == (0, 3)
+    for r in range(2):
+        np.testing.assert_allclose(results[r][1], want[1], rtol=1e-13)
+        np.testing.assert_allclose(results[r][2], want[2], rtol=1e-13)
