@@ -357,3 +357,41 @@ def test_sync_frozen_backward_with_an_empty_shard():
     for r in range(2):
         np.testing.assert_allclose(results[r][1], want[1], rtol=1e-13)
         np.testing.assert_allclose(results[r][2], want[2], rtol=1e-13)
+
+
+@ACTIVATIONS
+@pytest.mark.parametrize("given", [(False, False), (True, False),
+                                   (False, True)],
+                         ids=["no-affine", "gamma-only", "beta-only"])
+@pytest.mark.parametrize("axis", [None, 1, -1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_frozen_backward_affine_free(axis, dtype, given, activation):
+    # gamma=None / beta=None with frozen statistics: None gradients for the
+    # parameters not given, the rest as the reference's
+    rng = np.random.default_rng(7)
+    shape = (5, 3) if axis is None else (4, 3, 2, 3)
+    c = 3
+    x = rng.standard_normal(shape).astype(dtype)
+    dout = rng.standard_normal(shape).astype(dtype)
+    gamma = rng.standard_normal(c).astype(dtype) if given[0] else None
+    beta = rng.standard_normal(c).astype(dtype) if given[1] else None
+    results = []
+    for module in (bnfast, reference):
+        p = {"mode": "test", "running_mean": np.full(c, 0.25, dtype),
+             "running_var": np.full(c, 1.5, dtype)}
+        if axis is None:
+            out, cache = module.batchnorm_forward(x, gamma, beta, p,
+                                                  activation=activation)
+            grads = module.batchnorm_backward(dout, cache)
+        else:
+            out, cache = module.spatial_batchnorm_forward(
+                x, gamma, beta, p, axis=axis, activation=activation)
+            grads = module.spatial_batchnorm_backward(dout, cache)
+        results.append((out, *grads))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for fast, ref in zip(*results):
+        assert (fast is None) == (ref is None)
+        if fast is not None:
+            assert fast.dtype == ref.dtype and fast.shape == ref.shape
+            np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
+    assert [g is None for g in results[0][2:]] == [not g for g in given]
