@@ -481,8 +481,8 @@ def rmsnorm_backward(dout, cache, *, out=None):
     >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
     >>> _, cache = bnfast.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
     >>> dx, dgamma = bnfast.rmsnorm_backward(np.ones((2, 2)), cache)
-    >>> dgamma
-    array([1.6, 1.8])
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
     """
     return _kernels.rmsnorm_backward(dout, cache, out)
 

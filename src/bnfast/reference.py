@@ -525,8 +525,8 @@ def rmsnorm_backward(dout, cache):
     >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
     >>> _, cache = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
     >>> dx, dgamma = reference.rmsnorm_backward(np.ones((2, 2)), cache)
-    >>> dgamma
-    array([1.6, 1.8])
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
     """
     xr, x_hat, inv_rms, g, x_shape, p_dtype, p_shape, want = cache
     dout = dout.reshape(xr.shape)
