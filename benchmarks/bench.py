@@ -33,6 +33,8 @@ It covers five op families, each on float32 and float64:
     spatial-nhwc  the same with axis=-1 on the same data channels-last,
                   x (N, H, W, C)
     layernorm     layernorm_forward / _backward, x (N, D), ln_param {}
+    rmsnorm       rmsnorm_forward / _backward, x (N, D), rms_param
+                  {"eps": 1e-5}
     groupnorm     spatial_groupnorm_forward / _backward, x (N, C, H, W),
                   G groups, gn_param {}
 
@@ -87,6 +89,9 @@ dtype as x * scale + shift).
                            channels-last data, torch's channels_last format)
     layernorm              torch.native_layer_norm /
                            aten.native_layer_norm_backward
+    rmsnorm                torch.nn.functional.rms_norm / its autograd
+                           backward (torch.autograd.grad on a retained
+                           graph: dx and dgamma)
     groupnorm              torch.group_norm /
                            aten.native_group_norm_backward
 
@@ -116,6 +121,7 @@ dtype as x * scale + shift).
                  dx) = 2.5 copies
     layer norm backward      3 passes (read dy, x, write dx; fused per row)
                              = 1.5 copies
+    RMS norm                 as layer norm: 1 and 1.5 copies
 
    Which copy is faster depends on the size (glibc's memcpy switches to
    streaming stores itself above a threshold that follows the cache size
@@ -670,6 +676,38 @@ def ln_cases(data, peers=True):
     return fns
 
 
+def rms_run(mod, data):
+    out, cache = mod.rmsnorm_forward(data["x"], data["gamma"], {"eps": EPS})
+    return [out, *mod.rmsnorm_backward(data["dout"], cache)]
+
+
+def rms_cases(data, peers=True):
+    x, g, dout = data["x"], data["gamma"], data["dout"]
+    p = {"eps": EPS}
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        _, cache = mod.rmsnorm_forward(x, g, p)
+        fns["rmsnorm forward", name] = (
+            lambda mod=mod: mod.rmsnorm_forward(x, g, p))
+        fns["rmsnorm backward", name] = (
+            lambda mod=mod, c=cache: mod.rmsnorm_backward(dout, c))
+    if peers and torch is not None:
+        # F.rms_norm (CPU: a composite of aten ops; the fused
+        # aten._fused_rms_norm has no CPU backward), and its backward by
+        # autograd on one retained graph: dx and dgamma
+        tx, tw, _, tdy, _, _ = tensors(data)
+        shape = [x.shape[1]]
+        gx = tx.detach().requires_grad_()
+        gw = tw.detach().requires_grad_()
+        rms_norm = torch.nn.functional.rms_norm
+        out = rms_norm(gx, shape, gw, EPS)
+        fns["rmsnorm forward", "torch"] = lambda: rms_norm(
+            tx, shape, tw, EPS)
+        fns["rmsnorm backward", "torch"] = lambda: torch.autograd.grad(
+            out, (gx, gw), tdy, retain_graph=True)
+    return fns
+
+
 def gn_run(mod, data):
     out, cache = mod.spatial_groupnorm_forward(
         data["x"], data["gamma"], data["beta"], data["G"], {})
@@ -754,6 +792,14 @@ FAMILIES = [
                (8192, 1024)],
      "quantities": NORM_QUANTITIES, "run": ln_run, "cases": ln_cases,
      "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5}},
+    # RMS norm on the layer norm rows (issue 13)
+    {"name": "rmsnorm", "data": nd_data,
+     "sizes": [(4096, 1024)], "quick": [(64, 256)],
+     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
+               (8192, 1024)],
+     "quantities": ["out", "dx", "dgamma"], "run": rms_run,
+     "cases": rms_cases,
+     "copies": {"rmsnorm forward": 1.0, "rmsnorm backward": 1.5}},
     # sizes (N, C, H, W, G)
     {"name": "groupnorm", "data": gn_data,
      "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],

@@ -38,6 +38,7 @@
  *   sample contiguous (s2 == len, s1 the sample stride); the n2 channels
  *   form q->groups groups of n2/groups adjacent channels.  Statistics per
  *   (sample, group): n1*groups values, sample-major.
+ * - RMS norm (rms_*): the layer norm panel; statistics per row.
  * gamma, beta (and dgamma, dbeta) have n2 values in every family.
  * Strides of length-1 axes are never used to address memory.
  *
@@ -144,6 +145,14 @@ typedef struct {
                          const T *x, T *y, bnf_results *r);                 \
     int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
                           const T *x, const T *dy, T *dx, bnf_results *r);  \
+                                                                             \
+    /* RMS norm (the layer norm panel): reads eps, gamma; writes the      \
+       per-row mean of squares (as mean) and 1/sqrt(it + eps) (as invstd). \
+       Backward: reads gamma, invstd; writes dx, dgamma. */                \
+    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r); \
                                                                              \
     /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,  \
        group) mean and invstd.  Backward: reads groups, gamma, mean,        \

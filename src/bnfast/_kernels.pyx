@@ -214,11 +214,13 @@ cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
 
 
 cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
-                              cnp.ndarray x, int axis, bint param=False):
+                              cnp.ndarray x, int axis, bint param=False,
+                              tuple fshape=None):
     """A per-feature array (gamma, beta, running statistics) validated:
     float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
-    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1)).
-    param (gamma, beta): integers and bools are converted to x's dtype."""
+    for axis 0 (fshape when given: a normalized_shape), else ones except
+    d along axis (e.g. (1, C, 1, 1)).  param (gamma, beta): integers and
+    bools are converted to x's dtype."""
     cdef cnp.ndarray arr
     if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
@@ -226,7 +228,9 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
         return <cnp.ndarray>a
     arr = _float_array(a, name, cnp.PyArray_TYPE(x) if param else -1)
     xshape = _shape(x)
-    if axis == 0:
+    if fshape is not None:
+        feature_shape = fshape
+    elif axis == 0:
         feature_shape = xshape[1:]
     else:
         feature_shape = tuple(1 if k != axis else d
@@ -242,12 +246,12 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
 
 
 cdef cnp.ndarray _param(object a, str name, Py_ssize_t d, cnp.ndarray x,
-                        int axis):
+                        int axis, tuple fshape=None):
     """gamma or beta validated as _per_feature's param; None stays None
     (affine-free: gamma = 1, beta = 0 in the kernels, no array made)."""
     if a is None:
         return None
-    return _per_feature(a, name, d, x, axis, True)
+    return _per_feature(a, name, d, x, axis, True, fshape)
 
 
 cdef cnp.ndarray _flat(cnp.ndarray a, Py_ssize_t d):
@@ -869,6 +873,12 @@ cdef class BatchNormCache(_Cache):
 cdef class LayerNormCache(_Cache):
     """What layernorm_forward keeps for the backward pass: references to x
     (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
+
+
+cdef class RMSNormCache(_Cache):
+    """What rmsnorm_forward keeps for the backward pass: references to x
+    (as (N, D) rows) and gamma, the per-row mean of squares (``mean``)
+    and 1/sqrt(mean + eps) (``invstd``)."""
 
 
 cdef class GroupNormCache(_Cache):
@@ -1634,22 +1644,73 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
     return mean, invstd
 
 
-def layernorm_forward(x, gamma, beta, ln_param, out=None):
+cdef tuple _normalized_shape(object value):
+    """normalized_shape (an int or a sequence of ints) as a non-empty
+    tuple of positive ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(
+            value, (bool, np.bool_)):
+        value = (value,)
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError("normalized_shape must be an int or a sequence of "
+                        f"ints, got {type(value).__name__}")
+    value = tuple(value)
+    if not value:
+        raise ValueError("normalized_shape must not be empty")
+    for v in value:
+        if not isinstance(v, (int, np.integer)) or isinstance(
+                v, (bool, np.bool_)):
+            raise TypeError("normalized_shape must be an int or a sequence "
+                            f"of ints, got {value!r}")
+        if v < 1:
+            raise ValueError("normalized_shape must be positive ints, got "
+                             f"{value!r}")
+    return tuple(int(v) for v in value)
+
+
+cdef tuple _rows(cnp.ndarray xa, object normalized_shape):
+    """x as rows for the layer and RMS norm kernels: (n rows, d features,
+    the feature shape, x as an (n, d) array: a view where NumPy can
+    reshape without a copy, i.e. where the leading axes merge into one row
+    stride and the trailing ones into one run).  normalized_shape None:
+    all axes after the first (x at least 2-D), else x's trailing axes."""
+    cdef Py_ssize_t n = 1, d = 1, k, nd = cnp.PyArray_NDIM(xa), m
+    cdef tuple fshape
+    if normalized_shape is None:
+        _check_batch(xa, "x", False)
+        fshape = _shape(xa)[1:]
+        m = 1
+    else:
+        fshape = _normalized_shape(normalized_shape)
+        m = nd - len(fshape)
+        if m < 0 or _shape(xa)[m:] != fshape:
+            raise ValueError(
+                f"x must end with normalized_shape {fshape}, got shape "
+                f"{_shape(xa)}")
+    for k in range(m):
+        n *= cnp.PyArray_DIM(xa, k)
+    for k in range(m, nd):
+        d *= cnp.PyArray_DIM(xa, k)
+    if n == 0:
+        raise ValueError(f"x is an empty batch, shape {_shape(xa)}")
+    if d == 0:
+        raise ValueError(f"x has zero features, shape {_shape(xa)}")
+    if nd == 2 and m == 1:
+        return n, d, fshape, xa
+    return n, d, fshape, xa.reshape(n, d)
+
+
+def layernorm_forward(x, gamma, beta, ln_param, out=None,
+                      normalized_shape=None):
     cdef cnp.ndarray xa, x2, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
-    cdef Py_ssize_t n, d, k
+    cdef Py_ssize_t n, d
     cdef bnf_panel bp
     _check_dict(ln_param, "ln_param")
     xa = _float_array(x, "x")
-    _check_batch(xa, "x", False)
-    n = cnp.PyArray_DIM(xa, 0)
-    d = 1
-    for k in range(1, cnp.PyArray_NDIM(xa)):
-        d *= cnp.PyArray_DIM(xa, k)
-    x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _param(gamma, "gamma", d, xa, 0)
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
     gflat = _flat(g, d)
-    b = _param(beta, "beta", d, xa, 0)
+    b = _param(beta, "beta", d, xa, 0, fshape)
     bflat = _flat(b, d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1726,6 +1787,60 @@ def layernorm_backward(dout, cache, out=None):
     bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
     return _per_sample_backward(c, x, dy, dx, &bp, d, 0, ln_backward_f32,
                                 ln_backward_f64, out)
+
+# ---------------------------------------------------------- RMS norm
+
+def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
+    cdef cnp.ndarray xa, x2, g, gflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, d, k
+    cdef bnf_panel bp
+    _check_dict(rms_param, "rms_param")
+    xa = _float_array(x, "x")
+    if normalized_shape is None and gamma is not None:
+        # gamma's shape when x ends with it, else all axes after the first
+        gshape = np.shape(gamma)
+        k = len(gshape)
+        if 0 < k <= cnp.PyArray_NDIM(xa) and _shape(xa)[
+                cnp.PyArray_NDIM(xa) - k:] == gshape:
+            normalized_shape = gshape
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
+    gflat = _flat(g, d)
+    e = _get(rms_param, "eps", None)
+    if e is None:  # PyTorch's eps=None: the dtype's machine epsilon
+        eps = np.finfo((<object>xa).dtype).eps
+    else:
+        eps = _real_in(e, "rms_param['eps']", 0.0)
+    shape = _shape(xa)
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma)))
+    x2 = _fit(x2, _unit_rows)
+    y = _into_rows(out, x2, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
+    mean, invstd = _per_sample_forward(x2, y, &bp, gflat, None, d, n, 0,
+                                       eps, rms_forward_f32, rms_forward_f64)
+    cdef RMSNormCache cache = RMSNormCache.__new__(RMSNormCache)
+    _fill(cache, x2, g, gflat, None, None, mean, invstd, shape)
+    return _result(y, out, shape), cache
+
+
+def rmsnorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, RMSNormCache,
+                                "bnfast.rmsnorm_forward", out)
+    cdef RMSNormCache c = <RMSNormCache>cache
+    cdef cnp.ndarray x = c.x, dx
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+    cdef bnf_panel bp
+    _check_cache(c, n, d)
+    dy = _fit(dy, _unit_rows)
+    dx = _into_rows(out, x, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
+    dx_, dgamma, _ = _per_sample_backward(c, x, dy, dx, &bp, d, 0,
+                                          rms_backward_f32, rms_backward_f64,
+                                          out)
+    return dx_, dgamma
+
 
 # ---------------------------------------------------------- group norm
 

@@ -35,6 +35,7 @@ with nothing written.
 """
 from bnfast import _kernels
 from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
+from bnfast._kernels import RMSNormCache
 
 __all__ = [
     "BatchNormCache",
@@ -46,6 +47,9 @@ __all__ = [
     "LayerNormCache",
     "layernorm_forward",
     "layernorm_backward",
+    "RMSNormCache",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "GroupNormCache",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
@@ -308,25 +312,35 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     return _kernels.batchnorm_backward(dout, cache, out)
 
 
-def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
+def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
+                      out=None):
     """Forward pass for layer normalization.
 
     Same signature and results as ``bnfast.reference.layernorm_forward``:
     the mean and (biased) variance of each sample over its features
-    (``x.reshape(N, -1)``), then ``gamma * x_hat + beta`` per feature.  Each
-    row is normalized while it sits in cache: one read of x, one write of
-    the output.
+    (``x.reshape(N, -1)``), or with ``normalized_shape`` over that trailing
+    shape (as ``torch.nn.functional.layer_norm``: (B, T, D) normalized over
+    D), then ``gamma * x_hat + beta`` per feature.  Each row is normalized
+    while it sits in cache: one read of x, one write of the output.
 
     Parameters
     ----------
     x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
-        Read in place when its (N, D) view has unit-stride columns;
-        otherwise (Fortran order, column-strided) copied first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+        (with normalized_shape: any shape ending with it)
+        Read in place when its rows (the leading axes merged into one,
+        the normalized ones into one run) have one row stride and
+        unit-stride columns, as NumPy's reshape to (rows, D) gives a view;
+        otherwise (Fortran order, column-strided, leading axes that do not
+        merge) copied first.
+    gamma, beta : array_like of float32 or float64, shape (D,) or the
+        feature shape (x.shape[1:], or normalized_shape)
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     ln_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+    normalized_shape : int or tuple of ints, keyword-only
+        The trailing shape of x normalized over, as PyTorch's.  None (the
+        default): all axes after the first (the cs231n form).
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
@@ -352,7 +366,8 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
     array([[-1.2247,  0.    ,  1.2247],
            [-0.7071, -0.7071,  1.4142]])
     """
-    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out)
+    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out,
+                                      normalized_shape)
 
 
 def layernorm_backward(dout, cache, *, out=None):
@@ -391,6 +406,85 @@ def layernorm_backward(dout, cache, *, out=None):
     array([2., 2., 2.])
     """
     return _kernels.layernorm_backward(dout, cache, out)
+
+
+def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
+                    out=None):
+    """Forward pass for RMS normalization.
+
+    Same signature and results as ``bnfast.reference.rmsnorm_forward``:
+    per row over the trailing ``normalized_shape``, ``x / sqrt(mean(x**2)
+    + eps) * gamma``, as ``torch.nn.functional.rms_norm``.  Each row is
+    normalized while it sits in cache: one read of x, one write of the
+    output (the layer norm kernels' structure; a row whose sum of squares
+    leaves the floating-point range is summed again in double, scaled).
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, at least the normalized shape
+        Read in place when its (rows, D) view has unit-stride columns, as
+        for layernorm_forward; otherwise copied first.
+    gamma : array_like of float32 or float64, shape (D,) or the feature
+        shape, or None
+        Integers and bools are converted to x's dtype.  None: 1
+        (affine-free), the backward's dgamma then None.
+    rms_param : dict
+        'eps': >= 0, or None (the default): the machine epsilon of x's
+        dtype, as PyTorch's eps=None.  Not modified.
+    normalized_shape : int or tuple of ints, keyword-only
+        The trailing shape of x normalized over.  None (the default):
+        gamma's shape when x ends with it, else all axes after the first.
+    out : ndarray, keyword-only
+        As layernorm_forward's.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : RMSNormCache, for rmsnorm_backward
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> out, cache = bnfast.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> np.round(out, 4)
+    array([[0.8485, 1.1314],
+           [1.    , 1.    ]])
+    """
+    return _kernels.rmsnorm_forward(x, gamma, rms_param, out,
+                                    normalized_shape)
+
+
+def rmsnorm_backward(dout, cache, *, out=None):
+    """Backward pass for RMS normalization.
+
+    Same results as ``bnfast.reference.rmsnorm_backward``; fused per row:
+    one read of dout and x, one write of dx, with dgamma summed on the way.
+
+    Parameters
+    ----------
+    dout, cache
+        The upstream gradient (x's shape) and the forward's cache.
+    out : ndarray, keyword-only
+        Write dx into this array, as layernorm_backward's ``out``.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma : ndarray, gamma's shape and dtype, or None (gamma None)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> _, cache = bnfast.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> dx, dgamma = bnfast.rmsnorm_backward(np.ones((2, 2)), cache)
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
+    """
+    return _kernels.rmsnorm_backward(dout, cache, out)
 
 
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):

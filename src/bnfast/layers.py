@@ -26,6 +26,7 @@ from bnfast import functional
 __all__ = [
     "BatchNorm",
     "LayerNorm",
+    "RMSNorm",
     "GroupNorm",
     "from_torch",
     "fold_linear_batchnorm",
@@ -602,21 +603,85 @@ class LayerNorm(_Norm):
             raise ValueError(
                 f"x must end with the normalized shape "
                 f"{self.normalized_shape} after a batch axis, got {x.shape}")
-        rows = x.reshape((-1,) + self.normalized_shape)
+        # the kernels take x's rows in place (no reshaping copy where the
+        # leading axes merge into one row stride)
         out, self._cache = functional.layernorm_forward(
-            rows, self._gamma, self._beta, {"eps": self.eps})
-        self._shape = x.shape
-        return out.reshape(x.shape)
+            x, self._gamma, self._beta, {"eps": self.eps},
+            normalized_shape=self.normalized_shape)
+        return out
 
     def _backward(self, dout, cache):
-        dout = np.asarray(dout)
-        if dout.shape != self._shape:
+        return functional.layernorm_backward(dout, cache)
+
+
+def _check_rms_eps(eps):
+    """RMSNorm's eps: None (the machine epsilon of x's dtype, as
+    PyTorch's) or a finite real >= 0."""
+    return None if eps is None else _check_eps(eps)
+
+
+class RMSNorm(_Norm):
+    """RMS normalization: per sample over the trailing ``normalized_shape``
+    axes, ``x / sqrt(mean(x**2) + eps) * gamma``; gamma of that shape
+    (PyTorch's ``torch.nn.RMSNorm``).
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of positive ints
+        The trailing shape normalized over.
+    eps : float or None
+        Added to the mean of squares: finite, >= 0, or None (the default:
+        the machine epsilon of x's dtype, as PyTorch's).
+    elementwise_affine : bool
+        Learn gamma (PyTorch's weight).  Default True.
+    dtype, gamma_init
+        As :class:`BatchNorm`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> rms = bnfast.RMSNorm(4, dtype=np.float64)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    >>> out = rms(x)
+    >>> np.allclose((out ** 2).mean(axis=-1), 1)
+    True
+    >>> dx = rms.backward(np.ones_like(out))
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True,
+                 *, dtype=np.float32, gamma_init="ones"):
+        self.normalized_shape = _check_normalized_shape(normalized_shape)
+        self.eps = _check_rms_eps(eps)
+        super().__init__(self.normalized_shape, elementwise_affine, False,
+                         dtype, gamma_init, "zeros", "elementwise_affine")
+        self.elementwise_affine = self.affine
+
+    def _repr_parts(self):
+        return (
+            [self.normalized_shape],
+            [("eps", self.eps),
+             ("elementwise_affine", self.elementwise_affine),
+             ("dtype", str(self.dtype))],
+            {"elementwise_affine": True, "dtype": "float32"})
+
+    def forward(self, x, mode="train"):
+        """Normalize x (the same in both modes)."""
+        self._check_mode(mode)
+        x = np.asarray(x)
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
             raise ValueError(
-                f"dout must have the shape of x {self._shape}, got "
-                f"{dout.shape}")
-        dx, dgamma, dbeta = functional.layernorm_backward(
-            dout.reshape(cache.shape), cache)
-        return dx.reshape(self._shape), dgamma, dbeta
+                f"x must end with the normalized shape "
+                f"{self.normalized_shape} after a batch axis, got {x.shape}")
+        out, self._cache = functional.rmsnorm_forward(
+            x, self._gamma, {"eps": self.eps},
+            normalized_shape=self.normalized_shape)
+        return out
+
+    def _backward(self, dout, cache):
+        dx, dgamma = functional.rmsnorm_backward(dout, cache)
+        return dx, dgamma, None
 
 
 class GroupNorm(_Norm):
@@ -678,7 +743,7 @@ class GroupNorm(_Norm):
 
 
 _TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
-                "GroupNorm")
+                "GroupNorm", "RMSNorm")
 
 
 def _torch_class(module):
@@ -690,13 +755,14 @@ def _torch_class(module):
                 and cls.__module__.split(".")[0] == "torch"):
             return cls
     raise TypeError(
-        "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm or "
-        f"GroupNorm module, got {type(module).__name__}")
+        "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm, "
+        f"GroupNorm or RMSNorm module, got {type(module).__name__}")
 
 
 def from_torch(module):
     """The bnfast layer equivalent to a PyTorch normalization module
-    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, or a subclass of one), with
+    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm, or a subclass of
+    one), with
     a copy of its state.
 
     Momentum converts to bnfast's convention (1 - torch's; None stays the
@@ -718,8 +784,8 @@ def from_torch(module):
     state = {k: _as_numpy(v) for k, v in module.state_dict().items()}
     dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"),
                  np.dtype(np.float32))
-    affine = bool(getattr(module, "elementwise_affine" if kind == "LayerNorm"
-                          else "affine"))
+    affine = bool(getattr(module, "elementwise_affine"
+                          if kind in ("LayerNorm", "RMSNorm") else "affine"))
     # torch >= 2.1: bias=False leaves module.bias None; without affine there
     # is no bias either way
     bias = not affine or getattr(module, "bias", None) is not None
@@ -731,6 +797,9 @@ def from_torch(module):
                           track_running_stats=bool(
                               module.track_running_stats),
                           unbiased_running_var=True, dtype=dtype)
+    elif kind == "RMSNorm":
+        layer = RMSNorm(tuple(module.normalized_shape), eps=module.eps,
+                        elementwise_affine=affine, dtype=dtype)
     elif kind == "LayerNorm":
         layer = LayerNorm(tuple(module.normalized_shape), eps=module.eps,
                           elementwise_affine=affine, bias=bias, dtype=dtype)

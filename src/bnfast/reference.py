@@ -41,6 +41,8 @@ __all__ = [
     "spatial_batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
 ]
@@ -398,13 +400,26 @@ def spatial_batchnorm_backward(dout, cache):
                  for d in (dgamma, dbeta))
 
 
+def _rows_shape(x, normalized_shape):
+    """(rows, features) of x for layer and RMS norm: normalized_shape None
+    normalizes the axes after the first (x.reshape(N, -1)), else the
+    trailing normalized_shape (an int or a tuple: PyTorch's)."""
+    if normalized_shape is None:
+        return x.shape[0], -1
+    k = 1 if np.ndim(normalized_shape) == 0 else len(normalized_shape)
+    return int(np.prod(x.shape[:x.ndim - k])), -1
+
+
 @_takes_out
-def layernorm_forward(x, gamma, beta, ln_param):
+def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
     """Forward pass for layer normalization (reference).
 
-    Statistics per sample over its features (x.reshape(N, -1)); gamma and
-    beta per feature, shape (D,) or x.shape[1:], or None (1 and 0; the
-    backward's gradient is then None).  ln_param: 'eps' (1e-5).
+    Statistics per sample over its features (x.reshape(N, -1)), or with
+    ``normalized_shape`` (an int or a tuple, as PyTorch's) over that
+    trailing shape of x (x.reshape(-1, prod(normalized_shape))); gamma and
+    beta per feature, shape (D,) or the feature shape (x.shape[1:], or
+    normalized_shape), or None (1 and 0; the backward's gradient is then
+    None).  ln_param: 'eps' (1e-5).
 
     Examples
     --------
@@ -417,8 +432,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = ln_param.get("eps", 1e-5)
-    N = x.shape[0]
-    xr = x.reshape(N, -1)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     mu = xr.mean(axis=1, keepdims=True)
     var = xr.var(axis=1, keepdims=True)
@@ -455,6 +469,74 @@ def layernorm_backward(dout, cache):
                         - x_hat * np.sum(dxhat * x_hat, axis=1,
                                          keepdims=True))
     return finish(dx, dgamma, dbeta)
+
+
+@_takes_out
+def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
+    """Forward pass for RMS normalization (reference).
+
+    Per row of x over its trailing ``normalized_shape`` (an int or a
+    tuple, as PyTorch's; None: gamma's shape when x ends with it, else
+    the axes after the first): ``x / sqrt(mean(x**2) + eps) * gamma``.
+    gamma of shape (D,) or the feature shape, or None (1; the backward's
+    dgamma is then None).  rms_param: 'eps' (None, the default: the
+    machine epsilon of x's dtype, as PyTorch's eps=None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> out, _ = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> out
+    array([[0.84852814, 1.13137085],
+           [1.        , 1.        ]])
+    """
+    gamma = _param(gamma, x)
+    eps = rms_param.get("eps")
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    if normalized_shape is None and gamma is not None:
+        k = np.ndim(gamma)
+        if 0 < k <= x.ndim and x.shape[x.ndim - k:] == np.shape(gamma):
+            normalized_shape = np.shape(gamma)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
+    g, _, p_dtype, p_shape, wants = _affine(gamma, None, x, -1)
+    ms = np.mean(xr * xr, axis=1, keepdims=True)
+    inv_rms = 1.0 / np.sqrt(ms + eps)
+    x_hat = xr * inv_rms
+    out = x_hat * g
+    cache = (xr, x_hat, inv_rms, g, x.shape, p_dtype, p_shape, wants[0])
+    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+
+
+@_takes_out
+def rmsnorm_backward(dout, cache):
+    """Backward pass for RMS normalization (reference).
+
+    ``dx = inv_rms * (dxhat - x_hat * mean(dxhat * x_hat))`` per row, with
+    dxhat = dout * gamma; ``dgamma = sum(dout * x_hat)`` over the rows.
+    Returns (dx, dgamma), dgamma None when the forward's gamma was None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> _, cache = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> dx, dgamma = reference.rmsnorm_backward(np.ones((2, 2)), cache)
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
+    """
+    xr, x_hat, inv_rms, g, x_shape, p_dtype, p_shape, want = cache
+    dout = dout.reshape(xr.shape)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dxhat = dout * g
+    dx = inv_rms * (dxhat - x_hat * np.mean(dxhat * x_hat, axis=1,
+                                            keepdims=True))
+    return (dx.astype(xr.dtype, copy=False).reshape(x_shape),
+            dgamma.astype(p_dtype, copy=False).reshape(p_shape)
+            if want else None)
 
 
 @_takes_out
