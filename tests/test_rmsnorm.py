@@ -516,6 +516,8 @@ def test_layer_forward_backward_and_state():
     np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(layer.grads["gamma"], rdg, rtol=1e-12)
     assert layer.dbeta is None
+    with pytest.raises(AttributeError, match="RMSNorm has no beta"):
+        layer.beta
     state = layer.state_dict()
     assert list(state) == ["weight"]
     other = bnfast.RMSNorm((3, 4), eps=1e-6, dtype=np.float64)

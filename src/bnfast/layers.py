@@ -657,6 +657,13 @@ class RMSNorm(_Norm):
                          dtype, gamma_init, "zeros", "elementwise_affine")
         self.elementwise_affine = self.affine
 
+    @property
+    def beta(self):
+        """RMS norm has no shift: an AttributeError (rather than the
+        zeros of the other layers without a beta)."""
+        raise AttributeError("RMSNorm has no beta (no shift: "
+                             "x / rms(x) * gamma)")
+
     def _repr_parts(self):
         return (
             [self.normalized_shape],
