@@ -19,6 +19,7 @@ from bnfast.functional import (
 from bnfast.layers import (
     BatchNorm,
     GroupNorm,
+    InstanceNorm,
     LayerNorm,
     fold_batchnorm_linear,
     fold_conv_batchnorm,
@@ -43,6 +44,7 @@ __all__ = [
     "BatchNorm",
     "LayerNorm",
     "GroupNorm",
+    "InstanceNorm",
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",

@@ -393,7 +393,8 @@ def layernorm_backward(dout, cache, *, out=None):
     return _kernels.layernorm_backward(dout, cache, out)
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
+                              out=None):
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -405,17 +406,26 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, C, ...)
+    x : array_like of float32 or float64, shape (N, C, ...), or
+        (N, ..., C) with ``axis=-1``
         Read in place when each sample is C-contiguous (C order, also with a
-        strided batch axis); otherwise copied first.
+        strided batch axis); otherwise copied first.  Channels last: read
+        in place when the channels are adjacent and the spatial axes merge
+        into one row axis (C order, strided batch or rows), no transposing
+        copy; otherwise copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (C,) or
-        (1, C, 1, ...)
+        x's shape with ones except along ``axis`` ((1, C, 1, ...) or
+        (1, ..., 1, C))
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     G : int
         The number of groups, dividing C.
     gn_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+    axis : int, keyword-only
+        The channel axis: 1 (default, NCHW) or the last axis (-1 or
+        x.ndim - 1: channels last, (N, H, W, C) or any rank >= 2); other
+        axes raise ValueError.  The backward returns dx in x's layout.
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
@@ -442,7 +452,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
     (1.0, 0.0)
     """
     return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
-                                                out)
+                                                out, axis)
 
 
 def spatial_groupnorm_backward(dout, cache, *, out=None):
