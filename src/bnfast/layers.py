@@ -920,7 +920,8 @@ def from_torch(module):
                              affine=affine,
                              track_running_stats=bool(
                                  module.track_running_stats),
-                             unbiased_running_var=True, dtype=dtype)
+                             unbiased_running_var=bool(
+                                 module.track_running_stats), dtype=dtype)
     elif kind == "LayerNorm":
         layer = LayerNorm(tuple(module.normalized_shape), eps=module.eps,
                           elementwise_affine=affine, bias=bias, dtype=dtype)
