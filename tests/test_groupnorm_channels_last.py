@@ -541,3 +541,48 @@ def test_torch_group_norm_on_channels_last(dtype, groups):
                                rtol=tol, atol=tol)
     np.testing.assert_allclose(dg, tg.grad.numpy(), rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(db, tb.grad.numpy(), rtol=tol, atol=tol * 10)
+
+
+# ------------------------------------------------- hypothesis properties
+
+# tests/test_properties.py's group norm specs (shapes past the kernels'
+# blocks, layouts, offsets, trends, constant channels and samples, eps),
+# with the channels moved last: the same values, so its scales hold
+from hypothesis import given  # noqa: E402
+
+import test_properties as props  # noqa: E402
+
+
+def _moved(case):
+    # gamma and beta of the full (1, C, 1, ...) shape become (1, ..., 1, C)
+    def last(p):
+        return p if p.ndim < 2 else np.moveaxis(p, 1, -1)
+    return dataclasses.replace(case, x=np.moveaxis(case.x, 1, -1),
+                               dout=np.moveaxis(case.dout, 1, -1),
+                               gamma=last(case.gamma), beta=last(case.beta),
+                               axis=-1)
+
+
+@given(spec_groups=props.gn_specs(), eps=props.EPS)
+def test_property_channels_last(spec_groups, eps):
+    spec, groups = spec_groups
+    case = props.build(spec)
+    scales = props.gn_scales(case.widened(), groups, eps)
+    case = _moved(case)
+    wcase = case.widened()
+
+    def fwd(module, c):
+        return module.spatial_groupnorm_forward(c.x, c.gamma, c.beta, groups,
+                                                {"eps": eps}, axis=-1)
+    out, cache = fwd(bnfast, case)
+    ref, rcache = fwd(reference, case)
+    wide, wcache = fwd(reference, wcase)
+    label = f"axis=-1 G={groups} (eps={eps:g})"
+    assert_as_accurate(f"spatial_groupnorm_forward out {label}", case, out,
+                       ref, wide, scales["out"])
+    fast = bnfast.spatial_groupnorm_backward(case.dout, cache)
+    refg = reference.spatial_groupnorm_backward(case.dout, rcache)
+    wideg = reference.spatial_groupnorm_backward(wcase.dout, wcache)
+    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, refg, wideg):
+        assert_as_accurate(f"spatial_groupnorm_backward {name} {label}",
+                           case, f, r, w, scales[name])

@@ -375,3 +375,21 @@ def test_from_torch_float32_and_channels_last_use():
     np.testing.assert_allclose(
         last(np.ascontiguousarray(np.moveaxis(x, 1, -1))),
         np.moveaxis(want, 1, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_copy_and_pickle():
+    import pickle
+    rng = _rng(12)
+    x, dout = rng.standard_normal((3, 4, 5)), rng.standard_normal((3, 4, 5))
+    for layer in (_affine_layer(4, _rng(13), track_running_stats=True),
+                  bnfast.InstanceNorm(5, axis=-1, dtype=np.float64),
+                  bnfast.GroupNorm(5, 5, axis=-1, dtype=np.float64)):
+        layer(x)
+        for other in (copy.deepcopy(layer),
+                      pickle.loads(pickle.dumps(layer))):
+            assert repr(other) == repr(layer)
+            np.testing.assert_array_equal(other.backward(dout),
+                                          layer.backward(dout))
+            for key, value in other.state_dict().items():
+                np.testing.assert_array_equal(value,
+                                              layer.state_dict()[key])
