@@ -450,6 +450,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
     ...     x, np.ones(4), np.zeros(4), 2, {})
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
+    >>> x_last = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # (N, H, W, C)
+    >>> out_last, _ = bnfast.spatial_groupnorm_forward(
+    ...     x_last, None, None, 2, {}, axis=-1)
+    >>> np.allclose(np.moveaxis(out_last, -1, 1), out)
+    True
     """
     return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
                                                 out, axis)
