@@ -339,6 +339,23 @@ def test_read_in_place():
         assert not np.shares_memory(cache.x, x)
 
 
+def test_broadcast_rows_are_read_in_place():
+    # a row stride of 0 (the same pixel everywhere): a constant group per
+    # sample, out == beta, dx == 0 to rounding (a * dy - a * m / m)
+    rng = np.random.default_rng(15)
+    pixel = rng.standard_normal((3, 1, 1, 4))
+    x = np.broadcast_to(pixel, (3, 5, 6, 4))
+    beta = rng.uniform(-1, 1, 4)
+    out, cache = bnfast.spatial_groupnorm_forward(x, None, beta, 4, {},
+                                                  axis=-1)
+    assert np.shares_memory(cache.x, pixel)
+    np.testing.assert_array_equal(out, np.broadcast_to(beta, x.shape))
+    dx, _, dbeta = bnfast.spatial_groupnorm_backward(
+        np.broadcast_to(np.ones(4), x.shape), cache)
+    np.testing.assert_allclose(dx, 0, atol=1e-12)
+    np.testing.assert_array_equal(dbeta, 90)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_layouts_agree(dtype):
     rng = np.random.default_rng(8)
