@@ -37,6 +37,10 @@ It covers five op families, each on float32 and float64:
                   {"eps": 1e-5}
     groupnorm     spatial_groupnorm_forward / _backward, x (N, C, H, W),
                   G groups, gn_param {}
+    groupnorm-nhwc  the same with axis=-1 on the same data channels-last,
+                  x (N, H, W, C)
+    instancenorm  spatial_groupnorm_forward / _backward with G = C (what
+                  bnfast.InstanceNorm calls), x (N, C, H, W)
 
 Data is seeded random: x offset per channel (per feature for (N, D)) by
 3 + 2*randn, random gamma, beta (shape (C,) or (D,)), running statistics
@@ -94,6 +98,13 @@ dtype as x * scale + shift).
                            graph: dx and dgamma)
     groupnorm              torch.group_norm /
                            aten.native_group_norm_backward
+                           (groupnorm-nhwc: on an NCHW-shaped view of the
+                           channels-last data, torch's channels_last format)
+    instancenorm           torch.instance_norm (use_input_stats, no running
+                           statistics) / its autograd backward
+                           (torch.autograd.grad of dx, dgamma, dbeta; not
+                           an aten entry point, so a few us of autograd
+                           overhead are included)
 
    (aten.X is the C++ callable of torch.ops.aten.X.default.)  numba has the
    batchnorm forward-train, backward and backward_alt rows (one backward
@@ -708,34 +719,68 @@ def rms_cases(data, peers=True):
     return fns
 
 
-def gn_run(mod, data):
+def gn_run(mod, data, axis=1):
     out, cache = mod.spatial_groupnorm_forward(
-        data["x"], data["gamma"], data["beta"], data["G"], {})
+        data["x"], data["gamma"], data["beta"], data["G"], {}, axis=axis)
     return [out, *mod.spatial_groupnorm_backward(data["dout"], cache)]
 
 
-def gn_cases(data, peers=True):
+def gn_cases(data, peers=True, axis=1, prefix="groupnorm"):
     x, g, b, dout, G = (data[k] for k in ("x", "gamma", "beta", "dout", "G"))
     fns = {}
+    fwd_row, bwd_row = f"{prefix} forward", f"{prefix} backward"
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
-        _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {})
-        fns["groupnorm forward", name] = (
-            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {}))
-        fns["groupnorm backward", name] = (
+        _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {}, axis=axis)
+        fns[fwd_row, name] = (
+            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {},
+                                                          axis=axis))
+        fns[bwd_row, name] = (
             lambda mod=mod, c=cache: mod.spatial_groupnorm_backward(dout, c))
     if peers and torch is not None:
         tx, tw, tb, tdy, _, _ = tensors({k: v for k, v in data.items()
                                          if k != "G"})
-        n, c = x.shape[:2]
-        hw = x[0, 0].size
+        if axis != 1:
+            # (N, H, W, C) data as an NCHW-shaped channels_last tensor
+            tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
+        n, c = tx.shape[:2]
+        hw = tx[0, 0].numel()
+        if prefix == "instancenorm":
+            fns.update(torch_in_cases(tx, tw, tb, tdy, fwd_row, bwd_row))
+            return fns
         _, mean, rstd = torch.native_group_norm(tx, tw, tb, n, c, hw, G, EPS)
         # torch.group_norm: the same output, faster to call (see above)
-        fns["groupnorm forward", "torch"] = lambda: torch.group_norm(
+        fns[fwd_row, "torch"] = lambda: torch.group_norm(
             tx, G, tw, tb, EPS)
-        fns["groupnorm backward", "torch"] = (
+        fns[bwd_row, "torch"] = (
             lambda gnb=aten_op("native_group_norm_backward"): gnb(
                 tdy, tx, mean, rstd, tw, n, c, hw, G, [True, True, True]))
     return fns
+
+
+def torch_in_cases(tx, tw, tb, tdy, fwd_row, bwd_row):
+    """PyTorch's instance norm (InstanceNorm2d without running
+    statistics): torch.instance_norm forward, its autograd backward."""
+    gx, gw, gb = (t.detach().clone().requires_grad_(True)
+                  for t in (tx, tw, tb))
+    y = torch.instance_norm(gx, gw, gb, None, None, True, 0.1, EPS, False)
+    return {
+        (fwd_row, "torch"): lambda: torch.instance_norm(
+            tx, tw, tb, None, None, True, 0.1, EPS, False),
+        (bwd_row, "torch"): lambda: torch.autograd.grad(
+            y, (gx, gw, gb), tdy, retain_graph=True),
+    }
+
+
+def gn_nhwc_run(mod, data):
+    return gn_run(mod, data, axis=-1)
+
+
+def gn_nhwc_cases(data, peers=True):
+    return gn_cases(data, peers, axis=-1, prefix="groupnorm-nhwc")
+
+
+def in_cases(data, peers=True):
+    return gn_cases(data, peers, prefix="instancenorm")
 
 
 def nd_data(size, dtype):
@@ -749,6 +794,15 @@ def nhwc_data(size, dtype):
 def gn_data(size, dtype):
     shape, G = size[:4], size[4]
     return {**make_data(shape, dtype, seed_of(shape)), "G": G}
+
+
+def gn_nhwc_data(size, dtype):
+    return {**channels_last(gn_data(size, dtype)), "G": size[4]}
+
+
+def in_data(size, dtype):
+    """instance norm: group norm's data with G = C"""
+    return gn_data((*size, size[1]), dtype)
 
 
 # --sweep: x of 8 KiB (float32) to 49 MiB (float64), in-L1 to many times L2
@@ -806,6 +860,21 @@ FAMILIES = [
      "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
      "quantities": NORM_QUANTITIES, "run": gn_run, "cases": gn_cases,
      "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5}},
+    # sizes (N, C, H, W, G) given as NCHW: groupnorm's data, moved
+    # channels-last
+    {"name": "groupnorm-nhwc", "data": gn_nhwc_data,
+     "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
+     "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
+     "quantities": NORM_QUANTITIES, "run": gn_nhwc_run,
+     "cases": gn_nhwc_cases,
+     "copies": {"groupnorm-nhwc forward": 1.5,
+                "groupnorm-nhwc backward": 2.5}},
+    # sizes (N, C, H, W); G = C
+    {"name": "instancenorm", "data": in_data,
+     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "sweep": SPATIAL_SWEEP,
+     "quantities": NORM_QUANTITIES, "run": gn_run, "cases": in_cases,
+     "copies": {"instancenorm forward": 1.5, "instancenorm backward": 2.5}},
 ]
 
 
@@ -1410,7 +1479,12 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for bnfast and PyTorch alike (default 1)")
+    ap.add_argument("--family", action="append", metavar="NAME",
+                    choices=[f["name"] for f in FAMILIES],
+                    help="only this family (repeatable; default all)")
     args = ap.parse_args(argv)
+    families = [f for f in FAMILIES
+                if not args.family or f["name"] in args.family]
     if args.median_of:
         return median_targets(args.median_of)
     repeat = args.repeat or (3 if args.quick else 31 if args.torch_entry
@@ -1439,11 +1513,11 @@ def main(argv=None):
               "target_s": target, "equivalence": [], "timing": []}
     load_start = os.getloadavg()
     report["peer_equivalence"] = []
-    ok = equivalence_section(FAMILIES, sizes, report["equivalence"],
+    ok = equivalence_section(families, sizes, report["equivalence"],
                              report["peer_equivalence"])
     report["accuracy"] = {}
     accuracy_section(report["accuracy"])
-    timing_section(FAMILIES, sizes, repeat, target, report["timing"])
+    timing_section(families, sizes, repeat, target, report["timing"])
     if args.sweep:
         report["targets"] = targets(report["timing"], report["accuracy"])
         targets_section(report["targets"])

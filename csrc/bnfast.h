@@ -39,6 +39,10 @@
  *   form q->groups groups of n2/groups adjacent channels.  Statistics per
  *   (sample, group): n1*groups values, sample-major.
  * - RMS norm (rms_*): the layer norm panel; statistics per row.
+ * - group norm on channels-last data (gnl_*): n1 samples, each len rows
+ *   of n2 adjacent channels (unit channel stride): row r of sample i of
+ *   array a starts at a + i*s1 + r*s2 (s2 the row stride); groups as
+ *   gn_*'s, of n2/groups adjacent channels.
  * gamma, beta (and dgamma, dbeta) have n2 values in every family.
  * Strides of length-1 axes are never used to address memory.
  *
@@ -160,7 +164,13 @@ typedef struct {
     int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
                          const T *x, T *y, bnf_results *r);                 \
     int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    /* Group norm on channels-last data (gnl_*): the same reads and writes  \
+       as gn_*, on the channels-last panel. */                               \
+    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

@@ -21,6 +21,7 @@ from bnfast.functional import (
 from bnfast.layers import (
     BatchNorm,
     GroupNorm,
+    InstanceNorm,
     LayerNorm,
     RMSNorm,
     fold_batchnorm_linear,
@@ -49,6 +50,7 @@ __all__ = [
     "LayerNorm",
     "RMSNorm",
     "GroupNorm",
+    "InstanceNorm",
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",

@@ -883,10 +883,12 @@ cdef class RMSNormCache(_Cache):
 
 cdef class GroupNormCache(_Cache):
     """What spatial_groupnorm_forward keeps for the backward pass:
-    references to x (as (N, C, H*W)) and gamma, the number of groups, and
-    the per-(sample, group) mean and 1/std."""
+    references to x (as (N, C, H*W), or (N, H*W, C) for channels last)
+    and gamma, the number of groups, the channel axis (1, or -1 for
+    channels last), and the per-(sample, group) mean and 1/std."""
 
     cdef readonly Py_ssize_t groups
+    cdef readonly int axis
 
 
 cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
@@ -1583,6 +1585,39 @@ cdef bint _samples(cnp.ndarray a) noexcept:
                  or cnp.PyArray_STRIDE(a, 0) % item == 0))
 
 
+cdef bint _rows_last(cnp.ndarray a) noexcept:
+    """a (N, HW, C) has adjacent channels (any row and sample strides):
+    the layout the channels-last group norm kernels take."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    return (cnp.PyArray_ISALIGNED(a)
+            and (cnp.PyArray_DIM(a, 2) == 1
+                 or cnp.PyArray_STRIDE(a, 2) == item)
+            and (cnp.PyArray_DIM(a, 1) == 1
+                 or cnp.PyArray_STRIDE(a, 1) % item == 0)
+            and (cnp.PyArray_DIM(a, 0) == 1
+                 or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+cdef inline bnf_panel _cpanel_last(cnp.ndarray x, cnp.ndarray y,
+                                   cnp.ndarray dy) noexcept:
+    """The panel of channels-last group norm: x (N, HW, C), the output y
+    (or dx) and dy (None: not taking part) with their sample (s1) and row
+    (s2) strides in elements."""
+    cdef bnf_panel b
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), hw = cnp.PyArray_DIM(x, 1)
+    memset(&b, 0, sizeof(b))
+    b.n1, b.n2, b.len = n, cnp.PyArray_DIM(x, 2), hw
+    b.x.s1 = _elems(n, cnp.PyArray_STRIDE(x, 0), item)
+    b.x.s2 = _elems(hw, cnp.PyArray_STRIDE(x, 1), item)
+    b.y.s1 = _elems(n, cnp.PyArray_STRIDE(y, 0), item)
+    b.y.s2 = _elems(hw, cnp.PyArray_STRIDE(y, 1), item)
+    if dy is not None:
+        b.dy.s1 = _elems(n, cnp.PyArray_STRIDE(dy, 0), item)
+        b.dy.s2 = _elems(hw, cnp.PyArray_STRIDE(dy, 1), item)
+    return b
+
+
 ctypedef bint (*fits_t)(cnp.ndarray) noexcept
 
 
@@ -1844,16 +1879,25 @@ def rmsnorm_backward(dout, cache, out=None):
 
 # ---------------------------------------------------------- group norm
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
+                              axis=1):
     cdef cnp.ndarray xa, x3, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, c, hw, groups, k
     cdef bnf_panel bp
+    cdef int ax, nd
+    cdef bint last
     _check_dict(gn_param, "gn_param")
     xa = _float_array(x, "x")
-    _channel_axis(xa, 1, False)
+    ax = _channel_axis(xa, axis, False)
+    nd = cnp.PyArray_NDIM(xa)
+    if ax != 1 and ax != nd - 1:
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {nd} dimensions")
+    last = ax != 1  # (N, ..., C) of rank >= 3
     n = cnp.PyArray_DIM(xa, 0)
-    c = cnp.PyArray_DIM(xa, 1)
+    c = cnp.PyArray_DIM(xa, ax)
     if type(G) is not int and (not isinstance(G, (int, np.integer))
                                or isinstance(G, bool)):
         raise TypeError(f"G must be an int, got {type(G).__name__}")
@@ -1861,9 +1905,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _param(gamma, "gamma", c, xa, 1)
+    g = _param(gamma, "gamma", c, xa, ax)
     gflat = _flat(g, c)
-    b = _param(beta, "beta", c, xa, 1)
+    b = _param(beta, "beta", c, xa, ax)
     bflat = _flat(b, c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1871,6 +1915,21 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
                                     ("beta", bflat, beta)))
     hw = cnp.PyArray_SIZE(xa) // (n * c)
+    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
+    if last:  # (N, HW, C) panels, no transposing copy
+        x3 = xa
+        if nd != 3:
+            x3 = xa.reshape(n, hw, c)
+        x3 = _fit(x3, _rows_last)
+        y = _into_rows(out, x3, _rows_last)
+        bp = _cpanel_last(x3, y, None)
+        mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
+                                           n * groups, groups, eps,
+                                           gnl_forward_f32, gnl_forward_f64)
+        _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
+        cache.groups = groups
+        cache.axis = -1
+        return _result(y, out, shape), cache
     x3 = xa
     if cnp.PyArray_NDIM(xa) != 3:
         x3 = xa.reshape(n, c, hw)
@@ -1883,9 +1942,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                        n * groups, groups, eps,
                                        gn_forward_f32, gn_forward_f64)
-    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
     _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
+    cache.axis = 1
     return _result(y, out, shape), cache
 
 
@@ -1894,13 +1953,22 @@ def spatial_groupnorm_backward(dout, cache, out=None):
                                 "bnfast.spatial_groupnorm_forward", out)
     cdef GroupNormCache gc = <GroupNormCache>cache
     cdef cnp.ndarray x = gc.x, dx
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
+    cdef bint last = gc.axis == -1  # x kept as (N, HW, C)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef Py_ssize_t c = cnp.PyArray_DIM(x, 2 if last else 1)
+    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 1 if last else 2)
+    cdef Py_ssize_t groups = gc.groups
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef bnf_panel bp
     if groups < 1 or c % groups:
         raise ValueError("cache: groups does not divide the channels")
     _check_cache(gc, n * groups, c)
+    if last:
+        dy = _fit(dy, _rows_last)
+        dx = _into_rows(out, x, _rows_last)
+        bp = _cpanel_last(x, dx, dy)
+        return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
+                                    gnl_backward_f32, gnl_backward_f64, out)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
     bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),

@@ -487,7 +487,8 @@ def rmsnorm_backward(dout, cache, *, out=None):
     return _kernels.rmsnorm_backward(dout, cache, out)
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
+                              out=None):
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -499,17 +500,26 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, C, ...)
+    x : array_like of float32 or float64, shape (N, C, ...), or
+        (N, ..., C) with ``axis=-1``
         Read in place when each sample is C-contiguous (C order, also with a
-        strided batch axis); otherwise copied first.
+        strided batch axis); otherwise copied first.  Channels last: read
+        in place when the channels are adjacent and the spatial axes merge
+        into one row axis (C order, strided batch or rows), no transposing
+        copy; otherwise copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (C,) or
-        (1, C, 1, ...)
+        x's shape with ones except along ``axis`` ((1, C, 1, ...) or
+        (1, ..., 1, C))
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     G : int
         The number of groups, dividing C.
     gn_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+    axis : int, keyword-only
+        The channel axis: 1 (default, NCHW) or the last axis (-1 or
+        x.ndim - 1: channels last, (N, H, W, C) or any rank >= 2); other
+        axes raise ValueError.  The backward returns dx in x's layout.
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
@@ -534,9 +544,14 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
     ...     x, np.ones(4), np.zeros(4), 2, {})
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
+    >>> x_last = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # (N, H, W, C)
+    >>> out_last, _ = bnfast.spatial_groupnorm_forward(
+    ...     x_last, None, None, 2, {}, axis=-1)
+    >>> np.allclose(np.moveaxis(out_last, -1, 1), out)
+    True
     """
     return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
-                                                out)
+                                                out, axis)
 
 
 def spatial_groupnorm_backward(dout, cache, *, out=None):

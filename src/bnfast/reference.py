@@ -540,14 +540,17 @@ def rmsnorm_backward(dout, cache):
 
 
 @_takes_out
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
     """Forward pass for spatial group normalization (reference).
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
     channels, normalized per sample and group; gamma and beta per channel,
     shape (C,) or (1, C, 1, ...), or None (1 and 0; the backward's
     gradient is then None).  gn_param: 'eps' (1e-5).  G = C is
-    instance norm, G = 1 layer norm over (C, ...).
+    instance norm, G = 1 layer norm over (C, ...).  axis: the channel
+    axis, 1 or the last (-1: channels last, (N, ..., C), gamma and beta
+    (C,) or (1, ..., 1, C)); the textbook way: the channel axis moved to
+    1 (a transposing copy), the NCHW math, and the result moved back.
 
     Examples
     --------
@@ -561,6 +564,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = gn_param.get("eps", 1e-5)
+    if axis not in (1, -1, x.ndim - 1):
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {x.ndim} dimensions")
+    x = np.moveaxis(x, axis, 1)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
     mean = xg.mean(axis=2, keepdims=True)
@@ -569,8 +577,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     shape = (1, C) + (1,) * (x.ndim - 2)
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, shape)
     out = g * x_hat + b
-    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants)
-    return out.astype(x.dtype, copy=False), cache
+    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants, axis)
+    return np.moveaxis(out.astype(x.dtype, copy=False), 1, axis), cache
 
 
 @_takes_out
@@ -592,7 +600,8 @@ def spatial_groupnorm_backward(dout, cache):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    x_hat, var, g, eps, G, g_dtype, g_shape, wants = cache
+    x_hat, var, g, eps, G, g_dtype, g_shape, wants, axis = cache
+    dout = np.moveaxis(dout, axis, 1)
     N = x_hat.shape[0]
     axes = (0,) + tuple(range(2, x_hat.ndim))
     dbeta = dout.sum(axis=axes)
@@ -603,5 +612,6 @@ def spatial_groupnorm_backward(dout, cache):
     inv_std = 1.0 / np.sqrt(var + eps)
     dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
                         - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
-    return (dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False),
+    dx = dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False)
+    return (np.moveaxis(dx, 1, axis),
             *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
