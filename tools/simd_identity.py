@@ -79,10 +79,18 @@ def results(k, x, dy, g, b, axis):
         y, cache = k.layernorm_forward(x2, np.linspace(0.5, 1.5, d, dtype=x.dtype),
                                        np.zeros(d, x.dtype), {})
         out += [y, *k.layernorm_backward(dy.reshape(x2.shape), cache)]
+        y, cache = k.rmsnorm_forward(x2, np.linspace(0.5, 1.5, d, dtype=x.dtype),
+                                     {"eps": 1e-5})
+        out += [y, *k.rmsnorm_backward(dy.reshape(x2.shape), cache)]
         if x.ndim == 4:
             for groups in (1, x.shape[1]):
                 y, cache = k.spatial_groupnorm_forward(x, g, b, groups, {})
                 out += [y, *k.spatial_groupnorm_backward(dy, cache)]
+    if x.ndim == 4 and axis == x.ndim - 1:  # group norm, channels last
+        for groups in (1, x.shape[-1]):
+            y, cache = k.spatial_groupnorm_forward(x, g, b, groups, {},
+                                                   axis=-1)
+            out += [y, *k.spatial_groupnorm_backward(dy, cache)]
     return out
 
 
