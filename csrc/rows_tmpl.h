@@ -279,6 +279,64 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     }
 }
 
+/* The fused residual: y = (x - mh) * a + b + z in C (then max(., 0) with
+   relu), rounded once to T; z NULL: the residual is y itself (the in-place
+   add of an inference block, out=residual), read before it is written. */
+#define BNF_RES_ROW(ZV)                                                      \
+    do {                                                                     \
+        if (relu) {                                                          \
+            for (ptrdiff_t j = 0; j < c; j++) {                              \
+                C v0 = BNF_APPLY1(x0[j], j) + LOAD(ZV);                      \
+                y0[j] = BNF_RELU1(v0);                                       \
+            }                                                                \
+        } else {                                                             \
+            for (ptrdiff_t j = 0; j < c; j++)                                \
+                y0[j] = STORE(BNF_APPLY1(x0[j], j) + LOAD(ZV));              \
+        }                                                                    \
+    } while (0)
+
+BNF_DISPATCH
+void NAME(rows_apply_res)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
+                          ptrdiff_t ldx, const T *restrict z, ptrdiff_t ldz,
+                          NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t ldy,
+                          int relu)
+{
+    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict x0 = x + i * ldx;
+        T *restrict y0 = y + i * ldy;
+        if (z != NULL) {
+            const T *restrict z0 = z + i * ldz;
+            BNF_RES_ROW(z0[j]);
+        } else {
+            BNF_RES_ROW(y0[j]);
+        }
+    }
+}
+
+/* The fused residual's ReLU gate: g = dy where the forward's
+   (x - mh) * a + b + z > 0, else 0 (dresidual, and the dy of the plain
+   backward that follows) */
+BNF_DISPATCH
+void NAME(rows_gate_res)(const T *restrict dy, ptrdiff_t lddy,
+                         const T *restrict x, ptrdiff_t ldx,
+                         const T *restrict z, ptrdiff_t ldz, ptrdiff_t m,
+                         ptrdiff_t c, NAME(bnf_coefs) cf, T *restrict g,
+                         ptrdiff_t ldg)
+{
+    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict g0 = dy + i * lddy, *restrict x0 = x + i * ldx;
+        const T *restrict z0 = z + i * ldz;
+        T *restrict o0 = g + i * ldg;
+        for (ptrdiff_t j = 0; j < c; j++)
+            o0[j] = STORE(BNF_GATE(LOAD(g0[j]),
+                                   BNF_APPLY1(x0[j], j) + LOAD(z0[j]),
+                                   RELU_MIN));
+    }
+}
+#undef BNF_RES_ROW
+
 /* Column sums of g and g * (x - mean), g = dy, or with relu g = dy where
    the forward's (x - mh) * a + b > 0, else 0; in four levels: C sums of
    BNF_FLUSH rows, double blocks of at most BNF_SUM_ROWS rows, groups of
