@@ -977,12 +977,12 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
              or (<BatchNormCache>c).residual is None
              else (<BatchNormCache>c).residual)
         _out_array(out, c.shape, c.x, (
-            ("the cached residual", z, z),
             ("dout", d, dout), ("the cached x", c.x, c.x),
             ("the cached gamma", c.gamma, c.gamma),
             ("the cached statistics", c.mean, c.mean),
             ("the cached statistics", c.invstd, c.invstd),
-            ("the cached beta", beta, beta)))
+            ("the cached beta", beta, beta),
+            ("the cached residual", z, z)))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
