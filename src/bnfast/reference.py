@@ -141,7 +141,7 @@ def _residual(z, x):
     if z is None:
         return None
     z = np.asarray(z)
-    if z.dtype.kind != "f" or z.dtype.itemsize not in (4, 8):
+    if z.dtype.kind != "f":
         raise TypeError(f"residual must be a float32 or float64 array, got "
                         f"dtype {z.dtype}")
     if z.dtype != x.dtype:
