@@ -72,6 +72,16 @@ static int NAME(apply1)(const NAME(job) *k)
     return BNF_OK;
 }
 
+/* the fused residual's gate with the backward's sums (across rows: one
+   pass writing g into k->y, the sums into r0, r1) */
+static int NAME(gate_reduce1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    return NAME(rows_bwd_reduce_res)(k->dy, p->dy.s1, k->x, p->x.s1, k->z,
+                                     p->z.s1, p->n1, p->n2, k->cf, k->y,
+                                     p->y.s1, k->r0, k->r1);
+}
+
 /* the fused residual's gate: g (k->y) from dy, x, z */
 static int NAME(gate1)(const NAME(job) *k)
 {
@@ -362,7 +372,7 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
 }
 
 int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q,
-                           const T *x, const T *dy, T *g)
+                           const T *x, const T *dy, T *g, bnf_results *r)
 {
     ptrdiff_t n2 = p->n2;
     double *a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
@@ -378,9 +388,26 @@ int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q,
     free(a);
     if (buf == NULL)
         return BNF_ENOMEM;
-    int rc = NAME(map)(&k, NAME(gate1));
+    int rc;
+    if (r != NULL && NAME(across_rows)(&k, 1, 1) && p->z.s2 == 1) {
+        /* the gate in the reduce's pass */
+        k.r0 = r->sum_dy;
+        k.r1 = r->sum_dyxmu;
+        rc = NAME(reduce)(&k, NAME(gate_reduce1), BNF_MERGE_SUMS);
+        free(buf);
+        return rc;
+    }
+    rc = NAME(map)(&k, NAME(gate1));
     free(buf);
-    return rc;
+    if (rc != BNF_OK || r == NULL)
+        return rc;
+    /* along runs: the sums of g in a pass of their own */
+    bnf_panel pg = *p;
+    pg.dy = p->y;
+    bnf_params qg = *q;
+    qg.relu = 0;
+    qg.residual = NULL;
+    return NAME(bn_backward_reduce)(&pg, &qg, x, g, r);
 }
 
 /* bn_backward_apply, with sgx (non-NULL) the sums of g * xhat given

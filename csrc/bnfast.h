@@ -147,9 +147,12 @@ typedef struct {
        (x - mean) * (gamma * invstd) + beta + z was > 0, else 0, into the   \
        output array (strides p->y); reads gamma, beta, mean, invstd,        \
        residual.  The backward of relu(bn(x) + z) is then the plain         \
-       backward (relu 0) of g, and g is dz. */                              \
+       backward (relu 0) of g, and g is dz.  r not NULL: also writes        \
+       sum_dy and sum_dyxmu, bn_backward_reduce's sums of g (across rows    \
+       in the gate's pass), for bn_backward_apply of g. */                  \
     int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,     \
-                               const T *x, const T *dy, T *g);              \
+                               const T *x, const T *dy, T *g,               \
+                               bnf_results *r);                             \
                                                                              \
     /* Layer norm: reads eps, gamma, beta; writes the per-row mean and      \
        invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,     \

@@ -220,6 +220,11 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
                               const T *z, ptrdiff_t z1, ptrdiff_t z2,        \
                               bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,        \
                               ptrdiff_t t2, int relu);                       \
+    int rows_bwd_reduce_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,    \
+                                  ptrdiff_t ldx, const T *z, ptrdiff_t ldz,  \
+                                  ptrdiff_t m, ptrdiff_t c,                  \
+                                  bnf_coefs_##SUF cf, T *gw, ptrdiff_t ldg,  \
+                                  double *sum_dy, double *sum_dyxmu);        \
     void rows_gate_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,         \
                              ptrdiff_t ldx, const T *z, ptrdiff_t ldz,       \
                              ptrdiff_t m, ptrdiff_t c, bnf_coefs_##SUF cf,   \

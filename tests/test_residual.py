@@ -434,6 +434,27 @@ def test_sync_equals_one_process(size, mode, activation):
         np.testing.assert_allclose(db, wdb, rtol=1e-12)
 
 
+@pytest.mark.parametrize("activation", [None, "relu"])
+def test_sync_with_an_empty_shard(activation):
+    # 2 rows on 3 processes: one shard is empty (its dresidual too)
+    rng = np.random.default_rng(10)
+    x, z, dout = (rng.standard_normal((2, 3, 4, 4)) for _ in range(3))
+    p = {"mode": "train", "running_mean": np.zeros(3),
+         "running_var": np.ones(3)}
+    want, cache = bnfast.spatial_batchnorm_forward(
+        x, np.full(3, 1.5), np.full(3, 0.1), p, activation=activation,
+        residual=z)
+    wdx, _, _, wdz = bnfast.spatial_batchnorm_backward(dout, cache)
+    results, _ = run_ranks(3, lambda comm: _sync_check(
+        comm, x, z, dout, "train", activation, 1))
+    assert [len(rows) for rows, *_ in results] == [1, 1, 0]
+    for rows, out, (dx, dg, db, dz) in results:
+        assert dz.shape == (len(rows), 3, 4, 4)
+        np.testing.assert_allclose(out, want[rows], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, wdx[rows], rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(dz, wdz[rows])
+
+
 def test_sync_layer_with_residual():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((4, 3, 2, 2))

@@ -76,9 +76,11 @@ cdef extern from "bnfast.h" nogil:
                               const double *x, const double *dy, double *dx,
                               bnf_results *r)
     int bn_residual_gate_f32(const bnf_panel *p, const bnf_params *q,
-                             const float *x, const float *dy, float *g)
+                             const float *x, const float *dy, float *g,
+                             bnf_results *r)
     int bn_residual_gate_f64(const bnf_panel *p, const bnf_params *q,
-                             const double *x, const double *dy, double *g)
+                             const double *x, const double *dy, double *g,
+                             bnf_results *r)
 
     int ln_forward_f32(const bnf_panel *p, const bnf_params *q,
                        const float *x, float *y, bnf_results *r)

@@ -1452,6 +1452,7 @@ cdef class BnBackward:
     cdef readonly Py_ssize_t channels
     cdef bint relu        # the kernels' mask (not after the residual's gate)
     cdef readonly object dresidual  # with a residual: its gradient
+    cdef cnp.ndarray gsums  # the gate's sums of g, g * (x - mean), or None
 
     cdef int _gate(self) except -1:
         # the fused residual with the ReLU: g = dout masked by the forward's
@@ -1461,6 +1462,8 @@ cdef class BnBackward:
         cdef cnp.ndarray g = _like(self.c.x, &self.o, &gp)
         cdef bnf_panel bp = _cpanel(&self.xp, &gp, &self.dp)
         cdef bnf_params q
+        cdef bnf_results r = _cresults()
+        cdef cnp.ndarray sums = _new_doubles(2 * self.channels)
         cdef chans_t ch
         cdef int rc = 0
         cdef char *x = _data(self.c.x)
@@ -1477,16 +1480,20 @@ cdef class BnBackward:
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
             q.residual = _data(self.c.residual)
+            # the sums of g too (across rows in the gate's pass)
+            r.sum_dy = <double *>cnp.PyArray_DATA(sums)
+            r.sum_dyxmu = r.sum_dy + self.channels
             with nogil:
                 if f32:
                     rc = bn_residual_gate_f32(&bp, &q, <float *>x,
-                                              <float *>dy, <float *>y)
+                                              <float *>dy, <float *>y, &r)
                 else:
                     rc = bn_residual_gate_f64(&bp, &q, <double *>x,
-                                              <double *>dy, <double *>y)
+                                              <double *>dy, <double *>y, &r)
         finally:
             _chans_free(&ch)
         _raise(rc)
+        self.gsums = sums
         self.dout = g
         self.dp = gp
         self.relu = False
@@ -1549,7 +1556,12 @@ cdef class BnBackward:
         try:
             dg = _grad_buffer(dgamma, &ch)
             db = _grad_buffer(dbeta, &ch)
-            self._dx(dx, &tp, NULL, 0.0, dg, db)
+            if self.gsums is not None and np.isfinite(self.gsums).all():
+                # the residual's gate summed g already: the apply step
+                self._dx(dx, &tp, <double *>cnp.PyArray_DATA(self.gsums),
+                         <double>(cnp.PyArray_SIZE(self.c.x) // c), dg, db)
+            else:  # (non-finite sums: bn_backward's rescue, from g)
+                self._dx(dx, &tp, NULL, 0.0, dg, db)
             _grad_done(dgamma, dg, c)
             _grad_done(dbeta, db, c)
         finally:
@@ -1576,6 +1588,8 @@ cdef class BnBackward:
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
+        if self.gsums is not None:  # the residual's gate summed g
+            return self.gsums.copy()
         bp = _cpanel(&self.xp, NULL, &self.dp)
         x = _data(self.c.x)
         dy = _data(self.dout)
