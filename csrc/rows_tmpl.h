@@ -529,34 +529,26 @@ int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
                 for (ptrdiff_t j = 0; j < tc; j++)
                     fs[j] = fq[j] = 0;
                 ptrdiff_t i = f0;
-                /* wide rows four at a time: the accumulators are loaded
-                   and stored once for four rows (BNF_WIDE_ROW) */
-                for (; wide && i + 4 <= f1; i += 4) {
+                /* wide rows two at a time (four, as rows_bwd_reduce,
+                   need 16 pointers: GCC reloaded them from the stack in
+                   the inner loop, the hottest instructions in perf) */
+                for (; wide && i + 2 <= f1; i += 2) {
                     const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict g1 = g0 + lddy, *restrict g2 = g1 + lddy;
-                    const T *restrict g3 = g2 + lddy;
+                    const T *restrict g1 = g0 + lddy;
                     const T *restrict x0 = x + i * ldx + c0;
-                    const T *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx;
-                    const T *restrict x3 = x2 + ldx;
+                    const T *restrict x1 = x0 + ldx;
                     const T *restrict z0 = z + i * ldz + c0;
-                    const T *restrict z1 = z0 + ldz, *restrict z2 = z1 + ldz;
-                    const T *restrict z3 = z2 + ldz;
+                    const T *restrict z1 = z0 + ldz;
                     T *restrict w0 = gw + i * ldg + c0;
-                    T *restrict w1 = w0 + ldg, *restrict w2 = w1 + ldg;
-                    T *restrict w3 = w2 + ldg;
+                    T *restrict w1 = w0 + ldg;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
-                        C d2 = LOAD(x2[j]) - mh[j], d3 = LOAD(x3[j]) - mh[j];
                         C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j] + LOAD(z0[j]), RELU_MIN);
                         C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j] + LOAD(z1[j]), RELU_MIN);
-                        C u2 = BNF_GATE(LOAD(g2[j]), d2 * ra[j] + rb[j] + LOAD(z2[j]), RELU_MIN);
-                        C u3 = BNF_GATE(LOAD(g3[j]), d3 * ra[j] + rb[j] + LOAD(z3[j]), RELU_MIN);
                         w0[j] = STORE(u0);
                         w1[j] = STORE(u1);
-                        w2[j] = STORE(u2);
-                        w3[j] = STORE(u3);
-                        fs[j] += (u0 + u1) + (u2 + u3);
-                        fq[j] += (u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3);
+                        fs[j] += u0 + u1;
+                        fq[j] += u0 * d0 + u1 * d1;
                     }
                 }
                 for (; i < f1; i++) {
