@@ -522,6 +522,9 @@ def bn_cases(data, peers=True):
                 x, g, b, p, activation="relu"))
         fns["backward +relu", name] = (
             lambda mod=mod, c=rcache: mod.batchnorm_backward(dout, c))
+    fns.update(residual_cases(data, peers, "", lambda mod, *a, **k:
+                              mod.batchnorm_forward(*a, **k),
+                              "batchnorm_backward"))
     if peers and torch is not None:
         t = tensors(data)
         fns.update(torch_bn_cases(t, "forward-train", "forward-test",
@@ -592,6 +595,66 @@ def torch_bn_relu_cases(t):
             ("backward +relu", "torch"): backward}
 
 
+def residual_cases(data, peers, prefix, forward, backward):
+    """The fused residual (residual=z): rows '<prefix>fwd-train +res',
+    'fwd-train +res+relu', 'backward +res+relu', 'fwd-test +res+relu',
+    against PyTorch's unfused relu_(native_batch_norm(x).add_(z)) (in
+    place: its cheapest form) and its backward (threshold_backward, whose
+    result is also dz, then batch norm's).  z: dout reversed along the
+    batch, laid out as x."""
+    x, g, b, dout = data["x"], data["gamma"], data["beta"], data["dout"]
+    z = dout[::-1].copy()
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        train, relu = bn_param(data, "train"), bn_param(data, "train")
+        test = bn_param(data, "test")
+        _, cache = forward(mod, x, g, b, bn_param(data, "train"),
+                           activation="relu", residual=z)
+        fns[f"{prefix}fwd-train +res", name] = (
+            lambda mod=mod, p=train: forward(mod, x, g, b, p, residual=z))
+        fns[f"{prefix}fwd-train +res+relu", name] = (
+            lambda mod=mod, p=relu: forward(mod, x, g, b, p, residual=z,
+                                            activation="relu"))
+        fns[f"{prefix}backward +res+relu", name] = (
+            lambda mod=mod, c=cache: getattr(mod, backward)(dout, c))
+        fns[f"{prefix}fwd-test +res+relu", name] = (
+            lambda mod=mod, p=test: forward(mod, x, g, b, p, residual=z,
+                                            activation="relu"))
+    if peers and torch is not None:
+        tx, tw, tb, tdy, rm, rv = tensors(data)
+        tz = torch.from_numpy(z)
+        trm, trv = rm.clone(), rv.clone()
+        out, save_mean, save_invstd = torch.native_batch_norm(
+            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+        torch.relu_(out.add_(tz))
+        nbb = aten_op("native_batch_norm_backward")
+        thb = aten_op("threshold_backward")
+
+        def fwd(relu, training=True):
+            y = torch.native_batch_norm(tx, tw, tb, rm if training else trm,
+                                        rv if training else trv, training,
+                                        0.1, EPS)[0].add_(tz)
+            return torch.relu_(y) if relu else y
+
+        def bwd():
+            gz = thb(tdy, out, 0)  # dz, and the batch norm's dy
+            return nbb(gz, tx, tw, rm, rv, save_mean, save_invstd, True,
+                       EPS, [True, True, True]), gz
+        fns[f"{prefix}fwd-train +res", "torch"] = lambda: fwd(False)
+        fns[f"{prefix}fwd-train +res+relu", "torch"] = lambda: fwd(True)
+        fns[f"{prefix}backward +res+relu", "torch"] = bwd
+        fns[f"{prefix}fwd-test +res+relu", "torch"] = lambda: fwd(True,
+                                                                   False)
+    return fns
+
+
+# memory passes of the residual rows, in copies (read + write = 1): the
+# forward reads x (statistics), then x and z and writes y; the backward
+# reads dy, x, z and writes dz (the gate), then the plain backward of dz
+RESIDUAL_COPIES = {"fwd-train +res": 2.0, "fwd-train +res+relu": 2.0,
+                   "backward +res+relu": 4.5, "fwd-test +res+relu": 1.5}
+
+
 def torch_bn_cases(t, train_row, test_row, backward_row):
     tx, tw, tb, tdy, rm, rv = t
     _, save_mean, save_invstd = torch.native_batch_norm(
@@ -649,6 +712,11 @@ def spatial_cases(prefix, axis, test):
             fns[backward_row, name] = (
                 lambda mod=mod, c=cache: mod.spatial_batchnorm_backward(
                     dout, c))
+        if axis == 1:  # the fused residual of a ResNet block (NCHW)
+            fns.update(residual_cases(
+                data, peers, f"{prefix} ", lambda mod, *a, **k:
+                mod.spatial_batchnorm_forward(*a, axis=axis, **k),
+                "spatial_batchnorm_backward"))
         if peers and torch is not None:
             tx, tw, tb, tdy, rm, rv = tensors(data)
             if axis != 1:
@@ -821,7 +889,8 @@ FAMILIES = [
      "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
                 "backward_alt": 2.5, "fwd-train out=": 1.5,
                 "fwd-test out=": 1.0, "backward out=": 2.5,
-                "fwd-train +relu": 1.5, "backward +relu": 2.5},
+                "fwd-train +relu": 1.5, "backward +relu": 2.5,
+                **RESIDUAL_COPIES},
      "peer_alias": {"torch": {"backward_alt": "backward",
                               "backward out=": "backward"},
                     "numba": {"backward_alt": "backward"}}},
@@ -831,7 +900,9 @@ FAMILIES = [
      "quantities": BN_QUANTITIES, "run": spatial_run(1),
      "cases": spatial_cases("spatial-nchw", 1, test=True),
      "copies": {"spatial-nchw fwd-train": 1.5, "spatial-nchw fwd-test": 1.0,
-                "spatial-nchw backward": 2.5}},
+                "spatial-nchw backward": 2.5,
+                **{f"spatial-nchw {k}": v
+                   for k, v in RESIDUAL_COPIES.items()}}},
     # sizes given as NCHW: the data is spatial-nchw's, moved channels-last
     {"name": "spatial-nhwc", "data": nhwc_data,
      "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],

@@ -70,6 +70,7 @@ typedef struct {
     bnf_strides x;  /* x */
     bnf_strides y;  /* the output: y (forward), dx (backward) */
     bnf_strides dy; /* dy (backward) */
+    bnf_strides z;  /* the residual (batch norm, params.residual) */
 } bnf_panel;
 
 /* What a call reads besides the data. */
@@ -89,6 +90,12 @@ typedef struct {
     const double *var;            /* bn_forward_test: (running) variance */
     const double *sum_dy, *sum_dyxmu; /* bn_backward_apply: the sums of dy
                                          and dy * (x - mean) */
+    const void *residual; /* batch norm apply and forwards: z, an array of
+                             the data type T with strides p->z, added
+                             before the ReLU: y = max(bn(x) + z, 0); NULL:
+                             none; equal to the output y (same strides): the
+                             in-place add, each z read before its y is
+                             written.  bn_residual_gate reads it too. */
 } bnf_params;
 
 /* What a call writes besides the data. */
@@ -141,6 +148,16 @@ typedef struct {
     int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,    \
                                 const T *x, const T *dy, T *dx,              \
                                 bnf_results *r);                             \
+    /* The fused residual's ReLU gate: g = dy where the forward's         \
+       (x - mean) * (gamma * invstd) + beta + z was > 0, else 0, into the   \
+       output array (strides p->y); reads gamma, beta, mean, invstd,        \
+       residual.  The backward of relu(bn(x) + z) is then the plain         \
+       backward (relu 0) of g, and g is dz.  r not NULL: also writes        \
+       sum_dy and sum_dyxmu, bn_backward_reduce's sums of g (across rows    \
+       in the gate's pass), for bn_backward_apply of g. */                  \
+    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,     \
+                               const T *x, const T *dy, T *g,               \
+                               bnf_results *r);                             \
                                                                              \
     /* Layer norm: reads eps, gamma, beta; writes the per-row mean and      \
        invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,     \

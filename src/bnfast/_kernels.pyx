@@ -836,6 +836,10 @@ cdef class BatchNormCache(_Cache):
     beta, plus the per-channel batch mean and 1/sqrt(var + eps): O(channels)
     memory beside x, no copy of x_hat (the backward recomputes it).
 
+    With ``residual=z`` (``has_residual``) and the fused ReLU it keeps a
+    reference to z too (``residual``, in the element order of x: z itself
+    or a copy): the backward's mask needs it; do not modify z in between.
+
     After a 'test' mode forward (``frozen`` True) ``mean`` and ``invstd``
     are the running statistics used, as float64 copies made by the
     forward (1/sqrt(running_var + eps)): a later update of the running
@@ -848,6 +852,13 @@ cdef class BatchNormCache(_Cache):
     cdef readonly bint relu
     cdef readonly bint frozen
     cdef bint synchronized
+    # the fused residual: has_residual (the backward returns dresidual);
+    # residual, the array read (x's layout), kept with the ReLU only (its
+    # mask needs it); residual_lost: overwritten by out=residual in 'test'
+    # mode, so the ReLU's backward cannot run
+    cdef readonly bint has_residual
+    cdef readonly cnp.ndarray residual
+    cdef bint residual_lost
 
     @property
     def panel(self):
@@ -974,12 +985,16 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
         # again (checked already; one tuple of fixed length is cheapest)
         beta = (c.x if cache_type is not BatchNormCache
                 or not (<BatchNormCache>c).relu else (<BatchNormCache>c).beta)
+        z = (c.x if cache_type is not BatchNormCache
+             or (<BatchNormCache>c).residual is None
+             else (<BatchNormCache>c).residual)
         _out_array(out, c.shape, c.x, (
             ("dout", d, dout), ("the cached x", c.x, c.x),
             ("the cached gamma", c.gamma, c.gamma),
             ("the cached statistics", c.mean, c.mean),
             ("the cached statistics", c.invstd, c.invstd),
-            ("the cached beta", beta, beta)))
+            ("the cached beta", beta, beta),
+            ("the cached residual", z, z)))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
@@ -1010,6 +1025,17 @@ cdef class BnForward:
     cdef object out, bn_param
     cdef order_t o
     cdef panel_t p
+    cdef readonly bint has_residual
+    cdef cnp.ndarray z   # the residual read: in x's element order (zp)
+    cdef panel_t zp
+    cdef bint inplace    # out is the residual itself
+
+    cdef void _residual(self, bnf_panel *bp, bnf_params *q) noexcept:
+        # the fused residual's pointer and strides (the kernel sees out ==
+        # residual as the in-place add: the same pointer and strides)
+        if self.has_residual and self.count:
+            q.residual = _data(self.z)
+            bp.z.s1, bp.z.s2 = self.zp.s1, self.zp.s2
 
     @property
     def mode(self):
@@ -1076,6 +1102,12 @@ cdef class BnForward:
         c.beta = self.bflat
         c.axis = self.axis
         c.relu = self.relu
+        c.has_residual = self.has_residual
+        if self.has_residual and self.relu:
+            if self.inplace:  # 'test' mode: the caller's z is overwritten
+                c.residual_lost = True
+            else:
+                c.residual = self.z
         return c
 
     def cache(self, mean, invstd, cls):
@@ -1148,6 +1180,7 @@ cdef class BnForward:
             q.relu = self.relu
             q.mean = <double *>cnp.PyArray_DATA(m)
             q.invstd = <double *>cnp.PyArray_DATA(s)
+            self._residual(&bp, &q)
             x = _data(self.x)
             y = _data(res)
             with nogil:
@@ -1221,6 +1254,7 @@ cdef class BnForward:
             q.mean = m
             q.invstd = s
             q.relu = self.relu
+            self._residual(&bp, &q)
             x = _data(self.x)
             y = _data(res)
             with nogil:
@@ -1256,6 +1290,7 @@ cdef class BnForward:
             q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
             q.eps = self.eps
             q.relu = self.relu
+            self._residual(&bp, &q)
             r.var = _scratch(&ch)
             with nogil:
                 if f32:
@@ -1273,9 +1308,39 @@ cdef class BnForward:
         return _result(res, self.out, self.shape), cache
 
 
+cdef bint _same_view(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """a and b are the same elements in the same order: one data pointer,
+    shape and strides (of the axes longer than 1)."""
+    cdef int k
+    if (cnp.PyArray_BYTES(a) != cnp.PyArray_BYTES(b)
+            or cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b)):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+        if (cnp.PyArray_DIM(a, k) > 1
+                and cnp.PyArray_STRIDE(a, k) != cnp.PyArray_STRIDE(b, k)):
+            return False
+    return True
+
+
+cdef cnp.ndarray _residual_array(object residual, cnp.ndarray x):
+    """The residual as an array of exactly x's shape and dtype (no
+    broadcasting, no conversion: float32 z with float64 x is an error)."""
+    cdef cnp.ndarray z = _float_array(residual, "residual")
+    if cnp.PyArray_TYPE(z) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"residual must have dtype {(<object>x).dtype} "
+                        f"(x's), got {(<object>z).dtype}")
+    if not _shape_is(z, _shape(x)):
+        raise ValueError(f"residual must have the shape of x {_shape(x)}, "
+                         f"got {_shape(z)}")
+    return z
+
+
 cdef BnForward _bn_forward(object x, object gamma, object beta,
                            object bn_param, bint spatial, object axis,
-                           object activation, object out, bint allow_empty):
+                           object activation, object out, bint allow_empty,
+                           object residual=None):
     """Validate a batch norm forward call; spatial: channels along axis
     (spatial_batchnorm_forward), else per feature of x.reshape(N, -1)
     (batchnorm_forward).  Checks in the documented order, before
@@ -1323,11 +1388,24 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
         rv = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
     f.rv = _per_feature(rv, "bn_param['running_var']", d, xa, fax)
     f.rvflat = _flat(f.rv, d)
+    f.has_residual = residual is not None
+    za = _residual_array(residual, xa) if f.has_residual else xa
+    # out=residual: the in-place add, when out is exactly the caller's
+    # array read (not in 'train' mode with the ReLU, whose backward reads
+    # z again); any other overlap with it raises below
+    f.inplace = (f.has_residual and out is not None and za is residual
+                 and cnp.PyArray_Check(out)
+                 and _same_view(<cnp.ndarray>out, za))
+    if f.inplace and f.train and f.relu:
+        raise ValueError("out must not be residual in 'train' mode with "
+                         "activation='relu': the backward reads residual")
     if out is not None:  # what is read (xs: below), and the caller's
         _out_array(out, f.shape, xa, (
             ("x", xa, x), ("gamma", f.gflat, gamma), ("beta", f.bflat, beta),
             ("bn_param['running_mean']", f.rmflat, rm),
-            ("bn_param['running_var']", f.rvflat, rv)))
+            ("bn_param['running_var']", f.rvflat, rv),
+            ("residual", xa if f.inplace or not f.has_residual else za,
+             x if f.inplace or not f.has_residual else residual)))
     f.out = out
     f.bn_param = bn_param
     f.count = cnp.PyArray_SIZE(xs) // d
@@ -1337,27 +1415,39 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.x = xs
     if f.count and not _panel(xs, &f.o, &f.p):
         raise RuntimeError("internal: x without a panel")
+    if f.has_residual:
+        zs = za
+        if cnp.PyArray_NDIM(za) != cnp.PyArray_NDIM(xs):
+            zs = za.reshape(_shape(xs))
+        # z's panel in x's element order: a view when its layout allows,
+        # else a copy laid out like x (then out=residual is not in place)
+        if f.count and not _panel(zs, &f.o, &f.zp):
+            relaid = _like(xs, &f.o, &f.zp)
+            np.copyto(relaid, zs)
+            zs = relaid
+        f.z = zs
     return f
 
 
 def bn_forward(x, gamma, beta, bn_param, axis, activation, out,
-               bint allow_empty):
+               bint allow_empty, residual=None):
     """A validated BnForward (bnfast.distributed): axis None for
     batchnorm_forward's per-feature normalization, else the channel axis;
     allow_empty: x may have N = 0."""
     return _bn_forward(x, gamma, beta, bn_param, axis is not None, axis,
-                       activation, out, allow_empty)
+                       activation, out, allow_empty, residual)
 
 
-def batchnorm_forward(x, gamma, beta, bn_param, activation=None, out=None):
+def batchnorm_forward(x, gamma, beta, bn_param, activation=None, out=None,
+                      residual=None):
     return _bn_forward(x, gamma, beta, bn_param, False, None, activation,
-                       out, False).run()
+                       out, False, residual).run()
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, axis=1,
-                              activation=None, out=None):
+                              activation=None, out=None, residual=None):
     return _bn_forward(x, gamma, beta, bn_param, True, axis, activation,
-                       out, False).run()
+                       out, False, residual).run()
 
 
 cdef class BnBackward:
@@ -1372,6 +1462,55 @@ cdef class BnBackward:
     cdef order_t o
     cdef panel_t xp, dp
     cdef readonly Py_ssize_t channels
+    cdef bint relu        # the kernels' mask (not after the residual's gate)
+    cdef readonly object dresidual  # with a residual: its gradient
+    cdef cnp.ndarray gsums  # the gate's sums of g, g * (x - mean), or None
+
+    cdef int _gate(self) except -1:
+        # the fused residual with the ReLU: g = dout masked by the forward's
+        # relu(bn(x) + z) > 0, into a new array laid out like x; g is
+        # dresidual and the dout of the plain backward that follows
+        cdef panel_t gp, zp
+        cdef cnp.ndarray g = _like(self.c.x, &self.o, &gp)
+        cdef bnf_panel bp = _cpanel(&self.xp, &gp, &self.dp)
+        cdef bnf_params q
+        cdef bnf_results r = _cresults()
+        cdef cnp.ndarray sums = _new_doubles(2 * self.channels)
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef char *x = _data(self.c.x)
+        cdef char *dy = _data(self.dout)
+        cdef char *y = _data(g)
+        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        if not _panel(self.c.residual, &self.o, &zp):
+            raise RuntimeError("internal: the cached residual without a panel")
+        bp.z.s1, bp.z.s2 = zp.s1, zp.s2
+        _chans_init(&ch, self.channels, 2)
+        try:
+            q = _cparams(_doubles(&ch, self.c.gamma),
+                         _doubles(&ch, self.c.beta))
+            q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
+            q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
+            q.residual = _data(self.c.residual)
+            # the sums of g too (across rows in the gate's pass)
+            r.sum_dy = <double *>cnp.PyArray_DATA(sums)
+            r.sum_dyxmu = r.sum_dy + self.channels
+            with nogil:
+                if f32:
+                    rc = bn_residual_gate_f32(&bp, &q, <float *>x,
+                                              <float *>dy, <float *>y, &r)
+                else:
+                    rc = bn_residual_gate_f64(&bp, &q, <double *>x,
+                                              <double *>dy, <double *>y, &r)
+        finally:
+            _chans_free(&ch)
+        _raise(rc)
+        self.gsums = sums
+        self.dout = g
+        self.dp = gp
+        self.relu = False
+        self.dresidual = _result(g, None, self.c.shape)
+        return 0
 
     cdef int _dx(self, cnp.ndarray dx, panel_t *tp, const double *count_sums,
                  double count, double *dgamma, double *dbeta) except -1:
@@ -1394,7 +1533,7 @@ cdef class BnBackward:
                          _doubles(&ch, self.c.beta))
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
-            q.relu = self.c.relu
+            q.relu = self.relu
             q.frozen = self.c.frozen
             if count_sums != NULL:
                 q.count = count
@@ -1429,11 +1568,19 @@ cdef class BnBackward:
         try:
             dg = _grad_buffer(dgamma, &ch)
             db = _grad_buffer(dbeta, &ch)
-            self._dx(dx, &tp, NULL, 0.0, dg, db)
+            if self.gsums is not None and np.isfinite(self.gsums).all():
+                # the residual's gate summed g already: the apply step
+                self._dx(dx, &tp, <double *>cnp.PyArray_DATA(self.gsums),
+                         <double>(cnp.PyArray_SIZE(self.c.x) // c), dg, db)
+            else:  # (non-finite sums: bn_backward's rescue, from g)
+                self._dx(dx, &tp, NULL, 0.0, dg, db)
             _grad_done(dgamma, dg, c)
             _grad_done(dbeta, db, c)
         finally:
             _chans_free(&ch)
+        if self.c.has_residual:
+            return (_result(dx, self.out, self.c.shape), dgamma, dbeta,
+                    self.dresidual)
         return _result(dx, self.out, self.c.shape), dgamma, dbeta
 
     def reduce(self):
@@ -1453,6 +1600,8 @@ cdef class BnBackward:
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
+        if self.gsums is not None:  # the residual's gate summed g
+            return self.gsums.copy()
         bp = _cpanel(&self.xp, NULL, &self.dp)
         x = _data(self.c.x)
         dy = _data(self.dout)
@@ -1463,7 +1612,7 @@ cdef class BnBackward:
                          _doubles(&ch, self.c.beta))
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
-            q.relu = self.c.relu
+            q.relu = self.relu
             with nogil:
                 if f32:
                     rc = bn_backward_reduce_f32(&bp, &q, <float *>x,
@@ -1523,8 +1672,13 @@ cdef BnBackward _bn_backward(object dout, object cache, object out,
     if local and c.synchronized:
         raise TypeError("cache is from a synchronized forward pass: use "
                         "bnfast.distributed.sync_batchnorm_backward")
+    if c.has_residual and c.relu and c.residual_lost:
+        raise ValueError("cache: the residual was overwritten by "
+                         "out=residual in the forward pass; the fused "
+                         "ReLU's backward needs it")
     bw.c = c
     bw.out = out
+    bw.relu = c.relu
     bw.channels = cnp.PyArray_DIM(c.x, c.axis)
     _check_cache(c, bw.channels, bw.channels, c.beta)
     if cnp.PyArray_SIZE(c.x):
@@ -1540,6 +1694,17 @@ cdef BnBackward _bn_backward(object dout, object cache, object out,
             np.copyto(bw.relaid, d)
             d = bw.relaid
     bw.dout = d
+    if c.has_residual:
+        if c.relu and cnp.PyArray_SIZE(c.x):
+            bw._gate()
+        elif c.relu:
+            bw.dresidual = _empty_of(c.shape, cnp.PyArray_TYPE(c.x))
+        elif (cnp.PyArray_Check(dout)
+              and cnp.PyArray_TYPE(<cnp.ndarray>dout) == cnp.PyArray_TYPE(c.x)
+              and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>dout)):
+            bw.dresidual = dout  # the same gradient (PyTorch's autograd)
+        else:
+            bw.dresidual = _result(d, None, c.shape)
     return bw
 
 

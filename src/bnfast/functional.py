@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
-                      out=None):
+                      out=None, residual=None):
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -95,7 +95,21 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         'relu' applies max(., 0) to the output in the same pass (fused
         batch norm + ReLU, 'train' and 'test' mode); the backward then
         takes dout as the gradient of the ReLU's output.
-
+    residual : ndarray, keyword-only
+        z, added to the batch norm's output before the activation in the
+        same pass: ``out = relu(bn(x) + z)`` with ``activation='relu'``,
+        else ``bn(x) + z`` (a ResNet block's skip connection).  x's exact
+        shape and dtype (no broadcasting or conversion: TypeError for
+        another dtype, ValueError for another shape); any layout (read in
+        place when its layout fits x's, else copied).  The backward then
+        returns a fourth gradient, dresidual.  With the ReLU the cache
+        keeps a reference to z (the backward's mask reads it): do not
+        modify z between forward and backward.  ``out=residual`` (the very
+        same array view) is the in-place add of an inference block: allowed
+        in 'test' mode (the cache's ReLU backward then raises: z is gone)
+        and in 'train' mode without the ReLU (the backward does not read
+        z); in 'train' mode with the ReLU, or any other overlap of out
+        and residual, it raises ValueError.
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
         its elements not overlapping one another, sharing no memory with
@@ -139,7 +153,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     array([0.2, 0.4])
     """
     return _kernels.batchnorm_forward(x, gamma, beta, bn_param, activation,
-                                        out)
+                                        out, residual)
 
 
 def batchnorm_backward(dout, cache, *, out=None):
@@ -163,7 +177,9 @@ def batchnorm_backward(dout, cache, *, out=None):
         ``g = dout`` (masked by the fused ReLU), ``dx = g * gamma * s``,
         ``dgamma = sum(g * (x - running_mean) * s)``, ``dbeta = sum(g)``
         (the same two passes, the apply pass without the terms through
-        the batch's statistics).
+        the batch's statistics).  After a forward with ``residual=z``
+        the ReLU's mask is that of ``bn(x) + z`` (z read from the cache)
+        and a fourth gradient, dresidual, is returned.
 
     out : ndarray, keyword-only
         Write dx into this array (x's shape and dtype, writeable, its
@@ -178,6 +194,13 @@ def batchnorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+    dresidual : ndarray, x's shape and dtype (only after ``residual=``)
+        With the fused ReLU: dout masked by ``bn(x) + z > 0``, a new array
+        (written by the pass that forms the mask; the rest of the backward
+        reads it as its dout).  Without: ``dout`` itself, not a copy, when
+        it is an ndarray of x's dtype (as PyTorch's autograd passes the
+        same gradient to both summands; copy it before modifying it in
+        place), else dout converted to x's dtype.
 
     Examples
     --------
@@ -206,6 +229,18 @@ def batchnorm_backward(dout, cache, *, out=None):
     >>> dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
     >>> dx[0], dgamma
     (array([0.5, 0.5]), array([3. , 4.5]))
+
+    Fused residual and ReLU, out = relu(bn(x) + z): four gradients.
+
+    >>> z = np.array([[0.5, -2.0], [0.0, 0.0], [0.0, 0.0]])
+    >>> out, cache = bnfast.batchnorm_forward(
+    ...     x, np.ones(2), np.zeros(2), {"mode": "train"}, residual=z,
+    ...     activation="relu")
+    >>> dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dz
+    array([[0., 0.],
+           [1., 1.],
+           [0., 0.]])
     """
     return _kernels.batchnorm_backward(dout, cache, out)
 
@@ -214,7 +249,7 @@ batchnorm_backward_alt = batchnorm_backward
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None, out=None):
+                              activation=None, out=None, residual=None):
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -244,7 +279,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
         The channel axis (not 0, the batch axis).  Default 1.
     activation : None or 'relu', keyword-only
         As for :func:`batchnorm_forward`: fused ReLU.
-
+    residual : ndarray, keyword-only
+        As for :func:`batchnorm_forward`: ``relu(bn(x) + z)`` in one pass.
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
         its elements not overlapping one another, sharing no memory with
@@ -271,7 +307,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     ((2, 2, 2, 2), 0.0, 1.0)
     """
     return _kernels.spatial_batchnorm_forward(x, gamma, beta, bn_param,
-                                                axis, activation, out)
+                                                axis, activation, out,
+                                                residual)
 
 
 def spatial_batchnorm_backward(dout, cache, *, out=None):
@@ -297,6 +334,8 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+    dresidual : ndarray (only after ``residual=``)
+        As for :func:`batchnorm_backward`.
 
     Examples
     --------

@@ -188,8 +188,8 @@ class _Norm:
     def _beta(self):
         return self.params.get("beta")
 
-    def __call__(self, x, mode="train"):
-        return self.forward(x, mode)
+    def __call__(self, x, mode="train", **kwargs):
+        return self.forward(x, mode, **kwargs)
 
     def __repr__(self):
         """PyTorch-like: the positional arguments and eps (and momentum),
@@ -235,16 +235,19 @@ class _Norm:
         """dx for the last forward pass, in either mode (batch norm after
         'test' mode: through the frozen running statistics, dx = dout *
         gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
-        ``grads`` (affine layers) and as attributes."""
+        ``grads`` (affine layers) and as attributes.  After a batch norm
+        forward with ``residual=z``: (dx, dresidual)."""
         if self._cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward needs a forward pass "
                 "first")
-        dx, dgamma, dbeta = self._backward(dout, self._cache)
+        dx, dgamma, dbeta, *dres = self._backward(dout, self._cache)
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):
             if name in self.params:
                 self.grads[name] = grad
+        if dres:
+            return dx, dres[0]
         return dx
 
     # PyTorch-named state --------------------------------------------------
@@ -455,9 +458,13 @@ class BatchNorm(_Norm):
     def _backward(self, dout, cache):
         return functional.spatial_batchnorm_backward(dout, cache)
 
-    def forward(self, x, mode="train"):
+    def forward(self, x, mode="train", *, residual=None):
         """Normalize x: batch statistics in 'train' mode (updating the
-        running statistics), running statistics in 'test' mode."""
+        running statistics), running statistics in 'test' mode.
+        ``residual=z`` (keyword; x's shape and dtype): ``relu(bn(x) + z)``
+        (``bn(x) + z`` without the activation) in the same pass, as
+        :func:`bnfast.batchnorm_forward`'s; backward then returns (dx,
+        dresidual)."""
         self._check_mode(mode)
         x = self._check_channels(x, self.axis, self.num_features)
         use_batch = mode == "train" or not self.track_running_stats
@@ -470,19 +477,19 @@ class BatchNorm(_Norm):
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
-        out, self._cache = self._normalize(x, bn_param)
+        out, self._cache = self._normalize(x, bn_param, residual)
         if self.track_running_stats and mode == "train":
             self.running_mean[...] = bn_param["running_mean"]
             self.running_var[...] = bn_param["running_var"]
             self.num_batches_tracked += 1
         return out
 
-    def _normalize(self, x, bn_param):
+    def _normalize(self, x, bn_param, residual=None):
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
             x, self._gamma, self._beta, bn_param, axis=self.axis,
-            activation=self.activation)
+            activation=self.activation, residual=residual)
 
     def fold(self, *, drop_activation=False):
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to

@@ -74,10 +74,28 @@ def _arrays(name, value):
             yield from _arrays(name, v)
 
 
+def _same_view(a, b):
+    """a and b are the same elements in the same order."""
+    return (isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.__array_interface__["data"][0]
+            == b.__array_interface__["data"][0]
+            and all(s == t for s, t, n in zip(a.strides, b.strides, a.shape)
+                    if n > 1))
+
+
 def _check_out(out, arguments):
     if _overlaps_itself(out):
         raise ValueError("out has elements sharing memory: each result "
                          "needs its own")
+    residual = arguments.get("residual")
+    if residual is not None and _same_view(out, residual):
+        # out=residual: the in-place add, except where the backward reads z
+        kw = arguments.get("kwargs", {})
+        relu = arguments.get("activation", kw.get("activation")) == "relu"
+        if relu and arguments["bn_param"].get("mode") == "train":
+            raise ValueError("out must not be residual in 'train' mode with "
+                             "activation='relu': the backward reads residual")
+        arguments = {k: v for k, v in arguments.items() if k != "residual"}
     for name, value in arguments.items():
         for what, a in _arrays(name, value):
             try:
@@ -120,6 +138,23 @@ def _affine(gamma, beta, x, shape):
                                            beta is not None)
 
 
+def _residual(z, x):
+    """The residual checked: x's exact dtype and shape."""
+    if z is None:
+        return None
+    z = np.asarray(z)
+    if z.dtype.kind != "f":
+        raise TypeError(f"residual must be a float32 or float64 array, got "
+                        f"dtype {z.dtype}")
+    if z.dtype != x.dtype:
+        raise TypeError(f"residual must have dtype {x.dtype} (x's), got "
+                        f"{z.dtype}")
+    if z.shape != x.shape:
+        raise ValueError(f"residual must have the shape of x {x.shape}, "
+                         f"got {z.shape}")
+    return z
+
+
 def _param(p, x):
     """gamma or beta as an array; integers and bools converted to x's
     dtype (otherwise dgamma and dbeta would be truncated to integers);
@@ -133,7 +168,8 @@ def _param(p, x):
 
 
 @_takes_out
-def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
+def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
+                      residual=None):
     """Forward pass for batch normalization (reference).
 
     Parameters
@@ -149,7 +185,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
         averages the biased batch variance; True: the unbiased one, as
         PyTorch).  Updated with the new running statistics.
     activation : None or 'relu'
-        'relu': ``np.maximum(out, 0)``, and the backward masks dout with
+        'relu': ``np.maximum(out, 0)`` (after the residual), and the
+        backward masks dout with
         ``out > 0`` first.
 
     Returns
@@ -171,6 +208,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
            [ 1.,  1.]])
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
+    residual = _residual(residual, x)
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
@@ -210,6 +248,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     else:
         raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
 
+    if residual is not None:  # out = bn(x) + z, then the activation
+        out = out + residual.reshape(N, -1)
     out = out.astype(x.dtype, copy=False)
     mask = None
     if activation == "relu":
@@ -218,6 +258,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     elif activation is not None:
         raise ValueError(f"unknown activation {activation!r}")
     cache = cache + (wants, mask, mode == "test")
+    if residual is not None:  # the backward returns dresidual too
+        cache = cache + (True,)
     bn_param["running_mean"] = running_mean
     bn_param["running_var"] = running_var
     return out.reshape(x.shape), cache
@@ -322,20 +364,29 @@ def _unpack(dout, cache):
     x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache[:9]
     wants = cache[9] if len(cache) > 9 else (True, True)
     mask = cache[10] if len(cache) > 10 else None
+    residual = len(cache) > 12 and cache[12]
     N = x.shape[0]
+    dres = dout  # without the ReLU: the same gradient (PyTorch's autograd)
     if mask is not None:
         dout = dout * mask.reshape(dout.shape)
+        dres = dout
+    if residual and not (isinstance(dres, np.ndarray)
+                         and dres.dtype == x.dtype):
+        dres = np.asarray(dres).astype(x.dtype)
 
     def finish(dx, dgamma, dbeta):
-        return (dx.astype(x.dtype, copy=False).reshape(x_shape),
-                *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+        res = (dx.astype(x.dtype, copy=False).reshape(x_shape),
+               *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+        if residual:  # dresidual: dout, masked by the ReLU
+            return res + (dres.reshape(x_shape),)
+        return res
 
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
 
 
 @_takes_out
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None):
+                              activation=None, residual=None):
     """Forward pass for spatial batch normalization (reference).
 
     The textbook way: move the channel axis last, flatten to
@@ -361,13 +412,16 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     1.0
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
+    residual = _residual(residual, x)
     moved = np.moveaxis(x, axis, -1)
     c = moved.shape[-1]
     flat = moved.reshape(-1, c)
     g = None if gamma is None else np.reshape(gamma, c)
     b = None if beta is None else np.reshape(beta, c)
+    z = (None if residual is None
+         else np.moveaxis(residual, axis, -1).reshape(-1, c))
     out, cache = batchnorm_forward(flat, g, b, bn_param,
-                                   activation=activation)
+                                   activation=activation, residual=z)
     out = np.moveaxis(out.reshape(moved.shape), -1, axis)
     if cache is not None:
         cache = (cache, axis, moved.shape, _affine(gamma, beta, x, c)[3])
@@ -394,10 +448,17 @@ def spatial_batchnorm_backward(dout, cache):
     bn_cache, axis, moved_shape, g_shape = cache
     c = moved_shape[-1]
     flat = np.moveaxis(dout, axis, -1).reshape(-1, c)
-    dx, dgamma, dbeta = batchnorm_backward_alt(flat, bn_cache)
+    dx, dgamma, dbeta, *dres = batchnorm_backward_alt(flat, bn_cache)
     dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
-    return dx, *(None if d is None else d.reshape(g_shape)
-                 for d in (dgamma, dbeta))
+    grads = tuple(None if d is None else d.reshape(g_shape)
+                  for d in (dgamma, dbeta))
+    if dres:  # dresidual, laid back as dout
+        if bn_cache[10] is None and isinstance(dout, np.ndarray) and (
+                dout.dtype == dx.dtype):
+            return dx, *grads, dout
+        dres = np.moveaxis(dres[0].reshape(moved_shape), -1, axis)
+        return dx, *grads, dres
+    return dx, *grads
 
 
 def _rows_shape(x, normalized_shape):
