@@ -107,6 +107,15 @@ cdef extern from "bnfast.h" nogil:
     int bnf_have_openmp()
     const char *bnf_simd_level()
 
+# Half-precision storage (csrc/half.h): float16 and bfloat16 as uint16_t
+# bits; conversions of the per-channel values from and to double.
+cdef extern from "half.h" nogil:
+    ctypedef unsigned short uint16_t
+    double bnf_f16_to_f64(uint16_t h)
+    double bnf_bf16_to_f64(uint16_t h)
+    uint16_t bnf_f64_to_f16(double d)
+    uint16_t bnf_f64_to_bf16(double d)
+
 # Benchmark-only helper (csrc/bench_copy.c), not part of the kernels: a copy
 # with streaming stores, for the roofline of benchmarks/bench.py.
 cdef extern from *:

@@ -51,6 +51,128 @@ cdef enum:
 
 # ------------------------------------------------------------- kernels
 
+# The one dtype dispatch: the kernels of each storage dtype, a row of
+# bnf_kernel_table indexed by the dtype code of x (_code); a call site
+# reads _kern(x).<kernel>.  A new kernel is one more field (and its name
+# in BNF_KERNELS); a new dtype one more row and code.  The data pointers
+# are void * here (the table erases T).
+cdef extern from *:
+    """
+    typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                              const void *, void *, bnf_results *);
+    typedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                                const void *, bnf_results *);
+    typedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                                const void *, void *);
+    typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                              const void *, const void *, void *,
+                              bnf_results *);
+    typedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, const void *, bnf_results *);
+    typedef struct {
+        bnf_fwd_fn bn_forward_train;
+        bnf_stats_fn bn_stats;
+        bnf_apply_fn bn_apply;
+        bnf_bwd_fn bn_backward;
+        bnf_reduce_fn bn_backward_reduce;
+        bnf_bwd_fn bn_backward_apply;
+        bnf_fwd_fn ln_forward;
+        bnf_bwd_fn ln_backward;
+        bnf_fwd_fn gn_forward;
+        bnf_bwd_fn gn_backward;
+    } bnf_kernels;
+    #define BNF_KERNELS(SUF) {                                              \
+        (bnf_fwd_fn)bn_forward_train_##SUF, (bnf_stats_fn)bn_stats_##SUF, \
+        (bnf_apply_fn)bn_apply_##SUF, (bnf_bwd_fn)bn_backward_##SUF,       \
+        (bnf_reduce_fn)bn_backward_reduce_##SUF,                           \
+        (bnf_bwd_fn)bn_backward_apply_##SUF,                               \
+        (bnf_fwd_fn)ln_forward_##SUF, (bnf_bwd_fn)ln_backward_##SUF,       \
+        (bnf_fwd_fn)gn_forward_##SUF, (bnf_bwd_fn)gn_backward_##SUF}
+    /* rows in the order of the dtype codes (DT_* in _kernels.pyx) */
+    static const bnf_kernels bnf_kernel_table[] = {
+        BNF_KERNELS(f32), BNF_KERNELS(f64), BNF_KERNELS(f16),
+        BNF_KERNELS(bf16)};
+    #undef BNF_KERNELS
+    """
+    ctypedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, bnf_results *) noexcept nogil
+    ctypedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, void *) noexcept nogil
+    ctypedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                                  const void *, const void *,
+                                  bnf_results *) noexcept nogil
+    ctypedef struct bnf_kernels:
+        bnf_fwd_fn bn_forward_train
+        bnf_stats_fn bn_stats
+        bnf_apply_fn bn_apply
+        bnf_bwd_fn bn_backward
+        bnf_reduce_fn bn_backward_reduce
+        bnf_bwd_fn bn_backward_apply
+        bnf_fwd_fn ln_forward
+        bnf_bwd_fn ln_backward
+        bnf_fwd_fn gn_forward
+        bnf_bwd_fn gn_backward
+    const bnf_kernels *bnf_kernel_table
+
+
+cdef extern from "numpy/arrayobject.h":
+    enum: NPY_HALF  # (not in numpy's __init__.pxd)
+
+
+# the storage dtypes: codes of bnf_kernel_table's rows (-1: none)
+cdef enum:
+    DT_F32 = 0
+    DT_F64 = 1
+    DT_F16 = 2
+    DT_BF16 = 3
+
+# the type number of ml_dtypes.bfloat16 once an array of it was seen (a
+# user-defined type: its number is given when ml_dtypes registers it);
+# -1 before.  bnfast never imports ml_dtypes: an array of bfloat16 exists
+# only after its owner did.
+cdef int _bf16_num = -1
+
+
+cdef inline int _code_of(int t) noexcept:
+    if t == cnp.NPY_FLOAT:
+        return DT_F32
+    if t == cnp.NPY_DOUBLE:
+        return DT_F64
+    if t == NPY_HALF:
+        return DT_F16
+    if t == _bf16_num:
+        return DT_BF16
+    return -1
+
+
+cdef inline int _code(cnp.ndarray a) noexcept:
+    """The dtype code of a validated (float) array."""
+    return _code_of(cnp.PyArray_TYPE(a))
+
+
+cdef inline const bnf_kernels *_kern(cnp.ndarray x) noexcept:
+    """The kernels of x's storage dtype (x validated by _float_array)."""
+    return &bnf_kernel_table[_code(x)]
+
+
+cdef bint _is_bfloat16(object dt) except -1:
+    """dt is ml_dtypes.bfloat16's dtype (recording its type number)."""
+    global _bf16_num
+    if dt.itemsize != 2 or dt.name != "bfloat16":
+        return False
+    mld = _sys_modules.get("ml_dtypes")
+    if mld is None or dt != np.dtype(mld.bfloat16):
+        return False
+    _bf16_num = dt.num
+    return True
+
+
 cdef inline int _raise(int rc) except -1:
     if rc == BNF_ENOMEM:
         raise MemoryError("bnfast: could not allocate a scratch buffer")
@@ -104,9 +226,7 @@ def have_openmp():
 # ---------------------------------------------------------- validation
 
 cdef inline bint _is_float(cnp.ndarray a) noexcept:
-    cdef int t = cnp.PyArray_TYPE(a)
-    return ((t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
-            and cnp.PyArray_ISNOTSWAPPED(a))
+    return _code(a) >= 0 and cnp.PyArray_ISNOTSWAPPED(a)
 
 
 cdef int _not_masked(object a, str name) except -1:
@@ -124,13 +244,14 @@ cdef int _not_masked(object a, str name) except -1:
 
 
 cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
-    """``a`` as a float32 or float64 ndarray in native byte order.
+    """``a`` as a float16, bfloat16, float32 or float64 ndarray in native
+    byte order.
 
     Array-likes (lists) and ndarray subclasses (np.matrix, np.memmap) are
     read as plain ndarrays; byte-swapped float arrays are copied to native
     order; masked arrays raise TypeError.  ``convert``: the type number
     (x's) that integer and bool arrays are converted to (gamma and beta);
-    -1: any dtype but float32/float64 raises TypeError."""
+    -1: any other dtype raises TypeError."""
     cdef cnp.ndarray arr
     if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
         return <cnp.ndarray>a
@@ -139,17 +260,22 @@ cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     dt = arr.dtype
     if convert >= 0 and dt.kind in "biu":
         return cnp.PyArray_Cast(arr, convert)
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
+    if _is_bfloat16(dt):
+        return arr
+    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
         if convert >= 0:
             raise TypeError(
-                f"{name} must be a float32 or float64 array, or of integers "
-                f"or bools (converted to x's dtype), got dtype {dt}")
+                f"{name} must be a float16, bfloat16, float32 or float64 "
+                f"array, or of integers or bools (converted to x's dtype), "
+                f"got dtype {dt}")
         raise TypeError(
-            f"{name} must be a float32 or float64 array, got dtype {dt}")
+            f"{name} must be a float16, bfloat16, float32 or float64 "
+            f"array, got dtype {dt}")
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
-    if not _is_float(arr):  # a float of 4 or 8 bytes that is not float32/64
-        arr = arr.astype(np.float32 if dt.itemsize == 4 else np.float64)
+    if not _is_float(arr):  # a float of 2, 4 or 8 bytes, not numpy's own
+        arr = arr.astype({2: np.float16, 4: np.float32}.get(dt.itemsize,
+                                                             np.float64))
     return arr
 
 
@@ -755,33 +881,57 @@ cdef const double *_doubles(chans_t *c, cnp.ndarray a) noexcept:
     # callers); float64 is read in place, float32 converted to scratch;
     # None (an affine-free gamma or beta): NULL, which the kernels read as
     # gamma = 1, beta = 0
+    # (float16 and bfloat16 too: any float dtype of _float_array)
     cdef const float *f
+    cdef const uint16_t *h
     cdef double *d
     cdef Py_ssize_t i
+    cdef int code
     if a is None:
         return NULL
-    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+    code = _code(a)
+    if code == DT_F64:
         return <const double *>cnp.PyArray_DATA(a)
-    f = <const float *>cnp.PyArray_DATA(a)
     d = _scratch(c)
-    for i in range(c.n):
-        d[i] = f[i]
+    if code == DT_F32:
+        f = <const float *>cnp.PyArray_DATA(a)
+        for i in range(c.n):
+            d[i] = f[i]
+        return d
+    h = <const uint16_t *>cnp.PyArray_DATA(a)
+    if code == DT_F16:
+        for i in range(c.n):
+            d[i] = bnf_f16_to_f64(h[i])
+    else:
+        for i in range(c.n):
+            d[i] = bnf_bf16_to_f64(h[i])
     return d
 
 
 cdef void _store(cnp.ndarray a, Py_ssize_t n, const double *v) noexcept:
-    # Round n values into a (a new C-contiguous float32 or float64 array).
+    # Round n values into a (a new C-contiguous array of a float dtype of
+    # _float_array), each rounded once to nearest even.
     cdef double *d
     cdef float *f
+    cdef uint16_t *h
     cdef Py_ssize_t i
-    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+    cdef int code = _code(a)
+    if code == DT_F64:
         d = <double *>cnp.PyArray_DATA(a)
         for i in range(n):
             d[i] = v[i]
-    else:
+    elif code == DT_F32:
         f = <float *>cnp.PyArray_DATA(a)
         for i in range(n):
             f[i] = <float>v[i]
+    elif code == DT_F16:
+        h = <uint16_t *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            h[i] = bnf_f64_to_f16(v[i])
+    else:
+        h = <uint16_t *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            h[i] = bnf_f64_to_bf16(v[i])
 
 
 cdef cnp.ndarray _stats(object a, Py_ssize_t n, str what):
@@ -1082,7 +1232,8 @@ cdef class BnForward:
         is empty).  mean is rounded as in bn_forward_train; mean_lo, for
         float64 x, is each mean's low part (mean + mean_lo to about twice
         double precision: a merge of means without their rounding), None
-        for float32 x (its means need none)."""
+        for x computed in float32 (float32, float16, bfloat16: its means
+        need none)."""
         cdef cnp.ndarray mean = _new_doubles(self.channels)
         cdef cnp.ndarray mean_lo = _new_doubles(self.channels)
         cdef cnp.ndarray m2 = _new_doubles(self.channels)
@@ -1091,7 +1242,8 @@ cdef class BnForward:
         cdef bnf_params q = _cparams(NULL, NULL)
         cdef bnf_results r = _cresults()
         cdef char *x
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bint f32 = _code(self.x) != DT_F64  # computed in float32
+        cdef bnf_stats_fn kernel = _kern(self.x).bn_stats
         mean[...] = 0
         mean_lo[...] = 0
         m2[...] = 0
@@ -1103,10 +1255,7 @@ cdef class BnForward:
             r.mean_lo = <double *>cnp.PyArray_DATA(mean_lo)
         r.m2 = <double *>cnp.PyArray_DATA(m2)
         with nogil:
-            if f32:
-                rc = bn_stats_f32(&bp, &q, <float *>x, &r)
-            else:
-                rc = bn_stats_f64(&bp, &q, <double *>x, &r)
+            rc = kernel(&bp, &q, x, &r)
         _raise(rc)
         return mean, (None if f32 else mean_lo), m2
 
@@ -1123,7 +1272,7 @@ cdef class BnForward:
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_apply_fn kernel = _kern(self.x).bn_apply
         if self.count == 0:
             if self.out is None:
                 return _empty_of(self.shape, cnp.PyArray_TYPE(self.x))
@@ -1139,10 +1288,7 @@ cdef class BnForward:
             x = _data(self.x)
             y = _data(res)
             with nogil:
-                if f32:
-                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
-                else:
-                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
+                rc = kernel(&bp, &q, x, y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1165,7 +1311,7 @@ cdef class BnForward:
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_apply_fn kernel = _kern(self.x).bn_apply
         cdef cnp.ndarray mean, invstd
         cdef double *m
         cdef double *s
@@ -1212,10 +1358,7 @@ cdef class BnForward:
             x = _data(self.x)
             y = _data(res)
             with nogil:
-                if f32:
-                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
-                else:
-                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
+                rc = kernel(&bp, &q, x, y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1234,7 +1377,7 @@ cdef class BnForward:
         cdef bnf_results r = _cresults()
         cdef chans_t ch
         cdef int rc = 0
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_fwd_fn kernel = _kern(self.x).bn_forward_train
         cdef char *x = _data(self.x)
         cdef char *y = _data(res)
         r.mean = <double *>cnp.PyArray_DATA(mean)
@@ -1246,12 +1389,7 @@ cdef class BnForward:
             q.relu = self.relu
             r.var = _scratch(&ch)
             with nogil:
-                if f32:
-                    rc = bn_forward_train_f32(&bp, &q, <float *>x, <float *>y,
-                                              &r)
-                else:
-                    rc = bn_forward_train_f64(&bp, &q, <double *>x,
-                                              <double *>y, &r)
+                rc = kernel(&bp, &q, x, y, &r)
             _raise(rc)
             cache = self._cache(mean, invstd,
                                 BatchNormCache.__new__(BatchNormCache))
@@ -1374,7 +1512,9 @@ cdef class BnBackward:
         cdef char *x = _data(self.c.x)
         cdef char *dy = _data(self.dout)
         cdef char *y = _data(dx)
-        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef bnf_bwd_fn kernel = (_kern(self.c.x).bn_backward
+                                  if count_sums == NULL
+                                  else _kern(self.c.x).bn_backward_apply)
         r.dgamma, r.dbeta = dgamma, dbeta
         _chans_init(&ch, c, 2)
         try:
@@ -1388,18 +1528,7 @@ cdef class BnBackward:
                 q.count = count
                 q.sum_dy, q.sum_dyxmu = count_sums, count_sums + c
             with nogil:
-                if count_sums == NULL and f32:
-                    rc = bn_backward_f32(&bp, &q, <float *>x, <float *>dy,
-                                         <float *>y, &r)
-                elif count_sums == NULL:
-                    rc = bn_backward_f64(&bp, &q, <double *>x, <double *>dy,
-                                         <double *>y, &r)
-                elif f32:
-                    rc = bn_backward_apply_f32(&bp, &q, <float *>x,
-                                               <float *>dy, <float *>y, &r)
-                else:
-                    rc = bn_backward_apply_f64(&bp, &q, <double *>x,
-                                               <double *>dy, <double *>y, &r)
+                rc = kernel(&bp, &q, x, dy, y, &r)
         finally:
             _chans_free(&ch)
         return _raise(rc)
@@ -1437,7 +1566,7 @@ cdef class BnBackward:
         cdef int rc = 0
         cdef char *x
         cdef char *dy
-        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef bnf_reduce_fn kernel = _kern(self.c.x).bn_backward_reduce
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
@@ -1453,12 +1582,7 @@ cdef class BnBackward:
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
             q.relu = self.c.relu
             with nogil:
-                if f32:
-                    rc = bn_backward_reduce_f32(&bp, &q, <float *>x,
-                                                <float *>dy, &r)
-                else:
-                    rc = bn_backward_reduce_f64(&bp, &q, <double *>x,
-                                                <double *>dy, &r)
+                rc = kernel(&bp, &q, x, dy, &r)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1594,19 +1718,13 @@ cdef cnp.ndarray _into_rows(object out, cnp.ndarray x, fits_t fits):
                              cnp.PyArray_TYPE(x), 0)
 
 
-ctypedef int (*fwd_f32_t)(const bnf_panel *, const bnf_params *,
-                          const float *, float *, bnf_results *) noexcept nogil
-ctypedef int (*fwd_f64_t)(const bnf_panel *, const bnf_params *,
-                          const double *, double *, bnf_results *) noexcept nogil
-
-
 cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
                                cnp.ndarray gflat, cnp.ndarray bflat,
                                Py_ssize_t nparams, Py_ssize_t nstats,
-                               Py_ssize_t groups, double eps, fwd_f32_t f32,
-                               fwd_f64_t f64):
-    """The layer and group norm forward on their panel bp: the kernel of
-    x's dtype into y; returns the nstats per-sample (or per-group) means
+                               Py_ssize_t groups, double eps,
+                               bnf_fwd_fn kernel):
+    """The layer and group norm forward on their panel bp: the kernel (of
+    x's dtype) into y; returns the nstats per-sample (or per-group) means
     and 1/std."""
     cdef cnp.ndarray mean = _new_doubles(nstats), invstd = _new_doubles(nstats)
     cdef chans_t ch
@@ -1624,10 +1742,7 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
         q.eps = eps
         xp, yp = _data(x), _data(y)
         with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = f32(bp, &q, <float *>xp, <float *>yp, &r)
-            else:
-                rc = f64(bp, &q, <double *>xp, <double *>yp, &r)
+            rc = kernel(bp, &q, xp, yp, &r)
     finally:
         _chans_free(&ch)
     _raise(rc)
@@ -1660,26 +1775,18 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None):
     y = _into_rows(out, x2, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
     mean, invstd = _per_sample_forward(x2, y, &bp, gflat, bflat, d, n, 0,
-                                       eps, ln_forward_f32, ln_forward_f64)
+                                       eps, _kern(x2).ln_forward)
     cdef LayerNormCache cache = LayerNormCache.__new__(LayerNormCache)
     _fill(cache, x2, g, gflat, b, bflat, mean, invstd, shape)
     return _result(y, out, shape), cache
 
 
-ctypedef int (*bwd_f32_t)(const bnf_panel *, const bnf_params *,
-                          const float *, const float *, float *,
-                          bnf_results *) noexcept nogil
-ctypedef int (*bwd_f64_t)(const bnf_panel *, const bnf_params *,
-                          const double *, const double *, double *,
-                          bnf_results *) noexcept nogil
-
-
 cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
                                 cnp.ndarray dx, bnf_panel *bp,
                                 Py_ssize_t nparams, Py_ssize_t groups,
-                                bwd_f32_t f32, bwd_f64_t f64, out):
-    """The layer and group norm backward on their panel bp: the kernel of
-    x's dtype with the cache's gamma and statistics, dgamma and dbeta in
+                                bnf_bwd_fn kernel, out):
+    """The layer and group norm backward on their panel bp: the kernel (of
+    x's dtype) with the cache's gamma and statistics, dgamma and dbeta in
     gamma's dtype and shape, dx in the caller's shape."""
     cdef cnp.ndarray dgamma = _param_grad(c), dbeta = _param_grad(c, True)
     cdef chans_t ch
@@ -1699,12 +1806,7 @@ cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
         r.dbeta = _grad_buffer(dbeta, &ch)
         dyp, xp, dxp = _data(dy), _data(x), _data(dx)
         with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = f32(bp, &q, <float *>xp, <float *>dyp, <float *>dxp,
-                         &r)
-            else:
-                rc = f64(bp, &q, <double *>xp, <double *>dyp,
-                         <double *>dxp, &r)
+            rc = kernel(bp, &q, xp, dyp, dxp, &r)
         _raise(rc)
         _grad_done(dgamma, r.dgamma, nparams)
         _grad_done(dbeta, r.dbeta, nparams)
@@ -1724,8 +1826,8 @@ def layernorm_backward(dout, cache, out=None):
     dy = _fit(dy, _unit_rows)
     dx = _into_rows(out, x, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
-    return _per_sample_backward(c, x, dy, dx, &bp, d, 0, ln_backward_f32,
-                                ln_backward_f64, out)
+    return _per_sample_backward(c, x, dy, dx, &bp, d, 0,
+                                _kern(x).ln_backward, out)
 
 # ---------------------------------------------------------- group norm
 
@@ -1767,7 +1869,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y)), 0)
     mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                        n * groups, groups, eps,
-                                       gn_forward_f32, gn_forward_f64)
+                                       _kern(x3).gn_forward)
     cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
     _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
@@ -1792,7 +1894,7 @@ def spatial_groupnorm_backward(dout, cache, out=None):
                       _elems(n, cnp.PyArray_STRIDE(dx, 0), item),
                       _elems(n, cnp.PyArray_STRIDE(dy, 0), item))
     return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
-                                gn_backward_f32, gn_backward_f64, out)
+                                _kern(x).gn_backward, out)
 
 
 # ---------------------------------------------------------------- benchmark
