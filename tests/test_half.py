@@ -15,9 +15,9 @@ import pytest
 import bnfast
 from bnfast import distributed, reference
 
-import test_affine_free
+import test_affine_free as affine_free_tests
 import test_batchnorm_equivalence as eq
-import test_frozen_backward
+import test_frozen_backward as frozen_tests
 from arrays import (HALF_DTYPES, assert_as_accurate, finfo, half_cases,
                     half_spatial_cases)
 from fakempi import run_ranks
@@ -51,10 +51,11 @@ def test_forward_train(case, activation):
     eq.test_forward_train(case, activation)
 
 
-@ACTIVATIONS
+# (the 'test' mode and frozen backward with the ReLU only: the same
+# kernels as without it, plus the mask; the suite's time stays bounded)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_test(case, activation):
-    eq.test_forward_test(case, activation)
+def test_forward_test(case):
+    eq.test_forward_test(case, "relu")
 
 
 BACKWARD = [(case, name) for case in CASES
@@ -70,12 +71,15 @@ def test_backward(case, backward, activation):
     eq.test_backward(case, backward, activation)
 
 
-@ACTIVATIONS
-@pytest.mark.parametrize("case,backward", BACKWARD,
-                         ids=[f"{c.id}-{n}" for c, n in BACKWARD])
-def test_frozen_backward(case, backward, activation):
-    test_frozen_backward.test_frozen_backward_equivalence(case, backward,
-                                                          activation)
+FROZEN = [(case, name) for case, name in BACKWARD
+          if name != "batchnorm_backward_alt"]
+
+
+@pytest.mark.parametrize("case,backward", FROZEN,
+                         ids=[f"{c.id}-{n}" for c, n in FROZEN])
+def test_frozen_backward(case, backward):
+    frozen_tests.test_frozen_backward_equivalence(case, backward,
+                                                  "relu")
 
 
 LN_CASES = [case for case in CASES if case.axis is None]
@@ -99,14 +103,14 @@ def test_groupnorm(case, groups):
 
 AFFINE_FREE = [(case, name, free, ones) for case in CASES
                if case.contents in ("plain", "mixed-params")
-               for name, free, ones in test_affine_free.variants(case)]
+               for name, free, ones in affine_free_tests.variants(case)]
 
 
 @pytest.mark.parametrize("mode", ["train", "test"])
 @pytest.mark.parametrize("case,name,free,ones", AFFINE_FREE,
                          ids=[f"{c.id}-{n}" for c, n, _, _ in AFFINE_FREE])
 def test_affine_free(case, name, free, ones, mode):
-    test_affine_free.test_batchnorm(case, name, free, ones, "relu", mode)
+    affine_free_tests.test_batchnorm(case, name, free, ones, "relu", mode)
 
 
 def test_generator_has_both_half_dtypes():
