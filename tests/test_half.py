@@ -473,3 +473,103 @@ def test_replace_keeps_case_ids(dtype):
     dtype = _dtype(dtype)
     case = next(c for c in CASES if c.x.dtype == np.dtype(dtype))
     assert np.dtype(dtype).name in dataclasses.replace(case).id
+
+
+# -- PyTorch on the same dtype ------------------------------------------------
+
+@pytest.mark.parametrize("tdtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("family", ["batchnorm", "layernorm", "groupnorm"])
+def test_matches_torch_on_the_same_dtype(family, tdtype):
+    """PyTorch's CPU kernels on float16/bfloat16 (computed in float32 as
+    well): the same outputs and gradients to a few of the storage's
+    ulps of their scale."""
+    torch = pytest.importorskip("torch")
+    dtype = _dtype(tdtype)
+    tdt = getattr(torch, tdtype)
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal((6, 8, 4, 5)) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    g = (rng.random(8) + 0.5).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    tx = torch.from_numpy(x.astype(np.float32)).to(tdt).requires_grad_()
+    tg = torch.from_numpy(g).to(tdt).requires_grad_()
+    tb = torch.from_numpy(b).to(tdt).requires_grad_()
+    if family == "batchnorm":
+        y, cache = bnfast.spatial_batchnorm_forward(x, g, b,
+                                                    {"mode": "train"})
+        grads = bnfast.spatial_batchnorm_backward(dy, cache)
+        ty = torch.nn.functional.batch_norm(tx, None, None, tg, tb, True,
+                                            0.1, 1e-5)
+    elif family == "layernorm":
+        y, cache = bnfast.layernorm_forward(x.reshape(6, -1),
+                                            np.repeat(g, 20),
+                                            np.repeat(b, 20), {})
+        y = y.reshape(x.shape)
+        grads = bnfast.layernorm_backward(dy.reshape(6, -1), cache)
+        grads = (grads[0].reshape(x.shape), grads[1].reshape(8, 20).sum(1),
+                 grads[2].reshape(8, 20).sum(1))
+        ty = torch.nn.functional.layer_norm(
+            tx.reshape(6, -1), (160,), tg.repeat_interleave(20),
+            tb.repeat_interleave(20), 1e-5).reshape(x.shape)
+    else:
+        y, cache = bnfast.spatial_groupnorm_forward(x, g, b, 4, {})
+        grads = bnfast.spatial_groupnorm_backward(dy, cache)
+        ty = torch.nn.functional.group_norm(tx, 4, tg, tb, 1e-5)
+    ty.backward(torch.from_numpy(dy.astype(np.float32)).to(tdt))
+    eps = float(finfo(dtype).eps)
+    for what, mine, theirs in (("out", y, ty), ("dx", grads[0], tx.grad),
+                               ("dgamma", grads[1], tg.grad),
+                               ("dbeta", grads[2], tb.grad)):
+        t = theirs.detach().float().numpy()
+        m = np.asarray(mine).astype(np.float32)
+        # torch rounds intermediates (dgamma, dbeta) to the storage dtype
+        np.testing.assert_allclose(m, t, atol=8 * eps * np.abs(t).max(),
+                                   err_msg=f"{family} {tdtype} {what}")
+
+
+def test_bnfast_never_imports_ml_dtypes():
+    """bfloat16 is told by its dtype, without importing ml_dtypes (an
+    optional dependency): float16 and errors run without it."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, bnfast\n"
+            "x = np.ones((3, 2), np.float16)\n"
+            "bnfast.batchnorm_forward(x, None, None, {'mode': 'train'})\n"
+            "bnfast.BatchNorm(2, dtype=np.float16)\n"
+            "try:\n"
+            "    bnfast.batchnorm_forward(np.ones((3, 2), np.longdouble),\n"
+            "                             None, None, {'mode': 'train'})\n"
+            "except TypeError as e:\n"
+            "    assert 'float16, bfloat16, float32 or float64' in str(e)\n"
+            "assert 'ml_dtypes' not in sys.modules, 'imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@DTYPES
+def test_errors_leave_half_inputs_untouched(dtype):
+    """A bad call on half data raises before anything is written."""
+    dtype = _dtype(dtype)
+    x = np.random.default_rng(11).standard_normal((5, 3)).astype(dtype)
+    p = {"mode": "train", "running_mean": np.zeros(3, dtype),
+         "running_var": np.ones(3, dtype)}
+    before = (x.copy(), p["running_mean"].copy(), p["running_var"].copy())
+    out = np.zeros((5, 3), dtype)
+    for kwargs, exc, message in (
+            ({"gamma": np.ones(4, dtype)}, ValueError, "gamma must have"),
+            ({"gamma": np.ones(3, complex)}, TypeError,
+             "gamma must be a float16, bfloat16, float32 or float64"),
+            ({"out": np.zeros((5, 3), np.float32)}, TypeError,
+             "out must have dtype"),
+            ({"out": out[:, :2]}, ValueError, "out must have shape")):
+        args = {"gamma": None, "beta": None, **kwargs}
+        with pytest.raises(exc, match=message):
+            bnfast.batchnorm_forward(x, args["gamma"], args["beta"], p,
+                                     out=args.get("out"))
+        assert p["running_mean"] is not None
+        np.testing.assert_array_equal(x.view(np.uint16),
+                                      before[0].view(np.uint16))
+        np.testing.assert_array_equal(p["running_mean"].view(np.uint16),
+                                      before[1].view(np.uint16))
+        np.testing.assert_array_equal(p["running_var"].view(np.uint16),
+                                      before[2].view(np.uint16))
+        assert not out.astype(np.float32).any()

@@ -7,12 +7,15 @@ is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively: float32 in float32 arithmetic with
-double sums and statistics, see the README's Numerics); gamma,
-beta and the running statistics may be either float dtype; integer and bool
-gamma and beta are converted to x's dtype; ``dgamma`` and ``dbeta`` have
-gamma's dtype (after that conversion) and shape; running statistics keep
-their own dtype and shape (x's dtype and shape (D,) when absent).  x,
-dout and the running statistics must be float32 or float64.
+double sums and statistics, see the README's Numerics; float16 and
+bfloat16 -- ``ml_dtypes.bfloat16``, optional -- are half-precision
+storage, computed as float32 and each result rounded once to nearest
+even); gamma, beta and the running statistics may be any of these float
+dtypes; integer and bool gamma and beta are converted to x's dtype;
+``dgamma`` and ``dbeta`` have gamma's dtype (after that conversion) and
+shape; running statistics keep their own dtype and shape (x's dtype and
+shape (D,) when absent).  x, dout and the running statistics must be
+float16, bfloat16, float32 or float64.
 
 Affine-free: gamma=None and beta=None (each on its own) mean gamma = 1 and
 beta = 0, as PyTorch's ``weight=None`` / ``bias=None``; no array of ones
@@ -64,7 +67,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
+    x : array_like of floats, shape (N, D) or (N, d1, ..., dk)
         The batch.  More than two dimensions are normalized per feature of
         ``x.reshape(N, -1)``.  N = 1 in 'train' mode is allowed, as in the
         reference: each feature's batch variance is 0, so out == beta and
@@ -74,7 +77,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         each feature a contiguous column).  Column-strided views, unaligned
         or byte-swapped data, and inputs of more than 2 dimensions that
         ``reshape(N, -1)`` cannot view are copied to C order first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+    gamma, beta : array_like of floats, shape (D,) or x.shape[1:]
         Scale and shift.  Integers and bools are converted to x's dtype.
         None: 1 and 0 (affine-free; no array made), and the backward
         returns None for its gradient.
@@ -111,8 +114,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     Raises
     ------
     TypeError
-        A non-float32/float64 array (gamma and beta: integers and bools
-        are converted), a masked array, or bn_param not a dict.
+        An array not of float16, bfloat16, float32 or float64 (gamma and
+        beta: integers and bools are converted), a masked array, or
+        bn_param not a dict.
     KeyError
         bn_param has no 'mode'.
     ValueError
@@ -149,7 +153,7 @@ def batchnorm_backward(dout, cache, *, out=None):
 
     Parameters
     ----------
-    dout : array_like of float32 or float64, x's shape
+    dout : array_like of floats, x's shape
         Upstream gradient.  Converted to x's dtype if it differs; copied if
         its rows are not unit-stride.
     cache : BatchNormCache
@@ -229,8 +233,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, at least 2-D
-    gamma, beta : array_like of float32 or float64, shape (C,)
+    x : array_like of floats, at least 2-D
+    gamma, beta : array_like of floats, shape (C,)
         Also accepted with the shape of x with ones except along ``axis``
         (e.g. (1, C, 1, 1)).  Integers and bools are converted to x's dtype.
         None: 1 and 0 (affine-free), the backward's gradient then None.
@@ -319,10 +323,10 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
+    x : array_like of floats, shape (N, D) or (N, d1, ..., dk)
         Read in place when its (N, D) view has unit-stride columns;
         otherwise (Fortran order, column-strided) copied first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+    gamma, beta : array_like of floats, shape (D,) or x.shape[1:]
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     ln_param : dict
@@ -405,10 +409,10 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, C, ...)
+    x : array_like of floats, shape (N, C, ...)
         Read in place when each sample is C-contiguous (C order, also with a
         strided batch axis); otherwise copied first.
-    gamma, beta : array_like of float32 or float64, shape (C,) or
+    gamma, beta : array_like of floats, shape (C,) or
         (1, C, 1, ...)
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
