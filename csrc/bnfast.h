@@ -40,6 +40,11 @@
  *   sample contiguous (s2 == len, s1 the sample stride); the n2 channels
  *   form q->groups groups of n2/groups adjacent channels.  Statistics per
  *   (sample, group): n1*groups values, sample-major.
+ * - RMS norm (rms_*): the layer norm panel; statistics per row.
+ * - group norm on channels-last data (gnl_*): n1 samples, each len rows
+ *   of n2 adjacent channels (unit channel stride): row r of sample i of
+ *   array a starts at a + i*s1 + r*s2 (s2 the row stride); groups as
+ *   gn_*'s, of n2/groups adjacent channels.
  * gamma, beta (and dgamma, dbeta) have n2 values in every family.
  * Strides of length-1 axes are never used to address memory.
  *
@@ -148,13 +153,27 @@ typedef struct {
     int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
                           const T *x, const T *dy, T *dx, bnf_results *r);  \
                                                                              \
+    /* RMS norm (the layer norm panel): reads eps, gamma; writes the      \
+       per-row mean of squares (as mean) and 1/sqrt(it + eps) (as invstd). \
+       Backward: reads gamma, invstd; writes dx, dgamma. */                \
+    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r); \
+                                                                             \
     /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,  \
        group) mean and invstd.  Backward: reads groups, gamma, mean,        \
        invstd; writes dx, dgamma, dbeta. */                                  \
     int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
                          const T *x, T *y, bnf_results *r);                 \
     int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    /* Group norm on channels-last data (gnl_*): the same reads and writes  \
+       as gn_*, on the channels-last panel. */                               \
+    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

@@ -285,7 +285,11 @@ int bnf_any_suspect(const double *restrict mean, const double *restrict var,
                               ptrdiff_t s1, ptrdiff_t n1, ptrdiff_t len,    \
                               double mean, double is, const C *w,           \
                               const bnf_coefs_##SUF *cf, double *sum_g,     \
-                              double *sum_gxhat);
+                              double *sum_gxhat);                          \
+    /* RMS norm: one row's mean of squares and 1/sqrt(ms + eps); 0       \
+       (nothing written) for NaN/Inf data */                               \
+    int rescue_meansq_##SUF(const T *x, ptrdiff_t len, double eps,          \
+                            double *ms, double *invrms);
 
 BNF_DECLARE_RESCUE(float, float, f32)
 BNF_DECLARE_RESCUE(double, double, f64)

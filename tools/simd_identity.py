@@ -73,8 +73,14 @@ def results(k, x, dy, g, b, axis):
                                                axis=axis, activation=act)
         out += [y, *k.batchnorm_backward(dy, cache)]
         p = {"mode": "test", "running_mean": g * 0.5, "running_var": g}
-        out.append(k.spatial_batchnorm_forward(x, g, b, p, axis=axis,
-                                               activation=act)[0])
+        y, cache = k.spatial_batchnorm_forward(x, g, b, p, axis=axis,
+                                               activation=act)
+        out += [y, *k.batchnorm_backward(dy, cache)]  # frozen
+        # affine-free (gamma = 1, beta = 0 from NULL in the kernels)
+        y, cache = k.spatial_batchnorm_forward(x, None, None,
+                                               {"mode": "train"}, axis=axis,
+                                               activation=act)
+        out += [y, k.batchnorm_backward(dy, cache)[0]]
     if axis == 1:
         x2 = x.reshape(x.shape[0], -1)
         d = x2.shape[1]

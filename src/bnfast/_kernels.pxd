@@ -86,6 +86,17 @@ cdef extern from "bnfast.h" nogil:
                         const double *x, const double *dy, double *dx,
                         bnf_results *r)
 
+    int rms_forward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, float *y, bnf_results *r)
+    int rms_forward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, double *y, bnf_results *r)
+    int rms_backward_f32(const bnf_panel *p, const bnf_params *q,
+                         const float *x, const float *dy, float *dx,
+                         bnf_results *r)
+    int rms_backward_f64(const bnf_panel *p, const bnf_params *q,
+                         const double *x, const double *dy, double *dx,
+                         bnf_results *r)
+
     int gn_forward_f32(const bnf_panel *p, const bnf_params *q,
                        const float *x, float *y, bnf_results *r)
     int gn_forward_f64(const bnf_panel *p, const bnf_params *q,
@@ -96,6 +107,16 @@ cdef extern from "bnfast.h" nogil:
     int gn_backward_f64(const bnf_panel *p, const bnf_params *q,
                         const double *x, const double *dy, double *dx,
                         bnf_results *r)
+    int gnl_forward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, float *y, bnf_results *r)
+    int gnl_forward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, double *y, bnf_results *r)
+    int gnl_backward_f32(const bnf_panel *p, const bnf_params *q,
+                         const float *x, const float *dy, float *dx,
+                         bnf_results *r)
+    int gnl_backward_f64(const bnf_panel *p, const bnf_params *q,
+                         const double *x, const double *dy, double *dx,
+                         bnf_results *r)
 
     enum: BNF_MAX_THREADS
     int bnf_set_num_threads(int n)

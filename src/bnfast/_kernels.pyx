@@ -80,6 +80,10 @@ cdef extern from *:
         bnf_bwd_fn ln_backward;
         bnf_fwd_fn gn_forward;
         bnf_bwd_fn gn_backward;
+        bnf_fwd_fn rms_forward;
+        bnf_bwd_fn rms_backward;
+        bnf_fwd_fn gnl_forward;
+        bnf_bwd_fn gnl_backward;
     } bnf_kernels;
     #define BNF_KERNELS(SUF) {                                              \
         (bnf_fwd_fn)bn_forward_train_##SUF, (bnf_stats_fn)bn_stats_##SUF, \
@@ -87,7 +91,9 @@ cdef extern from *:
         (bnf_reduce_fn)bn_backward_reduce_##SUF,                           \
         (bnf_bwd_fn)bn_backward_apply_##SUF,                               \
         (bnf_fwd_fn)ln_forward_##SUF, (bnf_bwd_fn)ln_backward_##SUF,       \
-        (bnf_fwd_fn)gn_forward_##SUF, (bnf_bwd_fn)gn_backward_##SUF}
+        (bnf_fwd_fn)gn_forward_##SUF, (bnf_bwd_fn)gn_backward_##SUF,       \
+        (bnf_fwd_fn)rms_forward_##SUF, (bnf_bwd_fn)rms_backward_##SUF,     \
+        (bnf_fwd_fn)gnl_forward_##SUF, (bnf_bwd_fn)gnl_backward_##SUF}
     /* rows in the order of the dtype codes (DT_* in _kernels.pyx) */
     static const bnf_kernels bnf_kernel_table[] = {
         BNF_KERNELS(f32), BNF_KERNELS(f64), BNF_KERNELS(f16),
@@ -118,6 +124,10 @@ cdef extern from *:
         bnf_bwd_fn ln_backward
         bnf_fwd_fn gn_forward
         bnf_bwd_fn gn_backward
+        bnf_fwd_fn rms_forward
+        bnf_bwd_fn rms_backward
+        bnf_fwd_fn gnl_forward
+        bnf_bwd_fn gnl_backward
     const bnf_kernels *bnf_kernel_table
 
 
@@ -171,6 +181,14 @@ cdef bint _is_bfloat16(object dt) except -1:
         return False
     _bf16_num = dt.num
     return True
+
+
+cdef double _finfo_eps(object dt) except -1.0:
+    """The machine epsilon of a float dtype (ml_dtypes' finfo for
+    bfloat16, which np.finfo does not know)."""
+    if _is_bfloat16(dt):
+        return float(_sys_modules["ml_dtypes"].finfo(dt).eps)
+    return float(np.finfo(dt).eps)
 
 
 cdef inline int _raise(int rc) except -1:
@@ -340,11 +358,13 @@ cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
 
 
 cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
-                              cnp.ndarray x, int axis, bint param=False):
+                              cnp.ndarray x, int axis, bint param=False,
+                              tuple fshape=None):
     """A per-feature array (gamma, beta, running statistics) validated:
     float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
-    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1)).
-    param (gamma, beta): integers and bools are converted to x's dtype."""
+    for axis 0 (fshape when given: a normalized_shape), else ones except
+    d along axis (e.g. (1, C, 1, 1)).  param (gamma, beta): integers and
+    bools are converted to x's dtype."""
     cdef cnp.ndarray arr
     if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
@@ -352,7 +372,9 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
         return <cnp.ndarray>a
     arr = _float_array(a, name, cnp.PyArray_TYPE(x) if param else -1)
     xshape = _shape(x)
-    if axis == 0:
+    if fshape is not None:
+        feature_shape = fshape
+    elif axis == 0:
         feature_shape = xshape[1:]
     else:
         feature_shape = tuple(1 if k != axis else d
@@ -368,12 +390,12 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
 
 
 cdef cnp.ndarray _param(object a, str name, Py_ssize_t d, cnp.ndarray x,
-                        int axis):
+                        int axis, tuple fshape=None):
     """gamma or beta validated as _per_feature's param; None stays None
     (affine-free: gamma = 1, beta = 0 in the kernels, no array made)."""
     if a is None:
         return None
-    return _per_feature(a, name, d, x, axis, True)
+    return _per_feature(a, name, d, x, axis, True, fshape)
 
 
 cdef cnp.ndarray _flat(cnp.ndarray a, Py_ssize_t d):
@@ -1021,12 +1043,20 @@ cdef class LayerNormCache(_Cache):
     (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
 
 
+cdef class RMSNormCache(_Cache):
+    """What rmsnorm_forward keeps for the backward pass: references to x
+    (as (N, D) rows) and gamma, the per-row mean of squares (``mean``)
+    and 1/sqrt(mean + eps) (``invstd``)."""
+
+
 cdef class GroupNormCache(_Cache):
     """What spatial_groupnorm_forward keeps for the backward pass:
-    references to x (as (N, C, H*W)) and gamma, the number of groups, and
-    the per-(sample, group) mean and 1/std."""
+    references to x (as (N, C, H*W), or (N, H*W, C) for channels last)
+    and gamma, the number of groups, the channel axis (1, or -1 for
+    channels last), and the per-(sample, group) mean and 1/std."""
 
     cdef readonly Py_ssize_t groups
+    cdef readonly int axis
 
 
 cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
@@ -1697,6 +1727,39 @@ cdef bint _samples(cnp.ndarray a) noexcept:
                  or cnp.PyArray_STRIDE(a, 0) % item == 0))
 
 
+cdef bint _rows_last(cnp.ndarray a) noexcept:
+    """a (N, HW, C) has adjacent channels (any row and sample strides):
+    the layout the channels-last group norm kernels take."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    return (cnp.PyArray_ISALIGNED(a)
+            and (cnp.PyArray_DIM(a, 2) == 1
+                 or cnp.PyArray_STRIDE(a, 2) == item)
+            and (cnp.PyArray_DIM(a, 1) == 1
+                 or cnp.PyArray_STRIDE(a, 1) % item == 0)
+            and (cnp.PyArray_DIM(a, 0) == 1
+                 or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+cdef inline bnf_panel _cpanel_last(cnp.ndarray x, cnp.ndarray y,
+                                   cnp.ndarray dy) noexcept:
+    """The panel of channels-last group norm: x (N, HW, C), the output y
+    (or dx) and dy (None: not taking part) with their sample (s1) and row
+    (s2) strides in elements."""
+    cdef bnf_panel b
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), hw = cnp.PyArray_DIM(x, 1)
+    memset(&b, 0, sizeof(b))
+    b.n1, b.n2, b.len = n, cnp.PyArray_DIM(x, 2), hw
+    b.x.s1 = _elems(n, cnp.PyArray_STRIDE(x, 0), item)
+    b.x.s2 = _elems(hw, cnp.PyArray_STRIDE(x, 1), item)
+    b.y.s1 = _elems(n, cnp.PyArray_STRIDE(y, 0), item)
+    b.y.s2 = _elems(hw, cnp.PyArray_STRIDE(y, 1), item)
+    if dy is not None:
+        b.dy.s1 = _elems(n, cnp.PyArray_STRIDE(dy, 0), item)
+        b.dy.s2 = _elems(hw, cnp.PyArray_STRIDE(dy, 1), item)
+    return b
+
+
 ctypedef bint (*fits_t)(cnp.ndarray) noexcept
 
 
@@ -1749,22 +1812,73 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
     return mean, invstd
 
 
-def layernorm_forward(x, gamma, beta, ln_param, out=None):
+cdef tuple _normalized_shape(object value):
+    """normalized_shape (an int or a sequence of ints) as a non-empty
+    tuple of positive ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(
+            value, (bool, np.bool_)):
+        value = (value,)
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError("normalized_shape must be an int or a sequence of "
+                        f"ints, got {type(value).__name__}")
+    value = tuple(value)
+    if not value:
+        raise ValueError("normalized_shape must not be empty")
+    for v in value:
+        if not isinstance(v, (int, np.integer)) or isinstance(
+                v, (bool, np.bool_)):
+            raise TypeError("normalized_shape must be an int or a sequence "
+                            f"of ints, got {value!r}")
+        if v < 1:
+            raise ValueError("normalized_shape must be positive ints, got "
+                             f"{value!r}")
+    return tuple(int(v) for v in value)
+
+
+cdef tuple _rows(cnp.ndarray xa, object normalized_shape):
+    """x as rows for the layer and RMS norm kernels: (n rows, d features,
+    the feature shape, x as an (n, d) array: a view where NumPy can
+    reshape without a copy, i.e. where the leading axes merge into one row
+    stride and the trailing ones into one run).  normalized_shape None:
+    all axes after the first (x at least 2-D), else x's trailing axes."""
+    cdef Py_ssize_t n = 1, d = 1, k, nd = cnp.PyArray_NDIM(xa), m
+    cdef tuple fshape
+    if normalized_shape is None:
+        _check_batch(xa, "x", False)
+        fshape = _shape(xa)[1:]
+        m = 1
+    else:
+        fshape = _normalized_shape(normalized_shape)
+        m = nd - len(fshape)
+        if m < 0 or _shape(xa)[m:] != fshape:
+            raise ValueError(
+                f"x must end with normalized_shape {fshape}, got shape "
+                f"{_shape(xa)}")
+    for k in range(m):
+        n *= cnp.PyArray_DIM(xa, k)
+    for k in range(m, nd):
+        d *= cnp.PyArray_DIM(xa, k)
+    if n == 0:
+        raise ValueError(f"x is an empty batch, shape {_shape(xa)}")
+    if d == 0:
+        raise ValueError(f"x has zero features, shape {_shape(xa)}")
+    if nd == 2 and m == 1:
+        return n, d, fshape, xa
+    return n, d, fshape, xa.reshape(n, d)
+
+
+def layernorm_forward(x, gamma, beta, ln_param, out=None,
+                      normalized_shape=None):
     cdef cnp.ndarray xa, x2, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
-    cdef Py_ssize_t n, d, k
+    cdef Py_ssize_t n, d
     cdef bnf_panel bp
     _check_dict(ln_param, "ln_param")
     xa = _float_array(x, "x")
-    _check_batch(xa, "x", False)
-    n = cnp.PyArray_DIM(xa, 0)
-    d = 1
-    for k in range(1, cnp.PyArray_NDIM(xa)):
-        d *= cnp.PyArray_DIM(xa, k)
-    x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _param(gamma, "gamma", d, xa, 0)
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
     gflat = _flat(g, d)
-    b = _param(beta, "beta", d, xa, 0)
+    b = _param(beta, "beta", d, xa, 0, fshape)
     bflat = _flat(b, d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1829,18 +1943,80 @@ def layernorm_backward(dout, cache, out=None):
     return _per_sample_backward(c, x, dy, dx, &bp, d, 0,
                                 _kern(x).ln_backward, out)
 
+# ---------------------------------------------------------- RMS norm
+
+def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
+    cdef cnp.ndarray xa, x2, g, gflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, d, k
+    cdef bnf_panel bp
+    _check_dict(rms_param, "rms_param")
+    xa = _float_array(x, "x")
+    if normalized_shape is None and gamma is not None:
+        # gamma's shape when x ends with it, else all axes after the first
+        gshape = np.shape(gamma)
+        k = len(gshape)
+        if 0 < k <= cnp.PyArray_NDIM(xa) and _shape(xa)[
+                cnp.PyArray_NDIM(xa) - k:] == gshape:
+            normalized_shape = gshape
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
+    gflat = _flat(g, d)
+    e = _get(rms_param, "eps", None)
+    if e is None:  # PyTorch's eps=None: the dtype's machine epsilon
+        eps = _finfo_eps((<object>xa).dtype)
+    else:
+        eps = _real_in(e, "rms_param['eps']", 0.0)
+    shape = _shape(xa)
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma)))
+    x2 = _fit(x2, _unit_rows)
+    y = _into_rows(out, x2, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
+    mean, invstd = _per_sample_forward(x2, y, &bp, gflat, None, d, n, 0,
+                                       eps, _kern(x2).rms_forward)
+    cdef RMSNormCache cache = RMSNormCache.__new__(RMSNormCache)
+    _fill(cache, x2, g, gflat, None, None, mean, invstd, shape)
+    return _result(y, out, shape), cache
+
+
+def rmsnorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, RMSNormCache,
+                                "bnfast.rmsnorm_forward", out)
+    cdef RMSNormCache c = <RMSNormCache>cache
+    cdef cnp.ndarray x = c.x, dx
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+    cdef bnf_panel bp
+    _check_cache(c, n, d)
+    dy = _fit(dy, _unit_rows)
+    dx = _into_rows(out, x, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
+    dx_, dgamma, _ = _per_sample_backward(c, x, dy, dx, &bp, d, 0,
+                                          _kern(x).rms_backward, out)
+    return dx_, dgamma
+
+
 # ---------------------------------------------------------- group norm
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
+                              axis=1):
     cdef cnp.ndarray xa, x3, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, c, hw, groups, k
     cdef bnf_panel bp
+    cdef int ax, nd
+    cdef bint last
     _check_dict(gn_param, "gn_param")
     xa = _float_array(x, "x")
-    _channel_axis(xa, 1, False)
+    ax = _channel_axis(xa, axis, False)
+    nd = cnp.PyArray_NDIM(xa)
+    if ax != 1 and ax != nd - 1:
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {nd} dimensions")
+    last = ax != 1  # (N, ..., C) of rank >= 3
     n = cnp.PyArray_DIM(xa, 0)
-    c = cnp.PyArray_DIM(xa, 1)
+    c = cnp.PyArray_DIM(xa, ax)
     if type(G) is not int and (not isinstance(G, (int, np.integer))
                                or isinstance(G, bool)):
         raise TypeError(f"G must be an int, got {type(G).__name__}")
@@ -1848,9 +2024,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _param(gamma, "gamma", c, xa, 1)
+    g = _param(gamma, "gamma", c, xa, ax)
     gflat = _flat(g, c)
-    b = _param(beta, "beta", c, xa, 1)
+    b = _param(beta, "beta", c, xa, ax)
     bflat = _flat(b, c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1858,6 +2034,21 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
                                     ("beta", bflat, beta)))
     hw = cnp.PyArray_SIZE(xa) // (n * c)
+    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
+    if last:  # (N, HW, C) panels, no transposing copy
+        x3 = xa
+        if nd != 3:
+            x3 = xa.reshape(n, hw, c)
+        x3 = _fit(x3, _rows_last)
+        y = _into_rows(out, x3, _rows_last)
+        bp = _cpanel_last(x3, y, None)
+        mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
+                                           n * groups, groups, eps,
+                                           _kern(x3).gnl_forward)
+        _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
+        cache.groups = groups
+        cache.axis = -1
+        return _result(y, out, shape), cache
     x3 = xa
     if cnp.PyArray_NDIM(xa) != 3:
         x3 = xa.reshape(n, c, hw)
@@ -1870,9 +2061,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                        n * groups, groups, eps,
                                        _kern(x3).gn_forward)
-    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
     _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
+    cache.axis = 1
     return _result(y, out, shape), cache
 
 
@@ -1881,13 +2072,22 @@ def spatial_groupnorm_backward(dout, cache, out=None):
                                 "bnfast.spatial_groupnorm_forward", out)
     cdef GroupNormCache gc = <GroupNormCache>cache
     cdef cnp.ndarray x = gc.x, dx
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
+    cdef bint last = gc.axis == -1  # x kept as (N, HW, C)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef Py_ssize_t c = cnp.PyArray_DIM(x, 2 if last else 1)
+    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 1 if last else 2)
+    cdef Py_ssize_t groups = gc.groups
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef bnf_panel bp
     if groups < 1 or c % groups:
         raise ValueError("cache: groups does not divide the channels")
     _check_cache(gc, n * groups, c)
+    if last:
+        dy = _fit(dy, _rows_last)
+        dx = _into_rows(out, x, _rows_last)
+        bp = _cpanel_last(x, dx, dy)
+        return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
+                                    _kern(x).gnl_backward, out)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
     bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),

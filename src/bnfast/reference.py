@@ -47,6 +47,8 @@ __all__ = [
     "spatial_batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
 ]
@@ -132,6 +134,16 @@ def _wide(a):
 _STORAGE = contextvars.ContextVar("bnfast_reference_storage", default=None)
 
 
+def _finfo(dtype):
+    """np.finfo, and ml_dtypes.finfo for bfloat16 (its owner imported it
+    if an array of it exists)."""
+    dtype = np.dtype(dtype)
+    if _is_half(dtype) and dtype != np.float16:
+        import ml_dtypes
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
 class _HalfCache:
     """The cache of a forward on half-precision x: the float32
     computation's cache and x's dtype, which dx is rounded to."""
@@ -156,7 +168,9 @@ def _half_forward(f):
         bound = signature.bind(*args, **kwargs)
         a = bound.arguments
         a["x"] = x.astype(np.float32)
-        a["gamma"], a["beta"] = _param(a["gamma"], x), _param(a["beta"], x)
+        for k in ("gamma", "beta"):  # (RMS norm has no beta)
+            if k in a:
+                a[k] = _param(a[k], x)
         param = a.get("bn_param")
         absent = [k for k in ("running_mean", "running_var")
                   if isinstance(param, dict) and k not in param]
@@ -488,14 +502,27 @@ def spatial_batchnorm_backward(dout, cache):
                  for d in (dgamma, dbeta))
 
 
+def _rows_shape(x, normalized_shape):
+    """(rows, features) of x for layer and RMS norm: normalized_shape None
+    normalizes the axes after the first (x.reshape(N, -1)), else the
+    trailing normalized_shape (an int or a tuple: PyTorch's)."""
+    if normalized_shape is None:
+        return x.shape[0], -1
+    k = 1 if np.ndim(normalized_shape) == 0 else len(normalized_shape)
+    return int(np.prod(x.shape[:x.ndim - k])), -1
+
+
 @_takes_out
 @_half_forward
-def layernorm_forward(x, gamma, beta, ln_param):
+def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
     """Forward pass for layer normalization (reference).
 
-    Statistics per sample over its features (x.reshape(N, -1)); gamma and
-    beta per feature, shape (D,) or x.shape[1:], or None (1 and 0; the
-    backward's gradient is then None).  ln_param: 'eps' (1e-5).
+    Statistics per sample over its features (x.reshape(N, -1)), or with
+    ``normalized_shape`` (an int or a tuple, as PyTorch's) over that
+    trailing shape of x (x.reshape(-1, prod(normalized_shape))); gamma and
+    beta per feature, shape (D,) or the feature shape (x.shape[1:], or
+    normalized_shape), or None (1 and 0; the backward's gradient is then
+    None).  ln_param: 'eps' (1e-5).
 
     Examples
     --------
@@ -508,8 +535,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = ln_param.get("eps", 1e-5)
-    N = x.shape[0]
-    xr = x.reshape(N, -1)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     mu = xr.mean(axis=1, keepdims=True)
     var = xr.var(axis=1, keepdims=True)
@@ -551,14 +577,87 @@ def layernorm_backward(dout, cache):
 
 @_takes_out
 @_half_forward
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
+    """Forward pass for RMS normalization (reference).
+
+    Per row of x over its trailing ``normalized_shape`` (an int or a
+    tuple, as PyTorch's; None: gamma's shape when x ends with it, else
+    the axes after the first): ``x / sqrt(mean(x**2) + eps) * gamma``.
+    gamma of shape (D,) or the feature shape, or None (1; the backward's
+    dgamma is then None).  rms_param: 'eps' (None, the default: the
+    machine epsilon of x's dtype, as PyTorch's eps=None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> out, _ = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> out
+    array([[0.84852814, 1.13137085],
+           [1.        , 1.        ]])
+    """
+    gamma = _param(gamma, x)
+    eps = rms_param.get("eps")
+    if eps is None:
+        eps = float(_finfo(_STORAGE.get() or x.dtype).eps)
+    if normalized_shape is None and gamma is not None:
+        k = np.ndim(gamma)
+        if 0 < k <= x.ndim and x.shape[x.ndim - k:] == np.shape(gamma):
+            normalized_shape = np.shape(gamma)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
+    g, _, p_dtype, p_shape, wants = _affine(gamma, None, x, -1)
+    ms = np.mean(xr * xr, axis=1, keepdims=True)
+    inv_rms = 1.0 / np.sqrt(ms + eps)
+    x_hat = xr * inv_rms
+    out = x_hat * g
+    cache = (xr, x_hat, inv_rms, g, x.shape, p_dtype, p_shape, wants[0])
+    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+
+
+@_takes_out
+@_half_backward
+def rmsnorm_backward(dout, cache):
+    """Backward pass for RMS normalization (reference).
+
+    ``dx = inv_rms * (dxhat - x_hat * mean(dxhat * x_hat))`` per row, with
+    dxhat = dout * gamma; ``dgamma = sum(dout * x_hat)`` over the rows.
+    Returns (dx, dgamma), dgamma None when the forward's gamma was None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> _, cache = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> dx, dgamma = reference.rmsnorm_backward(np.ones((2, 2)), cache)
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
+    """
+    xr, x_hat, inv_rms, g, x_shape, p_dtype, p_shape, want = cache
+    dout = dout.reshape(xr.shape)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dxhat = dout * g
+    dx = inv_rms * (dxhat - x_hat * np.mean(dxhat * x_hat, axis=1,
+                                            keepdims=True))
+    return (dx.astype(xr.dtype, copy=False).reshape(x_shape),
+            dgamma.astype(p_dtype, copy=False).reshape(p_shape)
+            if want else None)
+
+
+@_takes_out
+@_half_forward
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
     """Forward pass for spatial group normalization (reference).
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
     channels, normalized per sample and group; gamma and beta per channel,
     shape (C,) or (1, C, 1, ...), or None (1 and 0; the backward's
     gradient is then None).  gn_param: 'eps' (1e-5).  G = C is
-    instance norm, G = 1 layer norm over (C, ...).
+    instance norm, G = 1 layer norm over (C, ...).  axis: the channel
+    axis, 1 or the last (-1: channels last, (N, ..., C), gamma and beta
+    (C,) or (1, ..., 1, C)); the textbook way: the channel axis moved to
+    1 (a transposing copy), the NCHW math, and the result moved back.
 
     Examples
     --------
@@ -572,6 +671,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = gn_param.get("eps", 1e-5)
+    if axis not in (1, -1, x.ndim - 1):
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {x.ndim} dimensions")
+    x = np.moveaxis(x, axis, 1)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
     mean = xg.mean(axis=2, keepdims=True)
@@ -580,8 +684,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     shape = (1, C) + (1,) * (x.ndim - 2)
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, shape)
     out = g * x_hat + b
-    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants)
-    return out.astype(x.dtype, copy=False), cache
+    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants, axis)
+    return np.moveaxis(out.astype(x.dtype, copy=False), 1, axis), cache
 
 
 @_takes_out
@@ -604,7 +708,8 @@ def spatial_groupnorm_backward(dout, cache):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    x_hat, var, g, eps, G, g_dtype, g_shape, wants = cache
+    x_hat, var, g, eps, G, g_dtype, g_shape, wants, axis = cache
+    dout = np.moveaxis(dout, axis, 1)
     N = x_hat.shape[0]
     axes = (0,) + tuple(range(2, x_hat.ndim))
     dbeta = dout.sum(axis=axes)
@@ -615,5 +720,6 @@ def spatial_groupnorm_backward(dout, cache):
     inv_std = 1.0 / np.sqrt(var + eps)
     dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
                         - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
-    return (dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False),
+    dx = dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False)
+    return (np.moveaxis(dx, 1, axis),
             *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
