@@ -1487,6 +1487,11 @@ def torch_of(a, tdtype):
 
 
 def half_ops(family, data, tdtype):
+    groups = math.gcd(HALF_GROUPS, data["x"].shape[1])
+    return _half_ops(family, data, tdtype, groups)
+
+
+def _half_ops(family, data, tdtype, HALF_GROUPS):
     """{(op, impl): fn} for one family on one dtype's data: bnfast on it
     (impl "half"), bnfast on the same values in float32 ("float32"), and
     PyTorch on the same dtype ("torch"); out= on both sides where PyTorch
@@ -1523,7 +1528,7 @@ def half_ops(family, data, tdtype):
             fns["backward", impl] = (
                 lambda dy=dy, c=cache, dx=dx: bnfast.layernorm_backward(
                     dy, c, out=dx))
-        else:  # groupnorm
+        else:  # groupnorm (32 groups, fewer for the quick sizes)
             _, cache = bnfast.spatial_groupnorm_forward(x, g, b,
                                                         HALF_GROUPS, {})
             fns["fwd-train", impl] = (
