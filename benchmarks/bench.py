@@ -9,6 +9,7 @@ Run from the repository root, with bnfast installed:
     python benchmarks/bench.py --median-of run1.json run2.json run3.json
     python benchmarks/plot.py benchmarks/results/sweep.json   # the plot
     python benchmarks/bench.py --torch-entry   # PyTorch's entry points
+    python benchmarks/bench.py --half          # float16 / bfloat16 (issue 13)
 
 --sweep runs every family over five or six sizes from tiny (x of 32 bytes
 for the (2, 4) batch norm rows, 8-64 KiB otherwise, in L1 or L2) to many
@@ -1526,6 +1527,176 @@ def machine():
     }
 
 
+# ------------------------------------------------------- half precision
+
+# issue 13's sizes: (N, D) rows and an NCHW image batch (and its
+# channels-last form); --quick: small ones, so that CI runs the code
+HALF_SIZES = {"sizes": {"rows": (8192, 2048), "image": (32, 64, 56, 56)},
+              "quick": {"rows": (256, 128), "image": (4, 16, 8, 8)}}
+HALF_GROUPS = 32
+
+
+def half_dtypes():
+    """(name, numpy dtype, torch dtype or None) of the half dtypes this
+    machine has: float16, and bfloat16 with ml_dtypes."""
+    rows = [("float16", np.float16,
+             None if torch is None else torch.float16)]
+    try:
+        import ml_dtypes
+    except ImportError:
+        return rows
+    return rows + [("bfloat16", ml_dtypes.bfloat16,
+                    None if torch is None else torch.bfloat16)]
+
+
+def torch_of(a, tdtype):
+    """A torch tensor of a half array (bfloat16 through its bits)."""
+    if np.dtype(a.dtype) == np.float16:
+        return torch.from_numpy(np.ascontiguousarray(a))
+    bits = np.ascontiguousarray(a).view(np.int16)
+    return torch.from_numpy(bits).view(tdtype)
+
+
+def half_ops(family, data, tdtype):
+    groups = math.gcd(HALF_GROUPS, data["x"].shape[1])
+    return _half_ops(family, data, tdtype, groups)
+
+
+def _half_ops(family, data, tdtype, HALF_GROUPS):
+    """{(op, impl): fn} for one family on one dtype's data: bnfast on it
+    (impl "half"), bnfast on the same values in float32 ("float32"), and
+    PyTorch on the same dtype ("torch"); out= on both sides where PyTorch
+    has it (forwards; its backwards have none)."""
+    fns = {}
+    for impl, d in (("half", data),
+                    ("float32", {k: v.astype(np.float32)
+                                 for k, v in data.items()})):
+        x, g, b, dy = d["x"], d["gamma"], d["beta"], d["dout"]
+        out, dx = np.empty_like(x), np.empty_like(x)
+        if family in ("batchnorm", "spatial-nchw", "spatial-nhwc"):
+            axis = -1 if family == "spatial-nhwc" else 1
+            if family == "batchnorm":
+                def fwd(p, x=x, g=g, b=b, out=out):
+                    return bnfast.batchnorm_forward(x, g, b, p, out=out)
+                bwd = bnfast.batchnorm_backward
+            else:
+                def fwd(p, x=x, g=g, b=b, out=out, axis=axis):
+                    return bnfast.spatial_batchnorm_forward(
+                        x, g, b, p, axis=axis, out=out)
+                bwd = bnfast.spatial_batchnorm_backward
+            _, cache = fwd(bn_param(d, "train"))
+            fns["fwd-train", impl] = (
+                lambda fwd=fwd, d=d: fwd(bn_param(d, "train")))
+            ptest = bn_param(d, "test")
+            fns["fwd-test", impl] = lambda fwd=fwd, p=ptest: fwd(p)
+            fns["backward", impl] = (
+                lambda bwd=bwd, dy=dy, c=cache, dx=dx: bwd(dy, c, out=dx))
+        elif family == "layernorm":
+            _, cache = bnfast.layernorm_forward(x, g, b, {})
+            fns["fwd-train", impl] = (
+                lambda x=x, g=g, b=b, out=out: bnfast.layernorm_forward(
+                    x, g, b, {}, out=out))
+            fns["backward", impl] = (
+                lambda dy=dy, c=cache, dx=dx: bnfast.layernorm_backward(
+                    dy, c, out=dx))
+        else:  # groupnorm (32 groups, fewer for the quick sizes)
+            _, cache = bnfast.spatial_groupnorm_forward(x, g, b,
+                                                        HALF_GROUPS, {})
+            fns["fwd-train", impl] = (
+                lambda x=x, g=g, b=b, out=out:
+                bnfast.spatial_groupnorm_forward(x, g, b, HALF_GROUPS, {},
+                                                 out=out))
+            fns["backward", impl] = (
+                lambda dy=dy, c=cache, dx=dx:
+                bnfast.spatial_groupnorm_backward(dy, c, out=dx))
+    if torch is None or tdtype is None:
+        return fns
+    t = {k: torch_of(v, tdtype) for k, v in data.items()}
+    tx, tw, tb, tdy = t["x"], t["gamma"], t["beta"], t["dout"]
+    rm, rv = t["running_mean"].clone(), t["running_var"].clone()
+    if family == "spatial-nhwc":  # the same memory, torch's channels_last
+        tx = tx.permute(0, 3, 1, 2)
+        tdy = tdy.permute(0, 3, 1, 2)
+    if family in ("batchnorm", "spatial-nchw", "spatial-nhwc"):
+        c = tx.shape[1]
+        out = torch.empty_like(tx)
+        m, s = torch.empty(c, dtype=tdtype), torch.empty(c, dtype=tdtype)
+        trm, trv = rm.clone(), rv.clone()
+        nbn = torch.ops.aten.native_batch_norm.out
+        _, sm, si = torch.native_batch_norm(tx, tw, tb, rm.clone(),
+                                            rv.clone(), True, 0.1, EPS)
+        nbb = aten_op("native_batch_norm_backward")
+        fns["fwd-train", "torch"] = lambda: nbn(
+            tx, tw, tb, rm, rv, True, 0.1, EPS, out=out, save_mean=m,
+            save_invstd=s)
+        fns["fwd-test", "torch"] = lambda: nbn(
+            tx, tw, tb, trm, trv, False, 0.1, EPS, out=out, save_mean=m,
+            save_invstd=s)
+        fns["backward", "torch"] = lambda: nbb(
+            tdy, tx, tw, rm, rv, sm, si, True, EPS, [True, True, True])
+    elif family == "layernorm":
+        shape = [tx.shape[1]]
+        _, lm, lr = torch.native_layer_norm(tx, shape, tw, tb, EPS)
+        lnb = aten_op("native_layer_norm_backward")
+        fns["fwd-train", "torch"] = lambda: torch.native_layer_norm(
+            tx, shape, tw, tb, EPS)
+        fns["backward", "torch"] = lambda: lnb(
+            tdy, tx, shape, lm, lr, tw, tb, [True, True, True])
+    else:
+        n, c = tx.shape[:2]
+        hw = tx[0, 0].numel()
+        _, gm, gr = torch.native_group_norm(tx, tw, tb, n, c, hw,
+                                            HALF_GROUPS, EPS)
+        gnb = aten_op("native_group_norm_backward")
+        fns["fwd-train", "torch"] = lambda: torch.group_norm(
+            tx, HALF_GROUPS, tw, tb, EPS)
+        fns["backward", "torch"] = lambda: gnb(
+            tdy, tx, gm, gr, tw, n, c, hw, HALF_GROUPS, [True, True, True])
+    return fns
+
+
+def half_section(sizes, repeat, target, report):
+    """float16 and bfloat16 (issue 13): per op, bnfast's time on half data
+    over its own on the same values in float32 (target <= 0.6: half the
+    bytes) and PyTorch's on the same dtype over bnfast's (target >= 1.5),
+    interleaved in one process."""
+    shapes = HALF_SIZES[sizes]
+    families = [("batchnorm", shapes["rows"]),
+                ("spatial-nchw", shapes["image"]),
+                ("spatial-nhwc", shapes["image"]),
+                ("layernorm", shapes["rows"]),
+                ("groupnorm", shapes["image"])]
+    print("\n== half precision (issue 13): bnfast on float16/bfloat16 "
+          "against its own float32 and PyTorch on the same dtype, out= "
+          "where PyTorch has it ==")
+    print(f"{'family':13} {'dtype':8} {'shape':18} {'op':10} "
+          f"{'half us':>9} {'f32 us':>9} {'torch us':>9} "
+          f"{'half/f32':>8} {'torch/half':>10}")
+    for name, dtype, tdtype in half_dtypes():
+        for family, shape in families:
+            data = make_data(shape, np.float64, seed_of(shape))
+            if family == "spatial-nhwc":
+                data = channels_last(data)
+            data = {k: v.astype(dtype) for k, v in data.items()}
+            fns = half_ops(family, data, tdtype)
+            label = f"half {family} {name} {shape}"
+            med, _, _ = measure(fns, repeat, target, label)
+            for op in ("fwd-train", "fwd-test", "backward"):
+                if (op, "half") not in med:
+                    continue
+                h, f, t = (med[op, "half"], med[op, "float32"],
+                           med.get((op, "torch")))
+                rec = {"family": family, "dtype": name,
+                       "shape": list(data["x"].shape), "op": op,
+                       "half_s": h, "float32_s": f, "torch_s": t}
+                report.append(rec)
+                print(f"{family:13} {name:8} {str(tuple(data['x'].shape)):18} "
+                      f"{op:10} {fmt_us(h):>9} {fmt_us(f):>9} {fmt_us(t):>9} "
+                      f"{fmt_ratio(h, f):>8} {fmt_ratio(t, h):>10}")
+            del fns, data
+            gc.collect()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
@@ -1547,6 +1718,10 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=None,
                     help="measurements per implementation (default 7, "
                          "quick 3, --torch-entry 31)")
+    ap.add_argument("--half", action="store_true",
+                    help="only the half-precision section (float16, "
+                         "bfloat16 against float32 and PyTorch; with "
+                         "--quick at small sizes)")
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for bnfast and PyTorch alike (default 1)")
@@ -1578,6 +1753,16 @@ def main(argv=None):
         return 0
 
     sizes = "quick" if args.quick else "sweep" if args.sweep else "sizes"
+    if args.half:
+        half = []
+        half_section("quick" if args.quick else "sizes", repeat, target,
+                     half)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine(), "repeat": repeat,
+                           "threads": args.threads, "half": half}, f,
+                          indent=1)
+        return 0
     report = {"machine": machine(), "quick": args.quick,
               "sweep": args.sweep, "repeat": repeat,
               "threads": args.threads,
@@ -1589,6 +1774,9 @@ def main(argv=None):
     report["accuracy"] = {}
     accuracy_section(report["accuracy"])
     timing_section(families, sizes, repeat, target, report["timing"])
+    if args.quick:  # the half-precision section's code, at small sizes
+        report["half"] = []
+        half_section("quick", repeat, target, report["half"])
     if args.sweep:
         report["targets"] = targets(report["timing"], report["accuracy"])
         targets_section(report["targets"])

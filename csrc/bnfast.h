@@ -9,7 +9,9 @@
  *                        [bnf_results *r]);
  *
  * e.g. bn_forward_train_f32(&p, &q, x, y, &r).  SUF is the dtype (f32:
- * T = float, f64: T = double); the data arrays are typed, in the order x,
+ * T = float, f64: T = double; f16 and bf16: T = uint16_t, the bits of
+ * IEEE float16 and of bfloat16, computed as float32 is, results rounded
+ * to nearest even); the data arrays are typed, in the order x,
  * dy, then the one output array (y or dx).  Three descriptors:
  * - bnf_panel, the data: its shape and each array's strides, in elements
  *   (ptrdiff_t: arrays over 2**31 elements work);
@@ -53,6 +55,7 @@
 #define BNFAST_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define BNF_OK 0
 #define BNF_ENOMEM (-1)
@@ -191,6 +194,8 @@ typedef struct {
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)
+BNF_DECLARE(uint16_t, f16)
+BNF_DECLARE(uint16_t, bf16)
 
 #undef BNF_DECLARE
 

@@ -1,7 +1,7 @@
 /* Instantiates a kernel template once per dtype.  A .c file defines
    BNF_TEMPLATE as the template's file name and includes this; the template
    writes T for the storage type, C for the compute type and NAME(f) for
-   the name f_f32 / f_f64.
+   the name f_f32 / f_f64 / f_f16 / f_bf16.
 
    Each instantiation is one block below: a new storage type is one more.
    - T: the storage type of the data (x, y, dy, dx).
@@ -11,8 +11,8 @@
      every long sum are double whatever C is: the short sums are flushed
      into double (BNF_FLUSH below), so a sum's error grows with the flush
      length, not with the batch.
-   - LOAD(v), STORE(v): a stored value to C and back (plain casts here;
-     a half-precision storage type will convert).
+   - LOAD(v), STORE(v): a stored value to C and back (plain casts for
+     float32 and float64; float16 and bfloat16 convert, half.h).
    - HILO, XMU(v, mh, ml): HILO is 1 when C is narrower than double, so
      that a per-channel mean is carried as a pair (mh, ml) with mean =
      mh + ml to double precision and x - mean is formed as XMU: (x - mh)
@@ -34,6 +34,8 @@
 #ifndef BNF_TEMPLATE
 #error "define BNF_TEMPLATE before including instantiate.h"
 #endif
+
+#include "half.h"
 
 #define BNF_CAT_(a, b) a##_##b
 #define BNF_CAT(a, b) BNF_CAT_(a, b)
@@ -67,6 +69,50 @@
 #define HILO 0
 #define XMU(v, mh, ml) ((void)(ml), (v) - (mh))
 #define RELU_MIN 0.0
+#define BNF_FLUSH 16
+#include BNF_TEMPLATE
+#undef T
+#undef C
+#undef SUF
+#undef LOAD
+#undef STORE
+#undef HILO
+#undef XMU
+#undef RELU_MIN
+#undef BNF_FLUSH
+
+/* float16 and bfloat16 storage (half.h: uint16_t bits, exact loads,
+   stores to nearest even), computed as float32 is.  RELU_MIN: the largest
+   float rounding to +0 in storage, 2**-25 (half of float16's smallest
+   subnormal, a tie to the even 0) and 2**-134 for bfloat16. */
+#define T uint16_t
+#define C float
+#define SUF f16
+#define LOAD(v) bnf_f16_load(v)
+#define STORE(v) bnf_f16_store((C)(v))
+#define HILO 1
+#define XMU(v, mh, ml) (((v) - (mh)) - (ml))
+#define RELU_MIN 0x1p-25f
+#define BNF_FLUSH 16
+#include BNF_TEMPLATE
+#undef T
+#undef C
+#undef SUF
+#undef LOAD
+#undef STORE
+#undef HILO
+#undef XMU
+#undef RELU_MIN
+#undef BNF_FLUSH
+
+#define T uint16_t
+#define C float
+#define SUF bf16
+#define LOAD(v) bnf_bf16_load(v)
+#define STORE(v) bnf_bf16_store((C)(v))
+#define HILO 1
+#define XMU(v, mh, ml) (((v) - (mh)) - (ml))
+#define RELU_MIN 0x1p-134f
 #define BNF_FLUSH 16
 #include BNF_TEMPLATE
 #undef T

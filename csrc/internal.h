@@ -8,6 +8,7 @@
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /*
  * Runtime SIMD dispatch.  The build is portable (baseline x86-64), and each
@@ -259,6 +260,8 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
 
 BNF_DECLARE_KERNELS(float, float, f32)
 BNF_DECLARE_KERNELS(double, double, f64)
+BNF_DECLARE_KERNELS(uint16_t, float, f16)
+BNF_DECLARE_KERNELS(uint16_t, float, bf16)
 #undef BNF_DECLARE_KERNELS
 
 /*
@@ -317,6 +320,8 @@ int bnf_any_suspect(const double *restrict mean, const double *restrict var,
 
 BNF_DECLARE_RESCUE(float, float, f32)
 BNF_DECLARE_RESCUE(double, double, f64)
+BNF_DECLARE_RESCUE(uint16_t, float, f16)
+BNF_DECLARE_RESCUE(uint16_t, float, bf16)
 #undef BNF_DECLARE_RESCUE
 
 /*

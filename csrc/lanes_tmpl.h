@@ -155,12 +155,12 @@ BNF_INLINE void NAME(block_sums_wide)(const T *restrict p, ptrdiff_t nr,
         for (; e + LANES <= len; e += LANES)
             BNF_LANE_LOOP
             for (int l = 0; l < LANES; l++) {
-                double d = (double)pr[e + l] - c;
+                double d = (double)LOAD(pr[e + l]) - c;
                 as[l] += d;
                 aq[l] += d * d;
             }
         for (int l = 0; l < len - e; l++) {
-            double d = (double)pr[e + l] - c;
+            double d = (double)LOAD(pr[e + l]) - c;
             as[l] += d;
             aq[l] += d * d;
         }

@@ -181,7 +181,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                     for (i = g0; i < g1; i++) {
                         const T *restrict x0 = xb + i * ldx;
                         for (ptrdiff_t j = 0; j < tc; j++) {
-                            double d0 = (double)x0[j] - (double)cen[j];
+                            double d0 = (double)LOAD(x0[j]) - (double)cen[j];
                             gs[j] += d0;
                             gq[j] += d0 * d0;
                         }

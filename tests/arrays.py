@@ -12,6 +12,14 @@ import dataclasses
 import numpy as np
 
 DTYPES = (np.float32, np.float64)
+# half-precision storage (computed in float32): the parallel generator
+# half_cases() / half_spatial_cases(); bfloat16 when ml_dtypes is installed
+try:
+    import ml_dtypes
+except ImportError:
+    ml_dtypes = None
+HALF_DTYPES = (np.float16,) + (() if ml_dtypes is None
+                               else (ml_dtypes.bfloat16,))
 SHAPES_2D = [(1, 1), (1, 6), (2, 1), (2, 6), (7, 5), (64, 33), (20000, 3),
              (9, 2049)]
 SHAPES_ND = [(4, 3, 5, 2), (1, 2, 3)]
@@ -46,8 +54,10 @@ class Case:
 
     def widened(self):
         """The same case in the next wider precision (float32 -> float64,
-        float64 -> longdouble): the inputs of the accuracy oracle."""
-        wide = np.float64 if self.x.dtype == np.float32 else np.longdouble
+        float64 -> longdouble; float16 and bfloat16, computed in float32,
+        -> float64): the inputs of the accuracy oracle."""
+        wide = (np.float64 if self.x.dtype == np.float32
+                or is_half(self.x.dtype) else np.longdouble)
         return dataclasses.replace(
             self, **{f.name: getattr(self, f.name).astype(wide)
                      for f in dataclasses.fields(self)
@@ -120,11 +130,33 @@ def make_case(shape, dtype, layout, contents, seed=0, axis=None):
                 contents, axis)
 
 
-def cases():
+def is_half(dtype):
+    """float16 or bfloat16 (half-precision storage)."""
+    dtype = np.dtype(dtype)
+    return dtype == np.float16 or dtype.name == "bfloat16"
+
+
+def finfo(dtype):
+    """np.finfo, and ml_dtypes.finfo for bfloat16."""
+    if np.dtype(dtype).name == "bfloat16":
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
+def half_cases():
+    """cases() in float16 and bfloat16."""
+    return cases(HALF_DTYPES, seed=50_000)
+
+
+def half_spatial_cases():
+    """spatial_cases() in float16 and bfloat16."""
+    return spatial_cases(HALF_DTYPES, seed=60_000)
+
+
+def cases(dtypes=DTYPES, seed=0):
     """Batch norm cases (axis None)."""
     out = []
-    seed = 0
-    for dtype in DTYPES:
+    for dtype in dtypes:
         for shape in SHAPES_2D + SHAPES_ND:
             for layout in LAYOUTS:
                 for contents in CONTENTS:
@@ -133,11 +165,10 @@ def cases():
     return out
 
 
-def spatial_cases():
+def spatial_cases(dtypes=DTYPES, seed=10_000):
     """Spatial batch norm cases (channels along axis)."""
     out = []
-    seed = 10_000
-    for dtype in DTYPES:
+    for dtype in dtypes:
         for shape, axis in SPATIAL:
             for layout in SPATIAL_LAYOUTS:
                 if layout == "channels-last-memory" and (len(shape) < 3
@@ -182,7 +213,8 @@ def assert_as_accurate(what, case, fast, ref, oracle, scale=None):
         scale = float(np.max(np.abs(o)))
     # eps of the data's dtype: float32 data with float64 parameters gives
     # float64 dgamma and running statistics computed from float32 values
-    eps = np.finfo(case.x.dtype).eps
+    # (float16 and bfloat16: the eps of the storage dtype)
+    eps = float(finfo(case.x.dtype).eps)
     bound = 2 * err_ref + ULPS * eps * scale
     assert err_fast <= bound, (
         f"{label}: max error vs the wide oracle {err_fast:.3g} > bound "

@@ -41,11 +41,11 @@ def assert_unchanged(before, after):
 FORWARD_ERRORS = [
     # (description, change to the good arguments, exception, message part)
     ("int x", lambda a: a.update(x=np.ones((N, D), dtype=int)), TypeError,
-     "x must be a float32 or float64 array, got dtype int64"),
-    ("float16 x", lambda a: a.update(x=np.ones((N, D), np.float16)),
-     TypeError, "got dtype float16"),
+     "x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
+    ("longdouble x", lambda a: a.update(x=np.ones((N, D), np.longdouble)),
+     TypeError, "got dtype float128"),
     ("complex x", lambda a: a.update(x=np.ones((N, D), complex)), TypeError,
-     "x must be a float32 or float64"),
+     "x must be a float16, bfloat16, float32 or float64"),
     ("object x", lambda a: a.update(x=np.ones((N, D), object)), TypeError,
      "got dtype object"),
     ("0-d x", lambda a: a.update(x=np.float64(1.0)), ValueError,
@@ -61,7 +61,7 @@ FORWARD_ERRORS = [
     ("beta shape", lambda a: a.update(beta=np.ones((1, D))), ValueError,
      "beta must have shape (3,) to match x, got (1, 3)"),
     ("gamma dtype", lambda a: a.update(gamma=np.ones(D, complex)), TypeError,
-     "gamma must be a float32 or float64 array, or of integers or bools "
+     "gamma must be a float16, bfloat16, float32 or float64 array, or of integers or bools "
      "(converted to x's dtype), got dtype complex128"),
     ("masked x", lambda a: a.update(x=np.ma.masked_less(a["x"], 0)),
      TypeError, "x must not be a masked array (numpy.ma.MaskedArray)"),
@@ -70,7 +70,7 @@ FORWARD_ERRORS = [
      ValueError, "bn_param['running_mean'] must have shape (3,)"),
     ("running_var dtype",
      lambda a: a["bn_param"].update(running_var=np.zeros(D, int)),
-     TypeError, "bn_param['running_var'] must be a float32 or float64"),
+     TypeError, "bn_param['running_var'] must be a float16, bfloat16, float32 or float64"),
     ("negative eps", lambda a: a["bn_param"].update(eps=-1e-5), ValueError,
      "bn_param['eps'] must be >= 0.0, got -1e-05"),
     ("string eps", lambda a: a["bn_param"].update(eps="1e-5"), TypeError,
@@ -145,7 +145,7 @@ def test_backward_of_test_mode_is_accepted():
      "dout must have the shape of x (5, 3), got (5, 4)"),
     (np.ones((N * D,)), ValueError, "dout must have the shape of x"),
     (np.ones((N, D), dtype=np.int32), TypeError,
-     "dout must be a float32 or float64 array, got dtype int32"),
+     "dout must be a float16, bfloat16, float32 or float64 array, got dtype int32"),
 ])
 def test_backward_bad_dout(dout, exc, message):
     args, cache = forward_cache()
@@ -194,7 +194,7 @@ SPATIAL_ERRORS = [
      lambda a: a["bn_param"].update(running_var=np.ones((3, 1))),
      ValueError, "bn_param['running_var'] must have shape (3,)"),
     ("int x", {}, lambda a: a.update(x=np.ones((2, 3, 4), int)), TypeError,
-     "x must be a float32 or float64 array, got dtype int64"),
+     "x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
     ("unknown mode", {}, lambda a: a["bn_param"].update(mode="eval"),
      ValueError, "bn_param['mode'] must be one of ('train', 'test')"),
 ]
@@ -235,7 +235,7 @@ LN_ERRORS = [
     ("empty batch", lambda a: a.update(x=np.ones((0, 3))), ValueError,
      "x is an empty batch (N = 0)"),
     ("bool x", lambda a: a.update(x=np.ones((5, 3), bool)), TypeError,
-     "x must be a float32 or float64 array, got dtype bool"),
+     "x must be a float16, bfloat16, float32 or float64 array, got dtype bool"),
 ]
 
 
@@ -281,8 +281,8 @@ GN_ERRORS = [
      "x must have at least 2 dimensions"),
     ("empty batch", {"x": np.ones((0, 3, 2, 2))}, ValueError,
      "x is an empty batch (N = 0)"),
-    ("float16 x", {"x": np.ones((2, 3, 2, 2), np.float16)}, TypeError,
-     "got dtype float16"),
+    ("longdouble x", {"x": np.ones((2, 3, 2, 2), np.longdouble)},
+     TypeError, "got dtype float128"),
 ]
 
 

@@ -109,17 +109,17 @@ def _set(key, make):
 BAD = [
     # (description, change, functions (None: all), exception, message regex)
     ("int x", _set("x", lambda x: x.astype(np.int64)), None, TypeError,
-     r"x must be a float32 or float64 array, got dtype int64"),
+     r"x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
     ("bool x", _set("x", lambda x: x > 0), None, TypeError,
-     r"x must be a float32 or float64 array, got dtype bool"),
-    ("float16 x", _set("x", lambda x: x.astype(np.float16)), None,
-     TypeError, r"got dtype float16"),
+     r"x must be a float16, bfloat16, float32 or float64 array, got dtype bool"),
+    ("longdouble x", _set("x", lambda x: x.astype(np.longdouble)), None,
+     TypeError, r"got dtype float128"),
     ("complex x", _set("x", lambda x: x.astype(complex)), None, TypeError,
-     r"x must be a float32 or float64 array, got dtype complex128"),
+     r"x must be a float16, bfloat16, float32 or float64 array, got dtype complex128"),
     ("object x", _set("x", lambda x: x.astype(object)), None, TypeError,
      r"got dtype object"),
     ("string x", _set("x", lambda x: "x"), None, TypeError,
-     r"x must be a float32 or float64 array, got dtype <U1"),
+     r"x must be a float16, bfloat16, float32 or float64 array, got dtype <U1"),
     ("0-d x", _set("x", lambda x: np.float64(1.0)), None, ValueError,
      r"x must have at least 2 dimensions"),
     ("1-d x", _set("x", lambda x: x.ravel()), None, ValueError,
@@ -137,11 +137,12 @@ BAD = [
     ("0-d gamma", _set("gamma", lambda g: np.float64(1.0)), None,
      ValueError, r"gamma must have shape \(6,\)"),
     ("complex beta", _set("beta", lambda b: b.astype(complex)), None,
-     TypeError, r"beta must be a float32 or float64 array, or of integers "
+     TypeError, r"beta must be a float16, bfloat16, float32 or float64 array, or of integers "
      r"or bools \(converted to x's dtype\), got dtype complex128"),
-    ("float16 gamma", _set("gamma", lambda g: g.astype(np.float16)), None,
-     TypeError, r"gamma must be a float32 or float64 array, or of integers "
-     r"or bools \(converted to x's dtype\), got dtype float16"),
+    ("longdouble gamma", _set("gamma", lambda g: g.astype(np.longdouble)),
+     None, TypeError, r"gamma must be a float16, bfloat16, float32 or float64 "
+     r"array, or of integers or bools \(converted to x's dtype\), got dtype "
+     r"float128"),
     ("masked x", _set("x", lambda x: np.ma.masked_less(x, 0)), None,
      TypeError, r"^x must not be a masked array \(numpy.ma.MaskedArray\)"),
     ("masked x without a mask", _set("x", np.ma.asarray), None, TypeError,
@@ -170,11 +171,11 @@ BAD = [
      _set("param.running_mean", lambda r: np.zeros(C - 1)), BN, ValueError,
      r"bn_param\['running_mean'\] must have shape \(6,\)"),
     ("int running_var", _set("param.running_var", lambda r: np.ones(C, int)),
-     BN, TypeError, r"bn_param\['running_var'\] must be a float32 or "
+     BN, TypeError, r"bn_param\['running_var'\] must be a float16, bfloat16, float32 or "
      r"float64 array, got dtype int64"),
     ("bool running_mean",
      _set("param.running_mean", lambda r: np.ones(C, bool)), BN, TypeError,
-     r"bn_param\['running_mean'\] must be a float32 or float64 array, got "
+     r"bn_param\['running_mean'\] must be a float16, bfloat16, float32 or float64 array, got "
      r"dtype bool"),
     ("masked running_mean",
      _set("param.running_mean", lambda r: np.ma.masked_less(r, 0)), BN,
@@ -320,9 +321,9 @@ BACKWARD_BAD = [
     ("masked dout", lambda d: np.ma.masked_greater(d, 0.5), TypeError,
      r"^dout must not be a masked array"),
     ("int dout", lambda d: d.astype(np.int32), TypeError,
-     r"dout must be a float32 or float64 array, got dtype int32"),
+     r"dout must be a float16, bfloat16, float32 or float64 array, got dtype int32"),
     ("complex dout", lambda d: d.astype(complex), TypeError,
-     r"dout must be a float32 or float64 array"),
+     r"dout must be a float16, bfloat16, float32 or float64 array"),
     ("0-d dout", lambda d: np.float64(1.0), ValueError,
      r"dout must have the shape of x \(.*\), got \(\)"),
     ("transposed dout", lambda d: d.T, ValueError,
@@ -378,7 +379,7 @@ LAYERS = {
 
 LAYER_BAD = [
     ("int x", lambda x: x.astype(int), TypeError,
-     r"x must be a float32 or float64 array, got dtype int64"),
+     r"x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
     ("1-d x", lambda x: x.ravel(), ValueError, r"x must (have|end with)"),
     ("twice the channels", lambda x: np.concatenate([x, x], axis=1)
      if x.shape[1] == C else np.concatenate([x, x], axis=-1), ValueError,

@@ -266,7 +266,8 @@ ARG_ERRORS = [
      "track_running_stats must be a bool, got str"),
     ({"axis": 0}, ValueError, "axis must not be 0, the batch axis"),
     ({"axis": 1.0}, TypeError, "axis must be an int, got float"),
-    ({"dtype": np.float16}, TypeError, "dtype must be float32 or float64"),
+    ({"dtype": np.longdouble}, TypeError,
+     "dtype must be float16, bfloat16, float32 or float64"),
 ]
 
 

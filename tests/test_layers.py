@@ -312,7 +312,7 @@ def test_fold_shape_errors():
     (lambda: bnfast.BatchNorm(3, momentum=2.0), ValueError,
      "momentum must be in [0, 1] or None"),
     (lambda: bnfast.BatchNorm(3, dtype=np.int32), TypeError,
-     "dtype must be float32 or float64, got int32"),
+     "dtype must be float16, bfloat16, float32 or float64, got int32"),
     (lambda: bnfast.BatchNorm(3, gamma_init="twos"), ValueError,
      "gamma initializer must be 'ones', 'zeros', a callable or an array"),
     (lambda: bnfast.BatchNorm(3, beta_init=np.zeros(4)), ValueError,
@@ -333,7 +333,7 @@ def test_forward_errors_leave_running_statistics_alone():
     with pytest.raises(ValueError, match="x has 4 channels along axis 1, "
                        "BatchNorm expects 3"):
         bn(np.ones((4, 4)))
-    with pytest.raises(TypeError, match="x must be a float32 or float64"):
+    with pytest.raises(TypeError, match="x must be a float16, bfloat16, float32 or float64"):
         bn(np.ones((4, 3), int))
     with pytest.raises(ValueError, match="mode must be one of"):
         bn(np.ones((4, 3)), mode="eval")
@@ -609,9 +609,9 @@ def test_load_state_dict_takes_a_mapping_and_entries_that_alias_the_layer():
     (lambda: bnfast.BatchNorm(3, activation=1), TypeError,
      "activation must be None or 'relu', got int"),
     (lambda: bnfast.BatchNorm(3, dtype="banana"), TypeError,
-     "dtype must be float32 or float64, got 'banana'"),
+     "dtype must be float16, bfloat16, float32 or float64, got 'banana'"),
     (lambda: bnfast.BatchNorm(3, dtype=None), TypeError,
-     "dtype must be float32 or float64, got None"),
+     "dtype must be float16, bfloat16, float32 or float64, got None"),
     (lambda: bnfast.GroupNorm(2.0, 4), TypeError,
      "num_groups must be an int, got float"),
     (lambda: bnfast.GroupNorm(0, 4), ValueError,

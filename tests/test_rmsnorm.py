@@ -374,11 +374,13 @@ FORWARD_BAD = [
     ("string eps", {"rms_param": {"eps": "a"}}, {}, TypeError,
      r"^rms_param\['eps'\] must be a real number, got str"),
     ("int x", {"x": np.ones((4, 5), np.int64)}, {}, TypeError,
-     r"^x must be a float32 or float64 array, got dtype int64"),
+     r"^x must be a float16, bfloat16, float32 or float64 array, got dtype "
+     r"int64"),
     ("gamma shape", {"gamma": np.ones(4)}, {"normalized_shape": 5},
      ValueError, r"^gamma must have shape \(5,\) to match x, got \(4,\)"),
     ("complex gamma", {"gamma": np.ones(5, complex)}, {}, TypeError,
-     r"^gamma must be a float32 or float64 array, or of integers"),
+     r"^gamma must be a float16, bfloat16, float32 or float64 array, or "
+     r"of integers"),
     ("shape mismatch", {}, {"normalized_shape": (4, 5)}, ValueError,
      r"^x must end with normalized_shape \(4, 5\), got shape \(4, 3, 5\)"),
     ("shape too long", {}, {"normalized_shape": (1, 4, 3, 5)}, ValueError,
@@ -451,8 +453,8 @@ def test_backward_errors():
     with pytest.raises(ValueError, match=r"^dout must have the shape of x "
                        r"\(4, 3, 5\), got \(4, 15\)"):
         bnfast.rmsnorm_backward(np.ones((4, 15)), cache)
-    with pytest.raises(TypeError, match=r"^dout must be a float32 or "
-                       "float64 array, got dtype int64"):
+    with pytest.raises(TypeError, match=r"^dout must be a float16, bfloat16, "
+                       "float32 or float64 array, got dtype int64"):
         bnfast.rmsnorm_backward(np.ones(x.shape, np.int64), cache)
 
 
@@ -559,7 +561,7 @@ def test_layer_repr(layer, text):
     (lambda: bnfast.RMSNorm(4, elementwise_affine="yes"), TypeError,
      r"elementwise_affine must be a bool, got str"),
     (lambda: bnfast.RMSNorm(4, dtype=np.int32), TypeError,
-     r"dtype must be float32 or float64, got int32")])
+     r"dtype must be float16, bfloat16, float32 or float64, got int32")])
 def test_layer_constructor_errors(make, exc, message):
     with pytest.raises(exc, match=message):
         make()

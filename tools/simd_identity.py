@@ -1,7 +1,7 @@
 """Check the README's promise that results are identical across SIMD
 levels: the installed bnfast (its kernels dispatch at run time to this
 CPU's clone: x86-64-v4, -v3 or baseline) against a baseline-only build of
-the same sources (BNF_NO_DISPATCH), bitwise, on every family, both dtypes,
+the same sources (BNF_NO_DISPATCH), bitwise, on every family, every dtype (float16 and bfloat16 too),
 both kernel families, with and without the fused ReLU, at offsets 0 and
 1e4.
 
@@ -25,6 +25,14 @@ import types
 import numpy as np
 
 import bnfast
+
+# float16 and bfloat16 storage (issue 13; bfloat16 with ml_dtypes): their
+# conversions must round alike at every SIMD level too
+try:
+    import ml_dtypes
+    HALF = (np.float16, ml_dtypes.bfloat16)
+except ImportError:
+    HALF = (np.float16,)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,7 +114,7 @@ def main():
                   "are compared)")
         rng = np.random.default_rng(1)
         n = bad = 0
-        for dt in (np.float32, np.float64):
+        for dt in (np.float32, np.float64) + HALF:
             for shape, axis in [((300, 517), 1), ((64, 2049), 1),
                                 ((7, 5, 9, 13), 1), ((5, 9, 13, 7), 3),
                                 ((40000, 3), 1), ((3, 4, 70, 70), 1)]:
@@ -121,11 +129,16 @@ def main():
                     for a, c2 in zip(results(fast, x, dy, g, b, axis),
                                      results(base, x, dy, g, b, axis)):
                         n += 1
-                        if not np.array_equal(a, c2, equal_nan=True):
+                        if np.dtype(a.dtype).itemsize == 2:  # half: bits
+                            same = np.array_equal(a.view(np.uint16),
+                                                  c2.view(np.uint16))
+                        else:
+                            same = np.array_equal(a, c2, equal_nan=True)
+                        if not same:
                             bad += 1
                             print(f"DIFFERS: {np.dtype(dt).name} {shape} "
                                   f"axis {axis} offset {offset:g}: max "
-                                  f"{np.max(np.abs(a - c2)):.3g}")
+                                  f"{np.max(np.abs(a.astype(float) - c2.astype(float))):.3g}")
         print(f"simd_identity: {n} results compared, {bad} differ")
         return 1 if bad else 0
 

@@ -75,12 +75,6 @@ cdef extern from "bnfast.h" nogil:
     int bn_backward_apply_f64(const bnf_panel *p, const bnf_params *q,
                               const double *x, const double *dy, double *dx,
                               bnf_results *r)
-    int bn_residual_gate_f32(const bnf_panel *p, const bnf_params *q,
-                             const float *x, const float *dy, float *g,
-                             bnf_results *r)
-    int bn_residual_gate_f64(const bnf_panel *p, const bnf_params *q,
-                             const double *x, const double *dy, double *g,
-                             bnf_results *r)
 
     int ln_forward_f32(const bnf_panel *p, const bnf_params *q,
                        const float *x, float *y, bnf_results *r)
@@ -134,6 +128,15 @@ cdef extern from "bnfast.h" nogil:
     ptrdiff_t bnf_get_parallel_min()
     int bnf_have_openmp()
     const char *bnf_simd_level()
+
+# Half-precision storage (csrc/half.h): float16 and bfloat16 as uint16_t
+# bits; conversions of the per-channel values from and to double.
+cdef extern from "half.h" nogil:
+    ctypedef unsigned short uint16_t
+    double bnf_f16_to_f64(uint16_t h)
+    double bnf_bf16_to_f64(uint16_t h)
+    uint16_t bnf_f64_to_f16(double d)
+    uint16_t bnf_f64_to_bf16(double d)
 
 # Benchmark-only helper (csrc/bench_copy.c), not part of the kernels: a copy
 # with streaming stores, for the roofline of benchmarks/bench.py.

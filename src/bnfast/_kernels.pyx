@@ -51,6 +51,149 @@ cdef enum:
 
 # ------------------------------------------------------------- kernels
 
+# The one dtype dispatch: the kernels of each storage dtype, a row of
+# bnf_kernel_table indexed by the dtype code of x (_code); a call site
+# reads _kern(x).<kernel>.  A new kernel is one more field (and its name
+# in BNF_KERNELS); a new dtype one more row and code.  The data pointers
+# are void * here (the table erases T).
+cdef extern from *:
+    """
+    typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                              const void *, void *, bnf_results *);
+    typedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                                const void *, bnf_results *);
+    typedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                                const void *, void *);
+    typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                              const void *, const void *, void *,
+                              bnf_results *);
+    typedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, const void *, bnf_results *);
+    typedef struct {
+        bnf_fwd_fn bn_forward_train;
+        bnf_stats_fn bn_stats;
+        bnf_apply_fn bn_apply;
+        bnf_bwd_fn bn_backward;
+        bnf_reduce_fn bn_backward_reduce;
+        bnf_bwd_fn bn_backward_apply;
+        bnf_fwd_fn ln_forward;
+        bnf_bwd_fn ln_backward;
+        bnf_fwd_fn gn_forward;
+        bnf_bwd_fn gn_backward;
+        bnf_fwd_fn rms_forward;
+        bnf_bwd_fn rms_backward;
+        bnf_fwd_fn gnl_forward;
+        bnf_bwd_fn gnl_backward;
+        bnf_bwd_fn bn_residual_gate;
+    } bnf_kernels;
+    #define BNF_KERNELS(SUF) {                                              \
+        (bnf_fwd_fn)bn_forward_train_##SUF, (bnf_stats_fn)bn_stats_##SUF, \
+        (bnf_apply_fn)bn_apply_##SUF, (bnf_bwd_fn)bn_backward_##SUF,       \
+        (bnf_reduce_fn)bn_backward_reduce_##SUF,                           \
+        (bnf_bwd_fn)bn_backward_apply_##SUF,                               \
+        (bnf_fwd_fn)ln_forward_##SUF, (bnf_bwd_fn)ln_backward_##SUF,       \
+        (bnf_fwd_fn)gn_forward_##SUF, (bnf_bwd_fn)gn_backward_##SUF,       \
+        (bnf_fwd_fn)rms_forward_##SUF, (bnf_bwd_fn)rms_backward_##SUF,     \
+        (bnf_fwd_fn)gnl_forward_##SUF, (bnf_bwd_fn)gnl_backward_##SUF,     \
+        (bnf_bwd_fn)bn_residual_gate_##SUF}
+    /* rows in the order of the dtype codes (DT_* in _kernels.pyx) */
+    static const bnf_kernels bnf_kernel_table[] = {
+        BNF_KERNELS(f32), BNF_KERNELS(f64), BNF_KERNELS(f16),
+        BNF_KERNELS(bf16)};
+    #undef BNF_KERNELS
+    """
+    ctypedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, bnf_results *) noexcept nogil
+    ctypedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, void *) noexcept nogil
+    ctypedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                                  const void *, const void *,
+                                  bnf_results *) noexcept nogil
+    ctypedef struct bnf_kernels:
+        bnf_fwd_fn bn_forward_train
+        bnf_stats_fn bn_stats
+        bnf_apply_fn bn_apply
+        bnf_bwd_fn bn_backward
+        bnf_reduce_fn bn_backward_reduce
+        bnf_bwd_fn bn_backward_apply
+        bnf_fwd_fn ln_forward
+        bnf_bwd_fn ln_backward
+        bnf_fwd_fn gn_forward
+        bnf_bwd_fn gn_backward
+        bnf_fwd_fn rms_forward
+        bnf_bwd_fn rms_backward
+        bnf_fwd_fn gnl_forward
+        bnf_bwd_fn gnl_backward
+        bnf_bwd_fn bn_residual_gate
+    const bnf_kernels *bnf_kernel_table
+
+
+cdef extern from "numpy/arrayobject.h":
+    enum: NPY_HALF  # (not in numpy's __init__.pxd)
+
+
+# the storage dtypes: codes of bnf_kernel_table's rows (-1: none)
+cdef enum:
+    DT_F32 = 0
+    DT_F64 = 1
+    DT_F16 = 2
+    DT_BF16 = 3
+
+# the type number of ml_dtypes.bfloat16 once an array of it was seen (a
+# user-defined type: its number is given when ml_dtypes registers it);
+# -1 before.  bnfast never imports ml_dtypes: an array of bfloat16 exists
+# only after its owner did.
+cdef int _bf16_num = -1
+
+
+cdef inline int _code_of(int t) noexcept:
+    if t == cnp.NPY_FLOAT:
+        return DT_F32
+    if t == cnp.NPY_DOUBLE:
+        return DT_F64
+    if t == NPY_HALF:
+        return DT_F16
+    if t == _bf16_num:
+        return DT_BF16
+    return -1
+
+
+cdef inline int _code(cnp.ndarray a) noexcept:
+    """The dtype code of a validated (float) array."""
+    return _code_of(cnp.PyArray_TYPE(a))
+
+
+cdef inline const bnf_kernels *_kern(cnp.ndarray x) noexcept:
+    """The kernels of x's storage dtype (x validated by _float_array)."""
+    return &bnf_kernel_table[_code(x)]
+
+
+cdef bint _is_bfloat16(object dt) except -1:
+    """dt is ml_dtypes.bfloat16's dtype (recording its type number)."""
+    global _bf16_num
+    if dt.itemsize != 2 or dt.name != "bfloat16":
+        return False
+    mld = _sys_modules.get("ml_dtypes")
+    if mld is None or dt != np.dtype(mld.bfloat16):
+        return False
+    _bf16_num = dt.num
+    return True
+
+
+cdef double _finfo_eps(object dt) except -1.0:
+    """The machine epsilon of a float dtype (ml_dtypes' finfo for
+    bfloat16, which np.finfo does not know)."""
+    if _is_bfloat16(dt):
+        return float(_sys_modules["ml_dtypes"].finfo(dt).eps)
+    return float(np.finfo(dt).eps)
+
+
 cdef inline int _raise(int rc) except -1:
     if rc == BNF_ENOMEM:
         raise MemoryError("bnfast: could not allocate a scratch buffer")
@@ -104,9 +247,7 @@ def have_openmp():
 # ---------------------------------------------------------- validation
 
 cdef inline bint _is_float(cnp.ndarray a) noexcept:
-    cdef int t = cnp.PyArray_TYPE(a)
-    return ((t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
-            and cnp.PyArray_ISNOTSWAPPED(a))
+    return _code(a) >= 0 and cnp.PyArray_ISNOTSWAPPED(a)
 
 
 cdef int _not_masked(object a, str name) except -1:
@@ -124,13 +265,14 @@ cdef int _not_masked(object a, str name) except -1:
 
 
 cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
-    """``a`` as a float32 or float64 ndarray in native byte order.
+    """``a`` as a float16, bfloat16, float32 or float64 ndarray in native
+    byte order.
 
     Array-likes (lists) and ndarray subclasses (np.matrix, np.memmap) are
     read as plain ndarrays; byte-swapped float arrays are copied to native
     order; masked arrays raise TypeError.  ``convert``: the type number
     (x's) that integer and bool arrays are converted to (gamma and beta);
-    -1: any dtype but float32/float64 raises TypeError."""
+    -1: any other dtype raises TypeError."""
     cdef cnp.ndarray arr
     if cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a):
         return <cnp.ndarray>a
@@ -139,17 +281,22 @@ cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     dt = arr.dtype
     if convert >= 0 and dt.kind in "biu":
         return cnp.PyArray_Cast(arr, convert)
-    if dt.kind != "f" or dt.itemsize not in (4, 8):
+    if _is_bfloat16(dt):
+        return arr
+    if dt.kind != "f" or dt.itemsize not in (2, 4, 8):
         if convert >= 0:
             raise TypeError(
-                f"{name} must be a float32 or float64 array, or of integers "
-                f"or bools (converted to x's dtype), got dtype {dt}")
+                f"{name} must be a float16, bfloat16, float32 or float64 "
+                f"array, or of integers or bools (converted to x's dtype), "
+                f"got dtype {dt}")
         raise TypeError(
-            f"{name} must be a float32 or float64 array, got dtype {dt}")
+            f"{name} must be a float16, bfloat16, float32 or float64 "
+            f"array, got dtype {dt}")
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
-    if not _is_float(arr):  # a float of 4 or 8 bytes that is not float32/64
-        arr = arr.astype(np.float32 if dt.itemsize == 4 else np.float64)
+    if not _is_float(arr):  # a float of 2, 4 or 8 bytes, not numpy's own
+        arr = arr.astype({2: np.float16, 4: np.float32}.get(dt.itemsize,
+                                                             np.float64))
     return arr
 
 
@@ -760,33 +907,57 @@ cdef const double *_doubles(chans_t *c, cnp.ndarray a) noexcept:
     # callers); float64 is read in place, float32 converted to scratch;
     # None (an affine-free gamma or beta): NULL, which the kernels read as
     # gamma = 1, beta = 0
+    # (float16 and bfloat16 too: any float dtype of _float_array)
     cdef const float *f
+    cdef const uint16_t *h
     cdef double *d
     cdef Py_ssize_t i
+    cdef int code
     if a is None:
         return NULL
-    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+    code = _code(a)
+    if code == DT_F64:
         return <const double *>cnp.PyArray_DATA(a)
-    f = <const float *>cnp.PyArray_DATA(a)
     d = _scratch(c)
-    for i in range(c.n):
-        d[i] = f[i]
+    if code == DT_F32:
+        f = <const float *>cnp.PyArray_DATA(a)
+        for i in range(c.n):
+            d[i] = f[i]
+        return d
+    h = <const uint16_t *>cnp.PyArray_DATA(a)
+    if code == DT_F16:
+        for i in range(c.n):
+            d[i] = bnf_f16_to_f64(h[i])
+    else:
+        for i in range(c.n):
+            d[i] = bnf_bf16_to_f64(h[i])
     return d
 
 
 cdef void _store(cnp.ndarray a, Py_ssize_t n, const double *v) noexcept:
-    # Round n values into a (a new C-contiguous float32 or float64 array).
+    # Round n values into a (a new C-contiguous array of a float dtype of
+    # _float_array), each rounded once to nearest even.
     cdef double *d
     cdef float *f
+    cdef uint16_t *h
     cdef Py_ssize_t i
-    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+    cdef int code = _code(a)
+    if code == DT_F64:
         d = <double *>cnp.PyArray_DATA(a)
         for i in range(n):
             d[i] = v[i]
-    else:
+    elif code == DT_F32:
         f = <float *>cnp.PyArray_DATA(a)
         for i in range(n):
             f[i] = <float>v[i]
+    elif code == DT_F16:
+        h = <uint16_t *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            h[i] = bnf_f64_to_f16(v[i])
+    else:
+        h = <uint16_t *>cnp.PyArray_DATA(a)
+        for i in range(n):
+            h[i] = bnf_f64_to_bf16(v[i])
 
 
 cdef cnp.ndarray _stats(object a, Py_ssize_t n, str what):
@@ -1127,7 +1298,8 @@ cdef class BnForward:
         is empty).  mean is rounded as in bn_forward_train; mean_lo, for
         float64 x, is each mean's low part (mean + mean_lo to about twice
         double precision: a merge of means without their rounding), None
-        for float32 x (its means need none)."""
+        for x computed in float32 (float32, float16, bfloat16: its means
+        need none)."""
         cdef cnp.ndarray mean = _new_doubles(self.channels)
         cdef cnp.ndarray mean_lo = _new_doubles(self.channels)
         cdef cnp.ndarray m2 = _new_doubles(self.channels)
@@ -1136,7 +1308,8 @@ cdef class BnForward:
         cdef bnf_params q = _cparams(NULL, NULL)
         cdef bnf_results r = _cresults()
         cdef char *x
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bint f32 = _code(self.x) != DT_F64  # computed in float32
+        cdef bnf_stats_fn kernel = _kern(self.x).bn_stats
         mean[...] = 0
         mean_lo[...] = 0
         m2[...] = 0
@@ -1148,10 +1321,7 @@ cdef class BnForward:
             r.mean_lo = <double *>cnp.PyArray_DATA(mean_lo)
         r.m2 = <double *>cnp.PyArray_DATA(m2)
         with nogil:
-            if f32:
-                rc = bn_stats_f32(&bp, &q, <float *>x, &r)
-            else:
-                rc = bn_stats_f64(&bp, &q, <double *>x, &r)
+            rc = kernel(&bp, &q, x, &r)
         _raise(rc)
         return mean, (None if f32 else mean_lo), m2
 
@@ -1168,7 +1338,7 @@ cdef class BnForward:
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_apply_fn kernel = _kern(self.x).bn_apply
         if self.count == 0:
             if self.out is None:
                 return _empty_of(self.shape, cnp.PyArray_TYPE(self.x))
@@ -1185,10 +1355,7 @@ cdef class BnForward:
             x = _data(self.x)
             y = _data(res)
             with nogil:
-                if f32:
-                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
-                else:
-                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
+                rc = kernel(&bp, &q, x, y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1211,7 +1378,7 @@ cdef class BnForward:
         cdef int rc = 0
         cdef char *x
         cdef char *y
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_apply_fn kernel = _kern(self.x).bn_apply
         cdef cnp.ndarray mean, invstd
         cdef double *m
         cdef double *s
@@ -1259,10 +1426,7 @@ cdef class BnForward:
             x = _data(self.x)
             y = _data(res)
             with nogil:
-                if f32:
-                    rc = bn_apply_f32(&bp, &q, <float *>x, <float *>y)
-                else:
-                    rc = bn_apply_f64(&bp, &q, <double *>x, <double *>y)
+                rc = kernel(&bp, &q, x, y)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1281,7 +1445,7 @@ cdef class BnForward:
         cdef bnf_results r = _cresults()
         cdef chans_t ch
         cdef int rc = 0
-        cdef bint f32 = cnp.PyArray_TYPE(self.x) == cnp.NPY_FLOAT
+        cdef bnf_fwd_fn kernel = _kern(self.x).bn_forward_train
         cdef char *x = _data(self.x)
         cdef char *y = _data(res)
         r.mean = <double *>cnp.PyArray_DATA(mean)
@@ -1294,12 +1458,7 @@ cdef class BnForward:
             self._residual(&bp, &q)
             r.var = _scratch(&ch)
             with nogil:
-                if f32:
-                    rc = bn_forward_train_f32(&bp, &q, <float *>x, <float *>y,
-                                              &r)
-                else:
-                    rc = bn_forward_train_f64(&bp, &q, <double *>x,
-                                              <double *>y, &r)
+                rc = kernel(&bp, &q, x, y, &r)
             _raise(rc)
             cache = self._cache(mean, invstd,
                                 BatchNormCache.__new__(BatchNormCache))
@@ -1482,7 +1641,7 @@ cdef class BnBackward:
         cdef char *x = _data(self.c.x)
         cdef char *dy = _data(self.dout)
         cdef char *y = _data(g)
-        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef bnf_bwd_fn kernel = _kern(self.c.x).bn_residual_gate
         if not _panel(self.c.residual, &self.o, &zp):
             raise RuntimeError("internal: the cached residual without a panel")
         bp.z.s1, bp.z.s2 = zp.s1, zp.s2
@@ -1497,12 +1656,7 @@ cdef class BnBackward:
             r.sum_dy = <double *>cnp.PyArray_DATA(sums)
             r.sum_dyxmu = r.sum_dy + self.channels
             with nogil:
-                if f32:
-                    rc = bn_residual_gate_f32(&bp, &q, <float *>x,
-                                              <float *>dy, <float *>y, &r)
-                else:
-                    rc = bn_residual_gate_f64(&bp, &q, <double *>x,
-                                              <double *>dy, <double *>y, &r)
+                rc = kernel(&bp, &q, x, dy, y, &r)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1526,7 +1680,9 @@ cdef class BnBackward:
         cdef char *x = _data(self.c.x)
         cdef char *dy = _data(self.dout)
         cdef char *y = _data(dx)
-        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef bnf_bwd_fn kernel = (_kern(self.c.x).bn_backward
+                                  if count_sums == NULL
+                                  else _kern(self.c.x).bn_backward_apply)
         r.dgamma, r.dbeta = dgamma, dbeta
         _chans_init(&ch, c, 2)
         try:
@@ -1540,18 +1696,7 @@ cdef class BnBackward:
                 q.count = count
                 q.sum_dy, q.sum_dyxmu = count_sums, count_sums + c
             with nogil:
-                if count_sums == NULL and f32:
-                    rc = bn_backward_f32(&bp, &q, <float *>x, <float *>dy,
-                                         <float *>y, &r)
-                elif count_sums == NULL:
-                    rc = bn_backward_f64(&bp, &q, <double *>x, <double *>dy,
-                                         <double *>y, &r)
-                elif f32:
-                    rc = bn_backward_apply_f32(&bp, &q, <float *>x,
-                                               <float *>dy, <float *>y, &r)
-                else:
-                    rc = bn_backward_apply_f64(&bp, &q, <double *>x,
-                                               <double *>dy, <double *>y, &r)
+                rc = kernel(&bp, &q, x, dy, y, &r)
         finally:
             _chans_free(&ch)
         return _raise(rc)
@@ -1597,7 +1742,7 @@ cdef class BnBackward:
         cdef int rc = 0
         cdef char *x
         cdef char *dy
-        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        cdef bnf_reduce_fn kernel = _kern(self.c.x).bn_backward_reduce
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
@@ -1615,12 +1760,7 @@ cdef class BnBackward:
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
             q.relu = self.relu
             with nogil:
-                if f32:
-                    rc = bn_backward_reduce_f32(&bp, &q, <float *>x,
-                                                <float *>dy, &r)
-                else:
-                    rc = bn_backward_reduce_f64(&bp, &q, <double *>x,
-                                                <double *>dy, &r)
+                rc = kernel(&bp, &q, x, dy, &r)
         finally:
             _chans_free(&ch)
         _raise(rc)
@@ -1805,19 +1945,13 @@ cdef cnp.ndarray _into_rows(object out, cnp.ndarray x, fits_t fits):
                              cnp.PyArray_TYPE(x), 0)
 
 
-ctypedef int (*fwd_f32_t)(const bnf_panel *, const bnf_params *,
-                          const float *, float *, bnf_results *) noexcept nogil
-ctypedef int (*fwd_f64_t)(const bnf_panel *, const bnf_params *,
-                          const double *, double *, bnf_results *) noexcept nogil
-
-
 cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
                                cnp.ndarray gflat, cnp.ndarray bflat,
                                Py_ssize_t nparams, Py_ssize_t nstats,
-                               Py_ssize_t groups, double eps, fwd_f32_t f32,
-                               fwd_f64_t f64):
-    """The layer and group norm forward on their panel bp: the kernel of
-    x's dtype into y; returns the nstats per-sample (or per-group) means
+                               Py_ssize_t groups, double eps,
+                               bnf_fwd_fn kernel):
+    """The layer and group norm forward on their panel bp: the kernel (of
+    x's dtype) into y; returns the nstats per-sample (or per-group) means
     and 1/std."""
     cdef cnp.ndarray mean = _new_doubles(nstats), invstd = _new_doubles(nstats)
     cdef chans_t ch
@@ -1835,10 +1969,7 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
         q.eps = eps
         xp, yp = _data(x), _data(y)
         with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = f32(bp, &q, <float *>xp, <float *>yp, &r)
-            else:
-                rc = f64(bp, &q, <double *>xp, <double *>yp, &r)
+            rc = kernel(bp, &q, xp, yp, &r)
     finally:
         _chans_free(&ch)
     _raise(rc)
@@ -1922,26 +2053,18 @@ def layernorm_forward(x, gamma, beta, ln_param, out=None,
     y = _into_rows(out, x2, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
     mean, invstd = _per_sample_forward(x2, y, &bp, gflat, bflat, d, n, 0,
-                                       eps, ln_forward_f32, ln_forward_f64)
+                                       eps, _kern(x2).ln_forward)
     cdef LayerNormCache cache = LayerNormCache.__new__(LayerNormCache)
     _fill(cache, x2, g, gflat, b, bflat, mean, invstd, shape)
     return _result(y, out, shape), cache
 
 
-ctypedef int (*bwd_f32_t)(const bnf_panel *, const bnf_params *,
-                          const float *, const float *, float *,
-                          bnf_results *) noexcept nogil
-ctypedef int (*bwd_f64_t)(const bnf_panel *, const bnf_params *,
-                          const double *, const double *, double *,
-                          bnf_results *) noexcept nogil
-
-
 cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
                                 cnp.ndarray dx, bnf_panel *bp,
                                 Py_ssize_t nparams, Py_ssize_t groups,
-                                bwd_f32_t f32, bwd_f64_t f64, out):
-    """The layer and group norm backward on their panel bp: the kernel of
-    x's dtype with the cache's gamma and statistics, dgamma and dbeta in
+                                bnf_bwd_fn kernel, out):
+    """The layer and group norm backward on their panel bp: the kernel (of
+    x's dtype) with the cache's gamma and statistics, dgamma and dbeta in
     gamma's dtype and shape, dx in the caller's shape."""
     cdef cnp.ndarray dgamma = _param_grad(c), dbeta = _param_grad(c, True)
     cdef chans_t ch
@@ -1961,12 +2084,7 @@ cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
         r.dbeta = _grad_buffer(dbeta, &ch)
         dyp, xp, dxp = _data(dy), _data(x), _data(dx)
         with nogil:
-            if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT:
-                rc = f32(bp, &q, <float *>xp, <float *>dyp, <float *>dxp,
-                         &r)
-            else:
-                rc = f64(bp, &q, <double *>xp, <double *>dyp,
-                         <double *>dxp, &r)
+            rc = kernel(bp, &q, xp, dyp, dxp, &r)
         _raise(rc)
         _grad_done(dgamma, r.dgamma, nparams)
         _grad_done(dbeta, r.dbeta, nparams)
@@ -1986,8 +2104,8 @@ def layernorm_backward(dout, cache, out=None):
     dy = _fit(dy, _unit_rows)
     dx = _into_rows(out, x, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
-    return _per_sample_backward(c, x, dy, dx, &bp, d, 0, ln_backward_f32,
-                                ln_backward_f64, out)
+    return _per_sample_backward(c, x, dy, dx, &bp, d, 0,
+                                _kern(x).ln_backward, out)
 
 # ---------------------------------------------------------- RMS norm
 
@@ -2010,7 +2128,7 @@ def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
     gflat = _flat(g, d)
     e = _get(rms_param, "eps", None)
     if e is None:  # PyTorch's eps=None: the dtype's machine epsilon
-        eps = np.finfo((<object>xa).dtype).eps
+        eps = _finfo_eps((<object>xa).dtype)
     else:
         eps = _real_in(e, "rms_param['eps']", 0.0)
     shape = _shape(xa)
@@ -2020,7 +2138,7 @@ def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
     y = _into_rows(out, x2, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
     mean, invstd = _per_sample_forward(x2, y, &bp, gflat, None, d, n, 0,
-                                       eps, rms_forward_f32, rms_forward_f64)
+                                       eps, _kern(x2).rms_forward)
     cdef RMSNormCache cache = RMSNormCache.__new__(RMSNormCache)
     _fill(cache, x2, g, gflat, None, None, mean, invstd, shape)
     return _result(y, out, shape), cache
@@ -2038,8 +2156,7 @@ def rmsnorm_backward(dout, cache, out=None):
     dx = _into_rows(out, x, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
     dx_, dgamma, _ = _per_sample_backward(c, x, dy, dx, &bp, d, 0,
-                                          rms_backward_f32, rms_backward_f64,
-                                          out)
+                                          _kern(x).rms_backward, out)
     return dx_, dgamma
 
 
@@ -2091,7 +2208,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
         bp = _cpanel_last(x3, y, None)
         mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                            n * groups, groups, eps,
-                                           gnl_forward_f32, gnl_forward_f64)
+                                           _kern(x3).gnl_forward)
         _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
         cache.groups = groups
         cache.axis = -1
@@ -2107,7 +2224,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
         _elems(n, cnp.PyArray_STRIDE(y, 0), cnp.PyArray_ITEMSIZE(y)), 0)
     mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                        n * groups, groups, eps,
-                                       gn_forward_f32, gn_forward_f64)
+                                       _kern(x3).gn_forward)
     _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
     cache.axis = 1
@@ -2134,14 +2251,14 @@ def spatial_groupnorm_backward(dout, cache, out=None):
         dx = _into_rows(out, x, _rows_last)
         bp = _cpanel_last(x, dx, dy)
         return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
-                                    gnl_backward_f32, gnl_backward_f64, out)
+                                    _kern(x).gnl_backward, out)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
     bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),
                       _elems(n, cnp.PyArray_STRIDE(dx, 0), item),
                       _elems(n, cnp.PyArray_STRIDE(dy, 0), item))
     return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
-                                gn_backward_f32, gn_backward_f64, out)
+                                _kern(x).gn_backward, out)
 
 
 # ---------------------------------------------------------------- benchmark

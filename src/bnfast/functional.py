@@ -7,12 +7,15 @@ is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively: float32 in float32 arithmetic with
-double sums and statistics, see the README's Numerics); gamma,
-beta and the running statistics may be either float dtype; integer and bool
-gamma and beta are converted to x's dtype; ``dgamma`` and ``dbeta`` have
-gamma's dtype (after that conversion) and shape; running statistics keep
-their own dtype and shape (x's dtype and shape (D,) when absent).  x,
-dout and the running statistics must be float32 or float64.
+double sums and statistics, see the README's Numerics; float16 and
+bfloat16 -- ``ml_dtypes.bfloat16``, optional -- are half-precision
+storage, computed as float32 and each result rounded once to nearest
+even); gamma, beta and the running statistics may be any of these float
+dtypes; integer and bool gamma and beta are converted to x's dtype;
+``dgamma`` and ``dbeta`` have gamma's dtype (after that conversion) and
+shape; running statistics keep their own dtype and shape (x's dtype and
+shape (D,) when absent).  x, dout and the running statistics must be
+float16, bfloat16, float32 or float64.
 
 Affine-free: gamma=None and beta=None (each on its own) mean gamma = 1 and
 beta = 0, as PyTorch's ``weight=None`` / ``bias=None``; no array of ones
@@ -68,7 +71,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
+    x : array_like of floats, shape (N, D) or (N, d1, ..., dk)
         The batch.  More than two dimensions are normalized per feature of
         ``x.reshape(N, -1)``.  N = 1 in 'train' mode is allowed, as in the
         reference: each feature's batch variance is 0, so out == beta and
@@ -78,7 +81,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         each feature a contiguous column).  Column-strided views, unaligned
         or byte-swapped data, and inputs of more than 2 dimensions that
         ``reshape(N, -1)`` cannot view are copied to C order first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+    gamma, beta : array_like of floats, shape (D,) or x.shape[1:]
         Scale and shift.  Integers and bools are converted to x's dtype.
         None: 1 and 0 (affine-free; no array made), and the backward
         returns None for its gradient.
@@ -129,8 +132,9 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     Raises
     ------
     TypeError
-        A non-float32/float64 array (gamma and beta: integers and bools
-        are converted), a masked array, or bn_param not a dict.
+        An array not of float16, bfloat16, float32 or float64 (gamma and
+        beta: integers and bools are converted), a masked array, or
+        bn_param not a dict.
     KeyError
         bn_param has no 'mode'.
     ValueError
@@ -167,7 +171,7 @@ def batchnorm_backward(dout, cache, *, out=None):
 
     Parameters
     ----------
-    dout : array_like of float32 or float64, x's shape
+    dout : array_like of floats, x's shape
         Upstream gradient.  Converted to x's dtype if it differs; copied if
         its rows are not unit-stride.
     cache : BatchNormCache
@@ -268,8 +272,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, at least 2-D
-    gamma, beta : array_like of float32 or float64, shape (C,)
+    x : array_like of floats, at least 2-D
+    gamma, beta : array_like of floats, shape (C,)
         Also accepted with the shape of x with ones except along ``axis``
         (e.g. (1, C, 1, 1)).  Integers and bools are converted to x's dtype.
         None: 1 and 0 (affine-free), the backward's gradient then None.
@@ -364,14 +368,14 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
+    x : array_like of floats, shape (N, D) or (N, d1, ..., dk)
         (with normalized_shape: any shape ending with it)
         Read in place when its rows (the leading axes merged into one,
         the normalized ones into one run) have one row stride and
         unit-stride columns, as NumPy's reshape to (rows, D) gives a view;
         otherwise (Fortran order, column-strided, leading axes that do not
         merge) copied first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or the
+    gamma, beta : array_like of floats, shape (D,) or the
         feature shape (x.shape[1:], or normalized_shape)
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
@@ -460,10 +464,10 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, at least the normalized shape
+    x : array_like of floats, at least the normalized shape
         Read in place when its (rows, D) view has unit-stride columns, as
         for layernorm_forward; otherwise copied first.
-    gamma : array_like of float32 or float64, shape (D,) or the feature
+    gamma : array_like of floats, shape (D,) or the feature
         shape, or None
         Integers and bools are converted to x's dtype.  None: 1
         (affine-free), the backward's dgamma then None.
@@ -539,14 +543,14 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, C, ...), or
+    x : array_like of floats, shape (N, C, ...), or
         (N, ..., C) with ``axis=-1``
         Read in place when each sample is C-contiguous (C order, also with a
         strided batch axis); otherwise copied first.  Channels last: read
         in place when the channels are adjacent and the spatial axes merge
         into one row axis (C order, strided batch or rows), no transposing
         copy; otherwise copied to C order first.
-    gamma, beta : array_like of float32 or float64, shape (C,) or
+    gamma, beta : array_like of floats, shape (C,) or
         x's shape with ones except along ``axis`` ((1, C, 1, ...) or
         (1, ..., 1, C))
         Integers and bools are converted to x's dtype.  None: 1 and 0

@@ -17,6 +17,7 @@ torch module, all without importing torch.
 import collections.abc
 import math
 import numbers
+import sys
 import warnings
 
 import numpy as np
@@ -35,7 +36,8 @@ __all__ = [
     "fold_conv_batchnorm",
 ]
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_DTYPES = (np.dtype(np.float16), np.dtype(np.float32),
+           np.dtype(np.float64))
 
 
 # Constructor arguments are checked when the layer is made, with messages
@@ -94,16 +96,32 @@ def _check_momentum(momentum):
     return value
 
 
+def _is_bfloat16(dt):
+    """dt is ml_dtypes.bfloat16 (told without importing ml_dtypes: such a
+    dtype exists only once it is imported)."""
+    mld = sys.modules.get("ml_dtypes")
+    return (mld is not None and dt.itemsize == 2 and dt.name == "bfloat16"
+            and dt == np.dtype(mld.bfloat16))
+
+
+def _is_float_dtype(dt):
+    """A float dtype bnfast takes: numpy's floats, or bfloat16."""
+    return dt.kind == "f" or _is_bfloat16(dt)
+
+
+_DTYPE_NAMES = "float16, bfloat16, float32 or float64"
+
+
 def _check_dtype(dtype):
     if dtype is None:
-        raise TypeError("dtype must be float32 or float64, got None")
+        raise TypeError(f"dtype must be {_DTYPE_NAMES}, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(
-            f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dt not in _DTYPES:
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+            f"dtype must be {_DTYPE_NAMES}, got {dtype!r}") from None
+    if dt not in _DTYPES and not _is_bfloat16(dt):
+        raise TypeError(f"dtype must be {_DTYPE_NAMES}, got {dt}")
     return dt
 
 
@@ -135,7 +153,18 @@ def _as_numpy(value):
     """A NumPy array from an array-like or a PyTorch tensor (duck-typed:
     detached and moved to the CPU first)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            # NumPy has no bfloat16: the bits, seen as ml_dtypes.bfloat16
+            try:
+                import ml_dtypes
+            except ImportError:
+                raise TypeError(
+                    "a bfloat16 tensor needs ml_dtypes (pip install "
+                    "ml_dtypes, or bnfast[bfloat16])") from None
+            torch = sys.modules[type(value).__module__.split(".")[0]]
+            return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        value = value.numpy()
     return np.asarray(value)
 
 
@@ -307,7 +336,7 @@ class _Norm:
             raise TypeError(
                 f"{name} could not be converted to a NumPy array: "
                 f"{type(exc).__name__}: {exc}") from exc
-        if value.dtype.kind not in "fiu":
+        if value.dtype.kind not in "fiu" and not _is_bfloat16(value.dtype):
             raise TypeError(
                 f"{name} must hold real numbers, got dtype {value.dtype}")
         target = np.asarray(target)
@@ -318,7 +347,7 @@ class _Norm:
         elif value.shape != target.shape:
             raise ValueError(
                 f"{name} must have shape {target.shape}, got {value.shape}")
-        if target.dtype.kind != "f":      # num_batches_tracked
+        if not _is_float_dtype(target.dtype):  # num_batches_tracked
             v = value.item()
             if (not (isinstance(v, int) or math.isfinite(v))
                     or v != int(v) or not 0 <= v < 2 ** 63):
@@ -327,7 +356,7 @@ class _Norm:
             return int(v)
         with np.errstate(over="ignore", invalid="ignore"):
             converted = value.astype(target.dtype, copy=True)
-        if value.dtype.kind == "f":
+        if _is_float_dtype(value.dtype):
             lost = np.isfinite(value) & ~np.isfinite(converted)
         else:
             lost = ~np.isfinite(converted)
@@ -380,8 +409,11 @@ class BatchNorm(_Norm):
     unbiased_running_var : bool
         Average the unbiased batch variance into running_var, as PyTorch
         does.  Default False (the biased one, as cs231n).
-    dtype : float32 or float64
+    dtype : float16, bfloat16, float32 or float64
         Of the parameters and running statistics.  Default float32.
+        float16 and bfloat16 (``ml_dtypes.bfloat16``) are half-precision
+        storage, computed in float32; x may have any of these dtypes (the
+        output keeps x's).
     gamma_init, beta_init : 'ones', 'zeros', callable(shape, dtype) or array
         Defaults 'ones' and 'zeros'.
     activation : None or 'relu'
@@ -977,7 +1009,7 @@ def from_torch(module):
             f"it as a torch.nn.{kind}, which may not compute the same",
             UserWarning, stacklevel=2)
     state = {k: _as_numpy(v) for k, v in module.state_dict().items()}
-    dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"),
+    dtype = next((v.dtype for v in state.values() if _is_float_dtype(v.dtype)),
                  np.dtype(np.float32))
     affine = bool(getattr(module, "elementwise_affine"
                           if kind in ("LayerNorm", "RMSNorm") else "affine"))

@@ -22,12 +22,18 @@ any array argument.
 Integer and bool gamma and beta are converted to x's dtype first (as the
 fast functions do), so dgamma and dbeta then have x's dtype.
 
+float16 and bfloat16 x (``ml_dtypes.bfloat16``) are half-precision
+storage: computed in float32 (x converted, the same code), out and dx
+rounded once to x's dtype.  Parameters and running statistics may have
+any float dtype (half ones are computed in float32 too).
+
 gamma=None and beta=None (independently) are the affine-free form, as
 PyTorch's ``weight=None`` / ``bias=None``: gamma = 1, beta = 0 (0-d
 scalars of x's dtype here, no array), and the backward returns None for
 the gradient of a None parameter (dbeta in beta's dtype and shape when
 only gamma is None).
 """
+import contextvars
 import functools
 import inspect
 
@@ -123,6 +129,99 @@ def _takes_out(f):
     return wrapper
 
 
+def _is_half(dtype):
+    """float16 or bfloat16 (ml_dtypes.bfloat16, told by its name: this
+    module never imports ml_dtypes)."""
+    dtype = np.dtype(dtype)
+    return dtype == np.float16 or (dtype.itemsize == 2
+                                   and dtype.name == "bfloat16")
+
+
+def _wide(a):
+    """A float16 or bfloat16 array as float32 (the compute type of half
+    storage), anything else as it is."""
+    if isinstance(a, np.ndarray) and _is_half(a.dtype):
+        return a.astype(np.float32)
+    return a
+
+
+# the storage dtype of the x being computed in float32 (None: x's own):
+# batch norm rounds its output to it before the ReLU's mask, so that the
+# mask is out > 0 on the stored output, as the fast kernels' (a float32
+# value below half the smallest subnormal is stored as 0)
+_STORAGE = contextvars.ContextVar("bnfast_reference_storage", default=None)
+
+
+def _finfo(dtype):
+    """np.finfo, and ml_dtypes.finfo for bfloat16 (its owner imported it
+    if an array of it exists)."""
+    dtype = np.dtype(dtype)
+    if _is_half(dtype) and dtype != np.float16:
+        import ml_dtypes
+        return ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)
+
+
+class _HalfCache:
+    """The cache of a forward on half-precision x: the float32
+    computation's cache and x's dtype, which dx is rounded to."""
+
+    def __init__(self, cache, dtype):
+        self.cache, self.dtype = cache, dtype
+
+
+def _half_forward(f):
+    """float16 and bfloat16 x (half storage): f computes on x in float32,
+    out is rounded once to x's dtype.  Integer gamma and beta are
+    converted to x's dtype first, and absent running statistics are zeros
+    of x's dtype, as for any x; parameters of any float dtype are used as
+    they are."""
+    signature = inspect.signature(f)
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        x = args[0] if args else kwargs.get("x")
+        if not (isinstance(x, np.ndarray) and _is_half(x.dtype)):
+            return f(*args, **kwargs)
+        bound = signature.bind(*args, **kwargs)
+        a = bound.arguments
+        a["x"] = x.astype(np.float32)
+        if a.get("residual") is not None:  # x's dtype, then as x
+            a["residual"] = _residual(a["residual"], x).astype(np.float32)
+        for k in ("gamma", "beta"):  # (RMS norm has no beta)
+            if k in a:
+                a[k] = _param(a[k], x)
+        param = a.get("bn_param")
+        absent = [k for k in ("running_mean", "running_var")
+                  if isinstance(param, dict) and k not in param]
+        token = _STORAGE.set(x.dtype)
+        try:
+            out, cache = f(*bound.args, **bound.kwargs)
+        finally:
+            _STORAGE.reset(token)
+        for k in absent:
+            if k in param:
+                param[k] = param[k].astype(x.dtype)
+        return out.astype(x.dtype), _HalfCache(cache, x.dtype)
+    return wrapper
+
+
+def _half_backward(f):
+    """The backward of a _half_forward: dout in float32, dx rounded once
+    to x's dtype (dgamma and dbeta in gamma's dtype, as always)."""
+    @functools.wraps(f)
+    def wrapper(dout, cache):
+        if not isinstance(cache, _HalfCache):
+            return f(dout, cache)
+        dx, *grads = f(_wide(np.asarray(dout)).astype(np.float32,
+                                                      copy=False),
+                       cache.cache)
+        if len(grads) == 3:  # dresidual (residual=): x's dtype, as dx
+            grads[2] = grads[2].astype(cache.dtype)
+        return (dx.astype(cache.dtype), *grads)
+    return wrapper
+
+
 def _affine(gamma, beta, x, shape):
     """gamma and beta as multipliers reshaped to shape (None: the 0-d
     1 and 0 of x's dtype), the dtype and shape of the parameter gradients
@@ -143,10 +242,10 @@ def _residual(z, x):
     if z is None:
         return None
     z = np.asarray(z)
-    if z.dtype.kind != "f":
-        raise TypeError(f"residual must be a float32 or float64 array, got "
-                        f"dtype {z.dtype}")
     if z.dtype != x.dtype:
+        if z.dtype.kind != "f" and not _is_half(z.dtype):
+            raise TypeError(f"residual must be a float32 or float64 array, "
+                            f"got dtype {z.dtype}")
         raise TypeError(f"residual must have dtype {x.dtype} (x's), got "
                         f"{z.dtype}")
     if z.shape != x.shape:
@@ -168,6 +267,7 @@ def _param(p, x):
 
 
 @_takes_out
+@_half_forward
 def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
                       residual=None):
     """Forward pass for batch normalization (reference).
@@ -219,8 +319,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     running_mean = bn_param.get("running_mean", np.zeros(D, dtype=x.dtype))
     running_var = bn_param.get("running_var", np.zeros(D, dtype=x.dtype))
-    rm = np.reshape(running_mean, -1)
-    rv = np.reshape(running_var, -1)
+    rm = _wide(np.reshape(running_mean, -1))
+    rv = _wide(np.reshape(running_var, -1))
 
     cache = None
     if mode == "train":
@@ -251,6 +351,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     if residual is not None:  # out = bn(x) + z, then the activation
         out = out + residual.reshape(N, -1)
     out = out.astype(x.dtype, copy=False)
+    if _STORAGE.get() is not None:  # half storage: as stored (exact)
+        out = out.astype(_STORAGE.get()).astype(x.dtype)
     mask = None
     if activation == "relu":
         out = np.maximum(out, 0)
@@ -266,6 +368,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
 
 @_takes_out
+@_half_backward
 def batchnorm_backward(dout, cache):
     """Backward pass for batch normalization (reference), node by node.
 
@@ -313,6 +416,7 @@ def batchnorm_backward(dout, cache):
 
 
 @_takes_out
+@_half_backward
 def batchnorm_backward_alt(dout, cache):
     """Backward pass for batch normalization (reference), simplified formula.
 
@@ -385,6 +489,7 @@ def _unpack(dout, cache):
 
 
 @_takes_out
+@_half_forward
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
                               activation=None, residual=None):
     """Forward pass for spatial batch normalization (reference).
@@ -429,6 +534,7 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 
 
 @_takes_out
+@_half_backward
 def spatial_batchnorm_backward(dout, cache):
     """Backward pass for spatial batch normalization (reference): the same
     transposes around :func:`batchnorm_backward_alt`.
@@ -472,6 +578,7 @@ def _rows_shape(x, normalized_shape):
 
 
 @_takes_out
+@_half_forward
 def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
     """Forward pass for layer normalization (reference).
 
@@ -504,6 +611,7 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
 
 
 @_takes_out
+@_half_backward
 def layernorm_backward(dout, cache):
     """Backward pass for layer normalization (reference).
 
@@ -533,6 +641,7 @@ def layernorm_backward(dout, cache):
 
 
 @_takes_out
+@_half_forward
 def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
     """Forward pass for RMS normalization (reference).
 
@@ -556,7 +665,7 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
     gamma = _param(gamma, x)
     eps = rms_param.get("eps")
     if eps is None:
-        eps = float(np.finfo(x.dtype).eps)
+        eps = float(_finfo(_STORAGE.get() or x.dtype).eps)
     if normalized_shape is None and gamma is not None:
         k = np.ndim(gamma)
         if 0 < k <= x.ndim and x.shape[x.ndim - k:] == np.shape(gamma):
@@ -572,6 +681,7 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
 
 
 @_takes_out
+@_half_backward
 def rmsnorm_backward(dout, cache):
     """Backward pass for RMS normalization (reference).
 
@@ -601,6 +711,7 @@ def rmsnorm_backward(dout, cache):
 
 
 @_takes_out
+@_half_forward
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
     """Forward pass for spatial group normalization (reference).
 
@@ -643,6 +754,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
 
 
 @_takes_out
+@_half_backward
 def spatial_groupnorm_backward(dout, cache):
     """Backward pass for spatial group normalization (reference).
 
