@@ -14,6 +14,7 @@ import pytest
 import bnfast
 from bnfast import distributed, reference
 
+from families import hostile_forwards
 from fakempi import FakeComm, _World
 
 N, C, H, W = 4, 6, 3, 2
@@ -23,58 +24,10 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def _bn(x_shape, p_shape):
-    def make():
-        rng = _rng()
-        return {"x": rng.standard_normal(x_shape),
-                "gamma": rng.standard_normal(p_shape),
-                "beta": rng.standard_normal(p_shape),
-                "param": {"mode": "train", "eps": 1e-5, "momentum": 0.9,
-                          "running_mean": rng.standard_normal(p_shape),
-                          "running_var": rng.random(p_shape) + 0.5}}
-    return make
-
-
-def _plain(x_shape, p_shape, extra=None):
-    def make():
-        rng = _rng()
-        args = {"x": rng.standard_normal(x_shape),
-                "gamma": rng.standard_normal(p_shape),
-                "beta": rng.standard_normal(p_shape),
-                "param": {"eps": 1e-5}}
-        args.update(extra or {})
-        return args
-    return make
-
-
-# name: (good arguments, call(module, args) -> (out, cache), backward name)
-FORWARDS = {
-    "batchnorm_forward": (
-        _bn((N, C), (C,)),
-        lambda m, a, **kw: m.batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "batchnorm_backward"),
-    "spatial_batchnorm_forward": (
-        _bn((N, C, H, W), (C,)),
-        lambda m, a, **kw: m.spatial_batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "spatial_batchnorm_backward"),
-    "spatial_batchnorm_forward channels-last": (
-        _bn((N, H, W, C), (C,)),
-        lambda m, a, **kw: m.spatial_batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], axis=-1, **kw),
-        "spatial_batchnorm_backward"),
-    "layernorm_forward": (
-        _plain((N, C), (C,)),
-        lambda m, a, **kw: m.layernorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "layernorm_backward"),
-    "spatial_groupnorm_forward": (
-        _plain((N, C, H, W), (C,), {"G": 3}),
-        lambda m, a, **kw: m.spatial_groupnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["G"], a["param"], **kw),
-        "spatial_groupnorm_backward"),
-}
+# name: (good arguments, call(module, args) -> (out, cache), backward name),
+# for every family of the registry (tests/families.py) and each of its
+# small configurations
+FORWARDS = hostile_forwards()
 BN = [name for name in FORWARDS if "batchnorm" in name]
 
 
