@@ -74,6 +74,14 @@ How to add a family (e.g. RMS norm)
    ``fd_shapes``
        (x shape, axis, extra, gamma's shape) rows for finite differences
        (in each backward mode).
+   ``strategy``
+       the hypothesis strategy and conditioning scales of
+       test_properties.py: "bn" ((N, ...) features, statistics over the
+       batch), "spatial" (a channel axis), "ln" (per-sample statistics),
+       "gn" (per sample and group of channels; draws G).  A family with
+       other statistics adds its kind there.
+   (and a row in test_threads.py's table: a test checks every family has
+   one.)
 3. Add the family's own semantics tests in ``tests/test_<family>.py``.
 
 A new option of a family (like ``residual=``) is a variant entry:
@@ -212,6 +220,7 @@ class Family:
     options: dict = dataclasses.field(default_factory=dict)
     grads: tuple = ("dx", "dgamma", "dbeta")
     variant_of: str = None              # the base family's name
+    strategy: str = None                # test_properties.py's inputs
 
     @property
     def backward(self):
@@ -283,7 +292,7 @@ BATCHNORM = Family(
     source=_cases, param="bn", modes=("train", "test"),
     backward_modes=("train", "test"),
     cache_type=bnfast.functional.BatchNormCache,
-    param_shape=_bn_param_shape, scales=_bn_scales,
+    param_shape=_bn_param_shape, scales=_bn_scales, strategy="bn",
     small=(("", (4, 6), None, {}),),
     fd_shapes=(((6, 4), None, {}, (4,)), ((3, 2, 3), None, {}, (2, 3)),
                ((2, 1), None, {}, (1,)), ((5, 3), None, {}, (3,)),
@@ -297,7 +306,7 @@ SPATIAL_BATCHNORM = Family(
     source=_spatial_cases, param="bn", modes=("train", "test"),
     backward_modes=("train", "test"), axis_keyword=True,
     cache_type=bnfast.functional.BatchNormCache,
-    param_shape=_bn_param_shape, scales=_bn_scales,
+    param_shape=_bn_param_shape, scales=_bn_scales, strategy="spatial",
     small=(("", (4, 6, 3, 2), 1, {}),
            (" channels-last", (4, 3, 2, 6), -1, {})),
     fd_shapes=(((3, 2, 3, 2), 1, {}, (2,)), ((2, 3, 2, 3), -1, {}, (3,)),
@@ -311,7 +320,7 @@ LAYERNORM = Family(
     backwards=("layernorm_backward",),
     source=_cases, param="plain",
     cache_type=bnfast.functional.LayerNormCache,
-    param_shape=_bn_param_shape, scales=_ln_scales,
+    param_shape=_bn_param_shape, scales=_ln_scales, strategy="ln",
     small=(("", (4, 6), None, {}),),
     fd_shapes=(((4, 2, 3), None, {}, (2, 3)),),
 )
@@ -324,7 +333,7 @@ GROUPNORM = Family(
     extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[1])],
     positional=("G",), param="plain",
     cache_type=bnfast.functional.GroupNormCache,
-    param_shape=_bn_param_shape, scales=_gn_scales,
+    param_shape=_bn_param_shape, scales=_gn_scales, strategy="gn",
     small=(("", (4, 6, 3, 2), None, {"G": 3}),),
     fd_shapes=(((2, 4, 2, 3), None, {"G": 1}, (4,)),
                ((2, 4, 2, 3), None, {"G": 2}, (4,)),
