@@ -20,7 +20,8 @@ opts out):
   threads and leaks (:meth:`Family.run_small`).
 
 Family-specific semantics stay in ``test_<family>.py`` files (e.g.
-test_batchnorm_semantics.py, test_frozen_backward.py).
+test_batchnorm.py, test_layernorm.py, test_groupnorm.py,
+test_frozen_backward.py, test_affine_free.py's layer and sync tests).
 
 How to add a family (e.g. RMS norm)
 -----------------------------------

@@ -249,7 +249,7 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
     orc, g, mean, std = _scaled(fam, x, gamma, beta, dout, eps, k, wide,
                                 activation)
 
-    # the conditioning scales of tests/test_batchnorm_equivalence.py, on
+    # the conditioning scales of tests/families.py (test_equivalence.py), on
     # the scaled wide data (dx's scaled back)
     with np.errstate(all="ignore"):
         shape = x.shape
