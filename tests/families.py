@@ -2,8 +2,7 @@
 option of a family that needs its own checks), which the generic test
 files iterate over.
 
-Generic files (they take every entry of :data:`FAMILIES` unless the entry
-opts out):
+Generic files (each takes every entry of :data:`FAMILIES`):
 
 * ``test_equivalence.py``: forward (each mode) and backward (each twin,
   each backward mode) against the reference twin on the shared generator
@@ -17,7 +16,11 @@ opts out):
 * ``test_hostile.py``: the hostile-input matrix (:func:`hostile_forwards`,
   on :attr:`Family.small` arguments);
 * ``test_threads.py``, ``test_concurrency.py``: thread counts, Python
-  threads and leaks (:meth:`Family.run_small`).
+  threads (:meth:`Family.run_small`);
+* ``test_properties.py``: hypothesis equivalence (:attr:`Family.strategy`);
+* ``test_extremes.py`` (its own shapes per base family, checked to cover
+  :data:`BASE`), ``test_registry.py`` (the registry covers every public
+  function of bnfast.functional; each entry is consistent).
 
 Family-specific semantics stay in ``test_<family>.py`` files (e.g.
 test_batchnorm.py, test_layernorm.py, test_groupnorm.py,
@@ -46,7 +49,10 @@ How to add a family (e.g. RMS norm)
        the extra arguments per case: a function Case -> list of dicts
        (default ``[{}]``).  Keys listed in ``positional`` are passed
        positionally between beta and the param dict (``G`` of group
-       norm); the others as keywords.
+       norm); the others as keywords.  A value may be a function of the
+       Case (e.g. ``lambda c: c.dout`` for an extra input array): it is
+       evaluated on the case actually run, so the widened oracle gets the
+       widened array.
    ``param``
        which param dict it takes: "bn" (mode, eps, momentum, running
        statistics: the 'train'/'test' modes apply) or "plain" (eps only).
@@ -58,6 +64,9 @@ How to add a family (e.g. RMS norm)
        whether the forward takes ``axis=`` (the case's channel axis).
    ``options``
        fixed keywords of a variant (``{"activation": "relu"}``).
+   ``variant_of``
+       for a variant, its base family's name (:data:`BASE` lists the
+       families proper: the hostile matrix and extremes take those).
    ``cache_type``
        the type of the fast forward's cache (bnfast.functional.*Cache).
    ``grads``
@@ -87,11 +96,17 @@ How to add a family (e.g. RMS norm)
 
 A new option of a family (like ``residual=``) is a variant entry:
 ``dataclasses.replace(BATCHNORM, name="batchnorm+residual",
-options={...}, ...)``, so that every generic file runs it; an option
-every family has (gamma=None) is a case transformation instead.
+extras=lambda c: [{"residual": lambda c: c.dout}], grads=(..., "dresidual"),
+scales=..., variant_of="batchnorm")``, so that every generic file runs
+it; an option every family has (gamma=None) is a case transformation
+instead (:func:`affine_free_variants`).
 
-A new dtype is one line: ``arrays.DTYPES`` (and its eps for the accuracy
-rule, ``np.finfo`` of it); every generated case then covers it.
+A new dtype is one line: ``arrays.DTYPES``; every generated case, hence
+every family, then covers it.  The accuracy rule takes its eps from
+``np.finfo`` of x's dtype and the oracle's precision from
+``Case.widened`` (float32 -> float64, otherwise longdouble): a dtype
+NumPy's finfo does not know (bfloat16 from ml_dtypes) needs its eps
+there too.
 """
 import dataclasses
 import functools
@@ -264,6 +279,8 @@ class Family:
         """The forward on a Case: (out, cache, param dict).  The NumPy
         reference warns on the NaN and Inf cases; bnfast does not."""
         p = self.make_param(case, mode, eps, momentum)
+        extra = {k: v(case) if callable(v) else v
+                 for k, v in (extra or {}).items()}
         with np.errstate(invalid="ignore", over="ignore"):
             out, cache = self.call(module, case.x, case.gamma, case.beta, p,
                                    extra, case.axis, **kw)
@@ -358,6 +375,13 @@ FAMILIES = [BATCHNORM, BATCHNORM_RELU, SPATIAL_BATCHNORM,
 BY_NAME = {f.name: f for f in FAMILIES}
 # the families proper (no variants): one of each kind of function
 BASE = [f for f in FAMILIES if f.variant_of is None]
+
+
+def ident(extra):
+    """The test-id part of extra arguments: G=3 -> "-G3"; arrays and
+    functions by their name only."""
+    return "".join(f"-{k}{v}" if isinstance(v, (int, float, str)) else
+                   f"-{k}" for k, v in extra.items())
 
 
 def family_params(families=None, each=None):

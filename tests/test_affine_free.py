@@ -24,7 +24,8 @@ import bnfast
 from bnfast import reference
 
 from arrays import assert_as_accurate
-from families import FAMILIES, affine_free_variants, family_params
+from families import (FAMILIES, affine_free_variants, family_params,
+                      ident)
 
 
 def _equal(what, a, b):
@@ -71,10 +72,10 @@ def check(fam, mode, extra, case, free, ones):
 def _rows(fam):
     for mode in fam.modes:
         for case, extra in fam.case_params():
-            ident = "".join(f"-{k}{v}" for k, v in extra.items())
+            suffix = ident(extra)
             for name, free, ones in affine_free_variants(case):
                 yield ((mode, extra, case, free, ones),
-                       f"{mode}-{case.id}{ident}-{name}")
+                       f"{mode}-{case.id}{suffix}-{name}")
 
 
 @pytest.mark.parametrize("fam,mode,extra,case,free,ones",

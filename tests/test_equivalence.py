@@ -11,23 +11,23 @@ import bnfast
 from bnfast import reference
 
 from arrays import assert_as_accurate
-from families import EPS, FAMILIES, family_params
+from families import EPS, FAMILIES, family_params, ident
 
 
 def _forward_rows(fam):
     for mode in fam.modes:
         for case, extra in fam.case_params():
-            ident = "".join(f"-{k}{v}" for k, v in extra.items())
-            yield (mode, case, extra), f"{mode}-{case.id}{ident}"
+            suffix = ident(extra)
+            yield (mode, case, extra), f"{mode}-{case.id}{suffix}"
 
 
 def _backward_rows(fam):
     for mode in fam.backward_modes:
         for case, extra in fam.case_params():
-            ident = "".join(f"-{k}{v}" for k, v in extra.items())
+            suffix = ident(extra)
             for twin in fam.backwards:
                 yield (mode, case, extra, twin), \
-                    f"{mode}-{case.id}{ident}-{twin}"
+                    f"{mode}-{case.id}{suffix}-{twin}"
 
 
 @pytest.mark.parametrize("fam,mode,case,extra",

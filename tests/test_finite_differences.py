@@ -7,7 +7,7 @@ import pytest
 
 import bnfast
 
-from families import FAMILIES, family_params
+from families import FAMILIES, family_params, ident
 
 
 def _numeric(f, a, dout, h=1e-6):
@@ -28,9 +28,9 @@ def _numeric(f, a, dout, h=1e-6):
 def _rows(fam):
     for mode in fam.backward_modes:
         for shape, axis, extra, pshape in fam.fd_shapes:
-            ident = "".join(f"-{k}{v}" for k, v in extra.items())
+            suffix = ident(extra)
             yield ((mode, shape, axis, extra, pshape),
-                   f"{mode}-{shape}-axis{axis}{ident}")
+                   f"{mode}-{shape}-axis{axis}{suffix}")
 
 
 @pytest.mark.parametrize("fam,mode,shape,axis,extra,pshape",

@@ -14,7 +14,7 @@ import bnfast
 from bnfast import distributed, reference
 
 from arrays import _layout
-from families import FAMILIES, family_params
+from families import FAMILIES, family_params, ident
 from fakempi import FakeComm, _World
 
 LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
@@ -39,10 +39,10 @@ def _rows(fam):
         if case.contents != "plain":
             continue
         extra = fam.extras_of(case)[-1]
-        ident = "".join(f"-{k}{v}" for k, v in extra.items())
+        suffix = ident(extra)
         for lay in LAYOUTS:
             if lay != "channels-last-memory" or case.x.ndim >= 3:
-                yield (case, extra, lay), f"{case.id}{ident}-out-{lay}"
+                yield (case, extra, lay), f"{case.id}{suffix}-out-{lay}"
 
 
 @pytest.mark.parametrize("module", [bnfast, reference],
