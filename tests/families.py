@@ -114,7 +114,6 @@ import functools
 import numpy as np
 
 import bnfast
-from bnfast import reference
 
 from arrays import cases, spatial_cases, sum_scale
 
@@ -130,11 +129,6 @@ def _cases():
 @functools.lru_cache(maxsize=None)
 def _spatial_cases():
     return tuple(spatial_cases())
-
-
-def all_cases():
-    """cases() + spatial_cases(), built once per process."""
-    return list(_cases() + _spatial_cases())
 
 
 def _finite_max(terms):

@@ -398,11 +398,6 @@ def check_bn_backward(fam, case, mode, eps, twin):
 
 # ---------------------------------------------------------------- layer norm
 
-def ln_forward(module, case, eps):
-    return module.layernorm_forward(case.x, case.gamma, case.beta,
-                                    {"eps": eps})
-
-
 def ln_scales(wcase, eps):
     n = wcase.x.shape[0]
     xr = wcase.x.reshape(n, -1)
