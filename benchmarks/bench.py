@@ -33,8 +33,14 @@ It covers five op families, each on float32 and float64:
     spatial-nhwc  the same with axis=-1 on the same data channels-last,
                   x (N, H, W, C)
     layernorm     layernorm_forward / _backward, x (N, D), ln_param {}
+    rmsnorm       rmsnorm_forward / _backward, x (N, D), rms_param
+                  {"eps": 1e-5}
     groupnorm     spatial_groupnorm_forward / _backward, x (N, C, H, W),
                   G groups, gn_param {}
+    groupnorm-nhwc  the same with axis=-1 on the same data channels-last,
+                  x (N, H, W, C)
+    instancenorm  spatial_groupnorm_forward / _backward with G = C (what
+                  bnfast.InstanceNorm calls), x (N, C, H, W)
 
 Data is seeded random: x offset per channel (per feature for (N, D)) by
 3 + 2*randn, random gamma, beta (shape (C,) or (D,)), running statistics
@@ -87,8 +93,18 @@ dtype as x * scale + shift).
                            channels-last data, torch's channels_last format)
     layernorm              torch.native_layer_norm /
                            aten.native_layer_norm_backward
+    rmsnorm                torch.nn.functional.rms_norm / its autograd
+                           backward (torch.autograd.grad on a retained
+                           graph: dx and dgamma)
     groupnorm              torch.group_norm /
                            aten.native_group_norm_backward
+                           (groupnorm-nhwc: on an NCHW-shaped view of the
+                           channels-last data, torch's channels_last format)
+    instancenorm           torch.instance_norm (use_input_stats, no running
+                           statistics) / its autograd backward
+                           (torch.autograd.grad of dx, dgamma, dbeta; not
+                           an aten entry point, so a few us of autograd
+                           overhead are included)
 
    (aten.X is the C++ callable of torch.ops.aten.X.default.)  numba has the
    batchnorm forward-train, backward and backward_alt rows (one backward
@@ -116,6 +132,7 @@ dtype as x * scale + shift).
                  dx) = 2.5 copies
     layer norm backward      3 passes (read dy, x, write dx; fused per row)
                              = 1.5 copies
+    RMS norm                 as layer norm: 1 and 1.5 copies
 
    Which copy is faster depends on the size (glibc's memcpy switches to
    streaming stores itself above a threshold that follows the cache size
@@ -505,6 +522,9 @@ def bn_cases(data, peers=True):
                 x, g, b, p, activation="relu"))
         fns["backward +relu", name] = (
             lambda mod=mod, c=rcache: mod.batchnorm_backward(dout, c))
+    fns.update(residual_cases(data, peers, "", lambda mod, *a, **k:
+                              mod.batchnorm_forward(*a, **k),
+                              "batchnorm_backward"))
     if peers and torch is not None:
         t = tensors(data)
         fns.update(torch_bn_cases(t, "forward-train", "forward-test",
@@ -575,6 +595,66 @@ def torch_bn_relu_cases(t):
             ("backward +relu", "torch"): backward}
 
 
+def residual_cases(data, peers, prefix, forward, backward):
+    """The fused residual (residual=z): rows '<prefix>fwd-train +res',
+    'fwd-train +res+relu', 'backward +res+relu', 'fwd-test +res+relu',
+    against PyTorch's unfused relu_(native_batch_norm(x).add_(z)) (in
+    place: its cheapest form) and its backward (threshold_backward, whose
+    result is also dz, then batch norm's).  z: dout reversed along the
+    batch, laid out as x."""
+    x, g, b, dout = data["x"], data["gamma"], data["beta"], data["dout"]
+    z = dout[::-1].copy()
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        train, relu = bn_param(data, "train"), bn_param(data, "train")
+        test = bn_param(data, "test")
+        _, cache = forward(mod, x, g, b, bn_param(data, "train"),
+                           activation="relu", residual=z)
+        fns[f"{prefix}fwd-train +res", name] = (
+            lambda mod=mod, p=train: forward(mod, x, g, b, p, residual=z))
+        fns[f"{prefix}fwd-train +res+relu", name] = (
+            lambda mod=mod, p=relu: forward(mod, x, g, b, p, residual=z,
+                                            activation="relu"))
+        fns[f"{prefix}backward +res+relu", name] = (
+            lambda mod=mod, c=cache: getattr(mod, backward)(dout, c))
+        fns[f"{prefix}fwd-test +res+relu", name] = (
+            lambda mod=mod, p=test: forward(mod, x, g, b, p, residual=z,
+                                            activation="relu"))
+    if peers and torch is not None:
+        tx, tw, tb, tdy, rm, rv = tensors(data)
+        tz = torch.from_numpy(z)
+        trm, trv = rm.clone(), rv.clone()
+        out, save_mean, save_invstd = torch.native_batch_norm(
+            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+        torch.relu_(out.add_(tz))
+        nbb = aten_op("native_batch_norm_backward")
+        thb = aten_op("threshold_backward")
+
+        def fwd(relu, training=True):
+            y = torch.native_batch_norm(tx, tw, tb, rm if training else trm,
+                                        rv if training else trv, training,
+                                        0.1, EPS)[0].add_(tz)
+            return torch.relu_(y) if relu else y
+
+        def bwd():
+            gz = thb(tdy, out, 0)  # dz, and the batch norm's dy
+            return nbb(gz, tx, tw, rm, rv, save_mean, save_invstd, True,
+                       EPS, [True, True, True]), gz
+        fns[f"{prefix}fwd-train +res", "torch"] = lambda: fwd(False)
+        fns[f"{prefix}fwd-train +res+relu", "torch"] = lambda: fwd(True)
+        fns[f"{prefix}backward +res+relu", "torch"] = bwd
+        fns[f"{prefix}fwd-test +res+relu", "torch"] = lambda: fwd(True,
+                                                                   False)
+    return fns
+
+
+# memory passes of the residual rows, in copies (read + write = 1): the
+# forward reads x (statistics), then x and z and writes y; the backward
+# reads dy, x, z and writes dz (the gate), then the plain backward of dz
+RESIDUAL_COPIES = {"fwd-train +res": 2.0, "fwd-train +res+relu": 2.0,
+                   "backward +res+relu": 4.5, "fwd-test +res+relu": 1.5}
+
+
 def torch_bn_cases(t, train_row, test_row, backward_row):
     tx, tw, tb, tdy, rm, rv = t
     _, save_mean, save_invstd = torch.native_batch_norm(
@@ -632,6 +712,11 @@ def spatial_cases(prefix, axis, test):
             fns[backward_row, name] = (
                 lambda mod=mod, c=cache: mod.spatial_batchnorm_backward(
                     dout, c))
+        if axis == 1:  # the fused residual of a ResNet block (NCHW)
+            fns.update(residual_cases(
+                data, peers, f"{prefix} ", lambda mod, *a, **k:
+                mod.spatial_batchnorm_forward(*a, axis=axis, **k),
+                "spatial_batchnorm_backward"))
         if peers and torch is not None:
             tx, tw, tb, tdy, rm, rv = tensors(data)
             if axis != 1:
@@ -670,34 +755,100 @@ def ln_cases(data, peers=True):
     return fns
 
 
-def gn_run(mod, data):
+def rms_run(mod, data):
+    out, cache = mod.rmsnorm_forward(data["x"], data["gamma"], {"eps": EPS})
+    return [out, *mod.rmsnorm_backward(data["dout"], cache)]
+
+
+def rms_cases(data, peers=True):
+    x, g, dout = data["x"], data["gamma"], data["dout"]
+    p = {"eps": EPS}
+    fns = {}
+    for name, mod in (("bnfast", bnfast), ("reference", reference)):
+        _, cache = mod.rmsnorm_forward(x, g, p)
+        fns["rmsnorm forward", name] = (
+            lambda mod=mod: mod.rmsnorm_forward(x, g, p))
+        fns["rmsnorm backward", name] = (
+            lambda mod=mod, c=cache: mod.rmsnorm_backward(dout, c))
+    if peers and torch is not None:
+        # F.rms_norm (CPU: a composite of aten ops; the fused
+        # aten._fused_rms_norm has no CPU backward), and its backward by
+        # autograd on one retained graph: dx and dgamma
+        tx, tw, _, tdy, _, _ = tensors(data)
+        shape = [x.shape[1]]
+        gx = tx.detach().requires_grad_()
+        gw = tw.detach().requires_grad_()
+        rms_norm = torch.nn.functional.rms_norm
+        out = rms_norm(gx, shape, gw, EPS)
+        fns["rmsnorm forward", "torch"] = lambda: rms_norm(
+            tx, shape, tw, EPS)
+        fns["rmsnorm backward", "torch"] = lambda: torch.autograd.grad(
+            out, (gx, gw), tdy, retain_graph=True)
+    return fns
+
+
+def gn_run(mod, data, axis=1):
     out, cache = mod.spatial_groupnorm_forward(
-        data["x"], data["gamma"], data["beta"], data["G"], {})
+        data["x"], data["gamma"], data["beta"], data["G"], {}, axis=axis)
     return [out, *mod.spatial_groupnorm_backward(data["dout"], cache)]
 
 
-def gn_cases(data, peers=True):
+def gn_cases(data, peers=True, axis=1, prefix="groupnorm"):
     x, g, b, dout, G = (data[k] for k in ("x", "gamma", "beta", "dout", "G"))
     fns = {}
+    fwd_row, bwd_row = f"{prefix} forward", f"{prefix} backward"
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
-        _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {})
-        fns["groupnorm forward", name] = (
-            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {}))
-        fns["groupnorm backward", name] = (
+        _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {}, axis=axis)
+        fns[fwd_row, name] = (
+            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {},
+                                                          axis=axis))
+        fns[bwd_row, name] = (
             lambda mod=mod, c=cache: mod.spatial_groupnorm_backward(dout, c))
     if peers and torch is not None:
         tx, tw, tb, tdy, _, _ = tensors({k: v for k, v in data.items()
                                          if k != "G"})
-        n, c = x.shape[:2]
-        hw = x[0, 0].size
+        if axis != 1:
+            # (N, H, W, C) data as an NCHW-shaped channels_last tensor
+            tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
+        n, c = tx.shape[:2]
+        hw = tx[0, 0].numel()
+        if prefix == "instancenorm":
+            fns.update(torch_in_cases(tx, tw, tb, tdy, fwd_row, bwd_row))
+            return fns
         _, mean, rstd = torch.native_group_norm(tx, tw, tb, n, c, hw, G, EPS)
         # torch.group_norm: the same output, faster to call (see above)
-        fns["groupnorm forward", "torch"] = lambda: torch.group_norm(
+        fns[fwd_row, "torch"] = lambda: torch.group_norm(
             tx, G, tw, tb, EPS)
-        fns["groupnorm backward", "torch"] = (
+        fns[bwd_row, "torch"] = (
             lambda gnb=aten_op("native_group_norm_backward"): gnb(
                 tdy, tx, mean, rstd, tw, n, c, hw, G, [True, True, True]))
     return fns
+
+
+def torch_in_cases(tx, tw, tb, tdy, fwd_row, bwd_row):
+    """PyTorch's instance norm (InstanceNorm2d without running
+    statistics): torch.instance_norm forward, its autograd backward."""
+    gx, gw, gb = (t.detach().clone().requires_grad_(True)
+                  for t in (tx, tw, tb))
+    y = torch.instance_norm(gx, gw, gb, None, None, True, 0.1, EPS, False)
+    return {
+        (fwd_row, "torch"): lambda: torch.instance_norm(
+            tx, tw, tb, None, None, True, 0.1, EPS, False),
+        (bwd_row, "torch"): lambda: torch.autograd.grad(
+            y, (gx, gw, gb), tdy, retain_graph=True),
+    }
+
+
+def gn_nhwc_run(mod, data):
+    return gn_run(mod, data, axis=-1)
+
+
+def gn_nhwc_cases(data, peers=True):
+    return gn_cases(data, peers, axis=-1, prefix="groupnorm-nhwc")
+
+
+def in_cases(data, peers=True):
+    return gn_cases(data, peers, prefix="instancenorm")
 
 
 def nd_data(size, dtype):
@@ -711,6 +862,15 @@ def nhwc_data(size, dtype):
 def gn_data(size, dtype):
     shape, G = size[:4], size[4]
     return {**make_data(shape, dtype, seed_of(shape)), "G": G}
+
+
+def gn_nhwc_data(size, dtype):
+    return {**channels_last(gn_data(size, dtype)), "G": size[4]}
+
+
+def in_data(size, dtype):
+    """instance norm: group norm's data with G = C"""
+    return gn_data((*size, size[1]), dtype)
 
 
 # --sweep: x of 8 KiB (float32) to 49 MiB (float64), in-L1 to many times L2
@@ -729,7 +889,8 @@ FAMILIES = [
      "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
                 "backward_alt": 2.5, "fwd-train out=": 1.5,
                 "fwd-test out=": 1.0, "backward out=": 2.5,
-                "fwd-train +relu": 1.5, "backward +relu": 2.5},
+                "fwd-train +relu": 1.5, "backward +relu": 2.5,
+                **RESIDUAL_COPIES},
      "peer_alias": {"torch": {"backward_alt": "backward",
                               "backward out=": "backward"},
                     "numba": {"backward_alt": "backward"}}},
@@ -739,7 +900,9 @@ FAMILIES = [
      "quantities": BN_QUANTITIES, "run": spatial_run(1),
      "cases": spatial_cases("spatial-nchw", 1, test=True),
      "copies": {"spatial-nchw fwd-train": 1.5, "spatial-nchw fwd-test": 1.0,
-                "spatial-nchw backward": 2.5}},
+                "spatial-nchw backward": 2.5,
+                **{f"spatial-nchw {k}": v
+                   for k, v in RESIDUAL_COPIES.items()}}},
     # sizes given as NCHW: the data is spatial-nchw's, moved channels-last
     {"name": "spatial-nhwc", "data": nhwc_data,
      "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
@@ -754,12 +917,35 @@ FAMILIES = [
                (8192, 1024)],
      "quantities": NORM_QUANTITIES, "run": ln_run, "cases": ln_cases,
      "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5}},
+    # RMS norm on the layer norm rows (issue 13)
+    {"name": "rmsnorm", "data": nd_data,
+     "sizes": [(4096, 1024)], "quick": [(64, 256)],
+     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
+               (8192, 1024)],
+     "quantities": ["out", "dx", "dgamma"], "run": rms_run,
+     "cases": rms_cases,
+     "copies": {"rmsnorm forward": 1.0, "rmsnorm backward": 1.5}},
     # sizes (N, C, H, W, G)
     {"name": "groupnorm", "data": gn_data,
      "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
      "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
      "quantities": NORM_QUANTITIES, "run": gn_run, "cases": gn_cases,
      "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5}},
+    # sizes (N, C, H, W, G) given as NCHW: groupnorm's data, moved
+    # channels-last
+    {"name": "groupnorm-nhwc", "data": gn_nhwc_data,
+     "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
+     "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
+     "quantities": NORM_QUANTITIES, "run": gn_nhwc_run,
+     "cases": gn_nhwc_cases,
+     "copies": {"groupnorm-nhwc forward": 1.5,
+                "groupnorm-nhwc backward": 2.5}},
+    # sizes (N, C, H, W); G = C
+    {"name": "instancenorm", "data": in_data,
+     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
+     "sweep": SPATIAL_SWEEP,
+     "quantities": NORM_QUANTITIES, "run": gn_run, "cases": in_cases,
+     "copies": {"instancenorm forward": 1.5, "instancenorm backward": 2.5}},
 ]
 
 
@@ -1364,7 +1550,12 @@ def main(argv=None):
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for bnfast and PyTorch alike (default 1)")
+    ap.add_argument("--family", action="append", metavar="NAME",
+                    choices=[f["name"] for f in FAMILIES],
+                    help="only this family (repeatable; default all)")
     args = ap.parse_args(argv)
+    families = [f for f in FAMILIES
+                if not args.family or f["name"] in args.family]
     if args.median_of:
         return median_targets(args.median_of)
     repeat = args.repeat or (3 if args.quick else 31 if args.torch_entry
@@ -1393,11 +1584,11 @@ def main(argv=None):
               "target_s": target, "equivalence": [], "timing": []}
     load_start = os.getloadavg()
     report["peer_equivalence"] = []
-    ok = equivalence_section(FAMILIES, sizes, report["equivalence"],
+    ok = equivalence_section(families, sizes, report["equivalence"],
                              report["peer_equivalence"])
     report["accuracy"] = {}
     accuracy_section(report["accuracy"])
-    timing_section(FAMILIES, sizes, repeat, target, report["timing"])
+    timing_section(families, sizes, repeat, target, report["timing"])
     if args.sweep:
         report["targets"] = targets(report["timing"], report["accuracy"])
         targets_section(report["targets"])

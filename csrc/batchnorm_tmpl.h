@@ -14,6 +14,8 @@ typedef struct {
     int relu;
     double *r0, *r1;
     double *r2; /* the statistics' mean_lo (internal.h), or NULL */
+    const T *z; /* the residual (strides p.z), NULL: none, or y itself */
+    int res;    /* a residual is added (z, or y when z is NULL) */
 } NAME(job);
 
 /* The family's kernels for a panel, on one thread: across rows when runs
@@ -51,12 +53,46 @@ static int NAME(bwd_reduce1)(const NAME(job) *k)
 static int NAME(apply1)(const NAME(job) *k)
 {
     const bnf_panel *p = &k->p;
+    if (k->res) {
+        if (NAME(across_rows)(k, 0, 1) && (k->z == NULL || p->z.s2 == 1))
+            NAME(rows_apply_res)(k->x, p->n1, p->n2, p->x.s1, k->z, p->z.s1,
+                                 k->cf, k->y, p->y.s1, k->relu);
+        else
+            NAME(runs_apply_res)(k->x, p->n1, p->x.s1, p->n2, p->x.s2,
+                                 p->len, k->z, p->z.s1, p->z.s2, k->cf, k->y,
+                                 p->y.s1, p->y.s2, k->relu);
+        return BNF_OK;
+    }
     if (NAME(across_rows)(k, 0, 1))
         NAME(rows_apply)(k->x, p->n1, p->n2, p->x.s1, k->cf, k->y, p->y.s1,
                          k->relu);
     else
         NAME(runs_apply)(k->x, p->n1, p->x.s1, p->n2, p->x.s2, p->len, k->cf,
                          k->y, p->y.s1, p->y.s2, k->relu);
+    return BNF_OK;
+}
+
+/* the fused residual's gate with the backward's sums (across rows: one
+   pass writing g into k->y, the sums into r0, r1) */
+static int NAME(gate_reduce1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    return NAME(rows_bwd_reduce_res)(k->dy, p->dy.s1, k->x, p->x.s1, k->z,
+                                     p->z.s1, p->n1, p->n2, k->cf, k->y,
+                                     p->y.s1, k->r0, k->r1);
+}
+
+/* the fused residual's gate: g (k->y) from dy, x, z */
+static int NAME(gate1)(const NAME(job) *k)
+{
+    const bnf_panel *p = &k->p;
+    if (NAME(across_rows)(k, 1, 1) && p->z.s2 == 1)
+        NAME(rows_gate_res)(k->dy, p->dy.s1, k->x, p->x.s1, k->z, p->z.s1,
+                            p->n1, p->n2, k->cf, k->y, p->y.s1);
+    else
+        NAME(runs_gate_res)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1,
+                            p->x.s2, k->z, p->z.s1, p->z.s2, p->n1, p->n2,
+                            p->len, k->cf, k->y, p->y.s1, p->y.s2);
     return BNF_OK;
 }
 
@@ -101,6 +137,7 @@ static int NAME(channels_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
     sub.x = k->x + lo * k->p.x.s2;
     sub.dy = k->dy ? k->dy + lo * k->p.dy.s2 : NULL;
     sub.y = k->y ? k->y + lo * k->p.y.s2 : NULL;
+    sub.z = k->z ? k->z + lo * k->p.z.s2 : NULL;
     sub.cf = NAME(bnf_coefs_at)(k->cf, lo);
     sub.r0 = k->r0 ? k->r0 + lo : NULL;
     sub.r1 = k->r1 ? k->r1 + lo : NULL;
@@ -119,6 +156,7 @@ static int NAME(runs_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
     sub.x = k->x + lo * k->p.x.s1;
     sub.dy = k->dy ? k->dy + lo * k->p.dy.s1 : NULL;
     sub.y = k->y ? k->y + lo * k->p.y.s1 : NULL;
+    sub.z = k->z ? k->z + lo * k->p.z.s1 : NULL;
     sub.r0 = part;
     sub.r1 = part ? part + k->p.n2 : NULL;
     sub.r2 = part && s->lo ? part + 2 * k->p.n2 : NULL;
@@ -237,6 +275,9 @@ int NAME(bn_apply)(const bnf_panel *p, const bnf_params *q, const T *x, T *y)
     for (ptrdiff_t j = 0; j < n2; j++)
         scale[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j];
     NAME(job) k = {*p, x, NULL, y, {0}, q->relu, NULL, NULL};
+    /* the residual: z, or in place (y itself) */
+    k.res = q->residual != NULL;
+    k.z = q->residual == (const void *)y ? NULL : (const T *)q->residual;
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, 1, NULL,
                              NULL, NULL);
     free(scale);
@@ -328,6 +369,45 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
     int rc = NAME(reduce)(&k, NAME(bwd_reduce1), BNF_MERGE_SUMS);
     free(buf);
     return rc;
+}
+
+int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q,
+                           const T *x, const T *dy, T *g, bnf_results *r)
+{
+    ptrdiff_t n2 = p->n2;
+    double *a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
+    if (a == NULL)
+        return BNF_ENOMEM;
+    for (ptrdiff_t j = 0; j < n2; j++)
+        a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j]; /* as the forward's */
+    NAME(job) k = {*p, x, dy, g, {0}, 1, NULL, NULL};
+    k.z = (const T *)q->residual;
+    k.res = 1;
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, a, q->beta, 1, NULL, NULL,
+                             NULL);
+    free(a);
+    if (buf == NULL)
+        return BNF_ENOMEM;
+    int rc;
+    if (r != NULL && NAME(across_rows)(&k, 1, 1) && p->z.s2 == 1) {
+        /* the gate in the reduce's pass */
+        k.r0 = r->sum_dy;
+        k.r1 = r->sum_dyxmu;
+        rc = NAME(reduce)(&k, NAME(gate_reduce1), BNF_MERGE_SUMS);
+        free(buf);
+        return rc;
+    }
+    rc = NAME(map)(&k, NAME(gate1));
+    free(buf);
+    if (rc != BNF_OK || r == NULL)
+        return rc;
+    /* along runs: the sums of g in a pass of their own */
+    bnf_panel pg = *p;
+    pg.dy = p->y;
+    bnf_params qg = *q;
+    qg.relu = 0;
+    qg.residual = NULL;
+    return NAME(bn_backward_reduce)(&pg, &qg, x, g, r);
 }
 
 /* bn_backward_apply, with sgx (non-NULL) the sums of g * xhat given

@@ -38,6 +38,11 @@
  *   sample contiguous (s2 == len, s1 the sample stride); the n2 channels
  *   form q->groups groups of n2/groups adjacent channels.  Statistics per
  *   (sample, group): n1*groups values, sample-major.
+ * - RMS norm (rms_*): the layer norm panel; statistics per row.
+ * - group norm on channels-last data (gnl_*): n1 samples, each len rows
+ *   of n2 adjacent channels (unit channel stride): row r of sample i of
+ *   array a starts at a + i*s1 + r*s2 (s2 the row stride); groups as
+ *   gn_*'s, of n2/groups adjacent channels.
  * gamma, beta (and dgamma, dbeta) have n2 values in every family.
  * Strides of length-1 axes are never used to address memory.
  *
@@ -65,6 +70,7 @@ typedef struct {
     bnf_strides x;  /* x */
     bnf_strides y;  /* the output: y (forward), dx (backward) */
     bnf_strides dy; /* dy (backward) */
+    bnf_strides z;  /* the residual (batch norm, params.residual) */
 } bnf_panel;
 
 /* What a call reads besides the data. */
@@ -84,6 +90,12 @@ typedef struct {
     const double *var;            /* bn_forward_test: (running) variance */
     const double *sum_dy, *sum_dyxmu; /* bn_backward_apply: the sums of dy
                                          and dy * (x - mean) */
+    const void *residual; /* batch norm apply and forwards: z, an array of
+                             the data type T with strides p->z, added
+                             before the ReLU: y = max(bn(x) + z, 0); NULL:
+                             none; equal to the output y (same strides): the
+                             in-place add, each z read before its y is
+                             written.  bn_residual_gate reads it too. */
 } bnf_params;
 
 /* What a call writes besides the data. */
@@ -136,6 +148,16 @@ typedef struct {
     int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,    \
                                 const T *x, const T *dy, T *dx,              \
                                 bnf_results *r);                             \
+    /* The fused residual's ReLU gate: g = dy where the forward's         \
+       (x - mean) * (gamma * invstd) + beta + z was > 0, else 0, into the   \
+       output array (strides p->y); reads gamma, beta, mean, invstd,        \
+       residual.  The backward of relu(bn(x) + z) is then the plain         \
+       backward (relu 0) of g, and g is dz.  r not NULL: also writes        \
+       sum_dy and sum_dyxmu, bn_backward_reduce's sums of g (across rows    \
+       in the gate's pass), for bn_backward_apply of g. */                  \
+    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,     \
+                               const T *x, const T *dy, T *g,               \
+                               bnf_results *r);                             \
                                                                              \
     /* Layer norm: reads eps, gamma, beta; writes the per-row mean and      \
        invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,     \
@@ -145,13 +167,27 @@ typedef struct {
     int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
                           const T *x, const T *dy, T *dx, bnf_results *r);  \
                                                                              \
+    /* RMS norm (the layer norm panel): reads eps, gamma; writes the      \
+       per-row mean of squares (as mean) and 1/sqrt(it + eps) (as invstd). \
+       Backward: reads gamma, invstd; writes dx, dgamma. */                \
+    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r); \
+                                                                             \
     /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,  \
        group) mean and invstd.  Backward: reads groups, gamma, mean,        \
        invstd; writes dx, dgamma, dbeta. */                                  \
     int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
                          const T *x, T *y, bnf_results *r);                 \
     int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    /* Group norm on channels-last data (gnl_*): the same reads and writes  \
+       as gn_*, on the channels-last panel. */                               \
+    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                          const T *x, T *y, bnf_results *r);                \
+    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
+                           const T *x, const T *dy, T *dx, bnf_results *r);
 
 BNF_DECLARE(float, f32)
 BNF_DECLARE(double, f64)

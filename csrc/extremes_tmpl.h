@@ -142,3 +142,38 @@ int NAME(rescue_bwd_sums)(const T *dy, ptrdiff_t d1, const T *x,
     *sum_gxhat = NAME(ksum_total)(&sx);
     return 1;
 }
+
+/*
+ * RMS norm's statistics of one row of len elements, scaled: x * 2**-e
+ * with max |x| * 2**-e in [0.5, 1), the mean of its squares (compensated
+ * sum), then ms = ms_s * 4**e (+Inf beyond the range) and invrms = 2**-e
+ * / sqrt(ms_s + eps * 4**-e).  An all-zero row gives ms 0.  Returns 0,
+ * writing nothing, when the row holds a NaN or an Inf.
+ */
+int NAME(rescue_meansq)(const T *x, ptrdiff_t len, double eps, double *ms,
+                        double *invrms)
+{
+    double amax = 0.0;
+    int e;
+    for (ptrdiff_t k = 0; k < len; k++) {
+        double v = (double)LOAD(x[k]);
+        if (!bnf_isfinite(v))
+            return 0;
+        amax = fmax(amax, fabs(v));
+    }
+    if (amax == 0.0) {
+        *ms = 0.0;
+        *invrms = 1.0 / sqrt(eps);
+        return 1;
+    }
+    frexp(amax, &e);
+    NAME(ksum) sq = {0};
+    for (ptrdiff_t k = 0; k < len; k++) {
+        double d = NAME(scale2)((double)LOAD(x[k]), -e);
+        NAME(ksum_add)(&sq, d * d);
+    }
+    double mss = NAME(ksum_total)(&sq) / (double)len;
+    *ms = ldexp(mss, 2 * e);
+    *invrms = ldexp(1.0 / sqrt(mss + ldexp(eps, -2 * e)), -e);
+    return 1;
+}

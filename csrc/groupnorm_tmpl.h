@@ -221,3 +221,6 @@ int NAME(gn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
                    .m = c, .out = {r->dgamma, r->dbeta}};
     return bnf_run(&s);
 }
+
+/* the channels-last entry points (gnl_*), sharing gn_split and gn_job */
+#include "groupnorm_last_tmpl.h"

@@ -208,6 +208,33 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
                           ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
                           bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,            \
                           ptrdiff_t t2, int relu);                           \
+    /* the fused residual: y = (x - mean) * a + b + z (then max(., 0) with  \
+       relu; z NULL: z is y, in place); and the backward's gate, g = dy   \
+       where that was > 0, else 0 */                                        \
+    void rows_apply_res_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,           \
+                              ptrdiff_t ldx, const T *z, ptrdiff_t ldz,      \
+                              bnf_coefs_##SUF cf, T *y, ptrdiff_t ldy,       \
+                              int relu);                                     \
+    void runs_apply_res_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,       \
+                              ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,     \
+                              const T *z, ptrdiff_t z1, ptrdiff_t z2,        \
+                              bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,        \
+                              ptrdiff_t t2, int relu);                       \
+    int rows_bwd_reduce_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,    \
+                                  ptrdiff_t ldx, const T *z, ptrdiff_t ldz,  \
+                                  ptrdiff_t m, ptrdiff_t c,                  \
+                                  bnf_coefs_##SUF cf, T *gw, ptrdiff_t ldg,  \
+                                  double *sum_dy, double *sum_dyxmu);        \
+    void rows_gate_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,         \
+                             ptrdiff_t ldx, const T *z, ptrdiff_t ldz,       \
+                             ptrdiff_t m, ptrdiff_t c, bnf_coefs_##SUF cf,   \
+                             T *g, ptrdiff_t ldg);                           \
+    void runs_gate_res_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,         \
+                             const T *x, ptrdiff_t s1, ptrdiff_t s2,         \
+                             const T *z, ptrdiff_t z1, ptrdiff_t z2,         \
+                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,      \
+                             bnf_coefs_##SUF cf, T *g, ptrdiff_t t1,         \
+                             ptrdiff_t t2);                                  \
     /* sums of g and g * (x - mean), g = dy (masked with relu) */            \
     int rows_bwd_reduce_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
                               ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
@@ -282,7 +309,11 @@ int bnf_any_suspect(const double *restrict mean, const double *restrict var,
                               ptrdiff_t s1, ptrdiff_t n1, ptrdiff_t len,    \
                               double mean, double is, const C *w,           \
                               const bnf_coefs_##SUF *cf, double *sum_g,     \
-                              double *sum_gxhat);
+                              double *sum_gxhat);                          \
+    /* RMS norm: one row's mean of squares and 1/sqrt(ms + eps); 0       \
+       (nothing written) for NaN/Inf data */                               \
+    int rescue_meansq_##SUF(const T *x, ptrdiff_t len, double eps,          \
+                            double *ms, double *invrms);
 
 BNF_DECLARE_RESCUE(float, float, f32)
 BNF_DECLARE_RESCUE(double, double, f64)

@@ -371,6 +371,72 @@ BNF_INLINE void NAME(block_sums_ln)(const T *restrict dy,
     *q = NAME(lanes_sum)(aq, DLANES) - (HILO ? (double)ml * *s : 0.0);
 }
 
+/* RMS norm: the sum of x*x over a block of a row (w NULL), or of
+   (dy * w) * x (w: gamma in C, the backward's sum B), in the lanes of
+   block_sums_ln (C lanes flushed every BNF_FLUSH elements into double
+   lanes; float64: pairs and compensated totals).  A float32 sum that
+   overflows C is left infinite: the callers tell the row from its
+   result (extremes_tmpl.h). */
+BNF_INLINE double NAME(block_sumsq)(const T *restrict dy,
+                                    const T *restrict p,
+                                    const C *restrict w, ptrdiff_t nb)
+{
+    double aq[DLANES] = {0};
+    double qh = 0.0, ql = 0.0; /* COMPENSATED */
+    int nfl = 0;
+    ptrdiff_t e = 0;
+    while (e < nb) {
+        C fq[LANES] = {0};
+        ptrdiff_t end = bnf_min(nb, e + PAIRS * BNF_FLUSH * LANES);
+        if (w == NULL) {
+            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+                LANE_LOOP
+                for (int l = 0; l < LANES; l++) {
+                    C x0 = LOAD(p[e + l]), x1 = LOAD(p[e + LANES + l]);
+                    fq[l] += x0 * x0 + x1 * x1;
+                }
+            for (; e + LANES <= end; e += LANES)
+                LANE_LOOP
+                for (int l = 0; l < LANES; l++) {
+                    C x0 = LOAD(p[e + l]);
+                    fq[l] += x0 * x0;
+                }
+        } else {
+            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+                LANE_LOOP
+                for (int l = 0; l < LANES; l++) {
+                    C g0 = LOAD(dy[e + l]) * w[e + l];
+                    C g1 = LOAD(dy[e + LANES + l]) * w[e + LANES + l];
+                    fq[l] += g0 * LOAD(p[e + l]) + g1 * LOAD(p[e + LANES + l]);
+                }
+            for (; e + LANES <= end; e += LANES)
+                LANE_LOOP
+                for (int l = 0; l < LANES; l++) {
+                    C gl = LOAD(dy[e + l]) * w[e + l];
+                    fq[l] += gl * LOAD(p[e + l]);
+                }
+        }
+        NAME(lanes_flush)(aq, fq);
+        if (COMPENSATED && ++nfl == COLLAPSE) {
+            NAME(lanes_collapse)(aq, &qh, &ql);
+            nfl = 0;
+        }
+        if (end == nb && e < nb) { /* the tail: into the double lanes */
+            for (int l = 0; l < nb - e; l++) {
+                C x0 = LOAD(p[e + l]);
+                C v = w == NULL ? x0 * x0 : (LOAD(dy[e + l]) * w[e + l]) * x0;
+                aq[l % DLANES] += (double)v;
+            }
+            e = nb;
+        }
+    }
+    if (COMPENSATED) {
+        NAME(lanes_collapse)(aq, &qh, &ql);
+        return qh + ql;
+    }
+    return NAME(lanes_sum)(aq, DLANES);
+}
+
 /*
  * Merge the moments of one block of nr runs of len elements (run r at
  * p + r*st; nr*len at most BNF_RUN_BLOCK, or nr == 1) into a running

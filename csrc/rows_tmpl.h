@@ -279,6 +279,64 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
     }
 }
 
+/* The fused residual: y = (x - mh) * a + b + z in C (then max(., 0) with
+   relu), rounded once to T; z NULL: the residual is y itself (the in-place
+   add of an inference block, out=residual), read before it is written. */
+#define BNF_RES_ROW(ZV)                                                      \
+    do {                                                                     \
+        if (relu) {                                                          \
+            for (ptrdiff_t j = 0; j < c; j++) {                              \
+                C v0 = BNF_APPLY1(x0[j], j) + LOAD(ZV);                      \
+                y0[j] = BNF_RELU1(v0);                                       \
+            }                                                                \
+        } else {                                                             \
+            for (ptrdiff_t j = 0; j < c; j++)                                \
+                y0[j] = STORE(BNF_APPLY1(x0[j], j) + LOAD(ZV));              \
+        }                                                                    \
+    } while (0)
+
+BNF_DISPATCH
+void NAME(rows_apply_res)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
+                          ptrdiff_t ldx, const T *restrict z, ptrdiff_t ldz,
+                          NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t ldy,
+                          int relu)
+{
+    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict x0 = x + i * ldx;
+        T *restrict y0 = y + i * ldy;
+        if (z != NULL) {
+            const T *restrict z0 = z + i * ldz;
+            BNF_RES_ROW(z0[j]);
+        } else {
+            BNF_RES_ROW(y0[j]);
+        }
+    }
+}
+
+/* The fused residual's ReLU gate: g = dy where the forward's
+   (x - mh) * a + b + z > 0, else 0 (dresidual, and the dy of the plain
+   backward that follows) */
+BNF_DISPATCH
+void NAME(rows_gate_res)(const T *restrict dy, ptrdiff_t lddy,
+                         const T *restrict x, ptrdiff_t ldx,
+                         const T *restrict z, ptrdiff_t ldz, ptrdiff_t m,
+                         ptrdiff_t c, NAME(bnf_coefs) cf, T *restrict g,
+                         ptrdiff_t ldg)
+{
+    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const T *restrict g0 = dy + i * lddy, *restrict x0 = x + i * ldx;
+        const T *restrict z0 = z + i * ldz;
+        T *restrict o0 = g + i * ldg;
+        for (ptrdiff_t j = 0; j < c; j++)
+            o0[j] = STORE(BNF_GATE(LOAD(g0[j]),
+                                   BNF_APPLY1(x0[j], j) + LOAD(z0[j]),
+                                   RELU_MIN));
+    }
+}
+#undef BNF_RES_ROW
+
 /* Column sums of g and g * (x - mean), g = dy, or with relu g = dy where
    the forward's (x - mh) * a + b > 0, else 0; in four levels: C sums of
    BNF_FLUSH rows, double blocks of at most BNF_SUM_ROWS rows, groups of
@@ -381,6 +439,131 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                             fs[j] += u0;
                             fq[j] += u0 * d;
                         }
+                    }
+                }
+                /* sum g * (x - mean) = sum g * (x - mh) - ml * sum g */
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    bs[j] += (double)fs[j];
+                    bq[j] += (double)fq[j] -
+                             (HILO ? (double)ml[j] * (double)fs[j] : 0.0);
+                }
+            }
+            if (!HILO) { /* float64: compensated */
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    double es, eq;
+                    ts[j] = bnf_two_sum(ts[j], bs[j], &es);
+                    tq[j] = bnf_two_sum(tq[j], bq[j], &eq);
+                    gs[j] += es;
+                    gq[j] += eq;
+                }
+                if (r1 == m)
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        ts[j] += gs[j];
+                        tq[j] += gq[j];
+                    }
+                continue;
+            }
+            for (ptrdiff_t j = 0; j < tc; j++) {
+                gs[j] += bs[j];
+                gq[j] += bq[j];
+            }
+            if (++blocks == BNF_SUM_ROWS || r1 == m) {
+                for (ptrdiff_t j = 0; j < tc; j++) {
+                    ts[j] += gs[j];
+                    tq[j] += gq[j];
+                    gs[j] = gq[j] = 0.0;
+                }
+                blocks = 0;
+            }
+        }
+    }
+    free(work);
+    return BNF_OK;
+}
+
+/* rows_bwd_reduce of the fused residual with the ReLU, in the same pass
+   as its gate: g = dy where the forward's (x - mh) * a + b + z > 0, else
+   0, written to gw (dresidual, and the dy of the apply pass that follows),
+   and the column sums of g and g * (x - mean) as rows_bwd_reduce's (the
+   same blocks and totals).  One pass reading dy, x, z and writing g, where
+   a gate pass then the reduce would read g and x again. */
+BNF_DISPATCH
+int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
+                              const T *restrict x, ptrdiff_t ldx,
+                              const T *restrict z, ptrdiff_t ldz,
+                              ptrdiff_t m, ptrdiff_t c, NAME(bnf_coefs) cf,
+                              T *restrict gw, ptrdiff_t ldg,
+                              double *restrict sum_dy,
+                              double *restrict sum_dyxmu)
+{
+    ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
+    double *work = malloc(4 * (size_t)t1 * sizeof(double) +
+                          2 * (size_t)t1 * sizeof(C));
+    if (work == NULL)
+        return BNF_ENOMEM;
+    double *restrict bs = work, *restrict bq = work + tile;
+    double *restrict gs = work + 2 * tile, *restrict gq = work + 3 * tile;
+    C *restrict fs = (C *)(work + 4 * t1), *restrict fq = fs + t1;
+
+    int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
+    ptrdiff_t flush = HILO ? BNF_FLUSH : (wide ? 4 : 2) * BNF_FLUSH;
+    for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
+        ptrdiff_t tc = bnf_min(tile, c - c0);
+        const C *restrict mh = cf.mh + c0;
+        const C *restrict ml = HILO ? cf.ml + c0 : NULL;
+        const C *restrict ra = cf.a + c0;
+        const C *restrict rb = cf.b + c0;
+        double *restrict ts = sum_dy + c0;
+        double *restrict tq = sum_dyxmu + c0;
+        for (ptrdiff_t j = 0; j < tc; j++) {
+            ts[j] = tq[j] = 0.0;
+            gs[j] = gq[j] = 0.0;
+        }
+        ptrdiff_t blocks = 0;
+        for (ptrdiff_t r0 = 0; r0 < m; r0 += BNF_SUM_ROWS) {
+            ptrdiff_t r1 = bnf_min(r0 + BNF_SUM_ROWS, m);
+            for (ptrdiff_t j = 0; j < tc; j++)
+                bs[j] = bq[j] = 0.0;
+            for (ptrdiff_t f0 = r0; f0 < r1; f0 += flush) {
+                ptrdiff_t f1 = bnf_min(f0 + flush, r1);
+                for (ptrdiff_t j = 0; j < tc; j++)
+                    fs[j] = fq[j] = 0;
+                ptrdiff_t i = f0;
+                /* wide rows two at a time (four, as rows_bwd_reduce,
+                   need 16 pointers: GCC reloaded them from the stack in
+                   the inner loop, the hottest instructions in perf) */
+                for (; wide && i + 2 <= f1; i += 2) {
+                    const T *restrict g0 = dy + i * lddy + c0;
+                    const T *restrict g1 = g0 + lddy;
+                    const T *restrict x0 = x + i * ldx + c0;
+                    const T *restrict x1 = x0 + ldx;
+                    const T *restrict z0 = z + i * ldz + c0;
+                    const T *restrict z1 = z0 + ldz;
+                    T *restrict w0 = gw + i * ldg + c0;
+                    T *restrict w1 = w0 + ldg;
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
+                        C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j] + LOAD(z0[j]), RELU_MIN);
+                        C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j] + LOAD(z1[j]), RELU_MIN);
+                        w0[j] = STORE(u0);
+                        w1[j] = STORE(u1);
+                        fs[j] += u0 + u1;
+                        fq[j] += u0 * d0 + u1 * d1;
+                    }
+                }
+                for (; i < f1; i++) {
+                    const T *restrict g0 = dy + i * lddy + c0;
+                    const T *restrict xa = x + i * ldx + c0;
+                    const T *restrict za = z + i * ldz + c0;
+                    T *restrict w0 = gw + i * ldg + c0;
+                    for (ptrdiff_t j = 0; j < tc; j++) {
+                        C d = LOAD(xa[j]) - mh[j];
+                        C u0 = BNF_GATE(LOAD(g0[j]),
+                                        d * ra[j] + rb[j] + LOAD(za[j]),
+                                        RELU_MIN);
+                        w0[j] = STORE(u0);
+                        fs[j] += u0;
+                        fq[j] += u0 * d;
                     }
                 }
                 /* sum g * (x - mean) = sum g * (x - mh) - ml * sum g */

@@ -83,6 +83,68 @@ void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
         }
 }
 
+/* The fused residual along runs: y = (x - mh_j) * a_j + b_j + z (then
+   max(., 0) with relu); z NULL: the residual is y itself (out=residual),
+   read before it is written. */
+#define BNF_RES_RUN(ZV)                                                      \
+    do {                                                                     \
+        if (relu) {                                                          \
+            for (ptrdiff_t e = 0; e < len; e++) {                            \
+                C v = (LOAD(p[e]) - mh) * a + b + LOAD(ZV);                  \
+                o[e] = v <= RELU_MIN ? STORE(0) : STORE(v);                  \
+            }                                                                \
+        } else {                                                             \
+            for (ptrdiff_t e = 0; e < len; e++)                              \
+                o[e] = STORE((LOAD(p[e]) - mh) * a + b + LOAD(ZV));          \
+        }                                                                    \
+    } while (0)
+
+BNF_DISPATCH
+void NAME(runs_apply_res)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
+                          const T *restrict z, ptrdiff_t z1, ptrdiff_t z2,
+                          NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t t1,
+                          ptrdiff_t t2, int relu)
+{
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *restrict p = x + i * s1 + j * s2;
+            T *restrict o = y + i * t1 + j * t2;
+            C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
+            if (z != NULL) {
+                const T *restrict q = z + i * z1 + j * z2;
+                BNF_RES_RUN(q[e]);
+            } else {
+                BNF_RES_RUN(o[e]);
+            }
+        }
+}
+#undef BNF_RES_RUN
+
+/* The fused residual's ReLU gate along runs: g = dy where the forward's
+   (x - mh_j) * a_j + b_j + z > 0, else 0 */
+BNF_DISPATCH
+void NAME(runs_gate_res)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
+                         const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
+                         const T *restrict z, ptrdiff_t z1, ptrdiff_t z2,
+                         ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
+                         NAME(bnf_coefs) cf, T *restrict g, ptrdiff_t t1,
+                         ptrdiff_t t2)
+{
+    for (ptrdiff_t i = 0; i < n1; i++)
+        for (ptrdiff_t j = 0; j < n2; j++) {
+            const T *restrict gd = dy + i * d1 + j * d2;
+            const T *restrict p = x + i * s1 + j * s2;
+            const T *restrict q = z + i * z1 + j * z2;
+            T *restrict o = g + i * t1 + j * t2;
+            C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
+            for (ptrdiff_t e = 0; e < len; e++)
+                o[e] = STORE(BNF_GATE(LOAD(gd[e]),
+                                      (LOAD(p[e]) - mh) * a + b + LOAD(q[e]),
+                                      RELU_MIN));
+        }
+}
+
 /* Per-channel sums of g and g * (x - mean_j), g = dy (masked by the
    forward's relu, see block_sums_bwd), in blocks as runs_stats': lanes
    within a block, blocks into the channel's totals.  float64: the blocks'

@@ -423,8 +423,8 @@ def test_from_torch_and_torch_state_dicts():
     other.load_state_dict(bn.state_dict())
     np.testing.assert_array_equal(other.running_var, bn.running_var.numpy())
     with pytest.raises(TypeError, match="from_torch takes a torch.nn "
-                       "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
-                       "got Linear"):
+                       "BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm or "
+                       "InstanceNorm1d/2d/3d module, got Linear"):
         bnfast.from_torch(torch.nn.Linear(2, 2))
 
 
@@ -750,8 +750,8 @@ def test_from_torch_refuses_a_same_named_class_that_is_not_torchs():
             return {}
 
     with pytest.raises(TypeError, match="from_torch takes a torch.nn "
-                       "BatchNorm1d/2d/3d, LayerNorm or GroupNorm module, "
-                       "got LayerNorm"):
+                       "BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm or "
+                       "InstanceNorm1d/2d/3d module, got LayerNorm"):
         bnfast.from_torch(LayerNorm())
 
 

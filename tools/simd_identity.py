@@ -65,18 +65,32 @@ def results(k, x, dy, g, b, axis):
                                                axis=axis, activation=act)
         out += [y, *k.batchnorm_backward(dy, cache)]
         p = {"mode": "test", "running_mean": g * 0.5, "running_var": g}
-        out.append(k.spatial_batchnorm_forward(x, g, b, p, axis=axis,
-                                               activation=act)[0])
+        y, cache = k.spatial_batchnorm_forward(x, g, b, p, axis=axis,
+                                               activation=act)
+        out += [y, *k.batchnorm_backward(dy, cache)]  # frozen
+        # affine-free (gamma = 1, beta = 0 from NULL in the kernels)
+        y, cache = k.spatial_batchnorm_forward(x, None, None,
+                                               {"mode": "train"}, axis=axis,
+                                               activation=act)
+        out += [y, k.batchnorm_backward(dy, cache)[0]]
     if axis == 1:
         x2 = x.reshape(x.shape[0], -1)
         d = x2.shape[1]
         y, cache = k.layernorm_forward(x2, np.linspace(0.5, 1.5, d, dtype=x.dtype),
                                        np.zeros(d, x.dtype), {})
         out += [y, *k.layernorm_backward(dy.reshape(x2.shape), cache)]
+        y, cache = k.rmsnorm_forward(x2, np.linspace(0.5, 1.5, d, dtype=x.dtype),
+                                     {"eps": 1e-5})
+        out += [y, *k.rmsnorm_backward(dy.reshape(x2.shape), cache)]
         if x.ndim == 4:
             for groups in (1, x.shape[1]):
                 y, cache = k.spatial_groupnorm_forward(x, g, b, groups, {})
                 out += [y, *k.spatial_groupnorm_backward(dy, cache)]
+    if x.ndim == 4 and axis == x.ndim - 1:  # group norm, channels last
+        for groups in (1, x.shape[-1]):
+            y, cache = k.spatial_groupnorm_forward(x, g, b, groups, {},
+                                                   axis=-1)
+            out += [y, *k.spatial_groupnorm_backward(dy, cache)]
     return out
 
 

@@ -12,7 +12,7 @@ cdef extern from "bnfast.h" nogil:
 
     ctypedef struct bnf_panel:
         ptrdiff_t n1, n2, len
-        bnf_strides x, y, dy
+        bnf_strides x, y, dy, z
 
     ctypedef struct bnf_params:
         double eps
@@ -27,6 +27,7 @@ cdef extern from "bnfast.h" nogil:
         const double *var
         const double *sum_dy
         const double *sum_dyxmu
+        const void *residual
 
     ctypedef struct bnf_results:
         double *mean
@@ -74,6 +75,12 @@ cdef extern from "bnfast.h" nogil:
     int bn_backward_apply_f64(const bnf_panel *p, const bnf_params *q,
                               const double *x, const double *dy, double *dx,
                               bnf_results *r)
+    int bn_residual_gate_f32(const bnf_panel *p, const bnf_params *q,
+                             const float *x, const float *dy, float *g,
+                             bnf_results *r)
+    int bn_residual_gate_f64(const bnf_panel *p, const bnf_params *q,
+                             const double *x, const double *dy, double *g,
+                             bnf_results *r)
 
     int ln_forward_f32(const bnf_panel *p, const bnf_params *q,
                        const float *x, float *y, bnf_results *r)
@@ -86,6 +93,17 @@ cdef extern from "bnfast.h" nogil:
                         const double *x, const double *dy, double *dx,
                         bnf_results *r)
 
+    int rms_forward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, float *y, bnf_results *r)
+    int rms_forward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, double *y, bnf_results *r)
+    int rms_backward_f32(const bnf_panel *p, const bnf_params *q,
+                         const float *x, const float *dy, float *dx,
+                         bnf_results *r)
+    int rms_backward_f64(const bnf_panel *p, const bnf_params *q,
+                         const double *x, const double *dy, double *dx,
+                         bnf_results *r)
+
     int gn_forward_f32(const bnf_panel *p, const bnf_params *q,
                        const float *x, float *y, bnf_results *r)
     int gn_forward_f64(const bnf_panel *p, const bnf_params *q,
@@ -96,6 +114,16 @@ cdef extern from "bnfast.h" nogil:
     int gn_backward_f64(const bnf_panel *p, const bnf_params *q,
                         const double *x, const double *dy, double *dx,
                         bnf_results *r)
+    int gnl_forward_f32(const bnf_panel *p, const bnf_params *q,
+                        const float *x, float *y, bnf_results *r)
+    int gnl_forward_f64(const bnf_panel *p, const bnf_params *q,
+                        const double *x, double *y, bnf_results *r)
+    int gnl_backward_f32(const bnf_panel *p, const bnf_params *q,
+                         const float *x, const float *dy, float *dx,
+                         bnf_results *r)
+    int gnl_backward_f64(const bnf_panel *p, const bnf_params *q,
+                         const double *x, const double *dy, double *dx,
+                         bnf_results *r)
 
     enum: BNF_MAX_THREADS
     int bnf_set_num_threads(int n)

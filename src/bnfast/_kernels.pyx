@@ -214,11 +214,13 @@ cdef int _channel_axis(cnp.ndarray x, object axis, bint allow_empty) except -1:
 
 
 cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
-                              cnp.ndarray x, int axis, bint param=False):
+                              cnp.ndarray x, int axis, bint param=False,
+                              tuple fshape=None):
     """A per-feature array (gamma, beta, running statistics) validated:
     float32/float64 of shape (d,) or the feature shape of x: x.shape[1:]
-    for axis 0, else ones except d along axis (e.g. (1, C, 1, 1)).
-    param (gamma, beta): integers and bools are converted to x's dtype."""
+    for axis 0 (fshape when given: a normalized_shape), else ones except
+    d along axis (e.g. (1, C, 1, 1)).  param (gamma, beta): integers and
+    bools are converted to x's dtype."""
     cdef cnp.ndarray arr
     if (cnp.PyArray_CheckExact(a) and _is_float(<cnp.ndarray>a)
             and cnp.PyArray_NDIM(<cnp.ndarray>a) == 1
@@ -226,7 +228,9 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
         return <cnp.ndarray>a
     arr = _float_array(a, name, cnp.PyArray_TYPE(x) if param else -1)
     xshape = _shape(x)
-    if axis == 0:
+    if fshape is not None:
+        feature_shape = fshape
+    elif axis == 0:
         feature_shape = xshape[1:]
     else:
         feature_shape = tuple(1 if k != axis else d
@@ -242,12 +246,12 @@ cdef cnp.ndarray _per_feature(object a, str name, Py_ssize_t d,
 
 
 cdef cnp.ndarray _param(object a, str name, Py_ssize_t d, cnp.ndarray x,
-                        int axis):
+                        int axis, tuple fshape=None):
     """gamma or beta validated as _per_feature's param; None stays None
     (affine-free: gamma = 1, beta = 0 in the kernels, no array made)."""
     if a is None:
         return None
-    return _per_feature(a, name, d, x, axis, True)
+    return _per_feature(a, name, d, x, axis, True, fshape)
 
 
 cdef cnp.ndarray _flat(cnp.ndarray a, Py_ssize_t d):
@@ -832,6 +836,10 @@ cdef class BatchNormCache(_Cache):
     beta, plus the per-channel batch mean and 1/sqrt(var + eps): O(channels)
     memory beside x, no copy of x_hat (the backward recomputes it).
 
+    With ``residual=z`` (``has_residual``) and the fused ReLU it keeps a
+    reference to z too (``residual``, in the element order of x: z itself
+    or a copy): the backward's mask needs it; do not modify z in between.
+
     After a 'test' mode forward (``frozen`` True) ``mean`` and ``invstd``
     are the running statistics used, as float64 copies made by the
     forward (1/sqrt(running_var + eps)): a later update of the running
@@ -844,6 +852,13 @@ cdef class BatchNormCache(_Cache):
     cdef readonly bint relu
     cdef readonly bint frozen
     cdef bint synchronized
+    # the fused residual: has_residual (the backward returns dresidual);
+    # residual, the array read (x's layout), kept with the ReLU only (its
+    # mask needs it); residual_lost: overwritten by out=residual in 'test'
+    # mode, so the ReLU's backward cannot run
+    cdef readonly bint has_residual
+    cdef readonly cnp.ndarray residual
+    cdef bint residual_lost
 
     @property
     def panel(self):
@@ -871,12 +886,20 @@ cdef class LayerNormCache(_Cache):
     (as (N, D) rows) and gamma, and the per-sample mean and 1/std."""
 
 
+cdef class RMSNormCache(_Cache):
+    """What rmsnorm_forward keeps for the backward pass: references to x
+    (as (N, D) rows) and gamma, the per-row mean of squares (``mean``)
+    and 1/sqrt(mean + eps) (``invstd``)."""
+
+
 cdef class GroupNormCache(_Cache):
     """What spatial_groupnorm_forward keeps for the backward pass:
-    references to x (as (N, C, H*W)) and gamma, the number of groups, and
-    the per-(sample, group) mean and 1/std."""
+    references to x (as (N, C, H*W), or (N, H*W, C) for channels last)
+    and gamma, the number of groups, the channel axis (1, or -1 for
+    channels last), and the per-(sample, group) mean and 1/std."""
 
     cdef readonly Py_ssize_t groups
+    cdef readonly int axis
 
 
 cdef int _fill(_Cache c, cnp.ndarray x, cnp.ndarray g, cnp.ndarray gflat,
@@ -962,12 +985,16 @@ cdef cnp.ndarray _dout(object dout, object cache, type cache_type,
         # again (checked already; one tuple of fixed length is cheapest)
         beta = (c.x if cache_type is not BatchNormCache
                 or not (<BatchNormCache>c).relu else (<BatchNormCache>c).beta)
+        z = (c.x if cache_type is not BatchNormCache
+             or (<BatchNormCache>c).residual is None
+             else (<BatchNormCache>c).residual)
         _out_array(out, c.shape, c.x, (
             ("dout", d, dout), ("the cached x", c.x, c.x),
             ("the cached gamma", c.gamma, c.gamma),
             ("the cached statistics", c.mean, c.mean),
             ("the cached statistics", c.invstd, c.invstd),
-            ("the cached beta", beta, beta)))
+            ("the cached beta", beta, beta),
+            ("the cached residual", z, z)))
     if cnp.PyArray_TYPE(d) != cnp.PyArray_TYPE(c.x):
         d = d.astype((<object>c.x).dtype)
     if cnp.PyArray_NDIM(d) != cnp.PyArray_NDIM(c.x):
@@ -998,6 +1025,17 @@ cdef class BnForward:
     cdef object out, bn_param
     cdef order_t o
     cdef panel_t p
+    cdef readonly bint has_residual
+    cdef cnp.ndarray z   # the residual read: in x's element order (zp)
+    cdef panel_t zp
+    cdef bint inplace    # out is the residual itself
+
+    cdef void _residual(self, bnf_panel *bp, bnf_params *q) noexcept:
+        # the fused residual's pointer and strides (the kernel sees out ==
+        # residual as the in-place add: the same pointer and strides)
+        if self.has_residual and self.count:
+            q.residual = _data(self.z)
+            bp.z.s1, bp.z.s2 = self.zp.s1, self.zp.s2
 
     @property
     def mode(self):
@@ -1064,6 +1102,12 @@ cdef class BnForward:
         c.beta = self.bflat
         c.axis = self.axis
         c.relu = self.relu
+        c.has_residual = self.has_residual
+        if self.has_residual and self.relu:
+            if self.inplace:  # 'test' mode: the caller's z is overwritten
+                c.residual_lost = True
+            else:
+                c.residual = self.z
         return c
 
     def cache(self, mean, invstd, cls):
@@ -1136,6 +1180,7 @@ cdef class BnForward:
             q.relu = self.relu
             q.mean = <double *>cnp.PyArray_DATA(m)
             q.invstd = <double *>cnp.PyArray_DATA(s)
+            self._residual(&bp, &q)
             x = _data(self.x)
             y = _data(res)
             with nogil:
@@ -1209,6 +1254,7 @@ cdef class BnForward:
             q.mean = m
             q.invstd = s
             q.relu = self.relu
+            self._residual(&bp, &q)
             x = _data(self.x)
             y = _data(res)
             with nogil:
@@ -1244,6 +1290,7 @@ cdef class BnForward:
             q = _cparams(_doubles(&ch, self.gflat), _doubles(&ch, self.bflat))
             q.eps = self.eps
             q.relu = self.relu
+            self._residual(&bp, &q)
             r.var = _scratch(&ch)
             with nogil:
                 if f32:
@@ -1261,9 +1308,39 @@ cdef class BnForward:
         return _result(res, self.out, self.shape), cache
 
 
+cdef bint _same_view(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """a and b are the same elements in the same order: one data pointer,
+    shape and strides (of the axes longer than 1)."""
+    cdef int k
+    if (cnp.PyArray_BYTES(a) != cnp.PyArray_BYTES(b)
+            or cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(b)):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, k) != cnp.PyArray_DIM(b, k):
+            return False
+        if (cnp.PyArray_DIM(a, k) > 1
+                and cnp.PyArray_STRIDE(a, k) != cnp.PyArray_STRIDE(b, k)):
+            return False
+    return True
+
+
+cdef cnp.ndarray _residual_array(object residual, cnp.ndarray x):
+    """The residual as an array of exactly x's shape and dtype (no
+    broadcasting, no conversion: float32 z with float64 x is an error)."""
+    cdef cnp.ndarray z = _float_array(residual, "residual")
+    if cnp.PyArray_TYPE(z) != cnp.PyArray_TYPE(x):
+        raise TypeError(f"residual must have dtype {(<object>x).dtype} "
+                        f"(x's), got {(<object>z).dtype}")
+    if not _shape_is(z, _shape(x)):
+        raise ValueError(f"residual must have the shape of x {_shape(x)}, "
+                         f"got {_shape(z)}")
+    return z
+
+
 cdef BnForward _bn_forward(object x, object gamma, object beta,
                            object bn_param, bint spatial, object axis,
-                           object activation, object out, bint allow_empty):
+                           object activation, object out, bint allow_empty,
+                           object residual=None):
     """Validate a batch norm forward call; spatial: channels along axis
     (spatial_batchnorm_forward), else per feature of x.reshape(N, -1)
     (batchnorm_forward).  Checks in the documented order, before
@@ -1311,11 +1388,24 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
         rv = cnp.PyArray_ZEROS(1, &dd, cnp.PyArray_TYPE(xa), 0)
     f.rv = _per_feature(rv, "bn_param['running_var']", d, xa, fax)
     f.rvflat = _flat(f.rv, d)
+    f.has_residual = residual is not None
+    za = _residual_array(residual, xa) if f.has_residual else xa
+    # out=residual: the in-place add, when out is exactly the caller's
+    # array read (not in 'train' mode with the ReLU, whose backward reads
+    # z again); any other overlap with it raises below
+    f.inplace = (f.has_residual and out is not None and za is residual
+                 and cnp.PyArray_Check(out)
+                 and _same_view(<cnp.ndarray>out, za))
+    if f.inplace and f.train and f.relu:
+        raise ValueError("out must not be residual in 'train' mode with "
+                         "activation='relu': the backward reads residual")
     if out is not None:  # what is read (xs: below), and the caller's
         _out_array(out, f.shape, xa, (
             ("x", xa, x), ("gamma", f.gflat, gamma), ("beta", f.bflat, beta),
             ("bn_param['running_mean']", f.rmflat, rm),
-            ("bn_param['running_var']", f.rvflat, rv)))
+            ("bn_param['running_var']", f.rvflat, rv),
+            ("residual", xa if f.inplace or not f.has_residual else za,
+             x if f.inplace or not f.has_residual else residual)))
     f.out = out
     f.bn_param = bn_param
     f.count = cnp.PyArray_SIZE(xs) // d
@@ -1325,27 +1415,39 @@ cdef BnForward _bn_forward(object x, object gamma, object beta,
     f.x = xs
     if f.count and not _panel(xs, &f.o, &f.p):
         raise RuntimeError("internal: x without a panel")
+    if f.has_residual:
+        zs = za
+        if cnp.PyArray_NDIM(za) != cnp.PyArray_NDIM(xs):
+            zs = za.reshape(_shape(xs))
+        # z's panel in x's element order: a view when its layout allows,
+        # else a copy laid out like x (then out=residual is not in place)
+        if f.count and not _panel(zs, &f.o, &f.zp):
+            relaid = _like(xs, &f.o, &f.zp)
+            np.copyto(relaid, zs)
+            zs = relaid
+        f.z = zs
     return f
 
 
 def bn_forward(x, gamma, beta, bn_param, axis, activation, out,
-               bint allow_empty):
+               bint allow_empty, residual=None):
     """A validated BnForward (bnfast.distributed): axis None for
     batchnorm_forward's per-feature normalization, else the channel axis;
     allow_empty: x may have N = 0."""
     return _bn_forward(x, gamma, beta, bn_param, axis is not None, axis,
-                       activation, out, allow_empty)
+                       activation, out, allow_empty, residual)
 
 
-def batchnorm_forward(x, gamma, beta, bn_param, activation=None, out=None):
+def batchnorm_forward(x, gamma, beta, bn_param, activation=None, out=None,
+                      residual=None):
     return _bn_forward(x, gamma, beta, bn_param, False, None, activation,
-                       out, False).run()
+                       out, False, residual).run()
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, axis=1,
-                              activation=None, out=None):
+                              activation=None, out=None, residual=None):
     return _bn_forward(x, gamma, beta, bn_param, True, axis, activation,
-                       out, False).run()
+                       out, False, residual).run()
 
 
 cdef class BnBackward:
@@ -1360,6 +1462,55 @@ cdef class BnBackward:
     cdef order_t o
     cdef panel_t xp, dp
     cdef readonly Py_ssize_t channels
+    cdef bint relu        # the kernels' mask (not after the residual's gate)
+    cdef readonly object dresidual  # with a residual: its gradient
+    cdef cnp.ndarray gsums  # the gate's sums of g, g * (x - mean), or None
+
+    cdef int _gate(self) except -1:
+        # the fused residual with the ReLU: g = dout masked by the forward's
+        # relu(bn(x) + z) > 0, into a new array laid out like x; g is
+        # dresidual and the dout of the plain backward that follows
+        cdef panel_t gp, zp
+        cdef cnp.ndarray g = _like(self.c.x, &self.o, &gp)
+        cdef bnf_panel bp = _cpanel(&self.xp, &gp, &self.dp)
+        cdef bnf_params q
+        cdef bnf_results r = _cresults()
+        cdef cnp.ndarray sums = _new_doubles(2 * self.channels)
+        cdef chans_t ch
+        cdef int rc = 0
+        cdef char *x = _data(self.c.x)
+        cdef char *dy = _data(self.dout)
+        cdef char *y = _data(g)
+        cdef bint f32 = cnp.PyArray_TYPE(self.c.x) == cnp.NPY_FLOAT
+        if not _panel(self.c.residual, &self.o, &zp):
+            raise RuntimeError("internal: the cached residual without a panel")
+        bp.z.s1, bp.z.s2 = zp.s1, zp.s2
+        _chans_init(&ch, self.channels, 2)
+        try:
+            q = _cparams(_doubles(&ch, self.c.gamma),
+                         _doubles(&ch, self.c.beta))
+            q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
+            q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
+            q.residual = _data(self.c.residual)
+            # the sums of g too (across rows in the gate's pass)
+            r.sum_dy = <double *>cnp.PyArray_DATA(sums)
+            r.sum_dyxmu = r.sum_dy + self.channels
+            with nogil:
+                if f32:
+                    rc = bn_residual_gate_f32(&bp, &q, <float *>x,
+                                              <float *>dy, <float *>y, &r)
+                else:
+                    rc = bn_residual_gate_f64(&bp, &q, <double *>x,
+                                              <double *>dy, <double *>y, &r)
+        finally:
+            _chans_free(&ch)
+        _raise(rc)
+        self.gsums = sums
+        self.dout = g
+        self.dp = gp
+        self.relu = False
+        self.dresidual = _result(g, None, self.c.shape)
+        return 0
 
     cdef int _dx(self, cnp.ndarray dx, panel_t *tp, const double *count_sums,
                  double count, double *dgamma, double *dbeta) except -1:
@@ -1382,7 +1533,7 @@ cdef class BnBackward:
                          _doubles(&ch, self.c.beta))
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
-            q.relu = self.c.relu
+            q.relu = self.relu
             q.frozen = self.c.frozen
             if count_sums != NULL:
                 q.count = count
@@ -1417,11 +1568,19 @@ cdef class BnBackward:
         try:
             dg = _grad_buffer(dgamma, &ch)
             db = _grad_buffer(dbeta, &ch)
-            self._dx(dx, &tp, NULL, 0.0, dg, db)
+            if self.gsums is not None and np.isfinite(self.gsums).all():
+                # the residual's gate summed g already: the apply step
+                self._dx(dx, &tp, <double *>cnp.PyArray_DATA(self.gsums),
+                         <double>(cnp.PyArray_SIZE(self.c.x) // c), dg, db)
+            else:  # (non-finite sums: bn_backward's rescue, from g)
+                self._dx(dx, &tp, NULL, 0.0, dg, db)
             _grad_done(dgamma, dg, c)
             _grad_done(dbeta, db, c)
         finally:
             _chans_free(&ch)
+        if self.c.has_residual:
+            return (_result(dx, self.out, self.c.shape), dgamma, dbeta,
+                    self.dresidual)
         return _result(dx, self.out, self.c.shape), dgamma, dbeta
 
     def reduce(self):
@@ -1441,6 +1600,8 @@ cdef class BnBackward:
         sums[...] = 0
         if cnp.PyArray_SIZE(self.c.x) == 0:
             return sums
+        if self.gsums is not None:  # the residual's gate summed g
+            return self.gsums.copy()
         bp = _cpanel(&self.xp, NULL, &self.dp)
         x = _data(self.c.x)
         dy = _data(self.dout)
@@ -1451,7 +1612,7 @@ cdef class BnBackward:
                          _doubles(&ch, self.c.beta))
             q.mean = <double *>cnp.PyArray_DATA(self.c.mean)
             q.invstd = <double *>cnp.PyArray_DATA(self.c.invstd)
-            q.relu = self.c.relu
+            q.relu = self.relu
             with nogil:
                 if f32:
                     rc = bn_backward_reduce_f32(&bp, &q, <float *>x,
@@ -1511,8 +1672,13 @@ cdef BnBackward _bn_backward(object dout, object cache, object out,
     if local and c.synchronized:
         raise TypeError("cache is from a synchronized forward pass: use "
                         "bnfast.distributed.sync_batchnorm_backward")
+    if c.has_residual and c.relu and c.residual_lost:
+        raise ValueError("cache: the residual was overwritten by "
+                         "out=residual in the forward pass; the fused "
+                         "ReLU's backward needs it")
     bw.c = c
     bw.out = out
+    bw.relu = c.relu
     bw.channels = cnp.PyArray_DIM(c.x, c.axis)
     _check_cache(c, bw.channels, bw.channels, c.beta)
     if cnp.PyArray_SIZE(c.x):
@@ -1528,6 +1694,17 @@ cdef BnBackward _bn_backward(object dout, object cache, object out,
             np.copyto(bw.relaid, d)
             d = bw.relaid
     bw.dout = d
+    if c.has_residual:
+        if c.relu and cnp.PyArray_SIZE(c.x):
+            bw._gate()
+        elif c.relu:
+            bw.dresidual = _empty_of(c.shape, cnp.PyArray_TYPE(c.x))
+        elif (cnp.PyArray_Check(dout)
+              and cnp.PyArray_TYPE(<cnp.ndarray>dout) == cnp.PyArray_TYPE(c.x)
+              and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>dout)):
+            bw.dresidual = dout  # the same gradient (PyTorch's autograd)
+        else:
+            bw.dresidual = _result(d, None, c.shape)
     return bw
 
 
@@ -1571,6 +1748,39 @@ cdef bint _samples(cnp.ndarray a) noexcept:
             and (c == 1 or cnp.PyArray_STRIDE(a, 1) == hw * item)
             and (cnp.PyArray_DIM(a, 0) == 1
                  or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+cdef bint _rows_last(cnp.ndarray a) noexcept:
+    """a (N, HW, C) has adjacent channels (any row and sample strides):
+    the layout the channels-last group norm kernels take."""
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(a)
+    return (cnp.PyArray_ISALIGNED(a)
+            and (cnp.PyArray_DIM(a, 2) == 1
+                 or cnp.PyArray_STRIDE(a, 2) == item)
+            and (cnp.PyArray_DIM(a, 1) == 1
+                 or cnp.PyArray_STRIDE(a, 1) % item == 0)
+            and (cnp.PyArray_DIM(a, 0) == 1
+                 or cnp.PyArray_STRIDE(a, 0) % item == 0))
+
+
+cdef inline bnf_panel _cpanel_last(cnp.ndarray x, cnp.ndarray y,
+                                   cnp.ndarray dy) noexcept:
+    """The panel of channels-last group norm: x (N, HW, C), the output y
+    (or dx) and dy (None: not taking part) with their sample (s1) and row
+    (s2) strides in elements."""
+    cdef bnf_panel b
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), hw = cnp.PyArray_DIM(x, 1)
+    memset(&b, 0, sizeof(b))
+    b.n1, b.n2, b.len = n, cnp.PyArray_DIM(x, 2), hw
+    b.x.s1 = _elems(n, cnp.PyArray_STRIDE(x, 0), item)
+    b.x.s2 = _elems(hw, cnp.PyArray_STRIDE(x, 1), item)
+    b.y.s1 = _elems(n, cnp.PyArray_STRIDE(y, 0), item)
+    b.y.s2 = _elems(hw, cnp.PyArray_STRIDE(y, 1), item)
+    if dy is not None:
+        b.dy.s1 = _elems(n, cnp.PyArray_STRIDE(dy, 0), item)
+        b.dy.s2 = _elems(hw, cnp.PyArray_STRIDE(dy, 1), item)
+    return b
 
 
 ctypedef bint (*fits_t)(cnp.ndarray) noexcept
@@ -1634,22 +1844,73 @@ cdef tuple _per_sample_forward(cnp.ndarray x, cnp.ndarray y, bnf_panel *bp,
     return mean, invstd
 
 
-def layernorm_forward(x, gamma, beta, ln_param, out=None):
+cdef tuple _normalized_shape(object value):
+    """normalized_shape (an int or a sequence of ints) as a non-empty
+    tuple of positive ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(
+            value, (bool, np.bool_)):
+        value = (value,)
+    elif isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError("normalized_shape must be an int or a sequence of "
+                        f"ints, got {type(value).__name__}")
+    value = tuple(value)
+    if not value:
+        raise ValueError("normalized_shape must not be empty")
+    for v in value:
+        if not isinstance(v, (int, np.integer)) or isinstance(
+                v, (bool, np.bool_)):
+            raise TypeError("normalized_shape must be an int or a sequence "
+                            f"of ints, got {value!r}")
+        if v < 1:
+            raise ValueError("normalized_shape must be positive ints, got "
+                             f"{value!r}")
+    return tuple(int(v) for v in value)
+
+
+cdef tuple _rows(cnp.ndarray xa, object normalized_shape):
+    """x as rows for the layer and RMS norm kernels: (n rows, d features,
+    the feature shape, x as an (n, d) array: a view where NumPy can
+    reshape without a copy, i.e. where the leading axes merge into one row
+    stride and the trailing ones into one run).  normalized_shape None:
+    all axes after the first (x at least 2-D), else x's trailing axes."""
+    cdef Py_ssize_t n = 1, d = 1, k, nd = cnp.PyArray_NDIM(xa), m
+    cdef tuple fshape
+    if normalized_shape is None:
+        _check_batch(xa, "x", False)
+        fshape = _shape(xa)[1:]
+        m = 1
+    else:
+        fshape = _normalized_shape(normalized_shape)
+        m = nd - len(fshape)
+        if m < 0 or _shape(xa)[m:] != fshape:
+            raise ValueError(
+                f"x must end with normalized_shape {fshape}, got shape "
+                f"{_shape(xa)}")
+    for k in range(m):
+        n *= cnp.PyArray_DIM(xa, k)
+    for k in range(m, nd):
+        d *= cnp.PyArray_DIM(xa, k)
+    if n == 0:
+        raise ValueError(f"x is an empty batch, shape {_shape(xa)}")
+    if d == 0:
+        raise ValueError(f"x has zero features, shape {_shape(xa)}")
+    if nd == 2 and m == 1:
+        return n, d, fshape, xa
+    return n, d, fshape, xa.reshape(n, d)
+
+
+def layernorm_forward(x, gamma, beta, ln_param, out=None,
+                      normalized_shape=None):
     cdef cnp.ndarray xa, x2, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
-    cdef Py_ssize_t n, d, k
+    cdef Py_ssize_t n, d
     cdef bnf_panel bp
     _check_dict(ln_param, "ln_param")
     xa = _float_array(x, "x")
-    _check_batch(xa, "x", False)
-    n = cnp.PyArray_DIM(xa, 0)
-    d = 1
-    for k in range(1, cnp.PyArray_NDIM(xa)):
-        d *= cnp.PyArray_DIM(xa, k)
-    x2 = xa if cnp.PyArray_NDIM(xa) == 2 else xa.reshape(n, d)
-    g = _param(gamma, "gamma", d, xa, 0)
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
     gflat = _flat(g, d)
-    b = _param(beta, "beta", d, xa, 0)
+    b = _param(beta, "beta", d, xa, 0, fshape)
     bflat = _flat(b, d)
     eps = _real_in(_get(ln_param, "eps", 1e-5), "ln_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1727,18 +1988,81 @@ def layernorm_backward(dout, cache, out=None):
     return _per_sample_backward(c, x, dy, dx, &bp, d, 0, ln_backward_f32,
                                 ln_backward_f64, out)
 
+# ---------------------------------------------------------- RMS norm
+
+def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
+    cdef cnp.ndarray xa, x2, g, gflat, y, mean, invstd
+    cdef double eps
+    cdef Py_ssize_t n, d, k
+    cdef bnf_panel bp
+    _check_dict(rms_param, "rms_param")
+    xa = _float_array(x, "x")
+    if normalized_shape is None and gamma is not None:
+        # gamma's shape when x ends with it, else all axes after the first
+        gshape = np.shape(gamma)
+        k = len(gshape)
+        if 0 < k <= cnp.PyArray_NDIM(xa) and _shape(xa)[
+                cnp.PyArray_NDIM(xa) - k:] == gshape:
+            normalized_shape = gshape
+    n, d, fshape, x2 = _rows(xa, normalized_shape)
+    g = _param(gamma, "gamma", d, xa, 0, fshape)
+    gflat = _flat(g, d)
+    e = _get(rms_param, "eps", None)
+    if e is None:  # PyTorch's eps=None: the dtype's machine epsilon
+        eps = np.finfo((<object>xa).dtype).eps
+    else:
+        eps = _real_in(e, "rms_param['eps']", 0.0)
+    shape = _shape(xa)
+    if out is not None:  # what is read, and the caller's
+        _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma)))
+    x2 = _fit(x2, _unit_rows)
+    y = _into_rows(out, x2, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x2), _ld(y), 0)
+    mean, invstd = _per_sample_forward(x2, y, &bp, gflat, None, d, n, 0,
+                                       eps, rms_forward_f32, rms_forward_f64)
+    cdef RMSNormCache cache = RMSNormCache.__new__(RMSNormCache)
+    _fill(cache, x2, g, gflat, None, None, mean, invstd, shape)
+    return _result(y, out, shape), cache
+
+
+def rmsnorm_backward(dout, cache, out=None):
+    cdef cnp.ndarray dy = _dout(dout, cache, RMSNormCache,
+                                "bnfast.rmsnorm_forward", out)
+    cdef RMSNormCache c = <RMSNormCache>cache
+    cdef cnp.ndarray x = c.x, dx
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
+    cdef bnf_panel bp
+    _check_cache(c, n, d)
+    dy = _fit(dy, _unit_rows)
+    dx = _into_rows(out, x, _unit_rows)
+    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
+    dx_, dgamma, _ = _per_sample_backward(c, x, dy, dx, &bp, d, 0,
+                                          rms_backward_f32, rms_backward_f64,
+                                          out)
+    return dx_, dgamma
+
+
 # ---------------------------------------------------------- group norm
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
+                              axis=1):
     cdef cnp.ndarray xa, x3, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
     cdef Py_ssize_t n, c, hw, groups, k
     cdef bnf_panel bp
+    cdef int ax, nd
+    cdef bint last
     _check_dict(gn_param, "gn_param")
     xa = _float_array(x, "x")
-    _channel_axis(xa, 1, False)
+    ax = _channel_axis(xa, axis, False)
+    nd = cnp.PyArray_NDIM(xa)
+    if ax != 1 and ax != nd - 1:
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {nd} dimensions")
+    last = ax != 1  # (N, ..., C) of rank >= 3
     n = cnp.PyArray_DIM(xa, 0)
-    c = cnp.PyArray_DIM(xa, 1)
+    c = cnp.PyArray_DIM(xa, ax)
     if type(G) is not int and (not isinstance(G, (int, np.integer))
                                or isinstance(G, bool)):
         raise TypeError(f"G must be an int, got {type(G).__name__}")
@@ -1746,9 +2070,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         raise ValueError(
             f"G must divide the number of channels C = {c}, got {G}")
     groups = int(G)
-    g = _param(gamma, "gamma", c, xa, 1)
+    g = _param(gamma, "gamma", c, xa, ax)
     gflat = _flat(g, c)
-    b = _param(beta, "beta", c, xa, 1)
+    b = _param(beta, "beta", c, xa, ax)
     bflat = _flat(b, c)
     eps = _real_in(_get(gn_param, "eps", 1e-5), "gn_param['eps']", 0.0)
     shape = _shape(xa)
@@ -1756,6 +2080,21 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
         _out_array(out, shape, xa, (("x", xa, x), ("gamma", gflat, gamma),
                                     ("beta", bflat, beta)))
     hw = cnp.PyArray_SIZE(xa) // (n * c)
+    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
+    if last:  # (N, HW, C) panels, no transposing copy
+        x3 = xa
+        if nd != 3:
+            x3 = xa.reshape(n, hw, c)
+        x3 = _fit(x3, _rows_last)
+        y = _into_rows(out, x3, _rows_last)
+        bp = _cpanel_last(x3, y, None)
+        mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
+                                           n * groups, groups, eps,
+                                           gnl_forward_f32, gnl_forward_f64)
+        _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
+        cache.groups = groups
+        cache.axis = -1
+        return _result(y, out, shape), cache
     x3 = xa
     if cnp.PyArray_NDIM(xa) != 3:
         x3 = xa.reshape(n, c, hw)
@@ -1768,9 +2107,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None):
     mean, invstd = _per_sample_forward(x3, y, &bp, gflat, bflat, c,
                                        n * groups, groups, eps,
                                        gn_forward_f32, gn_forward_f64)
-    cdef GroupNormCache cache = GroupNormCache.__new__(GroupNormCache)
     _fill(cache, x3, g, gflat, b, bflat, mean, invstd, shape)
     cache.groups = groups
+    cache.axis = 1
     return _result(y, out, shape), cache
 
 
@@ -1779,13 +2118,22 @@ def spatial_groupnorm_backward(dout, cache, out=None):
                                 "bnfast.spatial_groupnorm_forward", out)
     cdef GroupNormCache gc = <GroupNormCache>cache
     cdef cnp.ndarray x = gc.x, dx
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), c = cnp.PyArray_DIM(x, 1)
-    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 2), groups = gc.groups
+    cdef bint last = gc.axis == -1  # x kept as (N, HW, C)
+    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0)
+    cdef Py_ssize_t c = cnp.PyArray_DIM(x, 2 if last else 1)
+    cdef Py_ssize_t hw = cnp.PyArray_DIM(x, 1 if last else 2)
+    cdef Py_ssize_t groups = gc.groups
     cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(x)
     cdef bnf_panel bp
     if groups < 1 or c % groups:
         raise ValueError("cache: groups does not divide the channels")
     _check_cache(gc, n * groups, c)
+    if last:
+        dy = _fit(dy, _rows_last)
+        dx = _into_rows(out, x, _rows_last)
+        bp = _cpanel_last(x, dx, dy)
+        return _per_sample_backward(gc, x, dy, dx, &bp, c, groups,
+                                    gnl_backward_f32, gnl_backward_f64, out)
     dy = _fit(dy, _samples)
     dx = _into_rows(out, x, _samples)
     bp = _cpanel_rows(n, c, hw, _elems(n, cnp.PyArray_STRIDE(x, 0), item),

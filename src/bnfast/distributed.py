@@ -159,7 +159,7 @@ def _sync_forward(call, sync):
 
 
 def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
-                           activation=None, out=None):
+                           activation=None, out=None, residual=None):
     """Batch norm forward with statistics over the batch of every process.
 
     Same arguments and results as :func:`bnfast.batchnorm_forward`
@@ -171,7 +171,10 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     some processes, but all must call.  On return every process holds the
     same running statistics in ``bn_param``.  gamma=None / beta=None: 1 and
     0 (affine-free), as in the local functions; the backward then returns
-    None for that gradient.
+    None for that gradient.  ``residual=z`` (this process's rows, x's
+    shape and dtype): ``relu(bn(x) + z)`` as in the local functions (z is
+    local: it adds nothing to the communication); the backward then
+    returns dresidual too.
 
     Returns ``(out, cache)``; the cache is for
     :func:`sync_batchnorm_backward`: in 'test' mode (frozen running
@@ -180,7 +183,7 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     """
     sync = _Sync(comm)
     call = _kernels.bn_forward(x, gamma, beta, bn_param, axis, activation,
-                               out, True)
+                               out, True, residual)
     if call.train:
         return _sync_forward(call, sync)
     # 'test' mode communicates nothing; its cache (frozen statistics, also
@@ -196,7 +199,9 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
     process calls it).  Returns (dx, dgamma, dbeta): dx for this process's
     rows; dgamma and dbeta this process's shares, or with
     ``reduce_param_grads=True`` their sums over every process (None for a
-    parameter that was None in the forward).
+    parameter that was None in the forward); after a forward with
+    ``residual=``, (dx, dgamma, dbeta, dresidual), dresidual local (as
+    :func:`bnfast.batchnorm_backward`'s).
 
     Local sums of dy and dy * (x - mean), summed across processes by
     cache.sync.sum, then dx with the global count; dgamma and dbeta from
@@ -226,6 +231,8 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
     use = total if reduce_param_grads else sums
     dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
     dbeta = use[:c].copy()
+    if cache.has_residual:
+        return (dx, *call.param_grads(dgamma, dbeta), call.dresidual)
     return (dx, *call.param_grads(dgamma, dbeta))
 
 
@@ -297,13 +304,14 @@ class SyncBatchNorm(layers.BatchNorm):
         return sync_batchnorm_backward(
             dout, cache, reduce_param_grads=self.reduce_param_grads)
 
-    def _normalize(self, x, bn_param):
+    def _normalize(self, x, bn_param, residual=None):
         if self._comm is None:
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm
                 out, cache = _kernels.bn_forward(
                     x, self._gamma, self._beta, bn_param, self.axis,
-                    self.activation, None, True).run(SyncBatchNormCache)
+                    self.activation, None, True,
+                    residual).run(SyncBatchNormCache)
                 cache.count, cache.sync = None, None
                 return out, cache
             raise RuntimeError(
@@ -313,7 +321,7 @@ class SyncBatchNorm(layers.BatchNorm):
         # 'test' mode communicates nothing, but takes empty shards too
         return sync_batchnorm_forward(
             x, self._gamma, self._beta, bn_param, self._comm, axis=self.axis,
-            activation=self.activation)
+            activation=self.activation, residual=residual)
 
     def __deepcopy__(self, memo):
         new = type(self).__new__(type(self))

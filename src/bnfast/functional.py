@@ -35,6 +35,7 @@ with nothing written.
 """
 from bnfast import _kernels
 from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
+from bnfast._kernels import RMSNormCache
 
 __all__ = [
     "BatchNormCache",
@@ -46,13 +47,16 @@ __all__ = [
     "LayerNormCache",
     "layernorm_forward",
     "layernorm_backward",
+    "RMSNormCache",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "GroupNormCache",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
 ]
 
 def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
-                      out=None):
+                      out=None, residual=None):
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -91,7 +95,21 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         'relu' applies max(., 0) to the output in the same pass (fused
         batch norm + ReLU, 'train' and 'test' mode); the backward then
         takes dout as the gradient of the ReLU's output.
-
+    residual : ndarray, keyword-only
+        z, added to the batch norm's output before the activation in the
+        same pass: ``out = relu(bn(x) + z)`` with ``activation='relu'``,
+        else ``bn(x) + z`` (a ResNet block's skip connection).  x's exact
+        shape and dtype (no broadcasting or conversion: TypeError for
+        another dtype, ValueError for another shape); any layout (read in
+        place when its layout fits x's, else copied).  The backward then
+        returns a fourth gradient, dresidual.  With the ReLU the cache
+        keeps a reference to z (the backward's mask reads it): do not
+        modify z between forward and backward.  ``out=residual`` (the very
+        same array view) is the in-place add of an inference block: allowed
+        in 'test' mode (the cache's ReLU backward then raises: z is gone)
+        and in 'train' mode without the ReLU (the backward does not read
+        z); in 'train' mode with the ReLU, or any other overlap of out
+        and residual, it raises ValueError.
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
         its elements not overlapping one another, sharing no memory with
@@ -135,7 +153,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     array([0.2, 0.4])
     """
     return _kernels.batchnorm_forward(x, gamma, beta, bn_param, activation,
-                                        out)
+                                        out, residual)
 
 
 def batchnorm_backward(dout, cache, *, out=None):
@@ -159,7 +177,9 @@ def batchnorm_backward(dout, cache, *, out=None):
         ``g = dout`` (masked by the fused ReLU), ``dx = g * gamma * s``,
         ``dgamma = sum(g * (x - running_mean) * s)``, ``dbeta = sum(g)``
         (the same two passes, the apply pass without the terms through
-        the batch's statistics).
+        the batch's statistics).  After a forward with ``residual=z``
+        the ReLU's mask is that of ``bn(x) + z`` (z read from the cache)
+        and a fourth gradient, dresidual, is returned.
 
     out : ndarray, keyword-only
         Write dx into this array (x's shape and dtype, writeable, its
@@ -174,6 +194,13 @@ def batchnorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+    dresidual : ndarray, x's shape and dtype (only after ``residual=``)
+        With the fused ReLU: dout masked by ``bn(x) + z > 0``, a new array
+        (written by the pass that forms the mask; the rest of the backward
+        reads it as its dout).  Without: ``dout`` itself, not a copy, when
+        it is an ndarray of x's dtype (as PyTorch's autograd passes the
+        same gradient to both summands; copy it before modifying it in
+        place), else dout converted to x's dtype.
 
     Examples
     --------
@@ -202,6 +229,18 @@ def batchnorm_backward(dout, cache, *, out=None):
     >>> dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
     >>> dx[0], dgamma
     (array([0.5, 0.5]), array([3. , 4.5]))
+
+    Fused residual and ReLU, out = relu(bn(x) + z): four gradients.
+
+    >>> z = np.array([[0.5, -2.0], [0.0, 0.0], [0.0, 0.0]])
+    >>> out, cache = bnfast.batchnorm_forward(
+    ...     x, np.ones(2), np.zeros(2), {"mode": "train"}, residual=z,
+    ...     activation="relu")
+    >>> dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dz
+    array([[0., 0.],
+           [1., 1.],
+           [0., 0.]])
     """
     return _kernels.batchnorm_backward(dout, cache, out)
 
@@ -210,7 +249,7 @@ batchnorm_backward_alt = batchnorm_backward
 
 
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None, out=None):
+                              activation=None, out=None, residual=None):
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -240,7 +279,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
         The channel axis (not 0, the batch axis).  Default 1.
     activation : None or 'relu', keyword-only
         As for :func:`batchnorm_forward`: fused ReLU.
-
+    residual : ndarray, keyword-only
+        As for :func:`batchnorm_forward`: ``relu(bn(x) + z)`` in one pass.
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
         its elements not overlapping one another, sharing no memory with
@@ -267,7 +307,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     ((2, 2, 2, 2), 0.0, 1.0)
     """
     return _kernels.spatial_batchnorm_forward(x, gamma, beta, bn_param,
-                                                axis, activation, out)
+                                                axis, activation, out,
+                                                residual)
 
 
 def spatial_batchnorm_backward(dout, cache, *, out=None):
@@ -293,6 +334,8 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+    dresidual : ndarray (only after ``residual=``)
+        As for :func:`batchnorm_backward`.
 
     Examples
     --------
@@ -308,25 +351,35 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     return _kernels.batchnorm_backward(dout, cache, out)
 
 
-def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
+def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
+                      out=None):
     """Forward pass for layer normalization.
 
     Same signature and results as ``bnfast.reference.layernorm_forward``:
     the mean and (biased) variance of each sample over its features
-    (``x.reshape(N, -1)``), then ``gamma * x_hat + beta`` per feature.  Each
-    row is normalized while it sits in cache: one read of x, one write of
-    the output.
+    (``x.reshape(N, -1)``), or with ``normalized_shape`` over that trailing
+    shape (as ``torch.nn.functional.layer_norm``: (B, T, D) normalized over
+    D), then ``gamma * x_hat + beta`` per feature.  Each row is normalized
+    while it sits in cache: one read of x, one write of the output.
 
     Parameters
     ----------
     x : array_like of float32 or float64, shape (N, D) or (N, d1, ..., dk)
-        Read in place when its (N, D) view has unit-stride columns;
-        otherwise (Fortran order, column-strided) copied first.
-    gamma, beta : array_like of float32 or float64, shape (D,) or x.shape[1:]
+        (with normalized_shape: any shape ending with it)
+        Read in place when its rows (the leading axes merged into one,
+        the normalized ones into one run) have one row stride and
+        unit-stride columns, as NumPy's reshape to (rows, D) gives a view;
+        otherwise (Fortran order, column-strided, leading axes that do not
+        merge) copied first.
+    gamma, beta : array_like of float32 or float64, shape (D,) or the
+        feature shape (x.shape[1:], or normalized_shape)
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     ln_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+    normalized_shape : int or tuple of ints, keyword-only
+        The trailing shape of x normalized over, as PyTorch's.  None (the
+        default): all axes after the first (the cs231n form).
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
@@ -352,7 +405,8 @@ def layernorm_forward(x, gamma, beta, ln_param, *, out=None):
     array([[-1.2247,  0.    ,  1.2247],
            [-0.7071, -0.7071,  1.4142]])
     """
-    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out)
+    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out,
+                                      normalized_shape)
 
 
 def layernorm_backward(dout, cache, *, out=None):
@@ -393,7 +447,87 @@ def layernorm_backward(dout, cache, *, out=None):
     return _kernels.layernorm_backward(dout, cache, out)
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
+def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
+                    out=None):
+    """Forward pass for RMS normalization.
+
+    Same signature and results as ``bnfast.reference.rmsnorm_forward``:
+    per row over the trailing ``normalized_shape``, ``x / sqrt(mean(x**2)
+    + eps) * gamma``, as ``torch.nn.functional.rms_norm``.  Each row is
+    normalized while it sits in cache: one read of x, one write of the
+    output (the layer norm kernels' structure; a row whose sum of squares
+    leaves the floating-point range is summed again in double, scaled).
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, at least the normalized shape
+        Read in place when its (rows, D) view has unit-stride columns, as
+        for layernorm_forward; otherwise copied first.
+    gamma : array_like of float32 or float64, shape (D,) or the feature
+        shape, or None
+        Integers and bools are converted to x's dtype.  None: 1
+        (affine-free), the backward's dgamma then None.
+    rms_param : dict
+        'eps': >= 0, or None (the default): the machine epsilon of x's
+        dtype, as PyTorch's eps=None.  Not modified.
+    normalized_shape : int or tuple of ints, keyword-only
+        The trailing shape of x normalized over.  None (the default):
+        gamma's shape when x ends with it, else all axes after the first.
+    out : ndarray, keyword-only
+        As layernorm_forward's.
+
+    Returns
+    -------
+    out : ndarray, x's shape and dtype
+    cache : RMSNormCache, for rmsnorm_backward
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> out, cache = bnfast.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> np.round(out, 4)
+    array([[0.8485, 1.1314],
+           [1.    , 1.    ]])
+    """
+    return _kernels.rmsnorm_forward(x, gamma, rms_param, out,
+                                    normalized_shape)
+
+
+def rmsnorm_backward(dout, cache, *, out=None):
+    """Backward pass for RMS normalization.
+
+    Same results as ``bnfast.reference.rmsnorm_backward``; fused per row:
+    one read of dout and x, one write of dx, with dgamma summed on the way.
+
+    Parameters
+    ----------
+    dout, cache
+        The upstream gradient (x's shape) and the forward's cache.
+    out : ndarray, keyword-only
+        Write dx into this array, as layernorm_backward's ``out``.
+
+    Returns
+    -------
+    dx : ndarray, x's shape and dtype
+    dgamma : ndarray, gamma's shape and dtype, or None (gamma None)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> _, cache = bnfast.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> dx, dgamma = bnfast.rmsnorm_backward(np.ones((2, 2)), cache)
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
+    """
+    return _kernels.rmsnorm_backward(dout, cache, out)
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
+                              out=None):
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -405,17 +539,26 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64, shape (N, C, ...)
+    x : array_like of float32 or float64, shape (N, C, ...), or
+        (N, ..., C) with ``axis=-1``
         Read in place when each sample is C-contiguous (C order, also with a
-        strided batch axis); otherwise copied first.
+        strided batch axis); otherwise copied first.  Channels last: read
+        in place when the channels are adjacent and the spatial axes merge
+        into one row axis (C order, strided batch or rows), no transposing
+        copy; otherwise copied to C order first.
     gamma, beta : array_like of float32 or float64, shape (C,) or
-        (1, C, 1, ...)
+        x's shape with ones except along ``axis`` ((1, C, 1, ...) or
+        (1, ..., 1, C))
         Integers and bools are converted to x's dtype.  None: 1 and 0
         (affine-free), the backward's gradient then None.
     G : int
         The number of groups, dividing C.
     gn_param : dict
         'eps' (default 1e-5, >= 0).  Not modified.
+    axis : int, keyword-only
+        The channel axis: 1 (default, NCHW) or the last axis (-1 or
+        x.ndim - 1: channels last, (N, H, W, C) or any rank >= 2); other
+        axes raise ValueError.  The backward returns dx in x's layout.
 
     out : ndarray, keyword-only
         Write the result into this array (x's shape and dtype, writeable,
@@ -440,9 +583,14 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, out=None):
     ...     x, np.ones(4), np.zeros(4), 2, {})
     >>> round(float(out[0, :2].std()), 4), round(float(out[0, 2:].mean()), 12)
     (1.0, 0.0)
+    >>> x_last = np.ascontiguousarray(np.moveaxis(x, 1, -1))  # (N, H, W, C)
+    >>> out_last, _ = bnfast.spatial_groupnorm_forward(
+    ...     x_last, None, None, 2, {}, axis=-1)
+    >>> np.allclose(np.moveaxis(out_last, -1, 1), out)
+    True
     """
     return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
-                                                out)
+                                                out, axis)
 
 
 def spatial_groupnorm_backward(dout, cache, *, out=None):

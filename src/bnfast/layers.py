@@ -26,7 +26,9 @@ from bnfast import functional
 __all__ = [
     "BatchNorm",
     "LayerNorm",
+    "RMSNorm",
     "GroupNorm",
+    "InstanceNorm",
     "from_torch",
     "fold_linear_batchnorm",
     "fold_batchnorm_linear",
@@ -186,8 +188,8 @@ class _Norm:
     def _beta(self):
         return self.params.get("beta")
 
-    def __call__(self, x, mode="train"):
-        return self.forward(x, mode)
+    def __call__(self, x, mode="train", **kwargs):
+        return self.forward(x, mode, **kwargs)
 
     def __repr__(self):
         """PyTorch-like: the positional arguments and eps (and momentum),
@@ -233,16 +235,19 @@ class _Norm:
         """dx for the last forward pass, in either mode (batch norm after
         'test' mode: through the frozen running statistics, dx = dout *
         gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
-        ``grads`` (affine layers) and as attributes."""
+        ``grads`` (affine layers) and as attributes.  After a batch norm
+        forward with ``residual=z``: (dx, dresidual)."""
         if self._cache is None:
             raise RuntimeError(
                 f"{type(self).__name__}.backward needs a forward pass "
                 "first")
-        dx, dgamma, dbeta = self._backward(dout, self._cache)
+        dx, dgamma, dbeta, *dres = self._backward(dout, self._cache)
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):
             if name in self.params:
                 self.grads[name] = grad
+        if dres:
+            return dx, dres[0]
         return dx
 
     # PyTorch-named state --------------------------------------------------
@@ -338,7 +343,8 @@ class _Norm:
     @classmethod
     def from_torch(cls, module):
         """The bnfast layer equivalent to a torch.nn.BatchNorm1d/2d/3d,
-        LayerNorm or GroupNorm module (whatever class this is called on):
+        LayerNorm, GroupNorm or InstanceNorm1d/2d/3d module (whatever class
+        this is called on):
         same hyper-parameters (bnfast momentum = 1 - torch momentum, the
         unbiased running variance) and a copy of its state."""
         return from_torch(module)
@@ -452,9 +458,13 @@ class BatchNorm(_Norm):
     def _backward(self, dout, cache):
         return functional.spatial_batchnorm_backward(dout, cache)
 
-    def forward(self, x, mode="train"):
+    def forward(self, x, mode="train", *, residual=None):
         """Normalize x: batch statistics in 'train' mode (updating the
-        running statistics), running statistics in 'test' mode."""
+        running statistics), running statistics in 'test' mode.
+        ``residual=z`` (keyword; x's shape and dtype): ``relu(bn(x) + z)``
+        (``bn(x) + z`` without the activation) in the same pass, as
+        :func:`bnfast.batchnorm_forward`'s; backward then returns (dx,
+        dresidual)."""
         self._check_mode(mode)
         x = self._check_channels(x, self.axis, self.num_features)
         use_batch = mode == "train" or not self.track_running_stats
@@ -467,19 +477,19 @@ class BatchNorm(_Norm):
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
-        out, self._cache = self._normalize(x, bn_param)
+        out, self._cache = self._normalize(x, bn_param, residual)
         if self.track_running_stats and mode == "train":
             self.running_mean[...] = bn_param["running_mean"]
             self.running_var[...] = bn_param["running_var"]
             self.num_batches_tracked += 1
         return out
 
-    def _normalize(self, x, bn_param):
+    def _normalize(self, x, bn_param, residual=None):
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
             x, self._gamma, self._beta, bn_param, axis=self.axis,
-            activation=self.activation)
+            activation=self.activation, residual=residual)
 
     def fold(self, *, drop_activation=False):
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to
@@ -602,26 +612,108 @@ class LayerNorm(_Norm):
             raise ValueError(
                 f"x must end with the normalized shape "
                 f"{self.normalized_shape} after a batch axis, got {x.shape}")
-        rows = x.reshape((-1,) + self.normalized_shape)
+        # the kernels take x's rows in place (no reshaping copy where the
+        # leading axes merge into one row stride)
         out, self._cache = functional.layernorm_forward(
-            rows, self._gamma, self._beta, {"eps": self.eps})
-        self._shape = x.shape
-        return out.reshape(x.shape)
+            x, self._gamma, self._beta, {"eps": self.eps},
+            normalized_shape=self.normalized_shape)
+        return out
 
     def _backward(self, dout, cache):
-        dout = np.asarray(dout)
-        if dout.shape != self._shape:
+        return functional.layernorm_backward(dout, cache)
+
+
+def _check_rms_eps(eps):
+    """RMSNorm's eps: None (the machine epsilon of x's dtype, as
+    PyTorch's) or a finite real >= 0."""
+    return None if eps is None else _check_eps(eps)
+
+
+class RMSNorm(_Norm):
+    """RMS normalization: per sample over the trailing ``normalized_shape``
+    axes, ``x / sqrt(mean(x**2) + eps) * gamma``; gamma of that shape
+    (PyTorch's ``torch.nn.RMSNorm``).
+
+    Parameters
+    ----------
+    normalized_shape : int or sequence of positive ints
+        The trailing shape normalized over.
+    eps : float or None
+        Added to the mean of squares: finite, >= 0, or None (the default:
+        the machine epsilon of x's dtype, as PyTorch's).
+    elementwise_affine : bool
+        Learn gamma (PyTorch's weight).  Default True.
+    dtype, gamma_init
+        As :class:`BatchNorm`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> rms = bnfast.RMSNorm(4, dtype=np.float64)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    >>> out = rms(x)
+    >>> np.allclose((out ** 2).mean(axis=-1), 1)
+    True
+    >>> dx = rms.backward(np.ones_like(out))
+    """
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True,
+                 *, dtype=np.float32, gamma_init="ones"):
+        self.normalized_shape = _check_normalized_shape(normalized_shape)
+        self.eps = _check_rms_eps(eps)
+        super().__init__(self.normalized_shape, elementwise_affine, False,
+                         dtype, gamma_init, "zeros", "elementwise_affine")
+        self.elementwise_affine = self.affine
+
+    @property
+    def beta(self):
+        """RMS norm has no shift: an AttributeError (rather than the
+        zeros of the other layers without a beta)."""
+        raise AttributeError("RMSNorm has no beta (no shift: "
+                             "x / rms(x) * gamma)")
+
+    def _repr_parts(self):
+        return (
+            [self.normalized_shape],
+            [("eps", self.eps),
+             ("elementwise_affine", self.elementwise_affine),
+             ("dtype", str(self.dtype))],
+            {"elementwise_affine": True, "dtype": "float32"})
+
+    def forward(self, x, mode="train"):
+        """Normalize x (the same in both modes)."""
+        self._check_mode(mode)
+        x = np.asarray(x)
+        k = len(self.normalized_shape)
+        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
             raise ValueError(
-                f"dout must have the shape of x {self._shape}, got "
-                f"{dout.shape}")
-        dx, dgamma, dbeta = functional.layernorm_backward(
-            dout.reshape(cache.shape), cache)
-        return dx.reshape(self._shape), dgamma, dbeta
+                f"x must end with the normalized shape "
+                f"{self.normalized_shape} after a batch axis, got {x.shape}")
+        out, self._cache = functional.rmsnorm_forward(
+            x, self._gamma, {"eps": self.eps},
+            normalized_shape=self.normalized_shape)
+        return out
+
+    def _backward(self, dout, cache):
+        dx, dgamma = functional.rmsnorm_backward(dout, cache)
+        return dx, dgamma, None
+
+
+def _check_axis(axis):
+    """axis: an int that is not 0, the batch axis (the forward checks it
+    against x: 1 or the last axis)."""
+    if not _is_int(axis):
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}")
+    if axis == 0:
+        raise ValueError("axis must not be 0, the batch axis")
+    return int(axis)
 
 
 class GroupNorm(_Norm):
-    """Group normalization: the channels (axis 1) in ``num_groups`` groups,
-    statistics per sample and group; gamma and beta per channel.
+    """Group normalization: the channels (axis 1, or the last axis) in
+    ``num_groups`` groups, statistics per sample and group; gamma and beta
+    per channel.
 
     Parameters
     ----------
@@ -629,6 +721,9 @@ class GroupNorm(_Norm):
     num_channels : positive int
     eps : float
         Added to the variance: finite, >= 0.  Default 1e-5.
+    axis : int
+        The channel axis: 1 (default) or -1 for channels-last data
+        ((N, H, W, C), computed in place: no transposing copy).
     affine, bias, dtype, gamma_init, beta_init
         As :class:`BatchNorm`'s.
 
@@ -642,8 +737,8 @@ class GroupNorm(_Norm):
     >>> dx = gn.backward(np.ones_like(out))
     """
 
-    def __init__(self, num_groups, num_channels, *, eps=1e-5, affine=True,
-                 bias=True, dtype=np.float32, gamma_init="ones",
+    def __init__(self, num_groups, num_channels, *, eps=1e-5, axis=1,
+                 affine=True, bias=True, dtype=np.float32, gamma_init="ones",
                  beta_init="zeros"):
         num_groups = _positive_int(num_groups, "num_groups")
         num_channels = _positive_int(num_channels, "num_channels")
@@ -652,18 +747,21 @@ class GroupNorm(_Norm):
                 "num_groups must divide num_channels, got "
                 f"{num_groups!r} and {num_channels!r}")
         eps = _check_eps(eps)
+        axis = _check_axis(axis)
         super().__init__((num_channels,), affine, bias, dtype, gamma_init,
                          beta_init)
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
+        self.axis = axis
 
     def _repr_parts(self):
         return (
             [self.num_groups, self.num_channels],
-            [("eps", self.eps), ("affine", self.affine)]
+            [("eps", self.eps), ("axis", self.axis),
+             ("affine", self.affine)]
             + self._common_repr(),
-            {"affine": True, "bias": True, "dtype": "float32"})
+            {"axis": 1, "affine": True, "bias": True, "dtype": "float32"})
 
     def _backward(self, dout, cache):
         return functional.spatial_groupnorm_backward(dout, cache)
@@ -671,14 +769,175 @@ class GroupNorm(_Norm):
     def forward(self, x, mode="train"):
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
-        x = self._check_channels(x, 1, self.num_channels)
+        x = self._check_channels(x, self.axis, self.num_channels)
         out, self._cache = functional.spatial_groupnorm_forward(
-            x, self._gamma, self._beta, self.num_groups, {"eps": self.eps})
+            x, self._gamma, self._beta, self.num_groups, {"eps": self.eps},
+            axis=self.axis)
         return out
 
 
+class InstanceNorm(_Norm):
+    """Instance normalization: statistics per sample and channel over the
+    spatial axes (group norm with one channel per group); gamma and beta
+    per channel.  PyTorch's InstanceNorm1d/2d/3d in one layer.
+
+    Parameters
+    ----------
+    num_features : positive int
+        C, the number of channels.
+    eps : float
+        Added to the variance: finite, >= 0.  Default 1e-5.
+    momentum : float in [0, 1] or None
+        With ``track_running_stats``: ``running = momentum * running +
+        (1 - momentum) * batch`` (bnfast's convention, as
+        :class:`BatchNorm`; PyTorch's momentum is 1 - this), where batch
+        is the mean over the samples of the per-instance statistics (as
+        PyTorch).  None: the running statistics are not updated (PyTorch's
+        InstanceNorm with momentum=None).  Default 0.9 (PyTorch's 0.1).
+    affine : bool
+        Learn gamma and beta.  Default False, as PyTorch.
+    bias : bool
+        With ``affine``: learn beta too.  Default True.
+    track_running_stats : bool
+        Keep per-channel running mean and variance, updated in 'train'
+        mode; 'test' mode then normalizes with them (per channel, as batch
+        norm's 'test' mode; the backward treats them as constants).
+        Default False: the instance statistics in both modes.
+    unbiased_running_var : bool
+        Average the unbiased per-instance variance into running_var, as
+        PyTorch does.  Default False (the biased one, as
+        :class:`BatchNorm`).
+    axis : int
+        The channel axis: 1 (default) or -1 for channels-last data.
+    dtype, gamma_init, beta_init
+        As :class:`BatchNorm`'s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import bnfast
+    >>> inorm = bnfast.InstanceNorm(3, dtype=np.float64)
+    >>> x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    >>> out = inorm(x)
+    >>> np.allclose(out.mean(axis=(2, 3)), 0)
+    True
+    >>> dx = inorm.backward(np.ones_like(out))
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, affine=False,
+                 track_running_stats=False, *, bias=True,
+                 unbiased_running_var=False, axis=1, dtype=np.float32,
+                 gamma_init="ones", beta_init="zeros"):
+        num_features = _positive_int(num_features, "num_features")
+        eps = _check_eps(eps)
+        momentum = _check_momentum(momentum)
+        track_running_stats = _flag(track_running_stats,
+                                    "track_running_stats")
+        unbiased_running_var = _flag(unbiased_running_var,
+                                     "unbiased_running_var")
+        axis = _check_axis(axis)
+        super().__init__((num_features,), affine, bias, dtype, gamma_init,
+                         beta_init)
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.axis = axis
+        self.track_running_stats = track_running_stats
+        self.unbiased_running_var = unbiased_running_var
+        if self.track_running_stats:
+            self.running_mean = np.zeros(self.num_features, self.dtype)
+            self.running_var = np.ones(self.num_features, self.dtype)
+            self.num_batches_tracked = 0
+        else:
+            self.running_mean = self.running_var = None
+        self._frozen = False
+
+    def _repr_parts(self):
+        return (
+            [self.num_features],
+            [("eps", self.eps), ("momentum", self.momentum),
+             ("affine", self.affine),
+             ("track_running_stats", self.track_running_stats)]
+            + self._common_repr()
+            + [("unbiased_running_var", self.unbiased_running_var),
+               ("axis", self.axis)],
+            {"affine": False, "track_running_stats": False, "bias": True,
+             "dtype": "float32", "unbiased_running_var": False, "axis": 1})
+
+    def _backward(self, dout, cache):
+        if self._frozen:
+            return functional.spatial_batchnorm_backward(dout, cache)
+        return functional.spatial_groupnorm_backward(dout, cache)
+
+    def forward(self, x, mode="train"):
+        """Normalize x: per-instance statistics, except in 'test' mode with
+        ``track_running_stats`` (the running statistics).  'train' mode
+        with ``track_running_stats`` updates them."""
+        self._check_mode(mode)
+        x = self._check_channels(x, self.axis, self.num_features)
+        if self.track_running_stats and mode == "test":
+            bn_param = {"mode": "test", "eps": self.eps,
+                        "running_mean": self.running_mean,
+                        "running_var": self.running_var}
+            out, cache = functional.spatial_batchnorm_forward(
+                x, self._gamma, self._beta, bn_param, axis=self.axis)
+            self._cache, self._frozen = cache, True
+            return out
+        update = self.track_running_stats and mode == "train"
+        if update and self.unbiased_running_var and x.size and (
+                x.size // (x.shape[0] * self.num_features) < 2):
+            raise ValueError(
+                "unbiased_running_var needs more than 1 value per sample "
+                f"and channel, got x of shape {x.shape}")
+        out, cache = functional.spatial_groupnorm_forward(
+            x, self._gamma, self._beta, self.num_features,
+            {"eps": self.eps}, axis=self.axis)
+        if update:
+            self._update_running(cache)
+        self._cache, self._frozen = cache, False
+        return out
+
+    def _update_running(self, cache):
+        """The running statistics from the forward's per-(sample, channel)
+        mean and 1/sqrt(var + eps), averaged over the samples."""
+        if self.momentum is None:
+            self.num_batches_tracked += 1
+            return
+        c = self.num_features
+        mean = cache.mean.reshape(-1, c)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            var = np.maximum(1.0 / (cache.invstd * cache.invstd) - self.eps,
+                             0.0).reshape(-1, c)
+            if self.unbiased_running_var:
+                m = cache.x.size // (cache.x.shape[0] * c)
+                var = var * (m / (m - 1))
+        mom = self.momentum
+        with np.errstate(invalid="ignore", over="ignore"):
+            rm = mom * self.running_mean + (1.0 - mom) * mean.mean(axis=0)
+            rv = mom * self.running_var + (1.0 - mom) * var.mean(axis=0)
+        self.running_mean[...] = rm
+        self.running_var[...] = rv
+        self.num_batches_tracked += 1
+
+    def _state(self):
+        state = super()._state()
+        if self.track_running_stats:
+            state["running_mean"] = self.running_mean
+            state["running_var"] = self.running_var
+            state["num_batches_tracked"] = np.asarray(
+                self.num_batches_tracked, dtype=np.int64)
+        return state
+
+    def _load(self, name, value):
+        if name == "num_batches_tracked":
+            self.num_batches_tracked = value
+        else:
+            super()._load(name, value)
+
+
 _TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
-                "GroupNorm")
+                "GroupNorm", "RMSNorm", "InstanceNorm1d", "InstanceNorm2d",
+                "InstanceNorm3d")
 
 
 def _torch_class(module):
@@ -690,18 +949,20 @@ def _torch_class(module):
                 and cls.__module__.split(".")[0] == "torch"):
             return cls
     raise TypeError(
-        "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm or "
-        f"GroupNorm module, got {type(module).__name__}")
+        "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm, "
+        "GroupNorm, RMSNorm or InstanceNorm1d/2d/3d module, got "
+        f"{type(module).__name__}")
 
 
 def from_torch(module):
     """The bnfast layer equivalent to a PyTorch normalization module
-    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, or a subclass of one), with
-    a copy of its state.
+    (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm, InstanceNorm1d/2d/3d,
+    or a subclass of one), with a copy of its state.
 
     Momentum converts to bnfast's convention (1 - torch's; None stays the
-    cumulative average) and batch norm averages the unbiased variance, as
-    PyTorch does.  A module made with ``bias=False`` gives a layer without
+    cumulative average for batch norm, no update for instance norm) and
+    batch and instance norm average the unbiased variance, as PyTorch
+    does.  A module made with ``bias=False`` gives a layer without
     beta (``bias=False``).  A subclass converts as the torch class it
     derives from; if it overrides ``forward``, a UserWarning says that
     what it computes may differ.  torch is not imported: the module is
@@ -718,8 +979,8 @@ def from_torch(module):
     state = {k: _as_numpy(v) for k, v in module.state_dict().items()}
     dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"),
                  np.dtype(np.float32))
-    affine = bool(getattr(module, "elementwise_affine" if kind == "LayerNorm"
-                          else "affine"))
+    affine = bool(getattr(module, "elementwise_affine"
+                          if kind in ("LayerNorm", "RMSNorm") else "affine"))
     # torch >= 2.1: bias=False leaves module.bias None; without affine there
     # is no bias either way
     bias = not affine or getattr(module, "bias", None) is not None
@@ -731,6 +992,18 @@ def from_torch(module):
                           track_running_stats=bool(
                               module.track_running_stats),
                           unbiased_running_var=True, dtype=dtype)
+    elif kind == "RMSNorm":
+        layer = RMSNorm(tuple(module.normalized_shape), eps=module.eps,
+                        elementwise_affine=affine, dtype=dtype)
+    elif kind.startswith("InstanceNorm"):
+        m = module.momentum
+        layer = InstanceNorm(module.num_features, eps=module.eps,
+                             momentum=None if m is None else 1.0 - m,
+                             affine=affine,
+                             track_running_stats=bool(
+                                 module.track_running_stats),
+                             unbiased_running_var=bool(
+                                 module.track_running_stats), dtype=dtype)
     elif kind == "LayerNorm":
         layer = LayerNorm(tuple(module.normalized_shape), eps=module.eps,
                           elementwise_affine=affine, bias=bias, dtype=dtype)

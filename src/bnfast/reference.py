@@ -41,6 +41,8 @@ __all__ = [
     "spatial_batchnorm_backward",
     "layernorm_forward",
     "layernorm_backward",
+    "rmsnorm_forward",
+    "rmsnorm_backward",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
 ]
@@ -72,10 +74,28 @@ def _arrays(name, value):
             yield from _arrays(name, v)
 
 
+def _same_view(a, b):
+    """a and b are the same elements in the same order."""
+    return (isinstance(b, np.ndarray) and a.shape == b.shape
+            and a.__array_interface__["data"][0]
+            == b.__array_interface__["data"][0]
+            and all(s == t for s, t, n in zip(a.strides, b.strides, a.shape)
+                    if n > 1))
+
+
 def _check_out(out, arguments):
     if _overlaps_itself(out):
         raise ValueError("out has elements sharing memory: each result "
                          "needs its own")
+    residual = arguments.get("residual")
+    if residual is not None and _same_view(out, residual):
+        # out=residual: the in-place add, except where the backward reads z
+        kw = arguments.get("kwargs", {})
+        relu = arguments.get("activation", kw.get("activation")) == "relu"
+        if relu and arguments["bn_param"].get("mode") == "train":
+            raise ValueError("out must not be residual in 'train' mode with "
+                             "activation='relu': the backward reads residual")
+        arguments = {k: v for k, v in arguments.items() if k != "residual"}
     for name, value in arguments.items():
         for what, a in _arrays(name, value):
             try:
@@ -118,6 +138,23 @@ def _affine(gamma, beta, x, shape):
                                            beta is not None)
 
 
+def _residual(z, x):
+    """The residual checked: x's exact dtype and shape."""
+    if z is None:
+        return None
+    z = np.asarray(z)
+    if z.dtype.kind != "f":
+        raise TypeError(f"residual must be a float32 or float64 array, got "
+                        f"dtype {z.dtype}")
+    if z.dtype != x.dtype:
+        raise TypeError(f"residual must have dtype {x.dtype} (x's), got "
+                        f"{z.dtype}")
+    if z.shape != x.shape:
+        raise ValueError(f"residual must have the shape of x {x.shape}, "
+                         f"got {z.shape}")
+    return z
+
+
 def _param(p, x):
     """gamma or beta as an array; integers and bools converted to x's
     dtype (otherwise dgamma and dbeta would be truncated to integers);
@@ -131,7 +168,8 @@ def _param(p, x):
 
 
 @_takes_out
-def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
+def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
+                      residual=None):
     """Forward pass for batch normalization (reference).
 
     Parameters
@@ -147,7 +185,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
         averages the biased batch variance; True: the unbiased one, as
         PyTorch).  Updated with the new running statistics.
     activation : None or 'relu'
-        'relu': ``np.maximum(out, 0)``, and the backward masks dout with
+        'relu': ``np.maximum(out, 0)`` (after the residual), and the
+        backward masks dout with
         ``out > 0`` first.
 
     Returns
@@ -169,6 +208,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
            [ 1.,  1.]])
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
+    residual = _residual(residual, x)
     mode = bn_param["mode"]
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
@@ -208,6 +248,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     else:
         raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
 
+    if residual is not None:  # out = bn(x) + z, then the activation
+        out = out + residual.reshape(N, -1)
     out = out.astype(x.dtype, copy=False)
     mask = None
     if activation == "relu":
@@ -216,6 +258,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None):
     elif activation is not None:
         raise ValueError(f"unknown activation {activation!r}")
     cache = cache + (wants, mask, mode == "test")
+    if residual is not None:  # the backward returns dresidual too
+        cache = cache + (True,)
     bn_param["running_mean"] = running_mean
     bn_param["running_var"] = running_var
     return out.reshape(x.shape), cache
@@ -320,20 +364,29 @@ def _unpack(dout, cache):
     x, x_hat, mu, var, gamma, eps, x_shape, g_dtype, g_shape = cache[:9]
     wants = cache[9] if len(cache) > 9 else (True, True)
     mask = cache[10] if len(cache) > 10 else None
+    residual = len(cache) > 12 and cache[12]
     N = x.shape[0]
+    dres = dout  # without the ReLU: the same gradient (PyTorch's autograd)
     if mask is not None:
         dout = dout * mask.reshape(dout.shape)
+        dres = dout
+    if residual and not (isinstance(dres, np.ndarray)
+                         and dres.dtype == x.dtype):
+        dres = np.asarray(dres).astype(x.dtype)
 
     def finish(dx, dgamma, dbeta):
-        return (dx.astype(x.dtype, copy=False).reshape(x_shape),
-                *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+        res = (dx.astype(x.dtype, copy=False).reshape(x_shape),
+               *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+        if residual:  # dresidual: dout, masked by the ReLU
+            return res + (dres.reshape(x_shape),)
+        return res
 
     return x, x_hat, mu, var, gamma, eps, N, dout.reshape(N, -1), finish
 
 
 @_takes_out
 def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None):
+                              activation=None, residual=None):
     """Forward pass for spatial batch normalization (reference).
 
     The textbook way: move the channel axis last, flatten to
@@ -359,13 +412,16 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     1.0
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
+    residual = _residual(residual, x)
     moved = np.moveaxis(x, axis, -1)
     c = moved.shape[-1]
     flat = moved.reshape(-1, c)
     g = None if gamma is None else np.reshape(gamma, c)
     b = None if beta is None else np.reshape(beta, c)
+    z = (None if residual is None
+         else np.moveaxis(residual, axis, -1).reshape(-1, c))
     out, cache = batchnorm_forward(flat, g, b, bn_param,
-                                   activation=activation)
+                                   activation=activation, residual=z)
     out = np.moveaxis(out.reshape(moved.shape), -1, axis)
     if cache is not None:
         cache = (cache, axis, moved.shape, _affine(gamma, beta, x, c)[3])
@@ -392,19 +448,39 @@ def spatial_batchnorm_backward(dout, cache):
     bn_cache, axis, moved_shape, g_shape = cache
     c = moved_shape[-1]
     flat = np.moveaxis(dout, axis, -1).reshape(-1, c)
-    dx, dgamma, dbeta = batchnorm_backward_alt(flat, bn_cache)
+    dx, dgamma, dbeta, *dres = batchnorm_backward_alt(flat, bn_cache)
     dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
-    return dx, *(None if d is None else d.reshape(g_shape)
-                 for d in (dgamma, dbeta))
+    grads = tuple(None if d is None else d.reshape(g_shape)
+                  for d in (dgamma, dbeta))
+    if dres:  # dresidual, laid back as dout
+        if bn_cache[10] is None and isinstance(dout, np.ndarray) and (
+                dout.dtype == dx.dtype):
+            return dx, *grads, dout
+        dres = np.moveaxis(dres[0].reshape(moved_shape), -1, axis)
+        return dx, *grads, dres
+    return dx, *grads
+
+
+def _rows_shape(x, normalized_shape):
+    """(rows, features) of x for layer and RMS norm: normalized_shape None
+    normalizes the axes after the first (x.reshape(N, -1)), else the
+    trailing normalized_shape (an int or a tuple: PyTorch's)."""
+    if normalized_shape is None:
+        return x.shape[0], -1
+    k = 1 if np.ndim(normalized_shape) == 0 else len(normalized_shape)
+    return int(np.prod(x.shape[:x.ndim - k])), -1
 
 
 @_takes_out
-def layernorm_forward(x, gamma, beta, ln_param):
+def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
     """Forward pass for layer normalization (reference).
 
-    Statistics per sample over its features (x.reshape(N, -1)); gamma and
-    beta per feature, shape (D,) or x.shape[1:], or None (1 and 0; the
-    backward's gradient is then None).  ln_param: 'eps' (1e-5).
+    Statistics per sample over its features (x.reshape(N, -1)), or with
+    ``normalized_shape`` (an int or a tuple, as PyTorch's) over that
+    trailing shape of x (x.reshape(-1, prod(normalized_shape))); gamma and
+    beta per feature, shape (D,) or the feature shape (x.shape[1:], or
+    normalized_shape), or None (1 and 0; the backward's gradient is then
+    None).  ln_param: 'eps' (1e-5).
 
     Examples
     --------
@@ -417,8 +493,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = ln_param.get("eps", 1e-5)
-    N = x.shape[0]
-    xr = x.reshape(N, -1)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, -1)
     mu = xr.mean(axis=1, keepdims=True)
     var = xr.var(axis=1, keepdims=True)
@@ -458,14 +533,85 @@ def layernorm_backward(dout, cache):
 
 
 @_takes_out
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
+    """Forward pass for RMS normalization (reference).
+
+    Per row of x over its trailing ``normalized_shape`` (an int or a
+    tuple, as PyTorch's; None: gamma's shape when x ends with it, else
+    the axes after the first): ``x / sqrt(mean(x**2) + eps) * gamma``.
+    gamma of shape (D,) or the feature shape, or None (1; the backward's
+    dgamma is then None).  rms_param: 'eps' (None, the default: the
+    machine epsilon of x's dtype, as PyTorch's eps=None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> out, _ = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> out
+    array([[0.84852814, 1.13137085],
+           [1.        , 1.        ]])
+    """
+    gamma = _param(gamma, x)
+    eps = rms_param.get("eps")
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    if normalized_shape is None and gamma is not None:
+        k = np.ndim(gamma)
+        if 0 < k <= x.ndim and x.shape[x.ndim - k:] == np.shape(gamma):
+            normalized_shape = np.shape(gamma)
+    xr = x.reshape(_rows_shape(x, normalized_shape))
+    g, _, p_dtype, p_shape, wants = _affine(gamma, None, x, -1)
+    ms = np.mean(xr * xr, axis=1, keepdims=True)
+    inv_rms = 1.0 / np.sqrt(ms + eps)
+    x_hat = xr * inv_rms
+    out = x_hat * g
+    cache = (xr, x_hat, inv_rms, g, x.shape, p_dtype, p_shape, wants[0])
+    return out.astype(x.dtype, copy=False).reshape(x.shape), cache
+
+
+@_takes_out
+def rmsnorm_backward(dout, cache):
+    """Backward pass for RMS normalization (reference).
+
+    ``dx = inv_rms * (dxhat - x_hat * mean(dxhat * x_hat))`` per row, with
+    dxhat = dout * gamma; ``dgamma = sum(dout * x_hat)`` over the rows.
+    Returns (dx, dgamma), dgamma None when the forward's gamma was None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bnfast import reference
+    >>> x = np.array([[3.0, 4.0], [1.0, 1.0]])
+    >>> _, cache = reference.rmsnorm_forward(x, np.ones(2), {"eps": 0.0})
+    >>> dx, dgamma = reference.rmsnorm_backward(np.ones((2, 2)), cache)
+    >>> np.round(dgamma, 4)
+    array([1.8485, 2.1314])
+    """
+    xr, x_hat, inv_rms, g, x_shape, p_dtype, p_shape, want = cache
+    dout = dout.reshape(xr.shape)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dxhat = dout * g
+    dx = inv_rms * (dxhat - x_hat * np.mean(dxhat * x_hat, axis=1,
+                                            keepdims=True))
+    return (dx.astype(xr.dtype, copy=False).reshape(x_shape),
+            dgamma.astype(p_dtype, copy=False).reshape(p_shape)
+            if want else None)
+
+
+@_takes_out
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
     """Forward pass for spatial group normalization (reference).
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
     channels, normalized per sample and group; gamma and beta per channel,
     shape (C,) or (1, C, 1, ...), or None (1 and 0; the backward's
     gradient is then None).  gn_param: 'eps' (1e-5).  G = C is
-    instance norm, G = 1 layer norm over (C, ...).
+    instance norm, G = 1 layer norm over (C, ...).  axis: the channel
+    axis, 1 or the last (-1: channels last, (N, ..., C), gamma and beta
+    (C,) or (1, ..., 1, C)); the textbook way: the channel axis moved to
+    1 (a transposing copy), the NCHW math, and the result moved back.
 
     Examples
     --------
@@ -479,6 +625,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """
     gamma, beta = _param(gamma, x), _param(beta, x)
     eps = gn_param.get("eps", 1e-5)
+    if axis not in (1, -1, x.ndim - 1):
+        raise ValueError(
+            f"axis must be 1 (channels first) or -1 (channels last), got "
+            f"{axis} for x of {x.ndim} dimensions")
+    x = np.moveaxis(x, axis, 1)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
     mean = xg.mean(axis=2, keepdims=True)
@@ -487,8 +638,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     shape = (1, C) + (1,) * (x.ndim - 2)
     g, b, p_dtype, p_shape, wants = _affine(gamma, beta, x, shape)
     out = g * x_hat + b
-    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants)
-    return out.astype(x.dtype, copy=False), cache
+    cache = (x_hat, var, g, eps, G, p_dtype, p_shape, wants, axis)
+    return np.moveaxis(out.astype(x.dtype, copy=False), 1, axis), cache
 
 
 @_takes_out
@@ -510,7 +661,8 @@ def spatial_groupnorm_backward(dout, cache):
     >>> dbeta
     array([18., 18., 18., 18.])
     """
-    x_hat, var, g, eps, G, g_dtype, g_shape, wants = cache
+    x_hat, var, g, eps, G, g_dtype, g_shape, wants, axis = cache
+    dout = np.moveaxis(dout, axis, 1)
     N = x_hat.shape[0]
     axes = (0,) + tuple(range(2, x_hat.ndim))
     dbeta = dout.sum(axis=axes)
@@ -521,5 +673,6 @@ def spatial_groupnorm_backward(dout, cache):
     inv_std = 1.0 / np.sqrt(var + eps)
     dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
                         - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
-    return (dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False),
+    dx = dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False)
+    return (np.moveaxis(dx, 1, axis),
             *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
