@@ -289,6 +289,9 @@ def build(spec):
 EPS = st.one_of(st.sampled_from([1e-5, 1e-3, 1e-8, 0.1]),
                 st.floats(1e-8, 0.1))
 MOMENTUM = st.floats(0, 1)
+# the fused ReLU is a registry variant here; kept for the files that
+# import it (test_residual_properties.py)
+ACTIVATION = st.sampled_from([None, "relu"])
 
 
 # ---------------------------------------------------------------- accuracy
