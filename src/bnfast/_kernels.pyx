@@ -498,6 +498,7 @@ cdef inline bnf_panel _cpanel_rows(Py_ssize_t n1, Py_ssize_t n2,
     norm (n1 samples of n2 channels of len): row or sample strides xs (x),
     ys (y or dx), ds (dy), channels len apart."""
     cdef bnf_panel b
+    memset(&b, 0, sizeof(b))  # the residual's strides too: never read here
     b.n1, b.n2, b.len = n1, n2, len
     b.x.s1, b.y.s1, b.dy.s1 = xs, ys, ds
     b.x.s2 = b.y.s2 = b.dy.s2 = len
