@@ -21,8 +21,9 @@ import bnfast
 from bnfast import reference
 
 from arrays import assert_as_accurate, sum_scale
+from families import BATCHNORM, GROUPNORM, SPATIAL_BATCHNORM
 from test_properties import (Layout, Spec, build, check_bn_backward,
-                             check_bn_forward)
+                             check_bn_forward, check_plain_backward)
 
 EPS = np.finfo(np.float64).eps
 
@@ -66,8 +67,9 @@ def test_threads_merge_the_variance_of_an_offset_batch(
     # bound (3-10x the reference's error).  The means now reach the merge
     # as hi + lo pairs.
     for seed in range(4):
-        check_bn_forward(build(spec(shape, None, layout, "C", seed, 1e4)),
-                         "train", None, 1e-5, 0.0, False)
+        check_bn_forward(BATCHNORM,
+                         build(spec(shape, None, layout, "C", seed, 1e4)),
+                         "train", 1e-5, 0.0, False)
 
 
 @pytest.mark.parametrize("shape,x_layout,seed,spread_exp", [
@@ -79,10 +81,10 @@ def test_threads_merge_the_variance_of_an_offset_batch(
 ])
 def test_dbeta_of_a_repeated_dout(shape, x_layout, seed, spread_exp):
     axis = None if len(shape) == 2 and x_layout == "F" else 1
-    twin = ("batchnorm_backward" if axis is None
-            else "spatial_batchnorm_backward")
-    check_bn_backward(build(spec(shape, axis, x_layout, "broadcast", seed,
-                                 1e4, spread_exp)), None, 1e-5, twin)
+    fam = BATCHNORM if axis is None else SPATIAL_BATCHNORM
+    check_bn_backward(fam, build(spec(shape, axis, x_layout, "broadcast",
+                                      seed, 1e4, spread_exp)), "train",
+                      1e-5, fam.backward)
 
 
 @pytest.mark.parametrize("shape,seed,offset,spread_exp", [
@@ -100,7 +102,8 @@ def test_statistics_of_a_broadcast_batch_of_short_runs(
     case = build(spec(shape, 1, "broadcast", "broadcast", seed, offset,
                       spread_exp))
     for unbiased in (False, True):
-        check_bn_forward(case, "train", None, 1e-5, momentum, unbiased)
+        check_bn_forward(SPATIAL_BATCHNORM, case, "train", 1e-5, momentum,
+                         unbiased)
 
 
 # ------------------------------------------- the bounds, against exact sums
@@ -149,9 +152,9 @@ def test_groupnorm_parameter_gradients_of_a_repeated_dout():
     # (b) found by the long profile: dbeta of group norm sums a sample's
     # sums over the batch, recursive over blocks of 128 samples (float64):
     # on a broadcast dout over 32769 samples, 30x the reference's error.
-    from test_properties import check_gn_backward_case
-    check_gn_backward_case(build(spec((32769, 1), 1, "C", "broadcast", 0,
-                                      0.0)), 1, 1e-5)
+    check_plain_backward(GROUPNORM, build(spec((32769, 1), 1, "C",
+                                               "broadcast", 0, 0.0)),
+                         {"G": 1}, 1e-5, GROUPNORM.backward)
 
 
 def test_layernorm_parameter_gradients_of_a_repeated_dout():

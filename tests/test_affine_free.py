@@ -1,5 +1,7 @@
 """The affine-free form (issue 13, item 5): gamma=None and/or beta=None in
-every functional forward, on the shared generator, for every family.
+every functional forward, on the shared generator, for every family of
+the registry (tests/families.py; the variants are
+``families.affine_free_variants``).
 
 For each case and each variant (no gamma, no beta, neither):
 
@@ -15,31 +17,15 @@ For each case and each variant (no gamma, no beta, neither):
   x's dtype: its None is a 1 of x's dtype, and float64 ones with float32 x
   compute in float64).
 """
-import dataclasses
-
 import numpy as np
 import pytest
 
 import bnfast
 from bnfast import reference
 
-from arrays import assert_as_accurate, cases, spatial_cases
-
-CASES = cases() + spatial_cases()
-EPS = 1e-5
-VARIANTS = {"no-gamma": (False, True), "no-beta": (True, False),
-            "neither": (False, False)}
-
-
-def variants(case):
-    """(affine-free case, the same with explicit ones and zeros)."""
-    return [(name, dataclasses.replace(
-        case, gamma=case.gamma if keep_g else None,
-        beta=case.beta if keep_b else None),
-        dataclasses.replace(
-            case, gamma=case.gamma if keep_g else np.ones_like(case.gamma),
-            beta=case.beta if keep_b else np.zeros_like(case.beta)))
-        for name, (keep_g, keep_b) in VARIANTS.items()]
+from arrays import assert_as_accurate
+from families import (FAMILIES, affine_free_variants, family_params,
+                      ident)
 
 
 def _equal(what, a, b):
@@ -49,31 +35,31 @@ def _equal(what, a, b):
         np.testing.assert_array_equal(a, b, err_msg=what)
 
 
-def check(family, case, free, ones, forward, backward):
-    """forward(module, case) -> (out, cache); backward(module, dout,
-    cache) -> (dx, dgamma, dbeta) (None: a forward without a cache)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        out, cache = forward(bnfast, free)
-        ref, rcache = forward(reference, free)
-        wide, wcache = forward(reference, free.widened())
-        out1, cache1 = forward(bnfast, ones)
-        ref1, rcache1 = forward(reference, ones)
+def check(fam, mode, extra, case, free, ones):
+    """The checks above for one family (tests/families.py), mode, extra
+    arguments and variant: the backward after the forward in ``mode``
+    when it is one of the family's backward modes."""
+    label = f"{fam.name} {mode or ''} {extra or ''}"
+    out, cache, _ = fam.run(bnfast, free, mode, extra)
+    ref, rcache, _ = fam.run(reference, free, mode, extra)
+    wide, wcache, _ = fam.run(reference, free.widened(), mode, extra)
+    out1, cache1, _ = fam.run(bnfast, ones, mode, extra)
+    ref1, rcache1, _ = fam.run(reference, ones, mode, extra)
     same = case.gamma.dtype == case.x.dtype == case.beta.dtype
-    assert_as_accurate(f"{family} out", case, out, ref, wide)
-    _equal(f"{family} out vs ones [{case.id}]", out, out1)
+    assert_as_accurate(f"{label} out", case, out, ref, wide)
+    _equal(f"{label} out vs ones [{case.id}]", out, out1)
     if same:
-        _equal(f"{family} reference out vs ones [{case.id}]", ref, ref1)
-    if cache is None:
+        _equal(f"{label} reference out vs ones [{case.id}]", ref, ref1)
+    if cache is None or mode not in fam.backward_modes:
         return
-    grads = backward(bnfast, case.dout, cache)
-    grads1 = backward(bnfast, case.dout, cache1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        rgrads = backward(reference, case.dout, rcache)
-        rgrads1 = backward(reference, case.dout, rcache1)
+    grads = fam.run_backward(bnfast, case.dout, cache)
+    grads1 = fam.run_backward(bnfast, case.dout, cache1)
+    rgrads = fam.run_backward(reference, case.dout, rcache)
+    rgrads1 = fam.run_backward(reference, case.dout, rcache1)
     wanted = (True, free.gamma is not None, free.beta is not None)
-    for name, g, g1, r, r1, want in zip(("dx", "dgamma", "dbeta"), grads,
-                                        grads1, rgrads, rgrads1, wanted):
-        what = f"{family} {name} [{case.id}]"
+    for name, g, g1, r, r1, want in zip(fam.grads, grads, grads1, rgrads,
+                                        rgrads1, wanted):
+        what = f"{label} {name} [{case.id}]"
         assert (g is not None) == want, what
         assert (r is not None) == want, what + " (reference)"
         if want:
@@ -83,56 +69,19 @@ def check(family, case, free, ones, forward, backward):
                 _equal(what + " vs ones (reference)", r, r1)
 
 
-BN = [(case, name, free, ones) for case in CASES
-      for name, free, ones in variants(case)]
+def _rows(fam):
+    for mode in fam.modes:
+        for case, extra in fam.case_params():
+            suffix = ident(extra)
+            for name, free, ones in affine_free_variants(case):
+                yield ((mode, extra, case, free, ones),
+                       f"{mode}-{case.id}{suffix}-{name}")
 
 
-@pytest.mark.parametrize("mode", ["train", "test"])
-@pytest.mark.parametrize("activation", [None, "relu"])
-@pytest.mark.parametrize("case,name,free,ones", BN,
-                         ids=[f"{c.id}-{n}" for c, n, _, _ in BN])
-def test_batchnorm(case, name, free, ones, activation, mode):
-    def forward(module, c):
-        p = {"mode": mode, "eps": EPS, "running_mean": c.running_mean.copy(),
-             "running_var": c.running_var.copy()}
-        if c.axis is None:
-            return module.batchnorm_forward(c.x, c.gamma, c.beta, p,
-                                            activation=activation)
-        return module.spatial_batchnorm_forward(
-            c.x, c.gamma, c.beta, p, axis=c.axis, activation=activation)
-
-    def backward(module, dout, cache):
-        if case.axis is None:
-            return module.batchnorm_backward(dout, cache)
-        return module.spatial_batchnorm_backward(dout, cache)
-
-    check("batch norm", case, free, ones, forward, backward)
-
-
-LN = [row for row in BN if row[0].axis is None]
-
-
-@pytest.mark.parametrize("case,name,free,ones", LN,
-                         ids=[f"{c.id}-{n}" for c, n, _, _ in LN])
-def test_layernorm(case, name, free, ones):
-    check("layer norm", case, free, ones,
-          lambda m, c: m.layernorm_forward(c.x, c.gamma, c.beta,
-                                           {"eps": EPS}),
-          lambda m, d, cache: m.layernorm_backward(d, cache))
-
-
-GN = [(case, name, free, ones, g) for case, name, free, ones in BN
-      if case.axis == 1
-      for g in sorted({1, case.x.shape[1]})]
-
-
-@pytest.mark.parametrize("case,name,free,ones,groups", GN,
-                         ids=[f"{c.id}-{n}-G{g}" for c, n, _, _, g in GN])
-def test_groupnorm(case, name, free, ones, groups):
-    check(f"group norm G={groups}", case, free, ones,
-          lambda m, c: m.spatial_groupnorm_forward(c.x, c.gamma, c.beta,
-                                                   groups, {"eps": EPS}),
-          lambda m, d, cache: m.spatial_groupnorm_backward(d, cache))
+@pytest.mark.parametrize("fam,mode,extra,case,free,ones",
+                         family_params(FAMILIES, _rows))
+def test_affine_free(fam, mode, extra, case, free, ones):
+    check(fam, mode, extra, case, free, ones)
 
 
 # -- out=, errors, caches, layers ---------------------------------------

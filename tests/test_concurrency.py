@@ -13,6 +13,8 @@ import pytest
 
 import bnfast
 
+from families import FAMILIES
+
 
 @pytest.fixture(autouse=True)
 def one_kernel_thread():
@@ -23,37 +25,36 @@ def one_kernel_thread():
 
 
 def _ops(seed):
-    """A mix of every family, both dtypes and several layouts; returns a
-    function computing all their results as a flat list of arrays."""
+    """A mix of every family of the registry (tests/families.py; each of
+    its small configurations with a 24 times longer batch, each mode,
+    the backward in each backward mode), both dtypes and several layouts;
+    returns a function computing all their results as a flat list of
+    arrays."""
     rng = np.random.default_rng(seed)
     dtype = (np.float32, np.float64)[seed % 2]
-    x2 = rng.standard_normal((96, 40)).astype(dtype)
-    x4 = rng.standard_normal((6, 8, 9, 7)).astype(dtype)
-    if seed % 3 == 0:
-        x2 = np.asfortranarray(x2)
-    g2, b2 = rng.standard_normal(40), rng.standard_normal(40)
-    g4, b4 = rng.standard_normal(8), rng.standard_normal(8)
+    calls = []
+    for fam in FAMILIES:
+        for _, shape, axis, extra in fam.small:
+            shape = (24 * shape[0],) + shape[1:]
+            x = rng.standard_normal(shape).astype(dtype)
+            if seed % 3 == 0:
+                x = np.asfortranarray(x)
+            c = shape[1 if axis is None else axis]
+            g, b = rng.standard_normal(c), rng.standard_normal(c)
+            calls.append((fam, x, g, b, axis, extra))
 
     def run():
         res = []
-        p = {"mode": "train", "running_mean": np.zeros(40),
-             "running_var": np.ones(40)}
-        out, cache = bnfast.batchnorm_forward(x2, g2, b2, p,
-                                              activation="relu")
-        res += [out, p["running_mean"], p["running_var"],
-                *bnfast.batchnorm_backward(np.cos(x2), cache)]
-        p["mode"] = "test"
-        res.append(bnfast.batchnorm_forward(x2, g2, b2, p)[0])
-        for axis in (1, -1):
-            g = g4 if axis == 1 else np.ones(7)
-            b = b4 if axis == 1 else np.zeros(7)
-            out, cache = bnfast.spatial_batchnorm_forward(
-                x4, g, b, {"mode": "train"}, axis=axis)
-            res += [out, *bnfast.spatial_batchnorm_backward(x4, cache)]
-        out, cache = bnfast.layernorm_forward(x2, g2, b2, {})
-        res += [out, *bnfast.layernorm_backward(x2, cache)]
-        out, cache = bnfast.spatial_groupnorm_forward(x4, g4, b4, 4, {})
-        res += [out, *bnfast.spatial_groupnorm_backward(x4, cache)]
+        for fam, x, g, b, axis, extra in calls:
+            for mode in fam.modes:
+                p = ({"mode": mode, "running_mean": np.zeros(len(g)),
+                      "running_var": np.ones(len(g))}
+                     if fam.param == "bn" else {})
+                out, cache = fam.run_small(bnfast, x, g, b, extra=extra,
+                                           axis=axis, param=p)
+                res += [out, *(p[k] for k in sorted(p) if k != "mode")]
+                if mode in fam.backward_modes:
+                    res += getattr(bnfast, fam.backward)(np.cos(x), cache)
         return res
     return run
 

@@ -31,43 +31,36 @@ import bnfast
 from bnfast import reference
 
 from arrays import assert_as_accurate
+from families import BASE, BY_NAME
 
 MOMENTUM = 0.9
 
 
 class Family:
-    """One family: shapes, the forward and backward call, and the axes of
-    its statistics (for the oracle's conditioning scales)."""
+    """One family of the registry (tests/families.py, ``base``; its
+    "+relu" variant for the fused ReLU) on shapes of its own, with the
+    axes of its statistics (for the oracle's conditioning scales)."""
 
-    def __init__(self, name, small, large, axis=None, kind="bn", groups=2):
-        self.name, self.small, self.large = name, small, large
+    def __init__(self, name, base, small, large, axis=None, kind="bn",
+                 groups=2):
+        self.name, self.base, self.small, self.large = name, base, small, large
         self.axis, self.kind, self.groups = axis, kind, groups
 
+    def entry(self, activation=None):
+        return BY_NAME[self.base + ("+" + activation if activation else "")]
+
     def forward(self, m, x, gamma, beta, eps, activation=None):
-        if self.kind == "ln":
-            out, cache = m.layernorm_forward(x, gamma, beta, {"eps": eps})
-            return out, cache, None
-        if self.kind == "gn":
-            out, cache = m.spatial_groupnorm_forward(
-                x, gamma, beta, self.groups, {"eps": eps})
-            return out, cache, None
-        p = {"mode": "train", "eps": eps, "momentum": MOMENTUM}
-        if self.axis is None:
-            out, cache = m.batchnorm_forward(x, gamma, beta, p,
-                                             activation=activation)
+        fam = self.entry(activation)
+        if fam.param == "bn":
+            p = {"mode": "train", "eps": eps, "momentum": MOMENTUM}
         else:
-            out, cache = m.spatial_batchnorm_forward(
-                x, gamma, beta, p, axis=self.axis, activation=activation)
-        return out, cache, p
+            p = {"eps": eps}
+        extra = {"G": self.groups} if "G" in fam.positional else {}
+        out, cache = fam.call(m, x, gamma, beta, p, extra, self.axis)
+        return out, cache, (p if fam.param == "bn" else None)
 
     def backward(self, m, dout, cache):
-        if self.kind == "ln":
-            return m.layernorm_backward(dout, cache)
-        if self.kind == "gn":
-            return m.spatial_groupnorm_backward(dout, cache)
-        if self.axis is None:
-            return m.batchnorm_backward(dout, cache)
-        return m.spatial_batchnorm_backward(dout, cache)
+        return getattr(m, self.entry().backward)(dout, cache)
 
     def channels(self, shape):
         if self.kind == "ln":
@@ -107,13 +100,23 @@ class Family:
 
 
 FAMILIES = [
-    Family("batchnorm C (across rows)", (64, 5), (2000, 3)),
-    Family("batchnorm F (along runs)", (64, 5), (2000, 3)),
-    Family("spatial NCHW", (8, 3, 6, 5), (20, 3, 10, 10), axis=1),
-    Family("spatial NHWC", (8, 6, 5, 3), (20, 10, 10, 3), axis=-1),
-    Family("layernorm", (6, 200), (4, 2000), kind="ln"),
-    Family("groupnorm", (4, 6, 5, 5), (3, 4, 25, 40), kind="gn"),
+    Family("batchnorm C (across rows)", "batchnorm", (64, 5), (2000, 3)),
+    Family("batchnorm F (along runs)", "batchnorm", (64, 5), (2000, 3)),
+    Family("spatial NCHW", "spatial_batchnorm", (8, 3, 6, 5),
+           (20, 3, 10, 10), axis=1),
+    Family("spatial NHWC", "spatial_batchnorm", (8, 6, 5, 3),
+           (20, 10, 10, 3), axis=-1),
+    Family("layernorm", "layernorm", (6, 200), (4, 2000), kind="ln"),
+    Family("groupnorm", "spatial_groupnorm", (4, 6, 5, 5), (3, 4, 25, 40),
+           kind="gn"),
 ]
+
+
+def test_every_family_of_the_registry_is_here():
+    assert {f.base for f in FAMILIES} == {f.name for f in BASE}
+    for f in FAMILIES:
+        if f.kind == "bn":
+            assert f.entry("relu").options == {"activation": "relu"}
 
 # (dtype, contents, value, eps, size); each of these failed before the
 # rescue kernels (csrc/extremes_tmpl.h)
@@ -246,7 +249,7 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
     orc, g, mean, std = _scaled(fam, x, gamma, beta, dout, eps, k, wide,
                                 activation)
 
-    # the conditioning scales of tests/test_batchnorm_equivalence.py, on
+    # the conditioning scales of tests/families.py (test_equivalence.py), on
     # the scaled wide data (dx's scaled back)
     with np.errstate(all="ignore"):
         shape = x.shape

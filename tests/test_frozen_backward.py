@@ -1,19 +1,18 @@
 """The backward through 'test' mode (frozen statistics, issue 13 item 4):
 the 'test' forward's cache taken by batchnorm_backward /
-spatial_batchnorm_backward, against the reference twin on the shared
-generator, by finite differences, against PyTorch's autograd in eval mode
+spatial_batchnorm_backward, against PyTorch's autograd in eval mode
 (skipped without torch), with out=, through the BatchNorm layer, and its
-errors."""
+errors.  Against the reference twin on the shared generator and by
+finite differences: test_equivalence.py and test_finite_differences.py
+(the batch norm families' backward_modes include 'test')."""
 import numpy as np
 import pytest
 
 import bnfast
 from bnfast import distributed, reference
 
-from arrays import (assert_as_accurate, cases, make_case, spatial_cases,
-                    sum_scale)
+from arrays import make_case
 
-CASES = cases() + spatial_cases()
 EPS = 1e-5
 ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
 
@@ -30,95 +29,6 @@ def forward(module, case, activation, x=None):
         return module.spatial_batchnorm_forward(
             x, case.gamma, case.beta, p, axis=case.axis,
             activation=activation)
-
-
-def backward_names(case):
-    if case.axis is None:
-        return ("batchnorm_backward", "batchnorm_backward_alt")
-    return ("spatial_batchnorm_backward",)
-
-
-BACKWARD = [(case, name) for case in CASES for name in backward_names(case)]
-
-
-@ACTIVATIONS
-@pytest.mark.parametrize("case,backward", BACKWARD,
-                         ids=[f"{c.id}-{n}" for c, n in BACKWARD])
-def test_frozen_backward_equivalence(case, backward, activation):
-    _, cache = forward(bnfast, case, activation)
-    _, rcache = forward(reference, case, activation)
-    wcase = case.widened()
-    _, wcache = forward(reference, wcase, activation)
-    assert cache.frozen
-    fast = getattr(bnfast, backward)(case.dout, cache)
-    with np.errstate(invalid="ignore", over="ignore"):
-        ref = getattr(reference, backward)(case.dout, rcache)
-        wide = getattr(reference, backward)(wcase.dout, wcache)
-    # dx = g * gamma / std: one product per element, no cancellation (its
-    # own magnitude); dgamma = sum g * xhat, dbeta = sum g
-    bn_cache = wcache if case.axis is None else wcache[0]
-    _, xhat, mean, var, g, *_, mask, frozen = bn_cache
-    assert frozen
-    std = np.sqrt(var + EPS)
-    dout = (wcase.dout if case.axis is None
-            else np.moveaxis(wcase.dout, case.axis, -1)).reshape(-1, len(g))
-    grad = dout if mask is None else dout * mask.reshape(dout.shape)
-    with np.errstate(invalid="ignore"):
-        dg_terms = grad * (np.abs(xhat) + np.abs(mean) / std)
-    scales = (None, sum_scale(dg_terms), sum_scale(grad))
-    for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
-                                scales):
-        assert_as_accurate(f"{backward} frozen {name} ({activation})", case,
-                           f, r, w, scale=s)
-
-
-def _numeric(f, a, dout, h=1e-6):
-    """d sum(f() * dout) / d a, central differences (a modified in
-    place and restored)."""
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        plus = np.sum(f() * dout)
-        a[i] = old - h
-        minus = np.sum(f() * dout)
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
-@ACTIVATIONS
-@pytest.mark.parametrize("shape,axis", [((5, 3), None), ((3, 4, 2), None),
-                                        ((2, 3, 4, 2), 1),
-                                        ((2, 3, 2, 4), -1)])
-def test_frozen_finite_differences(shape, axis, activation):
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal(shape)
-    d = shape[1] if axis is None and len(shape) == 2 else (
-        int(np.prod(shape[1:])) if axis is None else shape[axis])
-    gamma, beta = rng.uniform(0.5, 1.5, d), rng.uniform(-0.5, 0.5, d)
-    rm, rv = rng.uniform(-1, 1, d), rng.uniform(0.5, 2, d)
-    dout = rng.standard_normal(shape)
-
-    def fwd():
-        p = {"mode": "test", "running_mean": rm, "running_var": rv}
-        if axis is None:
-            return bnfast.batchnorm_forward(x, gamma, beta, p,
-                                            activation=activation)
-        return bnfast.spatial_batchnorm_forward(x, gamma, beta, p, axis=axis,
-                                                activation=activation)
-
-    _, cache = fwd()
-    back = (bnfast.batchnorm_backward if axis is None
-            else bnfast.spatial_batchnorm_backward)
-    dx, dgamma, dbeta = back(dout, cache)
-    f = lambda: fwd()[0]  # noqa: E731
-    for name, got, a in (("dx", dx, x), ("dgamma", dgamma, gamma),
-                         ("dbeta", dbeta, beta)):
-        np.testing.assert_allclose(got, _numeric(f, a, dout), rtol=1e-6,
-                                   atol=1e-8, err_msg=name)
 
 
 def test_frozen_dx_is_the_scaled_dout():

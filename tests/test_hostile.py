@@ -14,6 +14,7 @@ import pytest
 import bnfast
 from bnfast import distributed, reference
 
+from families import BASE, BY_NAME, hostile_forwards
 from fakempi import FakeComm, _World
 
 N, C, H, W = 4, 6, 3, 2
@@ -23,58 +24,10 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def _bn(x_shape, p_shape):
-    def make():
-        rng = _rng()
-        return {"x": rng.standard_normal(x_shape),
-                "gamma": rng.standard_normal(p_shape),
-                "beta": rng.standard_normal(p_shape),
-                "param": {"mode": "train", "eps": 1e-5, "momentum": 0.9,
-                          "running_mean": rng.standard_normal(p_shape),
-                          "running_var": rng.random(p_shape) + 0.5}}
-    return make
-
-
-def _plain(x_shape, p_shape, extra=None):
-    def make():
-        rng = _rng()
-        args = {"x": rng.standard_normal(x_shape),
-                "gamma": rng.standard_normal(p_shape),
-                "beta": rng.standard_normal(p_shape),
-                "param": {"eps": 1e-5}}
-        args.update(extra or {})
-        return args
-    return make
-
-
-# name: (good arguments, call(module, args) -> (out, cache), backward name)
-FORWARDS = {
-    "batchnorm_forward": (
-        _bn((N, C), (C,)),
-        lambda m, a, **kw: m.batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "batchnorm_backward"),
-    "spatial_batchnorm_forward": (
-        _bn((N, C, H, W), (C,)),
-        lambda m, a, **kw: m.spatial_batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "spatial_batchnorm_backward"),
-    "spatial_batchnorm_forward channels-last": (
-        _bn((N, H, W, C), (C,)),
-        lambda m, a, **kw: m.spatial_batchnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], axis=-1, **kw),
-        "spatial_batchnorm_backward"),
-    "layernorm_forward": (
-        _plain((N, C), (C,)),
-        lambda m, a, **kw: m.layernorm_forward(
-            a["x"], a["gamma"], a["beta"], a["param"], **kw),
-        "layernorm_backward"),
-    "spatial_groupnorm_forward": (
-        _plain((N, C, H, W), (C,), {"G": 3}),
-        lambda m, a, **kw: m.spatial_groupnorm_forward(
-            a["x"], a["gamma"], a["beta"], a["G"], a["param"], **kw),
-        "spatial_groupnorm_backward"),
-}
+# name: (good arguments, call(module, args) -> (out, cache), backward name),
+# for every family of the registry (tests/families.py) and each of its
+# small configurations
+FORWARDS = hostile_forwards()
 BN = [name for name in FORWARDS if "batchnorm" in name]
 
 
@@ -433,41 +386,47 @@ def _sync_forward(x, gamma, beta, param, **kw):
         x, gamma, beta, param, FakeComm(_World(1), 0), **kw)
 
 
-# name: (x shape, parameter shape, forward(module, x, g, b, param, **kw),
-#        backward name, the reference's twin or None)
-PARAM_FAMILIES = {
-    "batchnorm": ((N, C), (C,), "batchnorm_forward", "batchnorm_backward"),
+# name: (x shape, parameter shape, forward name, backward name); the
+# families of the registry (tests/families.py) in several parameter
+# shapes and channel axes, and the synchronized batch norm
+_REGISTRY_ROWS = {
+    # name: (registry family, x shape, parameter shape, axis, extra)
+    "batchnorm": ("batchnorm", (N, C), (C,), None, {}),
     "batchnorm (N, D) features of (N, C, H)": (
-        (N, C, H), (C, H), "batchnorm_forward", "batchnorm_backward"),
-    "spatial": ((N, C, H, W), (C,), "spatial_batchnorm_forward",
-                "spatial_batchnorm_backward"),
-    "spatial (1, C, 1, 1)": ((N, C, H, W), (1, C, 1, 1),
-                             "spatial_batchnorm_forward",
-                             "spatial_batchnorm_backward"),
-    "channels-last": ((N, H, W, C), (C,), "spatial_batchnorm_forward",
-                      "spatial_batchnorm_backward"),
-    "layernorm": ((N, C), (C,), "layernorm_forward", "layernorm_backward"),
-    "groupnorm": ((N, C, H, W), (C,), "spatial_groupnorm_forward",
-                  "spatial_groupnorm_backward"),
+        "batchnorm", (N, C, H), (C, H), None, {}),
+    "spatial": ("spatial_batchnorm", (N, C, H, W), (C,), None, {}),
+    "spatial (1, C, 1, 1)": ("spatial_batchnorm", (N, C, H, W),
+                             (1, C, 1, 1), None, {}),
+    "channels-last": ("spatial_batchnorm", (N, H, W, C), (C,), -1, {}),
+    "layernorm": ("layernorm", (N, C), (C,), None, {}),
+    "groupnorm": ("spatial_groupnorm", (N, C, H, W), (C,), None, {"G": 3}),
+}
+PARAM_FAMILIES = {
+    name: (x_shape, p_shape, BY_NAME[fam].forward, BY_NAME[fam].backward)
+    for name, (fam, x_shape, p_shape, _, _) in _REGISTRY_ROWS.items()}
+PARAM_FAMILIES.update({
     "sync": ((N, C), (C,), "sync_batchnorm_forward",
              "sync_batchnorm_backward"),
     "sync spatial": ((N, C, H, W), (C,), "sync_batchnorm_forward",
                      "sync_batchnorm_backward"),
-}
+})
+
+
+def test_param_families_cover_the_registry():
+    assert ({row[0] for row in _REGISTRY_ROWS.values()}
+            == {fam.name for fam in BASE})
 
 
 def _call_forward(module, family, x, gamma, beta, mode="train", **kw):
     _, _, fname, _ = PARAM_FAMILIES[family]
     param = {"mode": mode} if "batch" in fname else {}
-    if family == "channels-last":
-        kw["axis"] = -1
-    if family == "sync spatial":
-        kw["axis"] = 1
     if "sync" in family:
+        if family == "sync spatial":
+            kw["axis"] = 1
         return _sync_forward(x, gamma, beta, param, **kw), param
-    if "groupnorm" in fname:
-        return getattr(module, fname)(x, gamma, beta, 3, param, **kw), param
-    return getattr(module, fname)(x, gamma, beta, param, **kw), param
+    fam, _, _, axis, extra = _REGISTRY_ROWS[family]
+    return BY_NAME[fam].call(module, x, gamma, beta, param, extra, axis,
+                             **kw), param
 
 
 def _call_backward(module, family, dout, cache, **kw):

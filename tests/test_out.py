@@ -13,10 +13,10 @@ import pytest
 import bnfast
 from bnfast import distributed, reference
 
-from arrays import _layout, cases, spatial_cases
+from arrays import _layout
+from families import FAMILIES, family_params, ident
 from fakempi import FakeComm, _World
 
-PLAIN = [c for c in cases() + spatial_cases() if c.contents == "plain"]
 LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
            "channels-last-memory"]
 
@@ -26,93 +26,49 @@ def buffer(case, layout):
     return _layout(np.full(case.x.shape, 7, case.x.dtype), layout)
 
 
-def with_layouts(selected):
-    """(case, out layout) pairs; an NCHW view of NHWC memory needs 3-D."""
-    pairs = [(c, lay) for c in selected for lay in LAYOUTS
-             if lay != "channels-last-memory" or c.x.ndim >= 3]
-    return pytest.mark.parametrize("case,layout", pairs,
-                                   ids=[f"{c.id}-out-{lay}"
-                                        for c, lay in pairs])
-
-
-def forward(module, case, mode, **kw):
-    p = {"mode": mode, "running_mean": case.running_mean.copy(),
-         "running_var": case.running_var.copy()}
-    if case.axis is None:
-        out, cache = module.batchnorm_forward(case.x, case.gamma, case.beta,
-                                              p, **kw)
-    else:
-        out, cache = module.spatial_batchnorm_forward(
-            case.x, case.gamma, case.beta, p, axis=case.axis, **kw)
-    return out, cache, p
-
-
-def backward(module, case, cache, **kw):
-    if case.axis is None:
-        return module.batchnorm_backward(case.dout, cache, **kw)
-    return module.spatial_batchnorm_backward(case.dout, cache, **kw)
-
-
 def assert_into(result, buf, expected):
     assert result is buf
     np.testing.assert_array_equal(buf, expected)
     assert not np.any(buf == 7) or np.any(expected == 7)
 
 
-@with_layouts(PLAIN)
+def _rows(fam):
+    """Plain cases, every out layout (an NCHW view of NHWC memory needs
+    3-D); group norm with its largest group count."""
+    for case in fam.cases():
+        if case.contents != "plain":
+            continue
+        extra = fam.extras_of(case)[-1]
+        suffix = ident(extra)
+        for lay in LAYOUTS:
+            if lay != "channels-last-memory" or case.x.ndim >= 3:
+                yield (case, extra, lay), f"{case.id}{suffix}-out-{lay}"
+
+
 @pytest.mark.parametrize("module", [bnfast, reference],
                          ids=["bnfast", "reference"])
-def test_batchnorm(module, case, layout):
-    for mode in ("train", "test"):
-        for activation in (None, "relu"):
-            expected, _, pe = forward(module, case, mode,
-                                      activation=activation)
-            buf = buffer(case, layout)
-            out, _, p = forward(module, case, mode, activation=activation,
-                                out=buf)
-            assert_into(out, buf, expected)
-            for key in ("running_mean", "running_var"):
+@pytest.mark.parametrize("fam,case,extra,layout",
+                         family_params(FAMILIES, _rows))
+def test_out(fam, case, extra, layout, module):
+    # the forward in each mode (and the running statistics it gives), the
+    # backward after a forward in each backward mode: into a buffer, the
+    # results without one
+    for mode in fam.modes:
+        expected, _, pe = fam.run(module, case, mode, extra)
+        buf = buffer(case, layout)
+        out, _, p = fam.run(module, case, mode, extra, out=buf)
+        assert_into(out, buf, expected)
+        for key in ("running_mean", "running_var"):
+            if key in pe:
                 np.testing.assert_array_equal(p[key], pe[key])
-    _, cache, _ = forward(module, case, "train")
-    dx_expected = backward(module, case, cache)
-    buf = buffer(case, layout)
-    grads = backward(module, case, cache, out=buf)
-    assert_into(grads[0], buf, dx_expected[0])
-    for g, e in zip(grads[1:], dx_expected[1:]):
-        np.testing.assert_array_equal(g, e)
-
-
-@with_layouts([c for c in PLAIN if c.axis is None])
-@pytest.mark.parametrize("module", [bnfast, reference],
-                         ids=["bnfast", "reference"])
-def test_layernorm(module, case, layout):
-    expected, cache = module.layernorm_forward(case.x, case.gamma, case.beta,
-                                               {})
-    buf = buffer(case, layout)
-    out, _ = module.layernorm_forward(case.x, case.gamma, case.beta, {},
-                                      out=buf)
-    assert_into(out, buf, expected)
-    dx_expected, *_ = module.layernorm_backward(case.dout, cache)
-    buf = buffer(case, layout)
-    dx, *_ = module.layernorm_backward(case.dout, cache, out=buf)
-    assert_into(dx, buf, dx_expected)
-
-
-@with_layouts([c for c in PLAIN if c.axis == 1])
-@pytest.mark.parametrize("module", [bnfast, reference],
-                         ids=["bnfast", "reference"])
-def test_groupnorm(module, case, layout):
-    c = case.x.shape[1]
-    expected, cache = module.spatial_groupnorm_forward(
-        case.x, case.gamma, case.beta, c, {})
-    buf = buffer(case, layout)
-    out, _ = module.spatial_groupnorm_forward(case.x, case.gamma, case.beta,
-                                              c, {}, out=buf)
-    assert_into(out, buf, expected)
-    dx_expected, *_ = module.spatial_groupnorm_backward(case.dout, cache)
-    buf = buffer(case, layout)
-    dx, *_ = module.spatial_groupnorm_backward(case.dout, cache, out=buf)
-    assert_into(dx, buf, dx_expected)
+    for mode in fam.backward_modes:
+        _, cache, _ = fam.run(module, case, mode, extra)
+        dx_expected = fam.run_backward(module, case.dout, cache)
+        buf = buffer(case, layout)
+        grads = fam.run_backward(module, case.dout, cache, out=buf)
+        assert_into(grads[0], buf, dx_expected[0])
+        for g, e in zip(grads[1:], dx_expected[1:]):
+            np.testing.assert_array_equal(g, e)
 
 
 def peak_bytes(f):

@@ -39,6 +39,7 @@ import bnfast
 from bnfast import reference
 
 from arrays import Case, assert_as_accurate
+from families import FAMILIES
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # database=None: nothing written into the checkout (.hypothesis/ is not
@@ -288,6 +289,8 @@ def build(spec):
 EPS = st.one_of(st.sampled_from([1e-5, 1e-3, 1e-8, 0.1]),
                 st.floats(1e-8, 0.1))
 MOMENTUM = st.floats(0, 1)
+# the fused ReLU is a registry variant here; kept for the files that
+# import it (test_residual_properties.py)
 ACTIVATION = st.sampled_from([None, "relu"])
 
 
@@ -320,13 +323,9 @@ def bn_param(case, mode, eps, momentum, unbiased):
             "unbiased_running_var": unbiased}
 
 
-def bn_forward(module, case, p, activation):
-    if case.axis is None:
-        return module.batchnorm_forward(case.x, case.gamma, case.beta, p,
-                                        activation=activation)
-    return module.spatial_batchnorm_forward(case.x, case.gamma, case.beta, p,
-                                            axis=case.axis,
-                                            activation=activation)
+def fam_forward(fam, module, case, p, extra=None):
+    return fam.call(module, case.x, case.gamma, case.beta, p, extra,
+                    case.axis)
 
 
 def channels_last(case, a):
@@ -348,7 +347,7 @@ def bn_scales(wcase, eps, mode="train"):
                        np.sqrt(var + eps), 0)
 
 
-def check_bn_forward(case, mode, activation, eps, momentum, unbiased):
+def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
     unbiased = unbiased and channels_last(case, case.x).shape[0] >= 2
     x_before = case.x.copy()
     p = bn_param(case, mode, eps, momentum, unbiased)
@@ -356,10 +355,10 @@ def check_bn_forward(case, mode, activation, eps, momentum, unbiased):
     wcase = case.widened()
     wp = bn_param(wcase, mode, eps, momentum, unbiased)
     given_stats = (p["running_mean"], p["running_var"])
-    out, cache = bn_forward(bnfast, case, p, activation)
-    ref, _ = bn_forward(reference, case, rp, activation)
-    wide, _ = bn_forward(reference, wcase, wp, activation)
-    what = f"{mode} forward ({activation}, eps={eps:g})"
+    out, cache = fam_forward(fam, bnfast, case, p)
+    ref, _ = fam_forward(fam, reference, case, rp)
+    wide, _ = fam_forward(fam, reference, wcase, wp)
+    what = f"{fam.name} {mode} forward (eps={eps:g})"
     assert_as_accurate(f"{what} out", case, out, ref, wide,
                     bn_scales(wcase, eps, mode)["out"])
     np.testing.assert_array_equal(case.x, x_before, err_msg="x was written")
@@ -383,56 +382,24 @@ def check_bn_forward(case, mode, activation, eps, momentum, unbiased):
             np.testing.assert_array_equal(p[key], given_stat)
 
 
-def check_bn_backward(case, activation, eps, twin):
+def check_bn_backward(fam, case, mode, eps, twin):
     wcase = case.widened()
-    _, cache = bn_forward(bnfast, case, bn_param(case, "train", eps, 0.9,
-                                                 False), activation)
-    _, rcache = bn_forward(reference, case, bn_param(case, "train", eps, 0.9,
-                                                     False), activation)
-    _, wcache = bn_forward(reference, wcase, bn_param(wcase, "train", eps,
-                                                      0.9, False), activation)
+    _, cache = fam_forward(fam, bnfast, case,
+                           bn_param(case, mode, eps, 0.9, False))
+    _, rcache = fam_forward(fam, reference, case,
+                            bn_param(case, mode, eps, 0.9, False))
+    _, wcache = fam_forward(fam, reference, wcase,
+                            bn_param(wcase, mode, eps, 0.9, False))
     fast = getattr(bnfast, twin)(case.dout, cache)
     ref = getattr(reference, twin)(case.dout, rcache)
     wide = getattr(reference, twin)(wcase.dout, wcache)
-    scales = bn_scales(wcase, eps)
-    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
-        assert_as_accurate(f"{twin} {name} ({activation}, eps={eps:g})", case,
-                        f, r, w, scales[name])
-
-
-@given(spec=specs("bn"), mode=st.sampled_from(["train", "test"]),
-       activation=ACTIVATION, eps=EPS, momentum=MOMENTUM,
-       unbiased=st.booleans())
-def test_batchnorm_forward(spec, mode, activation, eps, momentum, unbiased):
-    check_bn_forward(build(spec), mode, activation, eps, momentum, unbiased)
-
-
-@given(spec=specs("bn"), activation=ACTIVATION, eps=EPS,
-       twin=st.sampled_from(["batchnorm_backward", "batchnorm_backward_alt"]))
-def test_batchnorm_backward(spec, activation, eps, twin):
-    check_bn_backward(build(spec), activation, eps, twin)
-
-
-@given(spec=specs("spatial"), mode=st.sampled_from(["train", "test"]),
-       activation=ACTIVATION, eps=EPS, momentum=MOMENTUM,
-       unbiased=st.booleans())
-def test_spatial_batchnorm_forward(spec, mode, activation, eps, momentum,
-                                   unbiased):
-    check_bn_forward(build(spec), mode, activation, eps, momentum, unbiased)
-
-
-@given(spec=specs("spatial"), activation=ACTIVATION, eps=EPS)
-def test_spatial_batchnorm_backward(spec, activation, eps):
-    check_bn_backward(build(spec), activation, eps,
-                      "spatial_batchnorm_backward")
+    scales = bn_scales(wcase, eps, mode)
+    for name, f, r, w in zip(fam.grads, fast, ref, wide):
+        assert_as_accurate(f"{fam.name} {twin} {name} ({mode}, eps={eps:g})",
+                           case, f, r, w, scales[name])
 
 
 # ---------------------------------------------------------------- layer norm
-
-def ln_forward(module, case, eps):
-    return module.layernorm_forward(case.x, case.gamma, case.beta,
-                                    {"eps": eps})
-
 
 def ln_scales(wcase, eps):
     n = wcase.x.shape[0]
@@ -443,33 +410,6 @@ def ln_scales(wcase, eps):
                        wcase.beta.reshape(-1), mean, std, 0)
 
 
-@given(spec=specs("ln"), eps=EPS)
-def test_layernorm_forward(spec, eps):
-    case = build(spec)
-    wcase = case.widened()
-    out, _ = ln_forward(bnfast, case, eps)
-    ref, _ = ln_forward(reference, case, eps)
-    wide, _ = ln_forward(reference, wcase, eps)
-    assert_as_accurate(f"layernorm_forward out (eps={eps:g})", case, out, ref,
-                    wide, ln_scales(wcase, eps)["out"])
-
-
-@given(spec=specs("ln"), eps=EPS)
-def test_layernorm_backward(spec, eps):
-    case = build(spec)
-    wcase = case.widened()
-    _, cache = ln_forward(bnfast, case, eps)
-    _, rcache = ln_forward(reference, case, eps)
-    _, wcache = ln_forward(reference, wcase, eps)
-    fast = bnfast.layernorm_backward(case.dout, cache)
-    ref = reference.layernorm_backward(case.dout, rcache)
-    wide = reference.layernorm_backward(wcase.dout, wcache)
-    scales = ln_scales(wcase, eps)
-    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
-        assert_as_accurate(f"layernorm_backward {name} (eps={eps:g})", case, f,
-                        r, w, scales[name])
-
-
 # ---------------------------------------------------------------- group norm
 
 @st.composite
@@ -478,11 +418,6 @@ def gn_specs(draw):
     c = spec.shape[1]
     groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
     return spec, groups
-
-
-def gn_forward(module, case, groups, eps):
-    return module.spatial_groupnorm_forward(case.x, case.gamma, case.beta,
-                                            groups, {"eps": eps})
 
 
 def gn_scales(wcase, groups, eps):
@@ -498,33 +433,68 @@ def gn_scales(wcase, groups, eps):
                        mean, std, (0, 3))
 
 
-@given(spec_groups=gn_specs(), eps=EPS)
-def test_groupnorm_forward(spec_groups, eps):
-    spec, groups = spec_groups
-    case = build(spec)
+# ---------------------------------------------------------------- the tests
+# Every family of the registry (tests/families.py): its Family.strategy
+# names the strategy of its inputs ("bn": (N, ...) features, "spatial": a
+# channel axis, "ln": per-sample statistics, "gn": channel groups) and the
+# conditioning scales of its results.
+
+def draw_case(fam, data):
+    """(Case, extra arguments) for a family."""
+    if fam.strategy == "gn":
+        spec, groups = data.draw(gn_specs(), label="spec, groups")
+        return build(spec), {"G": groups}
+    return build(data.draw(specs(fam.strategy), label="spec")), {}
+
+
+def plain_scales(fam, wcase, eps, extra):
+    if fam.strategy == "gn":
+        return gn_scales(wcase, extra["G"], eps)
+    return ln_scales(wcase, eps)
+
+
+FAMILY = pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+
+
+@FAMILY
+@given(data=st.data(), eps=EPS)
+def test_forward(fam, data, eps):
+    if fam.param == "bn":
+        check_bn_forward(fam, draw_case(fam, data)[0],
+                         data.draw(st.sampled_from(fam.modes), label="mode"),
+                         eps, data.draw(MOMENTUM, label="momentum"),
+                         data.draw(st.booleans(), label="unbiased"))
+        return
+    case, extra = draw_case(fam, data)
     wcase = case.widened()
-    out, _ = gn_forward(bnfast, case, groups, eps)
-    ref, _ = gn_forward(reference, case, groups, eps)
-    wide, _ = gn_forward(reference, wcase, groups, eps)
-    assert_as_accurate(f"spatial_groupnorm_forward out G={groups} (eps={eps:g})",
-                    case, out, ref, wide, gn_scales(wcase, groups, eps)["out"])
+    out, _ = fam_forward(fam, bnfast, case, {"eps": eps}, extra)
+    ref, _ = fam_forward(fam, reference, case, {"eps": eps}, extra)
+    wide, _ = fam_forward(fam, reference, wcase, {"eps": eps}, extra)
+    assert_as_accurate(f"{fam.forward} out {extra} (eps={eps:g})", case, out,
+                       ref, wide, plain_scales(fam, wcase, eps, extra)["out"])
 
 
-@given(spec_groups=gn_specs(), eps=EPS)
-def test_groupnorm_backward(spec_groups, eps):
-    spec, groups = spec_groups
-    check_gn_backward_case(build(spec), groups, eps)
+@FAMILY
+@given(data=st.data(), eps=EPS)
+def test_backward(fam, data, eps):
+    case, extra = draw_case(fam, data)
+    twin = data.draw(st.sampled_from(fam.backwards), label="twin")
+    if fam.param == "bn":
+        mode = data.draw(st.sampled_from(fam.backward_modes), label="mode")
+        check_bn_backward(fam, case, mode, eps, twin)
+        return
+    check_plain_backward(fam, case, extra, eps, twin)
 
 
-def check_gn_backward_case(case, groups, eps):
+def check_plain_backward(fam, case, extra, eps, twin):
     wcase = case.widened()
-    _, cache = gn_forward(bnfast, case, groups, eps)
-    _, rcache = gn_forward(reference, case, groups, eps)
-    _, wcache = gn_forward(reference, wcase, groups, eps)
-    fast = bnfast.spatial_groupnorm_backward(case.dout, cache)
-    ref = reference.spatial_groupnorm_backward(case.dout, rcache)
-    wide = reference.spatial_groupnorm_backward(wcase.dout, wcache)
-    scales = gn_scales(wcase, groups, eps)
-    for name, f, r, w in zip(("dx", "dgamma", "dbeta"), fast, ref, wide):
-        assert_as_accurate(f"spatial_groupnorm_backward {name} G={groups} "
-                        f"(eps={eps:g})", case, f, r, w, scales[name])
+    _, cache = fam_forward(fam, bnfast, case, {"eps": eps}, extra)
+    _, rcache = fam_forward(fam, reference, case, {"eps": eps}, extra)
+    _, wcache = fam_forward(fam, reference, wcase, {"eps": eps}, extra)
+    fast = getattr(bnfast, twin)(case.dout, cache)
+    ref = getattr(reference, twin)(case.dout, rcache)
+    wide = getattr(reference, twin)(wcase.dout, wcache)
+    scales = plain_scales(fam, wcase, eps, extra)
+    for name, f, r, w in zip(fam.grads, fast, ref, wide):
+        assert_as_accurate(f"{twin} {name} {extra} (eps={eps:g})", case, f,
+                           r, w, scales[name])

@@ -11,6 +11,8 @@ import pytest
 
 import bnfast
 
+from families import BY_NAME, FAMILIES
+
 pytestmark = pytest.mark.skipif(
     not bnfast._kernels.have_openmp(), reason="built without OpenMP")
 
@@ -38,68 +40,83 @@ def bn(x, axis):
     return (out, p["running_mean"], p["running_var"]) + grads
 
 
-def bn_frozen(x, axis):
+def run_family(fam, x, axis, extra, mode):
+    """A family's forward and backward (dout = cos(x)) on x: out, the
+    running statistics in 'train' mode of batch norm, the gradients."""
+    c = x.shape[1 if axis is None else axis]
+    pshape = x.shape[1:] if axis is None and fam.param == "bn" else (c,)
+    size = int(np.prod(pshape))
+    gamma = np.linspace(.5, 1.5, size).reshape(pshape)
+    beta = np.linspace(-.2, .2, size).reshape(pshape)
+    param = None
+    if fam.param == "bn":
+        param = {"mode": mode}
+        if mode == "test":
+            param.update(running_mean=np.linspace(-1, 1, size).reshape(pshape),
+                         running_var=np.linspace(0.5, 2, size).reshape(pshape))
+    out, cache = fam.run_small(bnfast, x, gamma, beta, extra=extra, axis=axis,
+                               param=param)
+    stats = ((param["running_mean"], param["running_var"])
+             if fam.param == "bn" and mode == "train" else ())
+    return (out, *stats) + getattr(bnfast, fam.backward)(np.cos(x), cache)
+
+
+# (label, family of tests/families.py, x, axis, extra arguments, mode,
+# which outputs are bitwise equal across thread counts: across rows a
+# thread's columns change the row blocks, and a rows split merges partial
+# statistics, so those agree to rounding).  Every family of the registry
+# has a row (arrays big enough for the threaded kernels).
+TABLE = [
+    ("rows, channels split", "spatial_batchnorm",
+     RNG.standard_normal((300, 512)) + 3, 1, {}, "train", "none"),
+    ("rows, rows split", "spatial_batchnorm",
+     RNG.standard_normal((40000, 8)) + 3, 1, {}, "train", "none"),
+    ("runs NCHW, channels split", "spatial_batchnorm",
+     RNG.standard_normal((8, 16, 30, 30)), 1, {}, "train", "all"),
+    ("runs Fortran, runs split", "spatial_batchnorm",
+     np.asfortranarray(RNG.standard_normal((70000, 1))), 1, {}, "train",
+     "none"),
+    ("channels-last", "spatial_batchnorm",
+     RNG.standard_normal((8, 30, 30, 16)), -1, {}, "train", "none"),
     # backward through 'test' mode (frozen statistics), with the ReLU
-    c = x.shape[axis]
-    p = {"mode": "test", "running_mean": np.linspace(-1, 1, c),
-         "running_var": np.linspace(0.5, 2, c)}
-    out, cache = bnfast.spatial_batchnorm_forward(
-        x, np.linspace(.5, 1.5, c), np.linspace(-.2, .2, c), p, axis=axis,
-        activation="relu")
-    return (out,) + bnfast.spatial_batchnorm_backward(np.cos(x), cache)
-
-
-def ln(x, _):
-    out, cache = bnfast.layernorm_forward(x, np.ones(x.shape[1]),
-                                          np.zeros(x.shape[1]), {})
-    return (out,) + bnfast.layernorm_backward(np.cos(x), cache)
-
-
-def gn(x, _):
-    c = x.shape[1]
-    out, cache = bnfast.spatial_groupnorm_forward(x, np.ones(c), np.zeros(c),
-                                                  2, {})
-    return (out,) + bnfast.spatial_groupnorm_backward(np.cos(x), cache)
-
-
-# (name, op, x, axis, which outputs are bitwise equal across thread counts:
-# across rows a thread's columns change the row blocks, and a rows split
-# merges partial statistics, so those agree to rounding)
-CASES = [
-    ("rows, channels split", bn, RNG.standard_normal((300, 512)) + 3, 1,
-     "none"),
-    ("rows, rows split", bn, RNG.standard_normal((40000, 8)) + 3, 1,
-     "none"),
-    ("runs NCHW, channels split", bn, RNG.standard_normal((8, 16, 30, 30)),
-     1, "all"),
-    ("runs Fortran, runs split", bn,
-     np.asfortranarray(RNG.standard_normal((70000, 1))), 1, "none"),
-    ("channels-last", bn, RNG.standard_normal((8, 30, 30, 16)), -1, "none"),
-    ("frozen rows", bn_frozen, RNG.standard_normal((300, 512)), 1,
-     "forward"),
-    ("frozen NCHW", bn_frozen, RNG.standard_normal((8, 16, 30, 30)), 1,
-     "all"),
-    ("frozen channels-last", bn_frozen, RNG.standard_normal((8, 30, 30, 16)),
-     -1, "forward"),
-    ("layernorm", ln, RNG.standard_normal((256, 512)) + 3, None, "forward"),
-    ("groupnorm", gn, RNG.standard_normal((8, 16, 30, 30)), None, "forward"),
+    ("frozen rows", "spatial_batchnorm+relu",
+     RNG.standard_normal((300, 512)), 1, {}, "test", "forward"),
+    ("frozen NCHW", "spatial_batchnorm+relu",
+     RNG.standard_normal((8, 16, 30, 30)), 1, {}, "test", "all"),
+    ("frozen channels-last", "spatial_batchnorm+relu",
+     RNG.standard_normal((8, 30, 30, 16)), -1, {}, "test", "forward"),
+    ("layernorm", "layernorm", RNG.standard_normal((256, 512)) + 3, None,
+     {}, None, "forward"),
+    ("groupnorm", "spatial_groupnorm", RNG.standard_normal((8, 16, 30, 30)),
+     None, {"G": 2}, None, "forward"),
+    ("batchnorm rows", "batchnorm", RNG.standard_normal((300, 512)) + 3,
+     None, {}, "train", "none"),
+    ("batchnorm frozen rows", "batchnorm+relu",
+     RNG.standard_normal((300, 512)), None, {}, "test", "forward"),
 ]
+CASES = [pytest.param(BY_NAME[fam], label, x, axis, extra, mode, bitwise,
+                      id=label)
+         for label, fam, x, axis, extra, mode, bitwise in TABLE]
 
 
-@pytest.mark.parametrize("name,op,x,axis,bitwise", CASES,
-                         ids=[c[0] for c in CASES])
+def test_every_family_has_thread_cases():
+    assert {row[1] for row in TABLE} == {fam.name for fam in FAMILIES}
+
+
+@pytest.mark.parametrize("fam,name,x,axis,extra,mode,bitwise", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_thread_count_changes_results_only_by_rounding(name, op, x, axis,
-                                                       bitwise, dtype):
+def test_thread_count_changes_results_only_by_rounding(fam, name, x, axis,
+                                                       extra, mode, bitwise,
+                                                       dtype):
     x = x.astype(dtype)
     bnfast.set_num_threads(1)
-    serial = op(x, axis)
+    serial = run_family(fam, x, axis, extra, mode)
     for threads in (2, 3):
         bnfast.set_num_threads(threads)
-        par = op(x, axis)
-        again = op(x, axis)
+        par = run_family(fam, x, axis, extra, mode)
+        again = run_family(fam, x, axis, extra, mode)
         for k, (s, p, a) in enumerate(zip(serial, par, again)):
-            label = f"{name}, output {k}, {threads} threads"
+            label = f"{fam.name} {name}, output {k}, {threads} threads"
             np.testing.assert_array_equal(p, a, err_msg=label + ": rerun")
             if bitwise == "all" or (bitwise == "forward" and k == 0):
                 np.testing.assert_array_equal(p, s, err_msg=label)

@@ -1,5 +1,8 @@
-"""What batch norm promises beyond equivalence: gradients, exact constant
-columns, bn_param handling, dtypes, layouts, memory."""
+"""What batch norm promises beyond the generic tests over the registry of
+families (tests/families.py: equivalence, finite differences, out=,
+errors, threads): exact constant columns, bn_param handling, dtypes,
+layouts, memory.  (Layer and group norm's own: test_layernorm.py,
+test_groupnorm.py.)"""
 import doctest
 import tracemalloc
 
@@ -10,71 +13,6 @@ import bnfast
 from bnfast import functional, reference
 
 from arrays import make_case
-
-
-def assert_gradients_match_finite_differences(forward, backward, x, gamma,
-                                               beta, label, h=1e-6):
-    """backward's (dx, dgamma, dbeta) against central differences of
-    sum(forward(x, gamma, beta) * dout), in float64."""
-    dout = np.random.default_rng(1).standard_normal(x.shape)
-
-    def loss():
-        return float(np.sum(forward(x, gamma, beta)[0] * dout))
-
-    grads = backward(dout, forward(x, gamma, beta)[1])
-    for name, arr, grad in zip(("x", "gamma", "beta"), (x, gamma, beta),
-                               grads):
-        num = np.zeros_like(arr)
-        for i in np.ndindex(arr.shape):
-            old = arr[i]
-            arr[i] = old + h
-            fp = loss()
-            arr[i] = old - h
-            fm = loss()
-            arr[i] = old
-            num[i] = (fp - fm) / (2 * h)
-        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8,
-                                   err_msg=f"{label}: d{name}")
-
-
-def _inputs(shape, pshape, seed=1):
-    rng = np.random.default_rng(seed)
-    return (rng.standard_normal(shape) * 2 + 1, rng.uniform(0.5, 1.5, pshape),
-            rng.standard_normal(pshape))
-
-
-@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3), (2, 1)])
-def test_batchnorm_gradients(shape):
-    x, g, b = _inputs(shape, shape[1:])
-    assert_gradients_match_finite_differences(
-        lambda x, g, b: bnfast.batchnorm_forward(x, g, b, {"mode": "train"}),
-        bnfast.batchnorm_backward, x, g, b, f"batchnorm {shape}")
-
-
-@pytest.mark.parametrize("shape,axis", [((3, 2, 3, 2), 1), ((2, 3, 2, 3), -1),
-                                        ((4, 3), 1)])
-def test_spatial_batchnorm_gradients(shape, axis):
-    x, g, b = _inputs(shape, shape[axis])
-    assert_gradients_match_finite_differences(
-        lambda x, g, b: bnfast.spatial_batchnorm_forward(
-            x, g, b, {"mode": "train"}, axis=axis),
-        bnfast.spatial_batchnorm_backward, x, g, b,
-        f"spatial_batchnorm {shape} axis={axis}")
-
-
-def test_layernorm_gradients():
-    x, g, b = _inputs((4, 2, 3), (2, 3), seed=21)
-    assert_gradients_match_finite_differences(
-        lambda x, g, b: bnfast.layernorm_forward(x, g, b, {}),
-        bnfast.layernorm_backward, x, g, b, "layernorm")
-
-
-@pytest.mark.parametrize("groups", [1, 2, 4])
-def test_groupnorm_gradients(groups):
-    x, g, b = _inputs((2, 4, 2, 3), 4, seed=25)
-    assert_gradients_match_finite_differences(
-        lambda x, g, b: bnfast.spatial_groupnorm_forward(x, g, b, groups, {}),
-        bnfast.spatial_groupnorm_backward, x, g, b, f"groupnorm G={groups}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -247,45 +185,6 @@ def test_simd_level_is_reported():
                                             "baseline")
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("d", [1, 7, 5000])
-def test_layernorm_constant_row_gives_beta_exactly(dtype, d):
-    x = np.random.default_rng(22).standard_normal((3, d)).astype(dtype)
-    x[1] = -1e4 + 0.1
-    beta = np.linspace(-1, 1, d).astype(dtype)
-    out, cache = bnfast.layernorm_forward(x, np.full(d, 2.5, dtype), beta, {})
-    assert np.array_equal(out[1], beta)
-    dx, _, _ = bnfast.layernorm_backward(np.ones_like(x), cache)
-    assert np.all(dx[1] == 0.0)
-
-
-def test_layernorm_reads_rows_in_place():
-    x = np.random.default_rng(23).standard_normal((20, 6))[::2]
-    _, cache = bnfast.layernorm_forward(x, np.ones(6), np.zeros(6), {})
-    assert np.shares_memory(cache.x, x)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_groupnorm_constant_group_and_groups_of_one(dtype):
-    rng = np.random.default_rng(24)
-    x = rng.standard_normal((3, 4, 5, 5)).astype(dtype)
-    x[1, 2:] = 1e4 + 0.5             # sample 1, group 1 (channels 2, 3)
-    beta = np.array([0.1, -0.2, 0.3, -0.4], dtype)
-    out, cache = bnfast.spatial_groupnorm_forward(x, np.full(4, 1.5, dtype),
-                                                  beta, 2, {})
-    assert np.all(out[1, 2] == beta[2]) and np.all(out[1, 3] == beta[3])
-    dx, _, _ = bnfast.spatial_groupnorm_backward(np.ones_like(x), cache)
-    assert np.all(dx[1, 2:] == 0.0)
-    # groups of one element: instance norm of (N, C) data normalizes nothing
-    x2 = rng.standard_normal((4, 3)).astype(dtype)
-    out, cache = bnfast.spatial_groupnorm_forward(x2, np.ones(3, dtype),
-                                                  beta[:3], 3, {})
-    assert np.all(out == beta[:3])
-    dx, _, _ = bnfast.spatial_groupnorm_backward(
-        rng.standard_normal((4, 3)).astype(dtype), cache)
-    assert np.all(dx == 0.0)
-
-
 @pytest.mark.parametrize("shape,axis", [((6, 3), None), ((4, 3, 2, 5), 1),
                                         ((4, 2, 5, 3), -1)])
 def test_unbiased_running_var_matches_reference(shape, axis):
@@ -315,25 +214,6 @@ def test_unbiased_running_var_needs_two_values():
                        "channel, got 1"):
         bnfast.batchnorm_forward(np.ones((1, 3)), np.ones(3), np.zeros(3), p)
     assert "running_mean" not in p
-
-
-@pytest.mark.parametrize("shape,axis", [((6, 4), None), ((3, 2, 3, 2), 1)])
-def test_fused_relu_gradients(shape, axis):
-    x, g, b = _inputs(shape, shape[1], seed=27)
-    if axis is None:
-        def forward(x, g, b):
-            return bnfast.batchnorm_forward(x, g, b, {"mode": "train"},
-                                            activation="relu")
-        backward = bnfast.batchnorm_backward
-    else:
-        def forward(x, g, b):
-            return bnfast.spatial_batchnorm_forward(
-                x, g, b, {"mode": "train"}, axis=axis, activation="relu")
-        backward = bnfast.spatial_batchnorm_backward
-    out, _ = forward(x, g, b)
-    assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
-    assert_gradients_match_finite_differences(forward, backward, x, g, b,
-                                              f"fused relu {shape}")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -391,26 +271,6 @@ def test_backward_pairs_dout_and_x_elementwise(shape, x_layout, dout_layout):
         np.testing.assert_allclose(r, e, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_groupnorm_parameter_gradients_over_a_long_batch(threads):
-    # dgamma and dbeta sum over the samples in blocks (a cascade): one
-    # running sum over 32769 samples was off by ~2.2e-8 here, 3000x the
-    # reference's error (found by the long hypothesis profile)
-    n = 32769
-    x = np.random.default_rng(0).standard_normal((n, 1))
-    dout = np.full((n, 1), 1.1)
-    old = bnfast._kernels._thread_state()[0] or None   # None: the default
-    bnfast.set_num_threads(threads)
-    try:
-        _, cache = bnfast.spatial_groupnorm_forward(x, np.ones(1),
-                                                    np.zeros(1), 1, {})
-        _, _, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
-    finally:
-        bnfast.set_num_threads(old)
-    exact = np.sum(np.full(n, 1.1, np.longdouble))
-    assert abs(dbeta[0] - exact) < 32 * np.finfo(float).eps * 1.1 * n
-
-
 def test_a_single_column_is_one_run():
     # (N, 1) in C order is one contiguous run: the lanes kernels, whose sums
     # are as accurate as NumPy's pairwise ones (the across-rows kernels ran
@@ -423,25 +283,6 @@ def test_a_single_column_is_one_run():
     numpy_error = abs(np.var(x) - exact)
     assert abs(p["running_var"][0] - exact) <= 2 * numpy_error + np.finfo(
         float).eps * exact
-
-
-def test_groupnorm_with_a_constant_channel_in_the_group():
-    # A group whose channels have different means (here a constant one
-    # after a random one, 4097 elements each: past one summation block):
-    # each block is summed around its own mean when the running one is far
-    # from it.  Before, 10-45x the reference's error (long hypothesis
-    # profile); now within 2x.
-    rng = np.random.default_rng(1)
-    for _ in range(10):
-        x = rng.standard_normal((4, 2, 4097))
-        x[:, 1] = rng.standard_normal() * 3
-        g, b = np.ones(2), np.zeros(2)
-        out, _ = bnfast.spatial_groupnorm_forward(x, g, b, 1, {})
-        ref, _ = reference.spatial_groupnorm_forward(x, g, b, 1, {})
-        wide, _ = reference.spatial_groupnorm_forward(
-            x.astype(np.longdouble), g, b, 1, {})
-        assert np.abs(out - wide).max() <= 2 * np.abs(ref - wide).max() + \
-            4 * np.finfo(float).eps
 
 
 # float32 data is computed in float32 arithmetic; squares of values above

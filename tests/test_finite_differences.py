@@ -1,0 +1,65 @@
+"""Every family's backward (tests/families.py; each backward mode: 'test'
+is the frozen statistics) against central differences of
+sum(forward(x, gamma, beta) * dout), in float64, on the family's small
+shapes (``Family.fd_shapes``)."""
+import numpy as np
+import pytest
+
+import bnfast
+
+from families import FAMILIES, family_params, ident
+
+
+def _numeric(f, a, dout, h=1e-6):
+    """d sum(f() * dout) / d a, central differences (a modified in place
+    and restored)."""
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + h
+        plus = np.sum(f() * dout)
+        a[i] = old - h
+        minus = np.sum(f() * dout)
+        a[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def _rows(fam):
+    for mode in fam.backward_modes:
+        for shape, axis, extra, pshape in fam.fd_shapes:
+            suffix = ident(extra)
+            yield ((mode, shape, axis, extra, pshape),
+                   f"{mode}-{shape}-axis{axis}{suffix}")
+
+
+@pytest.mark.parametrize("fam,mode,shape,axis,extra,pshape",
+                         family_params(FAMILIES, _rows))
+def test_gradients_match_finite_differences(fam, mode, shape, axis, extra,
+                                            pshape):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape) * 2 + 1
+    gamma, beta = rng.uniform(0.5, 1.5, pshape), rng.uniform(-0.5, 0.5,
+                                                             pshape)
+    rm, rv = rng.uniform(-1, 1, pshape), rng.uniform(0.5, 2, pshape)
+    dout = rng.standard_normal(shape)
+
+    def fwd():
+        param = None
+        if fam.param == "bn":
+            param = {"mode": mode}
+            if mode == "test":
+                param.update(running_mean=rm, running_var=rv)
+        return fam.run_small(bnfast, x, gamma, beta, extra=extra, axis=axis,
+                             param=param)
+
+    out, cache = fwd()
+    assert isinstance(cache, fam.cache_type)
+    if fam.options.get("activation") == "relu":
+        assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
+    grads = getattr(bnfast, fam.backward)(dout, cache)
+    label = f"{fam.name} {mode} {shape} axis={axis} {extra}"
+    for name, got, a in zip(fam.grads, grads, (x, gamma, beta)):
+        np.testing.assert_allclose(got, _numeric(lambda: fwd()[0], a, dout),
+                                   rtol=1e-6, atol=1e-8,
+                                   err_msg=f"{label}: {name}")
