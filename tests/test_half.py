@@ -8,6 +8,7 @@ parameters and running statistics of any float dtype, out=, layers,
 synchronized batch norm and from_torch.  bfloat16 tests need ml_dtypes
 (skipped without it)."""
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -16,12 +17,12 @@ import bnfast
 from bnfast import distributed, reference
 
 import test_affine_free as affine_free_tests
-import test_batchnorm_equivalence as eq
-import test_frozen_backward as frozen_tests
+import test_equivalence as eq
 import test_residual as residual_tests
 from arrays import (HALF_DTYPES, assert_as_accurate, finfo, half_cases,
                     half_spatial_cases)
 from fakempi import run_ranks
+from families import FAMILIES, family_params, group_counts
 
 CASES = half_cases() + half_spatial_cases()
 ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
@@ -44,43 +45,39 @@ def _dtype(name):
 DTYPES = pytest.mark.parametrize("dtype", _dtypes())
 
 
-# -- equivalence on the generator: the shared tests' bodies ----------------
+# -- equivalence on the generator: the registry's tests on half cases ------
 
-@ACTIVATIONS
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_train(case, activation):
-    eq.test_forward_train(case, activation)
-
-
-# (the 'test' mode and frozen backward with the ReLU only: the same
-# kernels as without it, plus the mask; the suite's time stays bounded)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_forward_test(case):
-    eq.test_forward_test(case, "relu")
+@functools.lru_cache(maxsize=None)
+def _half_cases():
+    return tuple(half_cases())
 
 
-BACKWARD = [(case, name) for case in CASES
-            for name in (("batchnorm_backward", "batchnorm_backward_alt")
-                         if case.axis is None
-                         else ("spatial_batchnorm_backward",))]
+@functools.lru_cache(maxsize=None)
+def _half_spatial_cases():
+    return tuple(half_spatial_cases())
 
 
-@ACTIVATIONS
-@pytest.mark.parametrize("case,backward", BACKWARD,
-                         ids=[f"{c.id}-{n}" for c, n in BACKWARD])
-def test_backward(case, backward, activation):
-    eq.test_backward(case, backward, activation)
+def _half_family(fam):
+    """The registry entry with its cases drawn from the half generator
+    (the shared cases in float16 and bfloat16)."""
+    spatial = fam.source() and fam.source()[0].axis is not None
+    return dataclasses.replace(
+        fam, source=_half_spatial_cases if spatial else _half_cases)
 
 
-FROZEN = [(case, name) for case, name in BACKWARD
-          if name != "batchnorm_backward_alt"]
+HALF_FAMILIES = [_half_family(f) for f in FAMILIES]
 
 
-@pytest.mark.parametrize("case,backward", FROZEN,
-                         ids=[f"{c.id}-{n}" for c, n in FROZEN])
-def test_frozen_backward(case, backward):
-    frozen_tests.test_frozen_backward_equivalence(case, backward,
-                                                  "relu")
+@pytest.mark.parametrize("fam,mode,case,extra",
+                         family_params(HALF_FAMILIES, eq._forward_rows))
+def test_forward(fam, mode, case, extra):
+    eq.test_forward(fam, mode, case, extra)
+
+
+@pytest.mark.parametrize("fam,mode,case,extra,twin",
+                         family_params(HALF_FAMILIES, eq._backward_rows))
+def test_backward(fam, mode, case, extra, twin):
+    eq.test_backward(fam, mode, case, extra, twin)
 
 
 @pytest.mark.parametrize("mode,activation", [("train", None),
@@ -94,35 +91,18 @@ def test_residual(case, mode, activation):
     residual_tests.test_backward(case, mode, activation)
 
 
-LN_CASES = [case for case in CASES if case.axis is None]
+# affine-free on the plain and mixed-parameter cases (the same kernels as
+# with parameters: the suite's time stays bounded)
+def _affine_rows(fam):
+    for row in affine_free_tests._rows(fam):
+        if row[0][2].contents in ("plain", "mixed-params"):
+            yield row
 
 
-@pytest.mark.parametrize("case", LN_CASES, ids=lambda c: c.id)
-def test_layernorm(case):
-    eq.test_layernorm_forward(case)
-    eq.test_layernorm_backward(case)
-
-
-GN_CASES = [(case, g) for case in CASES
-            if case.axis == 1 for g in eq._group_counts(case.x.shape[1])]
-
-
-@pytest.mark.parametrize("case,groups", GN_CASES,
-                         ids=[f"{c.id}-G{g}" for c, g in GN_CASES])
-def test_groupnorm(case, groups):
-    eq.test_groupnorm(case, groups)
-
-
-AFFINE_FREE = [(case, name, free, ones) for case in CASES
-               if case.contents in ("plain", "mixed-params")
-               for name, free, ones in affine_free_tests.variants(case)]
-
-
-@pytest.mark.parametrize("mode", ["train", "test"])
-@pytest.mark.parametrize("case,name,free,ones", AFFINE_FREE,
-                         ids=[f"{c.id}-{n}" for c, n, _, _ in AFFINE_FREE])
-def test_affine_free(case, name, free, ones, mode):
-    affine_free_tests.test_batchnorm(case, name, free, ones, "relu", mode)
+@pytest.mark.parametrize("fam,mode,extra,case,free,ones",
+                         family_params(HALF_FAMILIES, _affine_rows))
+def test_affine_free(fam, mode, extra, case, free, ones):
+    affine_free_tests.check(fam, mode, extra, case, free, ones)
 
 
 def test_generator_has_both_half_dtypes():
@@ -591,8 +571,8 @@ def test_errors_leave_half_inputs_untouched(dtype):
 
 # (rows of one feature left out: dx is then all cancellation, whose scale
 # this simpler bound does not know; the float32 suite covers them)
-RMS_CASES = [c for c in LN_CASES if c.contents in ("plain", "offset1e4",
-                                                    "const-col", "nan-inf")
+RMS_CASES = [c for c in CASES if c.axis is None
+             and c.contents in ("plain", "offset1e4", "const-col", "nan-inf")
              and c.x[0].size > 1]
 
 
@@ -617,7 +597,7 @@ def test_rmsnorm(case):
 
 
 GNL_CASES = [(c, g) for c in CASES if c.axis == -1 and c.x.ndim >= 3
-             for g in eq._group_counts(c.x.shape[-1])]
+             for g in group_counts(c.x.shape[-1])]
 
 
 @pytest.mark.parametrize("case,groups", GNL_CASES,
