@@ -240,7 +240,8 @@ def _inputs():
     (lambda z: z.astype(np.float32), TypeError,
      r"residual must have dtype float64 \(x's\), got float32"),
     (lambda z: z.astype(np.int64), TypeError,
-     "residual must be a float32 or float64 array, got dtype int64"),
+     "residual must be a float16, bfloat16, float32 or float64 array, "
+     "got dtype int64"),
     (lambda z: z[:1], ValueError,
      r"residual must have the shape of x \(6, 4\), got \(1, 4\)"),
     (lambda z: z.T, ValueError,

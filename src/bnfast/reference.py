@@ -244,8 +244,8 @@ def _residual(z, x):
     z = np.asarray(z)
     if z.dtype != x.dtype:
         if z.dtype.kind != "f" and not _is_half(z.dtype):
-            raise TypeError(f"residual must be a float32 or float64 array, "
-                            f"got dtype {z.dtype}")
+            raise TypeError("residual must be a float16, bfloat16, float32 "
+                            f"or float64 array, got dtype {z.dtype}")
         raise TypeError(f"residual must have dtype {x.dtype} (x's), got "
                         f"{z.dtype}")
     if z.shape != x.shape:
