@@ -84,11 +84,17 @@ How to add a family (e.g. RMS norm)
    ``fd_shapes``
        (x shape, axis, extra, gamma's shape) rows for finite differences
        (in each backward mode).
+   ``params``
+       the parameter arrays the forward takes: ("gamma", "beta"), or
+       ("gamma",) for a family without beta (RMS norm: ``call`` passes no
+       beta, ``grads`` is ("dx", "dgamma"), the affine-free variants are
+       gamma=None only, the hostile matrix's beta rows do not apply).
    ``strategy``
        the hypothesis strategy and conditioning scales of
        test_properties.py: "bn" ((N, ...) features, statistics over the
        batch), "spatial" (a channel axis), "ln" (per-sample statistics),
-       "gn" (per sample and group of channels; draws G).  A family with
+       "gn" (per sample and group of channels; draws G), "rms" (per-sample
+       root mean squares: the "ln" inputs, RMS norm's scales).  A family with
        other statistics adds its kind there.
    (and a row in test_threads.py's table: a test checks every family has
    one.)
@@ -202,6 +208,22 @@ def _gn_scales(case, wcase, wcache, extra, eps, mode):
     return (dx_scale, dg_scale, db_scale)
 
 
+def _rms_scales(case, wcase, wcache, extra, eps, mode):
+    """dx = inv_rms * (g - xhat * mean(g * xhat)) (g = gamma * dout): terms
+    |g| * inv_rms, and |xhat| times the mean's terms (|xhat| up to its
+    row's largest); dgamma = sum dout * xhat over the rows (as
+    test_rmsnorm.py computed them)."""
+    xr, xhat, inv_rms, g, *_ = wcache
+    dout = wcase.dout.reshape(xr.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gd = np.abs(g * dout)
+        terms = gd * inv_rms * (1 + np.abs(xhat) * np.nanmax(
+            np.where(np.isfinite(xhat), np.abs(xhat), 0), axis=1,
+            keepdims=True))
+        dg_terms = dout * xhat
+    return (_finite_max(terms), sum_scale(dg_terms))
+
+
 def group_counts(c):
     """The group counts a group norm case runs with: 1, C and a divisor."""
     return sorted({1, c} | {g for g in range(2, c) if c % g == 0})[:3]
@@ -229,8 +251,13 @@ class Family:
     axis_keyword: bool = False
     options: dict = dataclasses.field(default_factory=dict)
     grads: tuple = ("dx", "dgamma", "dbeta")
+    params: tuple = ("gamma", "beta")   # the parameter arrays it takes
     variant_of: str = None              # the base family's name
     strategy: str = None                # test_properties.py's inputs
+
+    @property
+    def has_beta(self):
+        return "beta" in self.params
 
     @property
     def backward(self):
@@ -258,9 +285,11 @@ class Family:
     def call(self, module, x, gamma, beta, param, extra=None, axis=None,
              **kw):
         """module.<forward>(x, gamma, beta, [positional extras], param,
-        axis=..., **options, **extra keywords, **kw)."""
+        axis=..., **options, **extra keywords, **kw); without beta in
+        ``params`` (RMS norm) ``beta`` is ignored and not passed."""
         extra = extra or {}
-        args = [x, gamma, beta] + [extra[k] for k in self.positional]
+        args = [x, gamma] + ([beta] if self.has_beta else [])
+        args += [extra[k] for k in self.positional]
         kwargs = {k: v for k, v in extra.items() if k not in self.positional}
         if self.axis_keyword and axis is not None:
             kwargs["axis"] = axis
@@ -352,6 +381,22 @@ GROUPNORM = Family(
                ((2, 4, 2, 3), None, {"G": 4}, (4,))),
 )
 
+RMSNORM = Family(
+    name="rmsnorm",
+    forward="rmsnorm_forward",
+    backwards=("rmsnorm_backward",),
+    source=_cases, param="plain", params=("gamma",),
+    grads=("dx", "dgamma"),
+    cache_type=bnfast.functional.RMSNormCache,
+    param_shape=_bn_param_shape, scales=_rms_scales, strategy="rms",
+    small=(("", (4, 6), None, {}),),
+    # gamma's shape is the normalized shape when x ends with it (else
+    # all axes after the first): the last axis, the last two, all
+    fd_shapes=(((3, 4), None, {}, (4,)), ((2, 3, 5), None, {}, (5,)),
+               ((2, 3, 4), None, {}, (3, 4)), ((2, 3, 4), None, {}, (12,)),
+               ((4, 1), None, {}, (1,))),
+)
+
 # variants: options of a family that every generic file runs as a family
 BATCHNORM_RELU = dataclasses.replace(
     BATCHNORM, name="batchnorm+relu", options={"activation": "relu"},
@@ -365,7 +410,7 @@ SPATIAL_BATCHNORM_RELU = dataclasses.replace(
                ((2, 3, 2, 4), -1, {}, (4,))))
 
 FAMILIES = [BATCHNORM, BATCHNORM_RELU, SPATIAL_BATCHNORM,
-            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM]
+            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM, RMSNORM]
 BY_NAME = {f.name: f for f in FAMILIES}
 # the families proper (no variants): one of each kind of function
 BASE = [f for f in FAMILIES if f.variant_of is None]
@@ -395,16 +440,18 @@ AFFINE_FREE = {"no-gamma": (False, True), "no-beta": (True, False),
                "neither": (False, False)}
 
 
-def affine_free_variants(case):
+def affine_free_variants(case, fam=None):
     """[(variant name, affine-free case, the same with explicit ones and
-    zeros)] for gamma=None / beta=None."""
+    zeros)] for gamma=None / beta=None (gamma=None only for a family
+    without beta)."""
+    names = AFFINE_FREE if fam is None or fam.has_beta else ["no-gamma"]
     return [(name, dataclasses.replace(
         case, gamma=case.gamma if keep_g else None,
         beta=case.beta if keep_b else None),
         dataclasses.replace(
             case, gamma=case.gamma if keep_g else np.ones_like(case.gamma),
             beta=case.beta if keep_b else np.zeros_like(case.beta)))
-        for name, (keep_g, keep_b) in AFFINE_FREE.items()]
+        for name, (keep_g, keep_b) in AFFINE_FREE.items() if name in names]
 
 
 # -- the hostile matrix's small arguments
@@ -428,6 +475,8 @@ def hostile_forwards():
                 args = {"x": rng.standard_normal(x_shape),
                         "gamma": rng.standard_normal(p_shape),
                         "beta": rng.standard_normal(p_shape)}
+                if not fam.has_beta:
+                    del args["beta"]
                 if fam.param == "bn":
                     args["param"] = {
                         "mode": "train", "eps": 1e-5, "momentum": 0.9,
@@ -440,7 +489,8 @@ def hostile_forwards():
 
             def call(m, a, fam=fam, axis=axis, extra=extra, **kw):
                 ex = {k: a[k] for k in extra}
-                return fam.call(m, a["x"], a["gamma"], a["beta"], a["param"],
+                return fam.call(m, a["x"], a["gamma"], a.get("beta"),
+                                a["param"],
                                 ex, None if axis in (None, 1) else axis,
                                 **kw)
 

@@ -73,7 +73,7 @@ def _rows(fam):
     for mode in fam.modes:
         for case, extra in fam.case_params():
             suffix = ident(extra)
-            for name, free, ones in affine_free_variants(case):
+            for name, free, ones in affine_free_variants(case, fam):
                 yield ((mode, extra, case, free, ones),
                        f"{mode}-{case.id}{suffix}-{name}")
 

@@ -38,7 +38,7 @@ from hypothesis.extra import numpy as hnp
 import bnfast
 from bnfast import reference
 
-from arrays import Case, assert_as_accurate
+from arrays import Case, assert_as_accurate, sum_scale
 from families import FAMILIES
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -178,7 +178,7 @@ class Spec:
 
 @st.composite
 def specs(draw, kind):
-    """kind: "bn" (batchnorm_*), "spatial", "ln", "gn"."""
+    """kind: "bn" (batchnorm_*), "spatial", "ln", "gn", "rms" (as "ln")."""
     if kind == "spatial":
         shape = draw(shapes(2, 5))
         ndim = len(shape)
@@ -410,6 +410,25 @@ def ln_scales(wcase, eps):
                        wcase.beta.reshape(-1), mean, std, 0)
 
 
+# ---------------------------------------------------------------- RMS norm
+
+def rms_scales(wcase, eps):
+    """out: its own magnitude (a product, nothing cancels); dx = inv_rms *
+    (g - xhat * mean(g * xhat)), g = gamma * dout: terms |g| * inv_rms and
+    |xhat| (up to its row's largest) times the mean's terms; dgamma = sum
+    dout * xhat over the rows."""
+    n = wcase.x.shape[0]
+    xr = wcase.x.reshape(n, -1)
+    dout = wcase.dout.reshape(n, -1)
+    inv_rms = 1 / np.sqrt(np.mean(xr * xr, axis=1, keepdims=True) + eps)
+    xhat = xr * inv_rms
+    g = wcase.gamma.reshape(-1) * dout
+    terms = np.abs(g) * inv_rms * (1 + np.abs(xhat) * np.max(
+        np.abs(xhat), axis=1, keepdims=True))
+    return {"out": None, "dx": float(np.max(terms)),
+            "dgamma": sum_scale(dout * xhat)}
+
+
 # ---------------------------------------------------------------- group norm
 
 @st.composite
@@ -436,7 +455,8 @@ def gn_scales(wcase, groups, eps):
 # ---------------------------------------------------------------- the tests
 # Every family of the registry (tests/families.py): its Family.strategy
 # names the strategy of its inputs ("bn": (N, ...) features, "spatial": a
-# channel axis, "ln": per-sample statistics, "gn": channel groups) and the
+# channel axis, "ln": per-sample statistics, "gn": channel groups, "rms":
+# the "ln" inputs with RMS norm's scales) and the
 # conditioning scales of its results.
 
 def draw_case(fam, data):
@@ -450,6 +470,8 @@ def draw_case(fam, data):
 def plain_scales(fam, wcase, eps, extra):
     if fam.strategy == "gn":
         return gn_scales(wcase, extra["G"], eps)
+    if fam.strategy == "rms":
+        return rms_scales(wcase, eps)
     return ln_scales(wcase, eps)
 
 

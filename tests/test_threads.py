@@ -93,6 +93,9 @@ TABLE = [
      None, {}, "train", "none"),
     ("batchnorm frozen rows", "batchnorm+relu",
      RNG.standard_normal((300, 512)), None, {}, "test", "forward"),
+    # (the shape of test_rmsnorm.py's former thread test)
+    ("rmsnorm", "rmsnorm", RNG.standard_normal((300, 257)) + 3, None, {},
+     None, "forward"),
 ]
 CASES = [pytest.param(BY_NAME[fam], label, x, axis, extra, mode, bitwise,
                       id=label)
