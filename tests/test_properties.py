@@ -417,9 +417,9 @@ def rms_scales(wcase, eps):
     (g - xhat * mean(g * xhat)), g = gamma * dout: terms |g| * inv_rms and
     |xhat| (up to its row's largest) times the mean's terms; dgamma = sum
     dout * xhat over the rows."""
-    n = wcase.x.shape[0]
-    xr = wcase.x.reshape(n, -1)
-    dout = wcase.dout.reshape(n, -1)
+    d = wcase.gamma.size        # the normalized shape's size
+    xr = wcase.x.reshape(-1, d)
+    dout = wcase.dout.reshape(-1, d)
     inv_rms = 1 / np.sqrt(np.mean(xr * xr, axis=1, keepdims=True) + eps)
     xhat = xr * inv_rms
     g = wcase.gamma.reshape(-1) * dout
@@ -464,6 +464,15 @@ def draw_case(fam, data):
     if fam.strategy == "gn":
         spec, groups = data.draw(gn_specs(), label="spec, groups")
         return build(spec), {"G": groups}
+    if fam.strategy == "rms":
+        # gamma of the last axis (RMS norm then normalizes over it: (B, T,
+        # D) batches) or of all the axes after the first
+        case = build(data.draw(specs("rms"), label="spec"))
+        if case.x.ndim > 2 and data.draw(st.booleans(), label="last axis"):
+            d = case.x.shape[-1]
+            case = dataclasses.replace(case, gamma=np.ascontiguousarray(
+                case.gamma.reshape(-1)[:d]))
+        return case, {}
     return build(data.draw(specs(fam.strategy), label="spec")), {}
 
 
