@@ -185,26 +185,29 @@ def _ln_scales(case, wcase, wcache, extra, eps, mode):
 def _gn_scales(case, wcase, wcache, extra, eps, mode):
     """Terms |gamma * dout / std| per group, carrying the rounding of
     x - mean; dgamma = sum dout * (x - mean) / std per channel over samples
-    whose group means differ: each carries its own rounding of the mean."""
+    whose group means differ: each carries its own rounding of the mean.
+    Channels last: the same in the NCHW frame (channels moved to axis 1,
+    as the reference's cache holds them)."""
     groups = extra["G"]
-    n = case.x.shape[0]
+    x, dout = wcase.x, wcase.dout
+    if case.axis not in (None, 1):
+        x, dout = np.moveaxis(x, case.axis, 1), np.moveaxis(dout, case.axis, 1)
+    n, c = x.shape[:2]
     _, var, g, *_ = wcache
     std = np.sqrt(var + eps)
-    xg = wcase.x.reshape(n, groups, -1)
+    xg = x.reshape(n, groups, -1)
     with np.errstate(invalid="ignore"):
         mean = xg.mean(axis=2, keepdims=True)
-        terms = np.abs((wcase.dout * g).reshape(n, groups, -1) / std)
+        terms = np.abs((dout * g).reshape(n, groups, -1) / std)
         terms = terms * (1 + np.abs(mean) / std)
     dx_scale = _finite_max(terms)
     with np.errstate(invalid="ignore"):
         xhat = (xg - mean) / std
-        per = np.abs(wcase.dout.reshape(n, groups, -1)) * (
+        per = np.abs(dout.reshape(n, groups, -1)) * (
             np.abs(xhat) + np.abs(mean) / std)
-        dg_terms = per.reshape(wcase.dout.shape).reshape(
-            n, case.x.shape[1], -1).sum(axis=(0, 2))
+        dg_terms = per.reshape(dout.shape).reshape(n, c, -1).sum(axis=(0, 2))
     dg_scale = _finite_max(dg_terms)
-    db_scale = sum_scale(np.moveaxis(wcase.dout, 1, 0).reshape(
-        case.x.shape[1], -1), axis=1)
+    db_scale = sum_scale(np.moveaxis(dout, 1, 0).reshape(c, -1), axis=1)
     return (dx_scale, dg_scale, db_scale)
 
 
@@ -370,15 +373,19 @@ GROUPNORM = Family(
     name="spatial_groupnorm",
     forward="spatial_groupnorm_forward",
     backwards=("spatial_groupnorm_backward",),
-    source=_spatial_cases, select=lambda c: c.axis == 1,
-    extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[1])],
-    positional=("G",), param="plain",
+    # channels along axis 1 or last (axis=-1, the keyword)
+    source=_spatial_cases, select=lambda c: c.axis in (1, -1),
+    extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[c.axis])],
+    positional=("G",), param="plain", axis_keyword=True,
     cache_type=bnfast.functional.GroupNormCache,
     param_shape=_bn_param_shape, scales=_gn_scales, strategy="gn",
-    small=(("", (4, 6, 3, 2), None, {"G": 3}),),
+    small=(("", (4, 6, 3, 2), None, {"G": 3}),
+           (" channels-last", (4, 3, 2, 6), -1, {"G": 3})),
     fd_shapes=(((2, 4, 2, 3), None, {"G": 1}, (4,)),
                ((2, 4, 2, 3), None, {"G": 2}, (4,)),
-               ((2, 4, 2, 3), None, {"G": 4}, (4,))),
+               ((2, 4, 2, 3), None, {"G": 4}, (4,)),
+               ((2, 3, 2, 4), -1, {"G": 2}, (4,)),
+               ((2, 3, 6), -1, {"G": 3}, (6,))),
 )
 
 RMSNORM = Family(

@@ -439,15 +439,32 @@ def gn_specs(draw):
     return spec, groups
 
 
+def channels_moved_last(case):
+    """A group norm case (channels on axis 1) with its channels moved last
+    (axis -1): the same values; gamma and beta of the full (1, C, 1, ...)
+    shape become (1, ..., 1, C)."""
+    def last(p):
+        return p if p.ndim < 2 else np.moveaxis(p, 1, -1)
+    return dataclasses.replace(case, x=np.moveaxis(case.x, 1, -1),
+                               dout=np.moveaxis(case.dout, 1, -1),
+                               gamma=last(case.gamma), beta=last(case.beta),
+                               axis=-1)
+
+
 def gn_scales(wcase, groups, eps):
-    """As (N, G, channels per group, elements per channel)."""
-    n, c = wcase.x.shape[:2]
+    """As (N, G, channels per group, elements per channel), in the NCHW
+    frame (channels last moved back to axis 1)."""
+    x, dout = wcase.x, wcase.dout
+    if wcase.axis not in (None, 1):
+        x = np.moveaxis(x, wcase.axis, 1)
+        dout = np.moveaxis(dout, wcase.axis, 1)
+    n, c = x.shape[:2]
     shape = (n, groups, c // groups, -1)
-    xg = wcase.x.reshape(shape)
+    xg = x.reshape(shape)
     mean = xg.mean(axis=(2, 3), keepdims=True)
     std = np.sqrt(xg.var(axis=(2, 3), keepdims=True) + eps)
     pshape = (1, groups, c // groups, 1)
-    return term_scales(xg, wcase.dout.reshape(shape),
+    return term_scales(xg, dout.reshape(shape),
                        wcase.gamma.reshape(pshape), wcase.beta.reshape(pshape),
                        mean, std, (0, 3))
 
@@ -463,7 +480,10 @@ def draw_case(fam, data):
     """(Case, extra arguments) for a family."""
     if fam.strategy == "gn":
         spec, groups = data.draw(gn_specs(), label="spec, groups")
-        return build(spec), {"G": groups}
+        case = build(spec)
+        if data.draw(st.booleans(), label="channels last"):
+            case = channels_moved_last(case)
+        return case, {"G": groups}
     if fam.strategy == "rms":
         # gamma of the last axis (RMS norm then normalizes over it: (B, T,
         # D) batches) or of all the axes after the first

@@ -89,6 +89,8 @@ TABLE = [
      {}, None, "forward"),
     ("groupnorm", "spatial_groupnorm", RNG.standard_normal((8, 16, 30, 30)),
      None, {"G": 2}, None, "forward"),
+    ("groupnorm channels-last", "spatial_groupnorm",
+     RNG.standard_normal((8, 30, 30, 16)), -1, {"G": 4}, None, "forward"),
     ("batchnorm rows", "batchnorm", RNG.standard_normal((300, 512)) + 3,
      None, {}, "train", "none"),
     ("batchnorm frozen rows", "batchnorm+relu",
