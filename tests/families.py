@@ -78,12 +78,18 @@ How to add a family (e.g. RMS norm)
        rule: ``scales(case, wcase, wcache, extra, eps, mode)`` -> one scale
        (or None: the result's own magnitude) per gradient, from the
        reference's cache on the widened case.
+   ``out_scale``
+       the forward's out scale, or None (its own magnitude):
+       ``out_scale(wcase, extra, wide_out)`` with the extras evaluated on
+       the widened case (the residual: |bn(x)| + |z|).
    ``small``
        small arguments for the error-path, out= and thread tests: a tuple
-       of (label suffix, x shape, axis or None, extra dict).
+       of (label suffix, x shape, axis or None, extra dict); a function in
+       the extra dict gets an object whose ``x`` is the small x.
    ``fd_shapes``
        (x shape, axis, extra, gamma's shape) rows for finite differences
-       (in each backward mode).
+       (in each backward mode); an array in extra (the residual) is
+       differentiated too, as ``d<key>`` of ``grads``.
    ``params``
        the parameter arrays the forward takes: ("gamma", "beta"), or
        ("gamma",) for a family without beta (RMS norm: ``call`` passes no
@@ -102,10 +108,13 @@ How to add a family (e.g. RMS norm)
 
 A new option of a family (like ``residual=``) is a variant entry:
 ``dataclasses.replace(BATCHNORM, name="batchnorm+residual",
-extras=lambda c: [{"residual": lambda c: c.dout}], grads=(..., "dresidual"),
-scales=..., variant_of="batchnorm")``, so that every generic file runs
-it; an option every family has (gamma=None) is a case transformation
-instead (:func:`affine_free_variants`).
+extras=lambda c: [{"residual": residual_of}], grads=(..., "dresidual"),
+scales=..., out_scale=..., variant_of="batchnorm")`` (see
+:func:`_residual_variant`), so that every generic file runs it; an
+option every family has (gamma=None) is a case transformation instead
+(:func:`affine_free_variants`).  An option of a variant's own (group
+norm's channels last) can instead widen the entry's cases (``select``
+with ``axis_keyword``).
 
 A new dtype is one line: ``arrays.DTYPES``; every generated case, hence
 every family, then covers it.  The accuracy rule takes its eps from
@@ -116,12 +125,13 @@ there too.
 """
 import dataclasses
 import functools
+import types
 
 import numpy as np
 
 import bnfast
 
-from arrays import cases, spatial_cases, sum_scale
+from arrays import _layout, cases, spatial_cases, sum_scale
 
 EPS = 1e-5
 MOMENTUM = 0.8
@@ -255,6 +265,7 @@ class Family:
     options: dict = dataclasses.field(default_factory=dict)
     grads: tuple = ("dx", "dgamma", "dbeta")
     params: tuple = ("gamma", "beta")   # the parameter arrays it takes
+    out_scale: object = None            # forward's scale, or None
     variant_of: str = None              # the base family's name
     strategy: str = None                # test_properties.py's inputs
 
@@ -273,6 +284,21 @@ class Family:
 
     def extras_of(self, case):
         return [{}] if self.extras is None else self.extras(case)
+
+    @staticmethod
+    def eval_extra(case, extra):
+        """The extra arguments with their functions of the Case evaluated
+        on ``case`` (a Case, or anything with an ``x``: run_small)."""
+        return {k: v(case) if callable(v) else v
+                for k, v in (extra or {}).items()}
+
+    def forward_scale(self, wcase, extra, wide):
+        """The conditioning scale of the forward's out (None: its own
+        magnitude), from the widened case, the extra arguments (evaluated
+        on it) and the oracle's out."""
+        if self.out_scale is None:
+            return None
+        return self.out_scale(wcase, self.eval_extra(wcase, extra), wide)
 
     def case_params(self):
         """(case, extra) pairs over every applicable case."""
@@ -305,8 +331,7 @@ class Family:
         """The forward on a Case: (out, cache, param dict).  The NumPy
         reference warns on the NaN and Inf cases; bnfast does not."""
         p = self.make_param(case, mode, eps, momentum)
-        extra = {k: v(case) if callable(v) else v
-                 for k, v in (extra or {}).items()}
+        extra = self.eval_extra(case, extra)
         with np.errstate(invalid="ignore", over="ignore"):
             out, cache = self.call(module, case.x, case.gamma, case.beta, p,
                                    extra, case.axis, **kw)
@@ -319,7 +344,9 @@ class Family:
     def run_small(self, module, x, gamma, beta, mode="train", extra=None,
                   axis=None, param=None, **kw):
         """The forward on plain arrays with a fresh param dict (``mode``
-        ignored without modes)."""
+        ignored without modes); functions in ``extra`` get an object
+        whose ``x`` is x."""
+        extra = self.eval_extra(types.SimpleNamespace(x=x), extra)
         if param is None:
             param = {"mode": mode} if self.param == "bn" else {}
         return self.call(module, x, gamma, beta, param, extra, axis, **kw)
@@ -416,8 +443,80 @@ SPATIAL_BATCHNORM_RELU = dataclasses.replace(
     fd_shapes=(((3, 2, 3, 2), 1, {}, (2,)), ((2, 3, 4, 2), 1, {}, (3,)),
                ((2, 3, 2, 4), -1, {}, (4,))))
 
+
+# the fused residual: out = [relu](bn(x) + z), gradients + dresidual
+
+_ZLAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
+
+
+def residual_of(c):
+    """z for a Case: its dout reversed along the batch and halved (exact
+    ops: the widened case's z is the narrow z widened, as the oracle
+    needs), a NaN in the NaN/Inf cases, in a layout other than x's; for
+    the small arrays of run_small (no dout), x reversed and halved."""
+    a = getattr(c, "dout", c.x)
+    z = np.flip(a, 0) * a.dtype.type(0.5)
+    if getattr(c, "contents", None) == "nan-inf":
+        z.flat[z.size // 3] = np.nan
+    layout = getattr(c, "layout", "C")
+    layout = _ZLAYOUTS[(_ZLAYOUTS.index(layout) + 1) % len(_ZLAYOUTS)
+                       if layout in _ZLAYOUTS else 0]
+    return _layout(np.ascontiguousarray(z), layout)
+
+
+def _residual_out_scale(wcase, extra, wide):
+    """bn(x) + z cancels: the magnitude of its terms, |bn(x)| + |z| <=
+    |out| + 2 |z| (test_residual.py's test_forward)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = np.abs(wide) + 2 * np.abs(extra["residual"].astype(
+            wide.dtype))
+    return _finite_max(terms)
+
+
+def _residual_scales(case, wcase, wcache, extra, eps, mode):
+    """Batch norm's scales (the cache without its has-residual flag);
+    dresidual (dout, masked by the ReLU): its own magnitude."""
+    bn_cache = wcache if case.axis is None else wcache[0]
+    assert bn_cache[-1], "no residual in the cache"
+    stripped = (bn_cache[:-1] if case.axis is None
+                else (bn_cache[:-1],) + tuple(wcache[1:]))
+    return _bn_scales(case, wcase, stripped, extra, eps, mode) + (None,)
+
+
+_FD_RNG = np.random.default_rng(21)
+
+
+def _residual_variant(base, name, fd_shapes):
+    return dataclasses.replace(
+        base, name=name, variant_of=base.variant_of or base.name,
+        extras=lambda c: [{"residual": residual_of}],
+        grads=base.grads + ("dresidual",), scales=_residual_scales,
+        out_scale=_residual_out_scale,
+        small=tuple((s + " +residual", shape, axis,
+                     {**extra, "residual": residual_of})
+                    for s, shape, axis, extra in base.small),
+        # a fixed z per shape: the finite differences give dresidual too
+        fd_shapes=tuple((shape, axis, {"residual": _FD_RNG.standard_normal(
+            shape)}, pshape) for shape, axis, pshape in fd_shapes))
+
+
+BATCHNORM_RESIDUAL = _residual_variant(
+    BATCHNORM, "batchnorm+residual",
+    (((6, 4), None, (4,)), ((3, 4, 2), None, (8,))))
+BATCHNORM_RELU_RESIDUAL = _residual_variant(
+    BATCHNORM_RELU, "batchnorm+relu+residual",
+    (((6, 4), None, (4,)), ((5, 3), None, (3,))))
+SPATIAL_BATCHNORM_RESIDUAL = _residual_variant(
+    SPATIAL_BATCHNORM, "spatial_batchnorm+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+SPATIAL_BATCHNORM_RELU_RESIDUAL = _residual_variant(
+    SPATIAL_BATCHNORM_RELU, "spatial_batchnorm+relu+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+
 FAMILIES = [BATCHNORM, BATCHNORM_RELU, SPATIAL_BATCHNORM,
-            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM, RMSNORM]
+            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM, RMSNORM,
+            BATCHNORM_RESIDUAL, BATCHNORM_RELU_RESIDUAL,
+            SPATIAL_BATCHNORM_RESIDUAL, SPATIAL_BATCHNORM_RELU_RESIDUAL]
 BY_NAME = {f.name: f for f in FAMILIES}
 # the families proper (no variants): one of each kind of function
 BASE = [f for f in FAMILIES if f.variant_of is None]

@@ -61,7 +61,13 @@ def test_gradients_match_finite_differences(fam, mode, shape, axis, extra,
         assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
     grads = getattr(bnfast, fam.backward)(dout, cache)
     label = f"{fam.name} {mode} {shape} axis={axis} {extra}"
-    for name, got, a in zip(fam.grads, grads, (x, gamma, beta)):
+    # dx, dgamma, dbeta, and d<name> of an extra input array (dresidual)
+    inputs = {"dx": x, "dgamma": gamma, "dbeta": beta,
+              **{"d" + k: v for k, v in extra.items()
+                 if isinstance(v, np.ndarray)}}
+    assert len(grads) == len(fam.grads)
+    for name, got in zip(fam.grads, grads):
+        a = inputs[name]
         np.testing.assert_allclose(got, _numeric(lambda: fwd()[0], a, dout),
                                    rtol=1e-6, atol=1e-8,
                                    err_msg=f"{label}: {name}")

@@ -39,7 +39,7 @@ import bnfast
 from bnfast import reference
 
 from arrays import Case, assert_as_accurate, sum_scale
-from families import FAMILIES
+from families import FAMILIES, Family
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # database=None: nothing written into the checkout (.hypothesis/ is not
@@ -324,7 +324,9 @@ def bn_param(case, mode, eps, momentum, unbiased):
 
 
 def fam_forward(fam, module, case, p, extra=None):
-    return fam.call(module, case.x, case.gamma, case.beta, p, extra,
+    # (extra functions of the case, e.g. the residual, evaluated on it)
+    return fam.call(module, case.x, case.gamma, case.beta, p,
+                    fam.eval_extra(case, extra),
                     case.axis)
 
 
@@ -347,7 +349,17 @@ def bn_scales(wcase, eps, mode="train"):
                        np.sqrt(var + eps), 0)
 
 
-def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
+def residual_scale(wcase, extra):
+    """The largest |z| of a residual extra (0 without): out = [relu](bn(x)
+    + z) cancels terms up to the bn scale plus it."""
+    if not extra or "residual" not in extra:
+        return 0.0
+    z = np.abs(np.asarray(Family.eval_extra(wcase, extra)["residual"],
+                          np.float64))
+    return float(np.max(z[np.isfinite(z)], initial=0.0))
+
+
+def check_bn_forward(fam, case, mode, eps, momentum, unbiased, extra=None):
     unbiased = unbiased and channels_last(case, case.x).shape[0] >= 2
     x_before = case.x.copy()
     p = bn_param(case, mode, eps, momentum, unbiased)
@@ -355,12 +367,13 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
     wcase = case.widened()
     wp = bn_param(wcase, mode, eps, momentum, unbiased)
     given_stats = (p["running_mean"], p["running_var"])
-    out, cache = fam_forward(fam, bnfast, case, p)
-    ref, _ = fam_forward(fam, reference, case, rp)
-    wide, _ = fam_forward(fam, reference, wcase, wp)
+    out, cache = fam_forward(fam, bnfast, case, p, extra)
+    ref, _ = fam_forward(fam, reference, case, rp, extra)
+    wide, _ = fam_forward(fam, reference, wcase, wp, extra)
     what = f"{fam.name} {mode} forward (eps={eps:g})"
     assert_as_accurate(f"{what} out", case, out, ref, wide,
-                    bn_scales(wcase, eps, mode)["out"])
+                       bn_scales(wcase, eps, mode)["out"]
+                       + residual_scale(wcase, extra))
     np.testing.assert_array_equal(case.x, x_before, err_msg="x was written")
     # the running mean cancels terms of the size of x
     xmax = np.max(np.abs(channels_last(wcase, wcase.x)), axis=0)
@@ -382,21 +395,23 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
             np.testing.assert_array_equal(p[key], given_stat)
 
 
-def check_bn_backward(fam, case, mode, eps, twin):
+def check_bn_backward(fam, case, mode, eps, twin, extra=None):
     wcase = case.widened()
     _, cache = fam_forward(fam, bnfast, case,
-                           bn_param(case, mode, eps, 0.9, False))
+                           bn_param(case, mode, eps, 0.9, False), extra)
     _, rcache = fam_forward(fam, reference, case,
-                            bn_param(case, mode, eps, 0.9, False))
+                            bn_param(case, mode, eps, 0.9, False), extra)
     _, wcache = fam_forward(fam, reference, wcase,
-                            bn_param(wcase, mode, eps, 0.9, False))
+                            bn_param(wcase, mode, eps, 0.9, False), extra)
     fast = getattr(bnfast, twin)(case.dout, cache)
     ref = getattr(reference, twin)(case.dout, rcache)
     wide = getattr(reference, twin)(wcase.dout, wcache)
     scales = bn_scales(wcase, eps, mode)
+    assert len(fast) == len(fam.grads)
     for name, f, r, w in zip(fam.grads, fast, ref, wide):
+        # (dresidual: dout, masked by the ReLU: its own magnitude)
         assert_as_accurate(f"{fam.name} {twin} {name} ({mode}, eps={eps:g})",
-                           case, f, r, w, scales[name])
+                           case, f, r, w, scales.get(name))
 
 
 # ---------------------------------------------------------------- layer norm
@@ -493,7 +508,9 @@ def draw_case(fam, data):
             case = dataclasses.replace(case, gamma=np.ascontiguousarray(
                 case.gamma.reshape(-1)[:d]))
         return case, {}
-    return build(data.draw(specs(fam.strategy), label="spec")), {}
+    # the family's extra arguments (the residual: a function of the case)
+    case = build(data.draw(specs(fam.strategy), label="spec"))
+    return case, fam.extras_of(case)[0]
 
 
 def plain_scales(fam, wcase, eps, extra):
@@ -511,10 +528,11 @@ FAMILY = pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
 @given(data=st.data(), eps=EPS)
 def test_forward(fam, data, eps):
     if fam.param == "bn":
-        check_bn_forward(fam, draw_case(fam, data)[0],
+        case, extra = draw_case(fam, data)
+        check_bn_forward(fam, case,
                          data.draw(st.sampled_from(fam.modes), label="mode"),
                          eps, data.draw(MOMENTUM, label="momentum"),
-                         data.draw(st.booleans(), label="unbiased"))
+                         data.draw(st.booleans(), label="unbiased"), extra)
         return
     case, extra = draw_case(fam, data)
     wcase = case.widened()
@@ -532,7 +550,7 @@ def test_backward(fam, data, eps):
     twin = data.draw(st.sampled_from(fam.backwards), label="twin")
     if fam.param == "bn":
         mode = data.draw(st.sampled_from(fam.backward_modes), label="mode")
-        check_bn_backward(fam, case, mode, eps, twin)
+        check_bn_backward(fam, case, mode, eps, twin, extra)
         return
     check_plain_backward(fam, case, extra, eps, twin)
 
