@@ -78,17 +78,29 @@ How to add a family (e.g. RMS norm)
        rule: ``scales(case, wcase, wcache, extra, eps, mode)`` -> one scale
        (or None: the result's own magnitude) per gradient, from the
        reference's cache on the widened case.
+   ``out_scale``
+       the forward's out scale, or None (its own magnitude):
+       ``out_scale(wcase, extra, wide_out)`` with the extras evaluated on
+       the widened case (the residual: |bn(x)| + |z|).
    ``small``
        small arguments for the error-path, out= and thread tests: a tuple
-       of (label suffix, x shape, axis or None, extra dict).
+       of (label suffix, x shape, axis or None, extra dict); a function in
+       the extra dict gets an object whose ``x`` is the small x.
    ``fd_shapes``
        (x shape, axis, extra, gamma's shape) rows for finite differences
-       (in each backward mode).
+       (in each backward mode); an array in extra (the residual) is
+       differentiated too, as ``d<key>`` of ``grads``.
+   ``params``
+       the parameter arrays the forward takes: ("gamma", "beta"), or
+       ("gamma",) for a family without beta (RMS norm: ``call`` passes no
+       beta, ``grads`` is ("dx", "dgamma"), the affine-free variants are
+       gamma=None only, the hostile matrix's beta rows do not apply).
    ``strategy``
        the hypothesis strategy and conditioning scales of
        test_properties.py: "bn" ((N, ...) features, statistics over the
        batch), "spatial" (a channel axis), "ln" (per-sample statistics),
-       "gn" (per sample and group of channels; draws G).  A family with
+       "gn" (per sample and group of channels; draws G), "rms" (per-sample
+       root mean squares: the "ln" inputs, RMS norm's scales).  A family with
        other statistics adds its kind there.
    (and a row in test_threads.py's table: a test checks every family has
    one.)
@@ -96,10 +108,13 @@ How to add a family (e.g. RMS norm)
 
 A new option of a family (like ``residual=``) is a variant entry:
 ``dataclasses.replace(BATCHNORM, name="batchnorm+residual",
-extras=lambda c: [{"residual": lambda c: c.dout}], grads=(..., "dresidual"),
-scales=..., variant_of="batchnorm")``, so that every generic file runs
-it; an option every family has (gamma=None) is a case transformation
-instead (:func:`affine_free_variants`).
+extras=lambda c: [{"residual": residual_of}], grads=(..., "dresidual"),
+scales=..., out_scale=..., variant_of="batchnorm")`` (see
+:func:`_residual_variant`), so that every generic file runs it; an
+option every family has (gamma=None) is a case transformation instead
+(:func:`affine_free_variants`).  An option of a variant's own (group
+norm's channels last) can instead widen the entry's cases (``select``
+with ``axis_keyword``).
 
 A new dtype is one line: ``arrays.DTYPES``; every generated case, hence
 every family, then covers it.  The accuracy rule takes its eps from
@@ -110,12 +125,13 @@ there too.
 """
 import dataclasses
 import functools
+import types
 
 import numpy as np
 
 import bnfast
 
-from arrays import cases, spatial_cases, sum_scale
+from arrays import _layout, cases, spatial_cases, sum_scale
 
 EPS = 1e-5
 MOMENTUM = 0.8
@@ -179,27 +195,46 @@ def _ln_scales(case, wcase, wcache, extra, eps, mode):
 def _gn_scales(case, wcase, wcache, extra, eps, mode):
     """Terms |gamma * dout / std| per group, carrying the rounding of
     x - mean; dgamma = sum dout * (x - mean) / std per channel over samples
-    whose group means differ: each carries its own rounding of the mean."""
+    whose group means differ: each carries its own rounding of the mean.
+    Channels last: the same in the NCHW frame (channels moved to axis 1,
+    as the reference's cache holds them)."""
     groups = extra["G"]
-    n = case.x.shape[0]
+    x, dout = wcase.x, wcase.dout
+    if case.axis not in (None, 1):
+        x, dout = np.moveaxis(x, case.axis, 1), np.moveaxis(dout, case.axis, 1)
+    n, c = x.shape[:2]
     _, var, g, *_ = wcache
     std = np.sqrt(var + eps)
-    xg = wcase.x.reshape(n, groups, -1)
+    xg = x.reshape(n, groups, -1)
     with np.errstate(invalid="ignore"):
         mean = xg.mean(axis=2, keepdims=True)
-        terms = np.abs((wcase.dout * g).reshape(n, groups, -1) / std)
+        terms = np.abs((dout * g).reshape(n, groups, -1) / std)
         terms = terms * (1 + np.abs(mean) / std)
     dx_scale = _finite_max(terms)
     with np.errstate(invalid="ignore"):
         xhat = (xg - mean) / std
-        per = np.abs(wcase.dout.reshape(n, groups, -1)) * (
+        per = np.abs(dout.reshape(n, groups, -1)) * (
             np.abs(xhat) + np.abs(mean) / std)
-        dg_terms = per.reshape(wcase.dout.shape).reshape(
-            n, case.x.shape[1], -1).sum(axis=(0, 2))
+        dg_terms = per.reshape(dout.shape).reshape(n, c, -1).sum(axis=(0, 2))
     dg_scale = _finite_max(dg_terms)
-    db_scale = sum_scale(np.moveaxis(wcase.dout, 1, 0).reshape(
-        case.x.shape[1], -1), axis=1)
+    db_scale = sum_scale(np.moveaxis(dout, 1, 0).reshape(c, -1), axis=1)
     return (dx_scale, dg_scale, db_scale)
+
+
+def _rms_scales(case, wcase, wcache, extra, eps, mode):
+    """dx = inv_rms * (g - xhat * mean(g * xhat)) (g = gamma * dout): terms
+    |g| * inv_rms, and |xhat| times the mean's terms (|xhat| up to its
+    row's largest); dgamma = sum dout * xhat over the rows (as
+    test_rmsnorm.py computed them)."""
+    xr, xhat, inv_rms, g, *_ = wcache
+    dout = wcase.dout.reshape(xr.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        gd = np.abs(g * dout)
+        terms = gd * inv_rms * (1 + np.abs(xhat) * np.nanmax(
+            np.where(np.isfinite(xhat), np.abs(xhat), 0), axis=1,
+            keepdims=True))
+        dg_terms = dout * xhat
+    return (_finite_max(terms), sum_scale(dg_terms))
 
 
 def group_counts(c):
@@ -229,8 +264,14 @@ class Family:
     axis_keyword: bool = False
     options: dict = dataclasses.field(default_factory=dict)
     grads: tuple = ("dx", "dgamma", "dbeta")
+    params: tuple = ("gamma", "beta")   # the parameter arrays it takes
+    out_scale: object = None            # forward's scale, or None
     variant_of: str = None              # the base family's name
     strategy: str = None                # test_properties.py's inputs
+
+    @property
+    def has_beta(self):
+        return "beta" in self.params
 
     @property
     def backward(self):
@@ -243,6 +284,21 @@ class Family:
 
     def extras_of(self, case):
         return [{}] if self.extras is None else self.extras(case)
+
+    @staticmethod
+    def eval_extra(case, extra):
+        """The extra arguments with their functions of the Case evaluated
+        on ``case`` (a Case, or anything with an ``x``: run_small)."""
+        return {k: v(case) if callable(v) else v
+                for k, v in (extra or {}).items()}
+
+    def forward_scale(self, wcase, extra, wide):
+        """The conditioning scale of the forward's out (None: its own
+        magnitude), from the widened case, the extra arguments (evaluated
+        on it) and the oracle's out."""
+        if self.out_scale is None:
+            return None
+        return self.out_scale(wcase, self.eval_extra(wcase, extra), wide)
 
     def case_params(self):
         """(case, extra) pairs over every applicable case."""
@@ -258,9 +314,11 @@ class Family:
     def call(self, module, x, gamma, beta, param, extra=None, axis=None,
              **kw):
         """module.<forward>(x, gamma, beta, [positional extras], param,
-        axis=..., **options, **extra keywords, **kw)."""
+        axis=..., **options, **extra keywords, **kw); without beta in
+        ``params`` (RMS norm) ``beta`` is ignored and not passed."""
         extra = extra or {}
-        args = [x, gamma, beta] + [extra[k] for k in self.positional]
+        args = [x, gamma] + ([beta] if self.has_beta else [])
+        args += [extra[k] for k in self.positional]
         kwargs = {k: v for k, v in extra.items() if k not in self.positional}
         if self.axis_keyword and axis is not None:
             kwargs["axis"] = axis
@@ -273,8 +331,7 @@ class Family:
         """The forward on a Case: (out, cache, param dict).  The NumPy
         reference warns on the NaN and Inf cases; bnfast does not."""
         p = self.make_param(case, mode, eps, momentum)
-        extra = {k: v(case) if callable(v) else v
-                 for k, v in (extra or {}).items()}
+        extra = self.eval_extra(case, extra)
         with np.errstate(invalid="ignore", over="ignore"):
             out, cache = self.call(module, case.x, case.gamma, case.beta, p,
                                    extra, case.axis, **kw)
@@ -287,7 +344,9 @@ class Family:
     def run_small(self, module, x, gamma, beta, mode="train", extra=None,
                   axis=None, param=None, **kw):
         """The forward on plain arrays with a fresh param dict (``mode``
-        ignored without modes)."""
+        ignored without modes); functions in ``extra`` get an object
+        whose ``x`` is x."""
+        extra = self.eval_extra(types.SimpleNamespace(x=x), extra)
         if param is None:
             param = {"mode": mode} if self.param == "bn" else {}
         return self.call(module, x, gamma, beta, param, extra, axis, **kw)
@@ -341,15 +400,35 @@ GROUPNORM = Family(
     name="spatial_groupnorm",
     forward="spatial_groupnorm_forward",
     backwards=("spatial_groupnorm_backward",),
-    source=_spatial_cases, select=lambda c: c.axis == 1,
-    extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[1])],
-    positional=("G",), param="plain",
+    # channels along axis 1 or last (axis=-1, the keyword)
+    source=_spatial_cases, select=lambda c: c.axis in (1, -1),
+    extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[c.axis])],
+    positional=("G",), param="plain", axis_keyword=True,
     cache_type=bnfast.functional.GroupNormCache,
     param_shape=_bn_param_shape, scales=_gn_scales, strategy="gn",
-    small=(("", (4, 6, 3, 2), None, {"G": 3}),),
+    small=(("", (4, 6, 3, 2), None, {"G": 3}),
+           (" channels-last", (4, 3, 2, 6), -1, {"G": 3})),
     fd_shapes=(((2, 4, 2, 3), None, {"G": 1}, (4,)),
                ((2, 4, 2, 3), None, {"G": 2}, (4,)),
-               ((2, 4, 2, 3), None, {"G": 4}, (4,))),
+               ((2, 4, 2, 3), None, {"G": 4}, (4,)),
+               ((2, 3, 2, 4), -1, {"G": 2}, (4,)),
+               ((2, 3, 6), -1, {"G": 3}, (6,))),
+)
+
+RMSNORM = Family(
+    name="rmsnorm",
+    forward="rmsnorm_forward",
+    backwards=("rmsnorm_backward",),
+    source=_cases, param="plain", params=("gamma",),
+    grads=("dx", "dgamma"),
+    cache_type=bnfast.functional.RMSNormCache,
+    param_shape=_bn_param_shape, scales=_rms_scales, strategy="rms",
+    small=(("", (4, 6), None, {}),),
+    # gamma's shape is the normalized shape when x ends with it (else
+    # all axes after the first): the last axis, the last two, all
+    fd_shapes=(((3, 4), None, {}, (4,)), ((2, 3, 5), None, {}, (5,)),
+               ((2, 3, 4), None, {}, (3, 4)), ((2, 3, 4), None, {}, (12,)),
+               ((4, 1), None, {}, (1,))),
 )
 
 # variants: options of a family that every generic file runs as a family
@@ -364,8 +443,80 @@ SPATIAL_BATCHNORM_RELU = dataclasses.replace(
     fd_shapes=(((3, 2, 3, 2), 1, {}, (2,)), ((2, 3, 4, 2), 1, {}, (3,)),
                ((2, 3, 2, 4), -1, {}, (4,))))
 
+
+# the fused residual: out = [relu](bn(x) + z), gradients + dresidual
+
+_ZLAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
+
+
+def residual_of(c):
+    """z for a Case: its dout reversed along the batch and halved (exact
+    ops: the widened case's z is the narrow z widened, as the oracle
+    needs), a NaN in the NaN/Inf cases, in a layout other than x's; for
+    the small arrays of run_small (no dout), x reversed and halved."""
+    a = getattr(c, "dout", c.x)
+    z = np.flip(a, 0) * a.dtype.type(0.5)
+    if getattr(c, "contents", None) == "nan-inf":
+        z.flat[z.size // 3] = np.nan
+    layout = getattr(c, "layout", "C")
+    layout = _ZLAYOUTS[(_ZLAYOUTS.index(layout) + 1) % len(_ZLAYOUTS)
+                       if layout in _ZLAYOUTS else 0]
+    return _layout(np.ascontiguousarray(z), layout)
+
+
+def _residual_out_scale(wcase, extra, wide):
+    """bn(x) + z cancels: the magnitude of its terms, |bn(x)| + |z| <=
+    |out| + 2 |z| (test_residual.py's test_forward)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        terms = np.abs(wide) + 2 * np.abs(extra["residual"].astype(
+            wide.dtype))
+    return _finite_max(terms)
+
+
+def _residual_scales(case, wcase, wcache, extra, eps, mode):
+    """Batch norm's scales (the cache without its has-residual flag);
+    dresidual (dout, masked by the ReLU): its own magnitude."""
+    bn_cache = wcache if case.axis is None else wcache[0]
+    assert bn_cache[-1], "no residual in the cache"
+    stripped = (bn_cache[:-1] if case.axis is None
+                else (bn_cache[:-1],) + tuple(wcache[1:]))
+    return _bn_scales(case, wcase, stripped, extra, eps, mode) + (None,)
+
+
+_FD_RNG = np.random.default_rng(21)
+
+
+def _residual_variant(base, name, fd_shapes):
+    return dataclasses.replace(
+        base, name=name, variant_of=base.variant_of or base.name,
+        extras=lambda c: [{"residual": residual_of}],
+        grads=base.grads + ("dresidual",), scales=_residual_scales,
+        out_scale=_residual_out_scale,
+        small=tuple((s + " +residual", shape, axis,
+                     {**extra, "residual": residual_of})
+                    for s, shape, axis, extra in base.small),
+        # a fixed z per shape: the finite differences give dresidual too
+        fd_shapes=tuple((shape, axis, {"residual": _FD_RNG.standard_normal(
+            shape)}, pshape) for shape, axis, pshape in fd_shapes))
+
+
+BATCHNORM_RESIDUAL = _residual_variant(
+    BATCHNORM, "batchnorm+residual",
+    (((6, 4), None, (4,)), ((3, 4, 2), None, (8,))))
+BATCHNORM_RELU_RESIDUAL = _residual_variant(
+    BATCHNORM_RELU, "batchnorm+relu+residual",
+    (((6, 4), None, (4,)), ((5, 3), None, (3,))))
+SPATIAL_BATCHNORM_RESIDUAL = _residual_variant(
+    SPATIAL_BATCHNORM, "spatial_batchnorm+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+SPATIAL_BATCHNORM_RELU_RESIDUAL = _residual_variant(
+    SPATIAL_BATCHNORM_RELU, "spatial_batchnorm+relu+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+
 FAMILIES = [BATCHNORM, BATCHNORM_RELU, SPATIAL_BATCHNORM,
-            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM]
+            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM, RMSNORM,
+            BATCHNORM_RESIDUAL, BATCHNORM_RELU_RESIDUAL,
+            SPATIAL_BATCHNORM_RESIDUAL, SPATIAL_BATCHNORM_RELU_RESIDUAL]
 BY_NAME = {f.name: f for f in FAMILIES}
 # the families proper (no variants): one of each kind of function
 BASE = [f for f in FAMILIES if f.variant_of is None]
@@ -395,16 +546,18 @@ AFFINE_FREE = {"no-gamma": (False, True), "no-beta": (True, False),
                "neither": (False, False)}
 
 
-def affine_free_variants(case):
+def affine_free_variants(case, fam=None):
     """[(variant name, affine-free case, the same with explicit ones and
-    zeros)] for gamma=None / beta=None."""
+    zeros)] for gamma=None / beta=None (gamma=None only for a family
+    without beta)."""
+    names = AFFINE_FREE if fam is None or fam.has_beta else ["no-gamma"]
     return [(name, dataclasses.replace(
         case, gamma=case.gamma if keep_g else None,
         beta=case.beta if keep_b else None),
         dataclasses.replace(
             case, gamma=case.gamma if keep_g else np.ones_like(case.gamma),
             beta=case.beta if keep_b else np.zeros_like(case.beta)))
-        for name, (keep_g, keep_b) in AFFINE_FREE.items()]
+        for name, (keep_g, keep_b) in AFFINE_FREE.items() if name in names]
 
 
 # -- the hostile matrix's small arguments
@@ -428,6 +581,8 @@ def hostile_forwards():
                 args = {"x": rng.standard_normal(x_shape),
                         "gamma": rng.standard_normal(p_shape),
                         "beta": rng.standard_normal(p_shape)}
+                if not fam.has_beta:
+                    del args["beta"]
                 if fam.param == "bn":
                     args["param"] = {
                         "mode": "train", "eps": 1e-5, "momentum": 0.9,
@@ -440,7 +595,8 @@ def hostile_forwards():
 
             def call(m, a, fam=fam, axis=axis, extra=extra, **kw):
                 ex = {k: a[k] for k in extra}
-                return fam.call(m, a["x"], a["gamma"], a["beta"], a["param"],
+                return fam.call(m, a["x"], a["gamma"], a.get("beta"),
+                                a["param"],
                                 ex, None if axis in (None, 1) else axis,
                                 **kw)
 

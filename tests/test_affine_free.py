@@ -46,7 +46,8 @@ def check(fam, mode, extra, case, free, ones):
     out1, cache1, _ = fam.run(bnfast, ones, mode, extra)
     ref1, rcache1, _ = fam.run(reference, ones, mode, extra)
     same = case.gamma.dtype == case.x.dtype == case.beta.dtype
-    assert_as_accurate(f"{label} out", case, out, ref, wide)
+    assert_as_accurate(f"{label} out", case, out, ref, wide,
+                       scale=fam.forward_scale(free.widened(), extra, wide))
     _equal(f"{label} out vs ones [{case.id}]", out, out1)
     if same:
         _equal(f"{label} reference out vs ones [{case.id}]", ref, ref1)
@@ -73,7 +74,7 @@ def _rows(fam):
     for mode in fam.modes:
         for case, extra in fam.case_params():
             suffix = ident(extra)
-            for name, free, ones in affine_free_variants(case):
+            for name, free, ones in affine_free_variants(case, fam):
                 yield ((mode, extra, case, free, ones),
                        f"{mode}-{case.id}{suffix}-{name}")
 

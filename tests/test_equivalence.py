@@ -38,7 +38,8 @@ def test_forward(fam, mode, case, extra):
     wide, _, wp = fam.run(reference, case.widened(), mode, extra)
     what = f"{fam.forward} {mode or ''} {fam.options or ''} {extra or ''}"
     assert isinstance(cache, fam.cache_type)
-    assert_as_accurate(f"{what} out", case, out, ref, wide)
+    assert_as_accurate(f"{what} out", case, out, ref, wide,
+                       scale=fam.forward_scale(case.widened(), extra, wide))
     if mode == "train":
         for key in ("running_mean", "running_var"):
             assert_as_accurate(f"{what} {key}", case, p[key], rp[key],

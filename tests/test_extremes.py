@@ -60,10 +60,12 @@ class Family:
         return out, cache, (p if fam.param == "bn" else None)
 
     def backward(self, m, dout, cache):
-        return getattr(m, self.entry().backward)(dout, cache)
+        """(dx, dgamma, dbeta), dbeta None without beta (RMS norm)."""
+        grads = tuple(getattr(m, self.entry().backward)(dout, cache))
+        return grads + (None,) * (3 - len(grads))
 
     def channels(self, shape):
-        if self.kind == "ln":
+        if self.kind in ("ln", "rms"):
             return int(np.prod(shape[1:]))
         if self.kind == "gn" or self.axis is None:
             return shape[1] if self.kind == "gn" else int(np.prod(shape[1:]))
@@ -73,7 +75,7 @@ class Family:
         """a (x's shape) as (statistics' groups, elements): one row per
         channel, row or group."""
         n = a.shape[0]
-        if self.kind == "ln":
+        if self.kind in ("ln", "rms"):
             return a.reshape(n, -1)
         if self.kind == "gn":
             return a.reshape(n * self.groups, -1)
@@ -84,14 +86,16 @@ class Family:
     def param_view(self, a):
         """a (x's shape) as (parameters' channels, elements)."""
         n = a.shape[0]
-        if self.kind == "ln" or self.axis is None and self.kind == "bn":
+        if self.kind in ("ln", "rms") or self.axis is None and \
+                self.kind == "bn":
             return a.reshape(n, -1).T
         ax = 1 if self.kind == "gn" else self.axis
         return np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1)
 
     def gamma_full(self, gamma, shape):
         """gamma broadcast to x's shape."""
-        if self.kind == "ln" or self.axis is None and self.kind == "bn":
+        if self.kind in ("ln", "rms") or self.axis is None and \
+                self.kind == "bn":
             return np.broadcast_to(gamma.reshape(shape[1:]), shape)
         ax = 1 if self.kind == "gn" else self.axis % len(shape)
         sh = [1] * len(shape)
@@ -109,6 +113,8 @@ FAMILIES = [
     Family("layernorm", "layernorm", (6, 200), (4, 2000), kind="ln"),
     Family("groupnorm", "spatial_groupnorm", (4, 6, 5, 5), (3, 4, 25, 40),
            kind="gn"),
+    # statistics: the root mean square per row (no mean, no beta)
+    Family("rmsnorm", "rmsnorm", (6, 200), (4, 2000), kind="rms"),
 ]
 
 
@@ -183,14 +189,21 @@ def _scaled(fam, x, gamma, beta, dout, eps, k, dtype, activation=None):
                                     beta.astype(dtype), _eps(eps, k),
                                     activation)
         dx, dg, db = fam.backward(reference, dout.astype(dtype), cache)
-        res = {"out": out, "dx": np.ldexp(dx, k), "dgamma": dg,
-               "dbeta": db}
+        res = {"out": out, "dx": np.ldexp(dx, k), "dgamma": dg}
+        if db is not None:
+            res["dbeta"] = db
         if p is not None:
             res["running_mean"] = np.ldexp(p["running_mean"], -k)
             res["running_var"] = np.ldexp(p["running_var"], -2 * k)
         g = fam.groups_view(xs)
-        mean = g.mean(axis=1, keepdims=True)
-        std = np.sqrt(g.var(axis=1, keepdims=True) + dtype(_eps(eps, k)))
+        if fam.kind == "rms":   # "std": the root mean square; no mean
+            mean = np.zeros((len(g), 1), dtype)
+            std = np.sqrt(np.mean(g * g, axis=1, keepdims=True)
+                          + dtype(_eps(eps, k)))
+        else:
+            mean = g.mean(axis=1, keepdims=True)
+            std = np.sqrt(g.var(axis=1, keepdims=True)
+                          + dtype(_eps(eps, k)))
     return res, g, mean, std
 
 
@@ -240,7 +253,9 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
 
     out, cache, p = fam.forward(bnfast, x, gamma, beta, eps, activation)
     dx, dg, db = fam.backward(bnfast, dout, cache)
-    fast = {"out": out, "dx": dx, "dgamma": dg, "dbeta": db}
+    fast = {"out": out, "dx": dx, "dgamma": dg}
+    if db is not None:
+        fast["dbeta"] = db
     if p is not None:
         fast["running_mean"] = p["running_mean"]
         fast["running_var"] = p["running_var"]
@@ -256,8 +271,13 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
         dw = dout.astype(wide)
         gw = fam.gamma_full(gamma.astype(wide), shape)
         m_over_s = np.abs(mean) / std  # per group, broadcast along it
-        dx_terms = np.abs(fam.groups_view(gw * dw)) / std * (1 + m_over_s)
         xhat = np.abs((g - mean) / std)
+        if fam.kind == "rms":   # tests/families.py's _rms_scales
+            dx_terms = np.abs(fam.groups_view(gw * dw)) / std * (
+                1 + xhat * np.max(xhat, axis=1, keepdims=True))
+        else:
+            dx_terms = (np.abs(fam.groups_view(gw * dw)) / std
+                        * (1 + m_over_s))
         dg_terms = np.abs(fam.groups_view(dw)) * (xhat + m_over_s)
         # back to x's shape, then summed per parameter channel
         back = _ungroup(fam, dg_terms, shape)
@@ -288,7 +308,7 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
 def _ungroup(fam, a, shape):
     """The inverse of fam.groups_view for an array of x's size."""
     n = shape[0]
-    if fam.kind in ("ln", "gn"):
+    if fam.kind in ("ln", "gn", "rms"):
         return a.reshape(shape)
     if fam.axis is None:
         return a.T.reshape(shape)

@@ -1,6 +1,7 @@
 """Every family's backward (tests/families.py; each backward mode: 'test'
 is the frozen statistics) against central differences of
-sum(forward(x, gamma, beta) * dout), in float64, on the family's small
+sum(forward(x, gamma, beta) * dout), in float64 (eps 1e-3 for the plain
+families: its term in the gradients counts), on the family's small
 shapes (``Family.fd_shapes``)."""
 import numpy as np
 import pytest
@@ -45,7 +46,8 @@ def test_gradients_match_finite_differences(fam, mode, shape, axis, extra,
     dout = rng.standard_normal(shape)
 
     def fwd():
-        param = None
+        # a plain family's eps 1e-3: its term in the gradients counts
+        param = {"eps": 1e-3}
         if fam.param == "bn":
             param = {"mode": mode}
             if mode == "test":
@@ -59,7 +61,13 @@ def test_gradients_match_finite_differences(fam, mode, shape, axis, extra,
         assert 0 < np.mean(out == 0) < 1      # the ReLU clips some, not all
     grads = getattr(bnfast, fam.backward)(dout, cache)
     label = f"{fam.name} {mode} {shape} axis={axis} {extra}"
-    for name, got, a in zip(fam.grads, grads, (x, gamma, beta)):
+    # dx, dgamma, dbeta, and d<name> of an extra input array (dresidual)
+    inputs = {"dx": x, "dgamma": gamma, "dbeta": beta,
+              **{"d" + k: v for k, v in extra.items()
+                 if isinstance(v, np.ndarray)}}
+    assert len(grads) == len(fam.grads)
+    for name, got in zip(fam.grads, grads):
+        a = inputs[name]
         np.testing.assert_allclose(got, _numeric(lambda: fwd()[0], a, dout),
                                    rtol=1e-6, atol=1e-8,
                                    err_msg=f"{label}: {name}")

@@ -38,8 +38,8 @@ from hypothesis.extra import numpy as hnp
 import bnfast
 from bnfast import reference
 
-from arrays import Case, assert_as_accurate
-from families import FAMILIES
+from arrays import Case, assert_as_accurate, sum_scale
+from families import FAMILIES, Family
 
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # database=None: nothing written into the checkout (.hypothesis/ is not
@@ -178,7 +178,7 @@ class Spec:
 
 @st.composite
 def specs(draw, kind):
-    """kind: "bn" (batchnorm_*), "spatial", "ln", "gn"."""
+    """kind: "bn" (batchnorm_*), "spatial", "ln", "gn", "rms" (as "ln")."""
     if kind == "spatial":
         shape = draw(shapes(2, 5))
         ndim = len(shape)
@@ -324,7 +324,9 @@ def bn_param(case, mode, eps, momentum, unbiased):
 
 
 def fam_forward(fam, module, case, p, extra=None):
-    return fam.call(module, case.x, case.gamma, case.beta, p, extra,
+    # (extra functions of the case, e.g. the residual, evaluated on it)
+    return fam.call(module, case.x, case.gamma, case.beta, p,
+                    fam.eval_extra(case, extra),
                     case.axis)
 
 
@@ -347,7 +349,17 @@ def bn_scales(wcase, eps, mode="train"):
                        np.sqrt(var + eps), 0)
 
 
-def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
+def residual_scale(wcase, extra):
+    """The largest |z| of a residual extra (0 without): out = [relu](bn(x)
+    + z) cancels terms up to the bn scale plus it."""
+    if not extra or "residual" not in extra:
+        return 0.0
+    z = np.abs(np.asarray(Family.eval_extra(wcase, extra)["residual"],
+                          np.float64))
+    return float(np.max(z[np.isfinite(z)], initial=0.0))
+
+
+def check_bn_forward(fam, case, mode, eps, momentum, unbiased, extra=None):
     unbiased = unbiased and channels_last(case, case.x).shape[0] >= 2
     x_before = case.x.copy()
     p = bn_param(case, mode, eps, momentum, unbiased)
@@ -355,12 +367,13 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
     wcase = case.widened()
     wp = bn_param(wcase, mode, eps, momentum, unbiased)
     given_stats = (p["running_mean"], p["running_var"])
-    out, cache = fam_forward(fam, bnfast, case, p)
-    ref, _ = fam_forward(fam, reference, case, rp)
-    wide, _ = fam_forward(fam, reference, wcase, wp)
+    out, cache = fam_forward(fam, bnfast, case, p, extra)
+    ref, _ = fam_forward(fam, reference, case, rp, extra)
+    wide, _ = fam_forward(fam, reference, wcase, wp, extra)
     what = f"{fam.name} {mode} forward (eps={eps:g})"
     assert_as_accurate(f"{what} out", case, out, ref, wide,
-                    bn_scales(wcase, eps, mode)["out"])
+                       bn_scales(wcase, eps, mode)["out"]
+                       + residual_scale(wcase, extra))
     np.testing.assert_array_equal(case.x, x_before, err_msg="x was written")
     # the running mean cancels terms of the size of x
     xmax = np.max(np.abs(channels_last(wcase, wcase.x)), axis=0)
@@ -382,21 +395,23 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased):
             np.testing.assert_array_equal(p[key], given_stat)
 
 
-def check_bn_backward(fam, case, mode, eps, twin):
+def check_bn_backward(fam, case, mode, eps, twin, extra=None):
     wcase = case.widened()
     _, cache = fam_forward(fam, bnfast, case,
-                           bn_param(case, mode, eps, 0.9, False))
+                           bn_param(case, mode, eps, 0.9, False), extra)
     _, rcache = fam_forward(fam, reference, case,
-                            bn_param(case, mode, eps, 0.9, False))
+                            bn_param(case, mode, eps, 0.9, False), extra)
     _, wcache = fam_forward(fam, reference, wcase,
-                            bn_param(wcase, mode, eps, 0.9, False))
+                            bn_param(wcase, mode, eps, 0.9, False), extra)
     fast = getattr(bnfast, twin)(case.dout, cache)
     ref = getattr(reference, twin)(case.dout, rcache)
     wide = getattr(reference, twin)(wcase.dout, wcache)
     scales = bn_scales(wcase, eps, mode)
+    assert len(fast) == len(fam.grads)
     for name, f, r, w in zip(fam.grads, fast, ref, wide):
+        # (dresidual: dout, masked by the ReLU: its own magnitude)
         assert_as_accurate(f"{fam.name} {twin} {name} ({mode}, eps={eps:g})",
-                           case, f, r, w, scales[name])
+                           case, f, r, w, scales.get(name))
 
 
 # ---------------------------------------------------------------- layer norm
@@ -410,6 +425,25 @@ def ln_scales(wcase, eps):
                        wcase.beta.reshape(-1), mean, std, 0)
 
 
+# ---------------------------------------------------------------- RMS norm
+
+def rms_scales(wcase, eps):
+    """out: its own magnitude (a product, nothing cancels); dx = inv_rms *
+    (g - xhat * mean(g * xhat)), g = gamma * dout: terms |g| * inv_rms and
+    |xhat| (up to its row's largest) times the mean's terms; dgamma = sum
+    dout * xhat over the rows."""
+    d = wcase.gamma.size        # the normalized shape's size
+    xr = wcase.x.reshape(-1, d)
+    dout = wcase.dout.reshape(-1, d)
+    inv_rms = 1 / np.sqrt(np.mean(xr * xr, axis=1, keepdims=True) + eps)
+    xhat = xr * inv_rms
+    g = wcase.gamma.reshape(-1) * dout
+    terms = np.abs(g) * inv_rms * (1 + np.abs(xhat) * np.max(
+        np.abs(xhat), axis=1, keepdims=True))
+    return {"out": None, "dx": float(np.max(terms)),
+            "dgamma": sum_scale(dout * xhat)}
+
+
 # ---------------------------------------------------------------- group norm
 
 @st.composite
@@ -420,15 +454,32 @@ def gn_specs(draw):
     return spec, groups
 
 
+def channels_moved_last(case):
+    """A group norm case (channels on axis 1) with its channels moved last
+    (axis -1): the same values; gamma and beta of the full (1, C, 1, ...)
+    shape become (1, ..., 1, C)."""
+    def last(p):
+        return p if p.ndim < 2 else np.moveaxis(p, 1, -1)
+    return dataclasses.replace(case, x=np.moveaxis(case.x, 1, -1),
+                               dout=np.moveaxis(case.dout, 1, -1),
+                               gamma=last(case.gamma), beta=last(case.beta),
+                               axis=-1)
+
+
 def gn_scales(wcase, groups, eps):
-    """As (N, G, channels per group, elements per channel)."""
-    n, c = wcase.x.shape[:2]
+    """As (N, G, channels per group, elements per channel), in the NCHW
+    frame (channels last moved back to axis 1)."""
+    x, dout = wcase.x, wcase.dout
+    if wcase.axis not in (None, 1):
+        x = np.moveaxis(x, wcase.axis, 1)
+        dout = np.moveaxis(dout, wcase.axis, 1)
+    n, c = x.shape[:2]
     shape = (n, groups, c // groups, -1)
-    xg = wcase.x.reshape(shape)
+    xg = x.reshape(shape)
     mean = xg.mean(axis=(2, 3), keepdims=True)
     std = np.sqrt(xg.var(axis=(2, 3), keepdims=True) + eps)
     pshape = (1, groups, c // groups, 1)
-    return term_scales(xg, wcase.dout.reshape(shape),
+    return term_scales(xg, dout.reshape(shape),
                        wcase.gamma.reshape(pshape), wcase.beta.reshape(pshape),
                        mean, std, (0, 3))
 
@@ -436,20 +487,37 @@ def gn_scales(wcase, groups, eps):
 # ---------------------------------------------------------------- the tests
 # Every family of the registry (tests/families.py): its Family.strategy
 # names the strategy of its inputs ("bn": (N, ...) features, "spatial": a
-# channel axis, "ln": per-sample statistics, "gn": channel groups) and the
+# channel axis, "ln": per-sample statistics, "gn": channel groups, "rms":
+# the "ln" inputs with RMS norm's scales) and the
 # conditioning scales of its results.
 
 def draw_case(fam, data):
     """(Case, extra arguments) for a family."""
     if fam.strategy == "gn":
         spec, groups = data.draw(gn_specs(), label="spec, groups")
-        return build(spec), {"G": groups}
-    return build(data.draw(specs(fam.strategy), label="spec")), {}
+        case = build(spec)
+        if data.draw(st.booleans(), label="channels last"):
+            case = channels_moved_last(case)
+        return case, {"G": groups}
+    if fam.strategy == "rms":
+        # gamma of the last axis (RMS norm then normalizes over it: (B, T,
+        # D) batches) or of all the axes after the first
+        case = build(data.draw(specs("rms"), label="spec"))
+        if case.x.ndim > 2 and data.draw(st.booleans(), label="last axis"):
+            d = case.x.shape[-1]
+            case = dataclasses.replace(case, gamma=np.ascontiguousarray(
+                case.gamma.reshape(-1)[:d]))
+        return case, {}
+    # the family's extra arguments (the residual: a function of the case)
+    case = build(data.draw(specs(fam.strategy), label="spec"))
+    return case, fam.extras_of(case)[0]
 
 
 def plain_scales(fam, wcase, eps, extra):
     if fam.strategy == "gn":
         return gn_scales(wcase, extra["G"], eps)
+    if fam.strategy == "rms":
+        return rms_scales(wcase, eps)
     return ln_scales(wcase, eps)
 
 
@@ -460,10 +528,11 @@ FAMILY = pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
 @given(data=st.data(), eps=EPS)
 def test_forward(fam, data, eps):
     if fam.param == "bn":
-        check_bn_forward(fam, draw_case(fam, data)[0],
+        case, extra = draw_case(fam, data)
+        check_bn_forward(fam, case,
                          data.draw(st.sampled_from(fam.modes), label="mode"),
                          eps, data.draw(MOMENTUM, label="momentum"),
-                         data.draw(st.booleans(), label="unbiased"))
+                         data.draw(st.booleans(), label="unbiased"), extra)
         return
     case, extra = draw_case(fam, data)
     wcase = case.widened()
@@ -481,7 +550,7 @@ def test_backward(fam, data, eps):
     twin = data.draw(st.sampled_from(fam.backwards), label="twin")
     if fam.param == "bn":
         mode = data.draw(st.sampled_from(fam.backward_modes), label="mode")
-        check_bn_backward(fam, case, mode, eps, twin)
+        check_bn_backward(fam, case, mode, eps, twin, extra)
         return
     check_plain_backward(fam, case, extra, eps, twin)
 

@@ -13,10 +13,9 @@ from bnfast import functional, reference
 from families import BASE, BY_NAME, FAMILIES
 
 
-# public functions that are not entries yet: RMS norm (merged from its own
-# branch with tests/test_rmsnorm.py; it takes no beta, so it needs the
-# entry format's call extended).  Make it an entry and empty this set.
-NOT_YET_ENTRIES = {"rmsnorm_forward", "rmsnorm_backward"}
+# public functions that are not entries yet (none: RMS norm is one, with
+# Family.params saying it takes no beta)
+NOT_YET_ENTRIES = set()
 
 
 def test_every_public_function_has_a_family():
@@ -50,7 +49,13 @@ def test_entry_is_consistent(fam):
     assert [p for p in fast if p != "out"] == list(ref)
     assert fam.param in ("bn", "plain")
     assert set(fam.backward_modes) <= set(fam.modes)
-    assert fam.strategy in ("bn", "spatial", "ln", "gn")
+    assert fam.strategy in ("bn", "spatial", "ln", "gn", "rms")
+    assert fam.params in (("gamma", "beta"), ("gamma",))
+    # one gradient per parameter after dx
+    assert fam.grads == ("dx",) + tuple("d" + p for p in fam.params) \
+        + fam.grads[1 + len(fam.params):]
+    if not fam.has_beta:
+        assert "beta" not in ref
     assert fam.cases(), "no shared-generator case applies"
     assert fam.fd_shapes and fam.small
     # a small call gives the documented cache type, gradients and shapes
@@ -61,7 +66,7 @@ def test_entry_is_consistent(fam):
     grads = fam.run_backward(bnfast, case.dout, cache)
     assert len(grads) == len(fam.grads)
     assert grads[0].shape == case.x.shape
-    for g in grads[1:]:
+    for g in grads[1:1 + len(fam.params)]:
         assert g.shape == fam.param_shape(case)
     for key, value in fam.options.items():
         assert key in fast, (fam.name, key)

@@ -11,7 +11,7 @@ import pytest
 
 import bnfast
 
-from families import BY_NAME, FAMILIES
+from families import BY_NAME, FAMILIES, residual_of
 
 pytestmark = pytest.mark.skipif(
     not bnfast._kernels.have_openmp(), reason="built without OpenMP")
@@ -89,10 +89,28 @@ TABLE = [
      {}, None, "forward"),
     ("groupnorm", "spatial_groupnorm", RNG.standard_normal((8, 16, 30, 30)),
      None, {"G": 2}, None, "forward"),
+    ("groupnorm channels-last", "spatial_groupnorm",
+     RNG.standard_normal((8, 30, 30, 16)), -1, {"G": 4}, None, "forward"),
     ("batchnorm rows", "batchnorm", RNG.standard_normal((300, 512)) + 3,
      None, {}, "train", "none"),
     ("batchnorm frozen rows", "batchnorm+relu",
      RNG.standard_normal((300, 512)), None, {}, "test", "forward"),
+    # (the shape of test_rmsnorm.py's former thread test)
+    ("rmsnorm", "rmsnorm", RNG.standard_normal((300, 257)) + 3, None, {},
+     None, "forward"),
+    # the fused residual (z: x reversed and halved, families.residual_of)
+    ("batchnorm rows +residual", "batchnorm+residual",
+     RNG.standard_normal((300, 512)) + 3, None, {"residual": residual_of},
+     "train", "none"),
+    ("batchnorm frozen rows +residual", "batchnorm+relu+residual",
+     RNG.standard_normal((300, 512)), None, {"residual": residual_of},
+     "test", "forward"),
+    ("NCHW +residual", "spatial_batchnorm+residual",
+     RNG.standard_normal((8, 16, 30, 30)), 1, {"residual": residual_of},
+     "train", "all"),
+    ("channels-last relu +residual", "spatial_batchnorm+relu+residual",
+     RNG.standard_normal((8, 30, 30, 16)), -1, {"residual": residual_of},
+     "train", "none"),
 ]
 CASES = [pytest.param(BY_NAME[fam], label, x, axis, extra, mode, bitwise,
                       id=label)
