@@ -18,7 +18,6 @@ from bnfast import distributed, reference
 
 import test_affine_free as affine_free_tests
 import test_equivalence as eq
-import test_residual as residual_tests
 from arrays import (HALF_DTYPES, assert_as_accurate, finfo, half_cases,
                     half_spatial_cases)
 from fakempi import run_ranks
@@ -61,8 +60,19 @@ def _half_family(fam):
     """The registry entry with its cases drawn from the half generator
     (the shared cases in float16 and bfloat16)."""
     spatial = fam.source() and fam.source()[0].axis is not None
+    select = fam.select
+    if fam.variant_of is not None:  # options: the same conversions
+        def select(c, base=fam.select):
+            return (c.contents in VARIANT_CONTENTS
+                    and (base is None or base(c)))
     return dataclasses.replace(
-        fam, source=_half_spatial_cases if spatial else _half_cases)
+        fam, source=_half_spatial_cases if spatial else _half_cases,
+        select=select)
+
+
+# the contents a variant (ReLU, residual) runs on in half precision: its
+# kernels convert as the base family's, which runs on every content
+VARIANT_CONTENTS = ("plain", "offset1e4", "nan-inf", "mixed-params")
 
 
 HALF_FAMILIES = [_half_family(f) for f in FAMILIES]
@@ -78,17 +88,6 @@ def test_forward(fam, mode, case, extra):
                          family_params(HALF_FAMILIES, eq._backward_rows))
 def test_backward(fam, mode, case, extra, twin):
     eq.test_backward(fam, mode, case, extra, twin)
-
-
-@pytest.mark.parametrize("mode,activation", [("train", None),
-                                             ("train", "relu"),
-                                             ("test", "relu")])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_residual(case, mode, activation):
-    # the fused residual (z of x's half dtype): forward and the 4-tuple
-    # backward against the reference, computed in float32
-    residual_tests.test_forward(case, mode, activation)
-    residual_tests.test_backward(case, mode, activation)
 
 
 # affine-free on the plain and mixed-parameter cases (the same kernels as

@@ -17,7 +17,12 @@ from arrays import (_layout, assert_as_accurate, cases, make_case,
                     spatial_cases, sum_scale)
 from fakempi import run_ranks
 
-CASES = cases() + spatial_cases()
+# The registry's residual variants (tests/families.py) run the whole shared
+# generator through the generic files; here, the residual's own checks (z
+# in a layout other than x's, untouched; the cache's flags) on the
+# contents that matter to it
+CASES = [c for c in cases() + spatial_cases()
+         if c.contents in ("plain", "offset1e4", "nan-inf", "mixed-params")]
 EPS = 1e-5
 ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
 MODES = pytest.mark.parametrize("mode", ["train", "test"])
