@@ -2093,10 +2093,12 @@ cdef tuple _per_sample_backward(_Cache c, cnp.ndarray x, cnp.ndarray dy,
     return _result(dx, out, c.shape), dgamma, dbeta
 
 
-def layernorm_backward(dout, cache, out=None):
-    cdef cnp.ndarray dy = _dout(dout, cache, LayerNormCache,
-                                "bnfast.layernorm_forward", out)
-    cdef LayerNormCache c = <LayerNormCache>cache
+cdef tuple _rows_backward(object dout, object cache, type cache_type,
+                          str forward, bint rms, object out):
+    """The backward of a per-row family (layer norm; rms: RMS norm) on its
+    cache's (rows, D) x: (dx, dgamma, dbeta)."""
+    cdef cnp.ndarray dy = _dout(dout, cache, cache_type, forward, out)
+    cdef _Cache c = <_Cache>cache
     cdef cnp.ndarray x = c.x, dx
     cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
     cdef bnf_panel bp
@@ -2104,8 +2106,14 @@ def layernorm_backward(dout, cache, out=None):
     dy = _fit(dy, _unit_rows)
     dx = _into_rows(out, x, _unit_rows)
     bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
-    return _per_sample_backward(c, x, dy, dx, &bp, d, 0,
-                                _kern(x).ln_backward, out)
+    return _per_sample_backward(
+        c, x, dy, dx, &bp, d, 0,
+        _kern(x).rms_backward if rms else _kern(x).ln_backward, out)
+
+
+def layernorm_backward(dout, cache, out=None):
+    return _rows_backward(dout, cache, LayerNormCache,
+                          "bnfast.layernorm_forward", False, out)
 
 # ---------------------------------------------------------- RMS norm
 
@@ -2145,19 +2153,9 @@ def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
 
 
 def rmsnorm_backward(dout, cache, out=None):
-    cdef cnp.ndarray dy = _dout(dout, cache, RMSNormCache,
-                                "bnfast.rmsnorm_forward", out)
-    cdef RMSNormCache c = <RMSNormCache>cache
-    cdef cnp.ndarray x = c.x, dx
-    cdef Py_ssize_t n = cnp.PyArray_DIM(x, 0), d = cnp.PyArray_DIM(x, 1)
-    cdef bnf_panel bp
-    _check_cache(c, n, d)
-    dy = _fit(dy, _unit_rows)
-    dx = _into_rows(out, x, _unit_rows)
-    bp = _cpanel_rows(n, d, 1, _ld(x), _ld(dx), _ld(dy))
-    dx_, dgamma, _ = _per_sample_backward(c, x, dy, dx, &bp, d, 0,
-                                          _kern(x).rms_backward, out)
-    return dx_, dgamma
+    dx, dgamma, _ = _rows_backward(dout, cache, RMSNormCache,
+                                   "bnfast.rmsnorm_forward", True, out)
+    return dx, dgamma
 
 
 # ---------------------------------------------------------- group norm

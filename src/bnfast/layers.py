@@ -379,7 +379,28 @@ class _Norm:
         return from_torch(module)
 
 
-class BatchNorm(_Norm):
+class _RunningStats:
+    """The state of a layer with running statistics (BatchNorm,
+    InstanceNorm with track_running_stats): running_mean, running_var and
+    num_batches_tracked in the state dict, after _Norm's parameters."""
+
+    def _state(self):
+        state = super()._state()
+        if self.track_running_stats:
+            state["running_mean"] = self.running_mean
+            state["running_var"] = self.running_var
+            state["num_batches_tracked"] = np.asarray(
+                self.num_batches_tracked, dtype=np.int64)
+        return state
+
+    def _load(self, name, value):
+        if name == "num_batches_tracked":
+            self.num_batches_tracked = value
+        else:
+            super()._load(name, value)
+
+
+class BatchNorm(_RunningStats, _Norm):
     """Batch normalization layer: statistics per channel over the batch
     (and the spatial axes).
 
@@ -547,21 +568,6 @@ class BatchNorm(_Norm):
         shift = (self.beta.astype(np.float64)
                  - self.running_mean.astype(np.float64) * scale)
         return scale, shift
-
-    def _state(self):
-        state = super()._state()
-        if self.track_running_stats:
-            state["running_mean"] = self.running_mean
-            state["running_var"] = self.running_var
-            state["num_batches_tracked"] = np.asarray(
-                self.num_batches_tracked, dtype=np.int64)
-        return state
-
-    def _load(self, name, value):
-        if name == "num_batches_tracked":
-            self.num_batches_tracked = value
-        else:
-            super()._load(name, value)
 
 
 def _check_normalized_shape(value):
@@ -808,7 +814,7 @@ class GroupNorm(_Norm):
         return out
 
 
-class InstanceNorm(_Norm):
+class InstanceNorm(_RunningStats, _Norm):
     """Instance normalization: statistics per sample and channel over the
     spatial axes (group norm with one channel per group); gamma and beta
     per channel.  PyTorch's InstanceNorm1d/2d/3d in one layer.
@@ -950,21 +956,6 @@ class InstanceNorm(_Norm):
         self.running_mean[...] = rm
         self.running_var[...] = rv
         self.num_batches_tracked += 1
-
-    def _state(self):
-        state = super()._state()
-        if self.track_running_stats:
-            state["running_mean"] = self.running_mean
-            state["running_var"] = self.running_var
-            state["num_batches_tracked"] = np.asarray(
-                self.num_batches_tracked, dtype=np.int64)
-        return state
-
-    def _load(self, name, value):
-        if name == "num_batches_tracked":
-            self.num_batches_tracked = value
-        else:
-            super()._load(name, value)
 
 
 _TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
