@@ -101,15 +101,9 @@ static int NAME(gnl_forward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
 int NAME(gnl_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
                       T *y, bnf_results *r)
 {
-    ptrdiff_t n = p->n1, c = p->n2;
-    int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
-    if (nt > n)
-        nt = (int)n;
-    NAME(gn_job) j = {p, q, x, NULL, y, r};
     /* per thread: 4*c doubles, 4*c C values (<= 4*c doubles) */
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(gnl_forward_samples),
-                   .ctx = &j, .per = 8 * c};
-    return bnf_run(&s);
+    return NAME(gn_launch)(p, q, x, NULL, y, r, NAME(gnl_forward_samples),
+                           8 * p->n2);
 }
 
 /*
@@ -220,15 +214,8 @@ static int NAME(gnl_backward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
 int NAME(gnl_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
                        const T *dy, T *dx, bnf_results *r)
 {
-    ptrdiff_t n = p->n1, c = p->n2;
-    int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
-    if (nt > n)
-        nt = (int)n;
-    NAME(gn_job) j = {p, q, x, dy, dx, r};
     /* per thread: dgamma and dbeta, 7*c doubles, 6*c C values (<= 6*c
        doubles), 2*c doubles */
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(gnl_backward_samples),
-                   .ctx = &j, .per = 17 * c, .merge = BNF_MERGE_SUMS, .k = 2,
-                   .m = c, .out = {r->dgamma, r->dbeta}};
-    return bnf_run(&s);
+    return NAME(gn_launch)(p, q, x, dy, dx, r, NAME(gnl_backward_samples),
+                           17 * p->n2);
 }

@@ -81,18 +81,36 @@ static int NAME(gn_forward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     return BNF_OK;
 }
 
-int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
-                     T *y, bnf_results *r)
+/* The group norm entry points' launcher (NCHW and channels-last): task
+   over the p->n1 samples, split across threads (at most one per sample),
+   per scratch doubles per thread; with dy (a backward), the threads'
+   dgamma and dbeta (p->n2 each) summed in thread order. */
+static int NAME(gn_launch)(const bnf_panel *p, const bnf_params *q,
+                           const T *x, const T *dy, T *y, bnf_results *r,
+                           bnf_task task, ptrdiff_t per)
 {
     ptrdiff_t n = p->n1, c = p->n2;
     int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
     if (nt > n)
         nt = (int)n;
-    NAME(gn_job) j = {p, q, x, NULL, y, r};
-    /* per thread: c doubles, 4*c C values (<= 4*c doubles) */
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(gn_forward_samples),
-                   .ctx = &j, .per = 5 * c};
+    NAME(gn_job) j = {p, q, x, dy, y, r};
+    bnf_split s = {.nt = nt, .n = n, .task = task, .ctx = &j, .per = per};
+    if (dy != NULL) {
+        s.merge = BNF_MERGE_SUMS;
+        s.k = 2;
+        s.m = c;
+        s.out[0] = r->dgamma;
+        s.out[1] = r->dbeta;
+    }
     return bnf_run(&s);
+}
+
+int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
+                     T *y, bnf_results *r)
+{
+    /* per thread: c doubles, 4*c C values (<= 4*c doubles) */
+    return NAME(gn_launch)(p, q, x, NULL, y, r, NAME(gn_forward_samples),
+                           5 * p->n2);
 }
 
 /*
@@ -209,17 +227,10 @@ static int NAME(gn_backward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
 int NAME(gn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
                       const T *dy, T *dx, bnf_results *r)
 {
-    ptrdiff_t n = p->n1, c = p->n2;
-    int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
-    if (nt > n)
-        nt = (int)n;
-    NAME(gn_job) j = {p, q, x, dy, dx, r};
     /* per thread: dgamma and dbeta, 7*c doubles, 6*c C values (<= 6*c
        doubles), 2*c doubles */
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(gn_backward_samples),
-                   .ctx = &j, .per = 17 * c, .merge = BNF_MERGE_SUMS, .k = 2,
-                   .m = c, .out = {r->dgamma, r->dbeta}};
-    return bnf_run(&s);
+    return NAME(gn_launch)(p, q, x, dy, dx, r, NAME(gn_backward_samples),
+                           17 * p->n2);
 }
 
 /* the channels-last entry points (gnl_*), sharing gn_split and gn_job */
