@@ -172,21 +172,8 @@ static int NAME(gnl_backward1)(const T *dy, ptrdiff_t ds, ptrdiff_t dld,
         }
         NAME(rows_bwd_apply)(gi, dld, xi, xld, hw, c, cf, 0, dx + i * ts,
                              tld);
-        if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1) {
-            for (ptrdiff_t ch = 0; ch < c; ch++) {
-                if (HILO) {
-                    dgamma[ch] += bg[ch];
-                    dbeta[ch] += bb[ch];
-                } else {
-                    double eg, eb;
-                    dgamma[ch] = bnf_two_sum(dgamma[ch], bg[ch], &eg);
-                    dbeta[ch] = bnf_two_sum(dbeta[ch], bb[ch], &eb);
-                    lg[ch] += eg;
-                    lb[ch] += eb;
-                }
-                bg[ch] = bb[ch] = 0.0;
-            }
-        }
+        if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1)
+            NAME(gn_add_block)(c, bg, bb, dgamma, dbeta, lg, lb);
     }
     for (ptrdiff_t ch = 0; !HILO && ch < c; ch++) {
         dgamma[ch] += lg[ch];

@@ -128,6 +128,28 @@ int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
  * sums: a repeated dy over 32769 samples was 30x the reference's error);
  * work: 9*c doubles and 6*c C values.
  */
+/* A block of samples' dgamma and dbeta sums (bg, bb; zeroed) into the
+   totals: plain for float32 data, compensated for float64 (the low parts
+   into lg, lb, added at the end by the caller). */
+BNF_INLINE void NAME(gn_add_block)(ptrdiff_t c, double *bg, double *bb,
+                                   double *dgamma, double *dbeta,
+                                   double *lg, double *lb)
+{
+    for (ptrdiff_t ch = 0; ch < c; ch++) {
+        if (HILO) {
+            dgamma[ch] += bg[ch];
+            dbeta[ch] += bb[ch];
+        } else {
+            double eg, eb;
+            dgamma[ch] = bnf_two_sum(dgamma[ch], bg[ch], &eg);
+            dbeta[ch] = bnf_two_sum(dbeta[ch], bb[ch], &eb);
+            lg[ch] += eg;
+            lb[ch] += eb;
+        }
+        bg[ch] = bb[ch] = 0.0;
+    }
+}
+
 #define GN_SUM (HILO ? BNF_SUM_ROWS : BNF_FLUSH)
 static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
                                ptrdiff_t xs, ptrdiff_t i0, ptrdiff_t i1,
@@ -186,21 +208,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         }
         NAME(runs_bwd_apply)(gi, 0, hw, xi, 0, hw, 1, c, hw, cf, 0,
                              dx + i * ts, 0, hw);
-        if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1) {
-            for (ptrdiff_t ch = 0; ch < c; ch++) {
-                if (HILO) {
-                    dgamma[ch] += bg[ch];
-                    dbeta[ch] += bb[ch];
-                } else {
-                    double eg, eb;
-                    dgamma[ch] = bnf_two_sum(dgamma[ch], bg[ch], &eg);
-                    dbeta[ch] = bnf_two_sum(dbeta[ch], bb[ch], &eb);
-                    lg[ch] += eg;
-                    lb[ch] += eb;
-                }
-                bg[ch] = bb[ch] = 0.0;
-            }
-        }
+        if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1)
+            NAME(gn_add_block)(c, bg, bb, dgamma, dbeta, lg, lb);
     }
     for (ptrdiff_t ch = 0; !HILO && ch < c; ch++) {
         dgamma[ch] += lg[ch];
