@@ -228,3 +228,19 @@ def sum_scale(terms, axis=0):
     t = np.abs(np.asarray(terms, dtype=np.float64))
     t = np.where(np.isfinite(t), t, 0.0)
     return float(np.max(t.sum(axis=axis), initial=0.0))
+
+
+def numeric_grad(f, a, h, dout=None):
+    """Central differences: d f() / d a for a scalar f(), or with dout
+    d sum(f() * dout) / d a.  a is modified in place and restored."""
+    loss = f if dout is None else (lambda: np.sum(f() * dout))
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + h
+        plus = loss()
+        a[i] = old - h
+        minus = loss()
+        a[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad

@@ -12,7 +12,8 @@ import pytest
 import bnfast
 from bnfast import reference
 
-from arrays import assert_as_accurate, spatial_cases, sum_scale
+from arrays import (assert_as_accurate, numeric_grad, spatial_cases,
+                    sum_scale)
 
 EPS = 1e-5
 
@@ -133,21 +134,6 @@ def test_the_positive_index_of_the_last_axis(axis):
 
 # -------------------------------------------------------------- gradients
 
-def _numeric_grad(f, a, h=1e-5):
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        grad[i] = (fp - fm) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("shape,groups", [((2, 3, 4, 6), 3),
                                           ((2, 3, 4, 6), 6),
                                           ((2, 3, 4, 6), 1),
@@ -169,12 +155,12 @@ def test_finite_differences(shape, groups):
     _, cache = bnfast.spatial_groupnorm_forward(x, gamma, beta, groups,
                                                 {"eps": EPS}, axis=-1)
     dx, dgamma, dbeta = bnfast.spatial_groupnorm_backward(dout, cache)
-    np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=1e-5,
+    np.testing.assert_allclose(dx, numeric_grad(loss, x, 1e-5), rtol=1e-5,
                                atol=1e-7)
-    np.testing.assert_allclose(dgamma, _numeric_grad(loss, gamma),
+    np.testing.assert_allclose(dgamma, numeric_grad(loss, gamma, 1e-5),
                                rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(dbeta, _numeric_grad(loss, beta), rtol=1e-5,
-                               atol=1e-7)
+    np.testing.assert_allclose(dbeta, numeric_grad(loss, beta, 1e-5),
+                               rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------- bad input

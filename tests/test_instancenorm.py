@@ -9,7 +9,7 @@ import pytest
 import bnfast
 from bnfast import reference
 
-from arrays import assert_as_accurate, spatial_cases
+from arrays import assert_as_accurate, numeric_grad, spatial_cases
 
 EPS = 1e-5
 
@@ -98,21 +98,6 @@ def test_channels_last_equals_channels_first():
                                    rtol=1e-12, atol=1e-12)
 
 
-def _numeric_grad(f, a, h=1e-5):
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        fp = f()
-        a[i] = old - h
-        fm = f()
-        a[i] = old
-        grad[i] = (fp - fm) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("mode,track", [("train", False), ("train", True),
                                         ("test", True)])
@@ -134,12 +119,12 @@ def test_finite_differences(axis, mode, track):
     loss()
     dx = layer.backward(dout)
     grads = dict(layer.grads)
-    np.testing.assert_allclose(dx, _numeric_grad(loss, x), rtol=1e-5,
+    np.testing.assert_allclose(dx, numeric_grad(loss, x, 1e-5), rtol=1e-5,
                                atol=1e-7)
     for name in ("gamma", "beta"):
         # loss() loads the state dict: perturb the parameter there
         key = "weight" if name == "gamma" else "bias"
-        num = _numeric_grad(loss, state[key])
+        num = numeric_grad(loss, state[key], 1e-5)
         np.testing.assert_allclose(grads[name], num, rtol=1e-5, atol=1e-7)
 
 

@@ -14,7 +14,7 @@ import bnfast
 from bnfast import distributed, reference
 
 from arrays import (_layout, assert_as_accurate, cases, make_case,
-                    spatial_cases, sum_scale)
+                    numeric_grad, spatial_cases, sum_scale)
 from fakempi import run_ranks
 
 # The registry's residual variants (tests/families.py) run the whole shared
@@ -130,21 +130,6 @@ def test_backward(case, mode, activation):
         assert fast[3] is case.dout
 
 
-def _numeric(f, a, dout, h=1e-6):
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + h
-        plus = np.sum(f() * dout)
-        a[i] = old - h
-        minus = np.sum(f() * dout)
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 @MODES
 @ACTIVATIONS
 @pytest.mark.parametrize("shape,axis", [((5, 3), None), ((3, 4, 2), None),
@@ -173,8 +158,8 @@ def test_finite_differences(shape, axis, activation, mode):
     f = lambda: fwd()[0]  # noqa: E731
     for name, got, a in zip(("dx", "dgamma", "dbeta", "dresidual"), grads,
                             (x, gamma, beta, z)):
-        np.testing.assert_allclose(got, _numeric(f, a, dout), rtol=1e-6,
-                                   atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(got, numeric_grad(f, a, 1e-6, dout),
+                                   rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
