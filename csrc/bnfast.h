@@ -2,17 +2,20 @@
  * bnfast C API: plain C99 kernels for batch normalization (and layer and
  * group normalization), no Python headers.
  *
- * One shape for every entry point:
+ * The entry points are a table per storage dtype (bnf_kernels_for: the
+ * kernels of the SIMD level chosen at load, see bnf_simd_*), all of one
+ * shape:
  *
- *     int family_job_SUF(const bnf_panel *p, const bnf_params *q,
- *                        const T *x, [const T *dy,] [T *y or dx,]
- *                        [bnf_results *r]);
+ *     int job(const bnf_panel *p, const bnf_params *q,
+ *             const void *x, [const void *dy,] [void *y or dx,]
+ *             [bnf_results *r]);
  *
- * e.g. bn_forward_train_f32(&p, &q, x, y, &r).  SUF is the dtype (f32:
- * T = float, f64: T = double; f16 and bf16: T = uint16_t, the bits of
- * IEEE float16 and of bfloat16, computed as float32 is, results rounded
- * to nearest even); the data arrays are typed, in the order x,
- * dy, then the one output array (y or dx).  Three descriptors:
+ * e.g. bnf_kernels_for(BNF_F32)->bn_forward_train(&p, &q, x, y, &r).  The
+ * dtype is the row: BNF_F32 (the data arrays are float), BNF_F64
+ * (double), BNF_F16 and BNF_BF16 (uint16_t, the bits of IEEE float16 and
+ * of bfloat16, computed as float32 is, results rounded to nearest even);
+ * the data arrays come in the order x, dy, then the one output array (y
+ * or dx).  Three descriptors:
  * - bnf_panel, the data: its shape and each array's strides, in elements
  *   (ptrdiff_t: arrays over 2**31 elements work);
  * - bnf_params, what the call reads: eps, relu, groups, count and the
@@ -115,89 +118,85 @@ typedef struct {
                               scale (synchronized batch norm) */
 } bnf_results;
 
-#define BNF_DECLARE(T, SUF)                                                    \
-    /* Batch norm, training mode: y = (x - mean) * (gamma * invstd) + beta  \
-       with the batch statistics (then max(y, 0) if relu).  Reads eps,      \
-       relu, gamma, beta; writes mean, invstd = 1/sqrt(var + eps) and the   \
-       biased var. */                                                        \
-    int bn_forward_train_##SUF(const bnf_panel *p, const bnf_params *q,     \
-                               const T *x, T *y, bnf_results *r);           \
-    /* The two steps of bn_forward_train (synchronized batch norm merges    \
-       the statistics between them): mean and M2 (sum of squared            \
-       deviations) per channel, writing mean, m2 (and mean_lo unless NULL); \
-       and the normalization                                                \
-       with given statistics, reading relu, gamma, beta, mean, invstd. */   \
-    int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
-                       bnf_results *r);                                      \
-    int bn_apply_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
-                       T *y);                                                \
-    /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +     \
-       eps)) + beta with given (running) statistics.  Reads eps, relu,      \
-       gamma, beta, mean, var. */                                            \
-    int bn_forward_test_##SUF(const bnf_panel *p, const bnf_params *q,      \
-                              const T *x, T *y);                             \
-    /* Batch norm backward, simplified single formula: reads relu, gamma,   \
-       beta, and the forward's mean and invstd; writes dx, dgamma, dbeta.   \
-       In two steps: bn_backward_reduce writes sum_dy and sum_dyxmu (the    \
-       sums of dy and dy * (x - mean) over the panel); bn_backward_apply    \
-       reads them (summed over several panels: synchronized batch norm)     \
-       and count, and writes dx, dgamma, dbeta (which may alias sum_dyxmu,  \
-       sum_dy).  All three read frozen (backward through a 'test' mode      \
-       forward: mean and invstd its running statistics). */                \
-    int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-    int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,   \
-                                 const T *x, const T *dy, bnf_results *r);  \
-    int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,    \
-                                const T *x, const T *dy, T *dx,              \
-                                bnf_results *r);                             \
-    /* The fused residual's ReLU gate: g = dy where the forward's         \
-       (x - mean) * (gamma * invstd) + beta + z was > 0, else 0, into the   \
-       output array (strides p->y); reads gamma, beta, mean, invstd,        \
-       residual.  The backward of relu(bn(x) + z) is then the plain         \
-       backward (relu 0) of g, and g is dz.  r not NULL: also writes        \
-       sum_dy and sum_dyxmu, bn_backward_reduce's sums of g (across rows    \
-       in the gate's pass), for bn_backward_apply of g. */                  \
-    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,     \
-                               const T *x, const T *dy, T *g,               \
-                               bnf_results *r);                             \
-                                                                             \
-    /* Layer norm: reads eps, gamma, beta; writes the per-row mean and      \
-       invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,     \
-       dbeta. */                                                             \
-    int ln_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                         const T *x, T *y, bnf_results *r);                 \
-    int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-                                                                             \
-    /* RMS norm (the layer norm panel): reads eps, gamma; writes the      \
-       per-row mean of squares (as mean) and 1/sqrt(it + eps) (as invstd). \
-       Backward: reads gamma, invstd; writes dx, dgamma. */                \
-    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, T *y, bnf_results *r);                \
-    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
-                           const T *x, const T *dy, T *dx, bnf_results *r); \
-                                                                             \
-    /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,  \
-       group) mean and invstd.  Backward: reads groups, gamma, mean,        \
-       invstd; writes dx, dgamma, dbeta. */                                  \
-    int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                         const T *x, T *y, bnf_results *r);                 \
-    int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-    /* Group norm on channels-last data (gnl_*): the same reads and writes  \
-       as gn_*, on the channels-last panel. */                               \
-    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                          const T *x, T *y, bnf_results *r);                \
-    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,         \
-                           const T *x, const T *dy, T *dx, bnf_results *r);
+/* The storage dtypes: the rows of a kernel table (bnf_kernels_for). */
+enum { BNF_F32, BNF_F64, BNF_F16, BNF_BF16, BNF_NDTYPES };
 
-BNF_DECLARE(float, f32)
-BNF_DECLARE(double, f64)
-BNF_DECLARE(uint16_t, f16)
-BNF_DECLARE(uint16_t, bf16)
+/* The entry points take the data as void * (the dtype is the table's
+   row): x, dy const; y or dx the output. */
+typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                          const void *x, void *y, bnf_results *);
+typedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                            const void *x, bnf_results *);
+typedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                            const void *x, void *y);
+typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                          const void *x, const void *dy, void *dx,
+                          bnf_results *);
+typedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                             const void *x, const void *dy, bnf_results *);
 
-#undef BNF_DECLARE
+/* One dtype's entry points. */
+typedef struct {
+    /* Batch norm, training mode: y = (x - mean) * (gamma * invstd) + beta
+       with the batch statistics (then max(y, 0) if relu).  Reads eps,
+       relu, gamma, beta; writes mean, invstd = 1/sqrt(var + eps) and the
+       biased var. */
+    bnf_fwd_fn bn_forward_train;
+    /* The two steps of bn_forward_train (synchronized batch norm merges
+       the statistics between them): mean and M2 (sum of squared
+       deviations) per channel, writing mean, m2 (and mean_lo unless
+       NULL); and the normalization with given statistics, reading relu,
+       gamma, beta, mean, invstd. */
+    bnf_stats_fn bn_stats;
+    bnf_apply_fn bn_apply;
+    /* Batch norm, inference mode: y = (x - mean) * (gamma / sqrt(var +
+       eps)) + beta with given (running) statistics.  Reads eps, relu,
+       gamma, beta, mean, var. */
+    bnf_apply_fn bn_forward_test;
+    /* Batch norm backward, simplified single formula: reads relu, gamma,
+       beta, and the forward's mean and invstd; writes dx, dgamma, dbeta.
+       In two steps: bn_backward_reduce writes sum_dy and sum_dyxmu (the
+       sums of dy and dy * (x - mean) over the panel); bn_backward_apply
+       reads them (summed over several panels: synchronized batch norm)
+       and count, and writes dx, dgamma, dbeta (which may alias sum_dyxmu,
+       sum_dy).  All three read frozen (backward through a 'test' mode
+       forward: mean and invstd its running statistics). */
+    bnf_bwd_fn bn_backward;
+    bnf_reduce_fn bn_backward_reduce;
+    bnf_bwd_fn bn_backward_apply;
+    /* The fused residual's ReLU gate: g = dy where the forward's
+       (x - mean) * (gamma * invstd) + beta + z was > 0, else 0, into the
+       output array (strides p->y); reads gamma, beta, mean, invstd,
+       residual.  The backward of relu(bn(x) + z) is then the plain
+       backward (relu 0) of g, and g is dz.  r not NULL: also writes
+       sum_dy and sum_dyxmu, bn_backward_reduce's sums of g (across rows
+       in the gate's pass), for bn_backward_apply of g. */
+    bnf_bwd_fn bn_residual_gate;
+    /* Layer norm: reads eps, gamma, beta; writes the per-row mean and
+       invstd.  Backward: reads gamma, mean, invstd; writes dx, dgamma,
+       dbeta. */
+    bnf_fwd_fn ln_forward;
+    bnf_bwd_fn ln_backward;
+    /* RMS norm (the layer norm panel): reads eps, gamma; writes the
+       per-row mean of squares (as mean) and 1/sqrt(it + eps) (as invstd).
+       Backward: reads gamma, invstd; writes dx, dgamma. */
+    bnf_fwd_fn rms_forward;
+    bnf_bwd_fn rms_backward;
+    /* Group norm: reads groups, eps, gamma, beta; writes the per-(sample,
+       group) mean and invstd.  Backward: reads groups, gamma, mean,
+       invstd; writes dx, dgamma, dbeta. */
+    bnf_fwd_fn gn_forward;
+    bnf_bwd_fn gn_backward;
+    /* Group norm on channels-last data (gnl_*): the same reads and writes
+       as gn_*, on the channels-last panel. */
+    bnf_fwd_fn gnl_forward;
+    bnf_bwd_fn gnl_backward;
+} bnf_kernels;
+
+/* The kernels of storage dtype `dtype` (BNF_F32, ...) at the current SIMD
+   level; NULL for an unknown dtype.  The pointer stays valid; a later
+   bnf_simd_set changes what the next call returns. */
+const bnf_kernels *bnf_kernels_for(int dtype);
 
 /* Threads of the OpenMP builds (1 without OpenMP; jobs under
    bnf_get_parallel_min() bytes always run on one thread); threads.c says
@@ -220,8 +219,22 @@ void bnf_set_parallel_min(ptrdiff_t bytes);
 ptrdiff_t bnf_get_parallel_min(void);
 int bnf_have_openmp(void);
 
-/* The SIMD level the dispatching kernels run at on this CPU, as a string
-   ("x86-64-v4", "x86-64-v3" or "baseline"). */
-const char *bnf_simd_level(void);
+/* SIMD levels (dispatch.c): every kernel is compiled once per level the
+   build offers, and the best one this CPU runs is chosen at load.  All
+   levels give bitwise the same results.
+   - bnf_simd_name(level): "baseline", "x86-64-v3" (AVX2, FMA, F16C,
+     BMI1/2) or "x86-64-v4" (AVX-512 F, BW, CD, DQ, VL); NULL out of range.
+   - bnf_simd_built(level): compiled into this build (baseline always).
+   - bnf_simd_cpu(level): this CPU and OS run it (cpuid, and the OS saves
+     the vector registers: xgetbv).
+   - bnf_simd_get(): the level in use; bnf_simd_set(level): use it, 0 on
+     success, -1 (nothing changed) when it is not built or not run by
+     this CPU.  Not thread-safe against calls running at the time. */
+enum { BNF_SIMD_BASELINE, BNF_SIMD_V3, BNF_SIMD_V4, BNF_SIMD_NLEVELS };
+const char *bnf_simd_name(int level);
+int bnf_simd_built(int level);
+int bnf_simd_cpu(int level);
+int bnf_simd_get(void);
+int bnf_simd_set(int level);
 
 #endif /* BNFAST_H */

@@ -6,12 +6,10 @@
 #include "bnfast.h"
 #include "internal.h"
 
-/* Whether any of n channels is suspect (bnf_suspect).  Dispatched, so that
-   the test vectorizes: the entry points calling it are compiled for the
-   baseline, where it stayed scalar and cost 0.3-0.6 us a call on a few
-   hundred channels (6% of a 64x256 float32 forward-train). */
-BNF_DISPATCH
-int bnf_any_suspect(const double *restrict mean, const double *restrict var,
+/* Whether any of n channels is suspect (bnf_suspect): one branch-free
+   loop that vectorizes (scalar, it cost 0.3-0.6 us a call on a few hundred
+   channels, 6% of a 64x256 float32 forward-train). */
+int bnf_any_suspect(const double *BNF_RESTRICT mean, const double *BNF_RESTRICT var,
                     ptrdiff_t n, double eps, double tiny)
 {
     long any = 0;

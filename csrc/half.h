@@ -4,8 +4,8 @@
 
    The conversions are integer code with selects, not _Float16 or the F16C
    intrinsics: GCC 12 leaves _Float16 conversions scalar (no vectorized
-   loop), and the baseline (x86-64) build must give bitwise the results of
-   the x86-64-v3/v4 clones (tools/simd_identity.py).  Branch-free, so the
+   loop), and the baseline (x86-64) level must give bitwise the results of
+   the x86-64-v3/v4 levels (tools/simd_identity.py).  Branch-free, so the
    loops that call them vectorize at every SIMD level; exact: a load is
    exact, a store rounds to nearest, ties to even, Inf stays Inf and a NaN
    stays a NaN of the same sign.

@@ -1,7 +1,7 @@
 /* Instantiates a kernel template once per dtype.  A .c file defines
    BNF_TEMPLATE as the template's file name and includes this; the template
    writes T for the storage type, C for the compute type and NAME(f) for
-   the name f_f32 / f_f64 / f_f16 / f_bf16.
+   the name f_f32 / f_f64 / f_f16 / f_bf16 (then _<level>: internal.h).
 
    Each instantiation is one block below: a new storage type is one more.
    - T: the storage type of the data (x, y, dy, dx).
@@ -37,9 +37,8 @@
 
 #include "half.h"
 
-#define BNF_CAT_(a, b) a##_##b
-#define BNF_CAT(a, b) BNF_CAT_(a, b)
-#define NAME(f) BNF_CAT(f, SUF)
+/* f_<dtype>_<level>: the names carry the SIMD level too (internal.h) */
+#define NAME(f) BNF_CAT(BNF_CAT(f, SUF), BNF_ISA)
 
 #define T float
 #define C float
@@ -126,5 +125,3 @@
 #undef BNF_FLUSH
 
 #undef NAME
-#undef BNF_CAT
-#undef BNF_CAT_

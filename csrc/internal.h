@@ -1,4 +1,4 @@
-/* Private helpers shared by the kernel files: dispatch attribute, blocking
+/* Private helpers shared by the kernel files: SIMD level names, blocking
    parameters, Chan's merge, the per-thread split, and the declarations of
    the building blocks (across rows: rows_*, along runs: runs_*) that the
    public entry points of bnfast.h compose. */
@@ -10,28 +10,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bnfast.h"
+
 /*
- * Runtime SIMD dispatch.  The build is portable (baseline x86-64), and each
- * hot kernel is also compiled for x86-64-v3 (AVX2, FMA) and x86-64-v4
- * (AVX-512); the loader picks one through an ifunc on first call.  Define
- * BNF_NO_DISPATCH (or build with a non-GCC compiler / non-x86-64 target) to
- * get the portable kernels only.  Floating-point contraction is disabled in
- * setup.py, so every clone computes bitwise the same results.
+ * Runtime SIMD dispatch.  The kernel files (every .c file here but
+ * dispatch.c, threads.c and bench_copy.c) are compiled once per SIMD level
+ * that the build offers (setup.py: baseline, and on x86-64 x86-64-v3 (AVX2,
+ * FMA) and x86-64-v4 (AVX-512), each with its own compiler flags), with
+ * BNF_ISA set to the level's suffix (base, v3, v4): every external name
+ * they define carries it (NAME(f) is f_<dtype>_<isa>, BNF_ISA_FN(f) is
+ * f_<isa>), so the levels' copies live side by side in one module.  Each
+ * level's table.c fills a table of its entry points (bnf_kernels); at load
+ * dispatch.c reads the CPU's features (cpuid) and picks the best level the
+ * build has and the CPU runs.  No ifunc, no target_clones: any C99
+ * compiler (GCC >= 8, clang, MSVC) builds it.  Floating-point contraction
+ * is off at every level (setup.py), so every level computes bitwise the
+ * same results (tools/simd_identity.py, tests/test_simd_levels.py).
  */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&       \
-    defined(__linux__) && !defined(BNF_NO_DISPATCH)
-#define BNF_DISPATCH                                                          \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",         \
-                                 "default")))
-#define BNF_HAVE_DISPATCH 1
+#ifndef BNF_ISA
+#define BNF_ISA base
+#endif
+#define BNF_CAT_(a, b) a##_##b
+#define BNF_CAT(a, b) BNF_CAT_(a, b)
+#define BNF_ISA_FN(f) BNF_CAT(f, BNF_ISA)
+
+/* C99's restrict, which MSVC spells __restrict (it knows restrict only
+   with /std:c11). */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define BNF_RESTRICT __restrict
 #else
-#define BNF_DISPATCH
-#define BNF_HAVE_DISPATCH 0
+#define BNF_RESTRICT restrict
 #endif
 
-/* Small helpers are inlined into every SIMD clone of their callers, so that
-   they are compiled (and vectorized) for that clone's instruction set: a
-   helper left out of line runs the baseline code. */
+/* Small helpers are always inlined into their callers: the loops that
+   call them vectorize only as one function (measured under the earlier
+   target_clones dispatch, where an out-of-line helper ran baseline code;
+   kept for the loops' sake). */
 #if defined(__GNUC__)
 #define BNF_INLINE static inline __attribute__((always_inline))
 #else
@@ -60,6 +74,56 @@
 #define BNF_HAVE_OPENMP 0
 #endif
 #define BNF_PARALLEL_MIN ((ptrdiff_t)1 << 20)
+
+/* The entry points of one dtype, typed, as the kernel files define them
+   (NAME(f): f_<dtype>_<level>) and table.c puts them in bnf_kernels
+   (bnfast.h, where each is described). */
+#define BNF_DECLARE_API(T, SUF)                                               \
+    int bn_forward_train_##SUF(const bnf_panel *p, const bnf_params *q,      \
+                               const T *x, T *y, bnf_results *r);           \
+    int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,  \
+                       bnf_results *r);                                      \
+    int bn_apply_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,  \
+                       T *y);                                                \
+    int bn_forward_test_##SUF(const bnf_panel *p, const bnf_params *q,       \
+                              const T *x, T *y);                             \
+    int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,    \
+                                 const T *x, const T *dy, bnf_results *r);  \
+    int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,     \
+                                const T *x, const T *dy, T *dx,              \
+                                bnf_results *r);                             \
+    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,      \
+                               const T *x, const T *dy, T *g,               \
+                               bnf_results *r);                             \
+    int ln_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                         const T *x, T *y, bnf_results *r);                 \
+    int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                          const T *x, T *y, bnf_results *r);                \
+    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                           const T *x, const T *dy, T *dx, bnf_results *r); \
+    int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                         const T *x, T *y, bnf_results *r);                 \
+    int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                          const T *x, const T *dy, T *dx, bnf_results *r);  \
+    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                          const T *x, T *y, bnf_results *r);                \
+    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+                           const T *x, const T *dy, T *dx, bnf_results *r);
+
+#define BNF_DECLARE_API_(T, SUF) BNF_DECLARE_API(T, SUF)
+BNF_DECLARE_API_(float, BNF_ISA_FN(f32))
+BNF_DECLARE_API_(double, BNF_ISA_FN(f64))
+BNF_DECLARE_API_(uint16_t, BNF_ISA_FN(f16))
+BNF_DECLARE_API_(uint16_t, BNF_ISA_FN(bf16))
+#undef BNF_DECLARE_API_
+#undef BNF_DECLARE_API
+
+/* This level's table, one row per dtype (table.c). */
+extern const bnf_kernels BNF_ISA_FN(bnf_table)[BNF_NDTYPES];
 
 /* Threads to use for a job over `bytes` bytes of data (threads.c). */
 int bnf_threads_for(ptrdiff_t bytes);
@@ -140,9 +204,9 @@ BNF_INLINE double bnf_two_sum(double a, double b, double *err)
  * +Inf as np.mean gives.  Branch-free, so that it vectorizes.
  */
 BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
-                                  const double *restrict mb,
-                                  const double *restrict qb,
-                                  double *restrict mean, double *restrict m2)
+                                  const double *BNF_RESTRICT mb,
+                                  const double *BNF_RESTRICT qb,
+                                  double *BNF_RESTRICT mean, double *BNF_RESTRICT m2)
 {
     double n = na + nb;
     double wa = na / n, wb = nb / n, wab = na * wb;
@@ -258,10 +322,13 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
                               bnf_coefs_##SUF cf, int relu, T *dx,           \
                               ptrdiff_t t1, ptrdiff_t t2);
 
-BNF_DECLARE_KERNELS(float, float, f32)
-BNF_DECLARE_KERNELS(double, double, f64)
-BNF_DECLARE_KERNELS(uint16_t, float, f16)
-BNF_DECLARE_KERNELS(uint16_t, float, bf16)
+/* (SUF expanded first: the names carry the level, BNF_ISA_FN) */
+#define BNF_DECLARE_KERNELS_(T, C, SUF) BNF_DECLARE_KERNELS(T, C, SUF)
+BNF_DECLARE_KERNELS_(float, float, BNF_ISA_FN(f32))
+BNF_DECLARE_KERNELS_(double, double, BNF_ISA_FN(f64))
+BNF_DECLARE_KERNELS_(uint16_t, float, BNF_ISA_FN(f16))
+BNF_DECLARE_KERNELS_(uint16_t, float, BNF_ISA_FN(bf16))
+#undef BNF_DECLARE_KERNELS_
 #undef BNF_DECLARE_KERNELS
 
 /*
@@ -284,7 +351,8 @@ BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
            ((var <= tiny) & (eps <= tiny));
 }
 
-int bnf_any_suspect(const double *restrict mean, const double *restrict var,
+#define bnf_any_suspect BNF_ISA_FN(bnf_any_suspect)
+int bnf_any_suspect(const double *BNF_RESTRICT mean, const double *BNF_RESTRICT var,
                     ptrdiff_t n, double eps, double tiny);
 
 /* gamma and beta as read per channel: NULL (affine-free, bnf_params)
@@ -318,10 +386,12 @@ int bnf_any_suspect(const double *restrict mean, const double *restrict var,
     int rescue_meansq_##SUF(const T *x, ptrdiff_t len, double eps,          \
                             double *ms, double *invrms);
 
-BNF_DECLARE_RESCUE(float, float, f32)
-BNF_DECLARE_RESCUE(double, double, f64)
-BNF_DECLARE_RESCUE(uint16_t, float, f16)
-BNF_DECLARE_RESCUE(uint16_t, float, bf16)
+#define BNF_DECLARE_RESCUE_(T, C, SUF) BNF_DECLARE_RESCUE(T, C, SUF)
+BNF_DECLARE_RESCUE_(float, float, BNF_ISA_FN(f32))
+BNF_DECLARE_RESCUE_(double, double, BNF_ISA_FN(f64))
+BNF_DECLARE_RESCUE_(uint16_t, float, BNF_ISA_FN(f16))
+BNF_DECLARE_RESCUE_(uint16_t, float, BNF_ISA_FN(bf16))
+#undef BNF_DECLARE_RESCUE_
 #undef BNF_DECLARE_RESCUE
 
 /*

@@ -38,7 +38,7 @@ BNF_INLINE double NAME(lanes_sum)(double *a, int n)
 }
 
 /* a[0:DLANES] += the C lanes f[0:LANES], as above. */
-BNF_INLINE void NAME(lanes_flush)(double *restrict a, const C *restrict f)
+BNF_INLINE void NAME(lanes_flush)(double *BNF_RESTRICT a, const C *BNF_RESTRICT f)
 {
     for (int l = 0; l < DLANES; l++) {
         double v = (double)f[l];
@@ -82,7 +82,7 @@ BNF_INLINE void NAME(lanes_flush)(double *restrict a, const C *restrict f)
 
 /* The double lanes a[0:DLANES] summed pairwise into hi + lo (TwoSum), and
    zeroed. */
-BNF_INLINE void NAME(lanes_collapse)(double *restrict a, double *hi,
+BNF_INLINE void NAME(lanes_collapse)(double *BNF_RESTRICT a, double *hi,
                                      double *lo)
 {
     double e, v = NAME(lanes_sum)(a, DLANES);
@@ -96,10 +96,10 @@ BNF_INLINE void NAME(lanes_collapse)(double *restrict a, double *hi,
    COMPENSATED, a flush of full C lanes (full) counts 1 / COLLAPSE of the
    DLANES * BNF_FLUSH elements in *pend after which the double lanes go into
    the compensated totals sh + sl, qh + ql (lanes_collapse). */
-BNF_INLINE void NAME(lanes_flush_both)(double *restrict as,
-                                       double *restrict aq,
-                                       const C *restrict fs,
-                                       const C *restrict fq, int full,
+BNF_INLINE void NAME(lanes_flush_both)(double *BNF_RESTRICT as,
+                                       double *BNF_RESTRICT aq,
+                                       const C *BNF_RESTRICT fs,
+                                       const C *BNF_RESTRICT fq, int full,
                                        ptrdiff_t *pend, double *sh,
                                        double *sl, double *qh, double *ql)
 {
@@ -115,7 +115,7 @@ BNF_INLINE void NAME(lanes_flush_both)(double *restrict as,
 
 /* A block's two sums from the double lanes as and aq: summed pairwise, or
    (COMPENSATED) collapsed into the totals sh + sl and qh + ql first. */
-BNF_INLINE void NAME(lanes_totals)(double *restrict as, double *restrict aq,
+BNF_INLINE void NAME(lanes_totals)(double *BNF_RESTRICT as, double *BNF_RESTRICT aq,
                                    double sh, double sl, double qh, double ql,
                                    double *s, double *q)
 {
@@ -144,13 +144,13 @@ BNF_INLINE void NAME(lanes_totals)(double *restrict as, double *restrict aq,
 /* The sums of block_sums_centered in double: for a block whose squares
    overflow C (float32 values of a spread above ~1e19), or that holds an
    Inf or NaN. */
-BNF_INLINE void NAME(block_sums_wide)(const T *restrict p, ptrdiff_t nr,
+BNF_INLINE void NAME(block_sums_wide)(const T *BNF_RESTRICT p, ptrdiff_t nr,
                                       ptrdiff_t st, ptrdiff_t len, double c,
                                       double *s, double *q)
 {
     double as[LANES] = {0}, aq[LANES] = {0};
     for (ptrdiff_t r = 0; r < nr; r++) {
-        const T *restrict pr = p + r * st;
+        const T *BNF_RESTRICT pr = p + r * st;
         ptrdiff_t e = 0;
         for (; e + LANES <= len; e += LANES)
             BNF_LANE_LOOP
@@ -171,7 +171,7 @@ BNF_INLINE void NAME(block_sums_wide)(const T *restrict p, ptrdiff_t nr,
 
 /* Sums of d = p[e] - c and d*d over a block; c must be a C value.  In C,
    flushed into double; in double when that overflows. */
-BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
+BNF_INLINE void NAME(block_sums_centered)(const T *BNF_RESTRICT p, ptrdiff_t nr,
                                           ptrdiff_t st, ptrdiff_t len, C c,
                                           double *s, double *q)
 {
@@ -179,7 +179,7 @@ BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
     double sh = 0.0, sl = 0.0, qh = 0.0, ql = 0.0; /* COMPENSATED */
     ptrdiff_t rot = 0, pend = 0; /* the tails' first lane, their count */
     for (ptrdiff_t r = 0; r < nr; r++) {
-        const T *restrict pr = p + r * st;
+        const T *BNF_RESTRICT pr = p + r * st;
         ptrdiff_t e = 0;
         while (e < len) {
             C fs[LANES] = {0}, fq[LANES] = {0};
@@ -231,8 +231,8 @@ BNF_INLINE void NAME(block_sums_centered)(const T *restrict p, ptrdiff_t nr,
    forward's (p[e] - mh) * ra + rb > 0 (the same expression in C as the
    forward's, rb = beta - ml * a).  The lanes sum g * (p - mh); the ml part
    is taken off in double at the end. */
-BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
-                                     const T *restrict p, ptrdiff_t st,
+BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
+                                     const T *BNF_RESTRICT p, ptrdiff_t st,
                                      ptrdiff_t nr, ptrdiff_t len, C mh, C ml,
                                      int relu, C ra, C rb, double *s,
                                      double *q)
@@ -241,7 +241,7 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
     double sh = 0.0, sl = 0.0, qh = 0.0, ql = 0.0; /* COMPENSATED */
     ptrdiff_t rot = 0, pend = 0; /* as block_sums_centered */
     for (ptrdiff_t r = 0; r < nr; r++) {
-        const T *restrict gr = g + r * gst, *restrict pr = p + r * st;
+        const T *BNF_RESTRICT gr = g + r * gst, *BNF_RESTRICT pr = p + r * st;
         ptrdiff_t e = 0;
         while (e < len) {
             C fs[LANES] = {0}, fq[LANES] = {0};
@@ -316,9 +316,9 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *restrict g, ptrdiff_t gst,
 /* Sums of g = dy * gamma and g * (x - mean) over a block of a row (layer
    norm: gamma, in C, varies along the row); the ml part is taken off in
    double at the end, as in block_sums_bwd. */
-BNF_INLINE void NAME(block_sums_ln)(const T *restrict dy,
-                                    const T *restrict p,
-                                    const C *restrict gamma, ptrdiff_t nb,
+BNF_INLINE void NAME(block_sums_ln)(const T *BNF_RESTRICT dy,
+                                    const T *BNF_RESTRICT p,
+                                    const C *BNF_RESTRICT gamma, ptrdiff_t nb,
                                     C mh, C ml, double *s, double *q)
 {
     double as[DLANES] = {0}, aq[DLANES] = {0};
@@ -377,9 +377,9 @@ BNF_INLINE void NAME(block_sums_ln)(const T *restrict dy,
    lanes; float64: pairs and compensated totals).  A float32 sum that
    overflows C is left infinite: the callers tell the row from its
    result (extremes_tmpl.h). */
-BNF_INLINE double NAME(block_sumsq)(const T *restrict dy,
-                                    const T *restrict p,
-                                    const C *restrict w, ptrdiff_t nb)
+BNF_INLINE double NAME(block_sumsq)(const T *BNF_RESTRICT dy,
+                                    const T *BNF_RESTRICT p,
+                                    const C *BNF_RESTRICT w, ptrdiff_t nb)
 {
     double aq[DLANES] = {0};
     double qh = 0.0, ql = 0.0; /* COMPENSATED */

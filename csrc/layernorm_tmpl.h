@@ -23,16 +23,15 @@ static C *NAME(ln_params)(ptrdiff_t d, const double *gamma,
     return buf;
 }
 
-BNF_DISPATCH
-static void NAME(ln_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
-                              ptrdiff_t ldx, const C *restrict gamma,
-                              const C *restrict beta, double eps,
-                              T *restrict y, ptrdiff_t ldy,
-                              double *restrict mean, double *restrict invstd)
+static void NAME(ln_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d,
+                              ptrdiff_t ldx, const C *BNF_RESTRICT gamma,
+                              const C *BNF_RESTRICT beta, double eps,
+                              T *BNF_RESTRICT y, ptrdiff_t ldy,
+                              double *BNF_RESTRICT mean, double *BNF_RESTRICT invstd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *restrict p = x + i * ldx;
-        T *restrict o = y + i * ldy;
+        const T *BNF_RESTRICT p = x + i * ldx;
+        T *BNF_RESTRICT o = y + i * ldy;
         double k = (double)LOAD(p[0]);
         k = bnf_isfinite(k) ? k : 0.0;
         double mu = 0.0, m2 = 0.0;
@@ -113,22 +112,21 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  * many rows of one feature: 10x the reference's error before; scratch:
  * 4*d doubles, 2*d C values).
  */
-BNF_DISPATCH
-static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
-                              const T *restrict x, ptrdiff_t ldx, ptrdiff_t n,
-                              ptrdiff_t d, const double *restrict mean,
-                              const double *restrict invstd,
-                              const C *restrict gamma, T *restrict dx,
-                              ptrdiff_t lddx, double *restrict dgamma,
-                              double *restrict dbeta)
+static int NAME(ln_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                              const T *BNF_RESTRICT x, ptrdiff_t ldx, ptrdiff_t n,
+                              ptrdiff_t d, const double *BNF_RESTRICT mean,
+                              const double *BNF_RESTRICT invstd,
+                              const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx,
+                              ptrdiff_t lddx, double *BNF_RESTRICT dgamma,
+                              double *BNF_RESTRICT dbeta)
 {
     size_t d1 = (size_t)(d > 0 ? d : 1);
     double *work = malloc(4 * d1 * sizeof(double) + 2 * d1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict gg = work, *restrict gb = work + d1;
-    double *restrict lg = work + 2 * d1, *restrict lb = work + 3 * d1;
-    C *restrict fg = (C *)(work + 4 * d1), *restrict fb = fg + d1;
+    double *BNF_RESTRICT gg = work, *BNF_RESTRICT gb = work + d1;
+    double *BNF_RESTRICT lg = work + 2 * d1, *BNF_RESTRICT lb = work + 3 * d1;
+    C *BNF_RESTRICT fg = (C *)(work + 4 * d1), *BNF_RESTRICT fb = fg + d1;
     for (ptrdiff_t e = 0; e < d; e++) {
         dgamma[e] = dbeta[e] = gg[e] = gb[e] = lg[e] = lb[e] = 0.0;
         fg[e] = fb[e] = 0;
@@ -136,9 +134,9 @@ static int NAME(ln_backward1)(const T *restrict dy, ptrdiff_t lddy,
     double dd = (double)d;
     int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *restrict g = dy + i * lddy;
-        const T *restrict p = x + i * ldx;
-        T *restrict o = dx + i * lddx;
+        const T *BNF_RESTRICT g = dy + i * lddy;
+        const T *BNF_RESTRICT p = x + i * ldx;
+        T *BNF_RESTRICT o = dx + i * lddx;
         double mu = mean[i], is = invstd[i], sa, sb;
         C mh, ml;
         NAME(ln_row_sums)(g, p, gamma, d, mu, &mh, &ml, &sa, &sb);

@@ -36,17 +36,16 @@ BNF_INLINE double NAME(rms_row_sum)(const T *dy, const T *p, const C *w,
     return q;
 }
 
-BNF_DISPATCH
-static void NAME(rms_forward1)(const T *restrict x, ptrdiff_t n, ptrdiff_t d,
-                               ptrdiff_t ldx, const C *restrict gamma,
-                               double eps, T *restrict y, ptrdiff_t ldy,
-                               double *restrict meansq,
-                               double *restrict invrms)
+static void NAME(rms_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d,
+                               ptrdiff_t ldx, const C *BNF_RESTRICT gamma,
+                               double eps, T *BNF_RESTRICT y, ptrdiff_t ldy,
+                               double *BNF_RESTRICT meansq,
+                               double *BNF_RESTRICT invrms)
 {
     double dd = (double)d;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *restrict p = x + i * ldx;
-        T *restrict o = y + i * ldy;
+        const T *BNF_RESTRICT p = x + i * ldx;
+        T *BNF_RESTRICT o = y + i * ldy;
         double ms = NAME(rms_row_sum)(NULL, p, NULL, d) / dd;
         double is = 1.0 / sqrt(ms + eps);
         meansq[i] = ms;
@@ -117,20 +116,19 @@ static void NAME(rms_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  * rows, double over BNF_SUM_ROWS, compensated for float64; scratch: 2*d
  * doubles, d C values).
  */
-BNF_DISPATCH
-static int NAME(rms_backward1)(const T *restrict dy, ptrdiff_t lddy,
-                               const T *restrict x, ptrdiff_t ldx,
+static int NAME(rms_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                               const T *BNF_RESTRICT x, ptrdiff_t ldx,
                                ptrdiff_t n, ptrdiff_t d,
-                               const double *restrict invrms,
-                               const C *restrict gamma, T *restrict dx,
-                               ptrdiff_t lddx, double *restrict dgamma)
+                               const double *BNF_RESTRICT invrms,
+                               const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx,
+                               ptrdiff_t lddx, double *BNF_RESTRICT dgamma)
 {
     size_t d1 = (size_t)(d > 0 ? d : 1);
     double *work = malloc(2 * d1 * sizeof(double) + d1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict gg = work, *restrict lg = work + d1;
-    C *restrict fg = (C *)(work + 2 * d1);
+    double *BNF_RESTRICT gg = work, *BNF_RESTRICT lg = work + d1;
+    C *BNF_RESTRICT fg = (C *)(work + 2 * d1);
     for (ptrdiff_t e = 0; e < d; e++) {
         dgamma[e] = gg[e] = lg[e] = 0.0;
         fg[e] = 0;
@@ -138,9 +136,9 @@ static int NAME(rms_backward1)(const T *restrict dy, ptrdiff_t lddy,
     double dd = (double)d;
     int bad = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const T *restrict g = dy + i * lddy;
-        const T *restrict p = x + i * ldx;
-        T *restrict o = dx + i * lddx;
+        const T *BNF_RESTRICT g = dy + i * lddy;
+        const T *BNF_RESTRICT p = x + i * ldx;
+        T *BNF_RESTRICT o = dx + i * lddx;
         double is = invrms[i];
         double sb = NAME(rms_row_sum)(g, p, gamma, d);
         /* a sum out of range: the row's dx again after the loop */

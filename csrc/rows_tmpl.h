@@ -52,10 +52,9 @@
  * of a spread above ~1e19) or hold an Inf or NaN is summed again in
  * double, so float32 results are finite wherever the double ones are.
  */
-BNF_DISPATCH
-int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
-                     ptrdiff_t ldx, double *restrict mean, double *restrict m2,
-                     double *restrict mean_lo)
+int NAME(rows_stats)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
+                     ptrdiff_t ldx, double *BNF_RESTRICT mean, double *BNF_RESTRICT m2,
+                     double *BNF_RESTRICT mean_lo)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     /* 6 double and 3 C arrays of a tile; the C ones after the doubles */
@@ -63,30 +62,30 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                           3 * (size_t)t1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict k = work;              /* the shift K */
-    double *restrict bm = work + tile;      /* c - K, then block mean - K */
-    double *restrict s = work + 2 * tile;   /* sum of d */
-    double *restrict q = work + 3 * tile;   /* sum of d*d */
-    double *restrict gs = work + 4 * tile;  /* group sums of d, d*d */
-    double *restrict gq = work + 5 * tile;
-    C *restrict cen = (C *)(work + 6 * t1); /* the block's center c */
-    C *restrict fs = cen + t1;              /* C sums of d, d*d */
-    C *restrict fq = fs + t1;
+    double *BNF_RESTRICT k = work;              /* the shift K */
+    double *BNF_RESTRICT bm = work + tile;      /* c - K, then block mean - K */
+    double *BNF_RESTRICT s = work + 2 * tile;   /* sum of d */
+    double *BNF_RESTRICT q = work + 3 * tile;   /* sum of d*d */
+    double *BNF_RESTRICT gs = work + 4 * tile;  /* group sums of d, d*d */
+    double *BNF_RESTRICT gq = work + 5 * tile;
+    C *BNF_RESTRICT cen = (C *)(work + 6 * t1); /* the block's center c */
+    C *BNF_RESTRICT fs = cen + t1;              /* C sums of d, d*d */
+    C *BNF_RESTRICT fq = fs + t1;
 
     int four = BNF_STATS_ROWS4(tile);
     ptrdiff_t sflush = HILO ? BNF_FLUSH : BNF_SUM_ROWS;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
         ptrdiff_t rb = bnf_block_rows(tc, sizeof(T));
-        double *restrict mu = mean + c0; /* running mean of x - K */
-        double *restrict mm = m2 + c0;
+        double *BNF_RESTRICT mu = mean + c0; /* running mean of x - K */
+        double *BNF_RESTRICT mm = m2 + c0;
         for (ptrdiff_t j = 0; j < tc; j++) {
             double k0 = (double)LOAD(x[c0 + j]);
             k[j] = bnf_isfinite(k0) ? k0 : 0.0;
         }
         for (ptrdiff_t r0 = 0; r0 < m; r0 += rb) {
             ptrdiff_t nb = bnf_min(rb, m - r0), i;
-            const T *restrict xb = x + r0 * ldx + c0;
+            const T *BNF_RESTRICT xb = x + r0 * ldx + c0;
             double dnb = (double)nb;
 
             /* the block's center c = K + an estimate of its mean, rounded
@@ -98,8 +97,8 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                 for (ptrdiff_t j = 0; j < tc; j++)
                     fs[j] = 0;
                 for (i = 0; i + 4 <= nb; i += 4) {
-                    const T *restrict x0 = xb + i * ldx, *restrict x1 = x0 + ldx;
-                    const T *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
+                    const T *BNF_RESTRICT x0 = xb + i * ldx, *BNF_RESTRICT x1 = x0 + ldx;
+                    const T *BNF_RESTRICT x2 = x1 + ldx, *BNF_RESTRICT x3 = x2 + ldx;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C kj = (C)k[j];
                         fs[j] += ((LOAD(x0[j]) - kj) + (LOAD(x1[j]) - kj)) +
@@ -107,7 +106,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                     }
                 }
                 for (; i < nb; i++) {
-                    const T *restrict x0 = xb + i * ldx;
+                    const T *BNF_RESTRICT x0 = xb + i * ldx;
                     for (ptrdiff_t j = 0; j < tc; j++)
                         fs[j] += LOAD(x0[j]) - (C)k[j];
                 }
@@ -142,10 +141,10 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                     for (ptrdiff_t j = 0; j < tc; j++)
                         fs[j] = fq[j] = 0;
                     for (i = f0; four && i + 4 <= f1; i += 4) {
-                        const T *restrict x0 = xb + i * ldx;
-                        const T *restrict x1 = x0 + ldx;
-                        const T *restrict x2 = x1 + ldx;
-                        const T *restrict x3 = x2 + ldx;
+                        const T *BNF_RESTRICT x0 = xb + i * ldx;
+                        const T *BNF_RESTRICT x1 = x0 + ldx;
+                        const T *BNF_RESTRICT x2 = x1 + ldx;
+                        const T *BNF_RESTRICT x3 = x2 + ldx;
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C d0 = LOAD(x0[j]) - cen[j];
                             C d1 = LOAD(x1[j]) - cen[j];
@@ -156,7 +155,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                         }
                     }
                     for (; i < f1; i++) {
-                        const T *restrict x0 = xb + i * ldx;
+                        const T *BNF_RESTRICT x0 = xb + i * ldx;
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C d0 = LOAD(x0[j]) - cen[j];
                             fs[j] += d0;
@@ -179,7 +178,7 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
                     for (ptrdiff_t j = 0; j < tc; j++)
                         gs[j] = gq[j] = 0.0;
                     for (i = g0; i < g1; i++) {
-                        const T *restrict x0 = xb + i * ldx;
+                        const T *BNF_RESTRICT x0 = xb + i * ldx;
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             double d0 = (double)LOAD(x0[j]) - (double)cen[j];
                             gs[j] += d0;
@@ -230,21 +229,20 @@ int NAME(rows_stats)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
    as np.maximum(v, 0)) */
 #define BNF_RELU1(v) ((v) <= RELU_MIN ? STORE(0) : STORE(v))
 
-BNF_DISPATCH
-void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
-                      ptrdiff_t ldx, NAME(bnf_coefs) cf, T *restrict y,
+void NAME(rows_apply)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
+                      ptrdiff_t ldx, NAME(bnf_coefs) cf, T *BNF_RESTRICT y,
                       ptrdiff_t ldy, int relu)
 {
-    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
     ptrdiff_t i = 0;
     /* separate loops with and without relu: GCC leaves a test of relu per
        element scalar */
     if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {
         for (; i + 4 <= m; i += 4) {
-            const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx;
-            const T *restrict x2 = x1 + ldx, *restrict x3 = x2 + ldx;
-            T *restrict y0 = y + i * ldy, *restrict y1 = y0 + ldy;
-            T *restrict y2 = y1 + ldy, *restrict y3 = y2 + ldy;
+            const T *BNF_RESTRICT x0 = x + i * ldx, *BNF_RESTRICT x1 = x0 + ldx;
+            const T *BNF_RESTRICT x2 = x1 + ldx, *BNF_RESTRICT x3 = x2 + ldx;
+            T *BNF_RESTRICT y0 = y + i * ldy, *BNF_RESTRICT y1 = y0 + ldy;
+            T *BNF_RESTRICT y2 = y1 + ldy, *BNF_RESTRICT y3 = y2 + ldy;
             if (relu) {
                 for (ptrdiff_t j = 0; j < c; j++) {
                     C v0 = BNF_APPLY1(x0[j], j), v1 = BNF_APPLY1(x1[j], j);
@@ -265,8 +263,8 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
         }
     }
     for (; i < m; i++) {
-        const T *restrict x0 = x + i * ldx;
-        T *restrict y0 = y + i * ldy;
+        const T *BNF_RESTRICT x0 = x + i * ldx;
+        T *BNF_RESTRICT y0 = y + i * ldy;
         if (relu) {
             for (ptrdiff_t j = 0; j < c; j++) {
                 C v0 = BNF_APPLY1(x0[j], j);
@@ -295,18 +293,17 @@ void NAME(rows_apply)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
         }                                                                    \
     } while (0)
 
-BNF_DISPATCH
-void NAME(rows_apply_res)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
-                          ptrdiff_t ldx, const T *restrict z, ptrdiff_t ldz,
-                          NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t ldy,
+void NAME(rows_apply_res)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
+                          ptrdiff_t ldx, const T *BNF_RESTRICT z, ptrdiff_t ldz,
+                          NAME(bnf_coefs) cf, T *BNF_RESTRICT y, ptrdiff_t ldy,
                           int relu)
 {
-    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
     for (ptrdiff_t i = 0; i < m; i++) {
-        const T *restrict x0 = x + i * ldx;
-        T *restrict y0 = y + i * ldy;
+        const T *BNF_RESTRICT x0 = x + i * ldx;
+        T *BNF_RESTRICT y0 = y + i * ldy;
         if (z != NULL) {
-            const T *restrict z0 = z + i * ldz;
+            const T *BNF_RESTRICT z0 = z + i * ldz;
             BNF_RES_ROW(z0[j]);
         } else {
             BNF_RES_ROW(y0[j]);
@@ -317,18 +314,17 @@ void NAME(rows_apply_res)(const T *restrict x, ptrdiff_t m, ptrdiff_t c,
 /* The fused residual's ReLU gate: g = dy where the forward's
    (x - mh) * a + b + z > 0, else 0 (dresidual, and the dy of the plain
    backward that follows) */
-BNF_DISPATCH
-void NAME(rows_gate_res)(const T *restrict dy, ptrdiff_t lddy,
-                         const T *restrict x, ptrdiff_t ldx,
-                         const T *restrict z, ptrdiff_t ldz, ptrdiff_t m,
-                         ptrdiff_t c, NAME(bnf_coefs) cf, T *restrict g,
+void NAME(rows_gate_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                         const T *BNF_RESTRICT x, ptrdiff_t ldx,
+                         const T *BNF_RESTRICT z, ptrdiff_t ldz, ptrdiff_t m,
+                         ptrdiff_t c, NAME(bnf_coefs) cf, T *BNF_RESTRICT g,
                          ptrdiff_t ldg)
 {
-    const C *restrict mh = cf.mh, *restrict a = cf.a, *restrict b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
     for (ptrdiff_t i = 0; i < m; i++) {
-        const T *restrict g0 = dy + i * lddy, *restrict x0 = x + i * ldx;
-        const T *restrict z0 = z + i * ldz;
-        T *restrict o0 = g + i * ldg;
+        const T *BNF_RESTRICT g0 = dy + i * lddy, *BNF_RESTRICT x0 = x + i * ldx;
+        const T *BNF_RESTRICT z0 = z + i * ldz;
+        T *BNF_RESTRICT o0 = g + i * ldg;
         for (ptrdiff_t j = 0; j < c; j++)
             o0[j] = STORE(BNF_GATE(LOAD(g0[j]),
                                    BNF_APPLY1(x0[j], j) + LOAD(z0[j]),
@@ -351,31 +347,30 @@ void NAME(rows_gate_res)(const T *restrict dy, ptrdiff_t lddy,
    whatever its length (before, recursive over 128 rows, then 128
    blocks: 10x NumPy's error on a repeated dy).  Columns in tiles, as the
    statistics. */
-BNF_DISPATCH
-int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
-                          const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
+int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                          const T *BNF_RESTRICT x, ptrdiff_t ldx, ptrdiff_t m,
                           ptrdiff_t c, NAME(bnf_coefs) cf, int relu,
-                          double *restrict sum_dy, double *restrict sum_dyxmu)
+                          double *BNF_RESTRICT sum_dy, double *BNF_RESTRICT sum_dyxmu)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     double *work = malloc(4 * (size_t)t1 * sizeof(double) +
                           2 * (size_t)t1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict bs = work, *restrict bq = work + tile;
-    double *restrict gs = work + 2 * tile, *restrict gq = work + 3 * tile;
-    C *restrict fs = (C *)(work + 4 * t1), *restrict fq = fs + t1;
+    double *BNF_RESTRICT bs = work, *BNF_RESTRICT bq = work + tile;
+    double *BNF_RESTRICT gs = work + 2 * tile, *BNF_RESTRICT gq = work + 3 * tile;
+    C *BNF_RESTRICT fs = (C *)(work + 4 * t1), *BNF_RESTRICT fq = fs + t1;
 
     int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
     ptrdiff_t flush = HILO ? BNF_FLUSH : (wide ? 4 : 2) * BNF_FLUSH;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
-        const C *restrict mh = cf.mh + c0;
-        const C *restrict ml = HILO ? cf.ml + c0 : NULL;
-        const C *restrict ra = relu ? cf.a + c0 : NULL;
-        const C *restrict rb = relu ? cf.b + c0 : NULL;
-        double *restrict ts = sum_dy + c0;
-        double *restrict tq = sum_dyxmu + c0;
+        const C *BNF_RESTRICT mh = cf.mh + c0;
+        const C *BNF_RESTRICT ml = HILO ? cf.ml + c0 : NULL;
+        const C *BNF_RESTRICT ra = relu ? cf.a + c0 : NULL;
+        const C *BNF_RESTRICT rb = relu ? cf.b + c0 : NULL;
+        double *BNF_RESTRICT ts = sum_dy + c0;
+        double *BNF_RESTRICT tq = sum_dyxmu + c0;
         for (ptrdiff_t j = 0; j < tc; j++) {
             ts[j] = tq[j] = 0.0;
             gs[j] = gq[j] = 0.0;
@@ -393,12 +388,12 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                 /* wide rows four at a time: the accumulators are loaded
                    and stored once for four rows (BNF_WIDE_ROW) */
                 for (; wide && i + 4 <= f1; i += 4) {
-                    const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict g1 = g0 + lddy, *restrict g2 = g1 + lddy;
-                    const T *restrict g3 = g2 + lddy;
-                    const T *restrict x0 = x + i * ldx + c0;
-                    const T *restrict x1 = x0 + ldx, *restrict x2 = x1 + ldx;
-                    const T *restrict x3 = x2 + ldx;
+                    const T *BNF_RESTRICT g0 = dy + i * lddy + c0;
+                    const T *BNF_RESTRICT g1 = g0 + lddy, *BNF_RESTRICT g2 = g1 + lddy;
+                    const T *BNF_RESTRICT g3 = g2 + lddy;
+                    const T *BNF_RESTRICT x0 = x + i * ldx + c0;
+                    const T *BNF_RESTRICT x1 = x0 + ldx, *BNF_RESTRICT x2 = x1 + ldx;
+                    const T *BNF_RESTRICT x3 = x2 + ldx;
                     if (!relu) {
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C u0 = LOAD(g0[j]), u1 = LOAD(g1[j]);
@@ -423,8 +418,8 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
                     }
                 }
                 for (; i < f1; i++) {
-                    const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict xa = x + i * ldx + c0;
+                    const T *BNF_RESTRICT g0 = dy + i * lddy + c0;
+                    const T *BNF_RESTRICT xa = x + i * ldx + c0;
                     if (!relu) {
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C u0 = LOAD(g0[j]);
@@ -487,34 +482,33 @@ int NAME(rows_bwd_reduce)(const T *restrict dy, ptrdiff_t lddy,
    and the column sums of g and g * (x - mean) as rows_bwd_reduce's (the
    same blocks and totals).  One pass reading dy, x, z and writing g, where
    a gate pass then the reduce would read g and x again. */
-BNF_DISPATCH
-int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
-                              const T *restrict x, ptrdiff_t ldx,
-                              const T *restrict z, ptrdiff_t ldz,
+int NAME(rows_bwd_reduce_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                              const T *BNF_RESTRICT x, ptrdiff_t ldx,
+                              const T *BNF_RESTRICT z, ptrdiff_t ldz,
                               ptrdiff_t m, ptrdiff_t c, NAME(bnf_coefs) cf,
-                              T *restrict gw, ptrdiff_t ldg,
-                              double *restrict sum_dy,
-                              double *restrict sum_dyxmu)
+                              T *BNF_RESTRICT gw, ptrdiff_t ldg,
+                              double *BNF_RESTRICT sum_dy,
+                              double *BNF_RESTRICT sum_dyxmu)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     double *work = malloc(4 * (size_t)t1 * sizeof(double) +
                           2 * (size_t)t1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *restrict bs = work, *restrict bq = work + tile;
-    double *restrict gs = work + 2 * tile, *restrict gq = work + 3 * tile;
-    C *restrict fs = (C *)(work + 4 * t1), *restrict fq = fs + t1;
+    double *BNF_RESTRICT bs = work, *BNF_RESTRICT bq = work + tile;
+    double *BNF_RESTRICT gs = work + 2 * tile, *BNF_RESTRICT gq = work + 3 * tile;
+    C *BNF_RESTRICT fs = (C *)(work + 4 * t1), *BNF_RESTRICT fq = fs + t1;
 
     int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
     ptrdiff_t flush = HILO ? BNF_FLUSH : (wide ? 4 : 2) * BNF_FLUSH;
     for (ptrdiff_t c0 = 0; c0 < c; c0 += tile) {
         ptrdiff_t tc = bnf_min(tile, c - c0);
-        const C *restrict mh = cf.mh + c0;
-        const C *restrict ml = HILO ? cf.ml + c0 : NULL;
-        const C *restrict ra = cf.a + c0;
-        const C *restrict rb = cf.b + c0;
-        double *restrict ts = sum_dy + c0;
-        double *restrict tq = sum_dyxmu + c0;
+        const C *BNF_RESTRICT mh = cf.mh + c0;
+        const C *BNF_RESTRICT ml = HILO ? cf.ml + c0 : NULL;
+        const C *BNF_RESTRICT ra = cf.a + c0;
+        const C *BNF_RESTRICT rb = cf.b + c0;
+        double *BNF_RESTRICT ts = sum_dy + c0;
+        double *BNF_RESTRICT tq = sum_dyxmu + c0;
         for (ptrdiff_t j = 0; j < tc; j++) {
             ts[j] = tq[j] = 0.0;
             gs[j] = gq[j] = 0.0;
@@ -533,14 +527,14 @@ int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
                    need 16 pointers: GCC reloaded them from the stack in
                    the inner loop, the hottest instructions in perf) */
                 for (; wide && i + 2 <= f1; i += 2) {
-                    const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict g1 = g0 + lddy;
-                    const T *restrict x0 = x + i * ldx + c0;
-                    const T *restrict x1 = x0 + ldx;
-                    const T *restrict z0 = z + i * ldz + c0;
-                    const T *restrict z1 = z0 + ldz;
-                    T *restrict w0 = gw + i * ldg + c0;
-                    T *restrict w1 = w0 + ldg;
+                    const T *BNF_RESTRICT g0 = dy + i * lddy + c0;
+                    const T *BNF_RESTRICT g1 = g0 + lddy;
+                    const T *BNF_RESTRICT x0 = x + i * ldx + c0;
+                    const T *BNF_RESTRICT x1 = x0 + ldx;
+                    const T *BNF_RESTRICT z0 = z + i * ldz + c0;
+                    const T *BNF_RESTRICT z1 = z0 + ldz;
+                    T *BNF_RESTRICT w0 = gw + i * ldg + c0;
+                    T *BNF_RESTRICT w1 = w0 + ldg;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
                         C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j] + LOAD(z0[j]), RELU_MIN);
@@ -552,10 +546,10 @@ int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
                     }
                 }
                 for (; i < f1; i++) {
-                    const T *restrict g0 = dy + i * lddy + c0;
-                    const T *restrict xa = x + i * ldx + c0;
-                    const T *restrict za = z + i * ldz + c0;
-                    T *restrict w0 = gw + i * ldg + c0;
+                    const T *BNF_RESTRICT g0 = dy + i * lddy + c0;
+                    const T *BNF_RESTRICT xa = x + i * ldx + c0;
+                    const T *BNF_RESTRICT za = z + i * ldz + c0;
+                    T *BNF_RESTRICT w0 = gw + i * ldg + c0;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C d = LOAD(xa[j]) - mh[j];
                         C u0 = BNF_GATE(LOAD(g0[j]),
@@ -631,9 +625,9 @@ int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
     do {                                                                     \
         if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {                      \
             for (; i + 2 <= m; i += 2) {                                     \
-                const T *restrict g0 = dy + i * lddy, *restrict g1 = g0 + lddy; \
-                const T *restrict x0 = x + i * ldx, *restrict x1 = x0 + ldx; \
-                T *restrict o0 = dx + i * lddx, *restrict o1 = o0 + lddx;    \
+                const T *BNF_RESTRICT g0 = dy + i * lddy, *BNF_RESTRICT g1 = g0 + lddy; \
+                const T *BNF_RESTRICT x0 = x + i * ldx, *BNF_RESTRICT x1 = x0 + ldx; \
+                T *BNF_RESTRICT o0 = dx + i * lddx, *BNF_RESTRICT o1 = o0 + lddx;    \
                 for (ptrdiff_t j = 0; j < c; j++) {                          \
                     o0[j] = STORE(E(g0[j], x0[j], j));                       \
                     o1[j] = STORE(E(g1[j], x1[j], j));                       \
@@ -641,23 +635,22 @@ int NAME(rows_bwd_reduce_res)(const T *restrict dy, ptrdiff_t lddy,
             }                                                                \
         }                                                                    \
         for (; i < m; i++) {                                                 \
-            const T *restrict g0 = dy + i * lddy;                            \
-            const T *restrict x0 = x + i * ldx;                              \
-            T *restrict o0 = dx + i * lddx;                                  \
+            const T *BNF_RESTRICT g0 = dy + i * lddy;                            \
+            const T *BNF_RESTRICT x0 = x + i * ldx;                              \
+            T *BNF_RESTRICT o0 = dx + i * lddx;                                  \
             for (ptrdiff_t j = 0; j < c; j++)                                \
                 o0[j] = STORE(E(g0[j], x0[j], j));                           \
         }                                                                    \
     } while (0)
 
-BNF_DISPATCH
-void NAME(rows_bwd_apply)(const T *restrict dy, ptrdiff_t lddy,
-                          const T *restrict x, ptrdiff_t ldx, ptrdiff_t m,
+void NAME(rows_bwd_apply)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
+                          const T *BNF_RESTRICT x, ptrdiff_t ldx, ptrdiff_t m,
                           ptrdiff_t c, NAME(bnf_coefs) cf, int relu,
-                          T *restrict dx, ptrdiff_t lddx)
+                          T *BNF_RESTRICT dx, ptrdiff_t lddx)
 {
-    const C *restrict mh = cf.mh, *restrict ml = cf.ml;
-    const C *restrict a = cf.a, *restrict is = cf.is, *restrict rb = cf.b;
-    const C *restrict kx = cf.k_xhat, *restrict k0 = cf.k_0;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT ml = cf.ml;
+    const C *BNF_RESTRICT a = cf.a, *BNF_RESTRICT is = cf.is, *BNF_RESTRICT rb = cf.b;
+    const C *BNF_RESTRICT kx = cf.k_xhat, *BNF_RESTRICT k0 = cf.k_0;
     ptrdiff_t i = 0;
     if (kx == NULL) {
         if (!relu)

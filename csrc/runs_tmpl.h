@@ -29,11 +29,10 @@ BNF_INLINE ptrdiff_t NAME(runs_per_block)(ptrdiff_t len)
  * merged with Chan's formula.  Blocks in memory order (block-outer,
  * channel-inner: a C-order NCHW batch is read front to back).
  */
-BNF_DISPATCH
-void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+void NAME(runs_stats)(const T *BNF_RESTRICT x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
-                      double *restrict mean, double *restrict m2,
-                      double *restrict mean_lo)
+                      double *BNF_RESTRICT mean, double *BNF_RESTRICT m2,
+                      double *BNF_RESTRICT mean_lo)
 {
     ptrdiff_t per = NAME(runs_per_block)(len);
     for (ptrdiff_t i0 = 0; i0 < n1; i0 += per) {
@@ -60,16 +59,15 @@ void NAME(runs_stats)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
 
 /* y = (x - mh_j) * a_j + b_j along each run of channel j, in C, b_j =
    beta_j - ml_j * a_j (then max(y, 0) with relu; NaN stays NaN). */
-BNF_DISPATCH
-void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+void NAME(runs_apply)(const T *BNF_RESTRICT x, ptrdiff_t n1, ptrdiff_t s1,
                       ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
-                      NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t t1,
+                      NAME(bnf_coefs) cf, T *BNF_RESTRICT y, ptrdiff_t t1,
                       ptrdiff_t t2, int relu)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *restrict p = x + i * s1 + j * s2;
-            T *restrict o = y + i * t1 + j * t2;
+            const T *BNF_RESTRICT p = x + i * s1 + j * s2;
+            T *BNF_RESTRICT o = y + i * t1 + j * t2;
             C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
             if (relu) {
                 for (ptrdiff_t e = 0; e < len; e++) {
@@ -99,20 +97,19 @@ void NAME(runs_apply)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
         }                                                                    \
     } while (0)
 
-BNF_DISPATCH
-void NAME(runs_apply_res)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
+void NAME(runs_apply_res)(const T *BNF_RESTRICT x, ptrdiff_t n1, ptrdiff_t s1,
                           ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,
-                          const T *restrict z, ptrdiff_t z1, ptrdiff_t z2,
-                          NAME(bnf_coefs) cf, T *restrict y, ptrdiff_t t1,
+                          const T *BNF_RESTRICT z, ptrdiff_t z1, ptrdiff_t z2,
+                          NAME(bnf_coefs) cf, T *BNF_RESTRICT y, ptrdiff_t t1,
                           ptrdiff_t t2, int relu)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *restrict p = x + i * s1 + j * s2;
-            T *restrict o = y + i * t1 + j * t2;
+            const T *BNF_RESTRICT p = x + i * s1 + j * s2;
+            T *BNF_RESTRICT o = y + i * t1 + j * t2;
             C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
             if (z != NULL) {
-                const T *restrict q = z + i * z1 + j * z2;
+                const T *BNF_RESTRICT q = z + i * z1 + j * z2;
                 BNF_RES_RUN(q[e]);
             } else {
                 BNF_RES_RUN(o[e]);
@@ -123,20 +120,19 @@ void NAME(runs_apply_res)(const T *restrict x, ptrdiff_t n1, ptrdiff_t s1,
 
 /* The fused residual's ReLU gate along runs: g = dy where the forward's
    (x - mh_j) * a_j + b_j + z > 0, else 0 */
-BNF_DISPATCH
-void NAME(runs_gate_res)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
-                         const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
-                         const T *restrict z, ptrdiff_t z1, ptrdiff_t z2,
+void NAME(runs_gate_res)(const T *BNF_RESTRICT dy, ptrdiff_t d1, ptrdiff_t d2,
+                         const T *BNF_RESTRICT x, ptrdiff_t s1, ptrdiff_t s2,
+                         const T *BNF_RESTRICT z, ptrdiff_t z1, ptrdiff_t z2,
                          ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                         NAME(bnf_coefs) cf, T *restrict g, ptrdiff_t t1,
+                         NAME(bnf_coefs) cf, T *BNF_RESTRICT g, ptrdiff_t t1,
                          ptrdiff_t t2)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *restrict gd = dy + i * d1 + j * d2;
-            const T *restrict p = x + i * s1 + j * s2;
-            const T *restrict q = z + i * z1 + j * z2;
-            T *restrict o = g + i * t1 + j * t2;
+            const T *BNF_RESTRICT gd = dy + i * d1 + j * d2;
+            const T *BNF_RESTRICT p = x + i * s1 + j * s2;
+            const T *BNF_RESTRICT q = z + i * z1 + j * z2;
+            T *BNF_RESTRICT o = g + i * t1 + j * t2;
             C mh = cf.mh[j], a = cf.a[j], b = cf.b[j];
             for (ptrdiff_t e = 0; e < len; e++)
                 o[e] = STORE(BNF_GATE(LOAD(gd[e]),
@@ -151,13 +147,12 @@ void NAME(runs_gate_res)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
    sums compensated too (lanes_tmpl.h), their low parts in a scratch of
    2*n2 doubles when a channel has several blocks (without it, if it
    cannot be had, the blocks' sums are added plainly). */
-BNF_DISPATCH
-void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
-                           const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
+void NAME(runs_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t d1, ptrdiff_t d2,
+                           const T *BNF_RESTRICT x, ptrdiff_t s1, ptrdiff_t s2,
                            ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
                            NAME(bnf_coefs) cf, int relu,
-                           double *restrict sum_dy,
-                           double *restrict sum_dyxmu)
+                           double *BNF_RESTRICT sum_dy,
+                           double *BNF_RESTRICT sum_dyxmu)
 {
     ptrdiff_t per = NAME(runs_per_block)(len);
     double *lo = NULL; /* the totals' low parts (float64) */
@@ -208,18 +203,17 @@ void NAME(runs_bwd_reduce)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
 
 /* dx = a_j * g + k_xhat_j * (x - mean_j) * is_j + k_0_j along each run, g
    as in runs_bwd_reduce; with k_xhat NULL (frozen statistics) a_j * g. */
-BNF_DISPATCH
-void NAME(runs_bwd_apply)(const T *restrict dy, ptrdiff_t d1, ptrdiff_t d2,
-                          const T *restrict x, ptrdiff_t s1, ptrdiff_t s2,
+void NAME(runs_bwd_apply)(const T *BNF_RESTRICT dy, ptrdiff_t d1, ptrdiff_t d2,
+                          const T *BNF_RESTRICT x, ptrdiff_t s1, ptrdiff_t s2,
                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                          NAME(bnf_coefs) cf, int relu, T *restrict dx,
+                          NAME(bnf_coefs) cf, int relu, T *BNF_RESTRICT dx,
                           ptrdiff_t t1, ptrdiff_t t2)
 {
     for (ptrdiff_t i = 0; i < n1; i++)
         for (ptrdiff_t j = 0; j < n2; j++) {
-            const T *restrict g = dy + i * d1 + j * d2;
-            const T *restrict p = x + i * s1 + j * s2;
-            T *restrict o = dx + i * t1 + j * t2;
+            const T *BNF_RESTRICT g = dy + i * d1 + j * d2;
+            const T *BNF_RESTRICT p = x + i * s1 + j * s2;
+            T *BNF_RESTRICT o = dx + i * t1 + j * t2;
             C mh = cf.mh[j], ml = HILO ? cf.ml[j] : 0, a = cf.a[j];
             if (cf.k_xhat == NULL) { /* frozen statistics: dx = a * g */
                 if (!relu) {

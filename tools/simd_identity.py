@@ -1,26 +1,22 @@
-"""Check the README's promise that results are identical across SIMD
-levels: the installed bnfast (its kernels dispatch at run time to this
-CPU's clone: x86-64-v4, -v3 or baseline) against a baseline-only build of
-the same sources (BNF_NO_DISPATCH), bitwise, on every family, every dtype (float16 and bfloat16 too),
-both kernel families, with and without the fused ReLU, at offsets 0 and
-1e4.
+"""Check the promise that results are identical across SIMD levels: the
+installed bnfast's kernels at every level that its build has and this CPU
+runs (baseline, x86-64-v3, x86-64-v4: _kernels.set_simd_level) against the
+baseline's, bitwise, on every family, every dtype (float16 and bfloat16
+too), both kernel families, with and without the fused ReLU, frozen and
+affine-free, at offsets 0 and 1e4.
 
     python tools/simd_identity.py
+    python tools/simd_identity.py --save results.npz   # and keep them
+    python tools/simd_identity.py --compare results.npz
 
-Builds the tracked tree in a temporary directory with the running
-interpreter (needs setuptools, Cython and numpy: ``pip install setuptools
-Cython``), loads that extension beside the installed one, compares, and
-exits 1 on any difference.  On a CPU where the dispatch picks the baseline
-too it says so (the comparison then checks only the build flags).
-CI runs it (.ci/run).
+--save writes the results (of the first level) to a file; --compare also
+compares them with such a file, bitwise: another build (another compiler,
+tools/ci_compilers.sh) must give the same results too.  Exits 1 on any
+difference.  On a CPU that runs only the baseline it says
+so.  CI runs it (.ci/run); tests/test_simd_levels.py runs the registry's
+equivalence cases the same way.
 """
-import glob
-import importlib.util
-import os
-import subprocess
 import sys
-import tempfile
-import types
 
 import numpy as np
 
@@ -33,37 +29,6 @@ try:
     HALF = (np.float16, ml_dtypes.bfloat16)
 except ImportError:
     HALF = (np.float16,)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def build_baseline(tmp):
-    files = subprocess.run(["git", "-C", REPO, "ls-files", "-z"], check=True,
-                           capture_output=True).stdout.decode().split("\0")
-    for f in filter(None, files):
-        src, dst = os.path.join(REPO, f), os.path.join(tmp, f)
-        if os.path.isfile(src):
-            os.makedirs(os.path.dirname(dst), exist_ok=True)
-            with open(src, "rb") as a, open(dst, "wb") as b:
-                b.write(a.read())
-    env = dict(os.environ, CFLAGS="-DBNF_NO_DISPATCH")
-    log = os.path.join(tmp, "build.log")
-    with open(log, "w") as out:
-        rc = subprocess.run([sys.executable, "setup.py", "build_ext",
-                             "--inplace"], cwd=tmp, env=env, stdout=out,
-                            stderr=subprocess.STDOUT).returncode
-    if rc:
-        sys.exit(open(log).read() + "\nthe baseline build failed")
-    so = glob.glob(os.path.join(tmp, "src", "bnfast", "_kernels*.so"))[0]
-    pkg = types.ModuleType("bnfast_baseline")
-    pkg.__path__ = []
-    sys.modules["bnfast_baseline"] = pkg
-    spec = importlib.util.spec_from_file_location("bnfast_baseline._kernels",
-                                                  so)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def results(k, x, dy, g, b, axis):
     """Every output of every family on x, with module k's functions."""
@@ -102,18 +67,38 @@ def results(k, x, dy, g, b, axis):
     return out
 
 
-def main():
-    fast = bnfast._kernels
-    with tempfile.TemporaryDirectory() as tmp:
-        base = build_baseline(tmp)
-        level = fast.simd_level()
-        print(f"installed build: {level}; comparison build: "
-              f"{base.simd_level()}")
-        if level == base.simd_level():
-            print("(this CPU runs the baseline clone: only the build flags "
-                  "are compared)")
-        rng = np.random.default_rng(1)
-        n = bad = 0
+def same(a, b):
+    """Bitwise equal, every NaN counting as one value (which NaN an
+    operation on NaNs gives depends on operand order; where they are may
+    not differ)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype.itemsize != b.dtype.itemsize:
+        return False
+    na, nb = np.isnan(a.astype(np.float64)), np.isnan(b.astype(np.float64))
+    ua = a.view(f"u{a.dtype.itemsize}")
+    ub = b.view(f"u{b.dtype.itemsize}")
+    return bool(np.array_equal(na, nb) and np.array_equal(ua[~na], ub[~nb]))
+
+
+def main(argv):
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--save", metavar="FILE")
+    ap.add_argument("--compare", metavar="FILE")
+    args = ap.parse_args(argv)
+    saved = []
+    k = bnfast._kernels
+    levels = [name for name, (built, runs) in k.simd_levels().items()
+              if built and runs]
+    print(f"SIMD levels built: {', '.join(n for n, (b, _) in k.simd_levels().items() if b)}; "
+          f"compared (this CPU runs them): {', '.join(levels)}")
+    if len(levels) < 2:
+        print("(only one level runs here: nothing to compare)")
+    start = k.simd_level()
+    k.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    n = bad = 0
+    try:
         for dt in (np.float32, np.float64) + HALF:
             for shape, axis in [((300, 517), 1), ((64, 2049), 1),
                                 ((7, 5, 9, 13), 1), ((5, 9, 13, 7), 3),
@@ -124,24 +109,41 @@ def main():
                     c = shape[axis]
                     g = (rng.random(c) + 0.5).astype(dt)
                     b = rng.standard_normal(c).astype(dt)
-                    for k in (fast, base):
-                        k.set_num_threads(1)
-                    for a, c2 in zip(results(fast, x, dy, g, b, axis),
-                                     results(base, x, dy, g, b, axis)):
-                        n += 1
-                        if np.dtype(a.dtype).itemsize == 2:  # half: bits
-                            same = np.array_equal(a.view(np.uint16),
-                                                  c2.view(np.uint16))
-                        else:
-                            same = np.array_equal(a, c2, equal_nan=True)
-                        if not same:
-                            bad += 1
-                            print(f"DIFFERS: {np.dtype(dt).name} {shape} "
-                                  f"axis {axis} offset {offset:g}: max "
-                                  f"{np.max(np.abs(a.astype(float) - c2.astype(float))):.3g}")
-        print(f"simd_identity: {n} results compared, {bad} differ")
-        return 1 if bad else 0
+                    k.set_simd_level(levels[0])
+                    ref = results(k, x, dy, g, b, axis)
+                    saved += ref
+                    for level in levels[1:]:
+                        k.set_simd_level(level)
+                        for a, c2 in zip(results(k, x, dy, g, b, axis), ref):
+                            n += 1
+                            if not same(a, c2):
+                                bad += 1
+                                print(f"DIFFERS: {level} vs {levels[0]}: "
+                                      f"{np.dtype(dt).name} {shape} axis "
+                                      f"{axis} offset {offset:g}: max "
+                                      f"{np.max(np.abs(a.astype(float) - c2.astype(float))):.3g}")
+    finally:
+        k.set_simd_level(start)
+    print(f"simd_identity: {n} results compared across levels, {bad} differ")
+    arrays = {f"r{i}": np.asarray(a) for i, a in enumerate(saved)}
+    # bfloat16 (an ml_dtypes type) does not survive np.savez: its bits
+    arrays = {key: a.view(np.uint16) if a.dtype.itemsize == 2 else a
+              for key, a in arrays.items()}
+    if args.save:
+        np.savez(args.save, **arrays)
+        print(f"simd_identity: {len(arrays)} results saved to {args.save}")
+    if args.compare:
+        with np.load(args.compare) as other:
+            diff = [key for key in arrays
+                    if key not in other or not same(arrays[key], other[key])]
+            if len(other.files) != len(arrays):
+                diff.append(f"{len(other.files)} results in the file")
+        print(f"simd_identity: {len(arrays)} results compared with "
+              f"{args.compare}, {len(diff)} differ"
+              + (f": {diff[:10]}" if diff else ""))
+        bad += len(diff)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -4,7 +4,7 @@ The public functions have the signatures and results of their twins in
 ``bnfast.reference`` (plain NumPy), computed by C kernels.
 """
 from bnfast._config import get_num_threads, set_num_threads, show_config
-from bnfast._config import _init_threads
+from bnfast._config import _init_simd, _init_threads
 from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,
@@ -33,6 +33,7 @@ from bnfast.layers import (
 __version__ = "0.1.0"
 
 _init_threads()
+_init_simd()
 
 __all__ = [
     "batchnorm_forward",

@@ -126,6 +126,31 @@ def _init_threads():
                       "the cores)", RuntimeWarning, stacklevel=3)
 
 
+def _init_simd():
+    """BNFAST_SIMD_LEVEL at import: run the kernels at that SIMD level
+    (one of _kernels.simd_levels() that this CPU runs) instead of the best
+    one; any other value is ignored with a warning."""
+    env = os.environ.get("BNFAST_SIMD_LEVEL")
+    if not env:
+        return
+    try:
+        _kernels.set_simd_level(env)
+    except ValueError as exc:
+        warnings.warn(f"BNFAST_SIMD_LEVEL={env!r} ignored ({exc}); the "
+                      f"kernels run at {_kernels.simd_level()}",
+                      RuntimeWarning, stacklevel=3)
+
+
+def _simd_text():
+    levels = _kernels.simd_levels()
+    built = [k for k, (b, _) in levels.items() if b]
+    cpu = [k for k, (_, c) in levels.items() if c]
+    env = os.environ.get("BNFAST_SIMD_LEVEL")
+    return (f"{_kernels.simd_level()} (built: {', '.join(built)}; this CPU "
+            f"runs up to {cpu[-1]}; chosen at import"
+            + (f", BNFAST_SIMD_LEVEL={env}" if env else "") + ")")
+
+
 def _threads_text():
     setting, forked, poisoned, cap = _kernels._thread_state()
     if not _kernels.have_openmp():
@@ -167,7 +192,7 @@ def show_config(file=None):
         f"  compiler:    {BUILD.get('compiler', 'unknown')}",
         f"  flags:       {BUILD.get('flags', 'unknown')}",
         f"  OpenMP:      {'yes' if _kernels.have_openmp() else 'no'}",
-        f"  SIMD level:  {_kernels.simd_level()} (dispatched at run time)",
+        f"  SIMD level:  {_simd_text()}",
         f"  threads:     {_threads_text()}",
         f"  python:      {platform.python_version()} ({sys.platform}), "
         f"numpy {np.__version__}",

@@ -41,83 +41,52 @@ cdef extern from "bnfast.h" nogil:
         double *mean_lo
 
     # one argument order: panel, params, x, dy, the output array, results
-    int bn_forward_train_f32(const bnf_panel *p, const bnf_params *q,
-                             const float *x, float *y, bnf_results *r)
-    int bn_forward_train_f64(const bnf_panel *p, const bnf_params *q,
-                             const double *x, double *y, bnf_results *r)
-    int bn_stats_f32(const bnf_panel *p, const bnf_params *q, const float *x,
-                     bnf_results *r)
-    int bn_stats_f64(const bnf_panel *p, const bnf_params *q,
-                     const double *x, bnf_results *r)
-    int bn_apply_f32(const bnf_panel *p, const bnf_params *q, const float *x,
-                     float *y)
-    int bn_apply_f64(const bnf_panel *p, const bnf_params *q,
-                     const double *x, double *y)
-    int bn_forward_test_f32(const bnf_panel *p, const bnf_params *q,
-                            const float *x, float *y)
-    int bn_forward_test_f64(const bnf_panel *p, const bnf_params *q,
-                            const double *x, double *y)
-    int bn_backward_f32(const bnf_panel *p, const bnf_params *q,
-                        const float *x, const float *dy, float *dx,
-                        bnf_results *r)
-    int bn_backward_f64(const bnf_panel *p, const bnf_params *q,
-                        const double *x, const double *dy, double *dx,
-                        bnf_results *r)
-    int bn_backward_reduce_f32(const bnf_panel *p, const bnf_params *q,
-                               const float *x, const float *dy,
-                               bnf_results *r)
-    int bn_backward_reduce_f64(const bnf_panel *p, const bnf_params *q,
-                               const double *x, const double *dy,
-                               bnf_results *r)
-    int bn_backward_apply_f32(const bnf_panel *p, const bnf_params *q,
-                              const float *x, const float *dy, float *dx,
-                              bnf_results *r)
-    int bn_backward_apply_f64(const bnf_panel *p, const bnf_params *q,
-                              const double *x, const double *dy, double *dx,
-                              bnf_results *r)
+    # the storage dtypes: rows of a kernel table
+    enum:
+        BNF_F32
+        BNF_F64
+        BNF_F16
+        BNF_BF16
+    # the entry points, data as void * (bnfast.h: bnf_kernels)
+    ctypedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, bnf_results *) noexcept nogil
+    ctypedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
+                                 const void *, void *) noexcept nogil
+    ctypedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
+                               const void *, const void *, void *,
+                               bnf_results *) noexcept nogil
+    ctypedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
+                                  const void *, const void *,
+                                  bnf_results *) noexcept nogil
+    ctypedef struct bnf_kernels:
+        bnf_fwd_fn bn_forward_train
+        bnf_stats_fn bn_stats
+        bnf_apply_fn bn_apply
+        bnf_apply_fn bn_forward_test
+        bnf_bwd_fn bn_backward
+        bnf_reduce_fn bn_backward_reduce
+        bnf_bwd_fn bn_backward_apply
+        bnf_bwd_fn bn_residual_gate
+        bnf_fwd_fn ln_forward
+        bnf_bwd_fn ln_backward
+        bnf_fwd_fn rms_forward
+        bnf_bwd_fn rms_backward
+        bnf_fwd_fn gn_forward
+        bnf_bwd_fn gn_backward
+        bnf_fwd_fn gnl_forward
+        bnf_bwd_fn gnl_backward
+    const bnf_kernels *bnf_kernels_for(int dtype)
 
-    int ln_forward_f32(const bnf_panel *p, const bnf_params *q,
-                       const float *x, float *y, bnf_results *r)
-    int ln_forward_f64(const bnf_panel *p, const bnf_params *q,
-                       const double *x, double *y, bnf_results *r)
-    int ln_backward_f32(const bnf_panel *p, const bnf_params *q,
-                        const float *x, const float *dy, float *dx,
-                        bnf_results *r)
-    int ln_backward_f64(const bnf_panel *p, const bnf_params *q,
-                        const double *x, const double *dy, double *dx,
-                        bnf_results *r)
-
-    int rms_forward_f32(const bnf_panel *p, const bnf_params *q,
-                        const float *x, float *y, bnf_results *r)
-    int rms_forward_f64(const bnf_panel *p, const bnf_params *q,
-                        const double *x, double *y, bnf_results *r)
-    int rms_backward_f32(const bnf_panel *p, const bnf_params *q,
-                         const float *x, const float *dy, float *dx,
-                         bnf_results *r)
-    int rms_backward_f64(const bnf_panel *p, const bnf_params *q,
-                         const double *x, const double *dy, double *dx,
-                         bnf_results *r)
-
-    int gn_forward_f32(const bnf_panel *p, const bnf_params *q,
-                       const float *x, float *y, bnf_results *r)
-    int gn_forward_f64(const bnf_panel *p, const bnf_params *q,
-                       const double *x, double *y, bnf_results *r)
-    int gn_backward_f32(const bnf_panel *p, const bnf_params *q,
-                        const float *x, const float *dy, float *dx,
-                        bnf_results *r)
-    int gn_backward_f64(const bnf_panel *p, const bnf_params *q,
-                        const double *x, const double *dy, double *dx,
-                        bnf_results *r)
-    int gnl_forward_f32(const bnf_panel *p, const bnf_params *q,
-                        const float *x, float *y, bnf_results *r)
-    int gnl_forward_f64(const bnf_panel *p, const bnf_params *q,
-                        const double *x, double *y, bnf_results *r)
-    int gnl_backward_f32(const bnf_panel *p, const bnf_params *q,
-                         const float *x, const float *dy, float *dx,
-                         bnf_results *r)
-    int gnl_backward_f64(const bnf_panel *p, const bnf_params *q,
-                         const double *x, const double *dy, double *dx,
-                         bnf_results *r)
+    # SIMD levels (dispatch.c)
+    enum: BNF_SIMD_NLEVELS
+    const char *bnf_simd_name(int level)
+    int bnf_simd_built(int level)
+    int bnf_simd_cpu(int level)
+    int bnf_simd_get()
+    int bnf_simd_set(int level)
 
     enum: BNF_MAX_THREADS
     int bnf_set_num_threads(int n)
@@ -127,7 +96,6 @@ cdef extern from "bnfast.h" nogil:
     void bnf_set_parallel_min(ptrdiff_t nbytes)
     ptrdiff_t bnf_get_parallel_min()
     int bnf_have_openmp()
-    const char *bnf_simd_level()
 
 # Half-precision storage (csrc/half.h): float16 and bfloat16 as uint16_t
 # bits; conversions of the per-channel values from and to double.

@@ -52,98 +52,22 @@ cdef enum:
 # ------------------------------------------------------------- kernels
 
 # The one dtype dispatch: the kernels of each storage dtype, a row of
-# bnf_kernel_table indexed by the dtype code of x (_code); a call site
-# reads _kern(x).<kernel>.  A new kernel is one more field (and its name
-# in BNF_KERNELS); a new dtype one more row and code.  The data pointers
-# are void * here (the table erases T).
-cdef extern from *:
-    """
-    typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
-                              const void *, void *, bnf_results *);
-    typedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
-                                const void *, bnf_results *);
-    typedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
-                                const void *, void *);
-    typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
-                              const void *, const void *, void *,
-                              bnf_results *);
-    typedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
-                                 const void *, const void *, bnf_results *);
-    typedef struct {
-        bnf_fwd_fn bn_forward_train;
-        bnf_stats_fn bn_stats;
-        bnf_apply_fn bn_apply;
-        bnf_bwd_fn bn_backward;
-        bnf_reduce_fn bn_backward_reduce;
-        bnf_bwd_fn bn_backward_apply;
-        bnf_fwd_fn ln_forward;
-        bnf_bwd_fn ln_backward;
-        bnf_fwd_fn gn_forward;
-        bnf_bwd_fn gn_backward;
-        bnf_fwd_fn rms_forward;
-        bnf_bwd_fn rms_backward;
-        bnf_fwd_fn gnl_forward;
-        bnf_bwd_fn gnl_backward;
-        bnf_bwd_fn bn_residual_gate;
-    } bnf_kernels;
-    #define BNF_KERNELS(SUF) {                                              \
-        (bnf_fwd_fn)bn_forward_train_##SUF, (bnf_stats_fn)bn_stats_##SUF, \
-        (bnf_apply_fn)bn_apply_##SUF, (bnf_bwd_fn)bn_backward_##SUF,       \
-        (bnf_reduce_fn)bn_backward_reduce_##SUF,                           \
-        (bnf_bwd_fn)bn_backward_apply_##SUF,                               \
-        (bnf_fwd_fn)ln_forward_##SUF, (bnf_bwd_fn)ln_backward_##SUF,       \
-        (bnf_fwd_fn)gn_forward_##SUF, (bnf_bwd_fn)gn_backward_##SUF,       \
-        (bnf_fwd_fn)rms_forward_##SUF, (bnf_bwd_fn)rms_backward_##SUF,     \
-        (bnf_fwd_fn)gnl_forward_##SUF, (bnf_bwd_fn)gnl_backward_##SUF,     \
-        (bnf_bwd_fn)bn_residual_gate_##SUF}
-    /* rows in the order of the dtype codes (DT_* in _kernels.pyx) */
-    static const bnf_kernels bnf_kernel_table[] = {
-        BNF_KERNELS(f32), BNF_KERNELS(f64), BNF_KERNELS(f16),
-        BNF_KERNELS(bf16)};
-    #undef BNF_KERNELS
-    """
-    ctypedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
-                               const void *, void *,
-                               bnf_results *) noexcept nogil
-    ctypedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
-                                 const void *, bnf_results *) noexcept nogil
-    ctypedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
-                                 const void *, void *) noexcept nogil
-    ctypedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
-                               const void *, const void *, void *,
-                               bnf_results *) noexcept nogil
-    ctypedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
-                                  const void *, const void *,
-                                  bnf_results *) noexcept nogil
-    ctypedef struct bnf_kernels:
-        bnf_fwd_fn bn_forward_train
-        bnf_stats_fn bn_stats
-        bnf_apply_fn bn_apply
-        bnf_bwd_fn bn_backward
-        bnf_reduce_fn bn_backward_reduce
-        bnf_bwd_fn bn_backward_apply
-        bnf_fwd_fn ln_forward
-        bnf_bwd_fn ln_backward
-        bnf_fwd_fn gn_forward
-        bnf_bwd_fn gn_backward
-        bnf_fwd_fn rms_forward
-        bnf_bwd_fn rms_backward
-        bnf_fwd_fn gnl_forward
-        bnf_bwd_fn gnl_backward
-        bnf_bwd_fn bn_residual_gate
-    const bnf_kernels *bnf_kernel_table
+# the C table of the SIMD level in use (bnf_kernels_for, bnfast.h) for
+# the dtype code of x (_code); a call site reads _kern(x).<kernel>.  A new
+# kernel is one more field (bnfast.h, table.c, _kernels.pxd); a new dtype
+# one more row and code.
 
 
 cdef extern from "numpy/arrayobject.h":
     enum: NPY_HALF  # (not in numpy's __init__.pxd)
 
 
-# the storage dtypes: codes of bnf_kernel_table's rows (-1: none)
+# the storage dtypes: the rows of bnf_kernels_for (-1: none)
 cdef enum:
-    DT_F32 = 0
-    DT_F64 = 1
-    DT_F16 = 2
-    DT_BF16 = 3
+    DT_F32 = BNF_F32
+    DT_F64 = BNF_F64
+    DT_F16 = BNF_F16
+    DT_BF16 = BNF_BF16
 
 # the type number of ml_dtypes.bfloat16 once an array of it was seen (a
 # user-defined type: its number is given when ml_dtypes registers it);
@@ -171,7 +95,7 @@ cdef inline int _code(cnp.ndarray a) noexcept:
 
 cdef inline const bnf_kernels *_kern(cnp.ndarray x) noexcept:
     """The kernels of x's storage dtype (x validated by _float_array)."""
-    return &bnf_kernel_table[_code(x)]
+    return bnf_kernels_for(_code(x))
 
 
 cdef bint _is_bfloat16(object dt) except -1:
@@ -201,8 +125,41 @@ cdef inline int _raise(int rc) except -1:
 
 
 def simd_level():
-    """The SIMD level the kernels dispatch to on this CPU."""
-    return bnf_simd_level().decode()
+    """The SIMD level the kernels run at: "baseline", "x86-64-v3" or
+    "x86-64-v4" (the best of this build's levels that the CPU runs, unless
+    BNFAST_SIMD_LEVEL or set_simd_level chose another)."""
+    return bnf_simd_name(bnf_simd_get()).decode()
+
+
+def simd_levels():
+    """{level name: (built, runs on this CPU)} for every SIMD level."""
+    return {bnf_simd_name(i).decode(): (bool(bnf_simd_built(i)),
+                                        bool(bnf_simd_cpu(i)))
+            for i in range(BNF_SIMD_NLEVELS)}
+
+
+def set_simd_level(name):
+    """Run the kernels at SIMD level `name` (one that this build has and
+    this CPU runs: simd_levels()); returns the previous level's name.
+
+    Every level computes bitwise the same results; this is for tests,
+    benchmarks and working around a CPU.  Not safe while another thread is
+    in a bnfast call.  The BNFAST_SIMD_LEVEL environment variable sets it
+    at import."""
+    names = [bnf_simd_name(i).decode() for i in range(BNF_SIMD_NLEVELS)]
+    if name not in names:
+        raise ValueError(f"unknown SIMD level {name!r}; the levels are "
+                         f"{', '.join(map(repr, names))}")
+    level = names.index(name)
+    if not bnf_simd_built(level):
+        raise ValueError(f"SIMD level {name!r} is not in this build of "
+                         "bnfast (simd_levels())")
+    if not bnf_simd_cpu(level):
+        raise ValueError(f"this CPU does not run SIMD level {name!r} "
+                         "(simd_levels())")
+    previous = simd_level()
+    bnf_simd_set(level)
+    return previous
 
 
 bnf_threads_init()
