@@ -7,7 +7,7 @@ is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively: float32 in float32 arithmetic with
-double sums and statistics, see the README's Numerics; float16 and
+double sums and statistics, see docs/guide/accuracy.md; float16 and
 bfloat16 -- ``ml_dtypes.bfloat16``, optional -- are half-precision
 storage, computed as float32 and each result rounded once to nearest
 even); gamma, beta and the running statistics may be any of these float

@@ -1084,7 +1084,7 @@ def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
     """Fold a batch norm that follows a convolution, ``bn(conv(x, W) + b)``
     in 'test' mode, into one convolution ``conv(x, W2) + b2``.
 
-    W has PyTorch's layout, (C_out, C_in / groups, *kernel), for any
+    W has PyTorch's layout, ``(C_out, C_in / groups, *kernel)``, for any
     number of spatial dimensions (Conv1d, Conv2d, Conv3d; not a transposed
     convolution, whose output channels are W's second axis); b (C_out,) or
     None (a convolution without bias); bn a :class:`BatchNorm` with C_out

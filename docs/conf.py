@@ -1,0 +1,50 @@
+"""Sphinx configuration of bnfast's documentation.
+
+Build with ``bash tools/build_docs.sh`` (warnings are errors).  autodoc
+imports the *installed* bnfast, Cython extension included: install the
+package (``pip install ".[docs]"``) before building.  No extension here
+fetches anything over the network (no intersphinx inventories).
+"""
+import bnfast
+
+project = "bnfast"
+author = "The bnfast developers"
+copyright = "the bnfast developers"
+release = bnfast.__version__
+version = release
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "numpydoc",
+    "myst_parser",
+]
+
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+root_doc = "index"
+exclude_patterns = []
+
+# autodoc: members in source order; signatures as written (the type
+# annotations, when present, stay in the signature, not in the
+# parameter lists numpydoc renders from the docstrings)
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_default_options = {"undoc-members": False}
+
+# numpydoc: the API page lists class members itself (autoclass
+# :members:), so numpydoc's own member tables (which would duplicate them
+# and point at undocumented attributes) stay off; no cross-referencing of
+# parameter types (that would need intersphinx inventories)
+numpydoc_show_class_members = False
+numpydoc_show_inherited_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+numpydoc_validation_checks = set()
+
+# MyST: the guide pages are Markdown; headings get anchors for links
+# between pages
+myst_heading_anchors = 3
+myst_enable_extensions = ["colon_fence"]
+
+html_theme = "alabaster"
+html_title = f"bnfast {release}"
+html_static_path = []
