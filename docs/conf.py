@@ -23,11 +23,14 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 exclude_patterns = []
 
-# autodoc: members in source order; signatures as written (the type
-# annotations, when present, stay in the signature, not in the
-# parameter lists numpydoc renders from the docstrings)
+# autodoc: members in source order.  Signatures without type annotations:
+# the docstrings' numpydoc Parameters sections state the types in words,
+# while the annotations (numpy.typing aliases, @overload variants) would
+# expand into unreadable unions and, with -n, into cross-references that
+# cannot resolve without intersphinx inventories; "none" also shows one
+# signature per overloaded function instead of every variant
 autodoc_member_order = "bysource"
-autodoc_typehints = "signature"
+autodoc_typehints = "none"
 autodoc_default_options = {"undoc-members": False}
 
 # numpydoc: the API page lists class members itself (autoclass

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build the HTML documentation (docs/) with warnings as errors.
+# Build the HTML documentation (docs/) with warnings as errors, nitpicky
+# (-n: every cross-reference must resolve).
 #
 #   bash tools/build_docs.sh [OUTDIR]      (default: build/docs-html)
 #   PYTHON=/path/to/venv/bin/python bash tools/build_docs.sh /tmp/html
@@ -27,4 +28,4 @@ if ! "$py" -c "import bnfast._kernels, sphinx, numpydoc, myst_parser" 2>/dev/nul
     exit 2
 fi
 echo "build_docs.sh: bnfast $("$py" -c 'import bnfast; print(bnfast.__version__, bnfast.__file__)')"
-exec "$py" -m sphinx -W --keep-going -b html -d "$out/.doctrees" "$here/docs" "$out"
+exec "$py" -m sphinx -n -W --keep-going -b html -d "$out/.doctrees" "$here/docs" "$out"
