@@ -51,3 +51,49 @@ myst_enable_extensions = ["colon_fence"]
 html_theme = "alabaster"
 html_title = f"bnfast {release}"
 html_static_path = []
+
+
+# Every public name must be on the API page: a name in the __all__ of
+# bnfast, bnfast.functional, bnfast.reference or bnfast.distributed
+# without an auto* directive in api.rst is a warning, hence an error
+# under -W.
+def _check_api_page(app):
+    import os
+    import re
+
+    import bnfast.distributed
+    import bnfast.functional
+    import bnfast.reference
+    from sphinx.util import logging
+
+    with open(os.path.join(app.srcdir, "api.rst"), encoding="utf-8") as f:
+        text = f.read()
+    documented = set()
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"\.\. (?:py:)?module:: (\S+)", line)
+        if m:
+            current = m.group(1)
+            continue
+        m = re.match(r"\.\. auto(?:function|class|data):: (\S+)", line)
+        if m:
+            name = m.group(1)
+            documented.add(name if "." in name else f"{current}.{name}")
+    # the functional names are also the package's: either spelling counts
+    exported = {"bnfast": bnfast, "bnfast.functional": bnfast.functional,
+                "bnfast.reference": bnfast.reference,
+                "bnfast.distributed": bnfast.distributed}
+    logger = logging.getLogger(__name__)
+    for modname, mod in exported.items():
+        for name in mod.__all__:
+            spellings = {f"{modname}.{name}"}
+            if modname == "bnfast.functional":
+                spellings.add(f"bnfast.{name}")
+            if not spellings & documented:
+                logger.warning(
+                    "api.rst does not document %s.%s (in its __all__)",
+                    modname, name, location="api")
+
+
+def setup(app):
+    app.connect("builder-inited", _check_api_page)
