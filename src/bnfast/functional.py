@@ -7,7 +7,7 @@ is Cython on the NumPy C API in bnfast._kernels, a few microseconds.
 
 Dtype policy (shared with the reference): ``out`` and ``dx`` have x's dtype
 (float32 or float64, computed natively: float32 in float32 arithmetic with
-double sums and statistics, see the README's Numerics; float16 and
+double sums and statistics, see docs/guide/accuracy.md; float16 and
 bfloat16 -- ``ml_dtypes.bfloat16``, optional -- are half-precision
 storage, computed as float32 and each result rounded once to nearest
 even); gamma, beta and the running statistics may be any of these float
@@ -143,6 +143,11 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         or momentum outside [0, 1], a bad ``out`` (see the module's notes).
         Nothing is modified when it raises.
 
+    See Also
+    --------
+    bnfast.reference.batchnorm_forward : the plain-NumPy twin.
+    bnfast.batchnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -205,6 +210,11 @@ def batchnorm_backward(dout, cache, *, out=None):
         it is an ndarray of x's dtype (as PyTorch's autograd passes the
         same gradient to both summands; copy it before modifying it in
         place), else dout converted to x's dtype.
+
+    See Also
+    --------
+    bnfast.reference.batchnorm_backward : the plain-NumPy twin.
+    bnfast.batchnorm_forward : the forward.
 
     Examples
     --------
@@ -300,6 +310,11 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
     cache : BatchNormCache, for spatial_batchnorm_backward (in 'test' mode
         with frozen statistics, as for :func:`batchnorm_forward`)
 
+    See Also
+    --------
+    bnfast.reference.spatial_batchnorm_forward : the plain-NumPy twin.
+    bnfast.spatial_batchnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -340,6 +355,11 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
         beta's shape and dtype when only gamma was None).
     dresidual : ndarray (only after ``residual=``)
         As for :func:`batchnorm_backward`.
+
+    See Also
+    --------
+    bnfast.reference.spatial_batchnorm_backward : the plain-NumPy twin.
+    bnfast.spatial_batchnorm_forward : the forward.
 
     Examples
     --------
@@ -399,6 +419,11 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
     out : ndarray, x's shape and dtype
     cache : LayerNormCache, for layernorm_backward
 
+    See Also
+    --------
+    bnfast.reference.layernorm_forward : the plain-NumPy twin.
+    bnfast.layernorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -437,6 +462,11 @@ def layernorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+
+    See Also
+    --------
+    bnfast.reference.layernorm_backward : the plain-NumPy twin.
+    bnfast.layernorm_forward : the forward.
 
     Examples
     --------
@@ -485,6 +515,11 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
     out : ndarray, x's shape and dtype
     cache : RMSNormCache, for rmsnorm_backward
 
+    See Also
+    --------
+    bnfast.reference.rmsnorm_forward : the plain-NumPy twin.
+    bnfast.rmsnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -516,6 +551,11 @@ def rmsnorm_backward(dout, cache, *, out=None):
     -------
     dx : ndarray, x's shape and dtype
     dgamma : ndarray, gamma's shape and dtype, or None (gamma None)
+
+    See Also
+    --------
+    bnfast.reference.rmsnorm_backward : the plain-NumPy twin.
+    bnfast.rmsnorm_forward : the forward.
 
     Examples
     --------
@@ -578,6 +618,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
     out : ndarray, x's shape and dtype
     cache : GroupNormCache
 
+    See Also
+    --------
+    bnfast.reference.spatial_groupnorm_forward : the plain-NumPy twin.
+    bnfast.spatial_groupnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -620,6 +665,11 @@ def spatial_groupnorm_backward(dout, cache, *, out=None):
     dgamma, dbeta : ndarray, gamma's shape and dtype, or None
         None for a parameter that was None in the forward (dbeta has
         beta's shape and dtype when only gamma was None).
+
+    See Also
+    --------
+    bnfast.reference.spatial_groupnorm_backward : the plain-NumPy twin.
+    bnfast.spatial_groupnorm_forward : the forward.
 
     Examples
     --------

@@ -990,6 +990,26 @@ def from_torch(module):
     derives from; if it overrides ``forward``, a UserWarning says that
     what it computes may differ.  torch is not imported: the module is
     read through its attributes and ``state_dict()``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A ``torch.nn`` BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm or
+        InstanceNorm1d/2d/3d (affine or not, with or without running
+        statistics, ``bias=False`` too; float32, float64, float16 or
+        bfloat16, the last through its bits, which needs ml_dtypes), or a
+        subclass of one.
+
+    Returns
+    -------
+    BatchNorm, LayerNorm, RMSNorm, GroupNorm or InstanceNorm
+        A new layer with a copy of the module's parameters, running
+        statistics and hyperparameters, in the module's dtype.
+
+    Raises
+    ------
+    TypeError
+        For a module that is none of these classes.
     """
     base = _torch_class(module)
     kind = base.__name__
@@ -1056,6 +1076,24 @@ def fold_linear_batchnorm(W, b, bn, *, drop_activation=False):
     is not affine), unless ``drop_activation=True``: then
     ``np.maximum(x @ W2 + b2, 0)`` is the batch norm's 'test' mode.
 
+    Parameters
+    ----------
+    W : array_like
+        The linear layer's weight, (D_in, D_out).
+    b : array_like
+        Its bias, (D_out,).
+    bn : BatchNorm
+        The batch norm that follows it, D_out features.
+    drop_activation : bool, keyword-only
+        Fold the affine part of a batch norm with a fused ReLU.
+
+    Returns
+    -------
+    W2 : ndarray
+        float64, (D_in, D_out).
+    b2 : ndarray
+        float64, (D_out,).
+
     Examples
     --------
     >>> import numpy as np
@@ -1084,7 +1122,7 @@ def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
     """Fold a batch norm that follows a convolution, ``bn(conv(x, W) + b)``
     in 'test' mode, into one convolution ``conv(x, W2) + b2``.
 
-    W has PyTorch's layout, (C_out, C_in / groups, *kernel), for any
+    W has PyTorch's layout, ``(C_out, C_in / groups, *kernel)``, for any
     number of spatial dimensions (Conv1d, Conv2d, Conv3d; not a transposed
     convolution, whose output channels are W's second axis); b (C_out,) or
     None (a convolution without bias); bn a :class:`BatchNorm` with C_out
@@ -1094,6 +1132,24 @@ def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
     A batch norm with ``activation='relu'`` raises a ValueError (the ReLU
     is not affine), unless ``drop_activation=True``: then
     ``np.maximum(conv(x, W2) + b2, 0)`` is the batch norm's 'test' mode.
+
+    Parameters
+    ----------
+    W : array_like
+        The convolution's weight, ``(C_out, C_in / groups, *kernel)``.
+    b : array_like or None
+        Its bias, (C_out,), or None for a convolution without bias.
+    bn : BatchNorm
+        The batch norm that follows it, C_out channels.
+    drop_activation : bool, keyword-only
+        Fold the affine part of a batch norm with a fused ReLU.
+
+    Returns
+    -------
+    W2 : ndarray
+        float64, W's shape.
+    b2 : ndarray
+        float64, (C_out,).
 
     Examples
     --------
@@ -1128,6 +1184,22 @@ def fold_batchnorm_linear(bn, W, b):
     (D_in, D_out), b (D_out,).  Returns (W2, b2) in float64.  A batch norm
     with ``activation='relu'`` raises a ValueError: the ReLU between it and
     the linear layer cannot be folded into an affine map.
+
+    Parameters
+    ----------
+    bn : BatchNorm
+        The batch norm that precedes the linear layer, D_in features.
+    W : array_like
+        The linear layer's weight, (D_in, D_out).
+    b : array_like
+        Its bias, (D_out,).
+
+    Returns
+    -------
+    W2 : ndarray
+        float64, (D_in, D_out).
+    b2 : ndarray
+        float64, (D_out,).
 
     Examples
     --------

@@ -296,6 +296,11 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
         running statistics used (the backward treats them as constants:
         ``dx = dout * gamma / sqrt(running_var + eps)``).
 
+    See Also
+    --------
+    bnfast.batchnorm_forward : the fast twin (C kernels).
+    bnfast.reference.batchnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -380,6 +385,11 @@ def batchnorm_backward(dout, cache):
     dx : ndarray, x's shape and dtype
     dgamma, dbeta : ndarray, gamma's shape and dtype
 
+    See Also
+    --------
+    bnfast.batchnorm_backward : the fast twin (C kernels).
+    bnfast.reference.batchnorm_forward : the forward.
+
     Examples
     --------
     >>> import numpy as np
@@ -421,6 +431,11 @@ def batchnorm_backward_alt(dout, cache):
     """Backward pass for batch normalization (reference), simplified formula.
 
     ``dx = gamma / std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))``
+
+    See Also
+    --------
+    bnfast.batchnorm_backward_alt : the fast twin (C kernels).
+    bnfast.reference.batchnorm_forward : the forward.
 
     Examples
     --------
@@ -506,6 +521,11 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
         ``axis``, or None (1 and 0; the gradient is then None)
     bn_param : dict, as for batchnorm_forward
 
+    See Also
+    --------
+    bnfast.spatial_batchnorm_forward : the fast twin (C kernels).
+    bnfast.reference.spatial_batchnorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -538,6 +558,11 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 def spatial_batchnorm_backward(dout, cache):
     """Backward pass for spatial batch normalization (reference): the same
     transposes around :func:`batchnorm_backward_alt`.
+
+    See Also
+    --------
+    bnfast.spatial_batchnorm_backward : the fast twin (C kernels).
+    bnfast.reference.spatial_batchnorm_forward : the forward.
 
     Examples
     --------
@@ -589,6 +614,11 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
     normalized_shape), or None (1 and 0; the backward's gradient is then
     None).  ln_param: 'eps' (1e-5).
 
+    See Also
+    --------
+    bnfast.layernorm_forward : the fast twin (C kernels).
+    bnfast.reference.layernorm_backward : the backward.
+
     Examples
     --------
     >>> import numpy as np
@@ -617,6 +647,11 @@ def layernorm_backward(dout, cache):
 
     ``dx = inv_std / D * (D * dxhat - sum(dxhat) - x_hat * sum(dxhat *
     x_hat))`` per sample, with dxhat = dout * gamma.
+
+    See Also
+    --------
+    bnfast.layernorm_backward : the fast twin (C kernels).
+    bnfast.reference.layernorm_forward : the forward.
 
     Examples
     --------
@@ -651,6 +686,11 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
     gamma of shape (D,) or the feature shape, or None (1; the backward's
     dgamma is then None).  rms_param: 'eps' (None, the default: the
     machine epsilon of x's dtype, as PyTorch's eps=None).
+
+    See Also
+    --------
+    bnfast.rmsnorm_forward : the fast twin (C kernels).
+    bnfast.reference.rmsnorm_backward : the backward.
 
     Examples
     --------
@@ -689,6 +729,11 @@ def rmsnorm_backward(dout, cache):
     dxhat = dout * gamma; ``dgamma = sum(dout * x_hat)`` over the rows.
     Returns (dx, dgamma), dgamma None when the forward's gamma was None.
 
+    See Also
+    --------
+    bnfast.rmsnorm_backward : the fast twin (C kernels).
+    bnfast.reference.rmsnorm_forward : the forward.
+
     Examples
     --------
     >>> import numpy as np
@@ -723,6 +768,11 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
     axis, 1 or the last (-1: channels last, (N, ..., C), gamma and beta
     (C,) or (1, ..., 1, C)); the textbook way: the channel axis moved to
     1 (a transposing copy), the NCHW math, and the result moved back.
+
+    See Also
+    --------
+    bnfast.spatial_groupnorm_forward : the fast twin (C kernels).
+    bnfast.reference.spatial_groupnorm_backward : the backward.
 
     Examples
     --------
@@ -760,6 +810,11 @@ def spatial_groupnorm_backward(dout, cache):
 
     Per sample and group of M elements, with dxhat = dout * gamma:
     ``dx = inv_std / M * (M * dxhat - sum(dxhat) - x_hat * sum(dxhat * x_hat))``.
+
+    See Also
+    --------
+    bnfast.spatial_groupnorm_backward : the fast twin (C kernels).
+    bnfast.reference.spatial_groupnorm_forward : the forward.
 
     Examples
     --------
