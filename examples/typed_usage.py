@@ -123,10 +123,12 @@ def main() -> int:
         images, np.ones(6, np.float32), np.zeros(6, np.float32), 3, {})
     gn_dx, gn_dgamma, gn_dbeta = bnfast.spatial_groupnorm_backward(
         np.ones_like(gn_out), gn_cache)
+    dgamma_shape = None if gn_dgamma is None else gn_dgamma.shape
     print(f"layer norm: {len(ln_grads)} gradients, mean per row "
           f"{layer_cache.mean.shape}; RMS norm: dgamma {rms_dgamma} "
           f"(affine-free), dx {rms_dx.dtype}; group norm: "
-          f"{gn_cache.groups} groups, dgamma {None if gn_dgamma is None else gn_dgamma.shape}")
+          f"{gn_cache.groups} groups, dgamma {dgamma_shape}, dx "
+          f"{gn_dx.shape}, dbeta {gn_dbeta is not None}")
 
     # threads and the build
     bnfast.set_num_threads(1)

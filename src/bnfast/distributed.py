@@ -302,8 +302,9 @@ def sync_batchnorm_backward(
     dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
     dbeta = use[:c].copy()
     if cache.has_residual:
-        return (dx, *call.param_grads(dgamma, dbeta),  # type: ignore[return-value]
-                call.dresidual)  # (has_residual: not None)
+        # (has_residual: dresidual is not None)
+        return (dx, *call.param_grads(  # type: ignore[return-value]
+            dgamma, dbeta), call.dresidual)
     return (dx, *call.param_grads(dgamma, dbeta))
 
 
@@ -378,7 +379,8 @@ class SyncBatchNorm(layers.BatchNorm):
             dout, cache, reduce_param_grads=self.reduce_param_grads)
 
     def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
-                   residual: ArrayLike | None = None) -> tuple[FloatArray, Any]:
+                   residual: ArrayLike | None = None,
+                   ) -> tuple[FloatArray, Any]:
         if self._comm is None:
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm

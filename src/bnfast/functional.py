@@ -88,7 +88,8 @@ def batchnorm_forward(
 def batchnorm_forward(
     x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
     activation: Activation = None, out: FloatArray | None = None,
-    residual: ArrayLike | None = None) -> tuple[FloatArray, BatchNormCache]: ...
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
 def batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
                       bn_param: ParamDict, *, activation: Activation = None,
                       out: FloatArray | None = None,
@@ -318,7 +319,8 @@ def spatial_batchnorm_forward(
     x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
     axis: int = 1, activation: Activation = None,
     out: FloatArray | None = None,
-    residual: ArrayLike | None = None) -> tuple[FloatArray, BatchNormCache]: ...
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
 def spatial_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
                               bn_param: ParamDict, *, axis: int = 1,
                               activation: Activation = None,

@@ -192,8 +192,9 @@ def _as_numpy(value: Any) -> npt.NDArray[Any]:
                     "a bfloat16 tensor needs ml_dtypes (pip install "
                     "ml_dtypes, or bnfast[bfloat16])") from None
             torch = sys.modules[type(value).__module__.split(".")[0]]
-            return value.view(torch.int16).numpy().view(  # type: ignore[no-any-return]  # noqa: E501 (torch is duck-typed)
-                ml_dtypes.bfloat16)
+            # (torch is duck-typed: Any)
+            return value.view(  # type: ignore[no-any-return]
+                torch.int16).numpy().view(ml_dtypes.bfloat16)
         value = value.numpy()
     return np.asarray(value)
 
@@ -298,8 +299,8 @@ class _Norm:
                 f"{type(self).__name__} expects {count}")
         return x
 
-    def backward(
-            self, dout: ArrayLike) -> FloatArray | tuple[FloatArray, FloatArray]:
+    def backward(self, dout: ArrayLike,
+                 ) -> FloatArray | tuple[FloatArray, FloatArray]:
         """dx for the last forward pass, in either mode (batch norm after
         'test' mode: through the frozen running statistics, dx = dout *
         gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
@@ -313,7 +314,8 @@ class _Norm:
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):
             if name in self.params:
-                self.grads[name] = grad  # type: ignore[assignment]  # a param: not None
+                # (a parameter's gradient is not None)
+                self.grads[name] = grad  # type: ignore[assignment]
         if dres:
             return dx, dres[0]
         return dx
@@ -433,8 +435,9 @@ class _RunningStats(_Norm):
     def _state(self) -> dict[str, npt.NDArray[Any]]:
         state = super()._state()
         if self.track_running_stats:
-            state["running_mean"] = self.running_mean  # type: ignore[assignment]  # tracked: not None
-            state["running_var"] = self.running_var  # type: ignore[assignment]  # tracked: not None
+            # (tracked: the running statistics are not None)
+            state["running_mean"] = self.running_mean  # type: ignore[assignment]
+            state["running_var"] = self.running_var  # type: ignore[assignment]
             state["num_batches_tracked"] = np.asarray(
                 self.num_batches_tracked, dtype=np.int64)
         return state
@@ -585,13 +588,15 @@ class BatchNorm(_RunningStats, _Norm):
             bn_param["running_var"] = self.running_var
         out, self._cache = self._normalize(x, bn_param, residual)
         if self.track_running_stats and mode == "train":
-            self.running_mean[...] = bn_param["running_mean"]  # type: ignore[index]  # tracked
-            self.running_var[...] = bn_param["running_var"]  # type: ignore[index]  # tracked
+            # (tracked: the running statistics are not None)
+            self.running_mean[...] = bn_param["running_mean"]  # type: ignore[index]
+            self.running_var[...] = bn_param["running_var"]  # type: ignore[index]
             self.num_batches_tracked += 1
         return out
 
     def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
-                   residual: ArrayLike | None = None) -> tuple[FloatArray, Any]:
+                   residual: ArrayLike | None = None,
+                   ) -> tuple[FloatArray, Any]:
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
@@ -618,12 +623,13 @@ class BatchNorm(_RunningStats, _Norm):
                 "cannot be folded into an affine map: pass "
                 "drop_activation=True for the affine part and apply the "
                 "ReLU (np.maximum(..., 0)) to its result")
+        # (tracked: the running statistics are not None)
         scale = (self.gamma.astype(np.float64)
-                 / np.sqrt(self.running_var.astype(np.float64)  # type: ignore[union-attr]  # tracked
-                           + self.eps))
+                 / np.sqrt(self.running_var.astype(  # type: ignore[union-attr]
+                     np.float64) + self.eps))
         shift = (self.beta.astype(np.float64)
-                 - self.running_mean.astype(np.float64)  # type: ignore[union-attr]  # tracked
-                 * scale)
+                 - self.running_mean.astype(  # type: ignore[union-attr]
+                     np.float64) * scale)
         return scale, shift
 
 
@@ -1010,7 +1016,8 @@ class InstanceNorm(_RunningStats, _Norm):
             raise ValueError(
                 "unbiased_running_var needs more than 1 value per sample "
                 f"and channel, got x of shape {x.shape}")
-        out, cache = functional.spatial_groupnorm_forward(  # type: ignore[assignment]  # noqa: E501 (a GroupNormCache)
+        # (cache: a GroupNormCache here, a BatchNormCache above)
+        out, cache = functional.spatial_groupnorm_forward(  # type: ignore[assignment]
             x, self._gamma, self._beta, self.num_features,
             {"eps": self.eps}, axis=self.axis)
         if update:
@@ -1034,12 +1041,13 @@ class InstanceNorm(_RunningStats, _Norm):
                 var = var * (m / (m - 1))
         mom = self.momentum
         with np.errstate(invalid="ignore", over="ignore"):
-            rm = (mom * self.running_mean  # type: ignore[operator]  # tracked
+            # (tracked: the running statistics are not None)
+            rm = (mom * self.running_mean  # type: ignore[operator]
                   + (1.0 - mom) * mean.mean(axis=0))
-            rv = (mom * self.running_var  # type: ignore[operator]  # tracked
+            rv = (mom * self.running_var  # type: ignore[operator]
                   + (1.0 - mom) * var.mean(axis=0))
-        self.running_mean[...] = rm  # type: ignore[index]  # tracked: not None
-        self.running_var[...] = rv  # type: ignore[index]  # tracked: not None
+        self.running_mean[...] = rm  # type: ignore[index]
+        self.running_var[...] = rv  # type: ignore[index]
         self.num_batches_tracked += 1
 
 

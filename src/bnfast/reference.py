@@ -401,7 +401,8 @@ def batchnorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
 
 @_takes_out
 @_half_backward
-def batchnorm_backward(dout: npt.NDArray[Any], cache: Cache) -> tuple[Any, ...]:
+def batchnorm_backward(dout: npt.NDArray[Any],
+                       cache: Cache) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), node by node.
 
     Walks the computational graph of the forward pass backwards:
