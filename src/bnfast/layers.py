@@ -580,9 +580,9 @@ class BatchNorm(_RunningStats, _Norm):
         if self.track_running_stats and mode == "train" and momentum is None:
             momentum = 1.0 - 1.0 / (self.num_batches_tracked + 1)
         bn_param: dict[str, Any] = {
-                    "mode": "train" if use_batch else "test", "eps": self.eps,
-                    "momentum": 0.0 if momentum is None else momentum,
-                    "unbiased_running_var": self.unbiased_running_var}
+            "mode": "train" if use_batch else "test", "eps": self.eps,
+            "momentum": 0.0 if momentum is None else momentum,
+            "unbiased_running_var": self.unbiased_running_var}
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
