@@ -105,7 +105,10 @@ def main() -> int:
     ln = bnfast.LayerNorm(8, dtype=np.float64)
     rms = bnfast.RMSNorm(8, dtype=np.float64)
     gn = bnfast.GroupNorm(2, 6, dtype=np.float32)
-    for layer, data in ((ln, tokens), (rms, tokens), (gn, images)):
+    pairs: list[tuple[bnfast.LayerNorm | bnfast.RMSNorm | bnfast.GroupNorm,
+                      npt.NDArray[np.floating[Any]]]] = [
+        (ln, tokens), (rms, tokens), (gn, images)]
+    for layer, data in pairs:
         y_layer = layer(data)
         dx_layer = layer.backward(np.ones_like(y_layer))
         print(f"{layer!r}: out {y_layer.dtype} {y_layer.shape}, "
