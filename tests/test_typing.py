@@ -1,10 +1,9 @@
 """bnfast is a typed package: py.typed and the extension module's stub are
-installed with it, and mypy --strict passes on examples/typed_usage.py
-(and rejects misuse, so the annotations are not Any) against the bnfast
-being tested.  The mypy test needs mypy (``pip install "bnfast[typing]"``)
-and skips without it."""
+installed with it, and mypy --strict passes on bnfast itself (-p bnfast)
+and on examples/typed_usage.py, and rejects misuse (so the annotations
+are not Any), against the bnfast being tested.  The mypy test needs mypy
+(``pip install "bnfast[typing]"``) and skips without it."""
 import importlib.resources
-import os
 import pathlib
 import subprocess
 import sys
@@ -50,22 +49,29 @@ bnfast.set_num_threads("2")
 '''
 
 
+def _mypy(args, cwd):
+    """mypy --strict's errors and its whole report, run on args in cwd
+    (away from any configuration of the tree) with this interpreter: mypy
+    finds bnfast where its site-packages has it (the installed package,
+    or an editable install's source) and reads its py.typed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir",
+         str(cwd / ".mypy_cache"), "--python-executable", sys.executable,
+         *args],
+        cwd=cwd, capture_output=True, text=True, timeout=600)
+    report = result.stdout + result.stderr
+    return [line for line in report.splitlines() if "error:" in line], report
+
+
 @pytest.mark.skipif(not EXAMPLE.is_file(), reason="no examples/ here")
 def test_mypy_strict(tmp_path):
     pytest.importorskip("mypy")
+    errors, report = _mypy(["-p", "bnfast"], tmp_path)
+    assert not errors, report
     misuse = tmp_path / "misuse.py"
     misuse.write_text(MISUSE)
-    # mypy finds bnfast where this interpreter's site-packages has it (the
-    # installed package, or an editable install's source), and reads its
-    # py.typed; run in tmp_path, away from any configuration of the tree
-    result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-         "--cache-dir", os.devnull, "--python-executable", sys.executable,
-         str(EXAMPLE), str(misuse)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    report = result.stdout + result.stderr
-    errors = [line for line in report.splitlines() if ": error:" in line]
-    assert not [e for e in errors if "typed_usage.py" in e], report
+    errors, report = _mypy([str(EXAMPLE), str(misuse)], tmp_path)
+    assert not [e for e in errors if "misuse.py" not in e], report
     # the misuse: each of the three calls rejected
     expected = ["Too many values to unpack", '"layernorm_backward"',
                 '"set_num_threads"']

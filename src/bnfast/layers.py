@@ -186,7 +186,7 @@ def _as_numpy(value: Any) -> npt.NDArray[Any]:
         if str(getattr(value, "dtype", "")) == "torch.bfloat16":
             # NumPy has no bfloat16: the bits, seen as ml_dtypes.bfloat16
             try:
-                import ml_dtypes
+                import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
             except ImportError:
                 raise TypeError(
                     "a bfloat16 tensor needs ml_dtypes (pip install "

@@ -183,8 +183,10 @@ def _finfo(dtype: npt.DTypeLike) -> Any:
     if an array of it exists)."""
     dtype = np.dtype(dtype)
     if _is_half(dtype) and dtype != np.float16:
-        import ml_dtypes
-        return ml_dtypes.finfo(dtype)  # type: ignore[no-untyped-call]
+        # (ml_dtypes is optional, and its finfo unannotated)
+        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
+        return ml_dtypes.finfo(  # type: ignore[no-untyped-call, unused-ignore]
+            dtype)
     return np.finfo(dtype)
 
 
