@@ -1,8 +1,11 @@
 """Threads and the build configuration."""
+from __future__ import annotations
+
 import os
 import platform
 import sys
 import warnings
+from typing import IO, Any
 
 import numpy as np
 
@@ -11,7 +14,7 @@ from bnfast import _kernels
 __all__ = ["set_num_threads", "get_num_threads", "show_config"]
 
 
-def _usable_cores():
+def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -22,10 +25,10 @@ MAX_THREADS = _kernels.MAX_THREADS
 
 # where the count set in C came from: None (OpenMP's count), "env"
 # (BNFAST_NUM_THREADS at import) or "set" (set_num_threads)
-_source = None
+_source: str | None = None
 
 
-def set_num_threads(n):
+def set_num_threads(n: int | np.integer[Any] | None) -> None:
     """Set the number of threads the kernels use for large inputs.
 
     Jobs over less than 1 MiB of data always run on one thread (two
@@ -92,7 +95,7 @@ def set_num_threads(n):
             stacklevel=2)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of threads a large call from this thread would use now
     (1 without OpenMP, and in a forked child until it calls
     :func:`set_num_threads`); :func:`set_num_threads` says how it is
@@ -107,7 +110,7 @@ def get_num_threads():
     return _kernels.get_num_threads()
 
 
-def _init_threads():
+def _init_threads() -> None:
     global _source
     env = os.environ.get("BNFAST_NUM_THREADS")
     if not env:
@@ -126,7 +129,7 @@ def _init_threads():
                       "the cores)", RuntimeWarning, stacklevel=3)
 
 
-def _init_simd():
+def _init_simd() -> None:
     """BNFAST_SIMD_LEVEL at import: run the kernels at that SIMD level
     (one of _kernels.simd_levels() that this CPU runs) instead of the best
     one; any other value is ignored with a warning."""
@@ -141,7 +144,7 @@ def _init_simd():
                       RuntimeWarning, stacklevel=3)
 
 
-def _simd_text():
+def _simd_text() -> str:
     levels = _kernels.simd_levels()
     built = [k for k, (b, _) in levels.items() if b]
     cpu = [k for k, (_, c) in levels.items() if c]
@@ -151,7 +154,7 @@ def _simd_text():
             + (f", BNFAST_SIMD_LEVEL={env}" if env else "") + ")")
 
 
-def _threads_text():
+def _threads_text() -> str:
     setting, forked, poisoned, cap = _kernels._thread_state()
     if not _kernels.have_openmp():
         why = "built without OpenMP"
@@ -172,7 +175,7 @@ def _threads_text():
             f", OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
 
 
-def show_config(file=None):
+def show_config(file: IO[str] | None = None) -> None:
     """Print how bnfast was built and how it runs here: compiler, flags,
     OpenMP, the SIMD level dispatched to on this CPU, threads.
 

@@ -25,11 +25,29 @@ process's own shares (sum them across processes, as the gradients of the
 other parameters) unless ``reduce_param_grads=True``, which returns the
 global ones on every process at no extra communication.
 """
+from __future__ import annotations
+
 import copy
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from bnfast import _kernels, layers
+
+if TYPE_CHECKING:
+    from bnfast._kernels import BnForward, _ResidualBatchNormCache
+    from bnfast._typing import (
+        Activation,
+        ArrayLike,
+        Comm,
+        FloatArray,
+        Grad,
+        Param,
+        ParamDict,
+    )
+
+    F64Array = npt.NDArray[np.float64]
 
 __all__ = ["sync_batchnorm_forward", "sync_batchnorm_backward",
            "SyncBatchNorm", "SyncBatchNormCache", "communication_doubles"]
@@ -40,16 +58,18 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
     the merge used.  bnfast.batchnorm_backward rejects it."""
 
     __slots__ = ("count", "sync")
+    count: int | None
+    sync: _Sync | None
 
     # the Cython pickling of BatchNormCache knows nothing of these slots:
     # carry them (a deepcopy of a cache, or of a layer holding one, would
     # otherwise lose them)
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         fn, args, state = super().__reduce__()
         return fn, args, (state, getattr(self, "count", None),
                           getattr(self, "sync", None))
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: Any) -> None:
         base, count, sync = state
         super().__setstate__(base)
         if count is not None:
@@ -58,7 +78,14 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
             self.sync = sync
 
 
-def _two_sum(a, b):
+if TYPE_CHECKING:
+    class _ResidualSyncBatchNormCache(SyncBatchNormCache,
+                                      _ResidualBatchNormCache):
+        """Typing only: the cache of a forward with residual= (its
+        backward returns dresidual too), as _ResidualBatchNormCache."""
+
+
+def _two_sum(a: F64Array, b: F64Array) -> tuple[F64Array, F64Array]:
     """a + b and its rounding error (TwoSum, as bnf_two_sum in
     csrc/internal.h: 0 where the sum is not finite)."""
     s = a + b
@@ -70,7 +97,7 @@ def _two_sum(a, b):
 class _Sync:
     """The two collectives of synchronized batch norm over ``comm``."""
 
-    def __init__(self, comm):
+    def __init__(self, comm: Comm) -> None:
         for method in ("Get_size", "Allgather", "Allreduce"):
             if not callable(getattr(comm, method, None)):
                 raise TypeError(
@@ -79,7 +106,9 @@ class _Sync:
                     f"{type(comm).__name__} without {method}")
         self.comm = comm
 
-    def merge(self, n, mean, m2, mean_lo=None):
+    def merge(self, n: int, mean: F64Array, m2: F64Array,
+              mean_lo: F64Array | None = None,
+              ) -> tuple[int, F64Array, F64Array]:
         """(count, mean, M2) of the union of every process's shard.
 
         mean_lo: the low parts of the float64 means (BnForward.stats), None
@@ -131,14 +160,15 @@ class _Sync:
                 mu = mu + np.where(np.isfinite(lo), lo, 0.0)
         return int(count), mu, q
 
-    def sum(self, a):
+    def sum(self, a: F64Array) -> F64Array:
         """The elementwise sum of ``a`` over every process."""
         out = np.empty_like(a)
         self.comm.Allreduce(a, out)
         return out
 
 
-def _sync_forward(call, sync):
+def _sync_forward(call: BnForward,
+                  sync: _Sync) -> tuple[FloatArray, SyncBatchNormCache]:
     """'train' mode of synchronized batch norm: local statistics by the C
     kernels, merged across processes by sync.merge (every process gets the
     same), then the normalization and the running update with them.
@@ -158,8 +188,31 @@ def _sync_forward(call, sync):
     return res, cache
 
 
-def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
-                           activation=None, out=None, residual=None):
+@overload
+def sync_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
+    comm: Comm, *, axis: int | None = None, activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: None = None) -> tuple[FloatArray, SyncBatchNormCache]: ...
+@overload
+def sync_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
+    comm: Comm, *, axis: int | None = None, activation: Activation = None,
+    out: FloatArray | None = None, residual: ArrayLike,
+) -> tuple[FloatArray, _ResidualSyncBatchNormCache]: ...
+@overload
+def sync_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
+    comm: Comm, *, axis: int | None = None, activation: Activation = None,
+    out: FloatArray | None = None, residual: ArrayLike | None = None,
+) -> tuple[FloatArray, SyncBatchNormCache]: ...
+def sync_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
+                           bn_param: ParamDict, comm: Comm, *,
+                           axis: int | None = None,
+                           activation: Activation = None,
+                           out: FloatArray | None = None,
+                           residual: ArrayLike | None = None,
+                           ) -> tuple[FloatArray, SyncBatchNormCache]:
     """Batch norm forward with statistics over the batch of every process.
 
     Same arguments and results as :func:`bnfast.batchnorm_forward`
@@ -243,8 +296,24 @@ def sync_batchnorm_forward(x, gamma, beta, bn_param, comm, *, axis=None,
     return res, cache
 
 
-def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
-                            out=None):
+# (the first overload is the cache of a forward with residual=, a typing-only
+# subclass: mypy calls a narrower first overload with another return type
+# an unsafe overlap, which it is meant to be)
+@overload
+def sync_batchnorm_backward(  # type: ignore[overload-overlap]
+    dout: ArrayLike, cache: _ResidualSyncBatchNormCache, *,
+    reduce_param_grads: bool = False, out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
+@overload
+def sync_batchnorm_backward(
+    dout: ArrayLike, cache: SyncBatchNormCache, *,
+    reduce_param_grads: bool = False, out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad]: ...
+def sync_batchnorm_backward(
+    dout: ArrayLike, cache: SyncBatchNormCache, *,
+    reduce_param_grads: bool = False, out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
+                                           FloatArray]:
     """Backward of :func:`sync_batchnorm_forward` (a collective: every
     process calls it).
 
@@ -294,19 +363,23 @@ def sync_batchnorm_backward(dout, cache, *, reduce_param_grads=False,
                 "layer.comm to the communicator before a backward pass "
                 "with reduce_param_grads")
         dx = call.apply(1.0, sums)
-        total = cache.sync.sum(sums) if reduce_param_grads else sums
-    else:
-        total = cache.sync.sum(sums)  # collective: every process
-        dx = call.apply(float(cache.count), total)
+        total = (cache.sync.sum(sums)  # type: ignore[union-attr]  # checked
+                 if reduce_param_grads else sums)
+    else:  # a 'train' mode cache: sync and count set
+        total = cache.sync.sum(sums)  # type: ignore[union-attr]  # collective
+        dx = call.apply(float(cache.count), total)  # type: ignore[arg-type]
     use = total if reduce_param_grads else sums
     dgamma = use[c:] * cache.invstd  # as bn_backward_apply computes them
     dbeta = use[:c].copy()
     if cache.has_residual:
-        return (dx, *call.param_grads(dgamma, dbeta), call.dresidual)
+        # (has_residual: dresidual is not None)
+        return (dx, *call.param_grads(  # type: ignore[return-value]
+            dgamma, dbeta), call.dresidual)
     return (dx, *call.param_grads(dgamma, dbeta))
 
 
-def communication_doubles(channels, processes):
+def communication_doubles(
+        channels: int, processes: int) -> dict[str, tuple[int, int]]:
     """float64 values each process sends and receives per step:
     {'forward': (sent, received), 'backward': (sent, received)}.
 
@@ -374,8 +447,8 @@ class SyncBatchNorm(layers.BatchNorm):
         dtype, gamma_init, beta_init, activation).
     """
 
-    def __init__(self, num_features, comm, *, reduce_param_grads=False,
-                 **kwargs):
+    def __init__(self, num_features: int, comm: Comm | None, *,
+                 reduce_param_grads: bool = False, **kwargs: Any) -> None:
         reduce_param_grads = layers._flag(reduce_param_grads,
                                           "reduce_param_grads")
         if comm is not None:
@@ -385,17 +458,18 @@ class SyncBatchNorm(layers.BatchNorm):
         self.reduce_param_grads = reduce_param_grads
 
     @property
-    def comm(self):
+    def comm(self) -> Comm | None:
         """The communicator (mpi4py-like), or None."""
         return self._comm
 
     @comm.setter
-    def comm(self, comm):
+    def comm(self, comm: Comm | None) -> None:
         if comm is not None:
             _Sync(comm)  # checks comm
         self._comm = comm
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         args, kwargs, defaults = super()._repr_parts()
         comm = self._comm
         shown = layers._Shown(
@@ -404,11 +478,13 @@ class SyncBatchNorm(layers.BatchNorm):
                   + [("reduce_param_grads", self.reduce_param_grads)])
         return args, kwargs, {**defaults, "reduce_param_grads": False}
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> layers._Grads:
         return sync_batchnorm_backward(
             dout, cache, reduce_param_grads=self.reduce_param_grads)
 
-    def _normalize(self, x, bn_param, residual=None):
+    def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
+                   residual: ArrayLike | None = None,
+                   ) -> tuple[FloatArray, Any]:
         if self._comm is None:
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm
@@ -427,7 +503,7 @@ class SyncBatchNorm(layers.BatchNorm):
             x, self._gamma, self._beta, bn_param, self._comm, axis=self.axis,
             activation=self.activation, residual=residual)
 
-    def __deepcopy__(self, memo):
+    def __deepcopy__(self, memo: dict[int, Any]) -> SyncBatchNorm:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         if self._comm is not None:
@@ -436,7 +512,7 @@ class SyncBatchNorm(layers.BatchNorm):
             new.__dict__[key] = copy.deepcopy(value, memo)
         return new
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_comm"] = None
         state["_cache"] = None  # holds the communicator

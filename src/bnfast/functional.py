@@ -36,9 +36,25 @@ caller's arrays those were converted from (a byte-swapped, strided,
 integer or reshaped input): a ValueError naming the array otherwise,
 with nothing written.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, overload
+
 from bnfast import _kernels
 from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
 from bnfast._kernels import RMSNormCache
+
+if TYPE_CHECKING:
+    from bnfast._kernels import _ResidualBatchNormCache
+    from bnfast._typing import (
+        Activation,
+        ArrayLike,
+        FloatArray,
+        Grad,
+        Param,
+        ParamDict,
+        ShapeLike,
+    )
 
 __all__ = [
     "BatchNormCache",
@@ -58,8 +74,27 @@ __all__ = [
     "spatial_groupnorm_backward",
 ]
 
-def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
-                      out=None, residual=None):
+@overload
+def batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    activation: Activation = None, out: FloatArray | None = None,
+    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
+@overload
+def batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    activation: Activation = None, out: FloatArray | None = None,
+    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+@overload
+def batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    activation: Activation = None, out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
+def batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
+                      bn_param: ParamDict, *, activation: Activation = None,
+                      out: FloatArray | None = None,
+                      residual: ArrayLike | None = None,
+                      ) -> tuple[FloatArray, BatchNormCache]:
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -165,7 +200,22 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
                                         out, residual)
 
 
-def batchnorm_backward(dout, cache, *, out=None):
+# (the first overload is the cache of a forward with residual=, a typing-only
+# subclass: mypy calls a narrower first overload with another return type
+# an unsafe overlap, which it is meant to be)
+@overload
+def batchnorm_backward(  # type: ignore[overload-overlap]
+    dout: ArrayLike, cache: _ResidualBatchNormCache, *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
+@overload
+def batchnorm_backward(
+    dout: ArrayLike, cache: BatchNormCache, *,
+    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+def batchnorm_backward(
+    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
+                                           FloatArray]:
     """Backward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_backward``
@@ -262,8 +312,31 @@ def batchnorm_backward(dout, cache, *, out=None):
 batchnorm_backward_alt = batchnorm_backward
 
 
-def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None, out=None, residual=None):
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    axis: int = 1, activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    axis: int = 1, activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
+    axis: int = 1, activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
+def spatial_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
+                              bn_param: ParamDict, *, axis: int = 1,
+                              activation: Activation = None,
+                              out: FloatArray | None = None,
+                              residual: ArrayLike | None = None,
+                              ) -> tuple[FloatArray, BatchNormCache]:
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -330,7 +403,22 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
                                                 residual)
 
 
-def spatial_batchnorm_backward(dout, cache, *, out=None):
+# (the first overload is the cache of a forward with residual=, a typing-only
+# subclass: mypy calls a narrower first overload with another return type
+# an unsafe overlap, which it is meant to be)
+@overload
+def spatial_batchnorm_backward(  # type: ignore[overload-overlap]
+    dout: ArrayLike, cache: _ResidualBatchNormCache, *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
+@overload
+def spatial_batchnorm_backward(
+    dout: ArrayLike, cache: BatchNormCache, *,
+    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+def spatial_batchnorm_backward(
+    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
+                                           FloatArray]:
     """Backward pass for spatial batch normalization.
 
     Same results as ``bnfast.reference.spatial_batchnorm_backward``; the
@@ -375,8 +463,11 @@ def spatial_batchnorm_backward(dout, cache, *, out=None):
     return _kernels.batchnorm_backward(dout, cache, out)
 
 
-def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
-                      out=None):
+def layernorm_forward(x: ArrayLike, gamma: Param, beta: Param,
+                      ln_param: ParamDict, *,
+                      normalized_shape: ShapeLike | None = None,
+                      out: FloatArray | None = None,
+                      ) -> tuple[FloatArray, LayerNormCache]:
     """Forward pass for layer normalization.
 
     Same signature and results as ``bnfast.reference.layernorm_forward``:
@@ -438,7 +529,9 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None,
                                       normalized_shape)
 
 
-def layernorm_backward(dout, cache, *, out=None):
+def layernorm_backward(dout: ArrayLike, cache: LayerNormCache, *,
+                       out: FloatArray | None = None,
+                       ) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for layer normalization.
 
     Same results as ``bnfast.reference.layernorm_backward``; fused per row:
@@ -481,8 +574,10 @@ def layernorm_backward(dout, cache, *, out=None):
     return _kernels.layernorm_backward(dout, cache, out)
 
 
-def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
-                    out=None):
+def rmsnorm_forward(x: ArrayLike, gamma: Param, rms_param: ParamDict, *,
+                    normalized_shape: ShapeLike | None = None,
+                    out: FloatArray | None = None,
+                    ) -> tuple[FloatArray, RMSNormCache]:
     """Forward pass for RMS normalization.
 
     Same signature and results as ``bnfast.reference.rmsnorm_forward``:
@@ -534,7 +629,9 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None,
                                     normalized_shape)
 
 
-def rmsnorm_backward(dout, cache, *, out=None):
+def rmsnorm_backward(dout: ArrayLike, cache: RMSNormCache, *,
+                     out: FloatArray | None = None,
+                     ) -> tuple[FloatArray, Grad]:
     """Backward pass for RMS normalization.
 
     Same results as ``bnfast.reference.rmsnorm_backward``; fused per row:
@@ -570,8 +667,10 @@ def rmsnorm_backward(dout, cache, *, out=None):
     return _kernels.rmsnorm_backward(dout, cache, out)
 
 
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
-                              out=None):
+def spatial_groupnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
+                              G: int, gn_param: ParamDict, *, axis: int = 1,
+                              out: FloatArray | None = None,
+                              ) -> tuple[FloatArray, GroupNormCache]:
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -642,7 +741,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1,
                                                 out, axis)
 
 
-def spatial_groupnorm_backward(dout, cache, *, out=None):
+def spatial_groupnorm_backward(dout: ArrayLike, cache: GroupNormCache, *,
+                               out: FloatArray | None = None,
+                               ) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for spatial group normalization.
 
     Same results as ``bnfast.reference.spatial_groupnorm_backward``; per

@@ -14,15 +14,43 @@ running_mean, running_var, num_batches_tracked) with NumPy arrays; PyTorch
 tensors are accepted on load and :func:`from_torch` builds a layer from a
 torch module, all without importing torch.
 """
+from __future__ import annotations
+
 import collections.abc
 import math
 import numbers
 import sys
 import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from bnfast import functional
+
+if TYPE_CHECKING:
+    from bnfast._typing import (
+        Activation,
+        ArrayLike,
+        DTypeLike,
+        FloatArray,
+        Grad,
+        ShapeLike,
+    )
+
+    #: A parameter initializer: 'ones', 'zeros', a callable (shape, dtype)
+    #: -> array, or an array of the parameter's shape.
+    Init = Union[str, Callable[[tuple[int, ...], np.dtype[Any]], ArrayLike],
+                 ArrayLike]
+    #: What from_torch returns.
+    Layer = Union["BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm",
+                  "InstanceNorm"]
+    F64Array = npt.NDArray[np.float64]
+    #: What a layer's _backward returns: dx, dgamma, dbeta (and
+    #: dresidual after batch norm's residual=).
+    _Grads = Union[tuple[FloatArray, Grad, Grad],
+                   tuple[FloatArray, Grad, Grad, FloatArray]]
 
 __all__ = [
     "BatchNorm",
@@ -45,12 +73,12 @@ _DTYPES = (np.dtype(np.float16), np.dtype(np.float32),
 # out of range), so that a bad layer never reaches the functional API, whose
 # messages name bn_param entries the user never passed.
 
-def _is_int(value):
+def _is_int(value: object) -> bool:
     return (isinstance(value, numbers.Integral)
             and not isinstance(value, (bool, np.bool_)))
 
 
-def _positive_int(value, name):
+def _positive_int(value: Any, name: str) -> int:
     if not _is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
@@ -58,13 +86,13 @@ def _positive_int(value, name):
     return int(value)
 
 
-def _flag(value, name):
+def _flag(value: object, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
     return bool(value)
 
 
-def _real(value, name):
+def _real(value: Any, name: str) -> float:
     if (not isinstance(value, numbers.Real)
             or isinstance(value, (bool, np.bool_))):
         raise TypeError(
@@ -72,7 +100,7 @@ def _real(value, name):
     return float(value)
 
 
-def _check_eps(eps):
+def _check_eps(eps: float) -> float:
     """eps: a finite real >= 0 (the functional API takes any eps >= 0; an
     infinite one would make every output beta)."""
     value = _real(eps, "eps")
@@ -81,7 +109,7 @@ def _check_eps(eps):
     return value
 
 
-def _check_momentum(momentum):
+def _check_momentum(momentum: float | None) -> float | None:
     if momentum is None:
         return None
     if (not isinstance(momentum, numbers.Real)
@@ -96,7 +124,7 @@ def _check_momentum(momentum):
     return value
 
 
-def _is_bfloat16(dt):
+def _is_bfloat16(dt: np.dtype[Any]) -> bool:
     """dt is ml_dtypes.bfloat16 (told without importing ml_dtypes: such a
     dtype exists only once it is imported)."""
     mld = sys.modules.get("ml_dtypes")
@@ -104,7 +132,7 @@ def _is_bfloat16(dt):
             and dt == np.dtype(mld.bfloat16))
 
 
-def _is_float_dtype(dt):
+def _is_float_dtype(dt: np.dtype[Any]) -> bool:
     """A float dtype bnfast takes: numpy's floats, or bfloat16."""
     return dt.kind == "f" or _is_bfloat16(dt)
 
@@ -112,7 +140,7 @@ def _is_float_dtype(dt):
 _DTYPE_NAMES = "float16, bfloat16, float32 or float64"
 
 
-def _check_dtype(dtype):
+def _check_dtype(dtype: DTypeLike) -> np.dtype[Any]:
     if dtype is None:
         raise TypeError(f"dtype must be {_DTYPE_NAMES}, got None")
     try:
@@ -128,11 +156,12 @@ def _check_dtype(dtype):
 class _Shown(str):
     """A repr value shown as is (not quoted)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return str(self)
 
 
-def _init(init, shape, dtype, name):
+def _init(init: Init, shape: tuple[int, ...], dtype: np.dtype[Any],
+          name: str) -> FloatArray:
     """A parameter array from an initializer: 'ones', 'zeros', a callable
     (shape, dtype) -> array, or an array of the shape."""
     if isinstance(init, str):
@@ -149,7 +178,7 @@ def _init(init, shape, dtype, name):
     return arr
 
 
-def _as_numpy(value):
+def _as_numpy(value: Any) -> npt.NDArray[Any]:
     """A NumPy array from an array-like or a PyTorch tensor (duck-typed:
     detached and moved to the CPU first)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
@@ -157,13 +186,15 @@ def _as_numpy(value):
         if str(getattr(value, "dtype", "")) == "torch.bfloat16":
             # NumPy has no bfloat16: the bits, seen as ml_dtypes.bfloat16
             try:
-                import ml_dtypes
+                import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
             except ImportError:
                 raise TypeError(
                     "a bfloat16 tensor needs ml_dtypes (pip install "
                     "ml_dtypes, or bnfast[bfloat16])") from None
             torch = sys.modules[type(value).__module__.split(".")[0]]
-            return value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            # (torch is duck-typed: Any)
+            return value.view(  # type: ignore[no-any-return]
+                torch.int16).numpy().view(ml_dtypes.bfloat16)
         value = value.numpy()
     return np.asarray(value)
 
@@ -171,14 +202,19 @@ def _as_numpy(value):
 class _Norm:
     """Shared machinery: parameters, gradients, mode, state dicts."""
 
-    def __init__(self, shape, affine, bias, dtype, gamma_init, beta_init,
-                 affine_name="affine"):
+    if TYPE_CHECKING:
+        # each layer's forward(x, mode="train", ...), which __call__ runs
+        forward: Callable[..., FloatArray]
+
+    def __init__(self, shape: tuple[int, ...], affine: bool, bias: bool,
+                 dtype: DTypeLike, gamma_init: Init, beta_init: Init,
+                 affine_name: str = "affine") -> None:
         # arguments are checked by the subclass (shape) and here, before
         # anything is made
         dtype = _check_dtype(dtype)
         affine = _flag(affine, affine_name)
         bias = _flag(bias, "bias")
-        params = {}
+        params: dict[str, FloatArray] = {}
         if affine:
             params["gamma"] = _init(gamma_init, shape, dtype, "gamma")
             if bias:
@@ -187,40 +223,41 @@ class _Norm:
         self.affine = affine
         self.bias = bias
         self.params = params
-        self.grads = {}
+        self.grads: dict[str, FloatArray] = {}
         self._param_shape = tuple(shape)
-        self._cache = None
+        self._cache: Any = None
 
     @property
-    def gamma(self):
+    def gamma(self) -> FloatArray:
         """gamma, or for a layer without one a new read-only array of
         ones (the forward passes gamma=None to the functional API)."""
         return self.params.get("gamma", self._fixed(1))
 
     @property
-    def beta(self):
+    def beta(self) -> FloatArray:
         """beta, or for a layer without one a new read-only array of
         zeros (the forward passes beta=None)."""
         return self.params.get("beta", self._fixed(0))
 
-    def _fixed(self, value):
+    def _fixed(self, value: float) -> FloatArray:
         a = np.full(self._param_shape, value, self.dtype)
         a.flags.writeable = False
         return a
 
     @property
-    def _gamma(self):
+    def _gamma(self) -> FloatArray | None:
         """What the forward passes: gamma, None without one."""
         return self.params.get("gamma")
 
     @property
-    def _beta(self):
+    def _beta(self) -> FloatArray | None:
         return self.params.get("beta")
 
-    def __call__(self, x, mode="train", **kwargs):
+    def __call__(self, x: ArrayLike, mode: str = "train",
+                 **kwargs: Any) -> FloatArray:
         return self.forward(x, mode, **kwargs)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         """PyTorch-like: the positional arguments and eps (and momentum),
         then the other arguments that differ from their defaults (dtype as
         a string, so that the repr evaluates to an equal layer)."""
@@ -231,23 +268,25 @@ class _Norm:
                 parts.append(f"{key}={value!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         """(positional values, [(keyword, value)], {keyword: default});
         keywords without a default are always shown."""
         raise NotImplementedError
 
-    def _common_repr(self):
+    def _common_repr(self) -> list[tuple[str, Any]]:
         return [("bias", self.bias), ("dtype", str(self.dtype))]
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         raise NotImplementedError
 
-    def _check_mode(self, mode):
+    def _check_mode(self, mode: str) -> None:
         if mode not in ("train", "test"):
             raise ValueError(
                 f"mode must be one of ('train', 'test'), got {mode!r}")
 
-    def _check_channels(self, x, axis, count):
+    def _check_channels(self, x: ArrayLike, axis: int,
+                        count: int) -> FloatArray:
         """x as an array, checked to have ``count`` channels along axis."""
         x = np.asarray(x)
         if x.ndim < 2 or not -x.ndim <= axis < x.ndim:
@@ -260,7 +299,8 @@ class _Norm:
                 f"{type(self).__name__} expects {count}")
         return x
 
-    def backward(self, dout):
+    def backward(self, dout: ArrayLike,
+                 ) -> FloatArray | tuple[FloatArray, FloatArray]:
         """dx for the last forward pass, in either mode (batch norm after
         'test' mode: through the frozen running statistics, dx = dout *
         gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
@@ -274,27 +314,29 @@ class _Norm:
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):
             if name in self.params:
-                self.grads[name] = grad
+                # (a parameter's gradient is not None)
+                self.grads[name] = grad  # type: ignore[assignment]
         if dres:
             return dx, dres[0]
         return dx
 
     # PyTorch-named state --------------------------------------------------
 
-    def _state(self):
+    def _state(self) -> dict[str, npt.NDArray[Any]]:
         """{torch name: live array}."""
-        state = {}
+        state: dict[str, npt.NDArray[Any]] = {}
         if "gamma" in self.params:
             state["weight"] = self.params["gamma"]
         if "beta" in self.params:
             state["bias"] = self.params["beta"]
         return state
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
         """The layer's state under PyTorch's names, as NumPy copies."""
         return {k: np.array(v, copy=True) for k, v in self._state().items()}
 
-    def load_state_dict(self, state, strict=True):
+    def load_state_dict(self, state: Mapping[str, Any],
+                        strict: bool = True) -> None:
         """Load a state dict (NumPy arrays or PyTorch tensors) into the
         live arrays, in place.  With ``strict`` (default) the keys must
         match ``state_dict()``'s exactly.
@@ -327,7 +369,8 @@ class _Norm:
             self._load(name, value)
 
     @staticmethod
-    def _checked(name, raw, target):
+    def _checked(name: str, raw: Any,
+                 target: npt.NDArray[Any]) -> npt.NDArray[Any] | int:
         """The state dict entry ``name`` as what _load writes to target,
         or an exception naming the key."""
         try:
@@ -366,11 +409,11 @@ class _Norm:
                 f"{target.dtype}")
         return converted
 
-    def _load(self, name, value):
+    def _load(self, name: str, value: Any) -> None:
         self._state()[name][...] = value
 
     @classmethod
-    def from_torch(cls, module):
+    def from_torch(cls, module: Any) -> Layer:
         """The bnfast layer equivalent to a torch.nn.BatchNorm1d/2d/3d,
         LayerNorm, GroupNorm or InstanceNorm1d/2d/3d module (whatever class
         this is called on):
@@ -379,21 +422,27 @@ class _Norm:
         return from_torch(module)
 
 
-class _RunningStats:
+class _RunningStats(_Norm):
     """The state of a layer with running statistics (BatchNorm,
     InstanceNorm with track_running_stats): running_mean, running_var and
     num_batches_tracked in the state dict, after _Norm's parameters."""
 
-    def _state(self):
+    track_running_stats: bool
+    running_mean: FloatArray | None
+    running_var: FloatArray | None
+    num_batches_tracked: int
+
+    def _state(self) -> dict[str, npt.NDArray[Any]]:
         state = super()._state()
         if self.track_running_stats:
-            state["running_mean"] = self.running_mean
-            state["running_var"] = self.running_var
+            # (tracked: the running statistics are not None)
+            state["running_mean"] = self.running_mean  # type: ignore[assignment]
+            state["running_var"] = self.running_var  # type: ignore[assignment]
             state["num_batches_tracked"] = np.asarray(
                 self.num_batches_tracked, dtype=np.int64)
         return state
 
-    def _load(self, name, value):
+    def _load(self, name: str, value: Any) -> None:
         if name == "num_batches_tracked":
             self.num_batches_tracked = value
         else:
@@ -458,10 +507,14 @@ class BatchNorm(_RunningStats, _Norm):
     >>> out_test = bn(x, mode="test")       # running statistics
     """
 
-    def __init__(self, num_features, *, eps=1e-5, momentum=0.9, axis=1,
-                 affine=True, bias=True, track_running_stats=True,
-                 unbiased_running_var=False, dtype=np.float32,
-                 gamma_init="ones", beta_init="zeros", activation=None):
+    def __init__(self, num_features: int, *, eps: float = 1e-5,
+                 momentum: float | None = 0.9, axis: int = 1,
+                 affine: bool = True, bias: bool = True,
+                 track_running_stats: bool = True,
+                 unbiased_running_var: bool = False,
+                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
+                 beta_init: Init = "zeros",
+                 activation: Activation = None) -> None:
         num_features = _positive_int(num_features, "num_features")
         eps = _check_eps(eps)
         momentum = _check_momentum(momentum)
@@ -495,7 +548,8 @@ class BatchNorm(_RunningStats, _Norm):
         else:
             self.running_mean = self.running_var = None
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_features],
             [("eps", self.eps), ("momentum", self.momentum),
@@ -508,10 +562,11 @@ class BatchNorm(_RunningStats, _Norm):
              "track_running_stats": True, "unbiased_running_var": False,
              "activation": None})
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         return functional.spatial_batchnorm_backward(dout, cache)
 
-    def forward(self, x, mode="train", *, residual=None):
+    def forward(self, x: ArrayLike, mode: str = "train", *,
+                residual: ArrayLike | None = None) -> FloatArray:
         """Normalize x: batch statistics in 'train' mode (updating the
         running statistics), running statistics in 'test' mode.
         ``residual=z`` (keyword; x's shape and dtype): ``relu(bn(x) + z)``
@@ -524,27 +579,32 @@ class BatchNorm(_RunningStats, _Norm):
         momentum = self.momentum
         if self.track_running_stats and mode == "train" and momentum is None:
             momentum = 1.0 - 1.0 / (self.num_batches_tracked + 1)
-        bn_param = {"mode": "train" if use_batch else "test", "eps": self.eps,
-                    "momentum": 0.0 if momentum is None else momentum,
-                    "unbiased_running_var": self.unbiased_running_var}
+        bn_param: dict[str, Any] = {
+            "mode": "train" if use_batch else "test", "eps": self.eps,
+            "momentum": 0.0 if momentum is None else momentum,
+            "unbiased_running_var": self.unbiased_running_var}
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
         out, self._cache = self._normalize(x, bn_param, residual)
         if self.track_running_stats and mode == "train":
-            self.running_mean[...] = bn_param["running_mean"]
-            self.running_var[...] = bn_param["running_var"]
+            # (tracked: the running statistics are not None)
+            self.running_mean[...] = bn_param["running_mean"]  # type: ignore[index]
+            self.running_var[...] = bn_param["running_var"]  # type: ignore[index]
             self.num_batches_tracked += 1
         return out
 
-    def _normalize(self, x, bn_param, residual=None):
+    def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
+                   residual: ArrayLike | None = None,
+                   ) -> tuple[FloatArray, Any]:
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
             x, self._gamma, self._beta, bn_param, axis=self.axis,
             activation=self.activation, residual=residual)
 
-    def fold(self, *, drop_activation=False):
+    def fold(self, *,
+             drop_activation: bool = False) -> tuple[F64Array, F64Array]:
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to
         'test' mode (broadcast along the channel axis), in float64.
 
@@ -563,14 +623,17 @@ class BatchNorm(_RunningStats, _Norm):
                 "cannot be folded into an affine map: pass "
                 "drop_activation=True for the affine part and apply the "
                 "ReLU (np.maximum(..., 0)) to its result")
+        # (tracked: the running statistics are not None)
         scale = (self.gamma.astype(np.float64)
-                 / np.sqrt(self.running_var.astype(np.float64) + self.eps))
+                 / np.sqrt(self.running_var.astype(  # type: ignore[union-attr]
+                     np.float64) + self.eps))
         shift = (self.beta.astype(np.float64)
-                 - self.running_mean.astype(np.float64) * scale)
+                 - self.running_mean.astype(  # type: ignore[union-attr]
+                     np.float64) * scale)
         return scale, shift
 
 
-def _check_normalized_shape(value):
+def _check_normalized_shape(value: Any) -> tuple[int, ...]:
     """normalized_shape as a non-empty tuple of positive ints."""
     if _is_int(value):
         value = (value,)
@@ -624,16 +687,22 @@ class LayerNorm(_Norm):
     True
     """
 
-    def __init__(self, normalized_shape, *, eps=1e-5, elementwise_affine=True,
-                 bias=True, dtype=np.float32, gamma_init="ones",
-                 beta_init="zeros"):
+    if TYPE_CHECKING:
+        # (typing only) this layer's backward returns dx alone
+        def backward(self, dout: ArrayLike) -> FloatArray: ...
+
+    def __init__(self, normalized_shape: ShapeLike, *, eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True,
+                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
+                 beta_init: Init = "zeros") -> None:
         self.normalized_shape = _check_normalized_shape(normalized_shape)
         self.eps = _check_eps(eps)
         super().__init__(self.normalized_shape, elementwise_affine, bias,
                          dtype, gamma_init, beta_init, "elementwise_affine")
         self.elementwise_affine = self.affine
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.normalized_shape],
             [("eps", self.eps),
@@ -641,7 +710,7 @@ class LayerNorm(_Norm):
             + self._common_repr(),
             {"elementwise_affine": True, "bias": True, "dtype": "float32"})
 
-    def forward(self, x, mode="train"):
+    def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
         x = np.asarray(x)
@@ -657,11 +726,11 @@ class LayerNorm(_Norm):
             normalized_shape=self.normalized_shape)
         return out
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         return functional.layernorm_backward(dout, cache)
 
 
-def _check_rms_eps(eps):
+def _check_rms_eps(eps: float | None) -> float | None:
     """RMSNorm's eps: None (the machine epsilon of x's dtype, as
     PyTorch's) or a finite real >= 0."""
     return None if eps is None else _check_eps(eps)
@@ -696,8 +765,14 @@ class RMSNorm(_Norm):
     >>> dx = rms.backward(np.ones_like(out))
     """
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True,
-                 *, dtype=np.float32, gamma_init="ones"):
+    if TYPE_CHECKING:
+        # (typing only) this layer's backward returns dx alone
+        def backward(self, dout: ArrayLike) -> FloatArray: ...
+
+    def __init__(self, normalized_shape: ShapeLike, eps: float | None = None,
+                 elementwise_affine: bool = True, *,
+                 dtype: DTypeLike = np.float32,
+                 gamma_init: Init = "ones") -> None:
         self.normalized_shape = _check_normalized_shape(normalized_shape)
         self.eps = _check_rms_eps(eps)
         super().__init__(self.normalized_shape, elementwise_affine, False,
@@ -705,13 +780,14 @@ class RMSNorm(_Norm):
         self.elementwise_affine = self.affine
 
     @property
-    def beta(self):
+    def beta(self) -> FloatArray:
         """RMS norm has no shift: an AttributeError (rather than the
         zeros of the other layers without a beta)."""
         raise AttributeError("RMSNorm has no beta (no shift: "
                              "x / rms(x) * gamma)")
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.normalized_shape],
             [("eps", self.eps),
@@ -719,7 +795,7 @@ class RMSNorm(_Norm):
              ("dtype", str(self.dtype))],
             {"elementwise_affine": True, "dtype": "float32"})
 
-    def forward(self, x, mode="train"):
+    def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
         x = np.asarray(x)
@@ -733,12 +809,12 @@ class RMSNorm(_Norm):
             normalized_shape=self.normalized_shape)
         return out
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         dx, dgamma = functional.rmsnorm_backward(dout, cache)
         return dx, dgamma, None
 
 
-def _check_axis(axis):
+def _check_axis(axis: int) -> int:
     """axis: an int that is not 0, the batch axis (the forward checks it
     against x: 1 or the last axis)."""
     if not _is_int(axis):
@@ -775,9 +851,14 @@ class GroupNorm(_Norm):
     >>> dx = gn.backward(np.ones_like(out))
     """
 
-    def __init__(self, num_groups, num_channels, *, eps=1e-5, axis=1,
-                 affine=True, bias=True, dtype=np.float32, gamma_init="ones",
-                 beta_init="zeros"):
+    if TYPE_CHECKING:
+        # (typing only) this layer's backward returns dx alone
+        def backward(self, dout: ArrayLike) -> FloatArray: ...
+
+    def __init__(self, num_groups: int, num_channels: int, *,
+                 eps: float = 1e-5, axis: int = 1, affine: bool = True,
+                 bias: bool = True, dtype: DTypeLike = np.float32,
+                 gamma_init: Init = "ones", beta_init: Init = "zeros") -> None:
         num_groups = _positive_int(num_groups, "num_groups")
         num_channels = _positive_int(num_channels, "num_channels")
         if num_channels % num_groups:
@@ -793,7 +874,8 @@ class GroupNorm(_Norm):
         self.eps = eps
         self.axis = axis
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_groups, self.num_channels],
             [("eps", self.eps), ("axis", self.axis),
@@ -801,10 +883,10 @@ class GroupNorm(_Norm):
             + self._common_repr(),
             {"axis": 1, "affine": True, "bias": True, "dtype": "float32"})
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         return functional.spatial_groupnorm_backward(dout, cache)
 
-    def forward(self, x, mode="train"):
+    def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
         x = self._check_channels(x, self.axis, self.num_channels)
@@ -862,10 +944,16 @@ class InstanceNorm(_RunningStats, _Norm):
     >>> dx = inorm.backward(np.ones_like(out))
     """
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.9, affine=False,
-                 track_running_stats=False, *, bias=True,
-                 unbiased_running_var=False, axis=1, dtype=np.float32,
-                 gamma_init="ones", beta_init="zeros"):
+    if TYPE_CHECKING:
+        # (typing only) this layer's backward returns dx alone
+        def backward(self, dout: ArrayLike) -> FloatArray: ...
+
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: float | None = 0.9, affine: bool = False,
+                 track_running_stats: bool = False, *, bias: bool = True,
+                 unbiased_running_var: bool = False, axis: int = 1,
+                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
+                 beta_init: Init = "zeros") -> None:
         num_features = _positive_int(num_features, "num_features")
         eps = _check_eps(eps)
         momentum = _check_momentum(momentum)
@@ -890,7 +978,8 @@ class InstanceNorm(_RunningStats, _Norm):
             self.running_mean = self.running_var = None
         self._frozen = False
 
-    def _repr_parts(self):
+    def _repr_parts(
+            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_features],
             [("eps", self.eps), ("momentum", self.momentum),
@@ -902,12 +991,12 @@ class InstanceNorm(_RunningStats, _Norm):
             {"affine": False, "track_running_stats": False, "bias": True,
              "dtype": "float32", "unbiased_running_var": False, "axis": 1})
 
-    def _backward(self, dout, cache):
+    def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         if self._frozen:
             return functional.spatial_batchnorm_backward(dout, cache)
         return functional.spatial_groupnorm_backward(dout, cache)
 
-    def forward(self, x, mode="train"):
+    def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x: per-instance statistics, except in 'test' mode with
         ``track_running_stats`` (the running statistics).  'train' mode
         with ``track_running_stats`` updates them."""
@@ -927,7 +1016,8 @@ class InstanceNorm(_RunningStats, _Norm):
             raise ValueError(
                 "unbiased_running_var needs more than 1 value per sample "
                 f"and channel, got x of shape {x.shape}")
-        out, cache = functional.spatial_groupnorm_forward(
+        # (cache: a GroupNormCache here, a BatchNormCache above)
+        out, cache = functional.spatial_groupnorm_forward(  # type: ignore[assignment]
             x, self._gamma, self._beta, self.num_features,
             {"eps": self.eps}, axis=self.axis)
         if update:
@@ -935,7 +1025,7 @@ class InstanceNorm(_RunningStats, _Norm):
         self._cache, self._frozen = cache, False
         return out
 
-    def _update_running(self, cache):
+    def _update_running(self, cache: Any) -> None:
         """The running statistics from the forward's per-(sample, channel)
         mean and 1/sqrt(var + eps), averaged over the samples."""
         if self.momentum is None:
@@ -951,10 +1041,13 @@ class InstanceNorm(_RunningStats, _Norm):
                 var = var * (m / (m - 1))
         mom = self.momentum
         with np.errstate(invalid="ignore", over="ignore"):
-            rm = mom * self.running_mean + (1.0 - mom) * mean.mean(axis=0)
-            rv = mom * self.running_var + (1.0 - mom) * var.mean(axis=0)
-        self.running_mean[...] = rm
-        self.running_var[...] = rv
+            # (tracked: the running statistics are not None)
+            rm = (mom * self.running_mean  # type: ignore[operator]
+                  + (1.0 - mom) * mean.mean(axis=0))
+            rv = (mom * self.running_var  # type: ignore[operator]
+                  + (1.0 - mom) * var.mean(axis=0))
+        self.running_mean[...] = rm  # type: ignore[index]
+        self.running_var[...] = rv  # type: ignore[index]
         self.num_batches_tracked += 1
 
 
@@ -963,7 +1056,7 @@ _TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
                 "InstanceNorm3d")
 
 
-def _torch_class(module):
+def _torch_class(module: Any) -> type:
     """The torch.nn class along type(module).__mro__ that from_torch
     converts (so subclasses of the torch modules convert too), found by
     name and module without importing torch."""
@@ -977,7 +1070,7 @@ def _torch_class(module):
         f"{type(module).__name__}")
 
 
-def from_torch(module):
+def from_torch(module: Any) -> Layer:
     """The bnfast layer equivalent to a PyTorch normalization module
     (BatchNorm1d/2d/3d, LayerNorm, GroupNorm, RMSNorm, InstanceNorm1d/2d/3d,
     or a subclass of one), with a copy of its state.
@@ -1027,6 +1120,7 @@ def from_torch(module):
     # torch >= 2.1: bias=False leaves module.bias None; without affine there
     # is no bias either way
     bias = not affine or getattr(module, "bias", None) is not None
+    layer: Layer
     if kind.startswith("BatchNorm"):
         m = module.momentum
         layer = BatchNorm(module.num_features, eps=module.eps,
@@ -1058,13 +1152,15 @@ def from_torch(module):
     return layer
 
 
-def _check_bn(bn):
+def _check_bn(bn: object) -> None:
     if not isinstance(bn, BatchNorm):
         raise TypeError(f"bn must be a bnfast.BatchNorm, got "
                         f"{type(bn).__name__}")
 
 
-def fold_linear_batchnorm(W, b, bn, *, drop_activation=False):
+def fold_linear_batchnorm(W: ArrayLike, b: ArrayLike, bn: BatchNorm, *,
+                          drop_activation: bool = False,
+                          ) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that follows a linear layer, ``bn(x @ W + b)`` in
     'test' mode, into one linear layer ``x @ W2 + b2``.
 
@@ -1118,7 +1214,9 @@ def fold_linear_batchnorm(W, b, bn, *, drop_activation=False):
     return W * scale, (b - bn.running_mean) * scale + bn.beta
 
 
-def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
+def fold_conv_batchnorm(W: ArrayLike, b: ArrayLike | None, bn: BatchNorm, *,
+                        drop_activation: bool = False,
+                        ) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that follows a convolution, ``bn(conv(x, W) + b)``
     in 'test' mode, into one convolution ``conv(x, W2) + b2``.
 
@@ -1176,7 +1274,8 @@ def fold_conv_batchnorm(W, b, bn, *, drop_activation=False):
             b * scale + shift)
 
 
-def fold_batchnorm_linear(bn, W, b):
+def fold_batchnorm_linear(bn: BatchNorm, W: ArrayLike,
+                          b: ArrayLike) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that precedes a linear layer, ``bn(x) @ W + b`` in
     'test' mode, into one linear layer ``x @ W2 + b2``.
 

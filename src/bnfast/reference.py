@@ -33,11 +33,32 @@ scalars of x's dtype here, no array), and the backward returns None for
 the gradient of a None parameter (dbeta in beta's dtype and shape when
 only gamma is None).
 """
+from __future__ import annotations
+
 import contextvars
 import functools
 import inspect
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from bnfast._typing import (
+        Activation,
+        ArrayLike,
+        FloatArray,
+        Grad,
+        Param,
+        ParamDict,
+        ShapeLike,
+    )
+
+    _R = TypeVar("_R", bound=tuple[Any, ...])
+    _Fn = TypeVar("_Fn", bound=Callable[..., Any])
+    #: The reference's caches: tuples (or a _HalfCache around one), opaque.
+    Cache = Any
 
 __all__ = [
     "batchnorm_forward",
@@ -54,7 +75,7 @@ __all__ = [
 ]
 
 
-def _overlaps_itself(a):
+def _overlaps_itself(a: npt.NDArray[Any]) -> bool:
     """Whether two elements of ``a`` share a byte: contiguous arrays never
     do; otherwise every element's byte offset, sorted."""
     if a.flags.c_contiguous or a.flags.f_contiguous:
@@ -65,7 +86,8 @@ def _overlaps_itself(a):
     return bool((np.diff(np.sort(offsets)) < a.itemsize).any())
 
 
-def _arrays(name, value):
+def _arrays(name: str,
+            value: Any) -> Iterator[tuple[str, npt.NDArray[Any]]]:
     """(name, array) for every array in an argument, including the values
     of a dict (bn_param) and the items of a tuple (a cache)."""
     if isinstance(value, np.ndarray):
@@ -80,7 +102,7 @@ def _arrays(name, value):
             yield from _arrays(name, v)
 
 
-def _same_view(a, b):
+def _same_view(a: npt.NDArray[Any], b: Any) -> bool:
     """a and b are the same elements in the same order."""
     return (isinstance(b, np.ndarray) and a.shape == b.shape
             and a.__array_interface__["data"][0]
@@ -89,7 +111,7 @@ def _same_view(a, b):
                     if n > 1))
 
 
-def _check_out(out, arguments):
+def _check_out(out: npt.NDArray[Any], arguments: dict[str, Any]) -> None:
     if _overlaps_itself(out):
         raise ValueError("out has elements sharing memory: each result "
                          "needs its own")
@@ -105,20 +127,23 @@ def _check_out(out, arguments):
     for name, value in arguments.items():
         for what, a in _arrays(name, value):
             try:
-                shared = np.shares_memory(out, a, max_work=100_000)
+                # (numpy's stub allows max_work -1 or 0 only; any int works)
+                shared = np.shares_memory(
+                    out, a, max_work=100_000)  # type: ignore[arg-type]
             except np.exceptions.TooHardError:
                 shared = True
             if shared:
                 raise ValueError(f"out must not share memory with {what}")
 
 
-def _takes_out(f):
+def _takes_out(f: Callable[..., _R]) -> Callable[..., _R]:
     """Add the keyword ``out=``: the first result is copied into it (after
     the checks of _check_out)."""
     signature = inspect.signature(f)
 
     @functools.wraps(f)
-    def wrapper(*args, out=None, **kwargs):
+    def wrapper(*args: Any, out: npt.NDArray[Any] | None = None,
+                **kwargs: Any) -> Any:
         if out is not None:
             _check_out(out, signature.bind(*args, **kwargs).arguments)
         first, *rest = f(*args, **kwargs)
@@ -129,7 +154,7 @@ def _takes_out(f):
     return wrapper
 
 
-def _is_half(dtype):
+def _is_half(dtype: npt.DTypeLike) -> bool:
     """float16 or bfloat16 (ml_dtypes.bfloat16, told by its name: this
     module never imports ml_dtypes)."""
     dtype = np.dtype(dtype)
@@ -137,7 +162,7 @@ def _is_half(dtype):
                                    and dtype.name == "bfloat16")
 
 
-def _wide(a):
+def _wide(a: Any) -> Any:
     """A float16 or bfloat16 array as float32 (the compute type of half
     storage), anything else as it is."""
     if isinstance(a, np.ndarray) and _is_half(a.dtype):
@@ -149,16 +174,19 @@ def _wide(a):
 # batch norm rounds its output to it before the ReLU's mask, so that the
 # mask is out > 0 on the stored output, as the fast kernels' (a float32
 # value below half the smallest subnormal is stored as 0)
-_STORAGE = contextvars.ContextVar("bnfast_reference_storage", default=None)
+_STORAGE: contextvars.ContextVar[np.dtype[Any] | None] = (
+    contextvars.ContextVar("bnfast_reference_storage", default=None))
 
 
-def _finfo(dtype):
+def _finfo(dtype: npt.DTypeLike) -> Any:
     """np.finfo, and ml_dtypes.finfo for bfloat16 (its owner imported it
     if an array of it exists)."""
     dtype = np.dtype(dtype)
     if _is_half(dtype) and dtype != np.float16:
-        import ml_dtypes
-        return ml_dtypes.finfo(dtype)
+        # (ml_dtypes is optional, and its finfo unannotated)
+        import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
+        return ml_dtypes.finfo(  # type: ignore[no-untyped-call, unused-ignore]
+            dtype)
     return np.finfo(dtype)
 
 
@@ -166,11 +194,11 @@ class _HalfCache:
     """The cache of a forward on half-precision x: the float32
     computation's cache and x's dtype, which dx is rounded to."""
 
-    def __init__(self, cache, dtype):
+    def __init__(self, cache: Any, dtype: np.dtype[Any]) -> None:
         self.cache, self.dtype = cache, dtype
 
 
-def _half_forward(f):
+def _half_forward(f: _Fn) -> _Fn:
     """float16 and bfloat16 x (half storage): f computes on x in float32,
     out is rounded once to x's dtype.  Integer gamma and beta are
     converted to x's dtype first, and absent running statistics are zeros
@@ -179,7 +207,7 @@ def _half_forward(f):
     signature = inspect.signature(f)
 
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         x = args[0] if args else kwargs.get("x")
         if not (isinstance(x, np.ndarray) and _is_half(x.dtype)):
             return f(*args, **kwargs)
@@ -187,7 +215,8 @@ def _half_forward(f):
         a = bound.arguments
         a["x"] = x.astype(np.float32)
         if a.get("residual") is not None:  # x's dtype, then as x
-            a["residual"] = _residual(a["residual"], x).astype(np.float32)
+            a["residual"] = _residual(  # type: ignore[union-attr]  # not None
+                a["residual"], x).astype(np.float32)
         for k in ("gamma", "beta"):  # (RMS norm has no beta)
             if k in a:
                 a[k] = _param(a[k], x)
@@ -200,17 +229,17 @@ def _half_forward(f):
         finally:
             _STORAGE.reset(token)
         for k in absent:
-            if k in param:
-                param[k] = param[k].astype(x.dtype)
+            if k in param:  # type: ignore[operator]  # a dict: see absent
+                param[k] = param[k].astype(x.dtype)  # type: ignore[index]
         return out.astype(x.dtype), _HalfCache(cache, x.dtype)
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # f's signature
 
 
-def _half_backward(f):
+def _half_backward(f: _Fn) -> _Fn:
     """The backward of a _half_forward: dout in float32, dx rounded once
     to x's dtype (dgamma and dbeta in gamma's dtype, as always)."""
     @functools.wraps(f)
-    def wrapper(dout, cache):
+    def wrapper(dout: Any, cache: Any) -> Any:
         if not isinstance(cache, _HalfCache):
             return f(dout, cache)
         dx, *grads = f(_wide(np.asarray(dout)).astype(np.float32,
@@ -219,10 +248,12 @@ def _half_backward(f):
         if len(grads) == 3:  # dresidual (residual=): x's dtype, as dx
             grads[2] = grads[2].astype(cache.dtype)
         return (dx.astype(cache.dtype), *grads)
-    return wrapper
+    return wrapper  # type: ignore[return-value]  # f's signature
 
 
-def _affine(gamma, beta, x, shape):
+def _affine(gamma: Any, beta: Any, x: npt.NDArray[Any],
+            shape: Any) -> tuple[Any, Any, np.dtype[Any], tuple[int, ...],
+                                 tuple[bool, bool]]:
     """gamma and beta as multipliers reshaped to shape (None: the 0-d
     1 and 0 of x's dtype), the dtype and shape of the parameter gradients
     (gamma's, else beta's, else x's dtype and shape (1,): never used),
@@ -237,7 +268,8 @@ def _affine(gamma, beta, x, shape):
                                            beta is not None)
 
 
-def _residual(z, x):
+def _residual(z: ArrayLike | None,
+              x: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
     """The residual checked: x's exact dtype and shape."""
     if z is None:
         return None
@@ -254,7 +286,7 @@ def _residual(z, x):
     return z
 
 
-def _param(p, x):
+def _param(p: Param, x: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
     """gamma or beta as an array; integers and bools converted to x's
     dtype (otherwise dgamma and dbeta would be truncated to integers);
     None stays None."""
@@ -268,8 +300,10 @@ def _param(p, x):
 
 @_takes_out
 @_half_forward
-def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
-                      residual=None):
+def batchnorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
+                      bn_param: ParamDict, *, activation: Activation = None,
+                      residual: ArrayLike | None = None,
+                      ) -> tuple[FloatArray, Cache]:
     """Forward pass for batch normalization (reference).
 
     Parameters
@@ -327,7 +361,7 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
     rm = _wide(np.reshape(running_mean, -1))
     rv = _wide(np.reshape(running_var, -1))
 
-    cache = None
+    cache: Any = None
     if mode == "train":
         sample_mean = xr.mean(axis=0)
         sample_var = xr.var(axis=0)
@@ -374,7 +408,8 @@ def batchnorm_forward(x, gamma, beta, bn_param, *, activation=None,
 
 @_takes_out
 @_half_backward
-def batchnorm_backward(dout, cache):
+def batchnorm_backward(dout: npt.NDArray[Any],
+                       cache: Cache) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), node by node.
 
     Walks the computational graph of the forward pass backwards:
@@ -427,7 +462,8 @@ def batchnorm_backward(dout, cache):
 
 @_takes_out
 @_half_backward
-def batchnorm_backward_alt(dout, cache):
+def batchnorm_backward_alt(dout: npt.NDArray[Any],
+                           cache: Cache) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), simplified formula.
 
     ``dx = gamma / std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))``
@@ -458,7 +494,9 @@ def batchnorm_backward_alt(dout, cache):
     return finish(dx, dgamma, dbeta)
 
 
-def _frozen(x_hat, var, gamma, eps, dout, finish):
+def _frozen(x_hat: Any, var: Any, gamma: Any, eps: float, dout: Any,
+            finish: Callable[[Any, Any, Any], tuple[Any, ...]],
+            ) -> tuple[Any, ...]:
     """The backward after a 'test' mode forward: mean and var (the running
     statistics) are constants, so dx = dout * gamma / std, with no terms
     through the batch's mean and variance; dgamma and dbeta as in 'train'
@@ -469,13 +507,16 @@ def _frozen(x_hat, var, gamma, eps, dout, finish):
     return finish(dx, dgamma, dbeta)
 
 
-def _grads(dgamma, dbeta, dtype, shape, wants):
+def _grads(dgamma: Any, dbeta: Any, dtype: np.dtype[Any], shape: Any,
+           wants: tuple[bool, bool]) -> tuple[Grad, ...]:
     """dgamma and dbeta in dtype and shape, None where not wanted."""
     return tuple(d.astype(dtype, copy=False).reshape(shape) if want
                  else None for d, want in zip((dgamma, dbeta), wants))
 
 
-def _unpack(dout, cache):
+def _unpack(dout: Any, cache: Any) -> tuple[
+        Any, Any, Any, Any, Any, float, int, Any,
+        Callable[[Any, Any, Any], tuple[Any, ...]]]:
     """The forward's cache, dout as (N, D) (masked by the ReLU of the
     forward, if any), and a function that gives the gradients their dtypes
     and shapes (dx: x's; dgamma, dbeta: gamma's, or beta's without gamma;
@@ -493,7 +534,7 @@ def _unpack(dout, cache):
                          and dres.dtype == x.dtype):
         dres = np.asarray(dres).astype(x.dtype)
 
-    def finish(dx, dgamma, dbeta):
+    def finish(dx: Any, dgamma: Any, dbeta: Any) -> tuple[Any, ...]:
         res = (dx.astype(x.dtype, copy=False).reshape(x_shape),
                *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
         if residual:  # dresidual: dout, masked by the ReLU
@@ -505,8 +546,11 @@ def _unpack(dout, cache):
 
 @_takes_out
 @_half_forward
-def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
-                              activation=None, residual=None):
+def spatial_batchnorm_forward(x: npt.NDArray[Any], gamma: Param,
+                              beta: Param, bn_param: ParamDict, *,
+                              axis: int = 1, activation: Activation = None,
+                              residual: ArrayLike | None = None,
+                              ) -> tuple[FloatArray, Cache]:
     """Forward pass for spatial batch normalization (reference).
 
     The textbook way: move the channel axis last, flatten to
@@ -555,7 +599,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param, *, axis=1,
 
 @_takes_out
 @_half_backward
-def spatial_batchnorm_backward(dout, cache):
+def spatial_batchnorm_backward(dout: npt.NDArray[Any],
+                               cache: Cache) -> tuple[Any, ...]:
     """Backward pass for spatial batch normalization (reference): the same
     transposes around :func:`batchnorm_backward_alt`.
 
@@ -592,7 +637,8 @@ def spatial_batchnorm_backward(dout, cache):
     return dx, *grads
 
 
-def _rows_shape(x, normalized_shape):
+def _rows_shape(x: npt.NDArray[Any],
+                normalized_shape: Any) -> tuple[int, int]:
     """(rows, features) of x for layer and RMS norm: normalized_shape None
     normalizes the axes after the first (x.reshape(N, -1)), else the
     trailing normalized_shape (an int or a tuple: PyTorch's)."""
@@ -604,7 +650,10 @@ def _rows_shape(x, normalized_shape):
 
 @_takes_out
 @_half_forward
-def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
+def layernorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
+                      ln_param: ParamDict, *,
+                      normalized_shape: ShapeLike | None = None,
+                      ) -> tuple[FloatArray, Cache]:
     """Forward pass for layer normalization (reference).
 
     Statistics per sample over its features (x.reshape(N, -1)), or with
@@ -642,7 +691,8 @@ def layernorm_forward(x, gamma, beta, ln_param, *, normalized_shape=None):
 
 @_takes_out
 @_half_backward
-def layernorm_backward(dout, cache):
+def layernorm_backward(dout: npt.NDArray[Any],
+                       cache: Cache) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for layer normalization (reference).
 
     ``dx = inv_std / D * (D * dxhat - sum(dxhat) - x_hat * sum(dxhat *
@@ -677,7 +727,9 @@ def layernorm_backward(dout, cache):
 
 @_takes_out
 @_half_forward
-def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
+def rmsnorm_forward(x: npt.NDArray[Any], gamma: Param, rms_param: ParamDict,
+                    *, normalized_shape: ShapeLike | None = None,
+                    ) -> tuple[FloatArray, Cache]:
     """Forward pass for RMS normalization (reference).
 
     Per row of x over its trailing ``normalized_shape`` (an int or a
@@ -722,7 +774,8 @@ def rmsnorm_forward(x, gamma, rms_param, *, normalized_shape=None):
 
 @_takes_out
 @_half_backward
-def rmsnorm_backward(dout, cache):
+def rmsnorm_backward(dout: npt.NDArray[Any],
+                     cache: Cache) -> tuple[FloatArray, Grad]:
     """Backward pass for RMS normalization (reference).
 
     ``dx = inv_rms * (dxhat - x_hat * mean(dxhat * x_hat))`` per row, with
@@ -757,7 +810,9 @@ def rmsnorm_backward(dout, cache):
 
 @_takes_out
 @_half_forward
-def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
+def spatial_groupnorm_forward(x: npt.NDArray[Any], gamma: Param,
+                              beta: Param, G: int, gn_param: ParamDict, *,
+                              axis: int = 1) -> tuple[FloatArray, Cache]:
     """Forward pass for spatial group normalization (reference).
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
@@ -805,7 +860,9 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, *, axis=1):
 
 @_takes_out
 @_half_backward
-def spatial_groupnorm_backward(dout, cache):
+def spatial_groupnorm_backward(
+        dout: npt.NDArray[Any],
+        cache: Cache) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for spatial group normalization (reference).
 
     Per sample and group of M elements, with dxhat = dout * gamma:
