@@ -1,15 +1,17 @@
 """bnfast benchmark and equivalence report.
 
-Run from the repository root, with bnfast installed:
+Shipped in the package (PyTorch, numba: pip install "bnfast[bench]"); run
+it from anywhere with bnfast installed (benchmarks/bench.py in the
+repository is the same report, with the same options):
 
-    python benchmarks/bench.py                 # default sizes, 7 repeats
-    python benchmarks/bench.py --quick         # small sizes, 3 repeats (CI)
-    python benchmarks/bench.py --json out.json --repeat 11
-    python benchmarks/bench.py --sweep --json benchmarks/results/sweep.json
-    python benchmarks/bench.py --median-of run1.json run2.json run3.json
+    python -m bnfast bench                 # default sizes, 7 repeats
+    python -m bnfast bench --quick         # small sizes, 3 repeats (CI)
+    python -m bnfast bench --json out.json --repeat 11
+    python -m bnfast bench --sweep --json benchmarks/results/sweep.json
+    python -m bnfast bench --median-of run1.json run2.json run3.json
     python benchmarks/plot.py benchmarks/results/sweep.json   # the plot
-    python benchmarks/bench.py --torch-entry   # PyTorch's entry points
-    python benchmarks/bench.py --half          # float16 / bfloat16 (issue 13)
+    python -m bnfast bench --torch-entry   # PyTorch's entry points
+    python -m bnfast bench --half          # float16 / bfloat16 (issue 13)
 
 --sweep runs every family over five or six sizes from tiny (x of 32 bytes
 for the (2, 4) batch norm rows, 8-64 KiB otherwise, in L1 or L2) to many
@@ -48,7 +50,7 @@ Data is seeded random: x offset per channel (per feature for (N, D)) by
 and upstream gradient.
 
 Two peers are optional, each with its columns empty ("-") when it cannot
-be imported: PyTorch (CPU kernels) and numba (benchmarks/numba_bn.py, the
+be imported: PyTorch (CPU kernels) and numba (bnfast/_numba_bn.py, the
 team's numba loop copied as it is: batch norm on C-order (N, D),
 forward-train and backward only; float64 statistics, the apply in x's
 dtype as x * scale + shift).
@@ -185,10 +187,9 @@ except ImportError:
     torch = None
 
 # numba is a peer like PyTorch: optional, its columns empty without it.
-# numba_bn.py (beside this file) is the team's numba loop, copied as it is.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# _numba_bn.py (beside this file) is the team's numba loop, copied as it is.
 try:
-    import numba_bn
+    from bnfast import _numba_bn as numba_bn
 except ImportError:
     numba_bn = None
 
@@ -282,7 +283,7 @@ def tensors(data):
 #
 # PyTorch is timed through the fastest entry point a user has for each op,
 # among those that compute the same thing.  Measured with
-# `python benchmarks/bench.py --torch-entry` (one thread, float32, medians
+# `python -m bnfast bench --torch-entry` (one thread, float32, medians
 # of 31 interleaved repeats of 10 ms loops; noisy shared 2-core AMD EPYC,
 # PyTorch 2.13.0+cpu; "aten.X" is torch.ops.aten.X), us per call at
 # tiny (2x4; group norm 2x16x8x8 G4) / 64 KiB (64x256; 4x32x16x16 G8) /
@@ -1697,8 +1698,13 @@ def half_section(sizes, repeat, target, report):
             gc.collect()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None, prog=None):
+    """Run the report on the command line ``argv`` (default sys.argv[1:]);
+    ``prog`` names the command in the usage.  Returns the exit status: 0,
+    1 if bnfast's equivalence section FAILs, 2 for --torch-entry without
+    PyTorch (bad usage exits 2 through argparse)."""
+    ap = argparse.ArgumentParser(prog=prog,
+                                 description=__doc__.split("\n\n")[0])
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
                       help="small sizes, 3 repeats, 5 ms loops (CI)")
@@ -1797,6 +1803,3 @@ def main(argv=None):
             json.dump(report, f, indent=1)
     return 0 if ok else 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())
