@@ -73,7 +73,14 @@ def test_bench_help(tmp_path):
 
 def test_bench_quick(tmp_path):
     """The smallest report the options allow: one family, quick sizes, one
-    repeat; bnfast's equivalence section passes and the JSON says so."""
+    repeat; bnfast's equivalence section passes and the JSON says so.
+    The peers are hidden (modules torch and numba that raise ImportError,
+    first on the path: the working directory) so that it takes seconds
+    where they are installed too (their import and numba's compiling take
+    half a minute here); CI's quick report runs them."""
+    for peer in ("torch", "numba"):
+        (tmp_path / f"{peer}.py").write_text(
+            f"raise ImportError('{peer} hidden by test_cli')\n")
     out = tmp_path / "bench.json"
     r = run(["bench", "--quick", "--family", "batchnorm", "--repeat", "1",
              "--json", str(out)], tmp_path, timeout=600)
@@ -86,6 +93,28 @@ def test_bench_quick(tmp_path):
     report = json.loads(out.read_text())
     assert report["pass"] is True
     assert {rec["family"] for rec in report["timing"]} == {"batchnorm"}
+    assert report["machine"]["torch"] == "not installed"
+
+
+def test_bench_fail_exit_status(tmp_path):
+    """An equivalence FAIL makes the exit status 1 (through
+    ``python -m bnfast``'s main): here with zero tolerances and the
+    timing sections left out, so that it takes a second."""
+    for peer in ("torch", "numba"):
+        (tmp_path / f"{peer}.py").write_text("raise ImportError\n")
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from bnfast import _bench\n"
+        "from bnfast.__main__ import main\n"
+        "_bench.TOLERANCE = {np.float32: 0.0, np.float64: 0.0}\n"
+        "_bench.accuracy_section = _bench.timing_section = \\\n"
+        "    _bench.half_section = lambda *args: None\n"
+        "sys.exit(main(['bench', '--quick', '--family', 'layernorm']))\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("equivalence: FAIL"), r.stdout
 
 
 def test_bench_median_of(tmp_path):
@@ -116,8 +145,18 @@ def test_bench_importable_without_peers(tmp_path):
         "import bnfast\n"
         "assert 'bnfast._bench' not in sys.modules\n"
         "from bnfast import _bench\n"
+        "_bench.import_peers()\n"
         "assert _bench.torch is None and _bench.numba_bn is None\n"
         "assert _bench.installed_peers() == []\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # where they are installed, the peers are imported by the report's
+    # main(), not on import
+    code = ("import sys\n"
+            "from bnfast import _bench\n"
+            "assert 'torch' not in sys.modules, 'torch'\n"
+            "assert 'numba' not in sys.modules, 'numba'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

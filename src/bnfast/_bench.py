@@ -181,17 +181,29 @@ import numpy as np
 import bnfast
 from bnfast import reference
 
-try:
-    import torch
-except ImportError:
-    torch = None
+# The peers, PyTorch and numba, are optional, each with its columns empty
+# without it; main() imports them (import_peers) once the command line is
+# parsed, so that the usage, --help and --median-of do not wait for
+# PyTorch's import (seconds), nor does importing this module.
+torch = None
+numba_bn = None
 
-# numba is a peer like PyTorch: optional, its columns empty without it.
-# _numba_bn.py (beside this file) is the team's numba loop, copied as it is.
-try:
-    from bnfast import _numba_bn as numba_bn
-except ImportError:
-    numba_bn = None
+
+def import_peers():
+    """Import the peers that are installed: PyTorch, and numba through
+    _numba_bn.py (beside this file: the team's numba loop, copied as it
+    is)."""
+    global torch, numba_bn
+    try:
+        import torch as torch_module
+    except ImportError:
+        torch_module = None
+    try:
+        from bnfast import _numba_bn as numba_module
+    except ImportError:
+        numba_module = None
+    torch, numba_bn = torch_module, numba_module
+
 
 # the benchmark-only streaming-store copy (csrc/bench_copy.c); an older
 # build without it gets a roofline of np.copyto alone
@@ -1739,6 +1751,7 @@ def main(argv=None, prog=None):
                 if not args.family or f["name"] in args.family]
     if args.median_of:
         return median_targets(args.median_of)
+    import_peers()
     repeat = args.repeat or (3 if args.quick else 31 if args.torch_entry
                              else 7)
     target = 0.005 if args.quick else 0.020
