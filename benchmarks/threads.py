@@ -83,8 +83,7 @@ def cases(quick):
 def sweep_cases(dtypes):
     """(name, bytes of x, callable) for every bnfast row of bench.py's
     sweep without out=, made one size at a time."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bench
+    from bnfast import _bench as bench
     for family in bench.FAMILIES:
         for size in family["sweep"]:
             for dtype in dtypes:
