@@ -11,13 +11,16 @@ is imported only then, since it imports PyTorch and numba when they are
 installed.  Exit status: 0 on success, 2 on bad usage, 1 when the
 report's equivalence section FAILs.
 """
+from __future__ import annotations
+
 import argparse
 import sys
+from collections.abc import Sequence
 
 PROG = "python -m bnfast"
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     from bnfast import __version__
     ap = argparse.ArgumentParser(
         prog=PROG,
@@ -37,7 +40,7 @@ def _parser():
     return ap
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default sys.argv[1:]) and return
     its exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -1,3 +1,6 @@
+# mypy: ignore-errors
+# (the benchmark script, private and not API: only main() is typed, for
+# python -m bnfast; the package's API is checked with mypy --strict)
 """bnfast benchmark and equivalence report.
 
 Shipped in the package (PyTorch, numba: pip install "bnfast[bench]"); run
@@ -1710,7 +1713,7 @@ def half_section(sizes, repeat, target, report):
             gc.collect()
 
 
-def main(argv=None, prog=None):
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run the report on the command line ``argv`` (default sys.argv[1:]);
     ``prog`` names the command in the usage.  Returns the exit status: 0,
     1 if bnfast's equivalence section FAILs, 2 for --torch-entry without

@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (the numba peer, copied as it is: untyped)
 # Copied as it is from ../shared/peers/numba_bn.py (the team's numba peer); do not tune it.
 """The numba peer for bnfast's benchmark: batch norm as a NumPy user would
 write it with numba (njit, no fastmath, not parallel). Statistics are
