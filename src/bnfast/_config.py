@@ -157,7 +157,7 @@ def show_config(file=None):
     >>> bnfast.show_config()  # doctest: +ELLIPSIS
     bnfast ...
     """
-    from bnfast import __version__
+    from bnfast._version import __version__
     try:
         from bnfast._buildinfo import BUILD
     except ImportError:  # built by something other than setup.py
