@@ -8,8 +8,10 @@
 #    pyproject.toml select), which must carry LICENSE; the wheel is
 #    built from it (`pip wheel SDIST --no-deps`), so a file missing from the
 #    sdist fails here, and the build starts from no stale build/ directory.
-#    The wheel is built stripped, with the flags of [tool.cibuildwheel.linux]
-#    in pyproject.toml: CFLAGS=-g0 (after Python's own -g) and LDFLAGS=-s.
+#    The wheel is built stripped, as [tool.cibuildwheel.linux] in
+#    pyproject.toml builds it: LDFLAGS=-s (ld --strip-all: no debug info,
+#    no symbol table; not CFLAGS=-g0, which recent setuptools would put in
+#    place of Python's own -DNDEBUG -fwrapv -O3 -Wall).
 # 2. `auditwheel show`, then `auditwheel repair` to the manylinux tag that
 #    `show` says this machine's glibc and the symbols used permit (libgomp
 #    gets vendored into bnfast.libs/).
@@ -52,8 +54,8 @@ listing=$(tar tzf "$sdist")   # not piped into grep -q: pipefail and SIGPIPE
 grep -qE '^bnfast-[^/]+/LICENSE$' <<<"$listing" || fail "LICENSE is not in $sdist"
 echo "$(basename "$sdist"): $(du -k "$sdist" | cut -f1) KiB, LICENSE in it"
 
-say "wheel (stripped: CFLAGS=-g0 LDFLAGS=-s)"
-CFLAGS="-g0" LDFLAGS="-s" "$tpy" -m pip wheel -q --no-deps -w "$work/wheel" "$sdist"
+say "wheel (stripped: LDFLAGS=-s)"
+LDFLAGS="-s" "$tpy" -m pip wheel -q --no-deps -w "$work/wheel" "$sdist"
 wheel=$(ls "$work"/wheel/bnfast-*.whl)
 
 say "auditwheel show"
