@@ -30,7 +30,7 @@ from bnfast.layers import (
     from_torch,
 )
 
-__version__ = "0.1.0"
+from bnfast._version import __version__
 
 _init_threads()
 _init_simd()

@@ -185,7 +185,7 @@ def show_config(file: IO[str] | None = None) -> None:
     >>> bnfast.show_config()  # doctest: +ELLIPSIS
     bnfast ...
     """
-    from bnfast import __version__
+    from bnfast._version import __version__
     try:
         from bnfast._buildinfo import BUILD
     except ImportError:  # built by something other than setup.py
