@@ -152,13 +152,14 @@ BNF_INLINE void NAME(block_sums_wide)(const T *BNF_RESTRICT p, ptrdiff_t nr,
     for (ptrdiff_t r = 0; r < nr; r++) {
         const T *BNF_RESTRICT pr = p + r * st;
         ptrdiff_t e = 0;
-        for (; e + LANES <= len; e += LANES)
+        for (; e + LANES <= len; e += LANES) {
             BNF_LANE_LOOP
             for (int l = 0; l < LANES; l++) {
                 double d = (double)LOAD(pr[e + l]) - c;
                 as[l] += d;
                 aq[l] += d * d;
             }
+        }
         for (int l = 0; l < len - e; l++) {
             double d = (double)LOAD(pr[e + l]) - c;
             as[l] += d;
@@ -185,7 +186,7 @@ BNF_INLINE void NAME(block_sums_centered)(const T *BNF_RESTRICT p, ptrdiff_t nr,
             C fs[LANES] = {0}, fq[LANES] = {0};
             ptrdiff_t end = bnf_min(len, e + PAIRS * BNF_FLUSH * LANES);
             ptrdiff_t e0 = e;
-            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C d0 = LOAD(pr[e + l]) - c;
@@ -193,13 +194,15 @@ BNF_INLINE void NAME(block_sums_centered)(const T *BNF_RESTRICT p, ptrdiff_t nr,
                     fs[l] += d0 + d1;
                     fq[l] += d0 * d0 + d1 * d1;
                 }
-            for (; e + LANES <= end; e += LANES)
+            }
+            for (; e + LANES <= end; e += LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C d = LOAD(pr[e + l]) - c;
                     fs[l] += d;
                     fq[l] += d * d;
                 }
+            }
             NAME(lanes_flush_both)(as, aq, fs, fq, e > e0, &pend, &sh, &sl,
                                    &qh, &ql);
             if (end == len && e < len) { /* the tail: into the double lanes */
@@ -248,7 +251,7 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
             ptrdiff_t end = bnf_min(len, e + PAIRS * BNF_FLUSH * LANES);
             ptrdiff_t e0 = e;
             if (!relu) {
-                for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+                for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C g0 = LOAD(gr[e + l]), g1 = LOAD(gr[e + LANES + l]);
@@ -256,15 +259,17 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
                         fq[l] += g0 * (LOAD(pr[e + l]) - mh) +
                                  g1 * (LOAD(pr[e + LANES + l]) - mh);
                     }
-                for (; e + LANES <= end; e += LANES)
+                }
+                for (; e + LANES <= end; e += LANES) {
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C gl = LOAD(gr[e + l]);
                         fs[l] += gl;
                         fq[l] += gl * (LOAD(pr[e + l]) - mh);
                     }
+                }
             } else {
-                for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+                for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C d0 = LOAD(pr[e + l]) - mh;
@@ -276,7 +281,8 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
                         fs[l] += g0 + g1;
                         fq[l] += g0 * d0 + g1 * d1;
                     }
-                for (; e + LANES <= end; e += LANES)
+                }
+                for (; e + LANES <= end; e += LANES) {
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C d = LOAD(pr[e + l]) - mh;
@@ -284,6 +290,7 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
                         fs[l] += gl;
                         fq[l] += gl * d;
                     }
+                }
             }
             NAME(lanes_flush_both)(as, aq, fs, fq, e > e0, &pend, &sh, &sl,
                                    &qh, &ql);
@@ -328,7 +335,7 @@ BNF_INLINE void NAME(block_sums_ln)(const T *BNF_RESTRICT dy,
     while (e < nb) {
         C fs[LANES] = {0}, fq[LANES] = {0};
         ptrdiff_t end = bnf_min(nb, e + PAIRS * BNF_FLUSH * LANES);
-        for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+        for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
             LANE_LOOP
             for (int l = 0; l < LANES; l++) {
                 C g0 = LOAD(dy[e + l]) * gamma[e + l];
@@ -337,13 +344,15 @@ BNF_INLINE void NAME(block_sums_ln)(const T *BNF_RESTRICT dy,
                 fq[l] += g0 * (LOAD(p[e + l]) - mh) +
                          g1 * (LOAD(p[e + LANES + l]) - mh);
             }
-        for (; e + LANES <= end; e += LANES)
+        }
+        for (; e + LANES <= end; e += LANES) {
             LANE_LOOP
             for (int l = 0; l < LANES; l++) {
                 C gl = LOAD(dy[e + l]) * gamma[e + l];
                 fs[l] += gl;
                 fq[l] += gl * (LOAD(p[e + l]) - mh);
             }
+        }
         NAME(lanes_flush)(as, fs);
         NAME(lanes_flush)(aq, fq);
         if (COMPENSATED && ++nfl == COLLAPSE) {
@@ -389,32 +398,36 @@ BNF_INLINE double NAME(block_sumsq)(const T *BNF_RESTRICT dy,
         C fq[LANES] = {0};
         ptrdiff_t end = bnf_min(nb, e + PAIRS * BNF_FLUSH * LANES);
         if (w == NULL) {
-            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C x0 = LOAD(p[e + l]), x1 = LOAD(p[e + LANES + l]);
                     fq[l] += x0 * x0 + x1 * x1;
                 }
-            for (; e + LANES <= end; e += LANES)
+            }
+            for (; e + LANES <= end; e += LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C x0 = LOAD(p[e + l]);
                     fq[l] += x0 * x0;
                 }
+            }
         } else {
-            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES)
+            for (; PAIRS == 2 && e + 2 * LANES <= end; e += 2 * LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C g0 = LOAD(dy[e + l]) * w[e + l];
                     C g1 = LOAD(dy[e + LANES + l]) * w[e + LANES + l];
                     fq[l] += g0 * LOAD(p[e + l]) + g1 * LOAD(p[e + LANES + l]);
                 }
-            for (; e + LANES <= end; e += LANES)
+            }
+            for (; e + LANES <= end; e += LANES) {
                 LANE_LOOP
                 for (int l = 0; l < LANES; l++) {
                     C gl = LOAD(dy[e + l]) * w[e + l];
                     fq[l] += gl * LOAD(p[e + l]);
                 }
+            }
         }
         NAME(lanes_flush)(aq, fq);
         if (COMPENSATED && ++nfl == COLLAPSE) {
