@@ -18,6 +18,7 @@ BNFAST_NO_OPENMP=1 builds without it.  Without OpenMP the kernels run on one
 thread and the build says so.  The build writes bnfast/_buildinfo.py, which
 bnfast.show_config() reports.
 """
+
 import glob
 import os
 import platform
@@ -42,20 +43,43 @@ KERNEL_SOURCES = sorted(set(glob.glob("csrc/*.c")) - set(SHARED_SOURCES))
 # -march=x86-64-v3, which GCC < 11 and clang < 12 do not know); they are
 # the features dispatch.c checks for.  Contraction stays off
 # (-ffp-contract=off in every level): FMA instructions would change results.
-V3_FLAGS = ["-msse4.2", "-mpopcnt", "-mavx", "-mavx2", "-mfma", "-mf16c",
-            "-mbmi", "-mbmi2", "-mlzcnt", "-mmovbe"]
+V3_FLAGS = [
+    "-msse4.2",
+    "-mpopcnt",
+    "-mavx",
+    "-mavx2",
+    "-mfma",
+    "-mf16c",
+    "-mbmi",
+    "-mbmi2",
+    "-mlzcnt",
+    "-mmovbe",
+]
 SIMD_LEVELS = [
     ("v3", V3_FLAGS, ["/arch:AVX2"]),
-    ("v4", V3_FLAGS + ["-mavx512f", "-mavx512bw", "-mavx512cd",
-                       "-mavx512dq", "-mavx512vl",
-                       "-mprefer-vector-width=512"], ["/arch:AVX512"]),
+    (
+        "v4",
+        V3_FLAGS
+        + [
+            "-mavx512f",
+            "-mavx512bw",
+            "-mavx512cd",
+            "-mavx512dq",
+            "-mavx512vl",
+            "-mprefer-vector-width=512",
+        ],
+        ["/arch:AVX512"],
+    ),
 ]
 
 
 def simd_levels():
     """The levels to build beyond the baseline (setup.py's docstring)."""
-    if (not X86_64 or os.environ.get("BNFAST_NATIVE") == "1"
-            or os.environ.get("BNFAST_SIMD_LEVELS") == "baseline"):
+    if (
+        not X86_64
+        or os.environ.get("BNFAST_NATIVE") == "1"
+        or os.environ.get("BNFAST_SIMD_LEVELS") == "baseline"
+    ):
         return []
     return SIMD_LEVELS
 
@@ -70,8 +94,13 @@ def compile_args():
     # (the fused ReLU's gradient gate stayed a scalar loop with a branch,
     # 3-60x slower than the plain backward).  Results are unchanged: it
     # permits no reassociation and no change of rounding.
-    args = ["-O3", "-std=c99", "-ffp-contract=off", "-fno-math-errno",
-            "-fno-trapping-math"]
+    args = [
+        "-O3",
+        "-std=c99",
+        "-ffp-contract=off",
+        "-fno-math-errno",
+        "-fno-trapping-math",
+    ]
     if "-g" not in os.environ.get("CFLAGS", "").split():
         args.append("-g0")
     # the kernels' names stay inside the module (PyInit is exported by
@@ -100,10 +129,12 @@ class BuildExt(build_ext):
             with open(path, "w") as f:
                 f.write(src)
             try:
-                objs = self.compiler.compile([path], output_dir=tmp,
-                                             extra_postargs=[flag])
-                self.compiler.link_executable(objs, "probe", output_dir=tmp,
-                                              extra_postargs=[flag])
+                objs = self.compiler.compile(
+                    [path], output_dir=tmp, extra_postargs=[flag]
+                )
+                self.compiler.link_executable(
+                    objs, "probe", output_dir=tmp, extra_postargs=[flag]
+                )
             except Exception as exc:  # any compiler or linker failure
                 return None, f"the compiler rejected {flag}: {exc}"
         return flag, None
@@ -115,8 +146,9 @@ class BuildExt(build_ext):
             with open(path, "w") as f:
                 f.write("int bnf_probe(int a) { return a + 1; }\n")
             try:
-                self.compiler.compile([path], output_dir=tmp,
-                                      extra_postargs=flags)
+                self.compiler.compile(
+                    [path], output_dir=tmp, extra_postargs=flags
+                )
             except Exception:  # any compiler failure
                 return False
         return True
@@ -129,9 +161,11 @@ class BuildExt(build_ext):
         for suffix, flags, msvc_flags in levels:
             flags = msvc_flags if self.msvc() else flags
             if suffix != "base" and not self.flags_work(flags):
-                print(f"warning: the compiler rejects {' '.join(flags)}; "
-                      f"bnfast builds without its {suffix} kernels",
-                      file=sys.stderr)
+                print(
+                    f"warning: the compiler rejects {' '.join(flags)}; "
+                    f"bnfast builds without its {suffix} kernels",
+                    file=sys.stderr,
+                )
                 continue
             objects = self.compiler.compile(
                 KERNEL_SOURCES,
@@ -139,11 +173,13 @@ class BuildExt(build_ext):
                 macros=list(ext.define_macros) + [("BNF_ISA", suffix)],
                 include_dirs=ext.include_dirs,
                 extra_postargs=ext.extra_compile_args + flags,
-                depends=ext.depends)
+                depends=ext.depends,
+            )
             ext.extra_objects = list(ext.extra_objects or []) + objects
             if suffix != "base":
                 ext.define_macros = list(ext.define_macros) + [
-                    (f"BNF_HAVE_{suffix.upper()}", "1")]
+                    (f"BNF_HAVE_{suffix.upper()}", "1")
+                ]
                 built.append(f"x86-64-{suffix}")
         return built
 
@@ -152,16 +188,23 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             if flag:
                 ext.extra_compile_args = ext.extra_compile_args + [
-                    flag, "-DBNF_OPENMP=1"]
+                    flag,
+                    "-DBNF_OPENMP=1",
+                ]
                 ext.extra_link_args = ext.extra_link_args + [flag]
         if not flag:
-            print(f"warning: bnfast builds without OpenMP ({why_not}); the "
-                  "kernels will run on one thread", file=sys.stderr)
+            print(
+                f"warning: bnfast builds without OpenMP ({why_not}); the "
+                "kernels will run on one thread",
+                file=sys.stderr,
+            )
         ext = self.extensions[0]
         levels = self.build_kernels(ext)
         info = {
-            "compiler": " ".join(getattr(self.compiler, "compiler_so", None)
-                                 or [self.compiler.compiler_type]),
+            "compiler": " ".join(
+                getattr(self.compiler, "compiler_so", None)
+                or [self.compiler.compiler_type]
+            ),
             "flags": " ".join(ext.extra_compile_args),
             "openmp": bool(flag),
             "simd_levels": levels,
@@ -176,11 +219,13 @@ class BuildExt(build_ext):
         for d in dirs:
             os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, "_buildinfo.py"), "w") as f:
-                f.write(textwrap.dedent('''\
+                f.write(
+                    textwrap.dedent('''\
                     """Written by setup.py at build time: how bnfast was
                     built."""
                     BUILD = {!r}
-                    ''').format(info))
+                    ''').format(info)
+                )
         super().build_extensions()
 
 

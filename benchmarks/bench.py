@@ -6,6 +6,7 @@ the same).
     python benchmarks/bench.py --quick         # small sizes (CI)
     python benchmarks/bench.py --help          # every option
 """
+
 import sys
 
 from bnfast._bench import main

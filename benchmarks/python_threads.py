@@ -17,6 +17,7 @@ which failed whenever other work held a core; tests/test_concurrency.py
 checks the GIL release without a clock, and the results of concurrent
 calls).
 """
+
 import argparse
 import threading
 import time
@@ -32,8 +33,11 @@ def main():
     args = ap.parse_args()
     calls = 5 if args.quick else 20
     bnfast.set_num_threads(1)
-    x = np.random.default_rng(0).standard_normal((256, 1024)).astype(
-        np.float32)
+    x = (
+        np.random.default_rng(0)
+        .standard_normal((256, 1024))
+        .astype(np.float32)
+    )
     g, b = np.ones(1024), np.zeros(1024)
 
     def work():
@@ -60,15 +64,19 @@ def main():
         singles.append(one())
         doubles.append(two())
     single, double = min(singles), min(doubles)
-    print(f"{calls} calls of batchnorm_forward float32 (256, 1024), one "
-          f"kernel thread: one Python thread {single * 1e3:.2f} ms, two "
-          f"threads at once {double * 1e3:.2f} ms: ratio "
-          f"{double / single:.2f} (1.0 = full overlap, 2.0 = none)")
+    print(
+        f"{calls} calls of batchnorm_forward float32 (256, 1024), one "
+        f"kernel thread: one Python thread {single * 1e3:.2f} ms, two "
+        f"threads at once {double * 1e3:.2f} ms: ratio "
+        f"{double / single:.2f} (1.0 = full overlap, 2.0 = none)"
+    )
     pause, one = longest_pause(2 if args.quick else 5)
-    print(f"beside batchnorm_backward float64 (4096, 1024) calls of "
-          f"{one * 1e3:.1f} ms in another thread, a Python loop's longest "
-          f"pause: {pause * 1e3:.2f} ms ({pause / one:.2f} of a call; near 1 "
-          f"would mean the GIL held)")
+    print(
+        f"beside batchnorm_backward float64 (4096, 1024) calls of "
+        f"{one * 1e3:.1f} ms in another thread, a Python loop's longest "
+        f"pause: {pause * 1e3:.2f} ms ({pause / one:.2f} of a call; near 1 "
+        f"would mean the GIL held)"
+    )
 
 
 def longest_pause(calls):

@@ -9,6 +9,7 @@ rows the README shows (forward-train, forward-test, backward and their
 out= versions of every family and shape, not backward_alt); --all for
 every row.
 """
+
 import argparse
 import json
 
@@ -34,8 +35,10 @@ def main():
     args = ap.parse_args()
     with open(args.json) as f:
         d = json.load(f)
-    print("| op | dtype | shape | bnfast µs | vs reference | vs PyTorch "
-          "| vs numba | roofline fraction (bnfast / PyTorch) |")
+    print(
+        "| op | dtype | shape | bnfast µs | vs reference | vs PyTorch "
+        "| vs numba | roofline fraction (bnfast / PyTorch) |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for t in d["timing"]:
         if not args.all and t["op"].startswith("backward_alt"):
@@ -47,11 +50,16 @@ def main():
         def ratio(k):
             return f"{m[k] / b:.2f}x" if m.get(k) else "-"
 
-        rf = (f"{roof / b:.2f} / {roof / m['torch']:.2f}"
-              if roof and m.get("torch") else "-")
-        print(f"| {label(t)} | {t['dtype']} | {shape(t)} | {b * 1e6:.0f} | "
-              f"{ratio('reference')} | {ratio('torch')} | {ratio('numba')} "
-              f"| {rf} |")
+        rf = (
+            f"{roof / b:.2f} / {roof / m['torch']:.2f}"
+            if roof and m.get("torch")
+            else "-"
+        )
+        print(
+            f"| {label(t)} | {t['dtype']} | {shape(t)} | {b * 1e6:.0f} | "
+            f"{ratio('reference')} | {ratio('torch')} | {ratio('numba')} "
+            f"| {rf} |"
+        )
 
 
 if __name__ == "__main__":

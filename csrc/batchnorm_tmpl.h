@@ -58,9 +58,9 @@ static int NAME(apply1)(const NAME(job) *k)
             NAME(rows_apply_res)(k->x, p->n1, p->n2, p->x.s1, k->z, p->z.s1,
                                  k->cf, k->y, p->y.s1, k->relu);
         else
-            NAME(runs_apply_res)(k->x, p->n1, p->x.s1, p->n2, p->x.s2,
-                                 p->len, k->z, p->z.s1, p->z.s2, k->cf, k->y,
-                                 p->y.s1, p->y.s2, k->relu);
+            NAME(runs_apply_res)(k->x, p->n1, p->x.s1, p->n2, p->x.s2, p->len,
+                                 k->z, p->z.s1, p->z.s2, k->cf, k->y, p->y.s1,
+                                 p->y.s2, k->relu);
         return BNF_OK;
     }
     if (NAME(across_rows)(k, 0, 1))
@@ -90,9 +90,9 @@ static int NAME(gate1)(const NAME(job) *k)
         NAME(rows_gate_res)(k->dy, p->dy.s1, k->x, p->x.s1, k->z, p->z.s1,
                             p->n1, p->n2, k->cf, k->y, p->y.s1);
     else
-        NAME(runs_gate_res)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1,
-                            p->x.s2, k->z, p->z.s1, p->z.s2, p->n1, p->n2,
-                            p->len, k->cf, k->y, p->y.s1, p->y.s2);
+        NAME(runs_gate_res)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1, p->x.s2,
+                            k->z, p->z.s1, p->z.s2, p->n1, p->n2, p->len,
+                            k->cf, k->y, p->y.s1, p->y.s2);
     return BNF_OK;
 }
 
@@ -103,9 +103,9 @@ static int NAME(bwd_apply1)(const NAME(job) *k)
         NAME(rows_bwd_apply)(k->dy, p->dy.s1, k->x, p->x.s1, p->n1, p->n2,
                              k->cf, k->relu, k->y, p->y.s1);
     else
-        NAME(runs_bwd_apply)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1,
-                             p->x.s2, p->n1, p->n2, p->len, k->cf, k->relu,
-                             k->y, p->y.s1, p->y.s2);
+        NAME(runs_bwd_apply)(k->dy, p->dy.s1, p->dy.s2, k->x, p->x.s1, p->x.s2,
+                             p->n1, p->n2, p->len, k->cf, k->relu, k->y,
+                             p->y.s1, p->y.s2);
     return BNF_OK;
 }
 
@@ -146,8 +146,7 @@ static int NAME(channels_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
 }
 
 /* runs [lo, hi), their results (if any) into the thread's part */
-static int NAME(runs_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi,
-                           double *part)
+static int NAME(runs_task)(void *ctx, ptrdiff_t lo, ptrdiff_t hi, double *part)
 {
     const NAME(split) *s = ctx;
     const NAME(job) *k = s->k;
@@ -169,22 +168,29 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
                         int merge)
 {
     const bnf_panel *p = &k->p;
-    int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
-                             (ptrdiff_t)sizeof(T));
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len * (ptrdiff_t)sizeof(T));
     int lo = merge == BNF_MERGE_MOMENTS;
     NAME(split) s = {k, one, lo};
     int rows = p->len == 1 && p->x.s2 == 1;
     if (nt > 1 && (rows ? p->n2 >= 16 * nt : p->n2 >= nt)) {
-        bnf_split by_channel = {.nt = nt, .n = p->n2, .align = rows ? 16 : 1,
-                                .task = NAME(channels_task), .ctx = &s};
+        bnf_split by_channel = {.nt = nt,
+                                .n = p->n2,
+                                .align = rows ? 16 : 1,
+                                .task = NAME(channels_task),
+                                .ctx = &s};
         return bnf_run(&by_channel);
     }
     if (nt < 2 || p->n1 < nt)
         return one(k);
-    bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
-                         .ctx = &s, .per = (2 + lo) * p->n2, .merge = merge,
+    bnf_split by_runs = {.nt = nt,
+                         .n = p->n1,
+                         .task = NAME(runs_task),
+                         .ctx = &s,
+                         .per = (2 + lo) * p->n2,
+                         .merge = merge,
                          .k = 2 + lo,
-                         .m = p->n2, .weight = (double)p->len,
+                         .m = p->n2,
+                         .weight = (double)p->len,
                          .out = {k->r0, k->r1, k->r2}};
     return bnf_run(&by_runs);
 }
@@ -193,17 +199,16 @@ static int NAME(reduce)(const NAME(job) *k, int (*one)(const NAME(job) *),
 static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
 {
     const bnf_panel *p = &k->p;
-    int nt = bnf_threads_for(p->n1 * p->n2 * p->len *
-                             (ptrdiff_t)sizeof(T));
+    int nt = bnf_threads_for(p->n1 * p->n2 * p->len * (ptrdiff_t)sizeof(T));
     NAME(split) s = {k, one, 0};
     if (nt > 1 && p->n1 >= nt) {
-        bnf_split by_runs = {.nt = nt, .n = p->n1, .task = NAME(runs_task),
-                             .ctx = &s};
+        bnf_split by_runs = {
+            .nt = nt, .n = p->n1, .task = NAME(runs_task), .ctx = &s};
         return bnf_run(&by_runs);
     }
     if (nt > 1 && p->n2 >= nt) {
-        bnf_split by_channel = {.nt = nt, .n = p->n2,
-                                .task = NAME(channels_task), .ctx = &s};
+        bnf_split by_channel = {
+            .nt = nt, .n = p->n2, .task = NAME(channels_task), .ctx = &s};
         return bnf_run(&by_channel);
     }
     return one(k);
@@ -214,10 +219,10 @@ static int NAME(map)(const NAME(job) *k, int (*one)(const NAME(job) *))
    split into mh + ml, and any of the others that is not NULL. */
 /* want_b: the shift b is wanted (the apply, and the fused ReLU's mask);
    b NULL then means beta = 0 (bnf_params: beta NULL, affine-free) */
-static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf,
-                          const double *mean, const double *a,
-                          const double *b, int want_b, const double *is,
-                          const double *k_xhat, const double *k_0)
+static C *NAME(coefs_new)(ptrdiff_t n, NAME(bnf_coefs) *cf, const double *mean,
+                          const double *a, const double *b, int want_b,
+                          const double *is, const double *k_xhat,
+                          const double *k_0)
 {
     ptrdiff_t n1 = n > 0 ? n : 1;
     C *buf = malloc(7 * (size_t)n1 * sizeof(C));
@@ -278,8 +283,8 @@ int NAME(bn_apply)(const bnf_panel *p, const bnf_params *q, const T *x, T *y)
     /* the residual: z, or in place (y itself) */
     k.res = q->residual != NULL;
     k.z = q->residual == (const void *)y ? NULL : (const T *)q->residual;
-    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, 1, NULL,
-                             NULL, NULL);
+    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, scale, q->beta, 1, NULL, NULL,
+                             NULL);
     free(scale);
     if (buf == NULL)
         return BNF_ENOMEM;
@@ -288,8 +293,8 @@ int NAME(bn_apply)(const bnf_panel *p, const bnf_params *q, const T *x, T *y)
     return rc;
 }
 
-int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
-                           const T *x, T *y, bnf_results *r)
+int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q, const T *x,
+                           T *y, bnf_results *r)
 {
     bnf_results st = {0};
     st.mean = r->mean;
@@ -302,8 +307,7 @@ int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
         r->invstd[j] = 1.0 / sqrt(r->var[j] + q->eps);
     }
     /* squares out of range: the channel again, scaled (extremes_tmpl.h) */
-    int any = bnf_any_suspect(r->mean, r->var, p->n2, q->eps,
-                              BNF_TINY_VAR(C));
+    int any = bnf_any_suspect(r->mean, r->var, p->n2, q->eps, BNF_TINY_VAR(C));
     for (ptrdiff_t j = 0; BNF_RARELY(any) && j < p->n2; j++)
         if (bnf_suspect(r->mean[j], r->var[j], q->eps, BNF_TINY_VAR(C)))
             NAME(rescue_moments)(x + j * p->x.s2, p->n1, p->x.s1, p->len,
@@ -315,8 +319,8 @@ int NAME(bn_forward_train)(const bnf_panel *p, const bnf_params *q,
     return NAME(bn_apply)(p, &a, x, y);
 }
 
-int NAME(bn_forward_test)(const bnf_panel *p, const bnf_params *q,
-                          const T *x, T *y)
+int NAME(bn_forward_test)(const bnf_panel *p, const bnf_params *q, const T *x,
+                          T *y)
 {
     ptrdiff_t n2 = p->n2;
     double *is = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
@@ -358,7 +362,8 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
         if (a == NULL)
             return BNF_ENOMEM;
         for (ptrdiff_t j = 0; j < n2; j++)
-            a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j]; /* as the forward's scale */
+            a[j] = BNF_GAMMA(q->gamma, j) *
+                   q->invstd[j]; /* as the forward's scale */
     }
     NAME(job) k = {*p, x, dy, NULL, {0}, q->relu, r->sum_dy, r->sum_dyxmu};
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, a, q->relu ? q->beta : NULL,
@@ -371,8 +376,8 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
     return rc;
 }
 
-int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q,
-                           const T *x, const T *dy, T *g, bnf_results *r)
+int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q, const T *x,
+                           const T *dy, T *g, bnf_results *r)
 {
     ptrdiff_t n2 = p->n2;
     double *a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
@@ -413,8 +418,8 @@ int NAME(bn_residual_gate)(const bnf_panel *p, const bnf_params *q,
 /* bn_backward_apply, with sgx (non-NULL) the sums of g * xhat given
    instead of sum_dyxmu * invstd */
 static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
-                                const T *x, const T *dy, T *dx,
-                                bnf_results *r, const double *sgx_of)
+                                const T *x, const T *dy, T *dx, bnf_results *r,
+                                const double *sgx_of)
 {
     ptrdiff_t n2 = p->n2;
     const double *invstd = q->invstd, *sum_dy = q->sum_dy;
@@ -424,7 +429,8 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
         return BNF_ENOMEM;
     double *k_dy = k3, *k_xhat = k3 + n2, *k_0 = k3 + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = BNF_GAMMA(q->gamma, j) * invstd[j]; /* a, as the forward's scale */
+        double a = BNF_GAMMA(q->gamma, j) *
+                   invstd[j]; /* a, as the forward's scale */
         double sg = sum_dy[j];
         double sgx = sgx_of ? sgx_of[j] : sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;
@@ -435,10 +441,9 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
     }
     NAME(job) k = {*p, x, dy, dx, {0}, q->relu, NULL, NULL};
     /* frozen statistics: no k_xhat, k_0 (dx = a * g, bnf_params) */
-    C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, k_dy,
-                             q->relu ? q->beta : NULL, q->relu, invstd,
-                             q->frozen ? NULL : k_xhat,
-                             q->frozen ? NULL : k_0);
+    C *buf = NAME(coefs_new)(
+        n2, &k.cf, q->mean, k_dy, q->relu ? q->beta : NULL, q->relu, invstd,
+        q->frozen ? NULL : k_xhat, q->frozen ? NULL : k_0);
     free(k3);
     if (buf == NULL)
         return BNF_ENOMEM;
@@ -479,8 +484,8 @@ static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
         if (a != NULL) {
             for (ptrdiff_t j = 0; j < n2; j++)
                 a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j];
-            buf = NAME(coefs_new)(n2, &cf, q->mean, a, q->beta, 1, NULL,
-                                  NULL, NULL);
+            buf = NAME(coefs_new)(n2, &cf, q->mean, a, q->beta, 1, NULL, NULL,
+                                  NULL);
         }
         free(a);
         if (buf == NULL)
@@ -491,10 +496,10 @@ static int NAME(rescue_sgx)(const bnf_panel *p, const bnf_params *q,
             continue;
         NAME(bnf_coefs) cj = NAME(bnf_coefs_at)(cf, j);
         double sg, sx;
-        if (NAME(rescue_bwd_sums)(dy + j * p->dy.s2, p->dy.s1,
-                                  x + j * p->x.s2, p->x.s1, p->n1, p->len,
-                                  q->mean[j], q->invstd[j], NULL,
-                                  q->relu ? &cj : NULL, &sg, &sx)) {
+        if (NAME(rescue_bwd_sums)(dy + j * p->dy.s2, p->dy.s1, x + j * p->x.s2,
+                                  p->x.s1, p->n1, p->len, q->mean[j],
+                                  q->invstd[j], NULL, q->relu ? &cj : NULL,
+                                  &sg, &sx)) {
             sum_dy[j] = sg;
             sgx[j] = sx;
         }
@@ -525,8 +530,7 @@ int NAME(bn_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
         return NAME(backward_apply)(p, &a, x, dy, dx, r, NULL);
     double *sgx = malloc((size_t)p->n2 * sizeof(double));
     rc = sgx == NULL ? BNF_ENOMEM
-                     : NAME(rescue_sgx)(p, q, x, dy, r->dbeta, r->dgamma,
-                                        sgx);
+                     : NAME(rescue_sgx)(p, q, x, dy, r->dbeta, r->dgamma, sgx);
     if (rc == BNF_OK)
         rc = NAME(backward_apply)(p, &a, x, dy, dx, r, sgx);
     free(sgx);

@@ -81,19 +81,19 @@ typedef struct {
 
 /* What a call reads besides the data. */
 typedef struct {
-    double eps;    /* forward: 1/sqrt(var + eps) */
-    int relu;      /* batch norm: max(y, 0) after the affine (fused ReLU);
-                      the backward masks dy as the forward's output */
-    int frozen;    /* batch norm backward: mean and invstd are constants
-                      (the running statistics of a 'test' mode forward):
-                      dx = gamma * invstd * dy (masked by relu), dgamma
-                      and dbeta as usual; count not read */
+    double eps;       /* forward: 1/sqrt(var + eps) */
+    int relu;         /* batch norm: max(y, 0) after the affine (fused ReLU);
+                         the backward masks dy as the forward's output */
+    int frozen;       /* batch norm backward: mean and invstd are constants
+                         (the running statistics of a 'test' mode forward):
+                         dx = gamma * invstd * dy (masked by relu), dgamma
+                         and dbeta as usual; count not read */
     ptrdiff_t groups; /* group norm: groups of n2/groups channels */
-    double count;  /* bn_backward_apply: values per channel summed (over
-                      every panel of a synchronized batch) */
-    const double *gamma, *beta;   /* per channel; NULL: gamma = 1, beta = 0 */
-    const double *mean, *invstd;  /* the forward's statistics */
-    const double *var;            /* bn_forward_test: (running) variance */
+    double count;     /* bn_backward_apply: values per channel summed (over
+                         every panel of a synchronized batch) */
+    const double *gamma, *beta;  /* per channel; NULL: gamma = 1, beta = 0 */
+    const double *mean, *invstd; /* the forward's statistics */
+    const double *var;           /* bn_forward_test: (running) variance */
     const double *sum_dy, *sum_dyxmu; /* bn_backward_apply: the sums of dy
                                          and dy * (x - mean) */
     const void *residual; /* batch norm apply and forwards: z, an array of
@@ -106,16 +106,16 @@ typedef struct {
 
 /* What a call writes besides the data. */
 typedef struct {
-    double *mean, *invstd; /* forward-train statistics */
-    double *var;           /* bn_forward_train: the biased variance */
-    double *m2;            /* bn_stats: sum of squared deviations */
+    double *mean, *invstd;      /* forward-train statistics */
+    double *var;                /* bn_forward_train: the biased variance */
+    double *m2;                 /* bn_stats: sum of squared deviations */
     double *sum_dy, *sum_dyxmu; /* bn_backward_reduce */
     double *dgamma, *dbeta;     /* backward */
-    double *mean_lo;       /* bn_stats, when not NULL: each mean's low part,
-                              mean + mean_lo to about twice double precision
-                              (mean itself is the same either way); for a
-                              merge of means that keeps no rounding at their
-                              scale (synchronized batch norm) */
+    double *mean_lo; /* bn_stats, when not NULL: each mean's low part,
+                        mean + mean_lo to about twice double precision
+                        (mean itself is the same either way); for a
+                        merge of means that keeps no rounding at their
+                        scale (synchronized batch norm) */
 } bnf_results;
 
 /* The storage dtypes: the rows of a kernel table (bnf_kernels_for). */
@@ -123,15 +123,14 @@ enum { BNF_F32, BNF_F64, BNF_F16, BNF_BF16, BNF_NDTYPES };
 
 /* The entry points take the data as void * (the dtype is the table's
    row): x, dy const; y or dx the output. */
-typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *,
-                          const void *x, void *y, bnf_results *);
+typedef int (*bnf_fwd_fn)(const bnf_panel *, const bnf_params *, const void *x,
+                          void *y, bnf_results *);
 typedef int (*bnf_stats_fn)(const bnf_panel *, const bnf_params *,
                             const void *x, bnf_results *);
 typedef int (*bnf_apply_fn)(const bnf_panel *, const bnf_params *,
                             const void *x, void *y);
-typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *,
-                          const void *x, const void *dy, void *dx,
-                          bnf_results *);
+typedef int (*bnf_bwd_fn)(const bnf_panel *, const bnf_params *, const void *x,
+                          const void *dy, void *dx, bnf_results *);
 typedef int (*bnf_reduce_fn)(const bnf_panel *, const bnf_params *,
                              const void *x, const void *dy, bnf_results *);
 

@@ -34,7 +34,7 @@ static const bnf_kernels *const bnf_level_tables[BNF_SIMD_NLEVELS] = {
 
 /* ------------------------------------------------------- CPU features */
 
-#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) ||          \
+#if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) ||            \
     defined(_M_IX86)
 #define BNF_X86 1
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -131,8 +131,8 @@ static int bnf_cpu_level(void)
 
 /* --------------------------------------------------------- the choice */
 
-static int bnf_cpu = -1;       /* bnf_cpu_level(), once */
-static int bnf_level = -1;     /* the level in use */
+static int bnf_cpu = -1;   /* bnf_cpu_level(), once */
+static int bnf_level = -1; /* the level in use */
 static const bnf_kernels *bnf_active = NULL;
 
 static void bnf_dispatch_init(void)

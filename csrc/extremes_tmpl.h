@@ -42,10 +42,7 @@ BNF_INLINE void NAME(ksum_add)(NAME(ksum) *k, double v)
     k->s = t;
 }
 
-BNF_INLINE double NAME(ksum_total)(const NAME(ksum) *k)
-{
-    return k->s + k->c;
-}
+BNF_INLINE double NAME(ksum_total)(const NAME(ksum) *k) { return k->s + k->c; }
 
 /*
  * Mean, variance and 1/sqrt(var + eps) of one channel, scaled: x * 2**-e
@@ -57,9 +54,8 @@ BNF_INLINE double NAME(ksum_total)(const NAME(ksum) *k)
  * pass.  Returns 0, writing nothing, when the channel holds a NaN or an
  * Inf.
  */
-int NAME(rescue_moments)(const T *x, ptrdiff_t n1, ptrdiff_t s1,
-                         ptrdiff_t len, double eps, double *mean,
-                         double *var, double *invstd)
+int NAME(rescue_moments)(const T *x, ptrdiff_t n1, ptrdiff_t s1, ptrdiff_t len,
+                         double eps, double *mean, double *var, double *invstd)
 {
     double x0 = (double)LOAD(x[0]), amax = 0.0;
     int same = 1, e;
@@ -109,10 +105,9 @@ int NAME(rescue_moments)(const T *x, ptrdiff_t n1, ptrdiff_t s1,
  * cf.mh, cf.a, cf.b of this channel).  Returns 0, writing nothing, when
  * is is 0 or not finite, or dy or x holds a NaN or an Inf.
  */
-int NAME(rescue_bwd_sums)(const T *dy, ptrdiff_t d1, const T *x,
-                          ptrdiff_t s1, ptrdiff_t n1, ptrdiff_t len,
-                          double mean, double is, const C *w,
-                          const NAME(bnf_coefs) *cf, double *sum_g,
+int NAME(rescue_bwd_sums)(const T *dy, ptrdiff_t d1, const T *x, ptrdiff_t s1,
+                          ptrdiff_t n1, ptrdiff_t len, double mean, double is,
+                          const C *w, const NAME(bnf_coefs) *cf, double *sum_g,
                           double *sum_gxhat)
 {
     int f;
@@ -130,8 +125,7 @@ int NAME(rescue_bwd_sums)(const T *dy, ptrdiff_t d1, const T *x,
             if (w != NULL)
                 gv *= (double)w[k];
             if (cf != NULL) {
-                C v = (LOAD(x[i * s1 + k]) - cf->mh[0]) * cf->a[0] +
-                      cf->b[0];
+                C v = (LOAD(x[i * s1 + k]) - cf->mh[0]) * cf->a[0] + cf->b[0];
                 gv = v > RELU_MIN ? gv : 0.0;
             }
             double xh = (NAME(scale2)(xv, f) - mf) * isf;

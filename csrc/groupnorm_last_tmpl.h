@@ -25,10 +25,10 @@
 /* Samples [i0, i1) of the forward; work: 4*c doubles and 4*c C values. */
 static int NAME(gnl_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
                               ptrdiff_t c, ptrdiff_t g, ptrdiff_t hw,
-                              ptrdiff_t xs, ptrdiff_t xld,
-                              const double *gamma, const double *beta,
-                              double eps, T *y, ptrdiff_t ys, ptrdiff_t yld,
-                              double *mean, double *invstd, double *work)
+                              ptrdiff_t xs, ptrdiff_t xld, const double *gamma,
+                              const double *beta, double eps, T *y,
+                              ptrdiff_t ys, ptrdiff_t yld, double *mean,
+                              double *invstd, double *work)
 {
     ptrdiff_t cg = c / g, m = cg * hw;
     double *cm = work, *cq = work + c, *cl = work + 2 * c, *gv = work + 3 * c;
@@ -92,10 +92,10 @@ static int NAME(gnl_forward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     const NAME(gn_job) *j = ctx;
     const bnf_panel *p = j->p;
     const bnf_params *q = j->q;
-    return NAME(gnl_forward1)(j->x, i0, i1, p->n2, q->groups, p->len,
-                              p->x.s1, p->x.s2, q->gamma, q->beta, q->eps,
-                              j->y, p->y.s1, p->y.s2, j->r->mean,
-                              j->r->invstd, part);
+    return NAME(gnl_forward1)(j->x, i0, i1, p->n2, q->groups, p->len, p->x.s1,
+                              p->x.s2, q->gamma, q->beta, q->eps, j->y,
+                              p->y.s1, p->y.s2, j->r->mean, j->r->invstd,
+                              part);
 }
 
 int NAME(gnl_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
@@ -136,17 +136,17 @@ static int NAME(gnl_backward1)(const T *dy, ptrdiff_t ds, ptrdiff_t dld,
         const T *gi = dy + i * ds, *xi = x + i * xs;
         for (ptrdiff_t ch = 0; ch < c; ch++)
             NAME(gn_split)(mean[i * g + ch / cg], &mh[ch], &ml[ch]);
-        int rc = NAME(rows_bwd_reduce)(gi, dld, xi, xld, hw, c, cf, 0, s1,
-                                       s2);
+        int rc = NAME(rows_bwd_reduce)(gi, dld, xi, xld, hw, c, cf, 0, s1, s2);
         if (rc != BNF_OK)
             return rc;
         for (ptrdiff_t k = 0; k < g; k++) {
             double isk = invstd[i * g + k], sa = 0.0, sb = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
-                k_dy[ch] = (double)(C)(isk * BNF_GAMMA(gamma, ch)); /* as a_ch */
+                k_dy[ch] = (double)(C)(isk *
+                                       BNF_GAMMA(gamma, ch)); /* as a_ch */
                 double st[2]; /* sum dy, sum dy * xhat */
-                if (BNF_RARELY(!(bnf_isfinite(s1[ch]) &&
-                                 bnf_isfinite(s2[ch]))) &&
+                if (BNF_RARELY(
+                        !(bnf_isfinite(s1[ch]) && bnf_isfinite(s2[ch]))) &&
                     NAME(rescue_bwd_sums)(gi + ch, dld, xi + ch, xld, hw, 1,
                                           mean[i * g + k], isk, NULL, NULL,
                                           &st[0], &st[1])) {
@@ -170,8 +170,7 @@ static int NAME(gnl_backward1)(const T *dy, ptrdiff_t ds, ptrdiff_t dld,
                 k0[ch] = (C)k_0[ch];
             }
         }
-        NAME(rows_bwd_apply)(gi, dld, xi, xld, hw, c, cf, 0, dx + i * ts,
-                             tld);
+        NAME(rows_bwd_apply)(gi, dld, xi, xld, hw, c, cf, 0, dx + i * ts, tld);
         if ((i - i0 + 1) % GN_SUM == 0 || i == i1 - 1)
             NAME(gn_add_block)(c, bg, bb, dgamma, dbeta, lg, lb);
     }
@@ -193,9 +192,9 @@ static int NAME(gnl_backward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     const bnf_params *q = j->q;
     ptrdiff_t c = p->n2;
     return NAME(gnl_backward1)(j->dy, p->dy.s1, p->dy.s2, j->x, p->x.s1,
-                               p->x.s2, i0, i1, c, q->groups, p->len,
-                               q->mean, q->invstd, q->gamma, j->y, p->y.s1,
-                               p->y.s2, part, part + c, part + 2 * c);
+                               p->x.s2, i0, i1, c, q->groups, p->len, q->mean,
+                               q->invstd, q->gamma, j->y, p->y.s1, p->y.s2,
+                               part, part + c, part + 2 * c);
 }
 
 int NAME(gnl_backward)(const bnf_panel *p, const bnf_params *q, const T *x,

@@ -51,7 +51,8 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
             double ak = BNF_GAMMA(gamma, ch) * invstd[k];
             NAME(gn_split)(mean[k], &mh[ch], &ml[ch]);
             a[ch] = (C)ak;
-            b[ch] = (C)(BNF_BETA(beta, ch) - (double)ml[ch] * ak); /* as coefs_new */
+            b[ch] = (C)(BNF_BETA(beta, ch) -
+                        (double)ml[ch] * ak); /* as coefs_new */
         }
         NAME(runs_apply)(xi, 1, 0, c, hw, hw, cf, y + i * ys, 0, hw, 0);
     }
@@ -85,9 +86,9 @@ static int NAME(gn_forward_samples)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
    over the p->n1 samples, split across threads (at most one per sample),
    per scratch doubles per thread; with dy (a backward), the threads'
    dgamma and dbeta (p->n2 each) summed in thread order. */
-static int NAME(gn_launch)(const bnf_panel *p, const bnf_params *q,
-                           const T *x, const T *dy, T *y, bnf_results *r,
-                           bnf_task task, ptrdiff_t per)
+static int NAME(gn_launch)(const bnf_panel *p, const bnf_params *q, const T *x,
+                           const T *dy, T *y, bnf_results *r, bnf_task task,
+                           ptrdiff_t per)
 {
     ptrdiff_t n = p->n1, c = p->n2;
     int nt = bnf_threads_for(n * c * p->len * (ptrdiff_t)sizeof(T));
@@ -105,8 +106,8 @@ static int NAME(gn_launch)(const bnf_panel *p, const bnf_params *q,
     return bnf_run(&s);
 }
 
-int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
-                     T *y, bnf_results *r)
+int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x, T *y,
+                     bnf_results *r)
 {
     /* per thread: c doubles, 4*c C values (<= 4*c doubles) */
     return NAME(gn_launch)(p, q, x, NULL, y, r, NAME(gn_forward_samples),
@@ -132,8 +133,8 @@ int NAME(gn_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
    totals: plain for float32 data, compensated for float64 (the low parts
    into lg, lb, added at the end by the caller). */
 BNF_INLINE void NAME(gn_add_block)(ptrdiff_t c, double *bg, double *bb,
-                                   double *dgamma, double *dbeta,
-                                   double *lg, double *lb)
+                                   double *dgamma, double *dbeta, double *lg,
+                                   double *lb)
 {
     for (ptrdiff_t ch = 0; ch < c; ch++) {
         if (HILO) {
@@ -177,13 +178,14 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         for (ptrdiff_t k = 0; k < g; k++) {
             double isk = invstd[i * g + k], sa = 0.0, sb = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
-                k_dy[ch] = (double)(C)(isk * BNF_GAMMA(gamma, ch)); /* as a_ch */
+                k_dy[ch] = (double)(C)(isk *
+                                       BNF_GAMMA(gamma, ch)); /* as a_ch */
                 double st[2]; /* sum dy, sum dy * xhat */
-                if (BNF_RARELY(!(bnf_isfinite(s1[ch]) &&
-                                 bnf_isfinite(s2[ch]))) &&
-                    NAME(rescue_bwd_sums)(gi + ch * hw, 0, xi + ch * hw, 0,
-                                          1, hw, mean[i * g + k], isk, NULL,
-                                          NULL, &st[0], &st[1])) {
+                if (BNF_RARELY(
+                        !(bnf_isfinite(s1[ch]) && bnf_isfinite(s2[ch]))) &&
+                    NAME(rescue_bwd_sums)(gi + ch * hw, 0, xi + ch * hw, 0, 1,
+                                          hw, mean[i * g + k], isk, NULL, NULL,
+                                          &st[0], &st[1])) {
                     /* x - mean of ~1e308, C sums of float32 past ~3e38:
                        again, scaled (extremes_tmpl.h) */
                     sa += k_dy[ch] * st[0];

@@ -79,39 +79,39 @@
    (NAME(f): f_<dtype>_<level>) and table.c puts them in bnf_kernels
    (bnfast.h, where each is described). */
 #define BNF_DECLARE_API(T, SUF)                                               \
-    int bn_forward_train_##SUF(const bnf_panel *p, const bnf_params *q,      \
-                               const T *x, T *y, bnf_results *r);           \
-    int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,  \
-                       bnf_results *r);                                      \
-    int bn_apply_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,  \
-                       T *y);                                                \
-    int bn_forward_test_##SUF(const bnf_panel *p, const bnf_params *q,       \
-                              const T *x, T *y);                             \
-    int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-    int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,    \
-                                 const T *x, const T *dy, bnf_results *r);  \
-    int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,     \
-                                const T *x, const T *dy, T *dx,              \
-                                bnf_results *r);                             \
-    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,      \
-                               const T *x, const T *dy, T *g,               \
-                               bnf_results *r);                             \
-    int ln_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
-                         const T *x, T *y, bnf_results *r);                 \
-    int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                          const T *x, T *y, bnf_results *r);                \
-    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
-                           const T *x, const T *dy, T *dx, bnf_results *r); \
-    int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
-                         const T *x, T *y, bnf_results *r);                 \
-    int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                          const T *x, const T *dy, T *dx, bnf_results *r);  \
-    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,           \
-                          const T *x, T *y, bnf_results *r);                \
-    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,          \
+    int bn_forward_train_##SUF(const bnf_panel *p, const bnf_params *q,       \
+                               const T *x, T *y, bnf_results *r);             \
+    int bn_stats_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,   \
+                       bnf_results *r);                                       \
+    int bn_apply_##SUF(const bnf_panel *p, const bnf_params *q, const T *x,   \
+                       T *y);                                                 \
+    int bn_forward_test_##SUF(const bnf_panel *p, const bnf_params *q,        \
+                              const T *x, T *y);                              \
+    int bn_backward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                          const T *x, const T *dy, T *dx, bnf_results *r);    \
+    int bn_backward_reduce_##SUF(const bnf_panel *p, const bnf_params *q,     \
+                                 const T *x, const T *dy, bnf_results *r);    \
+    int bn_backward_apply_##SUF(const bnf_panel *p, const bnf_params *q,      \
+                                const T *x, const T *dy, T *dx,               \
+                                bnf_results *r);                              \
+    int bn_residual_gate_##SUF(const bnf_panel *p, const bnf_params *q,       \
+                               const T *x, const T *dy, T *g,                 \
+                               bnf_results *r);                               \
+    int ln_forward_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
+                         T *y, bnf_results *r);                               \
+    int ln_backward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                          const T *x, const T *dy, T *dx, bnf_results *r);    \
+    int rms_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                          const T *x, T *y, bnf_results *r);                  \
+    int rms_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
+                           const T *x, const T *dy, T *dx, bnf_results *r);   \
+    int gn_forward_##SUF(const bnf_panel *p, const bnf_params *q, const T *x, \
+                         T *y, bnf_results *r);                               \
+    int gn_backward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                          const T *x, const T *dy, T *dx, bnf_results *r);    \
+    int gnl_forward_##SUF(const bnf_panel *p, const bnf_params *q,            \
+                          const T *x, T *y, bnf_results *r);                  \
+    int gnl_backward_##SUF(const bnf_panel *p, const bnf_params *q,           \
                            const T *x, const T *dy, T *dx, bnf_results *r);
 
 #define BNF_DECLARE_API_(T, SUF) BNF_DECLARE_API(T, SUF)
@@ -174,7 +174,10 @@ BNF_INLINE void bnf_part(ptrdiff_t n, int T, int t, ptrdiff_t align,
    scalar loop with a branch, 3-60x slower than the plain backward. */
 #define BNF_GATE(g, v, lo) ((g) * (C)((v) > (lo)))
 
-BNF_INLINE ptrdiff_t bnf_min(ptrdiff_t a, ptrdiff_t b) { return a < b ? a : b; }
+BNF_INLINE ptrdiff_t bnf_min(ptrdiff_t a, ptrdiff_t b)
+{
+    return a < b ? a : b;
+}
 
 BNF_INLINE ptrdiff_t bnf_block_rows(ptrdiff_t cols, size_t itemsize)
 {
@@ -204,9 +207,10 @@ BNF_INLINE double bnf_two_sum(double a, double b, double *err)
  * +Inf as np.mean gives.  Branch-free, so that it vectorizes.
  */
 BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
-                                  const double *BNF_RESTRICT mb,
-                                  const double *BNF_RESTRICT qb,
-                                  double *BNF_RESTRICT mean, double *BNF_RESTRICT m2)
+                               const double *BNF_RESTRICT mb,
+                               const double *BNF_RESTRICT qb,
+                               double *BNF_RESTRICT mean,
+                               double *BNF_RESTRICT m2)
 {
     double n = na + nb;
     double wa = na / n, wb = nb / n, wab = na * wb;
@@ -238,89 +242,82 @@ BNF_INLINE void bnf_chan_merge(ptrdiff_t c, double na, double nb,
  * per column.  along runs: n2 channels of n1 contiguous runs of len
  * elements, run i of channel j at x + i*s1 + j*s2; one result per channel.
  */
-#define BNF_DECLARE_KERNELS(T, C, SUF)                                       \
-    typedef struct {                                                         \
-        const C *mh, *ml, *a, *b, *is, *k_xhat, *k_0;                        \
-    } bnf_coefs_##SUF;                                                       \
-    /* the coefficients of channels j0.. */                                  \
-    BNF_INLINE bnf_coefs_##SUF bnf_coefs_at_##SUF(bnf_coefs_##SUF cf,        \
-                                                  ptrdiff_t j0)              \
-    {                                                                        \
-        bnf_coefs_##SUF r;                                                   \
-        r.mh = cf.mh ? cf.mh + j0 : NULL;                                    \
-        r.ml = cf.ml ? cf.ml + j0 : NULL;                                    \
-        r.a = cf.a ? cf.a + j0 : NULL;                                       \
-        r.b = cf.b ? cf.b + j0 : NULL;                                       \
-        r.is = cf.is ? cf.is + j0 : NULL;                                    \
-        r.k_xhat = cf.k_xhat ? cf.k_xhat + j0 : NULL;                        \
-        r.k_0 = cf.k_0 ? cf.k_0 + j0 : NULL;                                 \
-        return r;                                                            \
-    }                                                                        \
-    /* column / channel mean and M2 (sum of squared deviations), fused in  \
-       one pass over memory; mean_lo (NULL: not wanted) gets the rounding  \
-       error of each mean, mean + mean_lo to about twice double precision \
-       (the threads' partial means, merged without the offset's rounding) */\
+#define BNF_DECLARE_KERNELS(T, C, SUF)                                        \
+    typedef struct {                                                          \
+        const C *mh, *ml, *a, *b, *is, *k_xhat, *k_0;                         \
+    } bnf_coefs_##SUF;                                                        \
+    /* the coefficients of channels j0.. */                                   \
+    BNF_INLINE bnf_coefs_##SUF bnf_coefs_at_##SUF(bnf_coefs_##SUF cf,         \
+                                                  ptrdiff_t j0)               \
+    {                                                                         \
+        bnf_coefs_##SUF r;                                                    \
+        r.mh = cf.mh ? cf.mh + j0 : NULL;                                     \
+        r.ml = cf.ml ? cf.ml + j0 : NULL;                                     \
+        r.a = cf.a ? cf.a + j0 : NULL;                                        \
+        r.b = cf.b ? cf.b + j0 : NULL;                                        \
+        r.is = cf.is ? cf.is + j0 : NULL;                                     \
+        r.k_xhat = cf.k_xhat ? cf.k_xhat + j0 : NULL;                         \
+        r.k_0 = cf.k_0 ? cf.k_0 + j0 : NULL;                                  \
+        return r;                                                             \
+    }                                                                         \
+    /* column / channel mean and M2 (sum of squared deviations), fused in     \
+       one pass over memory; mean_lo (NULL: not wanted) gets the rounding     \
+       error of each mean, mean + mean_lo to about twice double precision     \
+       (the threads' partial means, merged without the offset's rounding) */  \
     int rows_stats_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c, ptrdiff_t ldx, \
-                         double *mean, double *m2, double *mean_lo);         \
-    void runs_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
-                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
-                          double *mean, double *m2, double *mean_lo);        \
-    /* y = (x - mean) * a + b, then max(y, 0) with relu */                   \
+                         double *mean, double *m2, double *mean_lo);          \
+    void runs_stats_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,             \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,          \
+                          double *mean, double *m2, double *mean_lo);         \
+    /* y = (x - mean) * a + b, then max(y, 0) with relu */                    \
     void rows_apply_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,               \
-                          ptrdiff_t ldx, bnf_coefs_##SUF cf, T *y,           \
-                          ptrdiff_t ldy, int relu);                          \
-    void runs_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,           \
-                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,         \
-                          bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,            \
-                          ptrdiff_t t2, int relu);                           \
-    /* the fused residual: y = (x - mean) * a + b + z (then max(., 0) with  \
-       relu; z NULL: z is y, in place); and the backward's gate, g = dy   \
-       where that was > 0, else 0 */                                        \
-    void rows_apply_res_##SUF(const T *x, ptrdiff_t m, ptrdiff_t c,           \
-                              ptrdiff_t ldx, const T *z, ptrdiff_t ldz,      \
-                              bnf_coefs_##SUF cf, T *y, ptrdiff_t ldy,       \
-                              int relu);                                     \
-    void runs_apply_res_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,       \
-                              ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,     \
-                              const T *z, ptrdiff_t z1, ptrdiff_t z2,        \
-                              bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,        \
-                              ptrdiff_t t2, int relu);                       \
-    int rows_bwd_reduce_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,    \
-                                  ptrdiff_t ldx, const T *z, ptrdiff_t ldz,  \
-                                  ptrdiff_t m, ptrdiff_t c,                  \
-                                  bnf_coefs_##SUF cf, T *gw, ptrdiff_t ldg,  \
-                                  double *sum_dy, double *sum_dyxmu);        \
+                          ptrdiff_t ldx, bnf_coefs_##SUF cf, T *y,            \
+                          ptrdiff_t ldy, int relu);                           \
+    void runs_apply_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,             \
+                          ptrdiff_t n2, ptrdiff_t s2, ptrdiff_t len,          \
+                          bnf_coefs_##SUF cf, T *y, ptrdiff_t t1,             \
+                          ptrdiff_t t2, int relu);                            \
+    /* the fused residual: y = (x - mean) * a + b + z (then max(., 0) with    \
+       relu; z NULL: z is y, in place); and the backward's gate, g = dy       \
+       where that was > 0, else 0 */                                          \
+    void rows_apply_res_##SUF(                                                \
+        const T *x, ptrdiff_t m, ptrdiff_t c, ptrdiff_t ldx, const T *z,      \
+        ptrdiff_t ldz, bnf_coefs_##SUF cf, T *y, ptrdiff_t ldy, int relu);    \
+    void runs_apply_res_##SUF(                                                \
+        const T *x, ptrdiff_t n1, ptrdiff_t s1, ptrdiff_t n2, ptrdiff_t s2,   \
+        ptrdiff_t len, const T *z, ptrdiff_t z1, ptrdiff_t z2,                \
+        bnf_coefs_##SUF cf, T *y, ptrdiff_t t1, ptrdiff_t t2, int relu);      \
+    int rows_bwd_reduce_res_##SUF(                                            \
+        const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx, const T *z,   \
+        ptrdiff_t ldz, ptrdiff_t m, ptrdiff_t c, bnf_coefs_##SUF cf, T *gw,   \
+        ptrdiff_t ldg, double *sum_dy, double *sum_dyxmu);                    \
     void rows_gate_res_##SUF(const T *dy, ptrdiff_t lddy, const T *x,         \
-                             ptrdiff_t ldx, const T *z, ptrdiff_t ldz,       \
-                             ptrdiff_t m, ptrdiff_t c, bnf_coefs_##SUF cf,   \
-                             T *g, ptrdiff_t ldg);                           \
-    void runs_gate_res_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,         \
-                             const T *x, ptrdiff_t s1, ptrdiff_t s2,         \
-                             const T *z, ptrdiff_t z1, ptrdiff_t z2,         \
-                             ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,      \
-                             bnf_coefs_##SUF cf, T *g, ptrdiff_t t1,         \
-                             ptrdiff_t t2);                                  \
-    /* sums of g and g * (x - mean), g = dy (masked with relu) */            \
+                             ptrdiff_t ldx, const T *z, ptrdiff_t ldz,        \
+                             ptrdiff_t m, ptrdiff_t c, bnf_coefs_##SUF cf,    \
+                             T *g, ptrdiff_t ldg);                            \
+    void runs_gate_res_##SUF(                                                 \
+        const T *dy, ptrdiff_t d1, ptrdiff_t d2, const T *x, ptrdiff_t s1,    \
+        ptrdiff_t s2, const T *z, ptrdiff_t z1, ptrdiff_t z2, ptrdiff_t n1,   \
+        ptrdiff_t n2, ptrdiff_t len, bnf_coefs_##SUF cf, T *g, ptrdiff_t t1,  \
+        ptrdiff_t t2);                                                        \
+    /* sums of g and g * (x - mean), g = dy (masked with relu) */             \
     int rows_bwd_reduce_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
-                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              bnf_coefs_##SUF cf, int relu, double *sum_dy,  \
-                              double *sum_dyxmu);                            \
-    void runs_bwd_reduce_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,       \
-                               const T *x, ptrdiff_t s1, ptrdiff_t s2,       \
-                               ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,    \
-                               bnf_coefs_##SUF cf, int relu,                 \
-                               double *sum_dy, double *sum_dyxmu);           \
-    /* dx = a * g + k_xhat * (x - mean) * is + k_0; a * g alone when      \
-       k_xhat is NULL (frozen statistics: is, k_0 not read) */              \
-    void rows_bwd_apply_##SUF(const T *dy, ptrdiff_t lddy, const T *x,        \
-                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,       \
-                              bnf_coefs_##SUF cf, int relu, T *dx,           \
-                              ptrdiff_t lddx);                               \
-    void runs_bwd_apply_##SUF(const T *dy, ptrdiff_t d1, ptrdiff_t d2,        \
-                              const T *x, ptrdiff_t s1, ptrdiff_t s2,        \
-                              ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,     \
-                              bnf_coefs_##SUF cf, int relu, T *dx,           \
-                              ptrdiff_t t1, ptrdiff_t t2);
+                              ptrdiff_t ldx, ptrdiff_t m, ptrdiff_t c,        \
+                              bnf_coefs_##SUF cf, int relu, double *sum_dy,   \
+                              double *sum_dyxmu);                             \
+    void runs_bwd_reduce_##SUF(                                               \
+        const T *dy, ptrdiff_t d1, ptrdiff_t d2, const T *x, ptrdiff_t s1,    \
+        ptrdiff_t s2, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,              \
+        bnf_coefs_##SUF cf, int relu, double *sum_dy, double *sum_dyxmu);     \
+    /* dx = a * g + k_xhat * (x - mean) * is + k_0; a * g alone when          \
+       k_xhat is NULL (frozen statistics: is, k_0 not read) */                \
+    void rows_bwd_apply_##SUF(                                                \
+        const T *dy, ptrdiff_t lddy, const T *x, ptrdiff_t ldx, ptrdiff_t m,  \
+        ptrdiff_t c, bnf_coefs_##SUF cf, int relu, T *dx, ptrdiff_t lddx);    \
+    void runs_bwd_apply_##SUF(                                                \
+        const T *dy, ptrdiff_t d1, ptrdiff_t d2, const T *x, ptrdiff_t s1,    \
+        ptrdiff_t s2, ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,              \
+        bnf_coefs_##SUF cf, int relu, T *dx, ptrdiff_t t1, ptrdiff_t t2);
 
 /* (SUF expanded first: the names carry the level, BNF_ISA_FN) */
 #define BNF_DECLARE_KERNELS_(T, C, SUF) BNF_DECLARE_KERNELS(T, C, SUF)
@@ -352,8 +349,9 @@ BNF_INLINE int bnf_suspect(double mean, double var, double eps, double tiny)
 }
 
 #define bnf_any_suspect BNF_ISA_FN(bnf_any_suspect)
-int bnf_any_suspect(const double *BNF_RESTRICT mean, const double *BNF_RESTRICT var,
-                    ptrdiff_t n, double eps, double tiny);
+int bnf_any_suspect(const double *BNF_RESTRICT mean,
+                    const double *BNF_RESTRICT var, ptrdiff_t n, double eps,
+                    double tiny);
 
 /* gamma and beta as read per channel: NULL (affine-free, bnf_params)
    means gamma = 1, beta = 0 */
@@ -367,23 +365,22 @@ int bnf_any_suspect(const double *BNF_RESTRICT mean, const double *BNF_RESTRICT 
 #define BNF_RARELY(c) (c)
 #endif
 
-#define BNF_DECLARE_RESCUE(T, C, SUF)                                        \
-    /* the channel n1 runs of len elements, run i at x + i*s1: mean, var  \
-       and 1/sqrt(var + eps); 0 (nothing written) for NaN/Inf data */      \
-    int rescue_moments_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,        \
-                             ptrdiff_t len, double eps, double *mean,       \
-                             double *var, double *invstd);                  \
-    /* sum g and sum g * (x - mean) * is, g = dy (* w[k]) (masked by the   \
-       forward's relu with cf non-NULL); 0 (nothing written) for NaN/Inf  \
-       data or is not finite and positive */                               \
-    int rescue_bwd_sums_##SUF(const T *dy, ptrdiff_t d1, const T *x,        \
-                              ptrdiff_t s1, ptrdiff_t n1, ptrdiff_t len,    \
-                              double mean, double is, const C *w,           \
-                              const bnf_coefs_##SUF *cf, double *sum_g,     \
-                              double *sum_gxhat);                          \
-    /* RMS norm: one row's mean of squares and 1/sqrt(ms + eps); 0       \
-       (nothing written) for NaN/Inf data */                               \
-    int rescue_meansq_##SUF(const T *x, ptrdiff_t len, double eps,          \
+#define BNF_DECLARE_RESCUE(T, C, SUF)                                         \
+    /* the channel n1 runs of len elements, run i at x + i*s1: mean, var      \
+       and 1/sqrt(var + eps); 0 (nothing written) for NaN/Inf data */         \
+    int rescue_moments_##SUF(const T *x, ptrdiff_t n1, ptrdiff_t s1,          \
+                             ptrdiff_t len, double eps, double *mean,         \
+                             double *var, double *invstd);                    \
+    /* sum g and sum g * (x - mean) * is, g = dy (* w[k]) (masked by the      \
+       forward's relu with cf non-NULL); 0 (nothing written) for NaN/Inf      \
+       data or is not finite and positive */                                  \
+    int rescue_bwd_sums_##SUF(                                                \
+        const T *dy, ptrdiff_t d1, const T *x, ptrdiff_t s1, ptrdiff_t n1,    \
+        ptrdiff_t len, double mean, double is, const C *w,                    \
+        const bnf_coefs_##SUF *cf, double *sum_g, double *sum_gxhat);         \
+    /* RMS norm: one row's mean of squares and 1/sqrt(ms + eps); 0            \
+       (nothing written) for NaN/Inf data */                                  \
+    int rescue_meansq_##SUF(const T *x, ptrdiff_t len, double eps,            \
                             double *ms, double *invrms);
 
 #define BNF_DECLARE_RESCUE_(T, C, SUF) BNF_DECLARE_RESCUE(T, C, SUF)

@@ -38,7 +38,8 @@ BNF_INLINE double NAME(lanes_sum)(double *a, int n)
 }
 
 /* a[0:DLANES] += the C lanes f[0:LANES], as above. */
-BNF_INLINE void NAME(lanes_flush)(double *BNF_RESTRICT a, const C *BNF_RESTRICT f)
+BNF_INLINE void NAME(lanes_flush)(double *BNF_RESTRICT a,
+                                  const C *BNF_RESTRICT f)
 {
     for (int l = 0; l < DLANES; l++) {
         double v = (double)f[l];
@@ -100,8 +101,8 @@ BNF_INLINE void NAME(lanes_flush_both)(double *BNF_RESTRICT as,
                                        double *BNF_RESTRICT aq,
                                        const C *BNF_RESTRICT fs,
                                        const C *BNF_RESTRICT fq, int full,
-                                       ptrdiff_t *pend, double *sh,
-                                       double *sl, double *qh, double *ql)
+                                       ptrdiff_t *pend, double *sh, double *sl,
+                                       double *qh, double *ql)
 {
     NAME(lanes_flush)(as, fs);
     NAME(lanes_flush)(aq, fq);
@@ -115,9 +116,10 @@ BNF_INLINE void NAME(lanes_flush_both)(double *BNF_RESTRICT as,
 
 /* A block's two sums from the double lanes as and aq: summed pairwise, or
    (COMPENSATED) collapsed into the totals sh + sl and qh + ql first. */
-BNF_INLINE void NAME(lanes_totals)(double *BNF_RESTRICT as, double *BNF_RESTRICT aq,
-                                   double sh, double sl, double qh, double ql,
-                                   double *s, double *q)
+BNF_INLINE void NAME(lanes_totals)(double *BNF_RESTRICT as,
+                                   double *BNF_RESTRICT aq, double sh,
+                                   double sl, double qh, double ql, double *s,
+                                   double *q)
 {
     if (COMPENSATED) {
         NAME(lanes_collapse)(as, &sh, &sl);
@@ -172,9 +174,10 @@ BNF_INLINE void NAME(block_sums_wide)(const T *BNF_RESTRICT p, ptrdiff_t nr,
 
 /* Sums of d = p[e] - c and d*d over a block; c must be a C value.  In C,
    flushed into double; in double when that overflows. */
-BNF_INLINE void NAME(block_sums_centered)(const T *BNF_RESTRICT p, ptrdiff_t nr,
-                                          ptrdiff_t st, ptrdiff_t len, C c,
-                                          double *s, double *q)
+BNF_INLINE void NAME(block_sums_centered)(const T *BNF_RESTRICT p,
+                                          ptrdiff_t nr, ptrdiff_t st,
+                                          ptrdiff_t len, C c, double *s,
+                                          double *q)
 {
     double as[DLANES] = {0}, aq[DLANES] = {0};
     double sh = 0.0, sl = 0.0, qh = 0.0, ql = 0.0; /* COMPENSATED */
@@ -242,7 +245,7 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
 {
     double as[DLANES] = {0}, aq[DLANES] = {0};
     double sh = 0.0, sl = 0.0, qh = 0.0, ql = 0.0; /* COMPENSATED */
-    ptrdiff_t rot = 0, pend = 0; /* as block_sums_centered */
+    ptrdiff_t rot = 0, pend = 0;                   /* as block_sums_centered */
     for (ptrdiff_t r = 0; r < nr; r++) {
         const T *BNF_RESTRICT gr = g + r * gst, *BNF_RESTRICT pr = p + r * st;
         ptrdiff_t e = 0;
@@ -276,8 +279,8 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
                         C d1 = LOAD(pr[e + LANES + l]) - mh;
                         C g0 = BNF_GATE(LOAD(gr[e + l]), d0 * ra + rb,
                                         RELU_MIN);
-                        C g1 = BNF_GATE(LOAD(gr[e + LANES + l]),
-                                        d1 * ra + rb, RELU_MIN);
+                        C g1 = BNF_GATE(LOAD(gr[e + LANES + l]), d1 * ra + rb,
+                                        RELU_MIN);
                         fs[l] += g0 + g1;
                         fq[l] += g0 * d0 + g1 * d1;
                     }
@@ -286,7 +289,8 @@ BNF_INLINE void NAME(block_sums_bwd)(const T *BNF_RESTRICT g, ptrdiff_t gst,
                     LANE_LOOP
                     for (int l = 0; l < LANES; l++) {
                         C d = LOAD(pr[e + l]) - mh;
-                        C gl = BNF_GATE(LOAD(gr[e + l]), d * ra + rb, RELU_MIN);
+                        C gl = BNF_GATE(LOAD(gr[e + l]), d * ra + rb,
+                                        RELU_MIN);
                         fs[l] += gl;
                         fq[l] += gl * d;
                     }

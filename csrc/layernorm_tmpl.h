@@ -10,8 +10,7 @@
 
 /* gamma (and beta) rounded to C once per call: the row loops read them
    for every row */
-static C *NAME(ln_params)(ptrdiff_t d, const double *gamma,
-                          const double *beta)
+static C *NAME(ln_params)(ptrdiff_t d, const double *gamma, const double *beta)
 {
     C *buf = malloc(2 * (size_t)(d > 0 ? d : 1) * sizeof(C));
     if (buf == NULL)
@@ -23,11 +22,13 @@ static C *NAME(ln_params)(ptrdiff_t d, const double *gamma,
     return buf;
 }
 
-static void NAME(ln_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d,
-                              ptrdiff_t ldx, const C *BNF_RESTRICT gamma,
+static void NAME(ln_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n,
+                              ptrdiff_t d, ptrdiff_t ldx,
+                              const C *BNF_RESTRICT gamma,
                               const C *BNF_RESTRICT beta, double eps,
                               T *BNF_RESTRICT y, ptrdiff_t ldy,
-                              double *BNF_RESTRICT mean, double *BNF_RESTRICT invstd)
+                              double *BNF_RESTRICT mean,
+                              double *BNF_RESTRICT invstd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *BNF_RESTRICT p = x + i * ldx;
@@ -90,8 +91,8 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
         NAME(ln_row_sums)(g, p, gamma, d, mu, &mh, &ml, &sa, &sb);
         if (bnf_isfinite(sa) && bnf_isfinite(sb))
             continue;
-        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL,
-                                   &sa, &sbh))
+        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, mu, is, gamma, NULL, &sa,
+                                   &sbh))
             continue;
         C isc = (C)is, k0 = (C)(-(double)isc * sa / dd);
         C k1 = (C)(-is * sbh / dd);
@@ -113,8 +114,9 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  * 4*d doubles, 2*d C values).
  */
 static int NAME(ln_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
-                              const T *BNF_RESTRICT x, ptrdiff_t ldx, ptrdiff_t n,
-                              ptrdiff_t d, const double *BNF_RESTRICT mean,
+                              const T *BNF_RESTRICT x, ptrdiff_t ldx,
+                              ptrdiff_t n, ptrdiff_t d,
+                              const double *BNF_RESTRICT mean,
                               const double *BNF_RESTRICT invstd,
                               const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx,
                               ptrdiff_t lddx, double *BNF_RESTRICT dgamma,
@@ -207,9 +209,9 @@ typedef struct {
    with an eps as small, is >= 1/sqrt(2 tiny)): again, scaled, and their
    output again.  Out of ln_forward1, whose row loop stays as fast. */
 static void NAME(ln_rescue_rows)(const T *x, ptrdiff_t n, ptrdiff_t d,
-                                 ptrdiff_t ldx, const C *gamma,
-                                 const C *beta, double eps, T *y,
-                                 ptrdiff_t ldy, double *mean, double *invstd)
+                                 ptrdiff_t ldx, const C *gamma, const C *beta,
+                                 double eps, T *y, ptrdiff_t ldy, double *mean,
+                                 double *invstd)
 {
     double tiny = BNF_TINY_VAR(C), big = 1.0 / sqrt(2.0 * tiny);
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -220,8 +222,7 @@ static void NAME(ln_rescue_rows)(const T *x, ptrdiff_t n, ptrdiff_t d,
         const T *p = x + i * ldx;
         T *o = y + i * ldy;
         double var;
-        if (!NAME(rescue_moments)(p, 1, 0, d, eps, &mean[i], &var,
-                                  &invstd[i]))
+        if (!NAME(rescue_moments)(p, 1, 0, d, eps, &mean[i], &var, &invstd[i]))
             continue;
         C mh = (C)mean[i], ml = 0, isc = (C)invstd[i];
         if (HILO && bnf_isfinite((double)mh))
@@ -241,14 +242,14 @@ static int NAME(ln_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     NAME(ln_forward1)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->par + d,
                       j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
                       j->r->invstd + i0);
-    NAME(ln_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par,
-                         j->par + d, j->q->eps, j->y + i0 * ldy, ldy,
-                         j->r->mean + i0, j->r->invstd + i0);
+    NAME(ln_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->par + d,
+                         j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
+                         j->r->invstd + i0);
     return BNF_OK;
 }
 
-int NAME(ln_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
-                     T *y, bnf_results *r)
+int NAME(ln_forward)(const bnf_panel *p, const bnf_params *q, const T *x, T *y,
+                     bnf_results *r)
 {
     ptrdiff_t n = p->n1, d = p->n2;
     C *par = NAME(ln_params)(d, q->gamma, q->beta);
@@ -258,8 +259,7 @@ int NAME(ln_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
     if (nt > n)
         nt = (int)n;
     NAME(ln_job) j = {p, q, x, NULL, y, r, par};
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(ln_forward_rows),
-                   .ctx = &j};
+    bnf_split s = {.nt = nt, .n = n, .task = NAME(ln_forward_rows), .ctx = &j};
     int rc = bnf_run(&s);
     free(par);
     return rc;
@@ -274,10 +274,9 @@ static int NAME(ln_backward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     const bnf_panel *p = j->p;
     ptrdiff_t d = p->n2;
     return NAME(ln_backward1)(
-        j->dy + i0 * p->dy.s1, p->dy.s1, j->x + i0 * p->x.s1, p->x.s1,
-        i1 - i0, d, j->q->mean + i0, j->q->invstd + i0, j->par,
-        j->y + i0 * p->y.s1, p->y.s1, part ? part : j->r->dgamma,
-        part ? part + d : j->r->dbeta);
+        j->dy + i0 * p->dy.s1, p->dy.s1, j->x + i0 * p->x.s1, p->x.s1, i1 - i0,
+        d, j->q->mean + i0, j->q->invstd + i0, j->par, j->y + i0 * p->y.s1,
+        p->y.s1, part ? part : j->r->dgamma, part ? part + d : j->r->dbeta);
 }
 
 int NAME(ln_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
@@ -291,10 +290,15 @@ int NAME(ln_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
     if (par == NULL)
         return BNF_ENOMEM;
     NAME(ln_job) j = {p, q, x, dy, dx, r, par};
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(ln_backward_rows),
-                   .ctx = &j, .per = nt < 2 ? 0 : 2 * d,
-                   .merge = nt < 2 ? BNF_MERGE_NONE : BNF_MERGE_SUMS, .k = 2,
-                   .m = d, .out = {r->dgamma, r->dbeta}};
+    bnf_split s = {.nt = nt,
+                   .n = n,
+                   .task = NAME(ln_backward_rows),
+                   .ctx = &j,
+                   .per = nt < 2 ? 0 : 2 * d,
+                   .merge = nt < 2 ? BNF_MERGE_NONE : BNF_MERGE_SUMS,
+                   .k = 2,
+                   .m = d,
+                   .out = {r->dgamma, r->dbeta}};
     int rc = bnf_run(&s);
     free(par);
     return rc;

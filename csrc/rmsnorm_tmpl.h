@@ -30,15 +30,15 @@ BNF_INLINE double NAME(rms_row_sum)(const T *dy, const T *p, const C *w,
 {
     double q = 0.0;
     for (ptrdiff_t e0 = 0; e0 < d; e0 += BNF_RUN_BLOCK)
-        q += NAME(block_sumsq)(dy ? dy + e0 : NULL, p + e0,
-                               w ? w + e0 : NULL,
+        q += NAME(block_sumsq)(dy ? dy + e0 : NULL, p + e0, w ? w + e0 : NULL,
                                bnf_min(BNF_RUN_BLOCK, d - e0));
     return q;
 }
 
-static void NAME(rms_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d,
-                               ptrdiff_t ldx, const C *BNF_RESTRICT gamma,
-                               double eps, T *BNF_RESTRICT y, ptrdiff_t ldy,
+static void NAME(rms_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n,
+                               ptrdiff_t d, ptrdiff_t ldx,
+                               const C *BNF_RESTRICT gamma, double eps,
+                               T *BNF_RESTRICT y, ptrdiff_t ldy,
                                double *BNF_RESTRICT meansq,
                                double *BNF_RESTRICT invrms)
 {
@@ -97,8 +97,8 @@ static void NAME(rms_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
         double sb = NAME(rms_row_sum)(g, p, gamma, d);
         if (bnf_isfinite(sb))
             continue;
-        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, 0.0, is, gamma, NULL,
-                                   &sa, &sbh))
+        if (!NAME(rescue_bwd_sums)(g, 0, p, 0, 1, d, 0.0, is, gamma, NULL, &sa,
+                                   &sbh))
             continue;
         C isc = (C)is, k1 = (C)(-is * sbh / dd);
         for (ptrdiff_t e = 0; e < d; e++) { /* as rms_backward1 */
@@ -173,8 +173,7 @@ static int NAME(rms_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
         dgamma[e] += lg[e];
     free(work);
     if (BNF_RARELY(bad))
-        NAME(rms_rescue_bwd)(dy, lddy, x, ldx, n, d, invrms, gamma, dx,
-                             lddx);
+        NAME(rms_rescue_bwd)(dy, lddy, x, ldx, n, d, invrms, gamma, dx, lddx);
     return BNF_OK;
 }
 
@@ -199,8 +198,8 @@ static int NAME(rms_forward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
     NAME(rms_forward1)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->q->eps,
                        j->y + i0 * ldy, ldy, j->r->mean + i0,
                        j->r->invstd + i0);
-    NAME(rms_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par,
-                          j->q->eps, j->y + i0 * ldy, ldy, j->r->mean + i0,
+    NAME(rms_rescue_rows)(j->x + i0 * ldx, i1 - i0, d, ldx, j->par, j->q->eps,
+                          j->y + i0 * ldy, ldy, j->r->mean + i0,
                           j->r->invstd + i0);
     return BNF_OK;
 }
@@ -216,8 +215,8 @@ int NAME(rms_forward)(const bnf_panel *p, const bnf_params *q, const T *x,
     if (nt > n)
         nt = (int)n;
     NAME(rms_job) j = {p, q, x, NULL, y, r, par};
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(rms_forward_rows),
-                   .ctx = &j};
+    bnf_split s = {
+        .nt = nt, .n = n, .task = NAME(rms_forward_rows), .ctx = &j};
     int rc = bnf_run(&s);
     free(par);
     return rc;
@@ -230,10 +229,10 @@ static int NAME(rms_backward_rows)(void *ctx, ptrdiff_t i0, ptrdiff_t i1,
 {
     const NAME(rms_job) *j = ctx;
     const bnf_panel *p = j->p;
-    return NAME(rms_backward1)(
-        j->dy + i0 * p->dy.s1, p->dy.s1, j->x + i0 * p->x.s1, p->x.s1,
-        i1 - i0, p->n2, j->q->invstd + i0, j->par, j->y + i0 * p->y.s1,
-        p->y.s1, part ? part : j->r->dgamma);
+    return NAME(rms_backward1)(j->dy + i0 * p->dy.s1, p->dy.s1,
+                               j->x + i0 * p->x.s1, p->x.s1, i1 - i0, p->n2,
+                               j->q->invstd + i0, j->par, j->y + i0 * p->y.s1,
+                               p->y.s1, part ? part : j->r->dgamma);
 }
 
 int NAME(rms_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
@@ -247,10 +246,15 @@ int NAME(rms_backward)(const bnf_panel *p, const bnf_params *q, const T *x,
     if (par == NULL)
         return BNF_ENOMEM;
     NAME(rms_job) j = {p, q, x, dy, dx, r, par};
-    bnf_split s = {.nt = nt, .n = n, .task = NAME(rms_backward_rows),
-                   .ctx = &j, .per = nt < 2 ? 0 : d,
-                   .merge = nt < 2 ? BNF_MERGE_NONE : BNF_MERGE_SUMS, .k = 1,
-                   .m = d, .out = {r->dgamma}};
+    bnf_split s = {.nt = nt,
+                   .n = n,
+                   .task = NAME(rms_backward_rows),
+                   .ctx = &j,
+                   .per = nt < 2 ? 0 : d,
+                   .merge = nt < 2 ? BNF_MERGE_NONE : BNF_MERGE_SUMS,
+                   .k = 1,
+                   .m = d,
+                   .out = {r->dgamma}};
     int rc = bnf_run(&s);
     free(par);
     return rc;

@@ -22,8 +22,8 @@
    in float32: measured (interleaved A/B, Zen 3), single rows were 0.75-
    0.85x on wide rows of both dtypes and on float32 channels-last (64
    channels), but 1.2-1.4x on float64 channels-last (64 channels). */
-#define BNF_STATS_ROWS4(tile) (HILO || (tile) * (ptrdiff_t)sizeof(T) >= \
-                               BNF_WIDE_ROW)
+#define BNF_STATS_ROWS4(tile)                                                 \
+    (HILO || (tile) * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW)
 
 /*
  * Per-column mean and M2 of an (m, c) row-major panel, in one pass over
@@ -53,8 +53,8 @@
  * double, so float32 results are finite wherever the double ones are.
  */
 int NAME(rows_stats)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
-                     ptrdiff_t ldx, double *BNF_RESTRICT mean, double *BNF_RESTRICT m2,
-                     double *BNF_RESTRICT mean_lo)
+                     ptrdiff_t ldx, double *BNF_RESTRICT mean,
+                     double *BNF_RESTRICT m2, double *BNF_RESTRICT mean_lo)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     /* 6 double and 3 C arrays of a tile; the C ones after the doubles */
@@ -62,11 +62,11 @@ int NAME(rows_stats)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
                           3 * (size_t)t1 * sizeof(C));
     if (work == NULL)
         return BNF_ENOMEM;
-    double *BNF_RESTRICT k = work;              /* the shift K */
-    double *BNF_RESTRICT bm = work + tile;      /* c - K, then block mean - K */
-    double *BNF_RESTRICT s = work + 2 * tile;   /* sum of d */
-    double *BNF_RESTRICT q = work + 3 * tile;   /* sum of d*d */
-    double *BNF_RESTRICT gs = work + 4 * tile;  /* group sums of d, d*d */
+    double *BNF_RESTRICT k = work;             /* the shift K */
+    double *BNF_RESTRICT bm = work + tile;     /* c - K, then block mean - K */
+    double *BNF_RESTRICT s = work + 2 * tile;  /* sum of d */
+    double *BNF_RESTRICT q = work + 3 * tile;  /* sum of d*d */
+    double *BNF_RESTRICT gs = work + 4 * tile; /* group sums of d, d*d */
     double *BNF_RESTRICT gq = work + 5 * tile;
     C *BNF_RESTRICT cen = (C *)(work + 6 * t1); /* the block's center c */
     C *BNF_RESTRICT fs = cen + t1;              /* C sums of d, d*d */
@@ -97,8 +97,10 @@ int NAME(rows_stats)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
                 for (ptrdiff_t j = 0; j < tc; j++)
                     fs[j] = 0;
                 for (i = 0; i + 4 <= nb; i += 4) {
-                    const T *BNF_RESTRICT x0 = xb + i * ldx, *BNF_RESTRICT x1 = x0 + ldx;
-                    const T *BNF_RESTRICT x2 = x1 + ldx, *BNF_RESTRICT x3 = x2 + ldx;
+                    const T *BNF_RESTRICT x0 = xb + i * ldx,
+                                          *BNF_RESTRICT x1 = x0 + ldx;
+                    const T *BNF_RESTRICT x2 = x1 + ldx,
+                                          *BNF_RESTRICT x3 = x2 + ldx;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C kj = (C)k[j];
                         fs[j] += ((LOAD(x0[j]) - kj) + (LOAD(x1[j]) - kj)) +
@@ -219,7 +221,6 @@ int NAME(rows_stats)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
     return BNF_OK;
 }
 
-
 /* One output element of the apply: (x - mh) * a + b in C (b = beta -
    ml * a: the low part of the mean folded into the shift, exact to the
    rounding of the result), rounded once to T.  Not x * a + (b - mean *
@@ -233,13 +234,15 @@ void NAME(rows_apply)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
                       ptrdiff_t ldx, NAME(bnf_coefs) cf, T *BNF_RESTRICT y,
                       ptrdiff_t ldy, int relu)
 {
-    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a,
+                          *BNF_RESTRICT b = cf.b;
     ptrdiff_t i = 0;
     /* separate loops with and without relu: GCC leaves a test of relu per
        element scalar */
     if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {
         for (; i + 4 <= m; i += 4) {
-            const T *BNF_RESTRICT x0 = x + i * ldx, *BNF_RESTRICT x1 = x0 + ldx;
+            const T *BNF_RESTRICT x0 = x + i * ldx,
+                                  *BNF_RESTRICT x1 = x0 + ldx;
             const T *BNF_RESTRICT x2 = x1 + ldx, *BNF_RESTRICT x3 = x2 + ldx;
             T *BNF_RESTRICT y0 = y + i * ldy, *BNF_RESTRICT y1 = y0 + ldy;
             T *BNF_RESTRICT y2 = y1 + ldy, *BNF_RESTRICT y3 = y2 + ldy;
@@ -280,25 +283,26 @@ void NAME(rows_apply)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
 /* The fused residual: y = (x - mh) * a + b + z in C (then max(., 0) with
    relu), rounded once to T; z NULL: the residual is y itself (the in-place
    add of an inference block, out=residual), read before it is written. */
-#define BNF_RES_ROW(ZV)                                                      \
-    do {                                                                     \
-        if (relu) {                                                          \
-            for (ptrdiff_t j = 0; j < c; j++) {                              \
-                C v0 = BNF_APPLY1(x0[j], j) + LOAD(ZV);                      \
-                y0[j] = BNF_RELU1(v0);                                       \
-            }                                                                \
-        } else {                                                             \
-            for (ptrdiff_t j = 0; j < c; j++)                                \
-                y0[j] = STORE(BNF_APPLY1(x0[j], j) + LOAD(ZV));              \
-        }                                                                    \
+#define BNF_RES_ROW(ZV)                                                       \
+    do {                                                                      \
+        if (relu) {                                                           \
+            for (ptrdiff_t j = 0; j < c; j++) {                               \
+                C v0 = BNF_APPLY1(x0[j], j) + LOAD(ZV);                       \
+                y0[j] = BNF_RELU1(v0);                                        \
+            }                                                                 \
+        } else {                                                              \
+            for (ptrdiff_t j = 0; j < c; j++)                                 \
+                y0[j] = STORE(BNF_APPLY1(x0[j], j) + LOAD(ZV));               \
+        }                                                                     \
     } while (0)
 
 void NAME(rows_apply_res)(const T *BNF_RESTRICT x, ptrdiff_t m, ptrdiff_t c,
-                          ptrdiff_t ldx, const T *BNF_RESTRICT z, ptrdiff_t ldz,
-                          NAME(bnf_coefs) cf, T *BNF_RESTRICT y, ptrdiff_t ldy,
-                          int relu)
+                          ptrdiff_t ldx, const T *BNF_RESTRICT z,
+                          ptrdiff_t ldz, NAME(bnf_coefs) cf, T *BNF_RESTRICT y,
+                          ptrdiff_t ldy, int relu)
 {
-    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a,
+                          *BNF_RESTRICT b = cf.b;
     for (ptrdiff_t i = 0; i < m; i++) {
         const T *BNF_RESTRICT x0 = x + i * ldx;
         T *BNF_RESTRICT y0 = y + i * ldy;
@@ -320,15 +324,16 @@ void NAME(rows_gate_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                          ptrdiff_t c, NAME(bnf_coefs) cf, T *BNF_RESTRICT g,
                          ptrdiff_t ldg)
 {
-    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a, *BNF_RESTRICT b = cf.b;
+    const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT a = cf.a,
+                          *BNF_RESTRICT b = cf.b;
     for (ptrdiff_t i = 0; i < m; i++) {
-        const T *BNF_RESTRICT g0 = dy + i * lddy, *BNF_RESTRICT x0 = x + i * ldx;
+        const T *BNF_RESTRICT g0 = dy + i * lddy,
+                              *BNF_RESTRICT x0 = x + i * ldx;
         const T *BNF_RESTRICT z0 = z + i * ldz;
         T *BNF_RESTRICT o0 = g + i * ldg;
         for (ptrdiff_t j = 0; j < c; j++)
-            o0[j] = STORE(BNF_GATE(LOAD(g0[j]),
-                                   BNF_APPLY1(x0[j], j) + LOAD(z0[j]),
-                                   RELU_MIN));
+            o0[j] = STORE(BNF_GATE(
+                LOAD(g0[j]), BNF_APPLY1(x0[j], j) + LOAD(z0[j]), RELU_MIN));
     }
 }
 #undef BNF_RES_ROW
@@ -350,7 +355,8 @@ void NAME(rows_gate_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
 int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                           const T *BNF_RESTRICT x, ptrdiff_t ldx, ptrdiff_t m,
                           ptrdiff_t c, NAME(bnf_coefs) cf, int relu,
-                          double *BNF_RESTRICT sum_dy, double *BNF_RESTRICT sum_dyxmu)
+                          double *BNF_RESTRICT sum_dy,
+                          double *BNF_RESTRICT sum_dyxmu)
 {
     ptrdiff_t tile = bnf_min(c, BNF_TILE_COLS), t1 = tile > 0 ? tile : 1;
     double *work = malloc(4 * (size_t)t1 * sizeof(double) +
@@ -358,7 +364,8 @@ int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
     if (work == NULL)
         return BNF_ENOMEM;
     double *BNF_RESTRICT bs = work, *BNF_RESTRICT bq = work + tile;
-    double *BNF_RESTRICT gs = work + 2 * tile, *BNF_RESTRICT gq = work + 3 * tile;
+    double *BNF_RESTRICT gs = work + 2 * tile,
+                         *BNF_RESTRICT gq = work + 3 * tile;
     C *BNF_RESTRICT fs = (C *)(work + 4 * t1), *BNF_RESTRICT fq = fs + t1;
 
     int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
@@ -389,10 +396,12 @@ int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                    and stored once for four rows (BNF_WIDE_ROW) */
                 for (; wide && i + 4 <= f1; i += 4) {
                     const T *BNF_RESTRICT g0 = dy + i * lddy + c0;
-                    const T *BNF_RESTRICT g1 = g0 + lddy, *BNF_RESTRICT g2 = g1 + lddy;
+                    const T *BNF_RESTRICT g1 = g0 + lddy,
+                                          *BNF_RESTRICT g2 = g1 + lddy;
                     const T *BNF_RESTRICT g3 = g2 + lddy;
                     const T *BNF_RESTRICT x0 = x + i * ldx + c0;
-                    const T *BNF_RESTRICT x1 = x0 + ldx, *BNF_RESTRICT x2 = x1 + ldx;
+                    const T *BNF_RESTRICT x1 = x0 + ldx,
+                                          *BNF_RESTRICT x2 = x1 + ldx;
                     const T *BNF_RESTRICT x3 = x2 + ldx;
                     if (!relu) {
                         for (ptrdiff_t j = 0; j < tc; j++) {
@@ -406,12 +415,18 @@ int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                         }
                     } else {
                         for (ptrdiff_t j = 0; j < tc; j++) {
-                            C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
-                            C d2 = LOAD(x2[j]) - mh[j], d3 = LOAD(x3[j]) - mh[j];
-                            C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j], RELU_MIN);
-                            C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j], RELU_MIN);
-                            C u2 = BNF_GATE(LOAD(g2[j]), d2 * ra[j] + rb[j], RELU_MIN);
-                            C u3 = BNF_GATE(LOAD(g3[j]), d3 * ra[j] + rb[j], RELU_MIN);
+                            C d0 = LOAD(x0[j]) - mh[j],
+                              d1 = LOAD(x1[j]) - mh[j];
+                            C d2 = LOAD(x2[j]) - mh[j],
+                              d3 = LOAD(x3[j]) - mh[j];
+                            C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j],
+                                            RELU_MIN);
+                            C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j],
+                                            RELU_MIN);
+                            C u2 = BNF_GATE(LOAD(g2[j]), d2 * ra[j] + rb[j],
+                                            RELU_MIN);
+                            C u3 = BNF_GATE(LOAD(g3[j]), d3 * ra[j] + rb[j],
+                                            RELU_MIN);
                             fs[j] += (u0 + u1) + (u2 + u3);
                             fq[j] += (u0 * d0 + u1 * d1) + (u2 * d2 + u3 * d3);
                         }
@@ -429,8 +444,8 @@ int NAME(rows_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                     } else {
                         for (ptrdiff_t j = 0; j < tc; j++) {
                             C d = LOAD(xa[j]) - mh[j];
-                            C u0 = BNF_GATE(LOAD(g0[j]),
-                                            d * ra[j] + rb[j], RELU_MIN);
+                            C u0 = BNF_GATE(LOAD(g0[j]), d * ra[j] + rb[j],
+                                            RELU_MIN);
                             fs[j] += u0;
                             fq[j] += u0 * d;
                         }
@@ -496,7 +511,8 @@ int NAME(rows_bwd_reduce_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
     if (work == NULL)
         return BNF_ENOMEM;
     double *BNF_RESTRICT bs = work, *BNF_RESTRICT bq = work + tile;
-    double *BNF_RESTRICT gs = work + 2 * tile, *BNF_RESTRICT gq = work + 3 * tile;
+    double *BNF_RESTRICT gs = work + 2 * tile,
+                         *BNF_RESTRICT gq = work + 3 * tile;
     C *BNF_RESTRICT fs = (C *)(work + 4 * t1), *BNF_RESTRICT fq = fs + t1;
 
     int wide = tile * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW;
@@ -537,8 +553,12 @@ int NAME(rows_bwd_reduce_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                     T *BNF_RESTRICT w1 = w0 + ldg;
                     for (ptrdiff_t j = 0; j < tc; j++) {
                         C d0 = LOAD(x0[j]) - mh[j], d1 = LOAD(x1[j]) - mh[j];
-                        C u0 = BNF_GATE(LOAD(g0[j]), d0 * ra[j] + rb[j] + LOAD(z0[j]), RELU_MIN);
-                        C u1 = BNF_GATE(LOAD(g1[j]), d1 * ra[j] + rb[j] + LOAD(z1[j]), RELU_MIN);
+                        C u0 = BNF_GATE(LOAD(g0[j]),
+                                        d0 * ra[j] + rb[j] + LOAD(z0[j]),
+                                        RELU_MIN);
+                        C u1 = BNF_GATE(LOAD(g1[j]),
+                                        d1 * ra[j] + rb[j] + LOAD(z1[j]),
+                                        RELU_MIN);
                         w0[j] = STORE(u0);
                         w1[j] = STORE(u1);
                         fs[j] += u0 + u1;
@@ -602,15 +622,15 @@ int NAME(rows_bwd_reduce_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
 
 /* One element of dx: a * g + k_xhat * ((x - mean) * is) + k_0 in C,
    rounded once; g as in rows_bwd_reduce. */
-#define BNF_BWD1(gv, xv, j)                                                  \
-    (a[j] * LOAD(gv) +                                                       \
+#define BNF_BWD1(gv, xv, j)                                                   \
+    (a[j] * LOAD(gv) +                                                        \
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
 
 /* with relu: dy where the forward's (x - mh) * a + b > 0 */
-#define BNF_GR1(gv, xv, j)                                                   \
+#define BNF_GR1(gv, xv, j)                                                    \
     BNF_GATE(LOAD(gv), (LOAD(xv) - mh[j]) * a[j] + rb[j], RELU_MIN)
-#define BNF_BWDR1(gv, xv, j)                                                 \
-    (a[j] * BNF_GR1(gv, xv, j) +                                             \
+#define BNF_BWDR1(gv, xv, j)                                                  \
+    (a[j] * BNF_GR1(gv, xv, j) +                                              \
      kx[j] * (XMU(LOAD(xv), mh[j], HILO ? ml[j] : 0) * is[j]) + k0[j])
 
 /* frozen statistics (k_xhat NULL): dx = a * g, x read for relu's mask
@@ -621,26 +641,29 @@ int NAME(rows_bwd_reduce_res)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
 /* rows [i, m) of dx with element expression E: wide rows two at a time
    (BNF_WIDE_ROW; four need more registers than x86-64 has for their 12
    pointers and the 6 coefficients), then one at a time */
-#define BNF_BWD_ROWS(E)                                                      \
-    do {                                                                     \
-        if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {                      \
-            for (; i + 2 <= m; i += 2) {                                     \
-                const T *BNF_RESTRICT g0 = dy + i * lddy, *BNF_RESTRICT g1 = g0 + lddy; \
-                const T *BNF_RESTRICT x0 = x + i * ldx, *BNF_RESTRICT x1 = x0 + ldx; \
-                T *BNF_RESTRICT o0 = dx + i * lddx, *BNF_RESTRICT o1 = o0 + lddx;    \
-                for (ptrdiff_t j = 0; j < c; j++) {                          \
-                    o0[j] = STORE(E(g0[j], x0[j], j));                       \
-                    o1[j] = STORE(E(g1[j], x1[j], j));                       \
-                }                                                            \
-            }                                                                \
-        }                                                                    \
-        for (; i < m; i++) {                                                 \
-            const T *BNF_RESTRICT g0 = dy + i * lddy;                            \
-            const T *BNF_RESTRICT x0 = x + i * ldx;                              \
-            T *BNF_RESTRICT o0 = dx + i * lddx;                                  \
-            for (ptrdiff_t j = 0; j < c; j++)                                \
-                o0[j] = STORE(E(g0[j], x0[j], j));                           \
-        }                                                                    \
+#define BNF_BWD_ROWS(E)                                                       \
+    do {                                                                      \
+        if (c * (ptrdiff_t)sizeof(T) >= BNF_WIDE_ROW) {                       \
+            for (; i + 2 <= m; i += 2) {                                      \
+                const T *BNF_RESTRICT g0 = dy + i * lddy,                     \
+                                      *BNF_RESTRICT g1 = g0 + lddy;           \
+                const T *BNF_RESTRICT x0 = x + i * ldx,                       \
+                                      *BNF_RESTRICT x1 = x0 + ldx;            \
+                T *BNF_RESTRICT o0 = dx + i * lddx,                           \
+                                *BNF_RESTRICT o1 = o0 + lddx;                 \
+                for (ptrdiff_t j = 0; j < c; j++) {                           \
+                    o0[j] = STORE(E(g0[j], x0[j], j));                        \
+                    o1[j] = STORE(E(g1[j], x1[j], j));                        \
+                }                                                             \
+            }                                                                 \
+        }                                                                     \
+        for (; i < m; i++) {                                                  \
+            const T *BNF_RESTRICT g0 = dy + i * lddy;                         \
+            const T *BNF_RESTRICT x0 = x + i * ldx;                           \
+            T *BNF_RESTRICT o0 = dx + i * lddx;                               \
+            for (ptrdiff_t j = 0; j < c; j++)                                 \
+                o0[j] = STORE(E(g0[j], x0[j], j));                            \
+        }                                                                     \
     } while (0)
 
 void NAME(rows_bwd_apply)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
@@ -649,7 +672,8 @@ void NAME(rows_bwd_apply)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
                           T *BNF_RESTRICT dx, ptrdiff_t lddx)
 {
     const C *BNF_RESTRICT mh = cf.mh, *BNF_RESTRICT ml = cf.ml;
-    const C *BNF_RESTRICT a = cf.a, *BNF_RESTRICT is = cf.is, *BNF_RESTRICT rb = cf.b;
+    const C *BNF_RESTRICT a = cf.a, *BNF_RESTRICT is = cf.is,
+                          *BNF_RESTRICT rb = cf.b;
     const C *BNF_RESTRICT kx = cf.k_xhat, *BNF_RESTRICT k0 = cf.k_0;
     ptrdiff_t i = 0;
     if (kx == NULL) {

@@ -84,17 +84,17 @@ void NAME(runs_apply)(const T *BNF_RESTRICT x, ptrdiff_t n1, ptrdiff_t s1,
 /* The fused residual along runs: y = (x - mh_j) * a_j + b_j + z (then
    max(., 0) with relu); z NULL: the residual is y itself (out=residual),
    read before it is written. */
-#define BNF_RES_RUN(ZV)                                                      \
-    do {                                                                     \
-        if (relu) {                                                          \
-            for (ptrdiff_t e = 0; e < len; e++) {                            \
-                C v = (LOAD(p[e]) - mh) * a + b + LOAD(ZV);                  \
-                o[e] = v <= RELU_MIN ? STORE(0) : STORE(v);                  \
-            }                                                                \
-        } else {                                                             \
-            for (ptrdiff_t e = 0; e < len; e++)                              \
-                o[e] = STORE((LOAD(p[e]) - mh) * a + b + LOAD(ZV));          \
-        }                                                                    \
+#define BNF_RES_RUN(ZV)                                                       \
+    do {                                                                      \
+        if (relu) {                                                           \
+            for (ptrdiff_t e = 0; e < len; e++) {                             \
+                C v = (LOAD(p[e]) - mh) * a + b + LOAD(ZV);                   \
+                o[e] = v <= RELU_MIN ? STORE(0) : STORE(v);                   \
+            }                                                                 \
+        } else {                                                              \
+            for (ptrdiff_t e = 0; e < len; e++)                               \
+                o[e] = STORE((LOAD(p[e]) - mh) * a + b + LOAD(ZV));           \
+        }                                                                     \
     } while (0)
 
 void NAME(runs_apply_res)(const T *BNF_RESTRICT x, ptrdiff_t n1, ptrdiff_t s1,
@@ -147,10 +147,10 @@ void NAME(runs_gate_res)(const T *BNF_RESTRICT dy, ptrdiff_t d1, ptrdiff_t d2,
    sums compensated too (lanes_tmpl.h), their low parts in a scratch of
    2*n2 doubles when a channel has several blocks (without it, if it
    cannot be had, the blocks' sums are added plainly). */
-void NAME(runs_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t d1, ptrdiff_t d2,
-                           const T *BNF_RESTRICT x, ptrdiff_t s1, ptrdiff_t s2,
-                           ptrdiff_t n1, ptrdiff_t n2, ptrdiff_t len,
-                           NAME(bnf_coefs) cf, int relu,
+void NAME(runs_bwd_reduce)(const T *BNF_RESTRICT dy, ptrdiff_t d1,
+                           ptrdiff_t d2, const T *BNF_RESTRICT x, ptrdiff_t s1,
+                           ptrdiff_t s2, ptrdiff_t n1, ptrdiff_t n2,
+                           ptrdiff_t len, NAME(bnf_coefs) cf, int relu,
                            double *BNF_RESTRICT sum_dy,
                            double *BNF_RESTRICT sum_dyxmu)
 {

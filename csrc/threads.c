@@ -57,15 +57,15 @@
 #define BNF_STORE(v, x) ((v) = (x))
 #endif
 
-static int bnf_num_threads = 0;            /* 0: OpenMP's count */
-static int bnf_fork_serial = 0;            /* a forked child, not yet told */
-static int bnf_fork_poisoned = 0;          /* forked after a parallel region */
+static int bnf_num_threads = 0;   /* 0: OpenMP's count */
+static int bnf_fork_serial = 0;   /* a forked child, not yet told */
+static int bnf_fork_poisoned = 0; /* forked after a parallel region */
 static int bnf_threads_cap = BNF_MAX_THREADS;
 #if BNF_HAVE_OPENMP
-static int bnf_went_parallel = 0;          /* a parallel region ran */
+static int bnf_went_parallel = 0; /* a parallel region ran */
 #endif
 #if BNF_HAVE_PTHREAD
-static int bnf_threads_known = 1;          /* so many were created at once */
+static int bnf_threads_known = 1; /* so many were created at once */
 #endif
 
 int bnf_set_num_threads(int n)
@@ -164,7 +164,7 @@ static int bnf_creatable(int t)
         return t;
     pthread_mutex_lock(&bnf_probe_lock);
     if (t > bnf_threads_known && t <= bnf_threads_cap) {
-        int made = bnf_probe(t - 1) + 1;  /* and the calling thread */
+        int made = bnf_probe(t - 1) + 1; /* and the calling thread */
         if (made >= t) {
             __atomic_store_n(&bnf_threads_known, t, __ATOMIC_RELEASE);
         } else {
@@ -301,7 +301,8 @@ int bnf_run(const bnf_split *s)
         for (int t = 0; t < nt; t++) {
             ptrdiff_t lo, hi;
             bnf_part(s->n, nt, t, align, &lo, &hi);
-            int r = s->task(s->ctx, lo, hi, scratch ? scratch + t * per : NULL);
+            int r = s->task(s->ctx, lo, hi,
+                            scratch ? scratch + t * per : NULL);
             if (r < rc)
                 rc = r;
         }

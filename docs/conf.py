@@ -5,6 +5,7 @@ imports the *installed* bnfast, Cython extension included: install the
 package (``pip install ".[docs]"``) before building.  No extension here
 fetches anything over the network (no intersphinx inventories).
 """
+
 import bnfast
 
 project = "bnfast"
@@ -61,10 +62,11 @@ def _check_api_page(app):
     import os
     import re
 
+    from sphinx.util import logging
+
     import bnfast.distributed
     import bnfast.functional
     import bnfast.reference
-    from sphinx.util import logging
 
     with open(os.path.join(app.srcdir, "api.rst"), encoding="utf-8") as f:
         text = f.read()
@@ -80,9 +82,12 @@ def _check_api_page(app):
             name = m.group(1)
             documented.add(name if "." in name else f"{current}.{name}")
     # the functional names are also the package's: either spelling counts
-    exported = {"bnfast": bnfast, "bnfast.functional": bnfast.functional,
-                "bnfast.reference": bnfast.reference,
-                "bnfast.distributed": bnfast.distributed}
+    exported = {
+        "bnfast": bnfast,
+        "bnfast.functional": bnfast.functional,
+        "bnfast.reference": bnfast.reference,
+        "bnfast.distributed": bnfast.distributed,
+    }
     logger = logging.getLogger(__name__)
     for modname, mod in exported.items():
         for name in mod.__all__:
@@ -92,7 +97,10 @@ def _check_api_page(app):
             if not spellings & documented:
                 logger.warning(
                     "api.rst does not document %s.%s (in its __all__)",
-                    modname, name, location="api")
+                    modname,
+                    name,
+                    location="api",
+                )
 
 
 def setup(app):

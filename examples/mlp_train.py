@@ -10,6 +10,7 @@ accuracy on held-out points (using the running statistics: 'test' mode).
 Exits with status 1 if the loss does not fall or the test accuracy stays
 below 90%, so that CI notices.
 """
+
 import sys
 
 import numpy as np
@@ -34,9 +35,11 @@ class Linear:
 
     def __init__(self, n_in, n_out, rng):
         self.params = {
-            "W": (rng.standard_normal((n_in, n_out)) *
-                  np.sqrt(2.0 / n_in)).astype(np.float32),
-            "b": np.zeros(n_out, np.float32)}
+            "W": (
+                rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)
+            ).astype(np.float32),
+            "b": np.zeros(n_out, np.float32),
+        }
         self.grads = {}
 
     def __call__(self, x, mode="train"):
@@ -73,11 +76,19 @@ def main():
     rng = np.random.default_rng(0)
     x_train, y_train = spirals(600, rng)
     x_test, y_test = spirals(200, np.random.default_rng(1))
-    layers = [Linear(2, 128, rng), bnfast.BatchNorm(128), ReLU(),
-              Linear(128, 128, rng), bnfast.BatchNorm(128), ReLU(),
-              Linear(128, 3, rng)]
-    velocity = [{k: np.zeros_like(v) for k, v in layer.params.items()}
-                for layer in layers]
+    layers = [
+        Linear(2, 128, rng),
+        bnfast.BatchNorm(128),
+        ReLU(),
+        Linear(128, 128, rng),
+        bnfast.BatchNorm(128),
+        ReLU(),
+        Linear(128, 3, rng),
+    ]
+    velocity = [
+        {k: np.zeros_like(v) for k, v in layer.params.items()}
+        for layer in layers
+    ]
     lr, mu, batch = 0.01, 0.9, 64
 
     def forward(x, mode):
@@ -90,15 +101,16 @@ def main():
         order = rng.permutation(len(x_train))
         epoch_loss = []
         for start in range(0, len(order), batch):
-            idx = order[start:start + batch]
-            loss, dout = softmax_loss(forward(x_train[idx], "train"),
-                                      y_train[idx])
+            idx = order[start : start + batch]
+            loss, dout = softmax_loss(
+                forward(x_train[idx], "train"), y_train[idx]
+            )
             for layer in reversed(layers):
                 dout = layer.backward(dout)
             for layer, vel in zip(layers, velocity):
                 for name, p in layer.params.items():
                     vel[name] = mu * vel[name] - lr * layer.grads[name]
-                    p += vel[name]       # in place: the layers' live arrays
+                    p += vel[name]  # in place: the layers' live arrays
             epoch_loss.append(loss)
         losses.append(float(np.mean(epoch_loss)))
         if epoch % 5 == 0 or epoch == 39:

@@ -13,6 +13,7 @@ with everything folded into two matrix products.
 Needs torch (the model's side only); without it, says so and exits 0.
 Exits with status 1 if the NumPy outputs differ from PyTorch's.
 """
+
 import sys
 
 import numpy as np
@@ -28,8 +29,12 @@ def main():
         return 0
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Linear(8, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
-        torch.nn.BatchNorm1d(32), torch.nn.Linear(32, 4))
+        torch.nn.Linear(8, 32),
+        torch.nn.BatchNorm1d(32),
+        torch.nn.ReLU(),
+        torch.nn.BatchNorm1d(32),
+        torch.nn.Linear(32, 4),
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     for _ in range(50):
         x = torch.randn(64, 8) * 3 + 1
@@ -43,17 +48,23 @@ def main():
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
 
     def sub(prefix):
-        return {k[len(prefix):]: v for k, v in state.items()
-                if k.startswith(prefix)}
+        return {
+            k[len(prefix) :]: v
+            for k, v in state.items()
+            if k.startswith(prefix)
+        }
 
     bn1, bn2 = bnfast.BatchNorm(32), bnfast.BatchNorm(32)
     bn1.load_state_dict(sub("1."))
     bn2.load_state_dict(sub("3."))
-    W0, b0 = state["0.weight"].T, state["0.bias"]     # x @ W: transpose
+    W0, b0 = state["0.weight"].T, state["0.bias"]  # x @ W: transpose
     W4, b4 = state["4.weight"].T, state["4.bias"]
 
-    x = np.random.default_rng(1).standard_normal((1000, 8)).astype(
-        np.float32) * 3 + 1
+    x = (
+        np.random.default_rng(1).standard_normal((1000, 8)).astype(np.float32)
+        * 3
+        + 1
+    )
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
 
@@ -67,9 +78,11 @@ def main():
     err_layered = float(np.abs(layered - expected).max())
     err_folded = float(np.abs(folded - expected).max())
     scale = float(np.abs(expected).max())
-    print(f"max |NumPy - PyTorch| over {len(x)} samples (outputs up to "
-          f"{scale:.2f}): bnfast layers {err_layered:.2e}, folded "
-          f"{err_folded:.2e}")
+    print(
+        f"max |NumPy - PyTorch| over {len(x)} samples (outputs up to "
+        f"{scale:.2f}): bnfast layers {err_layered:.2e}, folded "
+        f"{err_folded:.2e}"
+    )
     if max(err_layered, err_folded) > 1e-4 * max(scale, 1.0):
         print("FAILED: the NumPy outputs differ from PyTorch's")
         return 1

@@ -15,6 +15,7 @@ reads bnfast's annotations and the stub of its extension module through
 the installed package's py.typed.  Exits with status 1 if the loss does
 not fall.
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,17 +30,24 @@ from bnfast.functional import BatchNormCache, LayerNormCache
 Array = npt.NDArray[np.float64]
 
 
-def linear_bn_relu_step(x: Array, y: Array, W: Array, gamma: Array,
-                        beta: Array, bn_param: dict[str, Any],
-                        lr: float) -> float:
+def linear_bn_relu_step(
+    x: Array,
+    y: Array,
+    W: Array,
+    gamma: Array,
+    beta: Array,
+    bn_param: dict[str, Any],
+    lr: float,
+) -> float:
     """One SGD step of relu(bn(x @ W)) -> mean over features, squared
     error against y; updates W, gamma and beta in place."""
     h = x @ W
-    out, cache = bnfast.batchnorm_forward(h, gamma, beta, bn_param,
-                                          activation="relu")
+    out, cache = bnfast.batchnorm_forward(
+        h, gamma, beta, bn_param, activation="relu"
+    )
     pred = out.mean(axis=1)
     err = pred - y
-    loss = float(np.mean(err ** 2))
+    loss = float(np.mean(err**2))
     dout = np.repeat((2.0 * err / err.size)[:, None], out.shape[1], axis=1)
     dh, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
     # gamma and beta were given: their gradients are arrays, not None
@@ -53,9 +61,11 @@ def linear_bn_relu_step(x: Array, y: Array, W: Array, gamma: Array,
 def describe(cache: BatchNormCache) -> str:
     """What a batch norm cache holds (its public, read-only attributes)."""
     gamma = "None" if cache.gamma is None else str(cache.gamma.shape)
-    return (f"x{cache.shape} {cache.x.dtype}, mean {cache.mean.shape}, "
-            f"invstd {cache.invstd.dtype}, gamma {gamma}, frozen "
-            f"{cache.frozen}, relu {cache.relu}")
+    return (
+        f"x{cache.shape} {cache.x.dtype}, mean {cache.mean.shape}, "
+        f"invstd {cache.invstd.dtype}, gamma {gamma}, frozen "
+        f"{cache.frozen}, relu {cache.relu}"
+    )
 
 
 def main() -> int:
@@ -67,12 +77,16 @@ def main() -> int:
     gamma, beta = np.ones(d), np.zeros(d)
     bn_param: dict[str, Any] = {"mode": "train", "momentum": 0.9}
 
-    losses = [linear_bn_relu_step(x, y, W, gamma, beta, bn_param, lr=0.5)
-              for _ in range(30)]
+    losses = [
+        linear_bn_relu_step(x, y, W, gamma, beta, bn_param, lr=0.5)
+        for _ in range(30)
+    ]
     running_mean: Array = bn_param["running_mean"]
-    print(f"functional batch norm + ReLU: loss {losses[0]:.4f} -> "
-          f"{losses[-1]:.4f}; running mean of feature 0 "
-          f"{running_mean[0]:.4f}")
+    print(
+        f"functional batch norm + ReLU: loss {losses[0]:.4f} -> "
+        f"{losses[-1]:.4f}; running mean of feature 0 "
+        f"{running_mean[0]:.4f}"
+    )
 
     # 'test' mode with the running statistics; its cache is frozen
     bn_param["mode"] = "test"
@@ -81,12 +95,16 @@ def main() -> int:
 
     # the fused residual: the backward returns dresidual too
     z = rng.standard_normal((n, d))
-    _, res_cache = bnfast.batchnorm_forward(x @ W, None, None,
-                                            {"mode": "train"}, residual=z)
-    dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(np.ones((n, d)),
-                                                      res_cache)
-    print(f"residual backward: dx {dx.shape}, dgamma {dgamma}, "
-          f"dbeta {dbeta}, dresidual {dz.shape}")
+    _, res_cache = bnfast.batchnorm_forward(
+        x @ W, None, None, {"mode": "train"}, residual=z
+    )
+    dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(
+        np.ones((n, d)), res_cache
+    )
+    print(
+        f"residual backward: dx {dx.shape}, dgamma {dgamma}, "
+        f"dbeta {dbeta}, dresidual {dz.shape}"
+    )
 
     # layers: a channels-last BatchNorm with a fused residual, then
     # LayerNorm, RMSNorm and GroupNorm on (batch, tokens, features) and
@@ -98,40 +116,53 @@ def main() -> int:
     grads = bn.backward(np.ones_like(images))
     if isinstance(grads, tuple):  # (dx, dresidual) after residual=
         dx_img, dres = grads
-        print(f"BatchNorm: dx {dx_img.shape}, dresidual {dres.shape}, "
-              f"params {sorted(bn.params)}")
+        print(
+            f"BatchNorm: dx {dx_img.shape}, dresidual {dres.shape}, "
+            f"params {sorted(bn.params)}"
+        )
 
     tokens = rng.standard_normal((2, 3, 8))
     ln = bnfast.LayerNorm(8, dtype=np.float64)
     rms = bnfast.RMSNorm(8, dtype=np.float64)
     gn = bnfast.GroupNorm(2, 6, dtype=np.float32)
-    pairs: list[tuple[bnfast.LayerNorm | bnfast.RMSNorm | bnfast.GroupNorm,
-                      npt.NDArray[np.floating[Any]]]] = [
-        (ln, tokens), (rms, tokens), (gn, images)]
+    pairs: list[
+        tuple[
+            bnfast.LayerNorm | bnfast.RMSNorm | bnfast.GroupNorm,
+            npt.NDArray[np.floating[Any]],
+        ]
+    ] = [(ln, tokens), (rms, tokens), (gn, images)]
     for layer, data in pairs:
         y_layer = layer(data)
         dx_layer = layer.backward(np.ones_like(y_layer))
-        print(f"{layer!r}: out {y_layer.dtype} {y_layer.shape}, "
-              f"dx {dx_layer.shape}")
+        print(
+            f"{layer!r}: out {y_layer.dtype} {y_layer.shape}, "
+            f"dx {dx_layer.shape}"
+        )
 
     # the functional twins of the layers
     ln_out, ln_cache = bnfast.layernorm_forward(
-        tokens, np.ones(8), np.zeros(8), {"eps": 1e-5}, normalized_shape=8)
+        tokens, np.ones(8), np.zeros(8), {"eps": 1e-5}, normalized_shape=8
+    )
     ln_grads = bnfast.layernorm_backward(np.ones_like(ln_out), ln_cache)
     layer_cache: LayerNormCache = ln_cache
     rms_out, rms_cache = bnfast.rmsnorm_forward(tokens, None, {})
-    rms_dx, rms_dgamma = bnfast.rmsnorm_backward(np.ones_like(rms_out),
-                                                 rms_cache)
+    rms_dx, rms_dgamma = bnfast.rmsnorm_backward(
+        np.ones_like(rms_out), rms_cache
+    )
     gn_out, gn_cache = bnfast.spatial_groupnorm_forward(
-        images, np.ones(6, np.float32), np.zeros(6, np.float32), 3, {})
+        images, np.ones(6, np.float32), np.zeros(6, np.float32), 3, {}
+    )
     gn_dx, gn_dgamma, gn_dbeta = bnfast.spatial_groupnorm_backward(
-        np.ones_like(gn_out), gn_cache)
+        np.ones_like(gn_out), gn_cache
+    )
     dgamma_shape = None if gn_dgamma is None else gn_dgamma.shape
-    print(f"layer norm: {len(ln_grads)} gradients, mean per row "
-          f"{layer_cache.mean.shape}; RMS norm: dgamma {rms_dgamma} "
-          f"(affine-free), dx {rms_dx.dtype}; group norm: "
-          f"{gn_cache.groups} groups, dgamma {dgamma_shape}, dx "
-          f"{gn_dx.shape}, dbeta {gn_dbeta is not None}")
+    print(
+        f"layer norm: {len(ln_grads)} gradients, mean per row "
+        f"{layer_cache.mean.shape}; RMS norm: dgamma {rms_dgamma} "
+        f"(affine-free), dx {rms_dx.dtype}; group norm: "
+        f"{gn_cache.groups} groups, dgamma {dgamma_shape}, dx "
+        f"{gn_dx.shape}, dbeta {gn_dbeta is not None}"
+    )
 
     # threads and the build
     bnfast.set_num_threads(1)

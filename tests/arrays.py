@@ -7,6 +7,7 @@ D = 1, wide, past the kernels' column tile; more than 2-D), memory layouts
 parameter dtypes).  Every fast/reference pair is compared on all of them;
 ``Case.id`` names dtype, shape, layout and contents for failure messages.
 """
+
 import dataclasses
 
 import numpy as np
@@ -18,20 +19,43 @@ try:
     import ml_dtypes
 except ImportError:
     ml_dtypes = None
-HALF_DTYPES = (np.float16,) + (() if ml_dtypes is None
-                               else (ml_dtypes.bfloat16,))
-SHAPES_2D = [(1, 1), (1, 6), (2, 1), (2, 6), (7, 5), (64, 33), (20000, 3),
-             (9, 2049)]
+HALF_DTYPES = (np.float16,) + (
+    () if ml_dtypes is None else (ml_dtypes.bfloat16,)
+)
+SHAPES_2D = [
+    (1, 1),
+    (1, 6),
+    (2, 1),
+    (2, 6),
+    (7, 5),
+    (64, 33),
+    (20000, 3),
+    (9, 2049),
+]
 SHAPES_ND = [(4, 3, 5, 2), (1, 2, 3)]
 LAYOUTS = ("C", "F", "rows-strided", "cols-strided", "reversed")
 # spatial batch norm: (shape, channel axis); runs past the kernels' block
 # (4096 elements), many short runs, rank 2 to 5
-SPATIAL = [((2, 3, 4, 5), 1), ((2, 4, 5, 3), -1), ((1, 4, 7), 1),
-           ((3, 2, 2, 3, 4), 1), ((5, 3), 1), ((2, 3, 80, 60), 1),
-           ((500, 2, 3), 1), ((6, 5, 4, 3), -1), ((1, 1, 6), 1)]
+SPATIAL = [
+    ((2, 3, 4, 5), 1),
+    ((2, 4, 5, 3), -1),
+    ((1, 4, 7), 1),
+    ((3, 2, 2, 3, 4), 1),
+    ((5, 3), 1),
+    ((2, 3, 80, 60), 1),
+    ((500, 2, 3), 1),
+    ((6, 5, 4, 3), -1),
+    ((1, 1, 6), 1),
+]
 SPATIAL_LAYOUTS = LAYOUTS + ("channels-last-memory",)
-CONTENTS = ("plain", "offset1e4", "trend", "const-col", "nan-inf",
-            "mixed-params")
+CONTENTS = (
+    "plain",
+    "offset1e4",
+    "trend",
+    "const-col",
+    "nan-inf",
+    "mixed-params",
+)
 
 
 @dataclasses.dataclass
@@ -49,19 +73,28 @@ class Case:
     @property
     def id(self):
         ax = "" if self.axis is None else f"-axis{self.axis}"
-        return (f"{np.dtype(self.x.dtype).name}-{self.x.shape}{ax}-"
-                f"{self.layout}-{self.contents}")
+        return (
+            f"{np.dtype(self.x.dtype).name}-{self.x.shape}{ax}-"
+            f"{self.layout}-{self.contents}"
+        )
 
     def widened(self):
         """The same case in the next wider precision (float32 -> float64,
         float64 -> longdouble; float16 and bfloat16, computed in float32,
         -> float64): the inputs of the accuracy oracle."""
-        wide = (np.float64 if self.x.dtype == np.float32
-                or is_half(self.x.dtype) else np.longdouble)
+        wide = (
+            np.float64
+            if self.x.dtype == np.float32 or is_half(self.x.dtype)
+            else np.longdouble
+        )
         return dataclasses.replace(
-            self, **{f.name: getattr(self, f.name).astype(wide)
-                     for f in dataclasses.fields(self)
-                     if isinstance(getattr(self, f.name), np.ndarray)})
+            self,
+            **{
+                f.name: getattr(self, f.name).astype(wide)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), np.ndarray)
+            },
+        )
 
 
 def _layout(a, layout):
@@ -94,11 +127,11 @@ def make_case(shape, dtype, layout, contents, seed=0, axis=None):
     if axis is None:
         d = int(np.prod(shape[1:]))
         x = np.empty((n, d))
-        xv = x                                   # (N, channels) view
+        xv = x  # (N, channels) view
     else:
         d = shape[axis]
         x = np.empty(shape)
-        xv = np.moveaxis(x, axis, -1)            # (..., channels) view
+        xv = np.moveaxis(x, axis, -1)  # (..., channels) view
     col_offset = rng.uniform(-3, 3, d)
     col_scale = rng.uniform(0.5, 2.0, d)
     xv[...] = rng.standard_normal(xv.shape) * col_scale + col_offset
@@ -126,8 +159,9 @@ def make_case(shape, dtype, layout, contents, seed=0, axis=None):
     dout = rng.standard_normal(shape).astype(dtype)
     x = _layout(x.astype(dtype).reshape(shape), layout)
     dout = _layout(dout, layout)
-    return Case(x, gamma, beta, running_mean, running_var, dout, layout,
-                contents, axis)
+    return Case(
+        x, gamma, beta, running_mean, running_var, dout, layout, contents, axis
+    )
 
 
 def is_half(dtype):
@@ -171,13 +205,15 @@ def spatial_cases(dtypes=DTYPES, seed=10_000):
     for dtype in dtypes:
         for shape, axis in SPATIAL:
             for layout in SPATIAL_LAYOUTS:
-                if layout == "channels-last-memory" and (len(shape) < 3
-                                                         or axis != 1):
+                if layout == "channels-last-memory" and (
+                    len(shape) < 3 or axis != 1
+                ):
                     continue
                 for contents in CONTENTS:
                     seed += 1
-                    out.append(make_case(shape, dtype, layout, contents, seed,
-                                         axis))
+                    out.append(
+                        make_case(shape, dtype, layout, contents, seed, axis)
+                    )
     return out
 
 
@@ -195,14 +231,21 @@ def assert_as_accurate(what, case, fast, ref, oracle, scale=None):
     the terms that cancel in the result (default: the result's own
     magnitude; for a sum, :func:`sum_scale` of its terms)."""
     label = f"{what} [{case.id}]"
-    assert fast.dtype == ref.dtype, f"{label}: dtype {fast.dtype} != {ref.dtype}"
-    assert fast.shape == ref.shape, f"{label}: shape {fast.shape} != {ref.shape}"
-    np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref),
-                                  err_msg=f"{label}: NaN pattern")
-    np.testing.assert_array_equal(np.isposinf(fast), np.isposinf(ref),
-                                  err_msg=f"{label}: +Inf pattern")
-    np.testing.assert_array_equal(np.isneginf(fast), np.isneginf(ref),
-                                  err_msg=f"{label}: -Inf pattern")
+    assert fast.dtype == ref.dtype, (
+        f"{label}: dtype {fast.dtype} != {ref.dtype}"
+    )
+    assert fast.shape == ref.shape, (
+        f"{label}: shape {fast.shape} != {ref.shape}"
+    )
+    np.testing.assert_array_equal(
+        np.isnan(fast), np.isnan(ref), err_msg=f"{label}: NaN pattern"
+    )
+    np.testing.assert_array_equal(
+        np.isposinf(fast), np.isposinf(ref), err_msg=f"{label}: +Inf pattern"
+    )
+    np.testing.assert_array_equal(
+        np.isneginf(fast), np.isneginf(ref), err_msg=f"{label}: -Inf pattern"
+    )
     finite = np.isfinite(ref) & np.isfinite(oracle)
     if not finite.any():
         return
@@ -218,7 +261,8 @@ def assert_as_accurate(what, case, fast, ref, oracle, scale=None):
     bound = 2 * err_ref + ULPS * eps * scale
     assert err_fast <= bound, (
         f"{label}: max error vs the wide oracle {err_fast:.3g} > bound "
-        f"{bound:.3g} (reference's error {err_ref:.3g})")
+        f"{bound:.3g} (reference's error {err_ref:.3g})"
+    )
 
 
 def sum_scale(terms, axis=0):

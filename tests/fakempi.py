@@ -2,6 +2,7 @@
 threads, with the buffer collectives bnfast.distributed uses (Allgather,
 Allreduce with the sum), so the synchronized batch norm is tested without
 MPI.  The real thing runs in tests/mpi_check.py under mpiexec."""
+
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,8 +38,12 @@ class FakeComm:
         return gathered
 
     def Allgather(self, sendbuf, recvbuf):
-        np.copyto(recvbuf, np.stack(self._exchange(sendbuf, "Allgather"))
-                  .reshape(recvbuf.shape))
+        np.copyto(
+            recvbuf,
+            np.stack(self._exchange(sendbuf, "Allgather")).reshape(
+                recvbuf.shape
+            ),
+        )
 
     def Allreduce(self, sendbuf, recvbuf):
         total = np.zeros_like(np.asarray(sendbuf, dtype=np.float64))
@@ -52,6 +57,5 @@ def run_ranks(size, fn):
     and the world (for its call log)."""
     world = _World(size)
     with ThreadPoolExecutor(size) as pool:
-        results = list(pool.map(lambda r: fn(FakeComm(world, r)),
-                                range(size)))
+        results = list(pool.map(lambda r: fn(FakeComm(world, r)), range(size)))
     return results, world

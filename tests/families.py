@@ -123,6 +123,7 @@ every family, then covers it.  The accuracy rule takes its eps from
 NumPy's finfo does not know (bfloat16 from ml_dtypes) needs its eps
 there too.
 """
+
 import dataclasses
 import functools
 import types
@@ -137,12 +138,12 @@ EPS = 1e-5
 MOMENTUM = 0.8
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cases():
     return tuple(cases())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _spatial_cases():
     return tuple(spatial_cases())
 
@@ -163,8 +164,11 @@ def _bn_scales(case, wcase, wcache, extra, eps, mode):
     _, xhat, mean, var, g, *_, mask, frozen = bn_cache
     assert bool(frozen) == (mode == "test")
     std = np.sqrt(var + eps)
-    dout = (wcase.dout if case.axis is None
-            else np.moveaxis(wcase.dout, case.axis, -1))
+    dout = (
+        wcase.dout
+        if case.axis is None
+        else np.moveaxis(wcase.dout, case.axis, -1)
+    )
     dout = dout.reshape(-1, len(g))
     if mode == "test":
         dx_scale = None
@@ -214,7 +218,8 @@ def _gn_scales(case, wcase, wcache, extra, eps, mode):
     with np.errstate(invalid="ignore"):
         xhat = (xg - mean) / std
         per = np.abs(dout.reshape(n, groups, -1)) * (
-            np.abs(xhat) + np.abs(mean) / std)
+            np.abs(xhat) + np.abs(mean) / std
+        )
         dg_terms = per.reshape(dout.shape).reshape(n, c, -1).sum(axis=(0, 2))
     dg_scale = _finite_max(dg_terms)
     db_scale = sum_scale(np.moveaxis(dout, 1, 0).reshape(c, -1), axis=1)
@@ -230,9 +235,19 @@ def _rms_scales(case, wcase, wcache, extra, eps, mode):
     dout = wcase.dout.reshape(xr.shape)
     with np.errstate(invalid="ignore", over="ignore"):
         gd = np.abs(g * dout)
-        terms = gd * inv_rms * (1 + np.abs(xhat) * np.nanmax(
-            np.where(np.isfinite(xhat), np.abs(xhat), 0), axis=1,
-            keepdims=True))
+        terms = (
+            gd
+            * inv_rms
+            * (
+                1
+                + np.abs(xhat)
+                * np.nanmax(
+                    np.where(np.isfinite(xhat), np.abs(xhat), 0),
+                    axis=1,
+                    keepdims=True,
+                )
+            )
+        )
         dg_terms = dout * xhat
     return (_finite_max(terms), sum_scale(dg_terms))
 
@@ -246,28 +261,29 @@ def group_counts(c):
 class Family:
     """One family (or variant) of the registry; see the module docstring
     for what each field means."""
+
     name: str
     forward: str
     backwards: tuple
-    source: object                      # () -> sequence of Case
-    param: str                          # "bn" or "plain"
+    source: object  # () -> sequence of Case
+    param: str  # "bn" or "plain"
     cache_type: type
-    param_shape: object                 # Case -> shape of gamma and beta
+    param_shape: object  # Case -> shape of gamma and beta
     scales: object
     small: tuple
     fd_shapes: tuple
-    select: object = None               # Case -> bool, or None: all
-    extras: object = None               # Case -> [dict], or None: [{}]
+    select: object = None  # Case -> bool, or None: all
+    extras: object = None  # Case -> [dict], or None: [{}]
     positional: tuple = ()
     modes: tuple = (None,)
     backward_modes: tuple = (None,)
     axis_keyword: bool = False
     options: dict = dataclasses.field(default_factory=dict)
     grads: tuple = ("dx", "dgamma", "dbeta")
-    params: tuple = ("gamma", "beta")   # the parameter arrays it takes
-    out_scale: object = None            # forward's scale, or None
-    variant_of: str = None              # the base family's name
-    strategy: str = None                # test_properties.py's inputs
+    params: tuple = ("gamma", "beta")  # the parameter arrays it takes
+    out_scale: object = None  # forward's scale, or None
+    variant_of: str = None  # the base family's name
+    strategy: str = None  # test_properties.py's inputs
 
     @property
     def has_beta(self):
@@ -279,8 +295,9 @@ class Family:
 
     def cases(self):
         """The shared-generator cases that apply."""
-        return [c for c in self.source()
-                if self.select is None or self.select(c)]
+        return [
+            c for c in self.source() if self.select is None or self.select(c)
+        ]
 
     def extras_of(self, case):
         return [{}] if self.extras is None else self.extras(case)
@@ -289,8 +306,9 @@ class Family:
     def eval_extra(case, extra):
         """The extra arguments with their functions of the Case evaluated
         on ``case`` (a Case, or anything with an ``x``: run_small)."""
-        return {k: v(case) if callable(v) else v
-                for k, v in (extra or {}).items()}
+        return {
+            k: v(case) if callable(v) else v for k, v in (extra or {}).items()
+        }
 
     def forward_scale(self, wcase, extra, wide):
         """The conditioning scale of the forward's out (None: its own
@@ -306,13 +324,16 @@ class Family:
 
     def make_param(self, case, mode, eps=EPS, momentum=MOMENTUM):
         if self.param == "bn":
-            return {"mode": mode, "eps": eps, "momentum": momentum,
-                    "running_mean": case.running_mean.copy(),
-                    "running_var": case.running_var.copy()}
+            return {
+                "mode": mode,
+                "eps": eps,
+                "momentum": momentum,
+                "running_mean": case.running_mean.copy(),
+                "running_var": case.running_var.copy(),
+            }
         return {"eps": eps}
 
-    def call(self, module, x, gamma, beta, param, extra=None, axis=None,
-             **kw):
+    def call(self, module, x, gamma, beta, param, extra=None, axis=None, **kw):
         """module.<forward>(x, gamma, beta, [positional extras], param,
         axis=..., **options, **extra keywords, **kw); without beta in
         ``params`` (RMS norm) ``beta`` is ignored and not passed."""
@@ -326,23 +347,42 @@ class Family:
         kwargs.update(kw)
         return getattr(module, self.forward)(*args, param, **kwargs)
 
-    def run(self, module, case, mode, extra=None, eps=EPS,
-            momentum=MOMENTUM, **kw):
+    def run(
+        self, module, case, mode, extra=None, eps=EPS, momentum=MOMENTUM, **kw
+    ):
         """The forward on a Case: (out, cache, param dict).  The NumPy
         reference warns on the NaN and Inf cases; bnfast does not."""
         p = self.make_param(case, mode, eps, momentum)
         extra = self.eval_extra(case, extra)
         with np.errstate(invalid="ignore", over="ignore"):
-            out, cache = self.call(module, case.x, case.gamma, case.beta, p,
-                                   extra, case.axis, **kw)
+            out, cache = self.call(
+                module,
+                case.x,
+                case.gamma,
+                case.beta,
+                p,
+                extra,
+                case.axis,
+                **kw,
+            )
         return out, cache, p
 
     def run_backward(self, module, dout, cache, twin=None, **kw):
         with np.errstate(invalid="ignore", over="ignore"):
             return getattr(module, twin or self.backward)(dout, cache, **kw)
 
-    def run_small(self, module, x, gamma, beta, mode="train", extra=None,
-                  axis=None, param=None, **kw):
+    def run_small(
+        self,
+        module,
+        x,
+        gamma,
+        beta,
+        mode="train",
+        extra=None,
+        axis=None,
+        param=None,
+        **kw,
+    ):
         """The forward on plain arrays with a fresh param dict (``mode``
         ignored without modes); functions in ``extra`` get an object
         whose ``x`` is x."""
@@ -360,38 +400,60 @@ BATCHNORM = Family(
     name="batchnorm",
     forward="batchnorm_forward",
     backwards=("batchnorm_backward", "batchnorm_backward_alt"),
-    source=_cases, param="bn", modes=("train", "test"),
+    source=_cases,
+    param="bn",
+    modes=("train", "test"),
     backward_modes=("train", "test"),
     cache_type=bnfast.functional.BatchNormCache,
-    param_shape=_bn_param_shape, scales=_bn_scales, strategy="bn",
+    param_shape=_bn_param_shape,
+    scales=_bn_scales,
+    strategy="bn",
     small=(("", (4, 6), None, {}),),
-    fd_shapes=(((6, 4), None, {}, (4,)), ((3, 2, 3), None, {}, (2, 3)),
-               ((2, 1), None, {}, (1,)), ((5, 3), None, {}, (3,)),
-               ((3, 4, 2), None, {}, (8,))),
+    fd_shapes=(
+        ((6, 4), None, {}, (4,)),
+        ((3, 2, 3), None, {}, (2, 3)),
+        ((2, 1), None, {}, (1,)),
+        ((5, 3), None, {}, (3,)),
+        ((3, 4, 2), None, {}, (8,)),
+    ),
 )
 
 SPATIAL_BATCHNORM = Family(
     name="spatial_batchnorm",
     forward="spatial_batchnorm_forward",
     backwards=("spatial_batchnorm_backward",),
-    source=_spatial_cases, param="bn", modes=("train", "test"),
-    backward_modes=("train", "test"), axis_keyword=True,
+    source=_spatial_cases,
+    param="bn",
+    modes=("train", "test"),
+    backward_modes=("train", "test"),
+    axis_keyword=True,
     cache_type=bnfast.functional.BatchNormCache,
-    param_shape=_bn_param_shape, scales=_bn_scales, strategy="spatial",
-    small=(("", (4, 6, 3, 2), 1, {}),
-           (" channels-last", (4, 3, 2, 6), -1, {})),
-    fd_shapes=(((3, 2, 3, 2), 1, {}, (2,)), ((2, 3, 2, 3), -1, {}, (3,)),
-               ((4, 3), 1, {}, (3,)), ((2, 3, 4, 2), 1, {}, (3,)),
-               ((2, 3, 2, 4), -1, {}, (4,))),
+    param_shape=_bn_param_shape,
+    scales=_bn_scales,
+    strategy="spatial",
+    small=(
+        ("", (4, 6, 3, 2), 1, {}),
+        (" channels-last", (4, 3, 2, 6), -1, {}),
+    ),
+    fd_shapes=(
+        ((3, 2, 3, 2), 1, {}, (2,)),
+        ((2, 3, 2, 3), -1, {}, (3,)),
+        ((4, 3), 1, {}, (3,)),
+        ((2, 3, 4, 2), 1, {}, (3,)),
+        ((2, 3, 2, 4), -1, {}, (4,)),
+    ),
 )
 
 LAYERNORM = Family(
     name="layernorm",
     forward="layernorm_forward",
     backwards=("layernorm_backward",),
-    source=_cases, param="plain",
+    source=_cases,
+    param="plain",
     cache_type=bnfast.functional.LayerNormCache,
-    param_shape=_bn_param_shape, scales=_ln_scales, strategy="ln",
+    param_shape=_bn_param_shape,
+    scales=_ln_scales,
+    strategy="ln",
     small=(("", (4, 6), None, {}),),
     fd_shapes=(((4, 2, 3), None, {}, (2, 3)),),
 )
@@ -401,47 +463,76 @@ GROUPNORM = Family(
     forward="spatial_groupnorm_forward",
     backwards=("spatial_groupnorm_backward",),
     # channels along axis 1 or last (axis=-1, the keyword)
-    source=_spatial_cases, select=lambda c: c.axis in (1, -1),
+    source=_spatial_cases,
+    select=lambda c: c.axis in (1, -1),
     extras=lambda c: [{"G": g} for g in group_counts(c.x.shape[c.axis])],
-    positional=("G",), param="plain", axis_keyword=True,
+    positional=("G",),
+    param="plain",
+    axis_keyword=True,
     cache_type=bnfast.functional.GroupNormCache,
-    param_shape=_bn_param_shape, scales=_gn_scales, strategy="gn",
-    small=(("", (4, 6, 3, 2), None, {"G": 3}),
-           (" channels-last", (4, 3, 2, 6), -1, {"G": 3})),
-    fd_shapes=(((2, 4, 2, 3), None, {"G": 1}, (4,)),
-               ((2, 4, 2, 3), None, {"G": 2}, (4,)),
-               ((2, 4, 2, 3), None, {"G": 4}, (4,)),
-               ((2, 3, 2, 4), -1, {"G": 2}, (4,)),
-               ((2, 3, 6), -1, {"G": 3}, (6,))),
+    param_shape=_bn_param_shape,
+    scales=_gn_scales,
+    strategy="gn",
+    small=(
+        ("", (4, 6, 3, 2), None, {"G": 3}),
+        (" channels-last", (4, 3, 2, 6), -1, {"G": 3}),
+    ),
+    fd_shapes=(
+        ((2, 4, 2, 3), None, {"G": 1}, (4,)),
+        ((2, 4, 2, 3), None, {"G": 2}, (4,)),
+        ((2, 4, 2, 3), None, {"G": 4}, (4,)),
+        ((2, 3, 2, 4), -1, {"G": 2}, (4,)),
+        ((2, 3, 6), -1, {"G": 3}, (6,)),
+    ),
 )
 
 RMSNORM = Family(
     name="rmsnorm",
     forward="rmsnorm_forward",
     backwards=("rmsnorm_backward",),
-    source=_cases, param="plain", params=("gamma",),
+    source=_cases,
+    param="plain",
+    params=("gamma",),
     grads=("dx", "dgamma"),
     cache_type=bnfast.functional.RMSNormCache,
-    param_shape=_bn_param_shape, scales=_rms_scales, strategy="rms",
+    param_shape=_bn_param_shape,
+    scales=_rms_scales,
+    strategy="rms",
     small=(("", (4, 6), None, {}),),
     # gamma's shape is the normalized shape when x ends with it (else
     # all axes after the first): the last axis, the last two, all
-    fd_shapes=(((3, 4), None, {}, (4,)), ((2, 3, 5), None, {}, (5,)),
-               ((2, 3, 4), None, {}, (3, 4)), ((2, 3, 4), None, {}, (12,)),
-               ((4, 1), None, {}, (1,))),
+    fd_shapes=(
+        ((3, 4), None, {}, (4,)),
+        ((2, 3, 5), None, {}, (5,)),
+        ((2, 3, 4), None, {}, (3, 4)),
+        ((2, 3, 4), None, {}, (12,)),
+        ((4, 1), None, {}, (1,)),
+    ),
 )
 
 # variants: options of a family that every generic file runs as a family
 BATCHNORM_RELU = dataclasses.replace(
-    BATCHNORM, name="batchnorm+relu", options={"activation": "relu"},
+    BATCHNORM,
+    name="batchnorm+relu",
+    options={"activation": "relu"},
     variant_of="batchnorm",
-    fd_shapes=(((6, 4), None, {}, (4,)), ((5, 3), None, {}, (3,)),
-               ((3, 4, 2), None, {}, (8,))))
+    fd_shapes=(
+        ((6, 4), None, {}, (4,)),
+        ((5, 3), None, {}, (3,)),
+        ((3, 4, 2), None, {}, (8,)),
+    ),
+)
 SPATIAL_BATCHNORM_RELU = dataclasses.replace(
-    SPATIAL_BATCHNORM, name="spatial_batchnorm+relu",
-    options={"activation": "relu"}, variant_of="spatial_batchnorm",
-    fd_shapes=(((3, 2, 3, 2), 1, {}, (2,)), ((2, 3, 4, 2), 1, {}, (3,)),
-               ((2, 3, 2, 4), -1, {}, (4,))))
+    SPATIAL_BATCHNORM,
+    name="spatial_batchnorm+relu",
+    options={"activation": "relu"},
+    variant_of="spatial_batchnorm",
+    fd_shapes=(
+        ((3, 2, 3, 2), 1, {}, (2,)),
+        ((2, 3, 4, 2), 1, {}, (3,)),
+        ((2, 3, 2, 4), -1, {}, (4,)),
+    ),
+)
 
 
 # the fused residual: out = [relu](bn(x) + z), gradients + dresidual
@@ -459,8 +550,11 @@ def residual_of(c):
     if getattr(c, "contents", None) == "nan-inf":
         z.flat[z.size // 3] = np.nan
     layout = getattr(c, "layout", "C")
-    layout = _ZLAYOUTS[(_ZLAYOUTS.index(layout) + 1) % len(_ZLAYOUTS)
-                       if layout in _ZLAYOUTS else 0]
+    layout = _ZLAYOUTS[
+        (_ZLAYOUTS.index(layout) + 1) % len(_ZLAYOUTS)
+        if layout in _ZLAYOUTS
+        else 0
+    ]
     return _layout(np.ascontiguousarray(z), layout)
 
 
@@ -468,8 +562,7 @@ def _residual_out_scale(wcase, extra, wide):
     """bn(x) + z cancels: the magnitude of its terms, |bn(x)| + |z| <=
     |out| + 2 |z| (test_residual.py's test_forward)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        terms = np.abs(wide) + 2 * np.abs(extra["residual"].astype(
-            wide.dtype))
+        terms = np.abs(wide) + 2 * np.abs(extra["residual"].astype(wide.dtype))
     return _finite_max(terms)
 
 
@@ -478,8 +571,11 @@ def _residual_scales(case, wcase, wcache, extra, eps, mode):
     dresidual (dout, masked by the ReLU): its own magnitude."""
     bn_cache = wcache if case.axis is None else wcache[0]
     assert bn_cache[-1], "no residual in the cache"
-    stripped = (bn_cache[:-1] if case.axis is None
-                else (bn_cache[:-1],) + tuple(wcache[1:]))
+    stripped = (
+        bn_cache[:-1]
+        if case.axis is None
+        else (bn_cache[:-1],) + tuple(wcache[1:])
+    )
     return _bn_scales(case, wcase, stripped, extra, eps, mode) + (None,)
 
 
@@ -488,35 +584,59 @@ _FD_RNG = np.random.default_rng(21)
 
 def _residual_variant(base, name, fd_shapes):
     return dataclasses.replace(
-        base, name=name, variant_of=base.variant_of or base.name,
+        base,
+        name=name,
+        variant_of=base.variant_of or base.name,
         extras=lambda c: [{"residual": residual_of}],
-        grads=base.grads + ("dresidual",), scales=_residual_scales,
+        grads=base.grads + ("dresidual",),
+        scales=_residual_scales,
         out_scale=_residual_out_scale,
-        small=tuple((s + " +residual", shape, axis,
-                     {**extra, "residual": residual_of})
-                    for s, shape, axis, extra in base.small),
+        small=tuple(
+            (s + " +residual", shape, axis, {**extra, "residual": residual_of})
+            for s, shape, axis, extra in base.small
+        ),
         # a fixed z per shape: the finite differences give dresidual too
-        fd_shapes=tuple((shape, axis, {"residual": _FD_RNG.standard_normal(
-            shape)}, pshape) for shape, axis, pshape in fd_shapes))
+        fd_shapes=tuple(
+            (shape, axis, {"residual": _FD_RNG.standard_normal(shape)}, pshape)
+            for shape, axis, pshape in fd_shapes
+        ),
+    )
 
 
 BATCHNORM_RESIDUAL = _residual_variant(
-    BATCHNORM, "batchnorm+residual",
-    (((6, 4), None, (4,)), ((3, 4, 2), None, (8,))))
+    BATCHNORM,
+    "batchnorm+residual",
+    (((6, 4), None, (4,)), ((3, 4, 2), None, (8,))),
+)
 BATCHNORM_RELU_RESIDUAL = _residual_variant(
-    BATCHNORM_RELU, "batchnorm+relu+residual",
-    (((6, 4), None, (4,)), ((5, 3), None, (3,))))
+    BATCHNORM_RELU,
+    "batchnorm+relu+residual",
+    (((6, 4), None, (4,)), ((5, 3), None, (3,))),
+)
 SPATIAL_BATCHNORM_RESIDUAL = _residual_variant(
-    SPATIAL_BATCHNORM, "spatial_batchnorm+residual",
-    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+    SPATIAL_BATCHNORM,
+    "spatial_batchnorm+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))),
+)
 SPATIAL_BATCHNORM_RELU_RESIDUAL = _residual_variant(
-    SPATIAL_BATCHNORM_RELU, "spatial_batchnorm+relu+residual",
-    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))))
+    SPATIAL_BATCHNORM_RELU,
+    "spatial_batchnorm+relu+residual",
+    (((3, 2, 3, 2), 1, (2,)), ((2, 3, 2, 4), -1, (4,))),
+)
 
-FAMILIES = [BATCHNORM, BATCHNORM_RELU, SPATIAL_BATCHNORM,
-            SPATIAL_BATCHNORM_RELU, LAYERNORM, GROUPNORM, RMSNORM,
-            BATCHNORM_RESIDUAL, BATCHNORM_RELU_RESIDUAL,
-            SPATIAL_BATCHNORM_RESIDUAL, SPATIAL_BATCHNORM_RELU_RESIDUAL]
+FAMILIES = [
+    BATCHNORM,
+    BATCHNORM_RELU,
+    SPATIAL_BATCHNORM,
+    SPATIAL_BATCHNORM_RELU,
+    LAYERNORM,
+    GROUPNORM,
+    RMSNORM,
+    BATCHNORM_RESIDUAL,
+    BATCHNORM_RELU_RESIDUAL,
+    SPATIAL_BATCHNORM_RESIDUAL,
+    SPATIAL_BATCHNORM_RELU_RESIDUAL,
+]
 BY_NAME = {f.name: f for f in FAMILIES}
 # the families proper (no variants): one of each kind of function
 BASE = [f for f in FAMILIES if f.variant_of is None]
@@ -525,14 +645,17 @@ BASE = [f for f in FAMILIES if f.variant_of is None]
 def ident(extra):
     """The test-id part of extra arguments: G=3 -> "-G3"; arrays and
     functions by their name only."""
-    return "".join(f"-{k}{v}" if isinstance(v, (int, float, str)) else
-                   f"-{k}" for k, v in extra.items())
+    return "".join(
+        f"-{k}{v}" if isinstance(v, (int, float, str)) else f"-{k}"
+        for k, v in extra.items()
+    )
 
 
 def family_params(families=None, each=None):
     """pytest.param rows over families: ``each(family)`` -> rows of
     (values tuple, id suffix); the family goes first."""
     import pytest
+
     rows = []
     for fam in families or FAMILIES:
         for values, ident in each(fam):
@@ -542,8 +665,11 @@ def family_params(families=None, each=None):
 
 # -- affine-free: an option of every family, a transformation of its case
 
-AFFINE_FREE = {"no-gamma": (False, True), "no-beta": (True, False),
-               "neither": (False, False)}
+AFFINE_FREE = {
+    "no-gamma": (False, True),
+    "no-beta": (True, False),
+    "neither": (False, False),
+}
 
 
 def affine_free_variants(case, fam=None):
@@ -551,16 +677,27 @@ def affine_free_variants(case, fam=None):
     zeros)] for gamma=None / beta=None (gamma=None only for a family
     without beta)."""
     names = AFFINE_FREE if fam is None or fam.has_beta else ["no-gamma"]
-    return [(name, dataclasses.replace(
-        case, gamma=case.gamma if keep_g else None,
-        beta=case.beta if keep_b else None),
-        dataclasses.replace(
-            case, gamma=case.gamma if keep_g else np.ones_like(case.gamma),
-            beta=case.beta if keep_b else np.zeros_like(case.beta)))
-        for name, (keep_g, keep_b) in AFFINE_FREE.items() if name in names]
+    return [
+        (
+            name,
+            dataclasses.replace(
+                case,
+                gamma=case.gamma if keep_g else None,
+                beta=case.beta if keep_b else None,
+            ),
+            dataclasses.replace(
+                case,
+                gamma=case.gamma if keep_g else np.ones_like(case.gamma),
+                beta=case.beta if keep_b else np.zeros_like(case.beta),
+            ),
+        )
+        for name, (keep_g, keep_b) in AFFINE_FREE.items()
+        if name in names
+    ]
 
 
 # -- the hostile matrix's small arguments
+
 
 def _rng(seed=0):
     return np.random.default_rng(seed)
@@ -573,21 +710,25 @@ def hostile_forwards():
     table = {}
     for fam in BASE:
         for suffix, x_shape, axis, extra in fam.small:
-            p_shape = ((x_shape[axis],) if axis is not None
-                       else x_shape[1:2])
+            p_shape = (x_shape[axis],) if axis is not None else x_shape[1:2]
 
             def make(fam=fam, x_shape=x_shape, p_shape=p_shape, extra=extra):
                 rng = _rng()
-                args = {"x": rng.standard_normal(x_shape),
-                        "gamma": rng.standard_normal(p_shape),
-                        "beta": rng.standard_normal(p_shape)}
+                args = {
+                    "x": rng.standard_normal(x_shape),
+                    "gamma": rng.standard_normal(p_shape),
+                    "beta": rng.standard_normal(p_shape),
+                }
                 if not fam.has_beta:
                     del args["beta"]
                 if fam.param == "bn":
                     args["param"] = {
-                        "mode": "train", "eps": 1e-5, "momentum": 0.9,
+                        "mode": "train",
+                        "eps": 1e-5,
+                        "momentum": 0.9,
                         "running_mean": rng.standard_normal(p_shape),
-                        "running_var": rng.random(p_shape) + 0.5}
+                        "running_var": rng.random(p_shape) + 0.5,
+                    }
                 else:
                     args["param"] = {"eps": 1e-5}
                 args.update(extra)
@@ -595,10 +736,16 @@ def hostile_forwards():
 
             def call(m, a, fam=fam, axis=axis, extra=extra, **kw):
                 ex = {k: a[k] for k in extra}
-                return fam.call(m, a["x"], a["gamma"], a.get("beta"),
-                                a["param"],
-                                ex, None if axis in (None, 1) else axis,
-                                **kw)
+                return fam.call(
+                    m,
+                    a["x"],
+                    a["gamma"],
+                    a.get("beta"),
+                    a["param"],
+                    ex,
+                    None if axis in (None, 1) else axis,
+                    **kw,
+                )
 
             table[fam.forward + suffix] = (make, call, fam.backward)
     return table

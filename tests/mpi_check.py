@@ -13,6 +13,7 @@ Run under MPI:  mpiexec -n 3 python -m mpi4py tests/mpi_check.py
 (test_distributed.py runs it so when mpi4py and mpiexec are installed, and
 runs check() on an in-process fake communicator otherwise.)
 """
+
 import numpy as np
 
 import bnfast
@@ -28,10 +29,15 @@ CASES = [
     ("channels-last", (9, 5, 3, 4), "C", -1, np.float64, {}),
     ("NCHW view of NHWC memory", (9, 4, 5, 3), "NHWC", 1, np.float64, {}),
     ("NCDHW", (7, 3, 2, 3, 2), "C", 1, np.float64, {}),
-    ("NCHW relu", (9, 4, 5, 3), "C", 1, np.float64,
-     {"activation": "relu"}),
-    ("unbiased running var", (23, 7), "C", None, np.float64,
-     {"unbiased": True}),
+    ("NCHW relu", (9, 4, 5, 3), "C", 1, np.float64, {"activation": "relu"}),
+    (
+        "unbiased running var",
+        (23, 7),
+        "C",
+        None,
+        np.float64,
+        {"unbiased": True},
+    ),
     ("float32 NCHW", (9, 4, 5, 3), "C", 1, np.float32, {}),
 ]
 
@@ -71,26 +77,36 @@ def check_case(comm, case):
     rng = np.random.default_rng(2024)  # the same global batch everywhere
     x = _layout(rng.standard_normal(shape).astype(dtype) * 3 + 1, layout)
     dout = rng.standard_normal(shape).astype(dtype)
-    c = shape[1] if axis == 1 else shape[-1] if axis == -1 else \
-        int(np.prod(shape[1:]))
+    c = (
+        shape[1]
+        if axis == 1
+        else shape[-1]
+        if axis == -1
+        else int(np.prod(shape[1:]))
+    )
     gamma, beta = rng.random(c) + 0.5, rng.standard_normal(c)
     act = opts.get("activation")
 
     def param():
-        return {"mode": "train", "momentum": 0.7,
-                "running_mean": np.full(c, 0.25),
-                "running_var": np.full(c, 1.5),
-                "unbiased_running_var": opts.get("unbiased", False)}
+        return {
+            "mode": "train",
+            "momentum": 0.7,
+            "running_mean": np.full(c, 0.25),
+            "running_var": np.full(c, 1.5),
+            "unbiased_running_var": opts.get("unbiased", False),
+        }
 
     # one process, the whole batch
     p1 = param()
     if axis is None:
-        ref, rcache = bnfast.batchnorm_forward(x, gamma, beta, p1,
-                                               activation=act)
+        ref, rcache = bnfast.batchnorm_forward(
+            x, gamma, beta, p1, activation=act
+        )
         rgrads = bnfast.batchnorm_backward(dout, rcache)
     else:
         ref, rcache = bnfast.spatial_batchnorm_forward(
-            x, gamma, beta, p1, axis=axis, activation=act)
+            x, gamma, beta, p1, axis=axis, activation=act
+        )
         rgrads = bnfast.spatial_batchnorm_backward(dout, rcache)
 
     # this rank's shard
@@ -99,58 +115,82 @@ def check_case(comm, case):
     hi = lo + sizes[rank]
     p = param()
     out, cache = distributed.sync_batchnorm_forward(
-        x[lo:hi], gamma, beta, p, comm, axis=axis, activation=act)
-    dx, dgamma, dbeta = distributed.sync_batchnorm_backward(dout[lo:hi],
-                                                            cache)
+        x[lo:hi], gamma, beta, p, comm, axis=axis, activation=act
+    )
+    dx, dgamma, dbeta = distributed.sync_batchnorm_backward(dout[lo:hi], cache)
     _, dgamma_all, dbeta_all = distributed.sync_batchnorm_backward(
-        dout[lo:hi], cache, reduce_param_grads=True)
+        dout[lo:hi], cache, reduce_param_grads=True
+    )
 
     # the collectives of the checks, on every rank before any assertion
     # (a rank that raised early would leave the others waiting)
     totals = {}
     for mine, what in ((dgamma, "dgamma"), (dbeta, "dbeta")):
         totals[what] = np.empty(c)
-        comm.Allreduce(np.ascontiguousarray(mine, dtype=np.float64),
-                       totals[what])
-    differ = [what for what, a in (("running_mean", p["running_mean"]),
-                                   ("running_var", p["running_var"]),
-                                   ("reduced dgamma", dgamma_all),
-                                   ("reduced dbeta", dbeta_all))
-              if not _same_everywhere(comm, a)]
+        comm.Allreduce(
+            np.ascontiguousarray(mine, dtype=np.float64), totals[what]
+        )
+    differ = [
+        what
+        for what, a in (
+            ("running_mean", p["running_mean"]),
+            ("running_var", p["running_var"]),
+            ("reduced dgamma", dgamma_all),
+            ("reduced dbeta", dbeta_all),
+        )
+        if not _same_everywhere(comm, a)
+    ]
 
     # 'test' mode: the running statistics, no communication needed
     p_test, p1_test = dict(p, mode="test"), dict(p1, mode="test")
     if axis is None:
         rtest, _ = bnfast.batchnorm_forward(x, gamma, beta, p1_test)
     else:
-        rtest, _ = bnfast.spatial_batchnorm_forward(x, gamma, beta, p1_test,
-                                                    axis=axis)
-    test, _ = distributed.sync_batchnorm_forward(x[lo:hi], gamma, beta,
-                                                 p_test, comm, axis=axis)
+        rtest, _ = bnfast.spatial_batchnorm_forward(
+            x, gamma, beta, p1_test, axis=axis
+        )
+    test, _ = distributed.sync_batchnorm_forward(
+        x[lo:hi], gamma, beta, p_test, comm, axis=axis
+    )
 
     def assertions():
         # float32 data is computed in float32 arithmetic (short sums, merged
         # in double): shards sum in another order than the whole batch
-        tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else \
-            dict(rtol=1e-5, atol=1e-5)
-        stat_tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 \
-            else dict(rtol=1e-6, atol=1e-7)
-        grad_tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 \
+        tol = (
+            dict(rtol=1e-12, atol=1e-12)
+            if dtype == np.float64
             else dict(rtol=1e-5, atol=1e-5)
+        )
+        stat_tol = (
+            dict(rtol=1e-12, atol=1e-12)
+            if dtype == np.float64
+            else dict(rtol=1e-6, atol=1e-7)
+        )
+        grad_tol = (
+            dict(rtol=1e-10, atol=1e-10)
+            if dtype == np.float64
+            else dict(rtol=1e-5, atol=1e-5)
+        )
         assert out.shape == ref[lo:hi].shape and out.dtype == ref.dtype
         np.testing.assert_allclose(out, ref[lo:hi], err_msg="out", **tol)
         np.testing.assert_allclose(dx, rgrads[0][lo:hi], err_msg="dx", **tol)
-        np.testing.assert_allclose(test, rtest[lo:hi], err_msg="test mode",
-                                   **tol)
+        np.testing.assert_allclose(
+            test, rtest[lo:hi], err_msg="test mode", **tol
+        )
         for key in ("running_mean", "running_var"):
-            np.testing.assert_allclose(p[key], p1[key], err_msg=key,
-                                       **stat_tol)
-        for what, everyone, whole in (("dgamma", dgamma_all, rgrads[1]),
-                                      ("dbeta", dbeta_all, rgrads[2])):
-            np.testing.assert_allclose(totals[what], whole, err_msg=what,
-                                       **grad_tol)
-            np.testing.assert_allclose(everyone, whole,
-                                       err_msg=f"reduced {what}", **grad_tol)
+            np.testing.assert_allclose(
+                p[key], p1[key], err_msg=key, **stat_tol
+            )
+        for what, everyone, whole in (
+            ("dgamma", dgamma_all, rgrads[1]),
+            ("dbeta", dbeta_all, rgrads[2]),
+        ):
+            np.testing.assert_allclose(
+                totals[what], whole, err_msg=what, **grad_tol
+            )
+            np.testing.assert_allclose(
+                everyone, whole, err_msg=f"reduced {what}", **grad_tol
+            )
         assert not differ, f"differ between ranks: {differ}"
 
     failure = None
@@ -180,5 +220,6 @@ if __name__ == "__main__":
     check(comm)
     comm.Barrier()
     if comm.Get_rank() == 0:
-        print(f"mpi_check: {len(CASES)} cases passed on {comm.Get_size()} "
-              "ranks")
+        print(
+            f"mpi_check: {len(CASES)} cases passed on {comm.Get_size()} ranks"
+        )

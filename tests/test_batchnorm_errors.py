@@ -1,5 +1,6 @@
 """Bad input: the exception type, a message naming the argument, and nothing
 modified (inputs, bn_param and its arrays)."""
+
 import copy
 
 import numpy as np
@@ -17,9 +18,13 @@ def good():
         x=rng.standard_normal((N, D)),
         gamma=np.ones(D),
         beta=np.zeros(D),
-        bn_param={"mode": "train", "eps": 1e-5, "momentum": 0.9,
-                  "running_mean": np.full(D, 0.5),
-                  "running_var": np.full(D, 2.0)},
+        bn_param={
+            "mode": "train",
+            "eps": 1e-5,
+            "momentum": 0.9,
+            "running_mean": np.full(D, 0.5),
+            "running_var": np.full(D, 2.0),
+        },
     )
 
 
@@ -33,66 +38,157 @@ def assert_unchanged(before, after):
         if isinstance(b, dict):
             assert b.keys() == a.keys(), key
             for k in b:
-                np.testing.assert_array_equal(a[k], b[k], err_msg=f"{key}[{k}]")
+                np.testing.assert_array_equal(
+                    a[k], b[k], err_msg=f"{key}[{k}]"
+                )
         else:
             np.testing.assert_array_equal(a, b, err_msg=key)
 
 
 FORWARD_ERRORS = [
     # (description, change to the good arguments, exception, message part)
-    ("int x", lambda a: a.update(x=np.ones((N, D), dtype=int)), TypeError,
-     "x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
-    ("longdouble x", lambda a: a.update(x=np.ones((N, D), np.longdouble)),
-     TypeError, "got dtype float128"),
-    ("complex x", lambda a: a.update(x=np.ones((N, D), complex)), TypeError,
-     "x must be a float16, bfloat16, float32 or float64"),
-    ("object x", lambda a: a.update(x=np.ones((N, D), object)), TypeError,
-     "got dtype object"),
-    ("0-d x", lambda a: a.update(x=np.float64(1.0)), ValueError,
-     "x must have at least 2 dimensions"),
-    ("1-d x", lambda a: a.update(x=np.ones(N)), ValueError,
-     "x must have at least 2 dimensions (N, D), got shape (5,)"),
-    ("empty batch", lambda a: a.update(x=np.ones((0, D))), ValueError,
-     "x is an empty batch (N = 0)"),
-    ("zero features", lambda a: a.update(x=np.ones((N, 0))), ValueError,
-     "x has zero features"),
-    ("gamma shape", lambda a: a.update(gamma=np.ones(D + 1)), ValueError,
-     "gamma must have shape (3,) to match x, got (4,)"),
-    ("beta shape", lambda a: a.update(beta=np.ones((1, D))), ValueError,
-     "beta must have shape (3,) to match x, got (1, 3)"),
-    ("gamma dtype", lambda a: a.update(gamma=np.ones(D, complex)), TypeError,
-     "gamma must be a float16, bfloat16, float32 or float64 array, or of integers or bools "
-     "(converted to x's dtype), got dtype complex128"),
-    ("masked x", lambda a: a.update(x=np.ma.masked_less(a["x"], 0)),
-     TypeError, "x must not be a masked array (numpy.ma.MaskedArray)"),
-    ("running_mean shape",
-     lambda a: a["bn_param"].update(running_mean=np.zeros(D + 1)),
-     ValueError, "bn_param['running_mean'] must have shape (3,)"),
-    ("running_var dtype",
-     lambda a: a["bn_param"].update(running_var=np.zeros(D, int)),
-     TypeError, "bn_param['running_var'] must be a float16, bfloat16, float32 or float64"),
-    ("negative eps", lambda a: a["bn_param"].update(eps=-1e-5), ValueError,
-     "bn_param['eps'] must be >= 0.0, got -1e-05"),
-    ("string eps", lambda a: a["bn_param"].update(eps="1e-5"), TypeError,
-     "bn_param['eps'] must be a real number, got str"),
-    ("momentum > 1", lambda a: a["bn_param"].update(momentum=1.5),
-     ValueError, "bn_param['momentum'] must be in [0.0, 1.0], got 1.5"),
-    ("momentum < 0", lambda a: a["bn_param"].update(momentum=-0.1),
-     ValueError, "bn_param['momentum'] must be in [0.0, 1.0]"),
-    ("NaN momentum", lambda a: a["bn_param"].update(momentum=float("nan")),
-     ValueError, "bn_param['momentum'] must be in [0.0, 1.0]"),
-    ("unknown mode", lambda a: a["bn_param"].update(mode="eval"), ValueError,
-     "bn_param['mode'] must be one of ('train', 'test'), got 'eval'"),
-    ("missing mode", lambda a: a["bn_param"].pop("mode"), KeyError,
-     "bn_param['mode'] is required"),
-    ("bn_param not a dict", lambda a: a.update(bn_param=[("mode", "train")]),
-     TypeError, "bn_param must be a dict, got list"),
+    (
+        "int x",
+        lambda a: a.update(x=np.ones((N, D), dtype=int)),
+        TypeError,
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+    ),
+    (
+        "longdouble x",
+        lambda a: a.update(x=np.ones((N, D), np.longdouble)),
+        TypeError,
+        "got dtype float128",
+    ),
+    (
+        "complex x",
+        lambda a: a.update(x=np.ones((N, D), complex)),
+        TypeError,
+        "x must be a float16, bfloat16, float32 or float64",
+    ),
+    (
+        "object x",
+        lambda a: a.update(x=np.ones((N, D), object)),
+        TypeError,
+        "got dtype object",
+    ),
+    (
+        "0-d x",
+        lambda a: a.update(x=np.float64(1.0)),
+        ValueError,
+        "x must have at least 2 dimensions",
+    ),
+    (
+        "1-d x",
+        lambda a: a.update(x=np.ones(N)),
+        ValueError,
+        "x must have at least 2 dimensions (N, D), got shape (5,)",
+    ),
+    (
+        "empty batch",
+        lambda a: a.update(x=np.ones((0, D))),
+        ValueError,
+        "x is an empty batch (N = 0)",
+    ),
+    (
+        "zero features",
+        lambda a: a.update(x=np.ones((N, 0))),
+        ValueError,
+        "x has zero features",
+    ),
+    (
+        "gamma shape",
+        lambda a: a.update(gamma=np.ones(D + 1)),
+        ValueError,
+        "gamma must have shape (3,) to match x, got (4,)",
+    ),
+    (
+        "beta shape",
+        lambda a: a.update(beta=np.ones((1, D))),
+        ValueError,
+        "beta must have shape (3,) to match x, got (1, 3)",
+    ),
+    (
+        "gamma dtype",
+        lambda a: a.update(gamma=np.ones(D, complex)),
+        TypeError,
+        "gamma must be a float16, bfloat16, float32 or float64 array, or of integers or bools "
+        "(converted to x's dtype), got dtype complex128",
+    ),
+    (
+        "masked x",
+        lambda a: a.update(x=np.ma.masked_less(a["x"], 0)),
+        TypeError,
+        "x must not be a masked array (numpy.ma.MaskedArray)",
+    ),
+    (
+        "running_mean shape",
+        lambda a: a["bn_param"].update(running_mean=np.zeros(D + 1)),
+        ValueError,
+        "bn_param['running_mean'] must have shape (3,)",
+    ),
+    (
+        "running_var dtype",
+        lambda a: a["bn_param"].update(running_var=np.zeros(D, int)),
+        TypeError,
+        "bn_param['running_var'] must be a float16, bfloat16, float32 or float64",
+    ),
+    (
+        "negative eps",
+        lambda a: a["bn_param"].update(eps=-1e-5),
+        ValueError,
+        "bn_param['eps'] must be >= 0.0, got -1e-05",
+    ),
+    (
+        "string eps",
+        lambda a: a["bn_param"].update(eps="1e-5"),
+        TypeError,
+        "bn_param['eps'] must be a real number, got str",
+    ),
+    (
+        "momentum > 1",
+        lambda a: a["bn_param"].update(momentum=1.5),
+        ValueError,
+        "bn_param['momentum'] must be in [0.0, 1.0], got 1.5",
+    ),
+    (
+        "momentum < 0",
+        lambda a: a["bn_param"].update(momentum=-0.1),
+        ValueError,
+        "bn_param['momentum'] must be in [0.0, 1.0]",
+    ),
+    (
+        "NaN momentum",
+        lambda a: a["bn_param"].update(momentum=float("nan")),
+        ValueError,
+        "bn_param['momentum'] must be in [0.0, 1.0]",
+    ),
+    (
+        "unknown mode",
+        lambda a: a["bn_param"].update(mode="eval"),
+        ValueError,
+        "bn_param['mode'] must be one of ('train', 'test'), got 'eval'",
+    ),
+    (
+        "missing mode",
+        lambda a: a["bn_param"].pop("mode"),
+        KeyError,
+        "bn_param['mode'] is required",
+    ),
+    (
+        "bn_param not a dict",
+        lambda a: a.update(bn_param=[("mode", "train")]),
+        TypeError,
+        "bn_param must be a dict, got list",
+    ),
 ]
 
 
 @pytest.mark.parametrize("mode", ["train", "test"])
-@pytest.mark.parametrize("desc,change,exc,message", FORWARD_ERRORS,
-                         ids=[e[0] for e in FORWARD_ERRORS])
+@pytest.mark.parametrize(
+    "desc,change,exc,message",
+    FORWARD_ERRORS,
+    ids=[e[0] for e in FORWARD_ERRORS],
+)
 def test_forward_errors(desc, change, exc, message, mode):
     args = good()
     if isinstance(args["bn_param"], dict):
@@ -112,19 +208,24 @@ def forward_cache():
     return args, cache
 
 
-@pytest.mark.parametrize("backward", [bnfast.batchnorm_backward,
-                                      bnfast.batchnorm_backward_alt])
+@pytest.mark.parametrize(
+    "backward", [bnfast.batchnorm_backward, bnfast.batchnorm_backward_alt]
+)
 @pytest.mark.parametrize("cache_of", ["none", "tuple", "reference"])
 def test_backward_foreign_cache(backward, cache_of):
     from bnfast import reference
+
     args = good()
     cache = {"none": None, "tuple": (1, 2, 3)}.get(cache_of)
     if cache_of == "reference":
         _, cache = reference.batchnorm_forward(**args)
     dout = np.ones((N, D))
     before = dout.copy()
-    with pytest.raises(TypeError, match="cache must be the cache returned by "
-                       r"a bnfast batch norm forward pass, got"):
+    with pytest.raises(
+        TypeError,
+        match="cache must be the cache returned by "
+        r"a bnfast batch norm forward pass, got",
+    ):
         backward(dout, cache)
     np.testing.assert_array_equal(dout, before)
 
@@ -140,13 +241,22 @@ def test_backward_of_test_mode_is_accepted():
     assert dx.shape == (N, D)
 
 
-@pytest.mark.parametrize("dout,exc,message", [
-    (np.ones((N, D + 1)), ValueError,
-     "dout must have the shape of x (5, 3), got (5, 4)"),
-    (np.ones((N * D,)), ValueError, "dout must have the shape of x"),
-    (np.ones((N, D), dtype=np.int32), TypeError,
-     "dout must be a float16, bfloat16, float32 or float64 array, got dtype int32"),
-])
+@pytest.mark.parametrize(
+    "dout,exc,message",
+    [
+        (
+            np.ones((N, D + 1)),
+            ValueError,
+            "dout must have the shape of x (5, 3), got (5, 4)",
+        ),
+        (np.ones((N * D,)), ValueError, "dout must have the shape of x"),
+        (
+            np.ones((N, D), dtype=np.int32),
+            TypeError,
+            "dout must be a float16, bfloat16, float32 or float64 array, got dtype int32",
+        ),
+    ],
+)
 def test_backward_bad_dout(dout, exc, message):
     args, cache = forward_cache()
     x_before = args["x"].copy()
@@ -168,40 +278,100 @@ def good_spatial():
         x=rng.standard_normal((2, 3, 4, 5)),
         gamma=np.ones(3),
         beta=np.zeros(3),
-        bn_param={"mode": "train", "running_mean": np.full(3, 0.5),
-                  "running_var": np.full(3, 2.0)},
+        bn_param={
+            "mode": "train",
+            "running_mean": np.full(3, 0.5),
+            "running_var": np.full(3, 2.0),
+        },
     )
 
 
 SPATIAL_ERRORS = [
-    ("axis 0", {"axis": 0}, None, ValueError,
-     "axis must not be 0, the batch axis"),
-    ("axis out of bounds", {"axis": 4}, None, ValueError,
-     "axis 4 is out of bounds for x of 4 dimensions"),
-    ("axis not an int", {"axis": 1.0}, None, TypeError,
-     "axis must be an int, got float"),
-    ("1-d x", {}, lambda a: a.update(x=np.ones(5)), ValueError,
-     "x must have at least 2 dimensions (N, C, ...)"),
-    ("empty batch", {}, lambda a: a.update(x=np.ones((0, 3, 2, 2))),
-     ValueError, "x is an empty batch (N = 0)"),
-    ("empty plane", {}, lambda a: a.update(x=np.ones((2, 3, 0, 2))),
-     ValueError, "x has no elements per channel"),
-    ("gamma shape", {}, lambda a: a.update(gamma=np.ones(4)), ValueError,
-     "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)"),
-    ("gamma of the channels-last axis", {"axis": -1}, None, ValueError,
-     "gamma must have shape (5,) or (1, 1, 1, 5) to match x, got (3,)"),
-    ("running_var shape", {},
-     lambda a: a["bn_param"].update(running_var=np.ones((3, 1))),
-     ValueError, "bn_param['running_var'] must have shape (3,)"),
-    ("int x", {}, lambda a: a.update(x=np.ones((2, 3, 4), int)), TypeError,
-     "x must be a float16, bfloat16, float32 or float64 array, got dtype int64"),
-    ("unknown mode", {}, lambda a: a["bn_param"].update(mode="eval"),
-     ValueError, "bn_param['mode'] must be one of ('train', 'test')"),
+    (
+        "axis 0",
+        {"axis": 0},
+        None,
+        ValueError,
+        "axis must not be 0, the batch axis",
+    ),
+    (
+        "axis out of bounds",
+        {"axis": 4},
+        None,
+        ValueError,
+        "axis 4 is out of bounds for x of 4 dimensions",
+    ),
+    (
+        "axis not an int",
+        {"axis": 1.0},
+        None,
+        TypeError,
+        "axis must be an int, got float",
+    ),
+    (
+        "1-d x",
+        {},
+        lambda a: a.update(x=np.ones(5)),
+        ValueError,
+        "x must have at least 2 dimensions (N, C, ...)",
+    ),
+    (
+        "empty batch",
+        {},
+        lambda a: a.update(x=np.ones((0, 3, 2, 2))),
+        ValueError,
+        "x is an empty batch (N = 0)",
+    ),
+    (
+        "empty plane",
+        {},
+        lambda a: a.update(x=np.ones((2, 3, 0, 2))),
+        ValueError,
+        "x has no elements per channel",
+    ),
+    (
+        "gamma shape",
+        {},
+        lambda a: a.update(gamma=np.ones(4)),
+        ValueError,
+        "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)",
+    ),
+    (
+        "gamma of the channels-last axis",
+        {"axis": -1},
+        None,
+        ValueError,
+        "gamma must have shape (5,) or (1, 1, 1, 5) to match x, got (3,)",
+    ),
+    (
+        "running_var shape",
+        {},
+        lambda a: a["bn_param"].update(running_var=np.ones((3, 1))),
+        ValueError,
+        "bn_param['running_var'] must have shape (3,)",
+    ),
+    (
+        "int x",
+        {},
+        lambda a: a.update(x=np.ones((2, 3, 4), int)),
+        TypeError,
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+    ),
+    (
+        "unknown mode",
+        {},
+        lambda a: a["bn_param"].update(mode="eval"),
+        ValueError,
+        "bn_param['mode'] must be one of ('train', 'test')",
+    ),
 ]
 
 
-@pytest.mark.parametrize("desc,kw,change,exc,message", SPATIAL_ERRORS,
-                         ids=[e[0] for e in SPATIAL_ERRORS])
+@pytest.mark.parametrize(
+    "desc,kw,change,exc,message",
+    SPATIAL_ERRORS,
+    ids=[e[0] for e in SPATIAL_ERRORS],
+)
 def test_spatial_forward_errors(desc, kw, change, exc, message):
     args = good_spatial()
     if change:
@@ -216,31 +386,59 @@ def test_spatial_forward_errors(desc, kw, change, exc, message):
 def test_spatial_backward_bad_dout():
     args = good_spatial()
     _, cache = bnfast.spatial_batchnorm_forward(**args)
-    with pytest.raises(ValueError, match=r"dout must have the shape of x "
-                       r"\(2, 3, 4, 5\), got \(2, 3, 5, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"dout must have the shape of x "
+        r"\(2, 3, 4, 5\), got \(2, 3, 5, 4\)",
+    ):
         bnfast.spatial_batchnorm_backward(np.ones((2, 3, 5, 4)), cache)
     with pytest.raises(TypeError, match="cache must be the cache returned"):
         bnfast.spatial_batchnorm_backward(np.ones((2, 3, 4, 5)), {})
 
 
 LN_ERRORS = [
-    ("ln_param not a dict", lambda a: a.update(ln_param=None), TypeError,
-     "ln_param must be a dict, got NoneType"),
-    ("negative eps", lambda a: a["ln_param"].update(eps=-1.0), ValueError,
-     "ln_param['eps'] must be >= 0.0, got -1.0"),
-    ("gamma shape", lambda a: a.update(gamma=np.ones(4)), ValueError,
-     "gamma must have shape (3,) to match x, got (4,)"),
-    ("1-d x", lambda a: a.update(x=np.ones(3)), ValueError,
-     "x must have at least 2 dimensions (N, D)"),
-    ("empty batch", lambda a: a.update(x=np.ones((0, 3))), ValueError,
-     "x is an empty batch (N = 0)"),
-    ("bool x", lambda a: a.update(x=np.ones((5, 3), bool)), TypeError,
-     "x must be a float16, bfloat16, float32 or float64 array, got dtype bool"),
+    (
+        "ln_param not a dict",
+        lambda a: a.update(ln_param=None),
+        TypeError,
+        "ln_param must be a dict, got NoneType",
+    ),
+    (
+        "negative eps",
+        lambda a: a["ln_param"].update(eps=-1.0),
+        ValueError,
+        "ln_param['eps'] must be >= 0.0, got -1.0",
+    ),
+    (
+        "gamma shape",
+        lambda a: a.update(gamma=np.ones(4)),
+        ValueError,
+        "gamma must have shape (3,) to match x, got (4,)",
+    ),
+    (
+        "1-d x",
+        lambda a: a.update(x=np.ones(3)),
+        ValueError,
+        "x must have at least 2 dimensions (N, D)",
+    ),
+    (
+        "empty batch",
+        lambda a: a.update(x=np.ones((0, 3))),
+        ValueError,
+        "x is an empty batch (N = 0)",
+    ),
+    (
+        "bool x",
+        lambda a: a.update(x=np.ones((5, 3), bool)),
+        TypeError,
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype bool",
+    ),
 ]
 
 
-@pytest.mark.parametrize("desc,change,exc,message", LN_ERRORS,
-                         ids=[e[0] for e in LN_ERRORS])
+@pytest.mark.parametrize(
+    "desc,change,exc,message", LN_ERRORS, ids=[e[0] for e in LN_ERRORS]
+)
 def test_layernorm_errors(desc, change, exc, message):
     args = good()
     args.pop("bn_param")
@@ -256,38 +454,71 @@ def test_layernorm_errors(desc, change, exc, message):
 def test_layernorm_backward_bad_cache_and_dout():
     args = good()
     _, bn_cache = bnfast.batchnorm_forward(**args)
-    with pytest.raises(TypeError, match="cache must be the cache returned by "
-                       "bnfast.layernorm_forward, got BatchNormCache"):
+    with pytest.raises(
+        TypeError,
+        match="cache must be the cache returned by "
+        "bnfast.layernorm_forward, got BatchNormCache",
+    ):
         bnfast.layernorm_backward(np.ones((N, D)), bn_cache)
-    _, cache = bnfast.layernorm_forward(args["x"], args["gamma"],
-                                        args["beta"], {})
+    _, cache = bnfast.layernorm_forward(
+        args["x"], args["gamma"], args["beta"], {}
+    )
     with pytest.raises(ValueError, match=r"dout must have the shape of x"):
         bnfast.layernorm_backward(np.ones((N, D + 1)), cache)
 
 
 GN_ERRORS = [
-    ("G does not divide C", {"G": 2}, ValueError,
-     "G must divide the number of channels C = 3, got 2"),
+    (
+        "G does not divide C",
+        {"G": 2},
+        ValueError,
+        "G must divide the number of channels C = 3, got 2",
+    ),
     ("G zero", {"G": 0}, ValueError, "G must divide the number of channels"),
     ("G too large", {"G": 6}, ValueError, "got 6"),
     ("G not an int", {"G": 1.5}, TypeError, "G must be an int, got float"),
-    ("gamma shape", {"gamma": np.ones(4)}, ValueError,
-     "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)"),
-    ("gn_param not a dict", {"gn_param": 1e-5}, TypeError,
-     "gn_param must be a dict, got float"),
-    ("negative eps", {"gn_param": {"eps": -1}}, ValueError,
-     "gn_param['eps'] must be >= 0.0, got -1"),
-    ("1-d x", {"x": np.ones(3)}, ValueError,
-     "x must have at least 2 dimensions"),
-    ("empty batch", {"x": np.ones((0, 3, 2, 2))}, ValueError,
-     "x is an empty batch (N = 0)"),
-    ("longdouble x", {"x": np.ones((2, 3, 2, 2), np.longdouble)},
-     TypeError, "got dtype float128"),
+    (
+        "gamma shape",
+        {"gamma": np.ones(4)},
+        ValueError,
+        "gamma must have shape (3,) or (1, 3, 1, 1) to match x, got (4,)",
+    ),
+    (
+        "gn_param not a dict",
+        {"gn_param": 1e-5},
+        TypeError,
+        "gn_param must be a dict, got float",
+    ),
+    (
+        "negative eps",
+        {"gn_param": {"eps": -1}},
+        ValueError,
+        "gn_param['eps'] must be >= 0.0, got -1",
+    ),
+    (
+        "1-d x",
+        {"x": np.ones(3)},
+        ValueError,
+        "x must have at least 2 dimensions",
+    ),
+    (
+        "empty batch",
+        {"x": np.ones((0, 3, 2, 2))},
+        ValueError,
+        "x is an empty batch (N = 0)",
+    ),
+    (
+        "longdouble x",
+        {"x": np.ones((2, 3, 2, 2), np.longdouble)},
+        TypeError,
+        "got dtype float128",
+    ),
 ]
 
 
-@pytest.mark.parametrize("desc,change,exc,message", GN_ERRORS,
-                         ids=[e[0] for e in GN_ERRORS])
+@pytest.mark.parametrize(
+    "desc,change,exc,message", GN_ERRORS, ids=[e[0] for e in GN_ERRORS]
+)
 def test_groupnorm_errors(desc, change, exc, message):
     args = good_spatial()
     args.pop("bn_param")
@@ -301,8 +532,11 @@ def test_groupnorm_errors(desc, change, exc, message):
 
 
 def test_groupnorm_backward_bad_cache():
-    with pytest.raises(TypeError, match="cache must be the cache returned by "
-                       "bnfast.spatial_groupnorm_forward, got tuple"):
+    with pytest.raises(
+        TypeError,
+        match="cache must be the cache returned by "
+        "bnfast.spatial_groupnorm_forward, got tuple",
+    ):
         bnfast.spatial_groupnorm_backward(np.ones((2, 3, 4, 5)), (1, 2))
 
 
@@ -310,16 +544,20 @@ def test_groupnorm_backward_bad_cache():
 def test_unknown_activation(activation):
     args = good()
     before = snapshot(args)
-    with pytest.raises(ValueError, match=r"activation must be one of "
-                       r"\(None, 'relu'\), got"):
+    with pytest.raises(
+        ValueError,
+        match=r"activation must be one of "
+        r"\(None, 'relu'\), got",
+    ):
         bnfast.batchnorm_forward(**args, activation=activation)
     with pytest.raises(ValueError, match="activation must be one of"):
         bnfast.spatial_batchnorm_forward(**args, activation=activation)
     assert_unchanged(before, args)
 
 
-@pytest.mark.parametrize("family", ["batchnorm", "spatial", "layernorm",
-                                    "groupnorm"])
+@pytest.mark.parametrize(
+    "family", ["batchnorm", "spatial", "layernorm", "groupnorm"]
+)
 @pytest.mark.parametrize("modify", ["resize mean", "reshape x"])
 def test_a_cache_modified_in_place_is_rejected(family, modify):
     # the backward reads the cache through raw pointers: arrays resized
@@ -332,14 +570,24 @@ def test_a_cache_modified_in_place_is_rejected(family, modify):
         x = rng.standard_normal((2, 4, 3, 3))
         g, b = np.ones(4), np.zeros(4)
     forward, backward = {
-        "batchnorm": (lambda: bnfast.batchnorm_forward(
-            x, g, b, {"mode": "train"}), bnfast.batchnorm_backward),
-        "spatial": (lambda: bnfast.spatial_batchnorm_forward(
-            x, g, b, {"mode": "train"}), bnfast.spatial_batchnorm_backward),
-        "layernorm": (lambda: bnfast.layernorm_forward(x, g, b, {}),
-                      bnfast.layernorm_backward),
-        "groupnorm": (lambda: bnfast.spatial_groupnorm_forward(
-            x, g, b, 2, {}), bnfast.spatial_groupnorm_backward),
+        "batchnorm": (
+            lambda: bnfast.batchnorm_forward(x, g, b, {"mode": "train"}),
+            bnfast.batchnorm_backward,
+        ),
+        "spatial": (
+            lambda: bnfast.spatial_batchnorm_forward(
+                x, g, b, {"mode": "train"}
+            ),
+            bnfast.spatial_batchnorm_backward,
+        ),
+        "layernorm": (
+            lambda: bnfast.layernorm_forward(x, g, b, {}),
+            bnfast.layernorm_backward,
+        ),
+        "groupnorm": (
+            lambda: bnfast.spatial_groupnorm_forward(x, g, b, 2, {}),
+            bnfast.spatial_groupnorm_backward,
+        ),
     }[family]
     _, cache = forward()
     dout = np.ones(x.shape)

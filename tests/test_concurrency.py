@@ -2,6 +2,7 @@
 serial results bitwise; the kernels release the GIL; 10,000 calls of each
 op leave the resident memory flat (no leak in C scratch buffers, caches or
 error paths)."""
+
 import os
 import sys
 import threading
@@ -18,7 +19,7 @@ from families import FAMILIES
 
 @pytest.fixture(autouse=True)
 def one_kernel_thread():
-    n = bnfast._kernels._thread_state()[0] or None   # None: the default
+    n = bnfast._kernels._thread_state()[0] or None  # None: the default
     bnfast.set_num_threads(1)
     yield
     bnfast.set_num_threads(n)
@@ -47,15 +48,23 @@ def _ops(seed):
         res = []
         for fam, x, g, b, axis, extra in calls:
             for mode in fam.modes:
-                p = ({"mode": mode, "running_mean": np.zeros(len(g)),
-                      "running_var": np.ones(len(g))}
-                     if fam.param == "bn" else {})
-                out, cache = fam.run_small(bnfast, x, g, b, extra=extra,
-                                           axis=axis, param=p)
+                p = (
+                    {
+                        "mode": mode,
+                        "running_mean": np.zeros(len(g)),
+                        "running_var": np.ones(len(g)),
+                    }
+                    if fam.param == "bn"
+                    else {}
+                )
+                out, cache = fam.run_small(
+                    bnfast, x, g, b, extra=extra, axis=axis, param=p
+                )
                 res += [out, *(p[k] for k in sorted(p) if k != "mode")]
                 if mode in fam.backward_modes:
                     res += getattr(bnfast, fam.backward)(np.cos(x), cache)
         return res
+
     return run
 
 
@@ -131,13 +140,16 @@ def _long_calls():
     _, lcache = bnfast.layernorm_forward(x, g, b, {})
     return {
         "batchnorm_forward": lambda: bnfast.batchnorm_forward(
-            x, g, b, {"mode": "train", "running_mean": b, "running_var": g}),
+            x, g, b, {"mode": "train", "running_mean": b, "running_var": g}
+        ),
         "batchnorm_backward": lambda: bnfast.batchnorm_backward(x, cache),
         "spatial_batchnorm_forward": lambda: bnfast.spatial_batchnorm_forward(
-            x4, g4, b4, {"mode": "train"}),
+            x4, g4, b4, {"mode": "train"}
+        ),
         "layernorm_backward": lambda: bnfast.layernorm_backward(x, lcache),
         "spatial_groupnorm_forward": lambda: bnfast.spatial_groupnorm_forward(
-            x4, g4, b4, 8, {}),
+            x4, g4, b4, 8, {}
+        ),
     }
 
 
@@ -167,10 +179,12 @@ def _leak_ops():
     x4 = rng.standard_normal((2, c, 3, 3))
     g, b = np.ones(c, np.float32), np.zeros(c, np.float32)
     g64, b64 = np.ones(c), np.zeros(c)
-    _, cache = bnfast.batchnorm_forward(x, g, b, {"mode": "train"},
-                                        activation="relu")
-    _, cache4 = bnfast.spatial_batchnorm_forward(x4, g64, b64,
-                                                 {"mode": "train"})
+    _, cache = bnfast.batchnorm_forward(
+        x, g, b, {"mode": "train"}, activation="relu"
+    )
+    _, cache4 = bnfast.spatial_batchnorm_forward(
+        x4, g64, b64, {"mode": "train"}
+    )
     _, lcache = bnfast.layernorm_forward(x, g, b, {})
     _, gcache = bnfast.spatial_groupnorm_forward(x4, g64, b64, 8, {})
     out = np.empty_like(x)
@@ -186,25 +200,33 @@ def _leak_ops():
 
     return {
         "bn forward-train": lambda: bnfast.batchnorm_forward(
-            x, g, b, {"mode": "train"}),
+            x, g, b, {"mode": "train"}
+        ),
         "bn forward-test out=": lambda: bnfast.batchnorm_forward(
-            x, g, b, test, out=out),
+            x, g, b, test, out=out
+        ),
         "bn backward relu": lambda: bnfast.batchnorm_backward(x, cache),
         "spatial forward-train": lambda: bnfast.spatial_batchnorm_forward(
-            x4, g64, b64, {"mode": "train"}),
+            x4, g64, b64, {"mode": "train"}
+        ),
         "spatial backward": lambda: bnfast.spatial_batchnorm_backward(
-            x4, cache4),
-        "layernorm": lambda: (bnfast.layernorm_forward(x, g, b, {}),
-                              bnfast.layernorm_backward(x, lcache)),
+            x4, cache4
+        ),
+        "layernorm": lambda: (
+            bnfast.layernorm_forward(x, g, b, {}),
+            bnfast.layernorm_backward(x, lcache),
+        ),
         "groupnorm": lambda: (
             bnfast.spatial_groupnorm_forward(x4, g64, b64, 8, {}),
-            bnfast.spatial_groupnorm_backward(x4, gcache)),
+            bnfast.spatial_groupnorm_backward(x4, gcache),
+        ),
         "errors": lambda: (bad(), bad_dout()),
     }
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"),
-                    reason="reads /proc/self/statm")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads /proc/self/statm"
+)
 @pytest.mark.parametrize("name", list(_leak_ops()))
 def test_no_leak_over_ten_thousand_calls(name):
     op = _leak_ops()[name]

@@ -4,6 +4,7 @@ accuracy rule (``assert_as_accurate``: the reference one precision wider
 as the oracle): the forward in each of the family's modes (out, the
 running statistics, the cache), the backward with each twin after a
 forward in each backward mode ('test': the frozen statistics)."""
+
 import numpy as np
 import pytest
 
@@ -26,32 +27,41 @@ def _backward_rows(fam):
         for case, extra in fam.case_params():
             suffix = ident(extra)
             for twin in fam.backwards:
-                yield (mode, case, extra, twin), \
-                    f"{mode}-{case.id}{suffix}-{twin}"
+                yield (
+                    (mode, case, extra, twin),
+                    f"{mode}-{case.id}{suffix}-{twin}",
+                )
 
 
-@pytest.mark.parametrize("fam,mode,case,extra",
-                         family_params(FAMILIES, _forward_rows))
+@pytest.mark.parametrize(
+    "fam,mode,case,extra", family_params(FAMILIES, _forward_rows)
+)
 def test_forward(fam, mode, case, extra):
     out, cache, p = fam.run(bnfast, case, mode, extra)
     ref, _, rp = fam.run(reference, case, mode, extra)
     wide, _, wp = fam.run(reference, case.widened(), mode, extra)
     what = f"{fam.forward} {mode or ''} {fam.options or ''} {extra or ''}"
     assert isinstance(cache, fam.cache_type)
-    assert_as_accurate(f"{what} out", case, out, ref, wide,
-                       scale=fam.forward_scale(case.widened(), extra, wide))
+    assert_as_accurate(
+        f"{what} out",
+        case,
+        out,
+        ref,
+        wide,
+        scale=fam.forward_scale(case.widened(), extra, wide),
+    )
     if mode == "train":
         for key in ("running_mean", "running_var"):
-            assert_as_accurate(f"{what} {key}", case, p[key], rp[key],
-                               wp[key])
+            assert_as_accurate(f"{what} {key}", case, p[key], rp[key], wp[key])
     elif mode == "test":
         assert cache.frozen
         for key in ("running_mean", "running_var"):
             np.testing.assert_array_equal(p[key], getattr(case, key))
 
 
-@pytest.mark.parametrize("fam,mode,case,extra,twin",
-                         family_params(FAMILIES, _backward_rows))
+@pytest.mark.parametrize(
+    "fam,mode,case,extra,twin", family_params(FAMILIES, _backward_rows)
+)
 def test_backward(fam, mode, case, extra, twin):
     _, cache, _ = fam.run(bnfast, case, mode, extra)
     _, rcache, _ = fam.run(reference, case, mode, extra)
@@ -65,5 +75,11 @@ def test_backward(fam, mode, case, extra, twin):
     scales = fam.scales(case, wcase, wcache, extra, EPS, mode)
     assert len(fast) == len(fam.grads)
     for name, f, r, w, s in zip(fam.grads, fast, ref, wide, scales):
-        assert_as_accurate(f"{twin} {name} ({mode} {fam.options or ''} "
-                           f"{extra or ''})", case, f, r, w, scale=s)
+        assert_as_accurate(
+            f"{twin} {name} ({mode} {fam.options or ''} {extra or ''})",
+            case,
+            f,
+            r,
+            w,
+            scale=s,
+        )

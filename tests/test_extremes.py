@@ -22,6 +22,7 @@ rule of tests/arrays.py applies as everywhere else.  The plain reference
 itself overflows on these inputs (NaN output, or beta where the math says
 otherwise, and an infinite running_var): what is checked is the math.
 """
+
 import math
 
 import numpy as np
@@ -41,8 +42,9 @@ class Family:
     "+relu" variant for the fused ReLU) on shapes of its own, with the
     axes of its statistics (for the oracle's conditioning scales)."""
 
-    def __init__(self, name, base, small, large, axis=None, kind="bn",
-                 groups=2):
+    def __init__(
+        self, name, base, small, large, axis=None, kind="bn", groups=2
+    ):
         self.name, self.base, self.small, self.large = name, base, small, large
         self.axis, self.kind, self.groups = axis, kind, groups
 
@@ -86,16 +88,22 @@ class Family:
     def param_view(self, a):
         """a (x's shape) as (parameters' channels, elements)."""
         n = a.shape[0]
-        if self.kind in ("ln", "rms") or self.axis is None and \
-                self.kind == "bn":
+        if (
+            self.kind in ("ln", "rms")
+            or self.axis is None
+            and self.kind == "bn"
+        ):
             return a.reshape(n, -1).T
         ax = 1 if self.kind == "gn" else self.axis
         return np.moveaxis(a, ax, 0).reshape(a.shape[ax], -1)
 
     def gamma_full(self, gamma, shape):
         """gamma broadcast to x's shape."""
-        if self.kind in ("ln", "rms") or self.axis is None and \
-                self.kind == "bn":
+        if (
+            self.kind in ("ln", "rms")
+            or self.axis is None
+            and self.kind == "bn"
+        ):
             return np.broadcast_to(gamma.reshape(shape[1:]), shape)
         ax = 1 if self.kind == "gn" else self.axis % len(shape)
         sh = [1] * len(shape)
@@ -106,13 +114,28 @@ class Family:
 FAMILIES = [
     Family("batchnorm C (across rows)", "batchnorm", (64, 5), (2000, 3)),
     Family("batchnorm F (along runs)", "batchnorm", (64, 5), (2000, 3)),
-    Family("spatial NCHW", "spatial_batchnorm", (8, 3, 6, 5),
-           (20, 3, 10, 10), axis=1),
-    Family("spatial NHWC", "spatial_batchnorm", (8, 6, 5, 3),
-           (20, 10, 10, 3), axis=-1),
+    Family(
+        "spatial NCHW",
+        "spatial_batchnorm",
+        (8, 3, 6, 5),
+        (20, 3, 10, 10),
+        axis=1,
+    ),
+    Family(
+        "spatial NHWC",
+        "spatial_batchnorm",
+        (8, 6, 5, 3),
+        (20, 10, 10, 3),
+        axis=-1,
+    ),
     Family("layernorm", "layernorm", (6, 200), (4, 2000), kind="ln"),
-    Family("groupnorm", "spatial_groupnorm", (4, 6, 5, 5), (3, 4, 25, 40),
-           kind="gn"),
+    Family(
+        "groupnorm",
+        "spatial_groupnorm",
+        (4, 6, 5, 5),
+        (3, 4, 25, 40),
+        kind="gn",
+    ),
     # statistics: the root mean square per row (no mean, no beta)
     Family("rmsnorm", "rmsnorm", (6, 200), (4, 2000), kind="rms"),
 ]
@@ -123,6 +146,7 @@ def test_every_family_of_the_registry_is_here():
     for f in FAMILIES:
         if f.kind == "bn":
             assert f.entry("relu").options == {"activation": "relu"}
+
 
 # (dtype, contents, value, eps, size); each of these failed before the
 # rescue kernels (csrc/extremes_tmpl.h)
@@ -185,9 +209,14 @@ def _scaled(fam, x, gamma, beta, dout, eps, k, dtype, activation=None):
     back, and the wide-precision x * 2**k's xhat and 1/std."""
     with np.errstate(all="ignore"):
         xs = np.ldexp(x.astype(dtype), k)
-        out, cache, p = fam.forward(reference, xs, gamma.astype(dtype),
-                                    beta.astype(dtype), _eps(eps, k),
-                                    activation)
+        out, cache, p = fam.forward(
+            reference,
+            xs,
+            gamma.astype(dtype),
+            beta.astype(dtype),
+            _eps(eps, k),
+            activation,
+        )
         dx, dg, db = fam.backward(reference, dout.astype(dtype), cache)
         res = {"out": out, "dx": np.ldexp(dx, k), "dgamma": dg}
         if db is not None:
@@ -196,50 +225,58 @@ def _scaled(fam, x, gamma, beta, dout, eps, k, dtype, activation=None):
             res["running_mean"] = np.ldexp(p["running_mean"], -k)
             res["running_var"] = np.ldexp(p["running_var"], -2 * k)
         g = fam.groups_view(xs)
-        if fam.kind == "rms":   # "std": the root mean square; no mean
+        if fam.kind == "rms":  # "std": the root mean square; no mean
             mean = np.zeros((len(g), 1), dtype)
-            std = np.sqrt(np.mean(g * g, axis=1, keepdims=True)
-                          + dtype(_eps(eps, k)))
+            std = np.sqrt(
+                np.mean(g * g, axis=1, keepdims=True) + dtype(_eps(eps, k))
+            )
         else:
             mean = g.mean(axis=1, keepdims=True)
-            std = np.sqrt(g.var(axis=1, keepdims=True)
-                          + dtype(_eps(eps, k)))
+            std = np.sqrt(g.var(axis=1, keepdims=True) + dtype(_eps(eps, k)))
     return res, g, mean, std
 
 
 def _ids(cases):
-    return [f"{np.dtype(d).name}-{c}-{v:g}-eps{e:g}-{s}"
-            for d, c, v, e, s in cases]
+    return [
+        f"{np.dtype(d).name}-{c}-{v:g}-eps{e:g}-{s}" for d, c, v, e, s in cases
+    ]
 
 
-@pytest.mark.parametrize("dtype,contents,value,eps,size", CASES,
-                         ids=_ids(CASES))
+@pytest.mark.parametrize(
+    "dtype,contents,value,eps,size", CASES, ids=_ids(CASES)
+)
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
-def test_extremes_match_the_scaled_reference(fam, dtype, contents, value,
-                                             eps, size):
+def test_extremes_match_the_scaled_reference(
+    fam, dtype, contents, value, eps, size
+):
     _check(fam, dtype, contents, value, eps, size)
 
 
-@pytest.mark.parametrize("dtype,contents,value,eps,size", GUARDS,
-                         ids=_ids(GUARDS))
+@pytest.mark.parametrize(
+    "dtype,contents,value,eps,size", GUARDS, ids=_ids(GUARDS)
+)
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
-def test_extremes_that_were_right_stay_right(fam, dtype, contents, value,
-                                             eps, size):
+def test_extremes_that_were_right_stay_right(
+    fam, dtype, contents, value, eps, size
+):
     _check(fam, dtype, contents, value, eps, size)
 
 
 # positive spikes: the ReLU keeps their dy, whose products overflow
-RELU_CASES = [(np.float64, "spike", 1.7e308, 1e-5, "small"),
-              (np.float32, "spike", 3.4e38, 1e-5, "small"),
-              (np.float64, "spread", 1e-200, 0.0, "small")]
+RELU_CASES = [
+    (np.float64, "spike", 1.7e308, 1e-5, "small"),
+    (np.float32, "spike", 3.4e38, 1e-5, "small"),
+    (np.float64, "spread", 1e-200, 0.0, "small"),
+]
 
 
-@pytest.mark.parametrize("dtype,contents,value,eps,size", RELU_CASES,
-                         ids=_ids(RELU_CASES))
-@pytest.mark.parametrize("fam", [f for f in FAMILIES if f.kind == "bn"],
-                         ids=lambda f: f.name)
-def test_extremes_with_the_fused_relu(fam, dtype, contents, value, eps,
-                                      size):
+@pytest.mark.parametrize(
+    "dtype,contents,value,eps,size", RELU_CASES, ids=_ids(RELU_CASES)
+)
+@pytest.mark.parametrize(
+    "fam", [f for f in FAMILIES if f.kind == "bn"], ids=lambda f: f.name
+)
+def test_extremes_with_the_fused_relu(fam, dtype, contents, value, eps, size):
     """The backward's rescue masks g with the forward's ReLU as the fast
     kernels do."""
     _check(fam, dtype, contents, value, eps, size, "relu")
@@ -259,10 +296,12 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
     if p is not None:
         fast["running_mean"] = p["running_mean"]
         fast["running_var"] = p["running_var"]
-    ref, _, _, _ = _scaled(fam, x, gamma, beta, dout, eps, k, dtype,
-                           activation)
-    orc, g, mean, std = _scaled(fam, x, gamma, beta, dout, eps, k, wide,
-                                activation)
+    ref, _, _, _ = _scaled(
+        fam, x, gamma, beta, dout, eps, k, dtype, activation
+    )
+    orc, g, mean, std = _scaled(
+        fam, x, gamma, beta, dout, eps, k, wide, activation
+    )
 
     # the conditioning scales of tests/families.py (test_equivalence.py), on
     # the scaled wide data (dx's scaled back)
@@ -272,33 +311,48 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
         gw = fam.gamma_full(gamma.astype(wide), shape)
         m_over_s = np.abs(mean) / std  # per group, broadcast along it
         xhat = np.abs((g - mean) / std)
-        if fam.kind == "rms":   # tests/families.py's _rms_scales
-            dx_terms = np.abs(fam.groups_view(gw * dw)) / std * (
-                1 + xhat * np.max(xhat, axis=1, keepdims=True))
+        if fam.kind == "rms":  # tests/families.py's _rms_scales
+            dx_terms = (
+                np.abs(fam.groups_view(gw * dw))
+                / std
+                * (1 + xhat * np.max(xhat, axis=1, keepdims=True))
+            )
         else:
-            dx_terms = (np.abs(fam.groups_view(gw * dw)) / std
-                        * (1 + m_over_s))
+            dx_terms = np.abs(fam.groups_view(gw * dw)) / std * (1 + m_over_s)
         dg_terms = np.abs(fam.groups_view(dw)) * (xhat + m_over_s)
         # back to x's shape, then summed per parameter channel
         back = _ungroup(fam, dg_terms, shape)
         dg_scale = float(np.max(fam.param_view(back).sum(axis=1)))
         db_scale = float(np.max(fam.param_view(np.abs(dw)).sum(axis=1)))
-    dx_scale = float(np.max(dx_terms)) * 2.0 ** k
+    dx_scale = float(np.max(dx_terms)) * 2.0**k
     scales = {"dx": dx_scale, "dgamma": dg_scale, "dbeta": db_scale}
 
-    label = type("L", (), {"id": f"{fam.name}-{np.dtype(dtype).name}-"
-                           f"{contents}-{value:g}-eps{eps:g}",
-                           "x": x})()
+    label = type(
+        "L",
+        (),
+        {
+            "id": f"{fam.name}-{np.dtype(dtype).name}-"
+            f"{contents}-{value:g}-eps{eps:g}",
+            "x": x,
+        },
+    )()
     # a result in the subnormal range is a multiple of the smallest
     # subnormal: its rounding is relative to the smallest normal number
     tiny = float(np.finfo(dtype).smallest_normal)
     for key in fast:
         scale = scales.get(key)
         if scale is None:
-            scale = float(np.max(np.abs(orc[key][np.isfinite(orc[key])]),
-                                 initial=0.0))
-        assert_as_accurate(f"{key}", label, fast[key], ref[key], orc[key],
-                           scale=max(scale, tiny))
+            scale = float(
+                np.max(np.abs(orc[key][np.isfinite(orc[key])]), initial=0.0)
+            )
+        assert_as_accurate(
+            f"{key}",
+            label,
+            fast[key],
+            ref[key],
+            orc[key],
+            scale=max(scale, tiny),
+        )
     # the math is finite: so is everything but a variance beyond the range
     for key in ("out", "dx", "dgamma", "dbeta", "running_mean"):
         if key in fast:
@@ -316,8 +370,9 @@ def _ungroup(fam, a, shape):
     return np.moveaxis(a.T.reshape(moved), -1, fam.axis)
 
 
-@pytest.mark.parametrize("fam", [f for f in FAMILIES if f.kind == "bn"],
-                         ids=lambda f: f.name)
+@pytest.mark.parametrize(
+    "fam", [f for f in FAMILIES if f.kind == "bn"], ids=lambda f: f.name
+)
 def test_running_var_finite_when_only_m2_overflows(fam):
     """3e155 among 2000 values: the sum of squares (9e310) overflows, the
     variance (~4.5e307) does not; running_var = 0.1 * var, finite."""

@@ -9,6 +9,7 @@ in the child warns and stays on one thread.
 Each scenario runs in a fresh interpreter with a deadline, so that a hang
 fails the test instead of hanging the suite; the forked child is killed
 at the deadline."""
+
 import os
 import subprocess
 import sys
@@ -19,10 +20,13 @@ import pytest
 import bnfast
 
 pytestmark = [
-    pytest.mark.skipif(not hasattr(os, "fork"),
-                       reason="no os.fork on this platform"),
-    pytest.mark.skipif(not bnfast._kernels.have_openmp(),
-                       reason="built without OpenMP: one thread anyway"),
+    pytest.mark.skipif(
+        not hasattr(os, "fork"), reason="no os.fork on this platform"
+    ),
+    pytest.mark.skipif(
+        not bnfast._kernels.have_openmp(),
+        reason="built without OpenMP: one thread anyway",
+    ),
 ]
 
 # The scenario's prologue: a 2 MB batch, split on 2 threads (rows split:
@@ -30,7 +34,7 @@ pytestmark = [
 # from the serial one in the last bits), the serial and threaded results,
 # and run_forked(child), which forks, runs child() in the child and returns
 # its exit code (a deadline kills a hung child).
-PROLOGUE = r'''
+PROLOGUE = r"""
 import os, signal, sys, time, warnings
 import numpy as np
 import bnfast
@@ -65,14 +69,18 @@ def run_forked(child, deadline=30):
             os.waitpid(pid, 0)
             sys.exit("the forked child hung")
         time.sleep(0.01)
-'''
+"""
 
 
 def run(body):
     code = PROLOGUE + textwrap.dedent(body)
     try:
-        result = subprocess.run([sys.executable, "-c", code],
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except subprocess.TimeoutExpired as e:  # the parent itself hung
         pytest.fail(f"the scenario hung:\n{e.stdout}\n{e.stderr}")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -80,7 +88,7 @@ def run(body):
 
 
 def test_a_forked_child_works_after_a_threaded_call():
-    out = run('''
+    out = run("""
         bnfast.set_num_threads(1)
         serial = call()
         bnfast.set_num_threads(2)
@@ -110,12 +118,12 @@ def test_a_forked_child_works_after_a_threaded_call():
         assert bnfast.get_num_threads() == 2
         np.testing.assert_array_equal(call(), threaded)
         print("ok")
-    ''')
+    """)
     assert out.strip() == "ok"
 
 
 def test_a_child_forked_before_any_threaded_call_may_use_threads():
-    out = run('''
+    out = run("""
         bnfast.set_num_threads(2)
         bnfast.set_num_threads(1)
         serial = call()             # no parallel region yet in this process
@@ -132,12 +140,12 @@ def test_a_child_forked_before_any_threaded_call_may_use_threads():
 
         assert run_forked(child) == 0
         print("ok")
-    ''')
+    """)
     assert out.strip() == "ok"
 
 
 def test_a_fork_pool_works_after_a_threaded_call():
-    out = run('''
+    out = run("""
         import multiprocessing
 
         bnfast.set_num_threads(1)
@@ -155,5 +163,5 @@ def test_a_fork_pool_works_after_a_threaded_call():
             assert threads == 1
             np.testing.assert_array_equal(res, serial)
         print("ok")
-    ''')
+    """)
     assert out.strip() == "ok"

@@ -5,6 +5,7 @@ spatial_batchnorm_backward, against PyTorch's autograd in eval mode
 errors.  Against the reference twin on the shared generator and by
 finite differences: test_equivalence.py and test_finite_differences.py
 (the batch norm families' backward_modes include 'test')."""
+
 import numpy as np
 import pytest
 
@@ -18,17 +19,22 @@ ACTIVATIONS = pytest.mark.parametrize("activation", [None, "relu"])
 
 
 def forward(module, case, activation, x=None):
-    p = {"mode": "test", "eps": EPS, "momentum": 0.8,
-         "running_mean": case.running_mean.copy(),
-         "running_var": case.running_var.copy()}
+    p = {
+        "mode": "test",
+        "eps": EPS,
+        "momentum": 0.8,
+        "running_mean": case.running_mean.copy(),
+        "running_var": case.running_var.copy(),
+    }
     x = case.x if x is None else x
     with np.errstate(invalid="ignore", over="ignore"):
         if case.axis is None:
-            return module.batchnorm_forward(x, case.gamma, case.beta, p,
-                                            activation=activation)
+            return module.batchnorm_forward(
+                x, case.gamma, case.beta, p, activation=activation
+            )
         return module.spatial_batchnorm_forward(
-            x, case.gamma, case.beta, p, axis=case.axis,
-            activation=activation)
+            x, case.gamma, case.beta, p, axis=case.axis, activation=activation
+        )
 
 
 def test_frozen_dx_is_the_scaled_dout():
@@ -36,8 +42,12 @@ def test_frozen_dx_is_the_scaled_dout():
     rng = np.random.default_rng(1)
     x, dout = rng.standard_normal((6, 4)), rng.standard_normal((6, 4))
     gamma, rv = rng.uniform(0.5, 1.5, 4), rng.uniform(0.5, 2, 4)
-    p = {"mode": "test", "running_mean": rng.standard_normal(4),
-         "running_var": rv, "eps": 0.0}
+    p = {
+        "mode": "test",
+        "running_mean": rng.standard_normal(4),
+        "running_var": rv,
+        "eps": 0.0,
+    }
     _, cache = bnfast.batchnorm_forward(x, gamma, np.zeros(4), p)
     dx, _, dbeta = bnfast.batchnorm_backward(dout, cache)
     np.testing.assert_allclose(dx, dout * gamma / np.sqrt(rv), rtol=1e-15)
@@ -49,11 +59,15 @@ def test_frozen_inf_nan_x_leave_dx_finite():
     # finite dx there, dgamma of that channel not finite, as the reference
     x = np.array([[1.0, np.inf], [np.nan, 2.0], [0.5, -1.0]])
     dout = np.ones_like(x)
-    p = {"mode": "test", "running_mean": np.zeros(2),
-         "running_var": np.ones(2)}
+    p = {
+        "mode": "test",
+        "running_mean": np.zeros(2),
+        "running_var": np.ones(2),
+    }
     for dtype in (np.float32, np.float64):
-        _, cache = bnfast.batchnorm_forward(x.astype(dtype), np.ones(2),
-                                            np.zeros(2), dict(p))
+        _, cache = bnfast.batchnorm_forward(
+            x.astype(dtype), np.ones(2), np.zeros(2), dict(p)
+        )
         dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
         assert np.isfinite(dx).all()
         assert not np.isfinite(dgamma).any()
@@ -85,23 +99,32 @@ def test_frozen_cache_owns_its_statistics():
 def test_frozen_float32_statistics():
     # float32 running statistics, float32 x: invstd as the forward's
     x = np.random.default_rng(3).standard_normal((5, 4)).astype(np.float32)
-    p = {"mode": "test", "running_mean": np.full(4, 0.5, np.float32),
-         "running_var": np.full(4, 2.0, np.float32)}
-    _, cache = bnfast.batchnorm_forward(x, np.ones(4, np.float32),
-                                        np.zeros(4, np.float32), p)
+    p = {
+        "mode": "test",
+        "running_mean": np.full(4, 0.5, np.float32),
+        "running_var": np.full(4, 2.0, np.float32),
+    }
+    _, cache = bnfast.batchnorm_forward(
+        x, np.ones(4, np.float32), np.zeros(4, np.float32), p
+    )
     np.testing.assert_array_equal(
-        cache.invstd, 1.0 / np.sqrt(np.float64(np.float32(2.0)) + 1e-5))
+        cache.invstd, 1.0 / np.sqrt(np.float64(np.float32(2.0)) + 1e-5)
+    )
     dx, dgamma, dbeta = bnfast.batchnorm_backward(np.ones_like(x), cache)
     assert dx.dtype == dgamma.dtype == dbeta.dtype == np.float32
 
 
 @pytest.mark.parametrize("spatial", [False, True])
 def test_frozen_out(spatial):
-    case = make_case((6, 3, 4, 2), np.float64, "C", "plain", 7,
-                     axis=1 if spatial else None)
+    case = make_case(
+        (6, 3, 4, 2), np.float64, "C", "plain", 7, axis=1 if spatial else None
+    )
     _, cache = forward(bnfast, case, "relu")
-    back = (bnfast.spatial_batchnorm_backward if spatial
-            else bnfast.batchnorm_backward)
+    back = (
+        bnfast.spatial_batchnorm_backward
+        if spatial
+        else bnfast.batchnorm_backward
+    )
     want = back(case.dout, cache)
     out = np.empty_like(case.x)
     got = back(case.dout, cache, out=out)
@@ -123,9 +146,15 @@ def test_frozen_out(spatial):
 def test_frozen_cache_errors():
     x = np.random.default_rng(4).standard_normal((4, 3))
     _, cache = bnfast.batchnorm_forward(
-        x, np.ones(3), np.zeros(3),
-        {"mode": "test", "running_mean": np.zeros(3),
-         "running_var": np.ones(3)})
+        x,
+        np.ones(3),
+        np.zeros(3),
+        {
+            "mode": "test",
+            "running_mean": np.zeros(3),
+            "running_var": np.ones(3),
+        },
+    )
     with pytest.raises(ValueError, match="shape"):
         bnfast.batchnorm_backward(np.ones((4, 2)), cache)
     with pytest.raises(TypeError, match="cache"):
@@ -140,16 +169,22 @@ def test_frozen_cache_errors():
 def test_layer_backward_after_test_forward(axis, activation):
     rng = np.random.default_rng(6)
     shape = (4, 3, 5) if axis == 1 else (4, 5, 3)
-    bn = bnfast.BatchNorm(3, axis=axis, dtype=np.float64,
-                          activation=activation)
+    bn = bnfast.BatchNorm(
+        3, axis=axis, dtype=np.float64, activation=activation
+    )
     bn(rng.standard_normal(shape))  # a 'train' step: running statistics
     x, dout = rng.standard_normal(shape), rng.standard_normal(shape)
     out = bn(x, mode="test")
     dx = bn.backward(dout)
-    p = {"mode": "test", "eps": bn.eps, "running_mean": bn.running_mean,
-         "running_var": bn.running_var}
+    p = {
+        "mode": "test",
+        "eps": bn.eps,
+        "running_mean": bn.running_mean,
+        "running_var": bn.running_var,
+    }
     rout, rcache = reference.spatial_batchnorm_forward(
-        x, bn.gamma, bn.beta, p, axis=axis, activation=activation)
+        x, bn.gamma, bn.beta, p, axis=axis, activation=activation
+    )
     rdx, rdg, rdb = reference.spatial_batchnorm_backward(dout, rcache)
     np.testing.assert_allclose(out, rout, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(dx, rdx, rtol=1e-13, atol=1e-15)
@@ -168,8 +203,9 @@ def test_layer_backward_before_any_forward():
 
 
 @ACTIVATIONS
-@pytest.mark.parametrize("shape,axis", [((7, 5), None), ((6, 3, 4, 5), 1),
-                                        ((6, 4, 5, 3), -1)])
+@pytest.mark.parametrize(
+    "shape,axis", [((7, 5), None), ((6, 3, 4, 5), 1), ((6, 4, 5, 3), -1)]
+)
 def test_frozen_matches_torch_eval(shape, axis, activation):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -179,23 +215,37 @@ def test_frozen_matches_torch_eval(shape, axis, activation):
     gamma, beta = rng.uniform(0.5, 1.5, d), rng.standard_normal(d)
     rm, rv = rng.standard_normal(d), rng.uniform(0.5, 2, d)
     dout = rng.standard_normal(shape)
-    p = {"mode": "test", "eps": 1e-5, "running_mean": rm.copy(),
-         "running_var": rv.copy()}
+    p = {
+        "mode": "test",
+        "eps": 1e-5,
+        "running_mean": rm.copy(),
+        "running_var": rv.copy(),
+    }
     if axis is None:
-        out, cache = bnfast.batchnorm_forward(x, gamma, beta, p,
-                                              activation=activation)
+        out, cache = bnfast.batchnorm_forward(
+            x, gamma, beta, p, activation=activation
+        )
         dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
     else:
         out, cache = bnfast.spatial_batchnorm_forward(
-            x, gamma, beta, p, axis=axis, activation=activation)
+            x, gamma, beta, p, axis=axis, activation=activation
+        )
         dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
 
-    tx = torch.tensor(np.moveaxis(x, -1, 1) if axis == -1 else x,
-                      requires_grad=True)
+    tx = torch.tensor(
+        np.moveaxis(x, -1, 1) if axis == -1 else x, requires_grad=True
+    )
     tg = torch.tensor(gamma, requires_grad=True)
     tb = torch.tensor(beta, requires_grad=True)
-    tout = F.batch_norm(tx, torch.tensor(rm), torch.tensor(rv), tg, tb,
-                        training=False, eps=1e-5)
+    tout = F.batch_norm(
+        tx,
+        torch.tensor(rm),
+        torch.tensor(rv),
+        tg,
+        tb,
+        training=False,
+        eps=1e-5,
+    )
     if activation == "relu":
         tout = F.relu(tout)
     tdout = torch.tensor(np.moveaxis(dout, -1, 1) if axis == -1 else dout)
@@ -207,8 +257,9 @@ def test_frozen_matches_torch_eval(shape, axis, activation):
     tol = dict(rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(out, tres, **tol)
     np.testing.assert_allclose(dx, tdx, err_msg="dx", **tol)
-    np.testing.assert_allclose(dgamma, tg.grad.numpy(), err_msg="dgamma",
-                               **tol)
+    np.testing.assert_allclose(
+        dgamma, tg.grad.numpy(), err_msg="dgamma", **tol
+    )
     np.testing.assert_allclose(dbeta, tb.grad.numpy(), err_msg="dbeta", **tol)
     np.testing.assert_array_equal(p["running_mean"], rm)
 
@@ -216,6 +267,7 @@ def test_frozen_matches_torch_eval(shape, axis, activation):
 @pytest.mark.parametrize("reduce_param_grads", [False, True])
 def test_sync_layer_backward_after_test_forward(reduce_param_grads):
     from fakempi import run_ranks
+
     rng = np.random.default_rng(8)
     xs = [rng.standard_normal((5, 3)) for _ in range(2)]
     d = [rng.standard_normal((5, 3)) for _ in range(2)]
@@ -223,7 +275,8 @@ def test_sync_layer_backward_after_test_forward(reduce_param_grads):
     def fn(comm):
         r = comm.Get_rank()
         layer = distributed.SyncBatchNorm(
-            3, comm, dtype=np.float64, reduce_param_grads=reduce_param_grads)
+            3, comm, dtype=np.float64, reduce_param_grads=reduce_param_grads
+        )
         layer(xs[r])
         plain = bnfast.BatchNorm(3, dtype=np.float64)
         plain.load_state_dict(layer.state_dict())
@@ -245,22 +298,29 @@ def test_sync_layer_backward_after_test_forward(reduce_param_grads):
 
 def test_sync_frozen_backward_with_an_empty_shard():
     from fakempi import run_ranks
+
     rng = np.random.default_rng(9)
     xs = [rng.standard_normal((6, 3)), np.empty((0, 3))]
     ds = [rng.standard_normal((6, 3)), np.empty((0, 3))]
-    p0 = {"mode": "test", "running_mean": np.full(3, 0.5),
-          "running_var": np.full(3, 2.0)}
+    p0 = {
+        "mode": "test",
+        "running_mean": np.full(3, 0.5),
+        "running_var": np.full(3, 2.0),
+    }
 
     def fn(comm):
         r = comm.Get_rank()
         _, cache = distributed.sync_batchnorm_forward(
-            xs[r], np.ones(3), np.zeros(3), dict(p0), comm)
-        return distributed.sync_batchnorm_backward(ds[r], cache,
-                                                   reduce_param_grads=True)
+            xs[r], np.ones(3), np.zeros(3), dict(p0), comm
+        )
+        return distributed.sync_batchnorm_backward(
+            ds[r], cache, reduce_param_grads=True
+        )
 
     results, _ = run_ranks(2, fn)
-    _, local = bnfast.batchnorm_forward(xs[0], np.ones(3), np.zeros(3),
-                                        dict(p0))
+    _, local = bnfast.batchnorm_forward(
+        xs[0], np.ones(3), np.zeros(3), dict(p0)
+    )
     want = bnfast.batchnorm_backward(ds[0], local)
     np.testing.assert_allclose(results[0][0], want[0], rtol=1e-15)
     assert results[1][0].shape == (0, 3)
@@ -270,9 +330,11 @@ def test_sync_frozen_backward_with_an_empty_shard():
 
 
 @ACTIVATIONS
-@pytest.mark.parametrize("given", [(False, False), (True, False),
-                                   (False, True)],
-                         ids=["no-affine", "gamma-only", "beta-only"])
+@pytest.mark.parametrize(
+    "given",
+    [(False, False), (True, False), (False, True)],
+    ids=["no-affine", "gamma-only", "beta-only"],
+)
 @pytest.mark.parametrize("axis", [None, 1, -1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_frozen_backward_affine_free(axis, dtype, given, activation):
@@ -287,15 +349,20 @@ def test_frozen_backward_affine_free(axis, dtype, given, activation):
     beta = rng.standard_normal(c).astype(dtype) if given[1] else None
     results = []
     for module in (bnfast, reference):
-        p = {"mode": "test", "running_mean": np.full(c, 0.25, dtype),
-             "running_var": np.full(c, 1.5, dtype)}
+        p = {
+            "mode": "test",
+            "running_mean": np.full(c, 0.25, dtype),
+            "running_var": np.full(c, 1.5, dtype),
+        }
         if axis is None:
-            out, cache = module.batchnorm_forward(x, gamma, beta, p,
-                                                  activation=activation)
+            out, cache = module.batchnorm_forward(
+                x, gamma, beta, p, activation=activation
+            )
             grads = module.batchnorm_backward(dout, cache)
         else:
             out, cache = module.spatial_batchnorm_forward(
-                x, gamma, beta, p, axis=axis, activation=activation)
+                x, gamma, beta, p, axis=axis, activation=activation
+            )
             grads = module.spatial_batchnorm_backward(dout, cache)
         results.append((out, *grads))
     tol = 1e-5 if dtype == np.float32 else 1e-12

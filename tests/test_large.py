@@ -6,6 +6,7 @@ takes a minute or so.
 Each input has a known answer: a batch whose samples are copies of a small
 batch has the small batch's statistics, and per sample the small batch's
 results (dgamma and dbeta scaled by the number of copies)."""
+
 import os
 
 import numpy as np
@@ -15,7 +16,8 @@ import bnfast
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("BNFAST_LARGE_TESTS") != "1",
-    reason="set BNFAST_LARGE_TESTS=1 (needs ~18 GiB of memory)")
+    reason="set BNFAST_LARGE_TESTS=1 (needs ~18 GiB of memory)",
+)
 
 BIG = 2**31 + 2**12  # elements, past the int32 range
 
@@ -27,10 +29,10 @@ def _check(x, small, axis, gamma, beta, dout_is_out):
     assert x.size > 2**31
     copies = x.shape[0] // small.shape[0]
     p, ps = {"mode": "train"}, {"mode": "train"}
-    out, cache = bnfast.spatial_batchnorm_forward(x, gamma, beta, p,
-                                                  axis=axis)
-    ref, rcache = bnfast.spatial_batchnorm_forward(small, gamma, beta, ps,
-                                                   axis=axis)
+    out, cache = bnfast.spatial_batchnorm_forward(x, gamma, beta, p, axis=axis)
+    ref, rcache = bnfast.spatial_batchnorm_forward(
+        small, gamma, beta, ps, axis=axis
+    )
     for key in ("running_mean", "running_var"):
         np.testing.assert_allclose(p[key], ps[key], rtol=1e-5, atol=1e-6)
     m = small.shape[0]
@@ -44,8 +46,7 @@ def _check(x, small, axis, gamma, beta, dout_is_out):
     dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
     rdx, rdgamma, rdbeta = bnfast.spatial_batchnorm_backward(rdout, rcache)
     np.testing.assert_allclose(dbeta, copies * rdbeta, rtol=1e-4, atol=1e-3)
-    np.testing.assert_allclose(dgamma, copies * rdgamma, rtol=1e-4,
-                               atol=1e-3)
+    np.testing.assert_allclose(dgamma, copies * rdgamma, rtol=1e-4, atol=1e-3)
     for k in (0, 1, x.shape[0] // 2, x.shape[0] - 2, x.shape[0] - 1):
         np.testing.assert_allclose(dx[k], rdx[k % m], rtol=1e-4, atol=1e-5)
 
@@ -59,8 +60,14 @@ def test_across_rows_past_2_to_the_31():
     x = np.empty((2 * (BIG // (2 * d) + 1), d), np.float32)
     x[0::2] = small[0]
     x[1::2] = small[1]
-    _check(x, small, 1, np.linspace(0.5, 2, d), np.linspace(-1, 1, d),
-           dout_is_out=False)
+    _check(
+        x,
+        small,
+        1,
+        np.linspace(0.5, 2, d),
+        np.linspace(-1, 1, d),
+        dout_is_out=False,
+    )
 
 
 def test_along_runs_past_2_to_the_31():
@@ -70,5 +77,11 @@ def test_along_runs_past_2_to_the_31():
     rng = np.random.default_rng(1)
     small = rng.standard_normal((1, c, hw)).astype(np.float32)
     x = np.broadcast_to(small, (BIG // (c * hw) + 1, c, hw))
-    _check(x, small, 1, np.array([1.0, 2.0, 0.5, 3.0]), np.zeros(c),
-           dout_is_out=True)
+    _check(
+        x,
+        small,
+        1,
+        np.array([1.0, 2.0, 0.5, 3.0]),
+        np.zeros(c),
+        dout_is_out=True,
+    )

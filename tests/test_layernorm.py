@@ -1,6 +1,7 @@
 """What layer norm promises beyond the generic tests over the registry of
 families (tests/families.py: equivalence, finite differences, out=,
 errors, threads): exact constant rows, rows read in place."""
+
 import numpy as np
 import pytest
 

@@ -6,6 +6,7 @@ differences, no reshaping copy where the kernels take the rows' stride,
 out=, threads, error paths (type, message, nothing modified), hypothesis
 properties, the LayerNorm layer and PyTorch cross-checks (skipped without
 torch)."""
+
 import copy
 
 import numpy as np
@@ -23,10 +24,11 @@ EPS = 1e-5
 
 # the N-D cases over their last axis (and their last two), the (B, T, D)
 # ones over D and (T, D); gamma and beta of the normalized shape, or flat
-CASES = ([(c, c.x.shape[-1:]) for c in cases() if c.x.ndim > 2]
-         + [(c, c.x.shape[-2:]) for c in cases() if c.x.ndim > 3]
-         + [(c, ns) for c in btd_cases()
-            for ns in (c.x.shape[-1:], c.x.shape[-2:])])
+CASES = (
+    [(c, c.x.shape[-1:]) for c in cases() if c.x.ndim > 2]
+    + [(c, c.x.shape[-2:]) for c in cases() if c.x.ndim > 3]
+    + [(c, ns) for c in btd_cases() for ns in (c.x.shape[-1:], c.x.shape[-2:])]
+)
 
 
 def case_id(item):
@@ -46,8 +48,9 @@ def params(case, ns, flat=False):
 def run(module, case, ns, flat=False):
     g, b = params(case, ns, flat)
     with np.errstate(invalid="ignore", over="ignore"):
-        return module.layernorm_forward(case.x, g, b, {"eps": EPS},
-                                        normalized_shape=ns)
+        return module.layernorm_forward(
+            case.x, g, b, {"eps": EPS}, normalized_shape=ns
+        )
 
 
 @pytest.mark.parametrize("item", CASES, ids=case_id)
@@ -78,11 +81,16 @@ def test_layernorm_backward(item):
     dx_scale = float(np.nanmax(terms[np.isfinite(terms)], initial=0.0))
     with np.errstate(invalid="ignore"):
         dg_terms = dout * (np.abs(xhat) + np.abs(mean) / std)
-    for name, f, r, w, s in zip(("dx", "dgamma", "dbeta"), fast, ref, wide,
-                                (dx_scale, sum_scale(dg_terms),
-                                 sum_scale(dout))):
-        assert_as_accurate(f"layernorm_backward {name}", case, f, r, w,
-                           scale=s)
+    for name, f, r, w, s in zip(
+        ("dx", "dgamma", "dbeta"),
+        fast,
+        ref,
+        wide,
+        (dx_scale, sum_scale(dg_terms), sum_scale(dout)),
+    ):
+        assert_as_accurate(
+            f"layernorm_backward {name}", case, f, r, w, scale=s
+        )
     g, _ = params(case, ns)
     assert fast[1].shape == g.shape and fast[2].shape == g.shape
 
@@ -110,17 +118,22 @@ def test_none_is_the_cs231n_form():
     x = rng.standard_normal((3, 4, 5))
     g, b = rng.uniform(0.5, 1.5, (4, 5)), rng.standard_normal((4, 5))
     out, cache = bnfast.layernorm_forward(x, g, b, {})
-    out2, cache2 = bnfast.layernorm_forward(x, g, b, {},
-                                            normalized_shape=(4, 5))
+    out2, cache2 = bnfast.layernorm_forward(
+        x, g, b, {}, normalized_shape=(4, 5)
+    )
     np.testing.assert_array_equal(out, out2)
-    for a, c in zip(bnfast.layernorm_backward(np.cos(x), cache),
-                    bnfast.layernorm_backward(np.cos(x), cache2)):
+    for a, c in zip(
+        bnfast.layernorm_backward(np.cos(x), cache),
+        bnfast.layernorm_backward(np.cos(x), cache2),
+    ):
         np.testing.assert_array_equal(a, c)
     # a normalized_shape of all of x: one row
-    out3, _ = bnfast.layernorm_forward(x, None, None, {},
-                                       normalized_shape=x.shape)
-    ref3, _ = reference.layernorm_forward(x, None, None, {},
-                                          normalized_shape=x.shape)
+    out3, _ = bnfast.layernorm_forward(
+        x, None, None, {}, normalized_shape=x.shape
+    )
+    ref3, _ = reference.layernorm_forward(
+        x, None, None, {}, normalized_shape=x.shape
+    )
     np.testing.assert_allclose(out3, ref3, rtol=1e-13, atol=1e-13)
 
 
@@ -129,23 +142,29 @@ def test_strided_rows_are_read_in_place():
     place (the cache keeps a view of x); otherwise copied first."""
     rng = np.random.default_rng(2)
     big = rng.standard_normal((4, 12, 16))
-    for x, in_place in ((big[:, ::2], True), (big[1:3], True),
-                        (big[:, :, None], True), (big[0, ::-1], True),
-                        (big[::-1], False),
-                        (big[::2], False), (big[:, :-1], False),
-                        (big[..., ::2], False)):
+    for x, in_place in (
+        (big[:, ::2], True),
+        (big[1:3], True),
+        (big[:, :, None], True),
+        (big[0, ::-1], True),
+        (big[::-1], False),
+        (big[::2], False),
+        (big[:, :-1], False),
+        (big[..., ::2], False),
+    ):
         d = x.shape[-1]
         g, b = np.linspace(0.5, 1.5, d), np.linspace(-1, 1, d)
-        out, cache = bnfast.layernorm_forward(x, g, b, {},
-                                              normalized_shape=d)
+        out, cache = bnfast.layernorm_forward(x, g, b, {}, normalized_shape=d)
         assert np.shares_memory(cache.x, big) == in_place, x.strides
-        ref, _ = reference.layernorm_forward(np.ascontiguousarray(x), g, b,
-                                             {}, normalized_shape=d)
+        ref, _ = reference.layernorm_forward(
+            np.ascontiguousarray(x), g, b, {}, normalized_shape=d
+        )
         np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-13)
 
 
-@pytest.mark.parametrize("shape,ns", [((2, 3, 5), 5), ((2, 3, 4), (3, 4)),
-                                      ((3, 1, 2), (2,))])
+@pytest.mark.parametrize(
+    "shape,ns", [((2, 3, 5), 5), ((2, 3, 4), (3, 4)), ((3, 1, 2), (2,))]
+)
 def test_backward_matches_finite_differences(shape, ns):
     rng = np.random.default_rng(3)
     x = rng.standard_normal(shape)
@@ -155,8 +174,12 @@ def test_backward_matches_finite_differences(shape, ns):
     p = {"eps": 1e-3}
 
     def loss():
-        return float(np.sum(bnfast.layernorm_forward(
-            x, g, b, p, normalized_shape=ns)[0] * dout))
+        return float(
+            np.sum(
+                bnfast.layernorm_forward(x, g, b, p, normalized_shape=ns)[0]
+                * dout
+            )
+        )
 
     _, cache = bnfast.layernorm_forward(x, g, b, p, normalized_shape=ns)
     grads = bnfast.layernorm_backward(dout, cache)
@@ -191,8 +214,7 @@ def test_threads(threaded, dtype):
     g, b = np.ones(64, dtype), np.zeros(64, dtype)
 
     def op():
-        out, cache = bnfast.layernorm_forward(x, g, b, {},
-                                              normalized_shape=64)
+        out, cache = bnfast.layernorm_forward(x, g, b, {}, normalized_shape=64)
         return (out,) + bnfast.layernorm_backward(np.cos(x), cache)
 
     bnfast.set_num_threads(1)
@@ -215,13 +237,13 @@ def test_out(layout):
     if layout == "C":
         buf, dbuf = np.empty_like(x), np.empty_like(x)
     elif layout == "F":
-        buf, dbuf = (np.empty_like(x, order="F"),
-                     np.empty_like(x, order="F"))
+        buf, dbuf = (np.empty_like(x, order="F"), np.empty_like(x, order="F"))
     else:
         buf, dbuf = np.empty((5, 6, 8))[:, ::2], np.empty((5, 6, 8))[:, ::2]
     ref, cache = bnfast.layernorm_forward(x, g, b, {}, normalized_shape=8)
-    out, cache2 = bnfast.layernorm_forward(x, g, b, {}, normalized_shape=8,
-                                           out=buf)
+    out, cache2 = bnfast.layernorm_forward(
+        x, g, b, {}, normalized_shape=8, out=buf
+    )
     assert out is buf
     np.testing.assert_array_equal(out, ref)
     rgrads = bnfast.layernorm_backward(dout, cache)
@@ -230,54 +252,122 @@ def test_out(layout):
     for a, c in zip(grads, rgrads):
         np.testing.assert_array_equal(a, c)
     rbuf = np.empty_like(x)
-    r, _ = reference.layernorm_forward(x, g, b, {}, normalized_shape=8,
-                                       out=rbuf)
+    r, _ = reference.layernorm_forward(
+        x, g, b, {}, normalized_shape=8, out=rbuf
+    )
     assert r is rbuf
 
 
 def _args():
     rng = np.random.default_rng(6)
-    return {"x": rng.standard_normal((4, 3, 5)), "gamma": np.ones(5),
-            "beta": np.zeros(5), "ln_param": {"eps": 1e-5}}
+    return {
+        "x": rng.standard_normal((4, 3, 5)),
+        "gamma": np.ones(5),
+        "beta": np.zeros(5),
+        "ln_param": {"eps": 1e-5},
+    }
 
 
 FORWARD_BAD = [
-    ("shape mismatch", {}, {"normalized_shape": (4, 5)}, ValueError,
-     r"^x must end with normalized_shape \(4, 5\), got shape \(4, 3, 5\)"),
-    ("shape too long", {}, {"normalized_shape": (2, 4, 3, 5)}, ValueError,
-     r"^x must end with normalized_shape"),
-    ("zero in shape", {}, {"normalized_shape": (5, 0)}, ValueError,
-     r"^normalized_shape must be positive ints, got \(5, 0\)"),
-    ("negative", {}, {"normalized_shape": -5}, ValueError,
-     r"^normalized_shape must be positive ints, got \(-5,\)"),
-    ("empty shape", {}, {"normalized_shape": []}, ValueError,
-     r"^normalized_shape must not be empty"),
-    ("string shape", {}, {"normalized_shape": "5"}, TypeError,
-     r"^normalized_shape must be an int or a sequence of ints, got str"),
-    ("float", {}, {"normalized_shape": 5.0}, TypeError,
-     r"^normalized_shape must be an int or a sequence of ints, got float"),
-    ("bool", {}, {"normalized_shape": (True,)}, TypeError,
-     r"^normalized_shape must be an int or a sequence of ints"),
-    ("gamma of x.shape[1:]", {"gamma": np.ones((3, 5))},
-     {"normalized_shape": 5}, ValueError,
-     r"^gamma must have shape \(5,\) to match x, got \(3, 5\)"),
-    ("beta shape", {"beta": np.ones((1, 5))}, {"normalized_shape": 5},
-     ValueError, r"^beta must have shape \(5,\) to match x, got \(1, 5\)"),
-    ("empty batch", {"x": np.ones((0, 3, 5))}, {"normalized_shape": 5},
-     ValueError, r"^x is an empty batch"),
-    ("eps", {"ln_param": {"eps": -1}}, {"normalized_shape": 5},
-     ValueError, r"^ln_param\['eps'\] must be >= 0.0, got -1"),
+    (
+        "shape mismatch",
+        {},
+        {"normalized_shape": (4, 5)},
+        ValueError,
+        r"^x must end with normalized_shape \(4, 5\), got shape \(4, 3, 5\)",
+    ),
+    (
+        "shape too long",
+        {},
+        {"normalized_shape": (2, 4, 3, 5)},
+        ValueError,
+        r"^x must end with normalized_shape",
+    ),
+    (
+        "zero in shape",
+        {},
+        {"normalized_shape": (5, 0)},
+        ValueError,
+        r"^normalized_shape must be positive ints, got \(5, 0\)",
+    ),
+    (
+        "negative",
+        {},
+        {"normalized_shape": -5},
+        ValueError,
+        r"^normalized_shape must be positive ints, got \(-5,\)",
+    ),
+    (
+        "empty shape",
+        {},
+        {"normalized_shape": []},
+        ValueError,
+        r"^normalized_shape must not be empty",
+    ),
+    (
+        "string shape",
+        {},
+        {"normalized_shape": "5"},
+        TypeError,
+        r"^normalized_shape must be an int or a sequence of ints, got str",
+    ),
+    (
+        "float",
+        {},
+        {"normalized_shape": 5.0},
+        TypeError,
+        r"^normalized_shape must be an int or a sequence of ints, got float",
+    ),
+    (
+        "bool",
+        {},
+        {"normalized_shape": (True,)},
+        TypeError,
+        r"^normalized_shape must be an int or a sequence of ints",
+    ),
+    (
+        "gamma of x.shape[1:]",
+        {"gamma": np.ones((3, 5))},
+        {"normalized_shape": 5},
+        ValueError,
+        r"^gamma must have shape \(5,\) to match x, got \(3, 5\)",
+    ),
+    (
+        "beta shape",
+        {"beta": np.ones((1, 5))},
+        {"normalized_shape": 5},
+        ValueError,
+        r"^beta must have shape \(5,\) to match x, got \(1, 5\)",
+    ),
+    (
+        "empty batch",
+        {"x": np.ones((0, 3, 5))},
+        {"normalized_shape": 5},
+        ValueError,
+        r"^x is an empty batch",
+    ),
+    (
+        "eps",
+        {"ln_param": {"eps": -1}},
+        {"normalized_shape": 5},
+        ValueError,
+        r"^ln_param\['eps'\] must be >= 0.0, got -1",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,change,kwargs,exc,message", FORWARD_BAD,
-                         ids=[b[0] for b in FORWARD_BAD])
+@pytest.mark.parametrize(
+    "name,change,kwargs,exc,message",
+    FORWARD_BAD,
+    ids=[b[0] for b in FORWARD_BAD],
+)
 def test_forward_errors_modify_nothing(name, change, kwargs, exc, message):
     args = {**_args(), **change}
     before = copy.deepcopy(args)
     with pytest.raises(exc, match=message):
-        bnfast.layernorm_forward(args["x"], args["gamma"], args["beta"],
-                                 args["ln_param"], **kwargs)
+        bnfast.layernorm_forward(
+            args["x"], args["gamma"], args["beta"], args["ln_param"], **kwargs
+        )
     for key in before:
         b, a = before[key], args[key]
         if isinstance(b, np.ndarray):
@@ -289,17 +379,21 @@ def test_forward_errors_modify_nothing(name, change, kwargs, exc, message):
 def test_reference_shares_the_rule():
     x = np.random.default_rng(7).standard_normal((2, 3, 4))
     out, _ = bnfast.layernorm_forward(x, None, None, {}, normalized_shape=4)
-    ref, _ = reference.layernorm_forward(x, None, None, {},
-                                         normalized_shape=4)
+    ref, _ = reference.layernorm_forward(x, None, None, {}, normalized_shape=4)
     np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(out.mean(axis=-1), 0, atol=1e-13)
 
 
 @settings(deadline=None)
-@given(b=st.integers(1, 4), t=st.integers(1, 5), d=st.integers(1, 70),
-       dtype=st.sampled_from(DTYPES),
-       offset=st.sampled_from([0.0, 3.0, 1e3]), step=st.integers(1, 2),
-       seed=st.integers(0, 2 ** 16))
+@given(
+    b=st.integers(1, 4),
+    t=st.integers(1, 5),
+    d=st.integers(1, 70),
+    dtype=st.sampled_from(DTYPES),
+    offset=st.sampled_from([0.0, 3.0, 1e3]),
+    step=st.integers(1, 2),
+    seed=st.integers(0, 2**16),
+)
 def test_property_matches_reference(b, t, d, dtype, offset, step, seed):
     rng = np.random.default_rng(seed)
     full = (rng.standard_normal((b, t * step, d)) + offset).astype(dtype)
@@ -307,15 +401,19 @@ def test_property_matches_reference(b, t, d, dtype, offset, step, seed):
     g = rng.uniform(-1.5, 1.5, d).astype(dtype)
     beta = rng.uniform(-1, 1, d).astype(dtype)
     dout = rng.standard_normal(x.shape).astype(dtype)
-    case = Case(x, g, beta, np.zeros(d), np.ones(d), dout, "T-strided",
-                "hypothesis")
+    case = Case(
+        x, g, beta, np.zeros(d), np.ones(d), dout, "T-strided", "hypothesis"
+    )
     wide = case.widened()
-    out, cache = bnfast.layernorm_forward(x, g, beta, {"eps": EPS},
-                                          normalized_shape=d)
-    ref, rcache = reference.layernorm_forward(x, g, beta, {"eps": EPS},
-                                              normalized_shape=d)
+    out, cache = bnfast.layernorm_forward(
+        x, g, beta, {"eps": EPS}, normalized_shape=d
+    )
+    ref, rcache = reference.layernorm_forward(
+        x, g, beta, {"eps": EPS}, normalized_shape=d
+    )
     wout, wcache = reference.layernorm_forward(
-        wide.x, wide.gamma, wide.beta, {"eps": EPS}, normalized_shape=d)
+        wide.x, wide.gamma, wide.beta, {"eps": EPS}, normalized_shape=d
+    )
     assert_as_accurate("layernorm_forward", case, out, ref, wout)
     fast = bnfast.layernorm_backward(dout, cache)
     refg = reference.layernorm_backward(dout, rcache)
@@ -325,15 +423,23 @@ def test_property_matches_reference(b, t, d, dtype, offset, step, seed):
     dr = wide.dout.reshape(len(std), -1)
     terms = np.abs(gw * dr / std) * (1 + np.abs(mean) / std)
     for name, f, r, w, s in zip(
-            ("dx", "dgamma", "dbeta"), fast, refg, wideg,
-            (float(terms.max()),
-             sum_scale(dr * (np.abs(xhat) + np.abs(mean) / std)),
-             sum_scale(dr))):
-        assert_as_accurate(f"layernorm_backward {name}", case, f, r, w,
-                           scale=s)
+        ("dx", "dgamma", "dbeta"),
+        fast,
+        refg,
+        wideg,
+        (
+            float(terms.max()),
+            sum_scale(dr * (np.abs(xhat) + np.abs(mean) / std)),
+            sum_scale(dr),
+        ),
+    ):
+        assert_as_accurate(
+            f"layernorm_backward {name}", case, f, r, w, scale=s
+        )
 
 
 # -------------------------------------------------------------------- layer
+
 
 def test_layer_uses_normalized_shape_without_reshape():
     rng = np.random.default_rng(8)
@@ -344,8 +450,8 @@ def test_layer_uses_normalized_shape_without_reshape():
     out = layer(x)
     assert np.shares_memory(layer._cache.x, big)
     ref, rcache = reference.layernorm_forward(
-        x, layer.params["gamma"], layer.params["beta"], {},
-        normalized_shape=16)
+        x, layer.params["gamma"], layer.params["beta"], {}, normalized_shape=16
+    )
     np.testing.assert_allclose(out, ref, rtol=1e-13, atol=1e-13)
     dout = rng.standard_normal(x.shape)
     dx = layer.backward(dout)
@@ -358,9 +464,15 @@ def test_layer_uses_normalized_shape_without_reshape():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,ns", [((2, 3, 8), (8,)), ((2, 3, 4, 5), (5,)),
-                                      ((2, 3, 4, 5), (4, 5)),
-                                      ((4, 6), (6,))])
+@pytest.mark.parametrize(
+    "shape,ns",
+    [
+        ((2, 3, 8), (8,)),
+        ((2, 3, 4, 5), (5,)),
+        ((2, 3, 4, 5), (4, 5)),
+        ((4, 6), (6,)),
+    ],
+)
 def test_matches_torch_layer_norm(dtype, shape, ns):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
@@ -369,16 +481,20 @@ def test_matches_torch_layer_norm(dtype, shape, ns):
     g = rng.uniform(0.5, 1.5, ns).astype(dtype)
     b = rng.standard_normal(ns).astype(dtype)
     dout = rng.standard_normal(shape).astype(dtype)
-    out, cache = bnfast.layernorm_forward(x, g, b, {"eps": 1e-5},
-                                          normalized_shape=ns)
+    out, cache = bnfast.layernorm_forward(
+        x, g, b, {"eps": 1e-5}, normalized_shape=ns
+    )
     grads = bnfast.layernorm_backward(dout, cache)
     tx = torch.tensor(x, requires_grad=True)
     tg = torch.tensor(g, requires_grad=True)
     tb = torch.tensor(b, requires_grad=True)
     tout = F.layer_norm(tx, ns, tg, tb, eps=1e-5)
     tout.backward(torch.tensor(dout))
-    tol = (dict(rtol=1e-4, atol=1e-4) if dtype == np.float32
-           else dict(rtol=1e-10, atol=1e-12))
+    tol = (
+        dict(rtol=1e-4, atol=1e-4)
+        if dtype == np.float32
+        else dict(rtol=1e-10, atol=1e-12)
+    )
     np.testing.assert_allclose(out, tout.detach().numpy(), **tol)
     for f, t in zip(grads, (tx.grad, tg.grad, tb.grad)):
         np.testing.assert_allclose(f, t.numpy(), **tol)
@@ -394,8 +510,15 @@ def test_from_torch_layernorm_on_btd():
         module.bias.uniform_(-1, 1)
     layer = bnfast.from_torch(module)
     x = np.random.default_rng(10).standard_normal((3, 5, 8))
-    np.testing.assert_allclose(layer(x), module(torch.tensor(x)).detach()
-                               .numpy(), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(layer(x[:, ::2]),
-                               module(torch.tensor(x[:, ::2])).detach()
-                               .numpy(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        layer(x),
+        module(torch.tensor(x)).detach().numpy(),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+    np.testing.assert_allclose(
+        layer(x[:, ::2]),
+        module(torch.tensor(x[:, ::2])).detach().numpy(),
+        rtol=1e-12,
+        atol=1e-12,
+    )

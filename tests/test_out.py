@@ -3,6 +3,7 @@ returns that array, and gives bitwise the results it gives without it (the
 results themselves are checked against the reference elsewhere); the
 kernels write a well-laid-out ``out`` directly, with no temporary; a bad
 ``out`` raises with nothing modified."""
+
 import copy
 import re
 import tracemalloc
@@ -14,11 +15,17 @@ import bnfast
 from bnfast import distributed, reference
 
 from arrays import _layout
-from families import FAMILIES, family_params, ident
 from fakempi import FakeComm, _World
+from families import FAMILIES, family_params, ident
 
-LAYOUTS = ["C", "F", "rows-strided", "cols-strided", "reversed",
-           "channels-last-memory"]
+LAYOUTS = [
+    "C",
+    "F",
+    "rows-strided",
+    "cols-strided",
+    "reversed",
+    "channels-last-memory",
+]
 
 
 def buffer(case, layout):
@@ -45,10 +52,12 @@ def _rows(fam):
                 yield (case, extra, lay), f"{case.id}{suffix}-out-{lay}"
 
 
-@pytest.mark.parametrize("module", [bnfast, reference],
-                         ids=["bnfast", "reference"])
-@pytest.mark.parametrize("fam,case,extra,layout",
-                         family_params(FAMILIES, _rows))
+@pytest.mark.parametrize(
+    "module", [bnfast, reference], ids=["bnfast", "reference"]
+)
+@pytest.mark.parametrize(
+    "fam,case,extra,layout", family_params(FAMILIES, _rows)
+)
 def test_out(fam, case, extra, layout, module):
     # the forward in each mode (and the running statistics it gives), the
     # backward after a forward in each backward mode: into a buffer, the
@@ -85,10 +94,15 @@ def peak_bytes(f):
 # order, it has what they need: adjacent channels for C-order x (runs of one
 # element), unit-stride runs otherwise; layer norm needs unit-stride rows.
 # Otherwise a new array is computed and copied.
-DIRECT = [("C", "C", True, True), ("C", "F", False, False),
-          ("F", "F", True, None), ("F", "C", False, None),
-          ("C", "rows-strided", True, True), ("C", "reversed", True, True),
-          ("C", "cols-strided", False, False)]
+DIRECT = [
+    ("C", "C", True, True),
+    ("C", "F", False, False),
+    ("F", "F", True, None),
+    ("F", "C", False, None),
+    ("C", "rows-strided", True, True),
+    ("C", "reversed", True, True),
+    ("C", "cols-strided", False, False),
+]
 
 
 @pytest.mark.parametrize("x_layout,out_layout,bn_direct,ln_direct", DIRECT)
@@ -101,19 +115,35 @@ def test_out_is_written_directly(x_layout, out_layout, bn_direct, ln_direct):
     _, cache = bnfast.batchnorm_forward(x, g, b, {"mode": "train"})
     _, lcache = bnfast.layernorm_forward(x, g, b, {})
     calls = [
-        (bn_direct, lambda: bnfast.batchnorm_forward(
-            x, g, b, {"mode": "train"}, out=buf)),
-        (bn_direct, lambda: bnfast.batchnorm_forward(
-            x, g, b, {"mode": "test", "running_mean": g,
-                      "running_var": g}, out=buf)),
+        (
+            bn_direct,
+            lambda: bnfast.batchnorm_forward(
+                x, g, b, {"mode": "train"}, out=buf
+            ),
+        ),
+        (
+            bn_direct,
+            lambda: bnfast.batchnorm_forward(
+                x,
+                g,
+                b,
+                {"mode": "test", "running_mean": g, "running_var": g},
+                out=buf,
+            ),
+        ),
         (bn_direct, lambda: bnfast.batchnorm_backward(dout, cache, out=buf)),
     ]
     if x_layout == "C":  # layer norm copies x and dout otherwise
         calls += [
-            (ln_direct, lambda: bnfast.layernorm_forward(x, g, b, {},
-                                                         out=buf)),
-            (ln_direct, lambda: bnfast.layernorm_backward(dout, lcache,
-                                                          out=buf))]
+            (
+                ln_direct,
+                lambda: bnfast.layernorm_forward(x, g, b, {}, out=buf),
+            ),
+            (
+                ln_direct,
+                lambda: bnfast.layernorm_backward(dout, lcache, out=buf),
+            ),
+        ]
     for k, (direct, call) in enumerate(calls):
         peak = peak_bytes(call)
         if direct:
@@ -124,10 +154,16 @@ def test_out_is_written_directly(x_layout, out_layout, bn_direct, ln_direct):
 
 def _args():
     rng = np.random.default_rng(0)
-    return dict(x=rng.standard_normal((5, 3)), gamma=np.ones(3),
-                beta=np.zeros(3),
-                bn_param={"mode": "train", "running_mean": np.zeros(3),
-                          "running_var": np.ones(3)})
+    return dict(
+        x=rng.standard_normal((5, 3)),
+        gamma=np.ones(3),
+        beta=np.zeros(3),
+        bn_param={
+            "mode": "train",
+            "running_mean": np.zeros(3),
+            "running_var": np.ones(3),
+        },
+    )
 
 
 def _shifted(args):
@@ -153,33 +189,68 @@ def _read_only():
 
 OUT_ERRORS = [
     # (description, out from the arguments, exception, message)
-    ("a list", lambda a: [[0.0] * 3] * 5, TypeError,
-     "out must be a numpy.ndarray, got list"),
-    ("a masked array", lambda a: np.ma.zeros((5, 3)), TypeError,
-     "out must not be a masked array (numpy.ma.MaskedArray)"),
-    ("another dtype", lambda a: np.zeros((5, 3), np.float32), TypeError,
-     "out must have dtype float64 (x's), got float32"),
-    ("another shape", lambda a: np.zeros((3, 5)), ValueError,
-     "out must have shape (5, 3), got (3, 5)"),
+    (
+        "a list",
+        lambda a: [[0.0] * 3] * 5,
+        TypeError,
+        "out must be a numpy.ndarray, got list",
+    ),
+    (
+        "a masked array",
+        lambda a: np.ma.zeros((5, 3)),
+        TypeError,
+        "out must not be a masked array (numpy.ma.MaskedArray)",
+    ),
+    (
+        "another dtype",
+        lambda a: np.zeros((5, 3), np.float32),
+        TypeError,
+        "out must have dtype float64 (x's), got float32",
+    ),
+    (
+        "another shape",
+        lambda a: np.zeros((3, 5)),
+        ValueError,
+        "out must have shape (5, 3), got (3, 5)",
+    ),
     ("read-only", lambda a: _read_only(), ValueError, "out is read-only"),
-    ("stride 0", lambda a: np.lib.stride_tricks.as_strided(
-        np.zeros(3), (5, 3), (0, 8)), ValueError,
-     "out has elements sharing memory (a stride of 0)"),
-    ("x itself", lambda a: a["x"], ValueError,
-     "out must not share memory with x"),
-    ("overlapping x", lambda a: _shifted(a), ValueError,
-     "out must not share memory with x"),
-    ("overlapping gamma", lambda a: _around(a, "gamma"), ValueError,
-     "out must not share memory with gamma"),
-    ("overlapping running_var", lambda a: _around(a["bn_param"],
-                                                  "running_var"),
-     ValueError, "out must not share memory with bn_param['running_var']"),
+    (
+        "stride 0",
+        lambda a: np.lib.stride_tricks.as_strided(np.zeros(3), (5, 3), (0, 8)),
+        ValueError,
+        "out has elements sharing memory (a stride of 0)",
+    ),
+    (
+        "x itself",
+        lambda a: a["x"],
+        ValueError,
+        "out must not share memory with x",
+    ),
+    (
+        "overlapping x",
+        lambda a: _shifted(a),
+        ValueError,
+        "out must not share memory with x",
+    ),
+    (
+        "overlapping gamma",
+        lambda a: _around(a, "gamma"),
+        ValueError,
+        "out must not share memory with gamma",
+    ),
+    (
+        "overlapping running_var",
+        lambda a: _around(a["bn_param"], "running_var"),
+        ValueError,
+        "out must not share memory with bn_param['running_var']",
+    ),
 ]
 
 
 @pytest.mark.parametrize("mode", ["train", "test"])
-@pytest.mark.parametrize("desc,make,exc,message", OUT_ERRORS,
-                         ids=[e[0] for e in OUT_ERRORS])
+@pytest.mark.parametrize(
+    "desc,make,exc,message", OUT_ERRORS, ids=[e[0] for e in OUT_ERRORS]
+)
 def test_forward_out_errors(desc, make, exc, message, mode):
     args = _args()
     args["bn_param"]["mode"] = mode
@@ -204,13 +275,15 @@ def test_backward_out_overlapping_inputs(what, backward):
         _, cache = bnfast.batchnorm_forward(**args)
         f = bnfast.batchnorm_backward
     else:
-        _, cache = bnfast.layernorm_forward(args["x"], args["gamma"],
-                                            args["beta"], {})
+        _, cache = bnfast.layernorm_forward(
+            args["x"], args["gamma"], args["beta"], {}
+        )
         f = bnfast.layernorm_backward
     out = dout if what == "dout" else args["x"]
     before = (dout.copy(), args["x"].copy())
-    with pytest.raises(ValueError, match=f"out must not share memory with "
-                       f"{what}"):
+    with pytest.raises(
+        ValueError, match=f"out must not share memory with {what}"
+    ):
         f(dout, cache, out=out)
     np.testing.assert_array_equal(dout, before[0])
     np.testing.assert_array_equal(args["x"], before[1])
@@ -222,8 +295,9 @@ def test_groupnorm_out_errors():
     with pytest.raises(ValueError, match="out must not share memory with x"):
         bnfast.spatial_groupnorm_forward(x, g, b, 2, {}, out=x)
     with pytest.raises(TypeError, match="out must have dtype float64"):
-        bnfast.spatial_groupnorm_forward(x, g, b, 2, {},
-                                         out=np.empty(x.shape, np.float32))
+        bnfast.spatial_groupnorm_forward(
+            x, g, b, 2, {}, out=np.empty(x.shape, np.float32)
+        )
 
 
 # ------------------------------------------------- aliasing (issue 12, 3)
@@ -237,57 +311,88 @@ C = 6
 
 def _sync(f):
     """A synchronized call on a communicator of one process."""
+
     def call(*args, **kw):
         return f(*args, FakeComm(_World(1), 0), **kw)
+
     return call
 
 
 # family: (x shape, forward(module, x, gamma, beta, param, **kw),
 #          backward(module, dout, cache, **kw), modules with the family)
 FAMILIES = {
-    "batchnorm": ((5, C), lambda m, x, g, b, p, **kw: m.batchnorm_forward(
-        x, g, b, p, **kw), lambda m, d, c, **kw: m.batchnorm_backward(
-        d, c, **kw), (bnfast, reference)),
-    "spatial": ((3, C, 2, 2),
-                lambda m, x, g, b, p, **kw: m.spatial_batchnorm_forward(
-                    x, g, b, p, **kw),
-                lambda m, d, c, **kw: m.spatial_batchnorm_backward(
-                    d, c, **kw), (bnfast, reference)),
-    "channels-last": ((3, 2, 2, C),
-                      lambda m, x, g, b, p, **kw:
-                      m.spatial_batchnorm_forward(x, g, b, p, axis=-1, **kw),
-                      lambda m, d, c, **kw: m.spatial_batchnorm_backward(
-                          d, c, **kw), (bnfast, reference)),
-    "layernorm": ((5, C), lambda m, x, g, b, p, **kw: m.layernorm_forward(
-        x, g, b, {}, **kw), lambda m, d, c, **kw: m.layernorm_backward(
-        d, c, **kw), (bnfast, reference)),
-    "groupnorm": ((3, C, 2, 2),
-                  lambda m, x, g, b, p, **kw: m.spatial_groupnorm_forward(
-                      x, g, b, 3, {}, **kw),
-                  lambda m, d, c, **kw: m.spatial_groupnorm_backward(
-                      d, c, **kw), (bnfast, reference)),
-    "sync": ((5, C), lambda m, x, g, b, p, **kw: _sync(
-        distributed.sync_batchnorm_forward)(x, g, b, p, **kw),
-        lambda m, d, c, **kw: distributed.sync_batchnorm_backward(
-            d, c, **kw), (bnfast,)),
-    "sync spatial": ((3, C, 2, 2), lambda m, x, g, b, p, **kw: _sync(
-        distributed.sync_batchnorm_forward)(x, g, b, p, axis=1, **kw),
-        lambda m, d, c, **kw: distributed.sync_batchnorm_backward(
-            d, c, **kw), (bnfast,)),
+    "batchnorm": (
+        (5, C),
+        lambda m, x, g, b, p, **kw: m.batchnorm_forward(x, g, b, p, **kw),
+        lambda m, d, c, **kw: m.batchnorm_backward(d, c, **kw),
+        (bnfast, reference),
+    ),
+    "spatial": (
+        (3, C, 2, 2),
+        lambda m, x, g, b, p, **kw: m.spatial_batchnorm_forward(
+            x, g, b, p, **kw
+        ),
+        lambda m, d, c, **kw: m.spatial_batchnorm_backward(d, c, **kw),
+        (bnfast, reference),
+    ),
+    "channels-last": (
+        (3, 2, 2, C),
+        lambda m, x, g, b, p, **kw: m.spatial_batchnorm_forward(
+            x, g, b, p, axis=-1, **kw
+        ),
+        lambda m, d, c, **kw: m.spatial_batchnorm_backward(d, c, **kw),
+        (bnfast, reference),
+    ),
+    "layernorm": (
+        (5, C),
+        lambda m, x, g, b, p, **kw: m.layernorm_forward(x, g, b, {}, **kw),
+        lambda m, d, c, **kw: m.layernorm_backward(d, c, **kw),
+        (bnfast, reference),
+    ),
+    "groupnorm": (
+        (3, C, 2, 2),
+        lambda m, x, g, b, p, **kw: m.spatial_groupnorm_forward(
+            x, g, b, 3, {}, **kw
+        ),
+        lambda m, d, c, **kw: m.spatial_groupnorm_backward(d, c, **kw),
+        (bnfast, reference),
+    ),
+    "sync": (
+        (5, C),
+        lambda m, x, g, b, p, **kw: _sync(distributed.sync_batchnorm_forward)(
+            x, g, b, p, **kw
+        ),
+        lambda m, d, c, **kw: distributed.sync_batchnorm_backward(d, c, **kw),
+        (bnfast,),
+    ),
+    "sync spatial": (
+        (3, C, 2, 2),
+        lambda m, x, g, b, p, **kw: _sync(distributed.sync_batchnorm_forward)(
+            x, g, b, p, axis=1, **kw
+        ),
+        lambda m, d, c, **kw: distributed.sync_batchnorm_backward(d, c, **kw),
+        (bnfast,),
+    ),
 }
 BATCH = ["batchnorm", "spatial", "channels-last", "sync", "sync spatial"]
 
 
 def _family_modules(names):
-    return [pytest.param(name, m, id=f"{name}-{m.__name__.split('.')[-1]}")
-            for name in names for m in FAMILIES[name][3]]
+    return [
+        pytest.param(name, m, id=f"{name}-{m.__name__.split('.')[-1]}")
+        for name in names
+        for m in FAMILIES[name][3]
+    ]
 
 
 def _values(seed=5):
     rng = np.random.default_rng(seed)
-    return {"gamma": rng.uniform(0.5, 1.5, C), "beta": rng.uniform(-1, 1, C),
-            "running_mean": rng.uniform(-1, 1, C),
-            "running_var": rng.uniform(0.5, 2, C)}
+    return {
+        "gamma": rng.uniform(0.5, 1.5, C),
+        "beta": rng.uniform(-1, 1, C),
+        "running_mean": rng.uniform(-1, 1, C),
+        "running_var": rng.uniform(0.5, 2, C),
+    }
 
 
 def _copies(arrays):
@@ -296,12 +401,14 @@ def _copies(arrays):
 
 def _assert_same(before, after):
     for key in before:
-        np.testing.assert_array_equal(np.asarray(after[key]), before[key],
-                                      err_msg=key)
+        np.testing.assert_array_equal(
+            np.asarray(after[key]), before[key], err_msg=key
+        )
 
 
-@pytest.mark.parametrize("family", ["batchnorm", "spatial", "channels-last",
-                                    "sync", "sync spatial"])
+@pytest.mark.parametrize(
+    "family", ["batchnorm", "spatial", "channels-last", "sync", "sync spatial"]
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_backward_out_sharing_beta(family, dtype):
     # the fused ReLU's backward reads beta (its mask is recomputed): a dx
@@ -311,21 +418,30 @@ def test_relu_backward_out_sharing_beta(family, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     dout = rng.standard_normal(shape).astype(dtype)
     buf = np.zeros(x.size, dtype)
-    beta = buf[x.size - C:]
+    beta = buf[x.size - C :]
     beta[...] = rng.uniform(-1, 1, C)
-    _, cache = fwd(bnfast, x, np.ones(C, dtype), beta, {"mode": "train"},
-                   activation="relu")
+    _, cache = fwd(
+        bnfast,
+        x,
+        np.ones(C, dtype),
+        beta,
+        {"mode": "train"},
+        activation="relu",
+    )
     out = buf.reshape(shape)
     before = _copies({"beta": beta, "x": x, "dout": dout, "buf": buf})
-    with pytest.raises(ValueError, match=re.escape(
-            "out must not share memory with the cached beta")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("out must not share memory with the cached beta"),
+    ):
         bwd(bnfast, dout, cache, out=out)
     _assert_same(before, {"beta": beta, "x": x, "dout": dout, "buf": buf})
     # without the ReLU beta is not read: that backward may write there
     _, cache = fwd(bnfast, x, np.ones(C, dtype), beta, {"mode": "train"})
     expected = bwd(bnfast, dout, cache)[0]
-    np.testing.assert_array_equal(bwd(bnfast, dout, cache, out=out)[0],
-                                  expected)
+    np.testing.assert_array_equal(
+        bwd(bnfast, dout, cache, out=out)[0], expected
+    )
 
 
 def _place(kind, out, value):
@@ -334,12 +450,15 @@ def _place(kind, out, value):
     float64 bytes) or 'integer memoryview' (a memoryview of those)."""
     flat = out.reshape(-1)
     if kind == "strided":
-        a = flat[::2][:value.size]
+        a = flat[::2][: value.size]
     elif kind == "byte-swapped":
-        a = flat[flat.size - value.size:].view(
-            flat.dtype.newbyteorder()).reshape(value.shape)
+        a = (
+            flat[flat.size - value.size :]
+            .view(flat.dtype.newbyteorder())
+            .reshape(value.shape)
+        )
     elif kind in ("integer", "integer memoryview"):
-        a = flat[:value.size].view(np.int64)
+        a = flat[: value.size].view(np.int64)
         value = np.round(value * 3).astype(np.int64)
     a[...] = value
     return memoryview(a) if kind == "integer memoryview" else a
@@ -351,27 +470,38 @@ def _forward_aliasing_cases():
         if name in BATCH:
             params += ["running_mean", "running_var"]
         for arg in params:
-            for kind in ("strided", "byte-swapped", "integer",
-                         "integer memoryview"):
+            for kind in (
+                "strided",
+                "byte-swapped",
+                "integer",
+                "integer memoryview",
+            ):
                 if kind.startswith("integer") and arg.startswith("running"):
                     continue  # a TypeError: running statistics are floats
                 yield name, arg, kind
         yield name, "x", "byte-swapped"
-    yield "batchnorm", "x", "reshaped"   # (N, A, B) that reshape(N, -1)
-    yield "sync", "x", "reshaped"        # must copy, passed as out itself
+    yield "batchnorm", "x", "reshaped"  # (N, A, B) that reshape(N, -1)
+    yield "sync", "x", "reshaped"  # must copy, passed as out itself
 
 
 FORWARD_ALIASING = [
-    pytest.param(name, m, arg, kind, id=f"{name}-{arg}-{kind}-"
-                 f"{m.__name__.split('.')[-1]}")
+    pytest.param(
+        name,
+        m,
+        arg,
+        kind,
+        id=f"{name}-{arg}-{kind}-{m.__name__.split('.')[-1]}",
+    )
     for name, arg, kind in _forward_aliasing_cases()
-    for m in FAMILIES[name][3]]
+    for m in FAMILIES[name][3]
+]
 
 
 @pytest.mark.parametrize("family,module,arg,kind", FORWARD_ALIASING)
 @pytest.mark.parametrize("mode", ["train", "test"])
-def test_forward_out_sharing_a_converted_input(family, module, arg, kind,
-                                               mode):
+def test_forward_out_sharing_a_converted_input(
+    family, module, arg, kind, mode
+):
     # the call reads a native / contiguous / float copy of the argument;
     # out is checked against the caller's array as well
     shape, fwd, _, _ = FAMILIES[family]
@@ -383,8 +513,11 @@ def test_forward_out_sharing_a_converted_input(family, module, arg, kind,
     x = rng.standard_normal(shape)
     out = np.zeros(shape)
     args = {"x": x, "gamma": v["gamma"][:d], "beta": v["beta"][:d]}
-    param = {"mode": mode, "running_mean": v["running_mean"][:d],
-             "running_var": v["running_var"][:d]}
+    param = {
+        "mode": mode,
+        "running_mean": v["running_mean"][:d],
+        "running_var": v["running_var"][:d],
+    }
     if kind == "reshaped":
         x = out = np.zeros((5, 2, 3)).transpose(0, 2, 1)
         x[...] = args["x"]
@@ -398,9 +531,9 @@ def test_forward_out_sharing_a_converted_input(family, module, arg, kind,
     name = f"bn_param['{arg}']" if arg.startswith("running") else arg
     before = _copies({**args, **param, "out": out})
     del before["mode"]
-    with pytest.raises(ValueError,
-                       match=re.escape(f"out must not share memory with "
-                                       f"{name}")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"out must not share memory with {name}")
+    ):
         fwd(module, args["x"], args["gamma"], args["beta"], param, out=out)
     _assert_same(before, {**args, **param, "out": out})
 
@@ -414,14 +547,16 @@ def test_backward_out_sharing_a_byte_swapped_dout(family, module):
     out = np.zeros(shape)
     dout = _place("byte-swapped", out, rng.standard_normal(shape))
     before = _copies({"dout": dout, "x": x, "out": out})
-    with pytest.raises(ValueError,
-                       match=re.escape("out must not share memory with dout")):
+    with pytest.raises(
+        ValueError, match=re.escape("out must not share memory with dout")
+    ):
         bwd(module, dout, cache, out=out)
     _assert_same(before, {"dout": dout, "x": x, "out": out})
 
 
-@pytest.mark.parametrize("family", ["batchnorm", "spatial", "layernorm",
-                                    "groupnorm", "sync"])
+@pytest.mark.parametrize(
+    "family", ["batchnorm", "spatial", "layernorm", "groupnorm", "sync"]
+)
 @pytest.mark.parametrize("which", ["mean", "invstd"])
 def test_backward_out_sharing_the_cached_statistics(family, which):
     # shapes whose x has as many elements as the statistics, so that an
@@ -429,16 +564,24 @@ def test_backward_out_sharing_the_cached_statistics(family, which):
     # one feature (layer norm), instance norm of 1x1 images (group norm)
     rng = np.random.default_rng(6)
     shape, fwd, bwd = {
-        "batchnorm": ((1, C), FAMILIES["batchnorm"][1],
-                      FAMILIES["batchnorm"][2]),
-        "spatial": ((1, C, 1), FAMILIES["spatial"][1],
-                    FAMILIES["spatial"][2]),
-        "layernorm": ((C, 1), lambda m, x, g, b, p, **kw:
-                      m.layernorm_forward(x, g, b, {}, **kw),
-                      FAMILIES["layernorm"][2]),
-        "groupnorm": ((1, C, 1), lambda m, x, g, b, p, **kw:
-                      m.spatial_groupnorm_forward(x, g, b, C, {}, **kw),
-                      FAMILIES["groupnorm"][2]),
+        "batchnorm": (
+            (1, C),
+            FAMILIES["batchnorm"][1],
+            FAMILIES["batchnorm"][2],
+        ),
+        "spatial": ((1, C, 1), FAMILIES["spatial"][1], FAMILIES["spatial"][2]),
+        "layernorm": (
+            (C, 1),
+            lambda m, x, g, b, p, **kw: m.layernorm_forward(x, g, b, {}, **kw),
+            FAMILIES["layernorm"][2],
+        ),
+        "groupnorm": (
+            (1, C, 1),
+            lambda m, x, g, b, p, **kw: m.spatial_groupnorm_forward(
+                x, g, b, C, {}, **kw
+            ),
+            FAMILIES["groupnorm"][2],
+        ),
         "sync": ((1, C), FAMILIES["sync"][1], FAMILIES["sync"][2]),
     }[family]
     x = rng.standard_normal(shape)
@@ -449,8 +592,12 @@ def test_backward_out_sharing_the_cached_statistics(family, which):
     assert stats.size == x.size
     out = stats.reshape(shape)
     before = _copies({"stats": stats, "x": x, "dout": dout})
-    with pytest.raises(ValueError, match=re.escape(
-            "out must not share memory with the cached statistics")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(
+            "out must not share memory with the cached statistics"
+        ),
+    ):
         bwd(bnfast, dout, cache, out=out)
     _assert_same(before, {"stats": stats, "x": x, "dout": dout})
 
@@ -462,7 +609,8 @@ def _self_overlapping(shape, how):
     base = np.zeros(int(np.prod(shape)) + 8)
     if how == "sliding window":
         rows = np.lib.stride_tricks.sliding_window_view(
-            base, int(np.prod(shape[1:])), writeable=True)[:shape[0]]
+            base, int(np.prod(shape[1:])), writeable=True
+        )[: shape[0]]
         out = rows.reshape(shape)
     else:
         out = np.lib.stride_tricks.as_strided(base, shape, (8,) * len(shape))
@@ -496,8 +644,9 @@ def test_self_overlap_is_decided_exactly():
     # element by element: the reference's brute force is the oracle
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 2))
-    expected, _ = bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2),
-                                           {"mode": "train"})
+    expected, _ = bnfast.batchnorm_forward(
+        x, np.ones(2), np.zeros(2), {"mode": "train"}
+    )
     seen = set()
     for _ in range(400):
         strides = tuple(int(s) * 8 for s in rng.integers(-4, 5, 2))
@@ -507,17 +656,20 @@ def test_self_overlap_is_decided_exactly():
         seen.add(overlaps)
         if overlaps:
             with pytest.raises(ValueError, match="out has elements sharing"):
-                bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2),
-                                         {"mode": "train"}, out=out)
+                bnfast.batchnorm_forward(
+                    x, np.ones(2), np.zeros(2), {"mode": "train"}, out=out
+                )
         else:
-            res, _ = bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2),
-                                              {"mode": "train"}, out=out)
+            res, _ = bnfast.batchnorm_forward(
+                x, np.ones(2), np.zeros(2), {"mode": "train"}, out=out
+            )
             assert res is out
             np.testing.assert_array_equal(out, expected, err_msg=strides)
     assert seen == {True, False}
     # interleaved axes: offsets i * 16 + j * 24 are all distinct
     out = np.lib.stride_tricks.as_strided(np.zeros(8), (3, 2), (16, 24))
     assert not reference._overlaps_itself(out)
-    bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2), {"mode": "train"},
-                             out=out)
+    bnfast.batchnorm_forward(
+        x, np.ones(2), np.zeros(2), {"mode": "train"}, out=out
+    )
     np.testing.assert_array_equal(out, expected)

@@ -24,14 +24,20 @@ inputs are covered by the equivalence tests, not here.
 Profiles: "ci" (the default: derandomized, 60 examples per test) and
 "long" (2000 examples), chosen with ``BNFAST_HYPOTHESIS=long``.
 """
+
 import dataclasses
 import math
 import os
 
 import numpy as np
 import pytest
-from hypothesis import (HealthCheck, currently_in_test_context, event, given,
-                        settings)
+from hypothesis import (
+    HealthCheck,
+    currently_in_test_context,
+    event,
+    given,
+    settings,
+)
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -44,12 +50,23 @@ from families import FAMILIES, Family
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large]
 # database=None: nothing written into the checkout (.hypothesis/ is not
 # ignored); print_blob: a failure prints its @reproduce_failure line.
-settings.register_profile("ci", max_examples=60, derandomize=True,
-                          deadline=None, database=None, print_blob=True,
-                          suppress_health_check=_SUPPRESS)
-settings.register_profile("long", max_examples=2000, deadline=None,
-                          database=None, print_blob=True,
-                          suppress_health_check=_SUPPRESS)
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_SUPPRESS,
+)
+settings.register_profile(
+    "long",
+    max_examples=2000,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=_SUPPRESS,
+)
 settings.load_profile(os.environ.get("BNFAST_HYPOTHESIS", "ci"))
 
 DTYPES = (np.float32, np.float64)
@@ -75,6 +92,7 @@ MAX_SIZE = 40_000
 
 # ---------------------------------------------------------------- strategies
 
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """How an array sits in memory.  kind "C", "F", "permuted" (axes in
@@ -83,6 +101,7 @@ class Layout:
     axis k, reversed when negative), "unaligned" (C order, one byte off),
     "broadcast" (the first sample repeated with stride 0: for x this makes
     every feature constant across the batch)."""
+
     kind: str
     perm: tuple
     steps: tuple
@@ -95,16 +114,26 @@ class Layout:
 
 @st.composite
 def layouts(draw, ndim):
-    kind = draw(st.sampled_from(
-        ["C", "F", "permuted", "strided", "unaligned", "broadcast"]))
+    kind = draw(
+        st.sampled_from(
+            ["C", "F", "permuted", "strided", "unaligned", "broadcast"]
+        )
+    )
     perm, steps = tuple(range(ndim)), (1,) * ndim
     if kind == "F":
         perm = perm[::-1]
     elif kind in ("permuted", "strided"):
         perm = tuple(draw(st.permutations(range(ndim))))
     if kind == "strided":
-        steps = tuple(draw(st.lists(st.sampled_from([1, 2, -1, 3, -2]),
-                                    min_size=ndim, max_size=ndim)))
+        steps = tuple(
+            draw(
+                st.lists(
+                    st.sampled_from([1, 2, -1, 3, -2]),
+                    min_size=ndim,
+                    max_size=ndim,
+                )
+            )
+        )
     return Layout(kind, perm, steps)
 
 
@@ -120,8 +149,9 @@ def lay_out(a, dtype, layout):
         assert not out.flags.aligned or size == 0
         return out
     # the gaps hold NaN: a kernel that reads outside the view shows
-    big = np.full([a.shape[k] * abs(layout.steps[k]) for k in layout.perm],
-                  np.nan, dtype)
+    big = np.full(
+        [a.shape[k] * abs(layout.steps[k]) for k in layout.perm], np.nan, dtype
+    )
     v = big.transpose(np.argsort(layout.perm))
     v = v[tuple(slice(None, None, s) for s in layout.steps)]
     v[...] = a
@@ -133,8 +163,13 @@ def shapes(draw, min_dims, max_dims, channels=None):
     """Small shapes; now and then one axis long (one of LONG_SIDES) or long
     enough for the threaded kernels (at least 32768 elements: 64 KiB and more here);
     at most MAX_SIZE elements.  ``channels``: a strategy for shape[1]."""
-    shape = list(draw(hnp.array_shapes(min_dims=min_dims, max_dims=max_dims,
-                                       min_side=1, max_side=6)))
+    shape = list(
+        draw(
+            hnp.array_shapes(
+                min_dims=min_dims, max_dims=max_dims, min_side=1, max_side=6
+            )
+        )
+    )
     if channels is not None:
         shape[1] = draw(channels)
     size = draw(st.sampled_from(["small", "small", "long", "threaded"]))
@@ -156,24 +191,25 @@ class Spec:
     failure; ``build`` makes the arrays).  axis: None for statistics of
     ``x.reshape(N, -1)``'s columns or rows (batchnorm_*, layernorm_*), else
     the channel axis."""
+
     dtype: type
     shape: tuple
     axis: object
     x_layout: Layout
     dout_layout: Layout
     seed: int
-    spread_exp: int          # values of size 10**spread_exp
-    offset: float            # common offset, in units of the spread
-    trend: float             # added along the batch, 0 .. trend
-    grid: object             # small-integer values (an ndarray) or None
-    const: str               # "none", "channel" or "sample"
+    spread_exp: int  # values of size 10**spread_exp
+    offset: float  # common offset, in units of the spread
+    trend: float  # added along the batch, 0 .. trend
+    grid: object  # small-integer values (an ndarray) or None
+    const: str  # "none", "channel" or "sample"
     const_index: int
     param_dtype: type
-    param_full: bool         # gamma, beta of the full per-feature shape
+    param_full: bool  # gamma, beta of the full per-feature shape
     signed_gamma: bool
     stats_dtype: type
     stats_full: bool
-    stats_near: bool         # running stats near the batch's, else random
+    stats_near: bool  # running stats near the batch's, else random
 
 
 @st.composite
@@ -184,8 +220,9 @@ def specs(draw, kind):
         ndim = len(shape)
         axis = draw(st.sampled_from([1, -1] + list(range(2, ndim - 1))))
     elif kind == "gn":
-        shape = draw(shapes(2, 5, channels=st.sampled_from(
-            [1, 2, 3, 4, 6, 8, 12])))
+        shape = draw(
+            shapes(2, 5, channels=st.sampled_from([1, 2, 3, 4, 6, 8, 12]))
+        )
         axis = 1
     else:
         shape = draw(shapes(2, 4))
@@ -198,12 +235,20 @@ def specs(draw, kind):
     if values == "grid" and math.prod(shape) <= 256:
         grid = draw(hnp.arrays(np.int8, shape, elements=st.integers(-3, 3)))
     return Spec(
-        dtype=dtype, shape=shape, axis=axis,
-        x_layout=draw(layouts(ndim)), dout_layout=draw(layouts(ndim)),
+        dtype=dtype,
+        shape=shape,
+        axis=axis,
+        x_layout=draw(layouts(ndim)),
+        dout_layout=draw(layouts(ndim)),
         seed=draw(st.integers(0, 2**32 - 1)),
         spread_exp=draw(st.integers(-3, 3)),
-        offset=draw(st.one_of(st.just(0.0), st.sampled_from([1e4, -1e4]),
-                              st.floats(-1e4, 1e4))),
+        offset=draw(
+            st.one_of(
+                st.just(0.0),
+                st.sampled_from([1e4, -1e4]),
+                st.floats(-1e4, 1e4),
+            )
+        ),
         trend=draw(st.floats(0, 1e3)) if values == "trend" else 0.0,
         grid=grid,
         const=draw(st.sampled_from(["none", "channel", "sample"])),
@@ -220,10 +265,17 @@ def specs(draw, kind):
 def record(spec, size):
     """What a test ran on, for pytest --hypothesis-show-statistics."""
     event(f"x {spec.x_layout.kind}, {np.dtype(spec.dtype).name}")
-    event("size >= 32768 (threaded)" if size >= 32768 else
-          "size > 4096" if size > 4096 else "size <= 4096")
-    event(f"values {'grid' if spec.grid is not None else 'random'}, "
-          f"const {spec.const}")
+    event(
+        "size >= 32768 (threaded)"
+        if size >= 32768
+        else "size > 4096"
+        if size > 4096
+        else "size <= 4096"
+    )
+    event(
+        f"values {'grid' if spec.grid is not None else 'random'}, "
+        f"const {spec.const}"
+    )
 
 
 def build(spec):
@@ -239,29 +291,35 @@ def build(spec):
     if spec.grid is not None:
         z[...] = spec.grid
     else:
-        view[...] = (rng.standard_normal(view.shape) * rng.uniform(0.5, 2, d)
-                     + rng.uniform(-3, 3, d))
+        view[...] = rng.standard_normal(view.shape) * rng.uniform(
+            0.5, 2, d
+        ) + rng.uniform(-3, 3, d)
     z += np.linspace(0, spec.trend, n).reshape((n,) + (1,) * (z.ndim - 1))
     z += spec.offset
     if spec.const == "channel":
         view[..., spec.const_index % d] = 3.7 + spec.offset
     elif spec.const == "sample":
         z[spec.const_index % n] = 3.7 + spec.offset
-    spread = 10.0 ** spec.spread_exp
+    spread = 10.0**spec.spread_exp
     x = z * spread
 
     if axis is None:
         pshape = shape[1:]
     else:
-        pshape = tuple(shape[k] if k == axis % len(shape) else 1
-                       for k in range(len(shape)))
+        pshape = tuple(
+            shape[k] if k == axis % len(shape) else 1
+            for k in range(len(shape))
+        )
     gamma = rng.uniform(0.5, 1.5, d)
     if spec.signed_gamma:
         gamma *= rng.choice([-1.0, 1.0], d)
     beta = rng.uniform(-1, 1, d)
     if spec.stats_near:
-        cols = np.moveaxis(x.reshape(n, -1) if axis is None
-                           else np.moveaxis(x, axis, -1), -1, 0).reshape(d, -1)
+        cols = np.moveaxis(
+            x.reshape(n, -1) if axis is None else np.moveaxis(x, axis, -1),
+            -1,
+            0,
+        ).reshape(d, -1)
         rm = cols.mean(axis=1) + spread * rng.uniform(-0.5, 0.5, d)
         rv = cols.var(axis=1) * rng.uniform(0.5, 2, d) + spread**2 * 0.01
     else:
@@ -280,14 +338,16 @@ def build(spec):
         running_var=param(rv, spec.stats_dtype, spec.stats_full),
         dout=lay_out(dout, spec.dtype, spec.dout_layout),
         layout=f"x:{spec.x_layout}/dout:{spec.dout_layout}",
-        contents=(f"1e{spec.spread_exp}*(v+{spec.offset:g})"
-                  f"{'-grid' if spec.grid is not None else ''}"
-                  f"{'-trend' if spec.trend else ''}-const:{spec.const}"),
-        axis=axis)
+        contents=(
+            f"1e{spec.spread_exp}*(v+{spec.offset:g})"
+            f"{'-grid' if spec.grid is not None else ''}"
+            f"{'-trend' if spec.trend else ''}-const:{spec.const}"
+        ),
+        axis=axis,
+    )
 
 
-EPS = st.one_of(st.sampled_from([1e-5, 1e-3, 1e-8, 0.1]),
-                st.floats(1e-8, 0.1))
+EPS = st.one_of(st.sampled_from([1e-5, 1e-3, 1e-8, 0.1]), st.floats(1e-8, 0.1))
 MOMENTUM = st.floats(0, 1)
 # the fused ReLU is a registry variant here; kept for the files that
 # import it (test_residual_properties.py)
@@ -316,18 +376,29 @@ def term_scales(x, dout, g, b, mean, std, sum_axes):
 
 # ---------------------------------------------------------------- batch norm
 
+
 def bn_param(case, mode, eps, momentum, unbiased):
-    return {"mode": mode, "eps": eps, "momentum": momentum,
-            "running_mean": case.running_mean.copy(),
-            "running_var": case.running_var.copy(),
-            "unbiased_running_var": unbiased}
+    return {
+        "mode": mode,
+        "eps": eps,
+        "momentum": momentum,
+        "running_mean": case.running_mean.copy(),
+        "running_var": case.running_var.copy(),
+        "unbiased_running_var": unbiased,
+    }
 
 
 def fam_forward(fam, module, case, p, extra=None):
     # (extra functions of the case, e.g. the residual, evaluated on it)
-    return fam.call(module, case.x, case.gamma, case.beta, p,
-                    fam.eval_extra(case, extra),
-                    case.axis)
+    return fam.call(
+        module,
+        case.x,
+        case.gamma,
+        case.beta,
+        p,
+        fam.eval_extra(case, extra),
+        case.axis,
+    )
 
 
 def channels_last(case, a):
@@ -344,9 +415,15 @@ def bn_scales(wcase, eps, mode="train"):
     else:
         mean = wcase.running_mean.reshape(-1)
         var = wcase.running_var.reshape(-1)
-    return term_scales(xc, channels_last(wcase, wcase.dout),
-                       wcase.gamma.reshape(-1), wcase.beta.reshape(-1), mean,
-                       np.sqrt(var + eps), 0)
+    return term_scales(
+        xc,
+        channels_last(wcase, wcase.dout),
+        wcase.gamma.reshape(-1),
+        wcase.beta.reshape(-1),
+        mean,
+        np.sqrt(var + eps),
+        0,
+    )
 
 
 def residual_scale(wcase, extra):
@@ -354,8 +431,9 @@ def residual_scale(wcase, extra):
     + z) cancels terms up to the bn scale plus it."""
     if not extra or "residual" not in extra:
         return 0.0
-    z = np.abs(np.asarray(Family.eval_extra(wcase, extra)["residual"],
-                          np.float64))
+    z = np.abs(
+        np.asarray(Family.eval_extra(wcase, extra)["residual"], np.float64)
+    )
     return float(np.max(z[np.isfinite(z)], initial=0.0))
 
 
@@ -371,25 +449,42 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased, extra=None):
     ref, _ = fam_forward(fam, reference, case, rp, extra)
     wide, _ = fam_forward(fam, reference, wcase, wp, extra)
     what = f"{fam.name} {mode} forward (eps={eps:g})"
-    assert_as_accurate(f"{what} out", case, out, ref, wide,
-                       bn_scales(wcase, eps, mode)["out"]
-                       + residual_scale(wcase, extra))
+    assert_as_accurate(
+        f"{what} out",
+        case,
+        out,
+        ref,
+        wide,
+        bn_scales(wcase, eps, mode)["out"] + residual_scale(wcase, extra),
+    )
     np.testing.assert_array_equal(case.x, x_before, err_msg="x was written")
     # the running mean cancels terms of the size of x
     xmax = np.max(np.abs(channels_last(wcase, wcase.x)), axis=0)
-    rm_scale = float(np.max(np.abs(momentum * wcase.running_mean.reshape(-1))
-                            + (1 - momentum) * xmax))
-    for key, given_stat, scale in zip(("running_mean", "running_var"),
-                                      given_stats, (rm_scale, None)):
+    rm_scale = float(
+        np.max(
+            np.abs(momentum * wcase.running_mean.reshape(-1))
+            + (1 - momentum) * xmax
+        )
+    )
+    for key, given_stat, scale in zip(
+        ("running_mean", "running_var"), given_stats, (rm_scale, None)
+    ):
         np.testing.assert_array_equal(
-            given_stat, getattr(case, key),
-            err_msg=f"the {key} passed in was written")
+            given_stat,
+            getattr(case, key),
+            err_msg=f"the {key} passed in was written",
+        )
         assert p[key].dtype == given_stat.dtype
         assert p[key].shape == given_stat.shape
         if mode == "train":
-            assert_as_accurate(f"{what} {key} (momentum={momentum:g}, "
-                            f"unbiased={unbiased})", case, p[key], rp[key],
-                            wp[key], scale)
+            assert_as_accurate(
+                f"{what} {key} (momentum={momentum:g}, unbiased={unbiased})",
+                case,
+                p[key],
+                rp[key],
+                wp[key],
+                scale,
+            )
         else:
             assert cache.frozen
             np.testing.assert_array_equal(p[key], given_stat)
@@ -397,12 +492,15 @@ def check_bn_forward(fam, case, mode, eps, momentum, unbiased, extra=None):
 
 def check_bn_backward(fam, case, mode, eps, twin, extra=None):
     wcase = case.widened()
-    _, cache = fam_forward(fam, bnfast, case,
-                           bn_param(case, mode, eps, 0.9, False), extra)
-    _, rcache = fam_forward(fam, reference, case,
-                            bn_param(case, mode, eps, 0.9, False), extra)
-    _, wcache = fam_forward(fam, reference, wcase,
-                            bn_param(wcase, mode, eps, 0.9, False), extra)
+    _, cache = fam_forward(
+        fam, bnfast, case, bn_param(case, mode, eps, 0.9, False), extra
+    )
+    _, rcache = fam_forward(
+        fam, reference, case, bn_param(case, mode, eps, 0.9, False), extra
+    )
+    _, wcache = fam_forward(
+        fam, reference, wcase, bn_param(wcase, mode, eps, 0.9, False), extra
+    )
     fast = getattr(bnfast, twin)(case.dout, cache)
     ref = getattr(reference, twin)(case.dout, rcache)
     wide = getattr(reference, twin)(wcase.dout, wcache)
@@ -410,41 +508,63 @@ def check_bn_backward(fam, case, mode, eps, twin, extra=None):
     assert len(fast) == len(fam.grads)
     for name, f, r, w in zip(fam.grads, fast, ref, wide):
         # (dresidual: dout, masked by the ReLU: its own magnitude)
-        assert_as_accurate(f"{fam.name} {twin} {name} ({mode}, eps={eps:g})",
-                           case, f, r, w, scales.get(name))
+        assert_as_accurate(
+            f"{fam.name} {twin} {name} ({mode}, eps={eps:g})",
+            case,
+            f,
+            r,
+            w,
+            scales.get(name),
+        )
 
 
 # ---------------------------------------------------------------- layer norm
+
 
 def ln_scales(wcase, eps):
     n = wcase.x.shape[0]
     xr = wcase.x.reshape(n, -1)
     mean = xr.mean(axis=1, keepdims=True)
     std = np.sqrt(xr.var(axis=1, keepdims=True) + eps)
-    return term_scales(xr, wcase.dout.reshape(n, -1), wcase.gamma.reshape(-1),
-                       wcase.beta.reshape(-1), mean, std, 0)
+    return term_scales(
+        xr,
+        wcase.dout.reshape(n, -1),
+        wcase.gamma.reshape(-1),
+        wcase.beta.reshape(-1),
+        mean,
+        std,
+        0,
+    )
 
 
 # ---------------------------------------------------------------- RMS norm
+
 
 def rms_scales(wcase, eps):
     """out: its own magnitude (a product, nothing cancels); dx = inv_rms *
     (g - xhat * mean(g * xhat)), g = gamma * dout: terms |g| * inv_rms and
     |xhat| (up to its row's largest) times the mean's terms; dgamma = sum
     dout * xhat over the rows."""
-    d = wcase.gamma.size        # the normalized shape's size
+    d = wcase.gamma.size  # the normalized shape's size
     xr = wcase.x.reshape(-1, d)
     dout = wcase.dout.reshape(-1, d)
     inv_rms = 1 / np.sqrt(np.mean(xr * xr, axis=1, keepdims=True) + eps)
     xhat = xr * inv_rms
     g = wcase.gamma.reshape(-1) * dout
-    terms = np.abs(g) * inv_rms * (1 + np.abs(xhat) * np.max(
-        np.abs(xhat), axis=1, keepdims=True))
-    return {"out": None, "dx": float(np.max(terms)),
-            "dgamma": sum_scale(dout * xhat)}
+    terms = (
+        np.abs(g)
+        * inv_rms
+        * (1 + np.abs(xhat) * np.max(np.abs(xhat), axis=1, keepdims=True))
+    )
+    return {
+        "out": None,
+        "dx": float(np.max(terms)),
+        "dgamma": sum_scale(dout * xhat),
+    }
 
 
 # ---------------------------------------------------------------- group norm
+
 
 @st.composite
 def gn_specs(draw):
@@ -458,12 +578,18 @@ def channels_moved_last(case):
     """A group norm case (channels on axis 1) with its channels moved last
     (axis -1): the same values; gamma and beta of the full (1, C, 1, ...)
     shape become (1, ..., 1, C)."""
+
     def last(p):
         return p if p.ndim < 2 else np.moveaxis(p, 1, -1)
-    return dataclasses.replace(case, x=np.moveaxis(case.x, 1, -1),
-                               dout=np.moveaxis(case.dout, 1, -1),
-                               gamma=last(case.gamma), beta=last(case.beta),
-                               axis=-1)
+
+    return dataclasses.replace(
+        case,
+        x=np.moveaxis(case.x, 1, -1),
+        dout=np.moveaxis(case.dout, 1, -1),
+        gamma=last(case.gamma),
+        beta=last(case.beta),
+        axis=-1,
+    )
 
 
 def gn_scales(wcase, groups, eps):
@@ -479,9 +605,15 @@ def gn_scales(wcase, groups, eps):
     mean = xg.mean(axis=(2, 3), keepdims=True)
     std = np.sqrt(xg.var(axis=(2, 3), keepdims=True) + eps)
     pshape = (1, groups, c // groups, 1)
-    return term_scales(xg, dout.reshape(shape),
-                       wcase.gamma.reshape(pshape), wcase.beta.reshape(pshape),
-                       mean, std, (0, 3))
+    return term_scales(
+        xg,
+        dout.reshape(shape),
+        wcase.gamma.reshape(pshape),
+        wcase.beta.reshape(pshape),
+        mean,
+        std,
+        (0, 3),
+    )
 
 
 # ---------------------------------------------------------------- the tests
@@ -490,6 +622,7 @@ def gn_scales(wcase, groups, eps):
 # channel axis, "ln": per-sample statistics, "gn": channel groups, "rms":
 # the "ln" inputs with RMS norm's scales) and the
 # conditioning scales of its results.
+
 
 def draw_case(fam, data):
     """(Case, extra arguments) for a family."""
@@ -505,8 +638,9 @@ def draw_case(fam, data):
         case = build(data.draw(specs("rms"), label="spec"))
         if case.x.ndim > 2 and data.draw(st.booleans(), label="last axis"):
             d = case.x.shape[-1]
-            case = dataclasses.replace(case, gamma=np.ascontiguousarray(
-                case.gamma.reshape(-1)[:d]))
+            case = dataclasses.replace(
+                case, gamma=np.ascontiguousarray(case.gamma.reshape(-1)[:d])
+            )
         return case, {}
     # the family's extra arguments (the residual: a function of the case)
     case = build(data.draw(specs(fam.strategy), label="spec"))
@@ -529,18 +663,29 @@ FAMILY = pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
 def test_forward(fam, data, eps):
     if fam.param == "bn":
         case, extra = draw_case(fam, data)
-        check_bn_forward(fam, case,
-                         data.draw(st.sampled_from(fam.modes), label="mode"),
-                         eps, data.draw(MOMENTUM, label="momentum"),
-                         data.draw(st.booleans(), label="unbiased"), extra)
+        check_bn_forward(
+            fam,
+            case,
+            data.draw(st.sampled_from(fam.modes), label="mode"),
+            eps,
+            data.draw(MOMENTUM, label="momentum"),
+            data.draw(st.booleans(), label="unbiased"),
+            extra,
+        )
         return
     case, extra = draw_case(fam, data)
     wcase = case.widened()
     out, _ = fam_forward(fam, bnfast, case, {"eps": eps}, extra)
     ref, _ = fam_forward(fam, reference, case, {"eps": eps}, extra)
     wide, _ = fam_forward(fam, reference, wcase, {"eps": eps}, extra)
-    assert_as_accurate(f"{fam.forward} out {extra} (eps={eps:g})", case, out,
-                       ref, wide, plain_scales(fam, wcase, eps, extra)["out"])
+    assert_as_accurate(
+        f"{fam.forward} out {extra} (eps={eps:g})",
+        case,
+        out,
+        ref,
+        wide,
+        plain_scales(fam, wcase, eps, extra)["out"],
+    )
 
 
 @FAMILY
@@ -565,5 +710,6 @@ def check_plain_backward(fam, case, extra, eps, twin):
     wide = getattr(reference, twin)(wcase.dout, wcache)
     scales = plain_scales(fam, wcase, eps, extra)
     for name, f, r, w in zip(fam.grads, fast, ref, wide):
-        assert_as_accurate(f"{twin} {name} {extra} (eps={eps:g})", case, f,
-                           r, w, scales[name])
+        assert_as_accurate(
+            f"{twin} {name} {extra} (eps={eps:g})", case, f, r, w, scales[name]
+        )

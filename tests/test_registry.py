@@ -2,6 +2,7 @@
 public forward and backward of bnfast.functional, each entry names
 functions that exist in both bnfast and bnfast.reference, and the
 fields the generic tests read are consistent."""
+
 import inspect
 
 import numpy as np
@@ -11,7 +12,6 @@ import bnfast
 from bnfast import functional, reference
 
 from families import BASE, BY_NAME, FAMILIES
-
 
 # public functions that are not entries yet (none: RMS norm is one, with
 # Family.params saying it takes no beta)
@@ -52,8 +52,12 @@ def test_entry_is_consistent(fam):
     assert fam.strategy in ("bn", "spatial", "ln", "gn", "rms")
     assert fam.params in (("gamma", "beta"), ("gamma",))
     # one gradient per parameter after dx
-    assert fam.grads == ("dx",) + tuple("d" + p for p in fam.params) \
-        + fam.grads[1 + len(fam.params):]
+    assert (
+        fam.grads
+        == ("dx",)
+        + tuple("d" + p for p in fam.params)
+        + fam.grads[1 + len(fam.params) :]
+    )
     if not fam.has_beta:
         assert "beta" not in ref
     assert fam.cases(), "no shared-generator case applies"
@@ -66,7 +70,7 @@ def test_entry_is_consistent(fam):
     grads = fam.run_backward(bnfast, case.dout, cache)
     assert len(grads) == len(fam.grads)
     assert grads[0].shape == case.x.shape
-    for g in grads[1:1 + len(fam.params)]:
+    for g in grads[1 : 1 + len(fam.params)]:
         assert g.shape == fam.param_shape(case)
     for key, value in fam.options.items():
         assert key in fast, (fam.name, key)

@@ -9,6 +9,7 @@ and this CPU runs, forward in each mode and backward, against the
 baseline's results, bitwise (NaNs as one value).  On a CPU that runs only the baseline the
 comparison tests skip; the setter's tests still run.
 """
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,11 @@ from bnfast import _kernels
 from families import FAMILIES
 from test_half import HALF_FAMILIES
 
-LEVELS = [name for name, (built, runs) in _kernels.simd_levels().items()
-          if built and runs]
+LEVELS = [
+    name
+    for name, (built, runs) in _kernels.simd_levels().items()
+    if built and runs
+]
 
 
 @pytest.fixture
@@ -54,8 +58,10 @@ def _outputs(fam, case, mode, extra):
     return res + list(grads)
 
 
-@pytest.mark.skipif(len(LEVELS) < 2, reason="this CPU runs only the "
-                    "baseline SIMD level: nothing to compare")
+@pytest.mark.skipif(
+    len(LEVELS) < 2,
+    reason="this CPU runs only the baseline SIMD level: nothing to compare",
+)
 @pytest.mark.parametrize("half", [False, True], ids=["f32-f64", "half"])
 @pytest.mark.parametrize("fam", FAMILIES, ids=[f.name for f in FAMILIES])
 def test_levels_bitwise_equal(fam, half, restore_level):
@@ -76,7 +82,8 @@ def test_levels_bitwise_equal(fam, half, restore_level):
                         continue
                     assert np.array_equal(a, b), (
                         f"{fam.name} {mode} {case.id} {extra}: result {i} "
-                        f"differs at {level} from {LEVELS[0]}")
+                        f"differs at {level} from {LEVELS[0]}"
+                    )
     assert n > 0
 
 
@@ -93,8 +100,11 @@ def test_simd_levels_report():
 
 def test_set_simd_level_errors(restore_level):
     start = _kernels.simd_level()
-    with pytest.raises(ValueError, match="unknown SIMD level 'avx2'; the "
-                       "levels are 'baseline', 'x86-64-v3', 'x86-64-v4'"):
+    with pytest.raises(
+        ValueError,
+        match="unknown SIMD level 'avx2'; the "
+        "levels are 'baseline', 'x86-64-v3', 'x86-64-v4'",
+    ):
         _kernels.set_simd_level("avx2")
     assert _kernels.simd_level() == start
     for name, (built, runs) in _kernels.simd_levels().items():
@@ -111,15 +121,24 @@ def test_set_simd_level_errors(restore_level):
 
 @pytest.mark.parametrize("value,ok", [("baseline", True), ("nope", False)])
 def test_environment_variable(value, ok):
-    code = ("import warnings, bnfast\n"
-            "from bnfast import _kernels\n"
-            "print(_kernels.simd_level())\n")
+    code = (
+        "import warnings, bnfast\n"
+        "from bnfast import _kernels\n"
+        "print(_kernels.simd_level())\n"
+    )
     env = dict(os.environ, BNFAST_SIMD_LEVEL=value)
-    r = subprocess.run([sys.executable, "-W", "always", "-c", code],
-                       env=env, capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     if ok:
         assert r.stdout.strip() == value and not r.stderr
     else:
         assert r.stdout.strip() == LEVELS[-1]
-        assert ("RuntimeWarning: BNFAST_SIMD_LEVEL='nope' ignored (unknown "
-                "SIMD level 'nope'") in r.stderr
+        assert (
+            "RuntimeWarning: BNFAST_SIMD_LEVEL='nope' ignored (unknown "
+            "SIMD level 'nope'"
+        ) in r.stderr

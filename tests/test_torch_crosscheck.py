@@ -5,6 +5,7 @@ and the running mean (bnfast momentum = 1 - torch momentum).  PyTorch
 updates running_var with the unbiased batch variance, bnfast (as the seeds)
 with the biased one; that difference is checked explicitly.
 """
+
 import numpy as np
 import pytest
 
@@ -23,14 +24,16 @@ def torch_grads(fn, x, gamma, beta, dout):
     tb = torch.tensor(beta, requires_grad=True)
     out = fn(tx, tg, tb)
     out.backward(torch.tensor(dout))
-    return out.detach().numpy(), (tx.grad.numpy(), tg.grad.numpy(),
-                                  tb.grad.numpy())
+    return out.detach().numpy(), (
+        tx.grad.numpy(),
+        tg.grad.numpy(),
+        tb.grad.numpy(),
+    )
 
 
 def assert_matches(fast_out, fast_grads, torch_out, torch_grads_):
     np.testing.assert_allclose(fast_out, torch_out, **TOL)
-    for name, f, t in zip(("dx", "dgamma", "dbeta"), fast_grads,
-                          torch_grads_):
+    for name, f, t in zip(("dx", "dgamma", "dbeta"), fast_grads, torch_grads_):
         np.testing.assert_allclose(f, t, err_msg=name, **TOL)
 
 
@@ -43,8 +46,13 @@ def test_train_forward_backward_match_torch(shape):
     dout = rng.standard_normal(shape)
     rm, rv = rng.standard_normal(d), rng.uniform(0.5, 2, d)
 
-    p = {"mode": "train", "momentum": 0.9, "eps": 1e-5,
-         "running_mean": rm.copy(), "running_var": rv.copy()}
+    p = {
+        "mode": "train",
+        "momentum": 0.9,
+        "eps": 1e-5,
+        "running_mean": rm.copy(),
+        "running_var": rv.copy(),
+    }
     out, cache = bnfast.batchnorm_forward(x, gamma, beta, p)
     dx, dgamma, dbeta = bnfast.batchnorm_backward(dout, cache)
 
@@ -52,8 +60,9 @@ def test_train_forward_backward_match_torch(shape):
     tg = torch.tensor(gamma, requires_grad=True)
     tb = torch.tensor(beta, requires_grad=True)
     trm, trv = torch.tensor(rm), torch.tensor(rv)
-    tout = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=0.1,
-                        eps=1e-5)
+    tout = F.batch_norm(
+        tx, trm, trv, tg, tb, training=True, momentum=0.1, eps=1e-5
+    )
     tout.backward(torch.tensor(dout))
 
     tol = dict(rtol=1e-10, atol=1e-12)
@@ -64,8 +73,9 @@ def test_train_forward_backward_match_torch(shape):
     np.testing.assert_allclose(p["running_mean"], trm.numpy(), **tol)
     # torch: unbiased batch variance in the running average
     biased = (p["running_var"] - 0.9 * rv) / 0.1
-    np.testing.assert_allclose(0.9 * rv + 0.1 * biased * n / max(n - 1, 1),
-                               trv.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(
+        0.9 * rv + 0.1 * biased * n / max(n - 1, 1), trv.numpy(), rtol=1e-9
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -76,17 +86,29 @@ def test_test_mode_matches_torch(dtype):
     rm = rng.standard_normal(8).astype(dtype)
     rv = rng.uniform(0.5, 2, 8).astype(dtype)
     out, _ = bnfast.batchnorm_forward(
-        x, gamma, beta, {"mode": "test", "running_mean": rm,
-                         "running_var": rv})
-    t = F.batch_norm(torch.from_numpy(x), torch.from_numpy(rm),
-                     torch.from_numpy(rv), torch.from_numpy(gamma),
-                     torch.from_numpy(beta), training=False)
+        x, gamma, beta, {"mode": "test", "running_mean": rm, "running_var": rv}
+    )
+    t = F.batch_norm(
+        torch.from_numpy(x),
+        torch.from_numpy(rm),
+        torch.from_numpy(rv),
+        torch.from_numpy(gamma),
+        torch.from_numpy(beta),
+        training=False,
+    )
     tol = 1e-6 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, t.numpy(), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("shape,axis", [((4, 3, 5, 6), 1), ((4, 5, 6, 3), -1),
-                                        ((3, 4, 7), 1), ((2, 3, 2, 3, 4), 1)])
+@pytest.mark.parametrize(
+    "shape,axis",
+    [
+        ((4, 3, 5, 6), 1),
+        ((4, 5, 6, 3), -1),
+        ((3, 4, 7), 1),
+        ((2, 3, 2, 3, 4), 1),
+    ],
+)
 def test_spatial_matches_torch_batchnorm(shape, axis):
     rng = np.random.default_rng(13)
     x = rng.standard_normal(shape) * 2 + 1
@@ -94,8 +116,7 @@ def test_spatial_matches_torch_batchnorm(shape, axis):
     gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
     dout = rng.standard_normal(shape)
     p = {"mode": "train", "momentum": 0.9}
-    out, cache = bnfast.spatial_batchnorm_forward(x, gamma, beta, p,
-                                                  axis=axis)
+    out, cache = bnfast.spatial_batchnorm_forward(x, gamma, beta, p, axis=axis)
     dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(dout, cache)
 
     # torch wants channels at dim 1: move channels-last data there
@@ -105,14 +126,19 @@ def test_spatial_matches_torch_batchnorm(shape, axis):
     tx = to_torch(x).requires_grad_(True)
     tg = torch.tensor(gamma, requires_grad=True)
     tb = torch.tensor(beta, requires_grad=True)
-    trm, trv = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
+    trm, trv = (
+        torch.zeros(c, dtype=torch.float64),
+        torch.zeros(c, dtype=torch.float64),
+    )
     tout = F.batch_norm(tx, trm, trv, tg, tb, training=True, momentum=0.1)
     tout.backward(to_torch(dout))
     tol = dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(out, np.moveaxis(tout.detach().numpy(), 1,
-                                                axis), **tol)
-    np.testing.assert_allclose(dx, np.moveaxis(tx.grad.numpy(), 1, axis),
-                               **tol)
+    np.testing.assert_allclose(
+        out, np.moveaxis(tout.detach().numpy(), 1, axis), **tol
+    )
+    np.testing.assert_allclose(
+        dx, np.moveaxis(tx.grad.numpy(), 1, axis), **tol
+    )
     np.testing.assert_allclose(dgamma, tg.grad.numpy(), **tol)
     np.testing.assert_allclose(dbeta, tb.grad.numpy(), **tol)
     np.testing.assert_allclose(p["running_mean"], trm.numpy(), **tol)
@@ -126,24 +152,48 @@ def test_layernorm_matches_torch(shape):
     gamma, beta = rng.uniform(0.5, 1.5, fshape), rng.standard_normal(fshape)
     dout = rng.standard_normal(shape)
     out, cache = bnfast.layernorm_forward(x, gamma, beta, {"eps": 1e-5})
-    assert_matches(out, bnfast.layernorm_backward(dout, cache),
-                   *torch_grads(lambda tx, tg, tb: F.layer_norm(
-                       tx, fshape, tg, tb, eps=1e-5), x, gamma, beta, dout))
+    assert_matches(
+        out,
+        bnfast.layernorm_backward(dout, cache),
+        *torch_grads(
+            lambda tx, tg, tb: F.layer_norm(tx, fshape, tg, tb, eps=1e-5),
+            x,
+            gamma,
+            beta,
+            dout,
+        ),
+    )
 
 
-@pytest.mark.parametrize("shape,groups", [((4, 6, 5, 5), 3), ((2, 4, 7), 4),
-                                          ((3, 8, 2, 2), 1), ((2, 6, 3, 2, 2), 2)])
+@pytest.mark.parametrize(
+    "shape,groups",
+    [
+        ((4, 6, 5, 5), 3),
+        ((2, 4, 7), 4),
+        ((3, 8, 2, 2), 1),
+        ((2, 6, 3, 2, 2), 2),
+    ],
+)
 def test_groupnorm_matches_torch(shape, groups):
     rng = np.random.default_rng(15)
     x = rng.standard_normal(shape) * 2 + 3
     c = shape[1]
     gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
     dout = rng.standard_normal(shape)
-    out, cache = bnfast.spatial_groupnorm_forward(x, gamma, beta, groups,
-                                                  {"eps": 1e-5})
-    assert_matches(out, bnfast.spatial_groupnorm_backward(dout, cache),
-                   *torch_grads(lambda tx, tg, tb: F.group_norm(
-                       tx, groups, tg, tb, eps=1e-5), x, gamma, beta, dout))
+    out, cache = bnfast.spatial_groupnorm_forward(
+        x, gamma, beta, groups, {"eps": 1e-5}
+    )
+    assert_matches(
+        out,
+        bnfast.spatial_groupnorm_backward(dout, cache),
+        *torch_grads(
+            lambda tx, tg, tb: F.group_norm(tx, groups, tg, tb, eps=1e-5),
+            x,
+            gamma,
+            beta,
+            dout,
+        ),
+    )
 
 
 @pytest.mark.parametrize("shape", [(16, 5), (4, 3, 5, 6)])
@@ -154,43 +204,64 @@ def test_fused_relu_matches_torch(shape):
     gamma, beta = rng.uniform(0.5, 1.5, c), rng.standard_normal(c)
     dout = rng.standard_normal(shape)
     out, cache = bnfast.spatial_batchnorm_forward(
-        x, gamma, beta, {"mode": "train"}, activation="relu")
-    assert_matches(out, bnfast.spatial_batchnorm_backward(dout, cache),
-                   *torch_grads(lambda tx, tg, tb: F.relu(F.batch_norm(
-                       tx, None, None, tg, tb, training=True)),
-                       x, gamma, beta, dout))
+        x, gamma, beta, {"mode": "train"}, activation="relu"
+    )
+    assert_matches(
+        out,
+        bnfast.spatial_batchnorm_backward(dout, cache),
+        *torch_grads(
+            lambda tx, tg, tb: F.relu(
+                F.batch_norm(tx, None, None, tg, tb, training=True)
+            ),
+            x,
+            gamma,
+            beta,
+            dout,
+        ),
+    )
 
 
 @pytest.mark.parametrize("offset", [1e2, 1e3, 1e4])
-@pytest.mark.parametrize("family", ["batchnorm", "nchw", "layernorm",
-                                    "groupnorm"])
+@pytest.mark.parametrize(
+    "family", ["batchnorm", "nchw", "layernorm", "groupnorm"]
+)
 def test_float32_offset_error_is_a_tenth_of_torchs(family, offset):
     # issue 11: float32 computed in float32 arithmetic, and on data offset
     # by 1e2-1e4 times its spread bnfast's output error stays at most 1/10
     # of PyTorch's (or within 2 ulps of the result where PyTorch is too)
     rng = np.random.default_rng(5)
-    shape = {"batchnorm": (4096, 24), "nchw": (64, 8, 12, 12),
-             "layernorm": (64, 2048), "groupnorm": (16, 8, 16, 16)}[family]
+    shape = {
+        "batchnorm": (4096, 24),
+        "nchw": (64, 8, 12, 12),
+        "layernorm": (64, 2048),
+        "groupnorm": (16, 8, 16, 16),
+    }[family]
     x32 = (rng.standard_normal(shape) + offset).astype(np.float32)
     c = shape[1]
     g, b = np.full(c, 1.5, np.float32), np.full(c, 0.25, np.float32)
 
     def run(x):
         t = torch.from_numpy(x)
-        tg, tb = torch.from_numpy(g.astype(x.dtype)), torch.from_numpy(
-            b.astype(x.dtype))
+        tg, tb = (
+            torch.from_numpy(g.astype(x.dtype)),
+            torch.from_numpy(b.astype(x.dtype)),
+        )
         if family in ("batchnorm", "nchw"):
             fast = bnfast.spatial_batchnorm_forward(
-                x, g.astype(x.dtype), b.astype(x.dtype), {"mode": "train"})[0]
-            ref = F.batch_norm(t, None, None, tg, tb, training=True,
-                               eps=1e-5).numpy()
+                x, g.astype(x.dtype), b.astype(x.dtype), {"mode": "train"}
+            )[0]
+            ref = F.batch_norm(
+                t, None, None, tg, tb, training=True, eps=1e-5
+            ).numpy()
         elif family == "layernorm":
-            fast = bnfast.layernorm_forward(x, g.astype(x.dtype),
-                                            b.astype(x.dtype), {})[0]
+            fast = bnfast.layernorm_forward(
+                x, g.astype(x.dtype), b.astype(x.dtype), {}
+            )[0]
             ref = F.layer_norm(t, (c,), tg, tb, eps=1e-5).numpy()
         else:
             fast = bnfast.spatial_groupnorm_forward(
-                x, g.astype(x.dtype), b.astype(x.dtype), 2, {})[0]
+                x, g.astype(x.dtype), b.astype(x.dtype), 2, {}
+            )[0]
             ref = F.group_norm(t, 2, tg, tb, eps=1e-5).numpy()
         return fast, ref
 
@@ -199,8 +270,11 @@ def test_float32_offset_error_is_a_tenth_of_torchs(family, offset):
     err_fast = float(np.max(np.abs(fast - oracle)))
     err_torch = float(np.max(np.abs(tref - oracle)))
     floor = 2 * np.finfo(np.float32).eps * float(np.max(np.abs(oracle)))
-    assert err_fast <= max(0.1 * err_torch, floor), (err_fast, err_torch,
-                                                     floor)
+    assert err_fast <= max(0.1 * err_torch, floor), (
+        err_fast,
+        err_torch,
+        floor,
+    )
 
 
 @pytest.mark.parametrize("groups,bias", [(1, True), (2, False)])
@@ -208,8 +282,9 @@ def test_fold_conv_batchnorm_matches_torch_eval(groups, bias):
     # a Conv2d followed by BatchNorm2d in eval mode, against the folded
     # convolution run by torch itself
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(4, 6, 3, groups=groups, bias=bias,
-                           dtype=torch.float64)
+    conv = torch.nn.Conv2d(
+        4, 6, 3, groups=groups, bias=bias, dtype=torch.float64
+    )
     bn = torch.nn.BatchNorm2d(6, dtype=torch.float64)
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5)
@@ -223,6 +298,7 @@ def test_fold_conv_batchnorm_matches_torch_eval(groups, bias):
     W2, b2 = bnfast.fold_conv_batchnorm(W, b, layer)
     x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
     expected = bn(conv(x)).detach().numpy()
-    got = F.conv2d(x, torch.tensor(W2), torch.tensor(b2),
-                   groups=groups).numpy()
+    got = F.conv2d(
+        x, torch.tensor(W2), torch.tensor(b2), groups=groups
+    ).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)

@@ -16,6 +16,7 @@ bring themselves).  The flags and file lists are read from setup.py itself,
 so the check cannot drift from the build.  Exits 1 if any target fails.
 CI runs it (.ci/run).
 """
+
 import os
 import runpy
 import subprocess
@@ -39,16 +40,21 @@ def build_config():
     running it with setup() and cythonize() replaced by no-ops."""
     import Cython.Build
     import setuptools
+
     saved = setuptools.setup, Cython.Build.cythonize
     setuptools.setup = lambda **kw: None
     Cython.Build.cythonize = lambda exts, **kw: exts
     cwd = os.getcwd()
-    env = {k: os.environ.pop(k) for k in ("BNFAST_NATIVE", "CFLAGS")
-           if k in os.environ}
+    env = {
+        k: os.environ.pop(k)
+        for k in ("BNFAST_NATIVE", "CFLAGS")
+        if k in os.environ
+    }
     try:
         os.chdir(REPO)
-        ns = runpy.run_path(os.path.join(REPO, "setup.py"),
-                            run_name="bnfast_setup")
+        ns = runpy.run_path(
+            os.path.join(REPO, "setup.py"), run_name="bnfast_setup"
+        )
     finally:
         os.chdir(cwd)
         os.environ.update(env)
@@ -71,14 +77,19 @@ def check(target, cfg, tmp):
     flags += ["-Wall", "-Werror", "-Icsrc"]
     if target.endswith("-linux-gnu") or target.endswith("-linux-musl"):
         flags.append("-fPIC")
-    levels = [("base", [])] + ([(s, f) for s, f, _ in cfg["SIMD_LEVELS"]]
-                               if x86 else [])
+    levels = [("base", [])] + (
+        [(s, f) for s, f, _ in cfg["SIMD_LEVELS"]] if x86 else []
+    )
     objects, have = [], []
     for isa, isa_flags in levels:
         for src in cfg["KERNEL_SOURCES"]:
             obj = os.path.join(tmp, f"{isa}-{os.path.basename(src)}.o")
-            if not run(zig + ["-c", src, "-o", obj, f"-DBNF_ISA={isa}"]
-                       + flags + isa_flags):
+            if not run(
+                zig
+                + ["-c", src, "-o", obj, f"-DBNF_ISA={isa}"]
+                + flags
+                + isa_flags
+            ):
                 return False
             objects.append(obj)
         if isa != "base":
@@ -94,9 +105,11 @@ def check(target, cfg, tmp):
         link.append("-Wl,--no-undefined")
     if not run(zig + link + (["-lm"] if "windows" not in target else [])):
         return False
-    print(f"{target}: {len(levels)} SIMD level(s) "
-          f"({', '.join(i for i, _ in levels)}), {len(objects)} objects, "
-          f"{os.path.getsize(lib) // 1024} KiB {os.path.basename(lib)}")
+    print(
+        f"{target}: {len(levels)} SIMD level(s) "
+        f"({', '.join(i for i, _ in levels)}), {len(objects)} objects, "
+        f"{os.path.getsize(lib) // 1024} KiB {os.path.basename(lib)}"
+    )
     return True
 
 
@@ -118,8 +131,9 @@ def main(argv):
         if not ok:
             failed.append(target)
     if failed:
-        print(f"cross_compile: FAILED for {', '.join(failed)}",
-              file=sys.stderr)
+        print(
+            f"cross_compile: FAILED for {', '.join(failed)}", file=sys.stderr
+        )
         return 1
     print(f"cross_compile: {len(targets)} targets OK")
     return 0

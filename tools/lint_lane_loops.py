@@ -22,8 +22,10 @@ def main(paths):
             lines = f.read().split("\n")
         for i, line in enumerate(lines):
             if PRAGMA.match(line) and i and HEADS.search(lines[i - 1]):
-                print(f"{path}:{i + 1}: {line.strip()} is an unbraced loop "
-                      "body: put the loop it precedes in braces")
+                print(
+                    f"{path}:{i + 1}: {line.strip()} is an unbraced loop "
+                    "body: put the loop it precedes in braces"
+                )
                 bad += 1
     return 1 if bad else 0
 

@@ -3,8 +3,15 @@
 The public functions have the signatures and results of their twins in
 ``bnfast.reference`` (plain NumPy), computed by C kernels.
 """
-from bnfast._config import get_num_threads, set_num_threads, show_config
-from bnfast._config import _init_simd, _init_threads
+
+from bnfast._config import (
+    _init_simd,
+    _init_threads,
+    get_num_threads,
+    set_num_threads,
+    show_config,
+)
+from bnfast._version import __version__
 from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,
@@ -29,8 +36,6 @@ from bnfast.layers import (
     fold_linear_batchnorm,
     from_torch,
 )
-
-from bnfast._version import __version__
 
 _init_threads()
 _init_simd()

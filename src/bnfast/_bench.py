@@ -168,6 +168,7 @@ dtype as x * scale + shift).
    reference's and PyTorch's error.  Issue 11 asks for the median over 3
    runs; this is one.  Two threads vs one: benchmarks/threads.py --sweep.
 """
+
 import argparse
 import functools
 import gc
@@ -216,8 +217,15 @@ DTYPES = [np.float32, np.float64]
 TOLERANCE = {np.float32: 1e-4, np.float64: 1e-10}
 EPS = 1e-5
 MOMENTUM = 0.9
-BN_QUANTITIES = ["train.out", "train.rmean", "train.rvar", "test.out",
-                 "dx", "dgamma", "dbeta"]
+BN_QUANTITIES = [
+    "train.out",
+    "train.rmean",
+    "train.rvar",
+    "test.out",
+    "dx",
+    "dgamma",
+    "dbeta",
+]
 NORM_QUANTITIES = ["out", "dx", "dgamma", "dbeta"]
 IMPLS = ["bnfast", "reference", "torch", "numba"]
 PEERS = ["torch", "numba"]
@@ -228,6 +236,7 @@ def log(msg, end="\n"):
 
 
 # ---------------------------------------------------------------- data
+
 
 def seed_of(shape):
     """Deterministic seed from the shape ((n, d) -> n*7 + d)."""
@@ -263,9 +272,13 @@ def channels_last(data):
 
 
 def bn_param(data, mode):
-    return {"mode": mode, "eps": EPS, "momentum": MOMENTUM,
-            "running_mean": data["running_mean"].copy(),
-            "running_var": data["running_var"].copy()}
+    return {
+        "mode": mode,
+        "eps": EPS,
+        "momentum": MOMENTUM,
+        "running_mean": data["running_mean"].copy(),
+        "running_var": data["running_var"].copy(),
+    }
 
 
 def rel_err(fast, ref, floor=0.0):
@@ -283,15 +296,24 @@ def bn_scales(data):
     taken relative to the larger of max|ref dx| and that term size."""
     x = data["x"].astype(np.float64)
     invstd = 1.0 / np.sqrt(x.var(axis=0) + EPS)
-    return {"dx": float(np.abs(data["gamma"] * invstd).max()
-                        * np.abs(data["dout"]).max())}
+    return {
+        "dx": float(
+            np.abs(data["gamma"] * invstd).max() * np.abs(data["dout"]).max()
+        )
+    }
 
 
 def tensors(data):
     """torch views of the data (shared memory): x, w, b, dy, rm, rv."""
     t = {k: torch.from_numpy(v) for k, v in data.items()}
-    return (t["x"], t["gamma"], t["beta"], t["dout"],
-            t["running_mean"].clone(), t["running_var"].clone())
+    return (
+        t["x"],
+        t["gamma"],
+        t["beta"],
+        t["dout"],
+        t["running_mean"].clone(),
+        t["running_var"].clone(),
+    )
 
 
 # ---------------------------------------------------------------- PyTorch entry points
@@ -356,6 +378,7 @@ def tensors(data):
 # torch.inference_mode() made no difference beyond the noise (not used).
 # At 1 MiB every entry point is within the noise (the kernel dominates).
 
+
 def aten_op(name):
     """The fastest handle on torch.ops.aten.<name>.default: its C++
     callable (OpOverload._op), else the OpOverload itself."""
@@ -367,12 +390,14 @@ def torch_entry_candidates(bn_shape, gn_size, dtype):
     """{op: {entry point: callable}}: the ways a user can call PyTorch's
     kernels for each op, on the same data, for --torch-entry."""
     import torch.nn.functional as F
+
     aten = torch.ops.aten
     data = make_data(bn_shape, dtype, seed_of(bn_shape))
     tx, tw, tb, tdy, rm, rv = tensors(data)
     trm, trv = rm.clone(), rv.clone()
-    _, sm, si = torch.native_batch_norm(tx, tw, tb, rm.clone(), rv.clone(),
-                                        True, 0.1, EPS)
+    _, sm, si = torch.native_batch_norm(
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS
+    )
     mask = [True, True, True]
     bnb = aten.native_batch_norm_backward
     reserve = torch.empty(0, dtype=torch.uint8)
@@ -386,103 +411,152 @@ def torch_entry_candidates(bn_shape, gn_size, dtype):
     hw = gx[0, 0].numel()
     _, gm, gr = torch.native_group_norm(gx, gw, gb, n, c, hw, G, EPS)
     gnb = aten.native_group_norm_backward
-    bn_label, gn_label = "x".join(map(str, bn_shape)), shape_label(
-        {**gd, "G": G})
+    bn_label, gn_label = (
+        "x".join(map(str, bn_shape)),
+        shape_label({**gd, "G": G}),
+    )
     return {
         ("batchnorm forward-train", bn_label): {
             "torch.native_batch_norm": lambda: torch.native_batch_norm(
-                tx, tw, tb, rm, rv, True, 0.1, EPS),
-            "torch._native_batch_norm_legit":
-                lambda: torch._native_batch_norm_legit(
-                    tx, tw, tb, rm, rv, True, 0.1, EPS),
+                tx, tw, tb, rm, rv, True, 0.1, EPS
+            ),
+            "torch._native_batch_norm_legit": lambda: (
+                torch._native_batch_norm_legit(
+                    tx, tw, tb, rm, rv, True, 0.1, EPS
+                )
+            ),
             "torch.batch_norm": lambda: torch.batch_norm(
-                tx, tw, tb, rm, rv, True, 0.1, EPS, False),
+                tx, tw, tb, rm, rv, True, 0.1, EPS, False
+            ),
             "F.batch_norm": lambda: F.batch_norm(
-                tx, rm, rv, tw, tb, True, 0.1, EPS),
+                tx, rm, rv, tw, tb, True, 0.1, EPS
+            ),
             "aten.native_batch_norm": lambda: aten.native_batch_norm(
-                tx, tw, tb, rm, rv, True, 0.1, EPS),
-            "aten.native_batch_norm.default._op":
-                lambda: aten.native_batch_norm.default._op(
-                    tx, tw, tb, rm, rv, True, 0.1, EPS)},
+                tx, tw, tb, rm, rv, True, 0.1, EPS
+            ),
+            "aten.native_batch_norm.default._op": lambda: (
+                aten.native_batch_norm.default._op(
+                    tx, tw, tb, rm, rv, True, 0.1, EPS
+                )
+            ),
+        },
         ("batchnorm forward-test", bn_label): {
             "torch.native_batch_norm": lambda: torch.native_batch_norm(
-                tx, tw, tb, trm, trv, False, 0.1, EPS),
-            "torch._native_batch_norm_legit_no_training":
-                lambda: torch._native_batch_norm_legit_no_training(
-                    tx, tw, tb, trm, trv, 0.1, EPS),
+                tx, tw, tb, trm, trv, False, 0.1, EPS
+            ),
+            "torch._native_batch_norm_legit_no_training": lambda: (
+                torch._native_batch_norm_legit_no_training(
+                    tx, tw, tb, trm, trv, 0.1, EPS
+                )
+            ),
             "torch.batch_norm": lambda: torch.batch_norm(
-                tx, tw, tb, trm, trv, False, 0.1, EPS, False),
+                tx, tw, tb, trm, trv, False, 0.1, EPS, False
+            ),
             "F.batch_norm": lambda: F.batch_norm(
-                tx, trm, trv, tw, tb, False, 0.1, EPS)},
+                tx, trm, trv, tw, tb, False, 0.1, EPS
+            ),
+        },
         ("batchnorm backward", bn_label): {
             "aten.native_batch_norm_backward": lambda: bnb(
-                tdy, tx, tw, rm, rv, sm, si, True, EPS, mask),
-            "aten.native_batch_norm_backward.default":
-                lambda: bnb.default(tdy, tx, tw, rm, rv, sm, si, True, EPS,
-                                    mask),
-            "aten.native_batch_norm_backward.default._op":
-                lambda: bnb.default._op(tdy, tx, tw, rm, rv, sm, si, True,
-                                        EPS, mask),
+                tdy, tx, tw, rm, rv, sm, si, True, EPS, mask
+            ),
+            "aten.native_batch_norm_backward.default": lambda: bnb.default(
+                tdy, tx, tw, rm, rv, sm, si, True, EPS, mask
+            ),
+            "aten.native_batch_norm_backward.default._op": lambda: (
+                bnb.default._op(tdy, tx, tw, rm, rv, sm, si, True, EPS, mask)
+            ),
             "aten.batch_norm_backward": lambda: aten.batch_norm_backward(
-                tdy, tx, tw, rm, rv, sm, si, True, EPS, mask, reserve)},
+                tdy, tx, tw, rm, rv, sm, si, True, EPS, mask, reserve
+            ),
+        },
         ("layernorm forward", bn_label): {
             "torch.native_layer_norm": lambda: torch.native_layer_norm(
-                tx, shape, tw, tb, EPS),
+                tx, shape, tw, tb, EPS
+            ),
             "torch.layer_norm": lambda: torch.layer_norm(
-                tx, shape, tw, tb, EPS),
-            "F.layer_norm": lambda: F.layer_norm(tx, shape, tw, tb, EPS)},
+                tx, shape, tw, tb, EPS
+            ),
+            "F.layer_norm": lambda: F.layer_norm(tx, shape, tw, tb, EPS),
+        },
         ("layernorm backward", bn_label): {
             "aten.native_layer_norm_backward": lambda: lnb(
-                tdy, tx, shape, lm, lr, tw, tb, mask),
+                tdy, tx, shape, lm, lr, tw, tb, mask
+            ),
             "aten.native_layer_norm_backward.default": lambda: lnb.default(
-                tdy, tx, shape, lm, lr, tw, tb, mask),
-            "aten.native_layer_norm_backward.default._op":
-                lambda: lnb.default._op(tdy, tx, shape, lm, lr, tw, tb,
-                                        mask)},
+                tdy, tx, shape, lm, lr, tw, tb, mask
+            ),
+            "aten.native_layer_norm_backward.default._op": lambda: (
+                lnb.default._op(tdy, tx, shape, lm, lr, tw, tb, mask)
+            ),
+        },
         ("groupnorm forward", gn_label): {
             "torch.native_group_norm": lambda: torch.native_group_norm(
-                gx, gw, gb, n, c, hw, G, EPS),
+                gx, gw, gb, n, c, hw, G, EPS
+            ),
             "torch.group_norm": lambda: torch.group_norm(gx, G, gw, gb, EPS),
-            "F.group_norm": lambda: F.group_norm(gx, G, gw, gb, EPS)},
+            "F.group_norm": lambda: F.group_norm(gx, G, gw, gb, EPS),
+        },
         ("groupnorm backward", gn_label): {
             "aten.native_group_norm_backward": lambda: gnb(
-                gdy, gx, gm, gr, gw, n, c, hw, G, mask),
+                gdy, gx, gm, gr, gw, n, c, hw, G, mask
+            ),
             "aten.native_group_norm_backward.default": lambda: gnb.default(
-                gdy, gx, gm, gr, gw, n, c, hw, G, mask),
-            "aten.native_group_norm_backward.default._op":
-                lambda: gnb.default._op(gdy, gx, gm, gr, gw, n, c, hw, G,
-                                        mask)},
+                gdy, gx, gm, gr, gw, n, c, hw, G, mask
+            ),
+            "aten.native_group_norm_backward.default._op": lambda: (
+                gnb.default._op(gdy, gx, gm, gr, gw, n, c, hw, G, mask)
+            ),
+        },
     }
 
 
 # (batch and layer norm (N, D), group norm (N, C, H, W, G)): tiny, 64 KiB,
 # 1 MiB of float32
-TORCH_ENTRY_SIZES = [((2, 4), (2, 16, 8, 8, 4)),
-                     ((64, 256), (4, 32, 16, 16, 8)),
-                     ((256, 1024), (8, 32, 32, 32, 8))]
+TORCH_ENTRY_SIZES = [
+    ((2, 4), (2, 16, 8, 8, 4)),
+    ((64, 256), (4, 32, 16, 16, 8)),
+    ((256, 1024), (8, 32, 32, 32, 8)),
+]
 
 
 def torch_entry_section(repeat, report):
     """--torch-entry: time every entry point of each op, interleaved."""
-    print("== PyTorch entry points: median us per call over "
-          f"{repeat} interleaved repeats (float32, "
-          f"{torch.get_num_threads()} thread)")
-    print(f"{'op':24} {'shape':>15} {'entry point':46} {'us':>8} "
-          f"{'/ best':>7}")
+    print(
+        "== PyTorch entry points: median us per call over "
+        f"{repeat} interleaved repeats (float32, "
+        f"{torch.get_num_threads()} thread)"
+    )
+    print(
+        f"{'op':24} {'shape':>15} {'entry point':46} {'us':>8} {'/ best':>7}"
+    )
     for bn_shape, gn_size in TORCH_ENTRY_SIZES:
         groups = torch_entry_candidates(bn_shape, gn_size, np.float32)
-        fns = {(op, label, entry): fn for (op, label), cands in groups.items()
-               for entry, fn in cands.items()}
-        med, _, _ = measure(fns, repeat, 0.010,
-                            f"entry points {bn_shape} {gn_size}")
+        fns = {
+            (op, label, entry): fn
+            for (op, label), cands in groups.items()
+            for entry, fn in cands.items()
+        }
+        med, _, _ = measure(
+            fns, repeat, 0.010, f"entry points {bn_shape} {gn_size}"
+        )
         for (op, label), cands in groups.items():
             best = min(med[op, label, e] for e in cands)
             for entry in cands:
                 t = med[op, label, entry]
-                print(f"{op:24} {label:>15} {entry:46} {t * 1e6:8.2f} "
-                      f"{t / best:7.2f}")
-                report.append({"op": op, "shape": label, "entry": entry,
-                               "median_s": t, "best": t == best})
+                print(
+                    f"{op:24} {label:>15} {entry:46} {t * 1e6:8.2f} "
+                    f"{t / best:7.2f}"
+                )
+                report.append(
+                    {
+                        "op": op,
+                        "shape": label,
+                        "entry": entry,
+                        "median_s": t,
+                        "best": t == best,
+                    }
+                )
 
 
 # ---------------------------------------------------------------- families
@@ -495,14 +569,22 @@ def torch_entry_section(repeat, report):
 # aliases ({peer: {row: other row}}: a row that shows another row's time of
 # that peer).
 
+
 def bn_run(mod, data):
     x, g, b = data["x"], data["gamma"], data["beta"]
     p = bn_param(data, "train")
     out, cache = mod.batchnorm_forward(x, g, b, p)
     test_out, _ = mod.batchnorm_forward(x, g, b, bn_param(data, "test"))
     dx, dgamma, dbeta = mod.batchnorm_backward(data["dout"], cache)
-    return [out, p["running_mean"], p["running_var"], test_out,
-            dx, dgamma, dbeta]
+    return [
+        out,
+        p["running_mean"],
+        p["running_var"],
+        test_out,
+        dx,
+        dgamma,
+        dbeta,
+    ]
 
 
 def bn_cases(data, peers=True):
@@ -511,41 +593,54 @@ def bn_cases(data, peers=True):
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         train, test = bn_param(data, "train"), bn_param(data, "test")
         _, cache = mod.batchnorm_forward(x, g, b, bn_param(data, "train"))
-        fns["forward-train", name] = (
-            lambda mod=mod, p=train: mod.batchnorm_forward(x, g, b, p))
-        fns["forward-test", name] = (
-            lambda mod=mod, p=test: mod.batchnorm_forward(x, g, b, p))
-        fns["backward", name] = (
-            lambda mod=mod, c=cache: mod.batchnorm_backward(dout, c))
-        fns["backward_alt", name] = (
-            lambda mod=mod, c=cache: mod.batchnorm_backward_alt(dout, c))
+        fns["forward-train", name] = lambda mod=mod, p=train: (
+            mod.batchnorm_forward(x, g, b, p)
+        )
+        fns["forward-test", name] = lambda mod=mod, p=test: (
+            mod.batchnorm_forward(x, g, b, p)
+        )
+        fns["backward", name] = lambda mod=mod, c=cache: (
+            mod.batchnorm_backward(dout, c)
+        )
+        fns["backward_alt", name] = lambda mod=mod, c=cache: (
+            mod.batchnorm_backward_alt(dout, c)
+        )
         # into a preallocated array: no page faults of a fresh output
         buf = np.empty_like(x)
-        fns["fwd-train out=", name] = (
-            lambda mod=mod, p=train, o=buf: mod.batchnorm_forward(
-                x, g, b, p, out=o))
-        fns["fwd-test out=", name] = (
-            lambda mod=mod, p=test, o=buf: mod.batchnorm_forward(
-                x, g, b, p, out=o))
-        fns["backward out=", name] = (
-            lambda mod=mod, c=cache, o=buf: mod.batchnorm_backward(
-                dout, c, out=o))
+        fns["fwd-train out=", name] = lambda mod=mod, p=train, o=buf: (
+            mod.batchnorm_forward(x, g, b, p, out=o)
+        )
+        fns["fwd-test out=", name] = lambda mod=mod, p=test, o=buf: (
+            mod.batchnorm_forward(x, g, b, p, out=o)
+        )
+        fns["backward out=", name] = lambda mod=mod, c=cache, o=buf: (
+            mod.batchnorm_backward(dout, c, out=o)
+        )
         # the fused ReLU (activation='relu'): one pass as without it
         relu = bn_param(data, "train")
-        _, rcache = mod.batchnorm_forward(x, g, b, bn_param(data, "train"),
-                                          activation="relu")
-        fns["fwd-train +relu", name] = (
-            lambda mod=mod, p=relu: mod.batchnorm_forward(
-                x, g, b, p, activation="relu"))
-        fns["backward +relu", name] = (
-            lambda mod=mod, c=rcache: mod.batchnorm_backward(dout, c))
-    fns.update(residual_cases(data, peers, "", lambda mod, *a, **k:
-                              mod.batchnorm_forward(*a, **k),
-                              "batchnorm_backward"))
+        _, rcache = mod.batchnorm_forward(
+            x, g, b, bn_param(data, "train"), activation="relu"
+        )
+        fns["fwd-train +relu", name] = lambda mod=mod, p=relu: (
+            mod.batchnorm_forward(x, g, b, p, activation="relu")
+        )
+        fns["backward +relu", name] = lambda mod=mod, c=rcache: (
+            mod.batchnorm_backward(dout, c)
+        )
+    fns.update(
+        residual_cases(
+            data,
+            peers,
+            "",
+            lambda mod, *a, **k: mod.batchnorm_forward(*a, **k),
+            "batchnorm_backward",
+        )
+    )
     if peers and torch is not None:
         t = tensors(data)
-        fns.update(torch_bn_cases(t, "forward-train", "forward-test",
-                                  "backward"))
+        fns.update(
+            torch_bn_cases(t, "forward-train", "forward-test", "backward")
+        )
         fns.update(torch_bn_out_cases(t))
         fns.update(torch_bn_relu_cases(t))
     if peers and numba_bn is not None:
@@ -562,8 +657,7 @@ def numba_bn_cases(data):
     numba_bn.bwd(dout, x, g, mean, invstd)
     return {
         ("forward-train", "numba"): lambda: numba_bn.fwd(x, g, b, EPS),
-        ("backward", "numba"): lambda: numba_bn.bwd(dout, x, g, mean,
-                                                    invstd),
+        ("backward", "numba"): lambda: numba_bn.bwd(dout, x, g, mean, invstd),
     }
 
 
@@ -581,11 +675,31 @@ def torch_bn_out_cases(t):
     nbn = torch.ops.aten.native_batch_norm.out
     return {
         ("fwd-train out=", "torch"): lambda: nbn(
-            tx, tw, tb, rm, rv, True, 0.1, EPS, out=out, save_mean=m,
-            save_invstd=s),
+            tx,
+            tw,
+            tb,
+            rm,
+            rv,
+            True,
+            0.1,
+            EPS,
+            out=out,
+            save_mean=m,
+            save_invstd=s,
+        ),
         ("fwd-test out=", "torch"): lambda: nbn(
-            tx, tw, tb, trm, trv, False, 0.1, EPS, out=out, save_mean=m,
-            save_invstd=s),
+            tx,
+            tw,
+            tb,
+            trm,
+            trv,
+            False,
+            0.1,
+            EPS,
+            out=out,
+            save_mean=m,
+            save_invstd=s,
+        ),
     }
 
 
@@ -595,7 +709,8 @@ def torch_bn_relu_cases(t):
     backward: the ReLU's (threshold_backward) then batch norm's."""
     tx, tw, tb, tdy, rm, rv = t
     out, save_mean, save_invstd = torch.native_batch_norm(
-        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS
+    )
     torch.relu_(out)
     nbb = aten_op("native_batch_norm_backward")
     tb_ = aten_op("threshold_backward")
@@ -606,10 +721,23 @@ def torch_bn_relu_cases(t):
 
     def backward():
         g = tb_(tdy, out, 0)
-        return nbb(g, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
-                   [True, True, True])
-    return {("fwd-train +relu", "torch"): forward,
-            ("backward +relu", "torch"): backward}
+        return nbb(
+            g,
+            tx,
+            tw,
+            rm,
+            rv,
+            save_mean,
+            save_invstd,
+            True,
+            EPS,
+            [True, True, True],
+        )
+
+    return {
+        ("fwd-train +relu", "torch"): forward,
+        ("backward +relu", "torch"): backward,
+    }
 
 
 def residual_cases(data, peers, prefix, forward, backward):
@@ -625,70 +753,115 @@ def residual_cases(data, peers, prefix, forward, backward):
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         train, relu = bn_param(data, "train"), bn_param(data, "train")
         test = bn_param(data, "test")
-        _, cache = forward(mod, x, g, b, bn_param(data, "train"),
-                           activation="relu", residual=z)
-        fns[f"{prefix}fwd-train +res", name] = (
-            lambda mod=mod, p=train: forward(mod, x, g, b, p, residual=z))
-        fns[f"{prefix}fwd-train +res+relu", name] = (
-            lambda mod=mod, p=relu: forward(mod, x, g, b, p, residual=z,
-                                            activation="relu"))
-        fns[f"{prefix}backward +res+relu", name] = (
-            lambda mod=mod, c=cache: getattr(mod, backward)(dout, c))
-        fns[f"{prefix}fwd-test +res+relu", name] = (
-            lambda mod=mod, p=test: forward(mod, x, g, b, p, residual=z,
-                                            activation="relu"))
+        _, cache = forward(
+            mod,
+            x,
+            g,
+            b,
+            bn_param(data, "train"),
+            activation="relu",
+            residual=z,
+        )
+        fns[f"{prefix}fwd-train +res", name] = lambda mod=mod, p=train: (
+            forward(mod, x, g, b, p, residual=z)
+        )
+        fns[f"{prefix}fwd-train +res+relu", name] = lambda mod=mod, p=relu: (
+            forward(mod, x, g, b, p, residual=z, activation="relu")
+        )
+        fns[f"{prefix}backward +res+relu", name] = lambda mod=mod, c=cache: (
+            getattr(mod, backward)(dout, c)
+        )
+        fns[f"{prefix}fwd-test +res+relu", name] = lambda mod=mod, p=test: (
+            forward(mod, x, g, b, p, residual=z, activation="relu")
+        )
     if peers and torch is not None:
         tx, tw, tb, tdy, rm, rv = tensors(data)
         tz = torch.from_numpy(z)
         trm, trv = rm.clone(), rv.clone()
         out, save_mean, save_invstd = torch.native_batch_norm(
-            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS
+        )
         torch.relu_(out.add_(tz))
         nbb = aten_op("native_batch_norm_backward")
         thb = aten_op("threshold_backward")
 
         def fwd(relu, training=True):
-            y = torch.native_batch_norm(tx, tw, tb, rm if training else trm,
-                                        rv if training else trv, training,
-                                        0.1, EPS)[0].add_(tz)
+            y = torch.native_batch_norm(
+                tx,
+                tw,
+                tb,
+                rm if training else trm,
+                rv if training else trv,
+                training,
+                0.1,
+                EPS,
+            )[0].add_(tz)
             return torch.relu_(y) if relu else y
 
         def bwd():
             gz = thb(tdy, out, 0)  # dz, and the batch norm's dy
-            return nbb(gz, tx, tw, rm, rv, save_mean, save_invstd, True,
-                       EPS, [True, True, True]), gz
+            return nbb(
+                gz,
+                tx,
+                tw,
+                rm,
+                rv,
+                save_mean,
+                save_invstd,
+                True,
+                EPS,
+                [True, True, True],
+            ), gz
+
         fns[f"{prefix}fwd-train +res", "torch"] = lambda: fwd(False)
         fns[f"{prefix}fwd-train +res+relu", "torch"] = lambda: fwd(True)
         fns[f"{prefix}backward +res+relu", "torch"] = bwd
-        fns[f"{prefix}fwd-test +res+relu", "torch"] = lambda: fwd(True,
-                                                                   False)
+        fns[f"{prefix}fwd-test +res+relu", "torch"] = lambda: fwd(True, False)
     return fns
 
 
 # memory passes of the residual rows, in copies (read + write = 1): the
 # forward reads x (statistics), then x and z and writes y; the backward
 # reads dy, x, z and writes dz (the gate), then the plain backward of dz
-RESIDUAL_COPIES = {"fwd-train +res": 2.0, "fwd-train +res+relu": 2.0,
-                   "backward +res+relu": 4.5, "fwd-test +res+relu": 1.5}
+RESIDUAL_COPIES = {
+    "fwd-train +res": 2.0,
+    "fwd-train +res+relu": 2.0,
+    "backward +res+relu": 4.5,
+    "fwd-test +res+relu": 1.5,
+}
 
 
 def torch_bn_cases(t, train_row, test_row, backward_row):
     tx, tw, tb, tdy, rm, rv = t
     _, save_mean, save_invstd = torch.native_batch_norm(
-        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS)
+        tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS
+    )
     fns = {
         (train_row, "torch"): lambda: torch.native_batch_norm(
-            tx, tw, tb, rm, rv, True, 0.1, EPS),
-        (backward_row, "torch"): lambda nbb=aten_op(
-            "native_batch_norm_backward"): nbb(
-                tdy, tx, tw, rm, rv, save_mean, save_invstd, True, EPS,
-                [True, True, True]),
+            tx, tw, tb, rm, rv, True, 0.1, EPS
+        ),
+        (
+            backward_row,
+            "torch",
+        ): lambda nbb=aten_op("native_batch_norm_backward"): nbb(
+            tdy,
+            tx,
+            tw,
+            rm,
+            rv,
+            save_mean,
+            save_invstd,
+            True,
+            EPS,
+            [True, True, True],
+        ),
     }
     if test_row is not None:
         # own running statistics: the train call updates rm, rv in place
         trm, trv = rm.clone(), rv.clone()
         fns[test_row, "torch"] = lambda: torch.native_batch_norm(
-            tx, tw, tb, trm, trv, False, 0.1, EPS)
+            tx, tw, tb, trm, trv, False, 0.1, EPS
+        )
     return fns
 
 
@@ -698,11 +871,19 @@ def spatial_run(axis):
         p = bn_param(data, "train")
         out, cache = mod.spatial_batchnorm_forward(x, g, b, p, axis=axis)
         test_out, _ = mod.spatial_batchnorm_forward(
-            x, g, b, bn_param(data, "test"), axis=axis)
-        dx, dgamma, dbeta = mod.spatial_batchnorm_backward(data["dout"],
-                                                           cache)
-        return [out, p["running_mean"], p["running_var"], test_out,
-                dx, dgamma, dbeta]
+            x, g, b, bn_param(data, "test"), axis=axis
+        )
+        dx, dgamma, dbeta = mod.spatial_batchnorm_backward(data["dout"], cache)
+        return [
+            out,
+            p["running_mean"],
+            p["running_var"],
+            test_out,
+            dx,
+            dgamma,
+            dbeta,
+        ]
+
     return run
 
 
@@ -718,36 +899,52 @@ def spatial_cases(prefix, axis, test):
         for name, mod in (("bnfast", bnfast), ("reference", reference)):
             train, tst = bn_param(data, "train"), bn_param(data, "test")
             _, cache = mod.spatial_batchnorm_forward(
-                x, g, b, bn_param(data, "train"), axis=axis)
-            fns[train_row, name] = (
-                lambda mod=mod, p=train: mod.spatial_batchnorm_forward(
-                    x, g, b, p, axis=axis))
+                x, g, b, bn_param(data, "train"), axis=axis
+            )
+            fns[train_row, name] = lambda mod=mod, p=train: (
+                mod.spatial_batchnorm_forward(x, g, b, p, axis=axis)
+            )
             if test:
-                fns[test_row, name] = (
-                    lambda mod=mod, p=tst: mod.spatial_batchnorm_forward(
-                        x, g, b, p, axis=axis))
-            fns[backward_row, name] = (
-                lambda mod=mod, c=cache: mod.spatial_batchnorm_backward(
-                    dout, c))
+                fns[test_row, name] = lambda mod=mod, p=tst: (
+                    mod.spatial_batchnorm_forward(x, g, b, p, axis=axis)
+                )
+            fns[backward_row, name] = lambda mod=mod, c=cache: (
+                mod.spatial_batchnorm_backward(dout, c)
+            )
         if axis == 1:  # the fused residual of a ResNet block (NCHW)
-            fns.update(residual_cases(
-                data, peers, f"{prefix} ", lambda mod, *a, **k:
-                mod.spatial_batchnorm_forward(*a, axis=axis, **k),
-                "spatial_batchnorm_backward"))
+            fns.update(
+                residual_cases(
+                    data,
+                    peers,
+                    f"{prefix} ",
+                    lambda mod, *a, **k: mod.spatial_batchnorm_forward(
+                        *a, axis=axis, **k
+                    ),
+                    "spatial_batchnorm_backward",
+                )
+            )
         if peers and torch is not None:
             tx, tw, tb, tdy, rm, rv = tensors(data)
             if axis != 1:
                 # (N, H, W, C) data as an NCHW-shaped channels_last tensor
                 tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
-            fns.update(torch_bn_cases((tx, tw, tb, tdy, rm, rv), train_row,
-                                      test_row, backward_row))
+            fns.update(
+                torch_bn_cases(
+                    (tx, tw, tb, tdy, rm, rv),
+                    train_row,
+                    test_row,
+                    backward_row,
+                )
+            )
         return fns
+
     return cases
 
 
 def ln_run(mod, data):
-    out, cache = mod.layernorm_forward(data["x"], data["gamma"],
-                                       data["beta"], {})
+    out, cache = mod.layernorm_forward(
+        data["x"], data["gamma"], data["beta"], {}
+    )
     return [out, *mod.layernorm_backward(data["dout"], cache)]
 
 
@@ -756,19 +953,24 @@ def ln_cases(data, peers=True):
     fns = {}
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         _, cache = mod.layernorm_forward(x, g, b, {})
-        fns["layernorm forward", name] = (
-            lambda mod=mod: mod.layernorm_forward(x, g, b, {}))
-        fns["layernorm backward", name] = (
-            lambda mod=mod, c=cache: mod.layernorm_backward(dout, c))
+        fns["layernorm forward", name] = lambda mod=mod: mod.layernorm_forward(
+            x, g, b, {}
+        )
+        fns["layernorm backward", name] = lambda mod=mod, c=cache: (
+            mod.layernorm_backward(dout, c)
+        )
     if peers and torch is not None:
         tx, tw, tb, tdy, _, _ = tensors(data)
         shape = [x.shape[1]]
         _, mean, rstd = torch.native_layer_norm(tx, shape, tw, tb, EPS)
         fns["layernorm forward", "torch"] = lambda: torch.native_layer_norm(
-            tx, shape, tw, tb, EPS)
+            tx, shape, tw, tb, EPS
+        )
         fns["layernorm backward", "torch"] = (
             lambda lnb=aten_op("native_layer_norm_backward"): lnb(
-                tdy, tx, shape, mean, rstd, tw, tb, [True, True, True]))
+                tdy, tx, shape, mean, rstd, tw, tb, [True, True, True]
+            )
+        )
     return fns
 
 
@@ -783,10 +985,12 @@ def rms_cases(data, peers=True):
     fns = {}
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         _, cache = mod.rmsnorm_forward(x, g, p)
-        fns["rmsnorm forward", name] = (
-            lambda mod=mod: mod.rmsnorm_forward(x, g, p))
-        fns["rmsnorm backward", name] = (
-            lambda mod=mod, c=cache: mod.rmsnorm_backward(dout, c))
+        fns["rmsnorm forward", name] = lambda mod=mod: mod.rmsnorm_forward(
+            x, g, p
+        )
+        fns["rmsnorm backward", name] = lambda mod=mod, c=cache: (
+            mod.rmsnorm_backward(dout, c)
+        )
     if peers and torch is not None:
         # F.rms_norm (CPU: a composite of aten ops; the fused
         # aten._fused_rms_norm has no CPU backward), and its backward by
@@ -797,16 +1001,17 @@ def rms_cases(data, peers=True):
         gw = tw.detach().requires_grad_()
         rms_norm = torch.nn.functional.rms_norm
         out = rms_norm(gx, shape, gw, EPS)
-        fns["rmsnorm forward", "torch"] = lambda: rms_norm(
-            tx, shape, tw, EPS)
+        fns["rmsnorm forward", "torch"] = lambda: rms_norm(tx, shape, tw, EPS)
         fns["rmsnorm backward", "torch"] = lambda: torch.autograd.grad(
-            out, (gx, gw), tdy, retain_graph=True)
+            out, (gx, gw), tdy, retain_graph=True
+        )
     return fns
 
 
 def gn_run(mod, data, axis=1):
     out, cache = mod.spatial_groupnorm_forward(
-        data["x"], data["gamma"], data["beta"], data["G"], {}, axis=axis)
+        data["x"], data["gamma"], data["beta"], data["G"], {}, axis=axis
+    )
     return [out, *mod.spatial_groupnorm_backward(data["dout"], cache)]
 
 
@@ -816,14 +1021,16 @@ def gn_cases(data, peers=True, axis=1, prefix="groupnorm"):
     fwd_row, bwd_row = f"{prefix} forward", f"{prefix} backward"
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         _, cache = mod.spatial_groupnorm_forward(x, g, b, G, {}, axis=axis)
-        fns[fwd_row, name] = (
-            lambda mod=mod: mod.spatial_groupnorm_forward(x, g, b, G, {},
-                                                          axis=axis))
-        fns[bwd_row, name] = (
-            lambda mod=mod, c=cache: mod.spatial_groupnorm_backward(dout, c))
+        fns[fwd_row, name] = lambda mod=mod: mod.spatial_groupnorm_forward(
+            x, g, b, G, {}, axis=axis
+        )
+        fns[bwd_row, name] = lambda mod=mod, c=cache: (
+            mod.spatial_groupnorm_backward(dout, c)
+        )
     if peers and torch is not None:
-        tx, tw, tb, tdy, _, _ = tensors({k: v for k, v in data.items()
-                                         if k != "G"})
+        tx, tw, tb, tdy, _, _ = tensors(
+            {k: v for k, v in data.items() if k != "G"}
+        )
         if axis != 1:
             # (N, H, W, C) data as an NCHW-shaped channels_last tensor
             tx, tdy = tx.permute(0, 3, 1, 2), tdy.permute(0, 3, 1, 2)
@@ -834,25 +1041,29 @@ def gn_cases(data, peers=True, axis=1, prefix="groupnorm"):
             return fns
         _, mean, rstd = torch.native_group_norm(tx, tw, tb, n, c, hw, G, EPS)
         # torch.group_norm: the same output, faster to call (see above)
-        fns[fwd_row, "torch"] = lambda: torch.group_norm(
-            tx, G, tw, tb, EPS)
+        fns[fwd_row, "torch"] = lambda: torch.group_norm(tx, G, tw, tb, EPS)
         fns[bwd_row, "torch"] = (
             lambda gnb=aten_op("native_group_norm_backward"): gnb(
-                tdy, tx, mean, rstd, tw, n, c, hw, G, [True, True, True]))
+                tdy, tx, mean, rstd, tw, n, c, hw, G, [True, True, True]
+            )
+        )
     return fns
 
 
 def torch_in_cases(tx, tw, tb, tdy, fwd_row, bwd_row):
     """PyTorch's instance norm (InstanceNorm2d without running
     statistics): torch.instance_norm forward, its autograd backward."""
-    gx, gw, gb = (t.detach().clone().requires_grad_(True)
-                  for t in (tx, tw, tb))
+    gx, gw, gb = (
+        t.detach().clone().requires_grad_(True) for t in (tx, tw, tb)
+    )
     y = torch.instance_norm(gx, gw, gb, None, None, True, 0.1, EPS, False)
     return {
         (fwd_row, "torch"): lambda: torch.instance_norm(
-            tx, tw, tb, None, None, True, 0.1, EPS, False),
+            tx, tw, tb, None, None, True, 0.1, EPS, False
+        ),
         (bwd_row, "torch"): lambda: torch.autograd.grad(
-            y, (gx, gw, gb), tdy, retain_graph=True),
+            y, (gx, gw, gb), tdy, retain_graph=True
+        ),
     }
 
 
@@ -891,78 +1102,156 @@ def in_data(size, dtype):
 
 
 # --sweep: x of 8 KiB (float32) to 49 MiB (float64), in-L1 to many times L2
-SPATIAL_SWEEP = [(2, 16, 8, 8), (4, 32, 16, 16), (8, 64, 28, 28),
-                 (16, 64, 56, 56), (32, 64, 56, 56)]
+SPATIAL_SWEEP = [
+    (2, 16, 8, 8),
+    (4, 32, 16, 16),
+    (8, 64, 28, 28),
+    (16, 64, 56, 56),
+    (32, 64, 56, 56),
+]
 
 FAMILIES = [
-    {"name": "batchnorm", "data": nd_data,
-     "sizes": [(64, 256), (256, 1024), (8192, 2048), (262144, 16)],
-     "quick": [(64, 256), (256, 1024), (4096, 256)],
-     # (2, 4): the tiny batch, all per-call cost
-     "sweep": [(2, 4), (64, 256), (256, 1024), (1024, 1024), (4096, 1024),
-               (8192, 2048)],
-     "quantities": BN_QUANTITIES, "run": bn_run, "cases": bn_cases,
-     "scales": bn_scales,
-     "copies": {"forward-train": 1.5, "forward-test": 1.0, "backward": 2.5,
-                "backward_alt": 2.5, "fwd-train out=": 1.5,
-                "fwd-test out=": 1.0, "backward out=": 2.5,
-                "fwd-train +relu": 1.5, "backward +relu": 2.5,
-                **RESIDUAL_COPIES},
-     "peer_alias": {"torch": {"backward_alt": "backward",
-                              "backward out=": "backward"},
-                    "numba": {"backward_alt": "backward"}}},
-    {"name": "spatial-nchw", "data": nd_data,
-     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
-     "sweep": SPATIAL_SWEEP,
-     "quantities": BN_QUANTITIES, "run": spatial_run(1),
-     "cases": spatial_cases("spatial-nchw", 1, test=True),
-     "copies": {"spatial-nchw fwd-train": 1.5, "spatial-nchw fwd-test": 1.0,
-                "spatial-nchw backward": 2.5,
-                **{f"spatial-nchw {k}": v
-                   for k, v in RESIDUAL_COPIES.items()}}},
+    {
+        "name": "batchnorm",
+        "data": nd_data,
+        "sizes": [(64, 256), (256, 1024), (8192, 2048), (262144, 16)],
+        "quick": [(64, 256), (256, 1024), (4096, 256)],
+        # (2, 4): the tiny batch, all per-call cost
+        "sweep": [
+            (2, 4),
+            (64, 256),
+            (256, 1024),
+            (1024, 1024),
+            (4096, 1024),
+            (8192, 2048),
+        ],
+        "quantities": BN_QUANTITIES,
+        "run": bn_run,
+        "cases": bn_cases,
+        "scales": bn_scales,
+        "copies": {
+            "forward-train": 1.5,
+            "forward-test": 1.0,
+            "backward": 2.5,
+            "backward_alt": 2.5,
+            "fwd-train out=": 1.5,
+            "fwd-test out=": 1.0,
+            "backward out=": 2.5,
+            "fwd-train +relu": 1.5,
+            "backward +relu": 2.5,
+            **RESIDUAL_COPIES,
+        },
+        "peer_alias": {
+            "torch": {"backward_alt": "backward", "backward out=": "backward"},
+            "numba": {"backward_alt": "backward"},
+        },
+    },
+    {
+        "name": "spatial-nchw",
+        "data": nd_data,
+        "sizes": [(32, 64, 56, 56)],
+        "quick": [(4, 8, 10, 10)],
+        "sweep": SPATIAL_SWEEP,
+        "quantities": BN_QUANTITIES,
+        "run": spatial_run(1),
+        "cases": spatial_cases("spatial-nchw", 1, test=True),
+        "copies": {
+            "spatial-nchw fwd-train": 1.5,
+            "spatial-nchw fwd-test": 1.0,
+            "spatial-nchw backward": 2.5,
+            **{f"spatial-nchw {k}": v for k, v in RESIDUAL_COPIES.items()},
+        },
+    },
     # sizes given as NCHW: the data is spatial-nchw's, moved channels-last
-    {"name": "spatial-nhwc", "data": nhwc_data,
-     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
-     "sweep": SPATIAL_SWEEP,
-     "quantities": BN_QUANTITIES, "run": spatial_run(-1),
-     "cases": spatial_cases("spatial-nhwc", -1, test=False),
-     "copies": {"spatial-nhwc fwd-train": 1.5,
-                "spatial-nhwc backward": 2.5}},
-    {"name": "layernorm", "data": nd_data,
-     "sizes": [(4096, 1024)], "quick": [(64, 256)],
-     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
-               (8192, 1024)],
-     "quantities": NORM_QUANTITIES, "run": ln_run, "cases": ln_cases,
-     "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5}},
+    {
+        "name": "spatial-nhwc",
+        "data": nhwc_data,
+        "sizes": [(32, 64, 56, 56)],
+        "quick": [(4, 8, 10, 10)],
+        "sweep": SPATIAL_SWEEP,
+        "quantities": BN_QUANTITIES,
+        "run": spatial_run(-1),
+        "cases": spatial_cases("spatial-nhwc", -1, test=False),
+        "copies": {
+            "spatial-nhwc fwd-train": 1.5,
+            "spatial-nhwc backward": 2.5,
+        },
+    },
+    {
+        "name": "layernorm",
+        "data": nd_data,
+        "sizes": [(4096, 1024)],
+        "quick": [(64, 256)],
+        "sweep": [
+            (64, 256),
+            (256, 1024),
+            (1024, 1024),
+            (4096, 1024),
+            (8192, 1024),
+        ],
+        "quantities": NORM_QUANTITIES,
+        "run": ln_run,
+        "cases": ln_cases,
+        "copies": {"layernorm forward": 1.0, "layernorm backward": 1.5},
+    },
     # RMS norm on the layer norm rows (issue 13)
-    {"name": "rmsnorm", "data": nd_data,
-     "sizes": [(4096, 1024)], "quick": [(64, 256)],
-     "sweep": [(64, 256), (256, 1024), (1024, 1024), (4096, 1024),
-               (8192, 1024)],
-     "quantities": ["out", "dx", "dgamma"], "run": rms_run,
-     "cases": rms_cases,
-     "copies": {"rmsnorm forward": 1.0, "rmsnorm backward": 1.5}},
+    {
+        "name": "rmsnorm",
+        "data": nd_data,
+        "sizes": [(4096, 1024)],
+        "quick": [(64, 256)],
+        "sweep": [
+            (64, 256),
+            (256, 1024),
+            (1024, 1024),
+            (4096, 1024),
+            (8192, 1024),
+        ],
+        "quantities": ["out", "dx", "dgamma"],
+        "run": rms_run,
+        "cases": rms_cases,
+        "copies": {"rmsnorm forward": 1.0, "rmsnorm backward": 1.5},
+    },
     # sizes (N, C, H, W, G)
-    {"name": "groupnorm", "data": gn_data,
-     "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
-     "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
-     "quantities": NORM_QUANTITIES, "run": gn_run, "cases": gn_cases,
-     "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5}},
+    {
+        "name": "groupnorm",
+        "data": gn_data,
+        "sizes": [(32, 64, 56, 56, 8)],
+        "quick": [(4, 8, 10, 10, 2)],
+        "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
+        "quantities": NORM_QUANTITIES,
+        "run": gn_run,
+        "cases": gn_cases,
+        "copies": {"groupnorm forward": 1.5, "groupnorm backward": 2.5},
+    },
     # sizes (N, C, H, W, G) given as NCHW: groupnorm's data, moved
     # channels-last
-    {"name": "groupnorm-nhwc", "data": gn_nhwc_data,
-     "sizes": [(32, 64, 56, 56, 8)], "quick": [(4, 8, 10, 10, 2)],
-     "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
-     "quantities": NORM_QUANTITIES, "run": gn_nhwc_run,
-     "cases": gn_nhwc_cases,
-     "copies": {"groupnorm-nhwc forward": 1.5,
-                "groupnorm-nhwc backward": 2.5}},
+    {
+        "name": "groupnorm-nhwc",
+        "data": gn_nhwc_data,
+        "sizes": [(32, 64, 56, 56, 8)],
+        "quick": [(4, 8, 10, 10, 2)],
+        "sweep": [(*size, min(8, size[1] // 4)) for size in SPATIAL_SWEEP],
+        "quantities": NORM_QUANTITIES,
+        "run": gn_nhwc_run,
+        "cases": gn_nhwc_cases,
+        "copies": {
+            "groupnorm-nhwc forward": 1.5,
+            "groupnorm-nhwc backward": 2.5,
+        },
+    },
     # sizes (N, C, H, W); G = C
-    {"name": "instancenorm", "data": in_data,
-     "sizes": [(32, 64, 56, 56)], "quick": [(4, 8, 10, 10)],
-     "sweep": SPATIAL_SWEEP,
-     "quantities": NORM_QUANTITIES, "run": gn_run, "cases": in_cases,
-     "copies": {"instancenorm forward": 1.5, "instancenorm backward": 2.5}},
+    {
+        "name": "instancenorm",
+        "data": in_data,
+        "sizes": [(32, 64, 56, 56)],
+        "quick": [(4, 8, 10, 10)],
+        "sweep": SPATIAL_SWEEP,
+        "quantities": NORM_QUANTITIES,
+        "run": gn_run,
+        "cases": in_cases,
+        "copies": {"instancenorm forward": 1.5, "instancenorm backward": 2.5},
+    },
 ]
 
 
@@ -973,19 +1262,29 @@ def shape_label(data):
 
 # ---------------------------------------------------------------- equivalence
 
+
 def check_equivalence(family, data):
     """Relative error of bnfast vs the reference for each quantity, and
     the reference's results ({quantity: array}) and error floors."""
     fast = family["run"](bnfast, data)
     ref = dict(zip(family["quantities"], family["run"](reference, data)))
     floors = family.get("scales", lambda data: {})(data)
-    return ({q: rel_err(f, ref[q], floors.get(q, 0.0))
-             for q, f in zip(family["quantities"], fast)}, ref, floors)
+    return (
+        {
+            q: rel_err(f, ref[q], floors.get(q, 0.0))
+            for q, f in zip(family["quantities"], fast)
+        },
+        ref,
+        floors,
+    )
 
 
 def installed_peers():
-    return [p for p, mod in (("torch", torch), ("numba", numba_bn))
-            if mod is not None]
+    return [
+        p
+        for p, mod in (("torch", torch), ("numba", numba_bn))
+        if mod is not None
+    ]
 
 
 def equivalence_section(families, sizes, report, peer_report):
@@ -997,8 +1296,11 @@ def equivalence_section(families, sizes, report, peer_report):
     peer_rows = []
     for family in families:
         quantities = family["quantities"]
-        print(f"\n{'op':12} {'dtype':8} {'shape':>15} "
-              + " ".join(f"{q:>11}" for q in quantities) + "  status")
+        print(
+            f"\n{'op':12} {'dtype':8} {'shape':>15} "
+            + " ".join(f"{q:>11}" for q in quantities)
+            + "  status"
+        )
         for size in family[sizes]:
             for dtype in DTYPES:
                 name = np.dtype(dtype).name
@@ -1013,13 +1315,22 @@ def equivalence_section(families, sizes, report, peer_report):
                 bad = [q for q, e in errs.items() if not e <= tol]
                 ok &= not bad
                 status = "PASS" if not bad else "FAIL: " + ", ".join(bad)
-                print(f"{family['name']:12} {name:8} {shape:>15} "
-                      + " ".join(f"{errs[q]:11.2e}" for q in quantities)
-                      + f"  {status} (tol {tol:g})")
-                report.append({"family": family["name"], "dtype": name,
-                               "shape": list(data["x"].shape),
-                               "groups": data.get("G"), "tolerance": tol,
-                               "errors": errs, "pass": not bad})
+                print(
+                    f"{family['name']:12} {name:8} {shape:>15} "
+                    + " ".join(f"{errs[q]:11.2e}" for q in quantities)
+                    + f"  {status} (tol {tol:g})"
+                )
+                report.append(
+                    {
+                        "family": family["name"],
+                        "dtype": name,
+                        "shape": list(data["x"].shape),
+                        "groups": data.get("G"),
+                        "tolerance": tol,
+                        "errors": errs,
+                        "pass": not bad,
+                    }
+                )
                 del data, ref
     peer_report.extend(peer_rows)
     peer_equivalence_section(peer_rows, BN_QUANTITIES)
@@ -1036,19 +1347,26 @@ def peer_bn_run(peer, data):
     if peer == "numba":
         out, mean, invstd = numba_bn.fwd(x, g, b, EPS)
         dx, dgamma, dbeta = numba_bn.bwd(dout, x, g, mean, invstd)
-        return {"train.out": out, "dx": dx, "dgamma": dgamma,
-                "dbeta": dbeta}
+        return {"train.out": out, "dx": dx, "dgamma": dgamma, "dbeta": dbeta}
     tx, tw, tb, tdy, rm, rv = tensors(data)
-    out, mean, invstd = torch.native_batch_norm(tx, tw, tb, rm, rv, True,
-                                                0.1, EPS)
+    out, mean, invstd = torch.native_batch_norm(
+        tx, tw, tb, rm, rv, True, 0.1, EPS
+    )
     # test mode on the data's own running statistics, as bn_run
     _, _, _, _, rm, rv = tensors(data)
-    test_out, _, _ = torch.native_batch_norm(tx, tw, tb, rm, rv, False, 0.1,
-                                             EPS)
+    test_out, _, _ = torch.native_batch_norm(
+        tx, tw, tb, rm, rv, False, 0.1, EPS
+    )
     dx, dgamma, dbeta = aten_op("native_batch_norm_backward")(
-        tdy, tx, tw, rm, rv, mean, invstd, True, EPS, [True, True, True])
-    return {"train.out": out, "test.out": test_out, "dx": dx,
-            "dgamma": dgamma, "dbeta": dbeta}
+        tdy, tx, tw, rm, rv, mean, invstd, True, EPS, [True, True, True]
+    )
+    return {
+        "train.out": out,
+        "test.out": test_out,
+        "dx": dx,
+        "dgamma": dgamma,
+        "dbeta": dbeta,
+    }
 
 
 def peer_check(data, ref, floors):
@@ -1061,12 +1379,21 @@ def peer_check(data, ref, floors):
     for peer in installed_peers():
         log(f"equivalence {peer} {name} {shape}")
         got = peer_bn_run(peer, data)
-        errs = {q: rel_err(np.asarray(v), ref[q], floors.get(q, 0.0))
-                for q, v in got.items()}
-        out.append({"family": "batchnorm", "peer": peer, "dtype": name,
-                    "shape": list(x.shape), "tolerance": tol,
-                    "errors": errs,
-                    "pass": all(e <= tol for e in errs.values())})
+        errs = {
+            q: rel_err(np.asarray(v), ref[q], floors.get(q, 0.0))
+            for q, v in got.items()
+        }
+        out.append(
+            {
+                "family": "batchnorm",
+                "peer": peer,
+                "dtype": name,
+                "shape": list(x.shape),
+                "tolerance": tol,
+                "errors": errs,
+                "pass": all(e <= tol for e in errs.values()),
+            }
+        )
     return out
 
 
@@ -1075,23 +1402,35 @@ def peer_equivalence_section(rows, quantities):
     (MISMATCH) and recorded, but is not bnfast's failure: it does not
     change the exit status."""
     missing = [p for p in PEERS if p not in installed_peers()]
-    print("\n== Peers' batch norm (N, D) vs the reference: "
-          "max|peer - ref| / max|ref|"
-          + (f" ({', '.join(missing)} not installed: skipped)"
-             if missing else ""))
+    print(
+        "\n== Peers' batch norm (N, D) vs the reference: "
+        "max|peer - ref| / max|ref|"
+        + (
+            f" ({', '.join(missing)} not installed: skipped)"
+            if missing
+            else ""
+        )
+    )
     if not rows:
         return
-    print(f"{'peer':12} {'dtype':8} {'shape':>15} "
-          + " ".join(f"{q:>11}" for q in quantities) + "  status")
+    print(
+        f"{'peer':12} {'dtype':8} {'shape':>15} "
+        + " ".join(f"{q:>11}" for q in quantities)
+        + "  status"
+    )
     for rec in rows:
         errs, tol = rec["errors"], rec["tolerance"]
         bad = [q for q, e in errs.items() if not e <= tol]
         status = "ok" if not bad else "MISMATCH: " + ", ".join(bad)
-        print(f"{rec['peer']:12} {rec['dtype']:8} "
-              f"{'x'.join(map(str, rec['shape'])):>15} "
-              + " ".join(f"{errs[q]:11.2e}" if q in errs else f"{'-':>11}"
-                         for q in quantities)
-              + f"  {status} (tol {tol:g})")
+        print(
+            f"{rec['peer']:12} {rec['dtype']:8} "
+            f"{'x'.join(map(str, rec['shape'])):>15} "
+            + " ".join(
+                f"{errs[q]:11.2e}" if q in errs else f"{'-':>11}"
+                for q in quantities
+            )
+            + f"  {status} (tol {tol:g})"
+        )
 
 
 # ---------------------------------------------------------------- accuracy
@@ -1109,13 +1448,16 @@ ACCURACY_OFFSET = 1e4
 def accuracy_data():
     rng = np.random.default_rng(11)
     n, d = ACCURACY_SHAPE
-    return {"x": (rng.standard_normal((n, d)) + ACCURACY_OFFSET
-                  ).astype(np.float32),
-            "gamma": rng.standard_normal(d).astype(np.float32),
-            "beta": rng.standard_normal(d).astype(np.float32),
-            "dout": rng.standard_normal((n, d)).astype(np.float32),
-            "running_mean": np.zeros(d, np.float32),
-            "running_var": np.ones(d, np.float32)}
+    return {
+        "x": (rng.standard_normal((n, d)) + ACCURACY_OFFSET).astype(
+            np.float32
+        ),
+        "gamma": rng.standard_normal(d).astype(np.float32),
+        "beta": rng.standard_normal(d).astype(np.float32),
+        "dout": rng.standard_normal((n, d)).astype(np.float32),
+        "running_mean": np.zeros(d, np.float32),
+        "running_var": np.ones(d, np.float32),
+    }
 
 
 def fmt_small_ratio(num, den):
@@ -1129,46 +1471,67 @@ def accuracy_section(report):
     wide = {k: v.astype(np.float64) for k, v in data.items()}
     oracle = {}
     out, cache = reference.batchnorm_forward(
-        wide["x"], wide["gamma"], wide["beta"], bn_param(wide, "train"))
+        wide["x"], wide["gamma"], wide["beta"], bn_param(wide, "train")
+    )
     oracle["out"] = out
     oracle["dx"] = reference.batchnorm_backward_alt(wide["dout"], cache)[0]
     results = {}
     for name, mod in (("bnfast", bnfast), ("reference", reference)):
         out, cache = mod.batchnorm_forward(
-            data["x"], data["gamma"], data["beta"], bn_param(data, "train"))
-        results[name] = {"out": out,
-                         "dx": mod.batchnorm_backward(data["dout"],
-                                                      cache)[0]}
+            data["x"], data["gamma"], data["beta"], bn_param(data, "train")
+        )
+        results[name] = {
+            "out": out,
+            "dx": mod.batchnorm_backward(data["dout"], cache)[0],
+        }
     for peer, mod in (("torch", torch), ("numba", numba_bn)):
         if mod is not None:
             got = peer_bn_run(peer, data)
-            results[peer] = {"out": np.asarray(got["train.out"]),
-                             "dx": np.asarray(got["dx"])}
+            results[peer] = {
+                "out": np.asarray(got["train.out"]),
+                "dx": np.asarray(got["dx"]),
+            }
     n, d = ACCURACY_SHAPE
-    print(f"\n== Accuracy: batch norm ({n}, {d}) float32, x = randn + "
-          f"{ACCURACY_OFFSET:g} (offset {ACCURACY_OFFSET:g} x the spread): "
-          "max|result - float64| (float64: the reference on the same "
-          "float32 values, widened)")
-    print(f"{'quantity':18} {'max|f64|':>9} " + " ".join(
-        f"{impl:>10}" for impl in IMPLS) + f" {'bnf/ref':>8} {'bnf/trc':>8}")
-    record = {"shape": [n, d], "offset": ACCURACY_OFFSET, "dtype": "float32",
-              "max_abs_error": {}, "oracle_max_abs": {}}
+    print(
+        f"\n== Accuracy: batch norm ({n}, {d}) float32, x = randn + "
+        f"{ACCURACY_OFFSET:g} (offset {ACCURACY_OFFSET:g} x the spread): "
+        "max|result - float64| (float64: the reference on the same "
+        "float32 values, widened)"
+    )
+    print(
+        f"{'quantity':18} {'max|f64|':>9} "
+        + " ".join(f"{impl:>10}" for impl in IMPLS)
+        + f" {'bnf/ref':>8} {'bnf/trc':>8}"
+    )
+    record = {
+        "shape": [n, d],
+        "offset": ACCURACY_OFFSET,
+        "dtype": "float32",
+        "max_abs_error": {},
+        "oracle_max_abs": {},
+    }
     for q, label in (("out", "forward-train out"), ("dx", "backward dx")):
-        errs = {impl: float(np.abs(r[q].astype(np.float64)
-                                   - oracle[q]).max())
-                for impl, r in results.items()}
+        errs = {
+            impl: float(np.abs(r[q].astype(np.float64) - oracle[q]).max())
+            for impl, r in results.items()
+        }
         scale = float(np.abs(oracle[q]).max())
         record["max_abs_error"][q] = errs
         record["oracle_max_abs"][q] = scale
-        print(f"{label:18} {scale:9.2g} " + " ".join(
-            f"{errs[i]:10.2e}" if i in errs else f"{'-':>10}"
-            for i in IMPLS)
+        print(
+            f"{label:18} {scale:9.2g} "
+            + " ".join(
+                f"{errs[i]:10.2e}" if i in errs else f"{'-':>10}"
+                for i in IMPLS
+            )
             + f" {fmt_small_ratio(errs['bnfast'], errs['reference']):>8}"
-            + f" {fmt_small_ratio(errs['bnfast'], errs.get('torch')):>8}")
+            + f" {fmt_small_ratio(errs['bnfast'], errs.get('torch')):>8}"
+        )
     report.update(record)
 
 
 # ---------------------------------------------------------------- timing
+
 
 def time_loop(fn, k):
     t0 = time.perf_counter()
@@ -1206,8 +1569,11 @@ def measure(fns, repeat, target, label):
         if gc_was_enabled:
             gc.enable()
     log(f" ({time.perf_counter() - start:.1f} s)")
-    return {key: statistics.median(s) for key, s in samples.items()}, \
-        samples, loops
+    return (
+        {key: statistics.median(s) for key, s in samples.items()},
+        samples,
+        loops,
+    )
 
 
 def fmt_us(t):
@@ -1215,8 +1581,11 @@ def fmt_us(t):
 
 
 def fmt_ratio(num, den, suffix=""):
-    return ("-" if num is None or den is None or den == 0
-            else f"{num / den:.2f}{suffix}")
+    return (
+        "-"
+        if num is None or den is None or den == 0
+        else f"{num / den:.2f}{suffix}"
+    )
 
 
 def timing_section(families, sizes, repeat, target, report):
@@ -1237,69 +1606,92 @@ def timing_section(families, sizes, repeat, target, report):
                 x = data["x"]
                 dst = np.empty_like(x)
                 # the roofline: the faster of these two copies into dst
-                fns["copy", "copyto"] = (
-                    lambda x=x, dst=dst: np.copyto(dst, x))
+                fns["copy", "copyto"] = lambda x=x, dst=dst: np.copyto(dst, x)
                 if stream_copy is not None:
                     stream_copy(x, dst)
                     if not np.array_equal(dst, x):
                         raise RuntimeError("stream_copy copied wrong bytes")
-                    fns["copy", "stream"] = (
-                        lambda x=x, dst=dst: stream_copy(x, dst))
+                    fns["copy", "stream"] = lambda x=x, dst=dst: stream_copy(
+                        x, dst
+                    )
                 fns["copy", "fresh"] = x.copy
                 med, samples, loops = measure(
-                    fns, repeat, target,
-                    f"[{done}/{total}] {family['name']} {name} {shape}")
-                copy_s = {k: med[c, k] for c, k in fns if c == "copy"
-                          and k != "fresh"}
+                    fns,
+                    repeat,
+                    target,
+                    f"[{done}/{total}] {family['name']} {name} {shape}",
+                )
+                copy_s = {
+                    k: med[c, k]
+                    for c, k in fns
+                    if c == "copy" and k != "fresh"
+                }
                 winner = min(copy_s, key=copy_s.get)
                 copy = copy_s[winner]
                 fresh = med["copy", "fresh"] / copy
                 for op, copies in family["copies"].items():
-                    keys = {impl: (alias.get(impl, {}).get(op, op), impl)
-                            for impl in impls}
+                    keys = {
+                        impl: (alias.get(impl, {}).get(op, op), impl)
+                        for impl in impls
+                    }
                     t = {impl: med.get(key) for impl, key in keys.items()}
                     roof = copies * copy
                     rows.append((op, name, shape, t, roof, fresh, winner))
-                    report.append({
-                        "family": family["name"], "op": op, "dtype": name,
-                        "shape": list(x.shape), "groups": data.get("G"),
-                        "x_bytes": x.nbytes, "roofline_copies": copies,
-                        "median_s": {**t, "roofline": roof},
-                        "samples_s": {i: samples.get(k)
-                                      for i, k in keys.items()},
-                        "loops": {i: loops.get(k) for i, k in keys.items()},
-                        # the roofline's copy: the faster of np.copyto and
-                        # the streaming-store copy, both into an existing
-                        # array ("copy_s": both medians)
-                        "copy_median_s": copy,
-                        "copy_winner": winner,
-                        "copy_s": copy_s,
-                        "copy_samples_s": {k: samples["copy", k]
-                                           for k in copy_s},
-                        "fresh_copy_in_copies": fresh,
-                    })
+                    report.append(
+                        {
+                            "family": family["name"],
+                            "op": op,
+                            "dtype": name,
+                            "shape": list(x.shape),
+                            "groups": data.get("G"),
+                            "x_bytes": x.nbytes,
+                            "roofline_copies": copies,
+                            "median_s": {**t, "roofline": roof},
+                            "samples_s": {
+                                i: samples.get(k) for i, k in keys.items()
+                            },
+                            "loops": {
+                                i: loops.get(k) for i, k in keys.items()
+                            },
+                            # the roofline's copy: the faster of np.copyto and
+                            # the streaming-store copy, both into an existing
+                            # array ("copy_s": both medians)
+                            "copy_median_s": copy,
+                            "copy_winner": winner,
+                            "copy_s": copy_s,
+                            "copy_samples_s": {
+                                k: samples["copy", k] for k in copy_s
+                            },
+                            "fresh_copy_in_copies": fresh,
+                        }
+                    )
                 del fns, data, x, dst
                 gc.collect()
-    log(f"timing: {total} measurements in "
-        f"{time.perf_counter() - start:.0f} s")
-    print(f"\n== Timing: median us per call over {repeat} repeats "
-          "(roof = roofline_time / time; copy: the roofline's copy, np = "
-          "np.copyto, nt = streaming stores)")
-    head = (f"{'op':22} {'dtype':8} {'shape':>15} {'bnfast':>9} "
-            f"{'reference':>10} {'torch':>9} {'numba':>9} {'roofline':>9} "
-            f"{'copy':>4} {'x ref':>7} {'x torch':>7} {'x numba':>7} "
-            f"{'roof bnf':>8} {'roof trc':>8} {'roof nba':>8} {'fresh':>6}")
+    log(f"timing: {total} measurements in {time.perf_counter() - start:.0f} s")
+    print(
+        f"\n== Timing: median us per call over {repeat} repeats "
+        "(roof = roofline_time / time; copy: the roofline's copy, np = "
+        "np.copyto, nt = streaming stores)"
+    )
+    head = (
+        f"{'op':22} {'dtype':8} {'shape':>15} {'bnfast':>9} "
+        f"{'reference':>10} {'torch':>9} {'numba':>9} {'roofline':>9} "
+        f"{'copy':>4} {'x ref':>7} {'x torch':>7} {'x numba':>7} "
+        f"{'roof bnf':>8} {'roof trc':>8} {'roof nba':>8} {'fresh':>6}"
+    )
     print(head)
     print("-" * len(head))
     for op, name, shape, t, roof, fresh, winner in rows:
         bnf, ref, trc, nba = (t.get(i) for i in IMPLS)
-        print(f"{op:22} {name:8} {shape:>15} {fmt_us(bnf):>9} "
-              f"{fmt_us(ref):>10} {fmt_us(trc):>9} {fmt_us(nba):>9} "
-              f"{fmt_us(roof):>9} {COPY_ABBREV[winner]:>4} "
-              f"{fmt_ratio(ref, bnf, 'x'):>7} {fmt_ratio(trc, bnf, 'x'):>7} "
-              f"{fmt_ratio(nba, bnf, 'x'):>7} "
-              f"{fmt_ratio(roof, bnf):>8} {fmt_ratio(roof, trc):>8} "
-              f"{fmt_ratio(roof, nba):>8} {fresh:6.2f}")
+        print(
+            f"{op:22} {name:8} {shape:>15} {fmt_us(bnf):>9} "
+            f"{fmt_us(ref):>10} {fmt_us(trc):>9} {fmt_us(nba):>9} "
+            f"{fmt_us(roof):>9} {COPY_ABBREV[winner]:>4} "
+            f"{fmt_ratio(ref, bnf, 'x'):>7} {fmt_ratio(trc, bnf, 'x'):>7} "
+            f"{fmt_ratio(nba, bnf, 'x'):>7} "
+            f"{fmt_ratio(roof, bnf):>8} {fmt_ratio(roof, trc):>8} "
+            f"{fmt_ratio(roof, nba):>8} {fresh:6.2f}"
+        )
     copies_section(report)
 
 
@@ -1314,12 +1706,19 @@ def copies_section(timing):
     for rec in timing:
         key = (rec["x_bytes"], rec["family"], rec["dtype"])
         by_size.setdefault(rec["x_bytes"], {})[key] = rec["copy_s"]
-    print("\n== Roofline copy: np.copyto vs the streaming-store copy "
-          "(bnfast._kernels.stream_copy), into an existing array"
-          + ("" if stream_copy is not None
-             else " (stream_copy not in this build: np.copyto only)"))
-    print(f"{'x bytes':>11} {'runs':>4} {'copyto us':>10} {'GB/s':>6} "
-          f"{'stream us':>10} {'GB/s':>6}  faster")
+    print(
+        "\n== Roofline copy: np.copyto vs the streaming-store copy "
+        "(bnfast._kernels.stream_copy), into an existing array"
+        + (
+            ""
+            if stream_copy is not None
+            else " (stream_copy not in this build: np.copyto only)"
+        )
+    )
+    print(
+        f"{'x bytes':>11} {'runs':>4} {'copyto us':>10} {'GB/s':>6} "
+        f"{'stream us':>10} {'GB/s':>6}  faster"
+    )
     for nbytes in sorted(by_size):
         meds = {}
         for copy_s in by_size[nbytes].values():
@@ -1329,12 +1728,14 @@ def copies_section(timing):
         cols = []
         for k in ("copyto", "stream"):
             v = meds.get(k)
-            cols.append(f"{fmt_us(v):>10} "
-                        + (f"{2 * nbytes / v / 1e9:6.1f}" if v else
-                           f"{'-':>6}"))
+            cols.append(
+                f"{fmt_us(v):>10} "
+                + (f"{2 * nbytes / v / 1e9:6.1f}" if v else f"{'-':>6}")
+            )
         best = min(meds, key=meds.get)
-        print(f"{nbytes:11d} {len(by_size[nbytes]):4d} {' '.join(cols)}  "
-              f"{best}")
+        print(
+            f"{nbytes:11d} {len(by_size[nbytes]):4d} {' '.join(cols)}  {best}"
+        )
 
 
 # ---------------------------------------------------------------- targets
@@ -1344,8 +1745,12 @@ def copies_section(timing):
 # here for this run; the issue asks for the median over 3 runs.
 
 KIB = 1024
-OUT_TWIN = {"forward-train": "fwd-train out=", "forward-test": "fwd-test out=",
-            "backward": "backward out=", "backward_alt": "backward out="}
+OUT_TWIN = {
+    "forward-train": "fwd-train out=",
+    "forward-test": "fwd-test out=",
+    "backward": "backward out=",
+    "backward_alt": "backward out=",
+}
 # a fresh output "dominates" when x.copy() costs this many copies or more
 FRESH_DOMINATES = 1.25
 
@@ -1366,31 +1771,46 @@ def targets(timing, accuracy):
     """{name: {"target", "holds" (None: not measured), "value", "misses"
     or "rows"}} for the targets of issue 11."""
     rows = [r for r in timing if "out=" not in r["op"]]
-    index = {(r["family"], r["op"], r["dtype"], tuple(r["shape"])): r
-             for r in timing}
+    index = {
+        (r["family"], r["op"], r["dtype"], tuple(r["shape"])): r
+        for r in timing
+    }
     out = {}
 
     speed = [(r, ratio(r, "torch", "bnfast")) for r in rows]
     speed = [(r, v) for r, v in speed if v is not None]
-    geo = (math.exp(statistics.fmean(math.log(v) for _, v in speed))
-           if speed else None)
+    geo = (
+        math.exp(statistics.fmean(math.log(v) for _, v in speed))
+        if speed
+        else None
+    )
     out["geomean_vs_torch"] = {
         "target": "geometric mean of speedup vs PyTorch >= 1.5x",
-        "value": geo, "rows": len(speed),
-        "holds": None if geo is None else geo >= 1.5}
+        "value": geo,
+        "rows": len(speed),
+        "holds": None if geo is None else geo >= 1.5,
+    }
     slow = [(row_label(r), v) for r, v in speed if v < 1.0]
     out["every_row_vs_torch"] = {
-        "target": "every row >= 1.0x PyTorch", "rows": len(speed),
-        "misses": slow, "holds": None if not speed else not slow}
+        "target": "every row >= 1.0x PyTorch",
+        "rows": len(speed),
+        "misses": slow,
+        "holds": None if not speed else not slow,
+    }
 
-    vs_numba = [(r, ratio(r, "numba", "bnfast")) for r in rows
-                if r["x_bytes"] >= 64 * KIB]
+    vs_numba = [
+        (r, ratio(r, "numba", "bnfast"))
+        for r in rows
+        if r["x_bytes"] >= 64 * KIB
+    ]
     vs_numba = [(r, v) for r, v in vs_numba if v is not None]
     slow = [(row_label(r), v) for r, v in vs_numba if v < 1.0]
     out["from_64k_vs_numba"] = {
         "target": "from 64 KiB up, every row >= 1.0x numba",
-        "rows": len(vs_numba), "misses": slow,
-        "holds": None if not vs_numba else not slow}
+        "rows": len(vs_numba),
+        "misses": slow,
+        "holds": None if not vs_numba else not slow,
+    }
 
     roof, slow = [], []
     for r in rows:
@@ -1398,58 +1818,84 @@ def targets(timing, accuracy):
             continue
         judged = r
         twin = OUT_TWIN.get(r["op"])
-        if (twin and r["fresh_copy_in_copies"] >= FRESH_DOMINATES
-                and (r["family"], twin, r["dtype"], tuple(r["shape"]))
-                in index):
+        if (
+            twin
+            and r["fresh_copy_in_copies"] >= FRESH_DOMINATES
+            and (r["family"], twin, r["dtype"], tuple(r["shape"])) in index
+        ):
             judged = index[r["family"], twin, r["dtype"], tuple(r["shape"])]
         v = ratio(judged, "roofline", "bnfast")
         roof.append(v)
         if v < 0.8:
-            slow.append((row_label(r) + (f" (judged on {judged['op']})"
-                                         if judged is not r else ""), v))
+            slow.append(
+                (
+                    row_label(r)
+                    + (
+                        f" (judged on {judged['op']})"
+                        if judged is not r
+                        else ""
+                    ),
+                    v,
+                )
+            )
     out["from_256k_roofline"] = {
         "target": "from 256 KiB up, every row >= 0.8 of the roofline (on "
-                  f"its out= row where x.copy() costs >= {FRESH_DOMINATES} "
-                  "copies: a fresh output's page faults dominate)",
-        "rows": len(roof), "misses": slow,
-        "holds": None if not roof else not slow}
+        f"its out= row where x.copy() costs >= {FRESH_DOMINATES} "
+        "copies: a fresh output's page faults dominate)",
+        "rows": len(roof),
+        "misses": slow,
+        "holds": None if not roof else not slow,
+    }
 
     for name, shape, ops, limit in (
-            ("tiny_2x4_vs_torch", (2, 4), ("forward-test", "backward"), 0.5),
-            ("64x256_vs_torch", (64, 256), None, 0.7)):
-        sel = [(r, ratio(r, "bnfast", "torch")) for r in rows
-               if tuple(r["shape"]) == shape
-               and (ops is None or r["op"] in ops)]
+        ("tiny_2x4_vs_torch", (2, 4), ("forward-test", "backward"), 0.5),
+        ("64x256_vs_torch", (64, 256), None, 0.7),
+    ):
+        sel = [
+            (r, ratio(r, "bnfast", "torch"))
+            for r in rows
+            if tuple(r["shape"]) == shape and (ops is None or r["op"] in ops)
+        ]
         sel = [(r, v) for r, v in sel if v is not None]
-        what = ("forward-test and backward" if ops else "every op")
+        what = "forward-test and backward" if ops else "every op"
         out[name] = {
             "target": f"{'x'.join(map(str, shape))} {what}: bnfast time "
-                      f"<= {limit} x PyTorch's",
-            "rows": len(sel), "values": [(row_label(r), v) for r, v in sel],
+            f"<= {limit} x PyTorch's",
+            "rows": len(sel),
+            "values": [(row_label(r), v) for r, v in sel],
             "misses": [(row_label(r), v) for r, v in sel if v > limit],
-            "holds": None if not sel else all(v <= limit for _, v in sel)}
+            "holds": None if not sel else all(v <= limit for _, v in sel),
+        }
 
     if accuracy:
         errs = accuracy["max_abs_error"]
-        checks = [(f"{q} vs {peer}", errs[q]["bnfast"] / errs[q][peer])
-                  for q in errs for peer in ("reference", "torch")
-                  if errs[q].get(peer)]
+        checks = [
+            (f"{q} vs {peer}", errs[q]["bnfast"] / errs[q][peer])
+            for q in errs
+            for peer in ("reference", "torch")
+            if errs[q].get(peer)
+        ]
         out["accuracy_offset_1e4"] = {
             "target": "float32 offset 1e4: bnfast's error <= 1/10 of the "
-                      "reference's and PyTorch's",
+            "reference's and PyTorch's",
             "values": checks,
             "misses": [(k, v) for k, v in checks if v > 0.1],
-            "holds": (None if not checks
-                      else all(v <= 0.1 for _, v in checks))}
+            "holds": (
+                None if not checks else all(v <= 0.1 for _, v in checks)
+            ),
+        }
     return out
 
 
 def targets_section(result):
-    print("\n== Targets (issue 11) on this run; rows without out=, one "
-          "thread (2 threads vs 1: benchmarks/threads.py --sweep)")
+    print(
+        "\n== Targets (issue 11) on this run; rows without out=, one "
+        "thread (2 threads vs 1: benchmarks/threads.py --sweep)"
+    )
     for name, t in result.items():
-        holds = {None: "not measured", True: "HOLDS",
-                 False: "MISSES"}[t["holds"]]
+        holds = {None: "not measured", True: "HOLDS", False: "MISSES"}[
+            t["holds"]
+        ]
         extra = ""
         if t.get("value") is not None:
             extra = f": {t['value']:.2f}x over {t['rows']} rows"
@@ -1458,9 +1904,15 @@ def targets_section(result):
         print(f"  {t['target']}{extra}  [{holds}]")
         listed = t.get("values") if "values" in t else t.get("misses", [])
         for label, v in listed or []:
-            print(f"      {label:44} {v:.3g}"
-                  + ("" if "values" not in t or (label, v) not in
-                     t.get("misses", []) else "  miss"))
+            print(
+                f"      {label:44} {v:.3g}"
+                + (
+                    ""
+                    if "values" not in t
+                    or (label, v) not in t.get("misses", [])
+                    else "  miss"
+                )
+            )
 
 
 def median_targets(paths):
@@ -1471,18 +1923,27 @@ def median_targets(paths):
     for path in paths:
         with open(path) as f:
             runs.append(json.load(f))
-    key = lambda r: (r["family"], r["op"], r["dtype"], tuple(r["shape"]),
-                     r.get("groups"))
+    key = lambda r: (
+        r["family"],
+        r["op"],
+        r["dtype"],
+        tuple(r["shape"]),
+        r.get("groups"),
+    )
     merged = []
     for rec in runs[0]["timing"]:
-        same = [r for run in runs for r in run["timing"]
-                if key(r) == key(rec)]
+        same = [r for run in runs for r in run["timing"] if key(r) == key(rec)]
         m = dict(rec)
-        m["median_s"] = {impl: statistics.median(
-            r["median_s"][impl] for r in same if r["median_s"].get(impl))
-            for impl, v in rec["median_s"].items() if v}
+        m["median_s"] = {
+            impl: statistics.median(
+                r["median_s"][impl] for r in same if r["median_s"].get(impl)
+            )
+            for impl, v in rec["median_s"].items()
+            if v
+        }
         m["fresh_copy_in_copies"] = statistics.median(
-            r["fresh_copy_in_copies"] for r in same)
+            r["fresh_copy_in_copies"] for r in same
+        )
         merged.append(m)
     print(f"medians over {len(runs)} runs: {', '.join(paths)}")
     targets_section(targets(merged, runs[0].get("accuracy")))
@@ -1490,6 +1951,7 @@ def median_targets(paths):
 
 
 # ---------------------------------------------------------------- main
+
 
 def caches():
     """CPU 0's data/unified caches from sysfs, e.g. {"L1d": "48K", ...}."""
@@ -1507,8 +1969,9 @@ def caches():
             with open(os.path.join(path, "level")) as f:
                 level = f.read().strip()
             with open(os.path.join(path, "size")) as f:
-                out[f"L{level}{'d' if kind == 'Data' else ''}"] = \
+                out[f"L{level}{'d' if kind == 'Data' else ''}"] = (
                     f.read().strip()
+                )
     except OSError:
         pass
     return out
@@ -1518,8 +1981,11 @@ def machine():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip()
+                for line in f
+                if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     return {
@@ -1527,19 +1993,28 @@ def machine():
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else "not installed",
-        "numba": (sys.modules["numba"].__version__ if numba_bn is not None
-                  else "not installed"),
-        "stream_copy": (("streaming stores"
-                         if bnfast._kernels.stream_copy_streams()
-                         else "memcpy") if stream_copy is not None
-                        else "not in this build"),
+        "numba": (
+            sys.modules["numba"].__version__
+            if numba_bn is not None
+            else "not installed"
+        ),
+        "stream_copy": (
+            (
+                "streaming stores"
+                if bnfast._kernels.stream_copy_streams()
+                else "memcpy"
+            )
+            if stream_copy is not None
+            else "not in this build"
+        ),
         "bnfast": bnfast.__version__,
         "simd": bnfast._kernels.simd_level(),
         "caches": caches(),
         # the extension may be rebuilt between runs: which build was timed
         "kernels_built": time.strftime(
             "%Y-%m-%d %H:%M:%S",
-            time.localtime(os.path.getmtime(bnfast._kernels.__file__))),
+            time.localtime(os.path.getmtime(bnfast._kernels.__file__)),
+        ),
     }
 
 
@@ -1547,22 +2022,28 @@ def machine():
 
 # issue 13's sizes: (N, D) rows and an NCHW image batch (and its
 # channels-last form); --quick: small ones, so that CI runs the code
-HALF_SIZES = {"sizes": {"rows": (8192, 2048), "image": (32, 64, 56, 56)},
-              "quick": {"rows": (256, 128), "image": (4, 16, 8, 8)}}
+HALF_SIZES = {
+    "sizes": {"rows": (8192, 2048), "image": (32, 64, 56, 56)},
+    "quick": {"rows": (256, 128), "image": (4, 16, 8, 8)},
+}
 HALF_GROUPS = 32
 
 
 def half_dtypes():
     """(name, numpy dtype, torch dtype or None) of the half dtypes this
     machine has: float16, and bfloat16 with ml_dtypes."""
-    rows = [("float16", np.float16,
-             None if torch is None else torch.float16)]
+    rows = [("float16", np.float16, None if torch is None else torch.float16)]
     try:
         import ml_dtypes
     except ImportError:
         return rows
-    return rows + [("bfloat16", ml_dtypes.bfloat16,
-                    None if torch is None else torch.bfloat16)]
+    return rows + [
+        (
+            "bfloat16",
+            ml_dtypes.bfloat16,
+            None if torch is None else torch.bfloat16,
+        )
+    ]
 
 
 def torch_of(a, tdtype):
@@ -1584,47 +2065,57 @@ def _half_ops(family, data, tdtype, HALF_GROUPS):
     PyTorch on the same dtype ("torch"); out= on both sides where PyTorch
     has it (forwards; its backwards have none)."""
     fns = {}
-    for impl, d in (("half", data),
-                    ("float32", {k: v.astype(np.float32)
-                                 for k, v in data.items()})):
+    for impl, d in (
+        ("half", data),
+        ("float32", {k: v.astype(np.float32) for k, v in data.items()}),
+    ):
         x, g, b, dy = d["x"], d["gamma"], d["beta"], d["dout"]
         out, dx = np.empty_like(x), np.empty_like(x)
         if family in ("batchnorm", "spatial-nchw", "spatial-nhwc"):
             axis = -1 if family == "spatial-nhwc" else 1
             if family == "batchnorm":
+
                 def fwd(p, x=x, g=g, b=b, out=out):
                     return bnfast.batchnorm_forward(x, g, b, p, out=out)
+
                 bwd = bnfast.batchnorm_backward
             else:
+
                 def fwd(p, x=x, g=g, b=b, out=out, axis=axis):
                     return bnfast.spatial_batchnorm_forward(
-                        x, g, b, p, axis=axis, out=out)
+                        x, g, b, p, axis=axis, out=out
+                    )
+
                 bwd = bnfast.spatial_batchnorm_backward
             _, cache = fwd(bn_param(d, "train"))
-            fns["fwd-train", impl] = (
-                lambda fwd=fwd, d=d: fwd(bn_param(d, "train")))
+            fns["fwd-train", impl] = lambda fwd=fwd, d=d: fwd(
+                bn_param(d, "train")
+            )
             ptest = bn_param(d, "test")
             fns["fwd-test", impl] = lambda fwd=fwd, p=ptest: fwd(p)
-            fns["backward", impl] = (
-                lambda bwd=bwd, dy=dy, c=cache, dx=dx: bwd(dy, c, out=dx))
+            fns["backward", impl] = lambda bwd=bwd, dy=dy, c=cache, dx=dx: bwd(
+                dy, c, out=dx
+            )
         elif family == "layernorm":
             _, cache = bnfast.layernorm_forward(x, g, b, {})
-            fns["fwd-train", impl] = (
-                lambda x=x, g=g, b=b, out=out: bnfast.layernorm_forward(
-                    x, g, b, {}, out=out))
-            fns["backward", impl] = (
-                lambda dy=dy, c=cache, dx=dx: bnfast.layernorm_backward(
-                    dy, c, out=dx))
+            fns["fwd-train", impl] = lambda x=x, g=g, b=b, out=out: (
+                bnfast.layernorm_forward(x, g, b, {}, out=out)
+            )
+            fns["backward", impl] = lambda dy=dy, c=cache, dx=dx: (
+                bnfast.layernorm_backward(dy, c, out=dx)
+            )
         else:  # groupnorm (32 groups, fewer for the quick sizes)
-            _, cache = bnfast.spatial_groupnorm_forward(x, g, b,
-                                                        HALF_GROUPS, {})
-            fns["fwd-train", impl] = (
-                lambda x=x, g=g, b=b, out=out:
-                bnfast.spatial_groupnorm_forward(x, g, b, HALF_GROUPS, {},
-                                                 out=out))
-            fns["backward", impl] = (
-                lambda dy=dy, c=cache, dx=dx:
-                bnfast.spatial_groupnorm_backward(dy, c, out=dx))
+            _, cache = bnfast.spatial_groupnorm_forward(
+                x, g, b, HALF_GROUPS, {}
+            )
+            fns["fwd-train", impl] = lambda x=x, g=g, b=b, out=out: (
+                bnfast.spatial_groupnorm_forward(
+                    x, g, b, HALF_GROUPS, {}, out=out
+                )
+            )
+            fns["backward", impl] = lambda dy=dy, c=cache, dx=dx: (
+                bnfast.spatial_groupnorm_backward(dy, c, out=dx)
+            )
     if torch is None or tdtype is None:
         return fns
     t = {k: torch_of(v, tdtype) for k, v in data.items()}
@@ -1639,35 +2130,62 @@ def _half_ops(family, data, tdtype, HALF_GROUPS):
         m, s = torch.empty(c, dtype=tdtype), torch.empty(c, dtype=tdtype)
         trm, trv = rm.clone(), rv.clone()
         nbn = torch.ops.aten.native_batch_norm.out
-        _, sm, si = torch.native_batch_norm(tx, tw, tb, rm.clone(),
-                                            rv.clone(), True, 0.1, EPS)
+        _, sm, si = torch.native_batch_norm(
+            tx, tw, tb, rm.clone(), rv.clone(), True, 0.1, EPS
+        )
         nbb = aten_op("native_batch_norm_backward")
         fns["fwd-train", "torch"] = lambda: nbn(
-            tx, tw, tb, rm, rv, True, 0.1, EPS, out=out, save_mean=m,
-            save_invstd=s)
+            tx,
+            tw,
+            tb,
+            rm,
+            rv,
+            True,
+            0.1,
+            EPS,
+            out=out,
+            save_mean=m,
+            save_invstd=s,
+        )
         fns["fwd-test", "torch"] = lambda: nbn(
-            tx, tw, tb, trm, trv, False, 0.1, EPS, out=out, save_mean=m,
-            save_invstd=s)
+            tx,
+            tw,
+            tb,
+            trm,
+            trv,
+            False,
+            0.1,
+            EPS,
+            out=out,
+            save_mean=m,
+            save_invstd=s,
+        )
         fns["backward", "torch"] = lambda: nbb(
-            tdy, tx, tw, rm, rv, sm, si, True, EPS, [True, True, True])
+            tdy, tx, tw, rm, rv, sm, si, True, EPS, [True, True, True]
+        )
     elif family == "layernorm":
         shape = [tx.shape[1]]
         _, lm, lr = torch.native_layer_norm(tx, shape, tw, tb, EPS)
         lnb = aten_op("native_layer_norm_backward")
         fns["fwd-train", "torch"] = lambda: torch.native_layer_norm(
-            tx, shape, tw, tb, EPS)
+            tx, shape, tw, tb, EPS
+        )
         fns["backward", "torch"] = lambda: lnb(
-            tdy, tx, shape, lm, lr, tw, tb, [True, True, True])
+            tdy, tx, shape, lm, lr, tw, tb, [True, True, True]
+        )
     else:
         n, c = tx.shape[:2]
         hw = tx[0, 0].numel()
-        _, gm, gr = torch.native_group_norm(tx, tw, tb, n, c, hw,
-                                            HALF_GROUPS, EPS)
+        _, gm, gr = torch.native_group_norm(
+            tx, tw, tb, n, c, hw, HALF_GROUPS, EPS
+        )
         gnb = aten_op("native_group_norm_backward")
         fns["fwd-train", "torch"] = lambda: torch.group_norm(
-            tx, HALF_GROUPS, tw, tb, EPS)
+            tx, HALF_GROUPS, tw, tb, EPS
+        )
         fns["backward", "torch"] = lambda: gnb(
-            tdy, tx, gm, gr, tw, n, c, hw, HALF_GROUPS, [True, True, True])
+            tdy, tx, gm, gr, tw, n, c, hw, HALF_GROUPS, [True, True, True]
+        )
     return fns
 
 
@@ -1677,17 +2195,23 @@ def half_section(sizes, repeat, target, report):
     bytes) and PyTorch's on the same dtype over bnfast's (target >= 1.5),
     interleaved in one process."""
     shapes = HALF_SIZES[sizes]
-    families = [("batchnorm", shapes["rows"]),
-                ("spatial-nchw", shapes["image"]),
-                ("spatial-nhwc", shapes["image"]),
-                ("layernorm", shapes["rows"]),
-                ("groupnorm", shapes["image"])]
-    print("\n== half precision (issue 13): bnfast on float16/bfloat16 "
-          "against its own float32 and PyTorch on the same dtype, out= "
-          "where PyTorch has it ==")
-    print(f"{'family':13} {'dtype':8} {'shape':18} {'op':10} "
-          f"{'half us':>9} {'f32 us':>9} {'torch us':>9} "
-          f"{'half/f32':>8} {'torch/half':>10}")
+    families = [
+        ("batchnorm", shapes["rows"]),
+        ("spatial-nchw", shapes["image"]),
+        ("spatial-nhwc", shapes["image"]),
+        ("layernorm", shapes["rows"]),
+        ("groupnorm", shapes["image"]),
+    ]
+    print(
+        "\n== half precision (issue 13): bnfast on float16/bfloat16 "
+        "against its own float32 and PyTorch on the same dtype, out= "
+        "where PyTorch has it =="
+    )
+    print(
+        f"{'family':13} {'dtype':8} {'shape':18} {'op':10} "
+        f"{'half us':>9} {'f32 us':>9} {'torch us':>9} "
+        f"{'half/f32':>8} {'torch/half':>10}"
+    )
     for name, dtype, tdtype in half_dtypes():
         for family, shape in families:
             data = make_data(shape, np.float64, seed_of(shape))
@@ -1700,15 +2224,26 @@ def half_section(sizes, repeat, target, report):
             for op in ("fwd-train", "fwd-test", "backward"):
                 if (op, "half") not in med:
                     continue
-                h, f, t = (med[op, "half"], med[op, "float32"],
-                           med.get((op, "torch")))
-                rec = {"family": family, "dtype": name,
-                       "shape": list(data["x"].shape), "op": op,
-                       "half_s": h, "float32_s": f, "torch_s": t}
+                h, f, t = (
+                    med[op, "half"],
+                    med[op, "float32"],
+                    med.get((op, "torch")),
+                )
+                rec = {
+                    "family": family,
+                    "dtype": name,
+                    "shape": list(data["x"].shape),
+                    "op": op,
+                    "half_s": h,
+                    "float32_s": f,
+                    "torch_s": t,
+                }
                 report.append(rec)
-                print(f"{family:13} {name:8} {str(tuple(data['x'].shape)):18} "
-                      f"{op:10} {fmt_us(h):>9} {fmt_us(f):>9} {fmt_us(t):>9} "
-                      f"{fmt_ratio(h, f):>8} {fmt_ratio(t, h):>10}")
+                print(
+                    f"{family:13} {name:8} {str(tuple(data['x'].shape)):18} "
+                    f"{op:10} {fmt_us(h):>9} {fmt_us(f):>9} {fmt_us(t):>9} "
+                    f"{fmt_ratio(h, f):>8} {fmt_ratio(t, h):>10}"
+                )
             del fns, data
             gc.collect()
 
@@ -1718,45 +2253,76 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     ``prog`` names the command in the usage.  Returns the exit status: 0,
     1 if bnfast's equivalence section FAILs, 2 for --torch-entry without
     PyTorch (bad usage exits 2 through argparse)."""
-    ap = argparse.ArgumentParser(prog=prog,
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog=prog, description=__doc__.split("\n\n")[0]
+    )
     mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true",
-                      help="small sizes, 3 repeats, 5 ms loops (CI)")
-    mode.add_argument("--sweep", action="store_true",
-                      help="every family over sizes from tiny to larger "
-                           "than cache (for benchmarks/plot.py)")
-    mode.add_argument("--median-of", nargs="+", metavar="JSON",
-                      help="no measurement: issue 11's targets on the "
-                           "per-row medians of several --sweep --json runs "
-                           "(the issue judges each ratio by its median over "
-                           "3 runs)")
-    mode.add_argument("--torch-entry", action="store_true",
-                      help="only time PyTorch's entry points for each op "
-                           "(torch.native_batch_norm, torch.ops.aten..., "
-                           "torch.batch_norm, F.batch_norm, ...) at tiny "
-                           "to 1 MiB sizes, to pick the fastest")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="measurements per implementation (default 7, "
-                         "quick 3, --torch-entry 31)")
-    ap.add_argument("--half", action="store_true",
-                    help="only the half-precision section (float16, "
-                         "bfloat16 against float32 and PyTorch; with "
-                         "--quick at small sizes)")
+    mode.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, 3 repeats, 5 ms loops (CI)",
+    )
+    mode.add_argument(
+        "--sweep",
+        action="store_true",
+        help="every family over sizes from tiny to larger "
+        "than cache (for benchmarks/plot.py)",
+    )
+    mode.add_argument(
+        "--median-of",
+        nargs="+",
+        metavar="JSON",
+        help="no measurement: issue 11's targets on the "
+        "per-row medians of several --sweep --json runs "
+        "(the issue judges each ratio by its median over "
+        "3 runs)",
+    )
+    mode.add_argument(
+        "--torch-entry",
+        action="store_true",
+        help="only time PyTorch's entry points for each op "
+        "(torch.native_batch_norm, torch.ops.aten..., "
+        "torch.batch_norm, F.batch_norm, ...) at tiny "
+        "to 1 MiB sizes, to pick the fastest",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="measurements per implementation (default 7, "
+        "quick 3, --torch-entry 31)",
+    )
+    ap.add_argument(
+        "--half",
+        action="store_true",
+        help="only the half-precision section (float16, "
+        "bfloat16 against float32 and PyTorch; with "
+        "--quick at small sizes)",
+    )
     ap.add_argument("--json", metavar="PATH", help="write results as JSON")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="threads for bnfast and PyTorch alike (default 1)")
-    ap.add_argument("--family", action="append", metavar="NAME",
-                    choices=[f["name"] for f in FAMILIES],
-                    help="only this family (repeatable; default all)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for bnfast and PyTorch alike (default 1)",
+    )
+    ap.add_argument(
+        "--family",
+        action="append",
+        metavar="NAME",
+        choices=[f["name"] for f in FAMILIES],
+        help="only this family (repeatable; default all)",
+    )
     args = ap.parse_args(argv)
-    families = [f for f in FAMILIES
-                if not args.family or f["name"] in args.family]
+    families = [
+        f for f in FAMILIES if not args.family or f["name"] in args.family
+    ]
     if args.median_of:
         return median_targets(args.median_of)
     import_peers()
-    repeat = args.repeat or (3 if args.quick else 31 if args.torch_entry
-                             else 7)
+    repeat = args.repeat or (
+        3 if args.quick else 31 if args.torch_entry else 7
+    )
     target = 0.005 if args.quick else 0.020
     bnfast.set_num_threads(args.threads)
     if torch is not None:
@@ -1769,30 +2335,50 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         torch_entry_section(repeat, entries)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"machine": machine(), "repeat": repeat,
-                           "threads": args.threads,
-                           "torch_entry": entries}, f, indent=1)
+                json.dump(
+                    {
+                        "machine": machine(),
+                        "repeat": repeat,
+                        "threads": args.threads,
+                        "torch_entry": entries,
+                    },
+                    f,
+                    indent=1,
+                )
         return 0
 
     sizes = "quick" if args.quick else "sweep" if args.sweep else "sizes"
     if args.half:
         half = []
-        half_section("quick" if args.quick else "sizes", repeat, target,
-                     half)
+        half_section("quick" if args.quick else "sizes", repeat, target, half)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"machine": machine(), "repeat": repeat,
-                           "threads": args.threads, "half": half}, f,
-                          indent=1)
+                json.dump(
+                    {
+                        "machine": machine(),
+                        "repeat": repeat,
+                        "threads": args.threads,
+                        "half": half,
+                    },
+                    f,
+                    indent=1,
+                )
         return 0
-    report = {"machine": machine(), "quick": args.quick,
-              "sweep": args.sweep, "repeat": repeat,
-              "threads": args.threads,
-              "target_s": target, "equivalence": [], "timing": []}
+    report = {
+        "machine": machine(),
+        "quick": args.quick,
+        "sweep": args.sweep,
+        "repeat": repeat,
+        "threads": args.threads,
+        "target_s": target,
+        "equivalence": [],
+        "timing": [],
+    }
     load_start = os.getloadavg()
     report["peer_equivalence"] = []
-    ok = equivalence_section(families, sizes, report["equivalence"],
-                             report["peer_equivalence"])
+    ok = equivalence_section(
+        families, sizes, report["equivalence"], report["peer_equivalence"]
+    )
     report["accuracy"] = {}
     accuracy_section(report["accuracy"])
     timing_section(families, sizes, repeat, target, report["timing"])
@@ -1804,18 +2390,21 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         targets_section(report["targets"])
     # a shared machine: load well above the 1.0 of this process means noise
     report["loadavg_1_5_15"] = {"start": load_start, "end": os.getloadavg()}
-    log("load average (1, 5, 15 min): start %.2f %.2f %.2f, "
-        "end %.2f %.2f %.2f" % (*load_start, *os.getloadavg()))
+    log(
+        "load average (1, 5, 15 min): start %.2f %.2f %.2f, "
+        "end %.2f %.2f %.2f" % (*load_start, *os.getloadavg())
+    )
     m = report["machine"]
-    print(f"\nmachine: {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
-          f"torch {m['torch']}, numba {m['numba']}, bnfast {m['bnfast']} "
-          f"simd {m['simd']} "
-          f"(bnfast and torch on {args.threads} thread"
-          f"{'s' if args.threads > 1 else ''})")
+    print(
+        f"\nmachine: {m['cpu']}, python {m['python']}, numpy {m['numpy']}, "
+        f"torch {m['torch']}, numba {m['numba']}, bnfast {m['bnfast']} "
+        f"simd {m['simd']} "
+        f"(bnfast and torch on {args.threads} thread"
+        f"{'s' if args.threads > 1 else ''})"
+    )
     print("equivalence:", "PASS" if ok else "FAIL")
     report["pass"] = ok
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return 0 if ok else 1
-

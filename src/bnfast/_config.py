@@ -1,4 +1,5 @@
 """Threads and the build configuration."""
+
 from __future__ import annotations
 
 import os
@@ -77,10 +78,15 @@ def set_num_threads(n: int | np.integer[Any] | None) -> None:
     global _source
     if n is None:
         setting = 0
-    elif (isinstance(n, bool) or not isinstance(n, (int, np.integer))
-          or not 1 <= n <= MAX_THREADS):
-        raise ValueError(f"set_num_threads: n must be an int from 1 to "
-                         f"{MAX_THREADS} or None (the default), got {n!r}")
+    elif (
+        isinstance(n, bool)
+        or not isinstance(n, (int, np.integer))
+        or not 1 <= n <= MAX_THREADS
+    ):
+        raise ValueError(
+            f"set_num_threads: n must be an int from 1 to "
+            f"{MAX_THREADS} or None (the default), got {n!r}"
+        )
     else:
         setting = int(n)
     _source = "set" if setting else None
@@ -91,8 +97,10 @@ def set_num_threads(n: int | np.integer[Any] | None) -> None:
             "do not survive fork() (a parallel region here would wait "
             "forever), so the kernels stay on one thread in this process; "
             "start worker processes with multiprocessing's 'spawn' or "
-            "'forkserver' method to give them threads", RuntimeWarning,
-            stacklevel=2)
+            "'forkserver' method to give them threads",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def get_num_threads() -> int:
@@ -123,10 +131,14 @@ def _init_threads() -> None:
         _kernels.set_num_threads(n)
         _source = "env"
     else:
-        warnings.warn(f"BNFAST_NUM_THREADS={env!r} is not an int from 1 to "
-                      f"{MAX_THREADS}; ignored: the kernels use "
-                      f"{get_num_threads()} threads (OMP_NUM_THREADS, else "
-                      "the cores)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"BNFAST_NUM_THREADS={env!r} is not an int from 1 to "
+            f"{MAX_THREADS}; ignored: the kernels use "
+            f"{get_num_threads()} threads (OMP_NUM_THREADS, else "
+            "the cores)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _init_simd() -> None:
@@ -139,9 +151,12 @@ def _init_simd() -> None:
     try:
         _kernels.set_simd_level(env)
     except ValueError as exc:
-        warnings.warn(f"BNFAST_SIMD_LEVEL={env!r} ignored ({exc}); the "
-                      f"kernels run at {_kernels.simd_level()}",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"BNFAST_SIMD_LEVEL={env!r} ignored ({exc}); the "
+            f"kernels run at {_kernels.simd_level()}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _simd_text() -> str:
@@ -149,9 +164,12 @@ def _simd_text() -> str:
     built = [k for k, (b, _) in levels.items() if b]
     cpu = [k for k, (_, c) in levels.items() if c]
     env = os.environ.get("BNFAST_SIMD_LEVEL")
-    return (f"{_kernels.simd_level()} (built: {', '.join(built)}; this CPU "
-            f"runs up to {cpu[-1]}; chosen at import"
-            + (f", BNFAST_SIMD_LEVEL={env}" if env else "") + ")")
+    return (
+        f"{_kernels.simd_level()} (built: {', '.join(built)}; this CPU "
+        f"runs up to {cpu[-1]}; chosen at import"
+        + (f", BNFAST_SIMD_LEVEL={env}" if env else "")
+        + ")"
+    )
 
 
 def _threads_text() -> str:
@@ -159,20 +177,22 @@ def _threads_text() -> str:
     if not _kernels.have_openmp():
         why = "built without OpenMP"
     elif poisoned:
-        why = ("forked after threaded kernels had run: one thread in this "
-               "process")
+        why = (
+            "forked after threaded kernels had run: one thread in this process"
+        )
     elif forked:
         why = "forked child: one thread until set_num_threads"
     elif setting:
-        why = ("set_num_threads" if _source != "env"
-               else "BNFAST_NUM_THREADS")
+        why = "set_num_threads" if _source != "env" else "BNFAST_NUM_THREADS"
     else:
         why = "OpenMP's count: threadpoolctl, OMP_NUM_THREADS, else the cores"
     if cap < MAX_THREADS:
         why += f"; at most {cap}: more threads could not be created"
-    return (f"{get_num_threads()} ({why}; usable cores: {_usable_cores()}; "
-            f"BNFAST_NUM_THREADS={os.environ.get('BNFAST_NUM_THREADS', 'unset')}"
-            f", OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
+    return (
+        f"{get_num_threads()} ({why}; usable cores: {_usable_cores()}; "
+        f"BNFAST_NUM_THREADS={os.environ.get('BNFAST_NUM_THREADS', 'unset')}"
+        f", OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})"
+    )
 
 
 def show_config(file: IO[str] | None = None) -> None:
@@ -186,6 +206,7 @@ def show_config(file: IO[str] | None = None) -> None:
     bnfast ...
     """
     from bnfast._version import __version__
+
     try:
         from bnfast._buildinfo import BUILD
     except ImportError:  # built by something other than setup.py

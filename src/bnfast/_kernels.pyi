@@ -117,17 +117,24 @@ class BnForward:
     @property
     def mode(self) -> str: ...
     def unbiased_factor(self, count: int) -> float: ...
-    def update_running(self, mean: ArrayLike, var: ArrayLike,
-                       factor: float) -> None: ...
-    def cache(self, mean: ArrayLike, invstd: ArrayLike,
-              cls: type[_C]) -> _C: ...
-    def stats(self) -> tuple[npt.NDArray[np.float64],
-                             npt.NDArray[np.float64] | None,
-                             npt.NDArray[np.float64]]: ...
+    def update_running(
+        self, mean: ArrayLike, var: ArrayLike, factor: float
+    ) -> None: ...
+    def cache(
+        self, mean: ArrayLike, invstd: ArrayLike, cls: type[_C]
+    ) -> _C: ...
+    def stats(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64] | None,
+        npt.NDArray[np.float64],
+    ]: ...
     def apply(self, mean: ArrayLike, invstd: ArrayLike) -> FloatArray: ...
     @overload
-    def run(self, cls: None = None) -> tuple[FloatArray,
-                                             BatchNormCache | None]: ...
+    def run(
+        self, cls: None = None
+    ) -> tuple[FloatArray, BatchNormCache | None]: ...
     @overload
     def run(self, cls: type[_C]) -> tuple[FloatArray, _C]: ...
 
@@ -140,83 +147,136 @@ class BnBackward:
     def dresidual(self) -> FloatArray | None: ...
     def reduce(self) -> npt.NDArray[np.float64]: ...
     def apply(self, count: float, sums: ArrayLike) -> FloatArray: ...
-    def param_grads(self, dgamma: ArrayLike,
-                    dbeta: ArrayLike) -> tuple[Grad, Grad]: ...
+    def param_grads(
+        self, dgamma: ArrayLike, dbeta: ArrayLike
+    ) -> tuple[Grad, Grad]: ...
 
-def bn_forward(x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-               axis: int | None, activation: str | None,
-               out: FloatArray | None, allow_empty: bool,
-               residual: ArrayLike | None = None) -> BnForward: ...
+def bn_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    axis: int | None,
+    activation: str | None,
+    out: FloatArray | None,
+    allow_empty: bool,
+    residual: ArrayLike | None = None,
+) -> BnForward: ...
 @overload
 def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    activation: str | None = None, out: FloatArray | None = None,
-    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
-@overload
-def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    activation: str | None, out: FloatArray | None,
-    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
-@overload
-def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    activation: str | None = None, out: FloatArray | None = None,
-    residual: ArrayLike | None = None) -> tuple[FloatArray,
-                                                BatchNormCache]: ...
-@overload
-def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    axis: int = 1, activation: str | None = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    activation: str | None = None,
     out: FloatArray | None = None,
-    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
+    residual: None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
 @overload
-def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    axis: int, activation: str | None, out: FloatArray | None,
-    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+def batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    activation: str | None,
+    out: FloatArray | None,
+    residual: ArrayLike,
+) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
 @overload
-def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    axis: int = 1, activation: str | None = None,
+def batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    activation: str | None = None,
     out: FloatArray | None = None,
-    residual: ArrayLike | None = None) -> tuple[FloatArray,
-                                                BatchNormCache]: ...
-def bn_backward(dout: ArrayLike, cache: BatchNormCache,
-                out: FloatArray | None, forward_name: str) -> BnBackward: ...
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    axis: int = 1,
+    activation: str | None = None,
+    out: FloatArray | None = None,
+    residual: None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    axis: int,
+    activation: str | None,
+    out: FloatArray | None,
+    residual: ArrayLike,
+) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+@overload
+def spatial_batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    axis: int = 1,
+    activation: str | None = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
+def bn_backward(
+    dout: ArrayLike,
+    cache: BatchNormCache,
+    out: FloatArray | None,
+    forward_name: str,
+) -> BnBackward: ...
+
 # (a cache typed as the residual one gets four gradients; mypy calls the
 # narrower first overload with another return type an unsafe overlap: it
 # is the typing-only subclass above, meant so)
 @overload
 def batchnorm_backward(  # type: ignore[overload-overlap]
-    dout: ArrayLike, cache: _ResidualBatchNormCache,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad,
-                                            FloatArray]: ...
+    dout: ArrayLike,
+    cache: _ResidualBatchNormCache,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
 @overload
 def batchnorm_backward(
-    dout: ArrayLike, cache: BatchNormCache,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+    dout: ArrayLike, cache: BatchNormCache, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad, Grad]: ...
 def layernorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, ln_param: ParamDict,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    ln_param: ParamDict,
     out: FloatArray | None = None,
     normalized_shape: ShapeLike | None = None,
 ) -> tuple[FloatArray, LayerNormCache]: ...
 def layernorm_backward(
-    dout: ArrayLike, cache: LayerNormCache,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+    dout: ArrayLike, cache: LayerNormCache, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad, Grad]: ...
 def rmsnorm_forward(
-    x: ArrayLike, gamma: Param, rms_param: ParamDict,
+    x: ArrayLike,
+    gamma: Param,
+    rms_param: ParamDict,
     out: FloatArray | None = None,
     normalized_shape: ShapeLike | None = None,
 ) -> tuple[FloatArray, RMSNormCache]: ...
 def rmsnorm_backward(
-    dout: ArrayLike, cache: RMSNormCache,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad]: ...
+    dout: ArrayLike, cache: RMSNormCache, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad]: ...
 def spatial_groupnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, G: int, gn_param: ParamDict,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    G: int,
+    gn_param: ParamDict,
     out: FloatArray | None = None,
-    axis: int = 1) -> tuple[FloatArray, GroupNormCache]: ...
+    axis: int = 1,
+) -> tuple[FloatArray, GroupNormCache]: ...
 def spatial_groupnorm_backward(
-    dout: ArrayLike, cache: GroupNormCache,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+    dout: ArrayLike, cache: GroupNormCache, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad, Grad]: ...
 def stream_copy(src: npt.NDArray[Any], dst: npt.NDArray[Any]) -> None: ...
 def stream_copy_streams() -> bool: ...

@@ -5,6 +5,7 @@ FloatArray is what the functions return: an ndarray of float16,
 bfloat16, float32 or float64 (bfloat16, ``ml_dtypes.bfloat16``, is not a
 subclass of ``numpy.floating``: its arrays are typed as floating ones).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,8 +14,17 @@ from typing import Any, Optional, Protocol, Union
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FloatArray", "ArrayLike", "Param", "Grad", "ParamDict",
-           "ShapeLike", "Activation", "DTypeLike", "Comm"]
+__all__ = [
+    "FloatArray",
+    "ArrayLike",
+    "Param",
+    "Grad",
+    "ParamDict",
+    "ShapeLike",
+    "Activation",
+    "DTypeLike",
+    "Comm",
+]
 
 #: An ndarray of float16, bfloat16, float32 or float64.
 FloatArray = npt.NDArray[np.floating[Any]]

@@ -5,4 +5,5 @@ pyproject.toml reads it statically at build time
 this file's assignment without importing bnfast, so keep it a plain string
 literal); ``bnfast.__version__`` and ``show_config`` import it.
 """
+
 __version__ = "0.2.0"

@@ -25,6 +25,7 @@ process's own shares (sum them across processes, as the gradients of the
 other parameters) unless ``reduce_param_grads=True``, which returns the
 global ones on every process at no extra communication.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,13 @@ if TYPE_CHECKING:
 
     F64Array = npt.NDArray[np.float64]
 
-__all__ = ["sync_batchnorm_forward", "sync_batchnorm_backward",
-           "SyncBatchNorm", "SyncBatchNormCache", "communication_doubles"]
+__all__ = [
+    "sync_batchnorm_forward",
+    "sync_batchnorm_backward",
+    "SyncBatchNorm",
+    "SyncBatchNormCache",
+    "communication_doubles",
+]
 
 
 class SyncBatchNormCache(_kernels.BatchNormCache):
@@ -66,8 +72,11 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
     # otherwise lose them)
     def __reduce__(self) -> tuple[Any, ...]:
         fn, args, state = super().__reduce__()
-        return fn, args, (state, getattr(self, "count", None),
-                          getattr(self, "sync", None))
+        return (
+            fn,
+            args,
+            (state, getattr(self, "count", None), getattr(self, "sync", None)),
+        )
 
     def __setstate__(self, state: Any) -> None:
         base, count, sync = state
@@ -79,8 +88,10 @@ class SyncBatchNormCache(_kernels.BatchNormCache):
 
 
 if TYPE_CHECKING:
-    class _ResidualSyncBatchNormCache(SyncBatchNormCache,
-                                      _ResidualBatchNormCache):
+
+    class _ResidualSyncBatchNormCache(
+        SyncBatchNormCache, _ResidualBatchNormCache
+    ):
         """Typing only: the cache of a forward with residual= (its
         backward returns dresidual too), as _ResidualBatchNormCache."""
 
@@ -103,12 +114,17 @@ class _Sync:
                 raise TypeError(
                     "comm must be an mpi4py communicator (or have its "
                     f"Get_size, Allgather and Allreduce), got "
-                    f"{type(comm).__name__} without {method}")
+                    f"{type(comm).__name__} without {method}"
+                )
         self.comm = comm
 
-    def merge(self, n: int, mean: F64Array, m2: F64Array,
-              mean_lo: F64Array | None = None,
-              ) -> tuple[int, F64Array, F64Array]:
+    def merge(
+        self,
+        n: int,
+        mean: F64Array,
+        m2: F64Array,
+        mean_lo: F64Array | None = None,
+    ) -> tuple[int, F64Array, F64Array]:
         """(count, mean, M2) of the union of every process's shard.
 
         mean_lo: the low parts of the float64 means (BnForward.stats), None
@@ -121,18 +137,22 @@ class _Sync:
         sends NaN for them) the means alone, as before."""
         c = mean.shape[0]
         send = np.empty(3 * c + 1)
-        send[0], send[1:c + 1], send[2 * c + 1:] = n, mean, m2
+        send[0], send[1 : c + 1], send[2 * c + 1 :] = n, mean, m2
         # a float64 mean's low part is finite (0 where the mean is not):
         # NaN marks a shard without them
-        send[c + 1:2 * c + 1] = np.nan if mean_lo is None else mean_lo
+        send[c + 1 : 2 * c + 1] = np.nan if mean_lo is None else mean_lo
         recv = np.empty((self.comm.Get_size(), 3 * c + 1))
         self.comm.Allgather(send, recv)
         rows = [row for row in recv if row[0] != 0]  # rank order
-        pairs = not any(np.isnan(row[c + 1:2 * c + 1]).any() for row in rows)
+        pairs = not any(np.isnan(row[c + 1 : 2 * c + 1]).any() for row in rows)
         count, mu, lo, q = 0.0, np.zeros(c), np.zeros(c), np.zeros(c)
         for row in rows:  # rank order: the same arithmetic everywhere
-            nb, mb, lb, qb = (row[0], row[1:c + 1], row[c + 1:2 * c + 1],
-                              row[2 * c + 1:])
+            nb, mb, lb, qb = (
+                row[0],
+                row[1 : c + 1],
+                row[c + 1 : 2 * c + 1],
+                row[2 * c + 1 :],
+            )
             if count == 0:
                 count, mu, q = nb, mb.copy(), qb.copy()
                 lo = lb.copy() if pairs else lo
@@ -167,8 +187,9 @@ class _Sync:
         return out
 
 
-def _sync_forward(call: BnForward,
-                  sync: _Sync) -> tuple[FloatArray, SyncBatchNormCache]:
+def _sync_forward(
+    call: BnForward, sync: _Sync
+) -> tuple[FloatArray, SyncBatchNormCache]:
     """'train' mode of synchronized batch norm: local statistics by the C
     kernels, merged across processes by sync.merge (every process gets the
     same), then the normalization and the running update with them.
@@ -176,8 +197,9 @@ def _sync_forward(call: BnForward,
     mean, mean_lo, m2 = call.stats()  # zeros for an empty shard
     count, mean, m2 = sync.merge(call.count, mean, m2, mean_lo)  # collective
     if count == 0:
-        raise ValueError("the global batch is empty: every process passed "
-                         "an empty x")
+        raise ValueError(
+            "the global batch is empty: every process passed an empty x"
+        )
     factor = call.unbiased_factor(count)  # the same on every process
     var = m2 / count
     invstd = 1.0 / np.sqrt(var + call.eps)
@@ -190,29 +212,55 @@ def _sync_forward(call: BnForward,
 
 @overload
 def sync_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    comm: Comm, *, axis: int | None = None, activation: Activation = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    comm: Comm,
+    *,
+    axis: int | None = None,
+    activation: Activation = None,
     out: FloatArray | None = None,
-    residual: None = None) -> tuple[FloatArray, SyncBatchNormCache]: ...
+    residual: None = None,
+) -> tuple[FloatArray, SyncBatchNormCache]: ...
 @overload
 def sync_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    comm: Comm, *, axis: int | None = None, activation: Activation = None,
-    out: FloatArray | None = None, residual: ArrayLike,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    comm: Comm,
+    *,
+    axis: int | None = None,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike,
 ) -> tuple[FloatArray, _ResidualSyncBatchNormCache]: ...
 @overload
 def sync_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict,
-    comm: Comm, *, axis: int | None = None, activation: Activation = None,
-    out: FloatArray | None = None, residual: ArrayLike | None = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    comm: Comm,
+    *,
+    axis: int | None = None,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
 ) -> tuple[FloatArray, SyncBatchNormCache]: ...
-def sync_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
-                           bn_param: ParamDict, comm: Comm, *,
-                           axis: int | None = None,
-                           activation: Activation = None,
-                           out: FloatArray | None = None,
-                           residual: ArrayLike | None = None,
-                           ) -> tuple[FloatArray, SyncBatchNormCache]:
+def sync_batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    comm: Comm,
+    *,
+    axis: int | None = None,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, SyncBatchNormCache]:
     """Batch norm forward with statistics over the batch of every process.
 
     Same arguments and results as :func:`bnfast.batchnorm_forward`
@@ -285,8 +333,9 @@ def sync_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
     True
     """
     sync = _Sync(comm)
-    call = _kernels.bn_forward(x, gamma, beta, bn_param, axis, activation,
-                               out, True, residual)
+    call = _kernels.bn_forward(
+        x, gamma, beta, bn_param, axis, activation, out, True, residual
+    )
     if call.train:
         return _sync_forward(call, sync)
     # 'test' mode communicates nothing; its cache (frozen statistics, also
@@ -301,19 +350,27 @@ def sync_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
 # an unsafe overlap, which it is meant to be)
 @overload
 def sync_batchnorm_backward(  # type: ignore[overload-overlap]
-    dout: ArrayLike, cache: _ResidualSyncBatchNormCache, *,
-    reduce_param_grads: bool = False, out: FloatArray | None = None,
+    dout: ArrayLike,
+    cache: _ResidualSyncBatchNormCache,
+    *,
+    reduce_param_grads: bool = False,
+    out: FloatArray | None = None,
 ) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
 @overload
 def sync_batchnorm_backward(
-    dout: ArrayLike, cache: SyncBatchNormCache, *,
-    reduce_param_grads: bool = False, out: FloatArray | None = None,
+    dout: ArrayLike,
+    cache: SyncBatchNormCache,
+    *,
+    reduce_param_grads: bool = False,
+    out: FloatArray | None = None,
 ) -> tuple[FloatArray, Grad, Grad]: ...
 def sync_batchnorm_backward(
-    dout: ArrayLike, cache: SyncBatchNormCache, *,
-    reduce_param_grads: bool = False, out: FloatArray | None = None,
-) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
-                                           FloatArray]:
+    dout: ArrayLike,
+    cache: SyncBatchNormCache,
+    *,
+    reduce_param_grads: bool = False,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad, FloatArray]:
     """Backward of :func:`sync_batchnorm_forward` (a collective: every
     process calls it).
 
@@ -351,9 +408,11 @@ def sync_batchnorm_backward(
     if not isinstance(cache, SyncBatchNormCache):
         raise TypeError(
             "cache must be the cache returned by bnfast.distributed."
-            f"sync_batchnorm_forward, got {type(cache).__name__}")
+            f"sync_batchnorm_forward, got {type(cache).__name__}"
+        )
     call = _kernels.bn_backward(
-        dout, cache, out, "bnfast.distributed.sync_batchnorm_forward")
+        dout, cache, out, "bnfast.distributed.sync_batchnorm_forward"
+    )
     c = call.channels
     sums = call.reduce()  # sum dy, sum dy * (x - mean); zeros when empty
     if cache.frozen:  # after 'test' mode: dx local (count not read)
@@ -361,10 +420,14 @@ def sync_batchnorm_backward(
             raise RuntimeError(
                 "SyncBatchNorm.comm is None (as after unpickling): set "
                 "layer.comm to the communicator before a backward pass "
-                "with reduce_param_grads")
+                "with reduce_param_grads"
+            )
         dx = call.apply(1.0, sums)
-        total = (cache.sync.sum(sums)  # type: ignore[union-attr]  # checked
-                 if reduce_param_grads else sums)
+        total = (
+            cache.sync.sum(sums)  # type: ignore[union-attr]  # checked
+            if reduce_param_grads
+            else sums
+        )
     else:  # a 'train' mode cache: sync and count set
         total = cache.sync.sum(sums)  # type: ignore[union-attr]  # collective
         dx = call.apply(float(cache.count), total)  # type: ignore[arg-type]
@@ -373,13 +436,19 @@ def sync_batchnorm_backward(
     dbeta = use[:c].copy()
     if cache.has_residual:
         # (has_residual: dresidual is not None)
-        return (dx, *call.param_grads(  # type: ignore[return-value]
-            dgamma, dbeta), call.dresidual)
+        return (
+            dx,
+            *call.param_grads(  # type: ignore[return-value]
+                dgamma, dbeta
+            ),
+            call.dresidual,
+        )
     return (dx, *call.param_grads(dgamma, dbeta))
 
 
 def communication_doubles(
-        channels: int, processes: int) -> dict[str, tuple[int, int]]:
+    channels: int, processes: int
+) -> dict[str, tuple[int, int]]:
     """float64 values each process sends and receives per step:
     {'forward': (sent, received), 'backward': (sent, received)}.
 
@@ -404,8 +473,10 @@ def communication_doubles(
     {'forward': (193, 772), 'backward': (128, 128)}
     """
     per = 3 * channels + 1
-    return {"forward": (per, per * processes),
-            "backward": (2 * channels, 2 * channels)}
+    return {
+        "forward": (per, per * processes),
+        "backward": (2 * channels, 2 * channels),
+    }
 
 
 class SyncBatchNorm(layers.BatchNorm):
@@ -447,10 +518,17 @@ class SyncBatchNorm(layers.BatchNorm):
         dtype, gamma_init, beta_init, activation).
     """
 
-    def __init__(self, num_features: int, comm: Comm | None, *,
-                 reduce_param_grads: bool = False, **kwargs: Any) -> None:
-        reduce_param_grads = layers._flag(reduce_param_grads,
-                                          "reduce_param_grads")
+    def __init__(
+        self,
+        num_features: int,
+        comm: Comm | None,
+        *,
+        reduce_param_grads: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        reduce_param_grads = layers._flag(
+            reduce_param_grads, "reduce_param_grads"
+        )
         if comm is not None:
             _Sync(comm)  # checks comm
         super().__init__(num_features, **kwargs)
@@ -469,39 +547,63 @@ class SyncBatchNorm(layers.BatchNorm):
         self._comm = comm
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         args, kwargs, defaults = super()._repr_parts()
         comm = self._comm
         shown = layers._Shown(
-            "None" if comm is None else f"<{type(comm).__name__}>")
-        kwargs = ([("comm", shown)] + kwargs
-                  + [("reduce_param_grads", self.reduce_param_grads)])
+            "None" if comm is None else f"<{type(comm).__name__}>"
+        )
+        kwargs = (
+            [("comm", shown)]
+            + kwargs
+            + [("reduce_param_grads", self.reduce_param_grads)]
+        )
         return args, kwargs, {**defaults, "reduce_param_grads": False}
 
     def _backward(self, dout: ArrayLike, cache: Any) -> layers._Grads:
         return sync_batchnorm_backward(
-            dout, cache, reduce_param_grads=self.reduce_param_grads)
+            dout, cache, reduce_param_grads=self.reduce_param_grads
+        )
 
-    def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
-                   residual: ArrayLike | None = None,
-                   ) -> tuple[FloatArray, Any]:
+    def _normalize(
+        self,
+        x: FloatArray,
+        bn_param: dict[str, Any],
+        residual: ArrayLike | None = None,
+    ) -> tuple[FloatArray, Any]:
         if self._comm is None:
             if bn_param["mode"] == "test":
                 # communicates nothing; takes empty shards, as with a comm
                 out, cache = _kernels.bn_forward(
-                    x, self._gamma, self._beta, bn_param, self.axis,
-                    self.activation, None, True,
-                    residual).run(SyncBatchNormCache)
+                    x,
+                    self._gamma,
+                    self._beta,
+                    bn_param,
+                    self.axis,
+                    self.activation,
+                    None,
+                    True,
+                    residual,
+                ).run(SyncBatchNormCache)
                 cache.count, cache.sync = None, None
                 return out, cache
             raise RuntimeError(
                 "SyncBatchNorm.comm is None (as after unpickling): set "
                 "layer.comm to the communicator before a forward pass "
-                "with batch statistics")
+                "with batch statistics"
+            )
         # 'test' mode communicates nothing, but takes empty shards too
         return sync_batchnorm_forward(
-            x, self._gamma, self._beta, bn_param, self._comm, axis=self.axis,
-            activation=self.activation, residual=residual)
+            x,
+            self._gamma,
+            self._beta,
+            bn_param,
+            self._comm,
+            axis=self.axis,
+            activation=self.activation,
+            residual=residual,
+        )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SyncBatchNorm:
         new = type(self).__new__(type(self))

@@ -36,13 +36,18 @@ caller's arrays those were converted from (a byte-swapped, strided,
 integer or reshaped input): a ValueError naming the array otherwise,
 with nothing written.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, overload
 
 from bnfast import _kernels
-from bnfast._kernels import BatchNormCache, GroupNormCache, LayerNormCache
-from bnfast._kernels import RMSNormCache
+from bnfast._kernels import (
+    BatchNormCache,
+    GroupNormCache,
+    LayerNormCache,
+    RMSNormCache,
+)
 
 if TYPE_CHECKING:
     from bnfast._kernels import _ResidualBatchNormCache
@@ -74,27 +79,50 @@ __all__ = [
     "spatial_groupnorm_backward",
 ]
 
+
 @overload
 def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    activation: Activation = None, out: FloatArray | None = None,
-    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
 @overload
 def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    activation: Activation = None, out: FloatArray | None = None,
-    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike,
+) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
 @overload
 def batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    activation: Activation = None, out: FloatArray | None = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    activation: Activation = None,
+    out: FloatArray | None = None,
     residual: ArrayLike | None = None,
 ) -> tuple[FloatArray, BatchNormCache]: ...
-def batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
-                      bn_param: ParamDict, *, activation: Activation = None,
-                      out: FloatArray | None = None,
-                      residual: ArrayLike | None = None,
-                      ) -> tuple[FloatArray, BatchNormCache]:
+def batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]:
     """Forward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_forward``.
@@ -196,8 +224,9 @@ def batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
     >>> bn_param["running_mean"]
     array([0.2, 0.4])
     """
-    return _kernels.batchnorm_forward(x, gamma, beta, bn_param, activation,
-                                        out, residual)
+    return _kernels.batchnorm_forward(
+        x, gamma, beta, bn_param, activation, out, residual
+    )
 
 
 # (the first overload is the cache of a forward with residual=, a typing-only
@@ -205,17 +234,21 @@ def batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
 # an unsafe overlap, which it is meant to be)
 @overload
 def batchnorm_backward(  # type: ignore[overload-overlap]
-    dout: ArrayLike, cache: _ResidualBatchNormCache, *,
+    dout: ArrayLike,
+    cache: _ResidualBatchNormCache,
+    *,
     out: FloatArray | None = None,
 ) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
 @overload
 def batchnorm_backward(
-    dout: ArrayLike, cache: BatchNormCache, *,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad, Grad]: ...
 def batchnorm_backward(
-    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None,
-) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
-                                           FloatArray]:
+    dout: ArrayLike,
+    cache: BatchNormCache,
+    *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad, FloatArray]:
     """Backward pass for batch normalization.
 
     Same signature and results as ``bnfast.reference.batchnorm_backward``
@@ -314,29 +347,51 @@ batchnorm_backward_alt = batchnorm_backward
 
 @overload
 def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    axis: int = 1, activation: Activation = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    axis: int = 1,
+    activation: Activation = None,
     out: FloatArray | None = None,
-    residual: None = None) -> tuple[FloatArray, BatchNormCache]: ...
+    residual: None = None,
+) -> tuple[FloatArray, BatchNormCache]: ...
 @overload
 def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    axis: int = 1, activation: Activation = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    axis: int = 1,
+    activation: Activation = None,
     out: FloatArray | None = None,
-    residual: ArrayLike) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
+    residual: ArrayLike,
+) -> tuple[FloatArray, _ResidualBatchNormCache]: ...
 @overload
 def spatial_batchnorm_forward(
-    x: ArrayLike, gamma: Param, beta: Param, bn_param: ParamDict, *,
-    axis: int = 1, activation: Activation = None,
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    axis: int = 1,
+    activation: Activation = None,
     out: FloatArray | None = None,
     residual: ArrayLike | None = None,
 ) -> tuple[FloatArray, BatchNormCache]: ...
-def spatial_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
-                              bn_param: ParamDict, *, axis: int = 1,
-                              activation: Activation = None,
-                              out: FloatArray | None = None,
-                              residual: ArrayLike | None = None,
-                              ) -> tuple[FloatArray, BatchNormCache]:
+def spatial_batchnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    axis: int = 1,
+    activation: Activation = None,
+    out: FloatArray | None = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, BatchNormCache]:
     """Forward pass for spatial batch normalization: statistics per channel.
 
     Same signature and results as
@@ -398,9 +453,9 @@ def spatial_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
     >>> out.shape, round(float(out[:, 0].mean()), 12), round(float(out[:, 0].std()), 4)
     ((2, 2, 2, 2), 0.0, 1.0)
     """
-    return _kernels.spatial_batchnorm_forward(x, gamma, beta, bn_param,
-                                                axis, activation, out,
-                                                residual)
+    return _kernels.spatial_batchnorm_forward(
+        x, gamma, beta, bn_param, axis, activation, out, residual
+    )
 
 
 # (the first overload is the cache of a forward with residual=, a typing-only
@@ -408,17 +463,21 @@ def spatial_batchnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
 # an unsafe overlap, which it is meant to be)
 @overload
 def spatial_batchnorm_backward(  # type: ignore[overload-overlap]
-    dout: ArrayLike, cache: _ResidualBatchNormCache, *,
+    dout: ArrayLike,
+    cache: _ResidualBatchNormCache,
+    *,
     out: FloatArray | None = None,
 ) -> tuple[FloatArray, Grad, Grad, FloatArray]: ...
 @overload
 def spatial_batchnorm_backward(
-    dout: ArrayLike, cache: BatchNormCache, *,
-    out: FloatArray | None = None) -> tuple[FloatArray, Grad, Grad]: ...
+    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None
+) -> tuple[FloatArray, Grad, Grad]: ...
 def spatial_batchnorm_backward(
-    dout: ArrayLike, cache: BatchNormCache, *, out: FloatArray | None = None,
-) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad,
-                                           FloatArray]:
+    dout: ArrayLike,
+    cache: BatchNormCache,
+    *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad] | tuple[FloatArray, Grad, Grad, FloatArray]:
     """Backward pass for spatial batch normalization.
 
     Same results as ``bnfast.reference.spatial_batchnorm_backward``; the
@@ -463,11 +522,15 @@ def spatial_batchnorm_backward(
     return _kernels.batchnorm_backward(dout, cache, out)
 
 
-def layernorm_forward(x: ArrayLike, gamma: Param, beta: Param,
-                      ln_param: ParamDict, *,
-                      normalized_shape: ShapeLike | None = None,
-                      out: FloatArray | None = None,
-                      ) -> tuple[FloatArray, LayerNormCache]:
+def layernorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    ln_param: ParamDict,
+    *,
+    normalized_shape: ShapeLike | None = None,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, LayerNormCache]:
     """Forward pass for layer normalization.
 
     Same signature and results as ``bnfast.reference.layernorm_forward``:
@@ -525,13 +588,17 @@ def layernorm_forward(x: ArrayLike, gamma: Param, beta: Param,
     array([[-1.2247,  0.    ,  1.2247],
            [-0.7071, -0.7071,  1.4142]])
     """
-    return _kernels.layernorm_forward(x, gamma, beta, ln_param, out,
-                                      normalized_shape)
+    return _kernels.layernorm_forward(
+        x, gamma, beta, ln_param, out, normalized_shape
+    )
 
 
-def layernorm_backward(dout: ArrayLike, cache: LayerNormCache, *,
-                       out: FloatArray | None = None,
-                       ) -> tuple[FloatArray, Grad, Grad]:
+def layernorm_backward(
+    dout: ArrayLike,
+    cache: LayerNormCache,
+    *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for layer normalization.
 
     Same results as ``bnfast.reference.layernorm_backward``; fused per row:
@@ -574,10 +641,14 @@ def layernorm_backward(dout: ArrayLike, cache: LayerNormCache, *,
     return _kernels.layernorm_backward(dout, cache, out)
 
 
-def rmsnorm_forward(x: ArrayLike, gamma: Param, rms_param: ParamDict, *,
-                    normalized_shape: ShapeLike | None = None,
-                    out: FloatArray | None = None,
-                    ) -> tuple[FloatArray, RMSNormCache]:
+def rmsnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    rms_param: ParamDict,
+    *,
+    normalized_shape: ShapeLike | None = None,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, RMSNormCache]:
     """Forward pass for RMS normalization.
 
     Same signature and results as ``bnfast.reference.rmsnorm_forward``:
@@ -625,13 +696,15 @@ def rmsnorm_forward(x: ArrayLike, gamma: Param, rms_param: ParamDict, *,
     array([[0.8485, 1.1314],
            [1.    , 1.    ]])
     """
-    return _kernels.rmsnorm_forward(x, gamma, rms_param, out,
-                                    normalized_shape)
+    return _kernels.rmsnorm_forward(x, gamma, rms_param, out, normalized_shape)
 
 
-def rmsnorm_backward(dout: ArrayLike, cache: RMSNormCache, *,
-                     out: FloatArray | None = None,
-                     ) -> tuple[FloatArray, Grad]:
+def rmsnorm_backward(
+    dout: ArrayLike,
+    cache: RMSNormCache,
+    *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad]:
     """Backward pass for RMS normalization.
 
     Same results as ``bnfast.reference.rmsnorm_backward``; fused per row:
@@ -667,10 +740,16 @@ def rmsnorm_backward(dout: ArrayLike, cache: RMSNormCache, *,
     return _kernels.rmsnorm_backward(dout, cache, out)
 
 
-def spatial_groupnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
-                              G: int, gn_param: ParamDict, *, axis: int = 1,
-                              out: FloatArray | None = None,
-                              ) -> tuple[FloatArray, GroupNormCache]:
+def spatial_groupnorm_forward(
+    x: ArrayLike,
+    gamma: Param,
+    beta: Param,
+    G: int,
+    gn_param: ParamDict,
+    *,
+    axis: int = 1,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, GroupNormCache]:
     """Forward pass for spatial group normalization.
 
     Same signature and results as
@@ -737,13 +816,17 @@ def spatial_groupnorm_forward(x: ArrayLike, gamma: Param, beta: Param,
     >>> np.allclose(np.moveaxis(out_last, -1, 1), out)
     True
     """
-    return _kernels.spatial_groupnorm_forward(x, gamma, beta, G, gn_param,
-                                                out, axis)
+    return _kernels.spatial_groupnorm_forward(
+        x, gamma, beta, G, gn_param, out, axis
+    )
 
 
-def spatial_groupnorm_backward(dout: ArrayLike, cache: GroupNormCache, *,
-                               out: FloatArray | None = None,
-                               ) -> tuple[FloatArray, Grad, Grad]:
+def spatial_groupnorm_backward(
+    dout: ArrayLike,
+    cache: GroupNormCache,
+    *,
+    out: FloatArray | None = None,
+) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for spatial group normalization.
 
     Same results as ``bnfast.reference.spatial_groupnorm_backward``; per

@@ -14,6 +14,7 @@ running_mean, running_var, num_batches_tracked) with NumPy arrays; PyTorch
 tensors are accepted on load and :func:`from_torch` builds a layer from a
 torch module, all without importing torch.
 """
+
 from __future__ import annotations
 
 import collections.abc
@@ -41,16 +42,20 @@ if TYPE_CHECKING:
 
     #: A parameter initializer: 'ones', 'zeros', a callable (shape, dtype)
     #: -> array, or an array of the parameter's shape.
-    Init = Union[str, Callable[[tuple[int, ...], np.dtype[Any]], ArrayLike],
-                 ArrayLike]
+    Init = Union[
+        str, Callable[[tuple[int, ...], np.dtype[Any]], ArrayLike], ArrayLike
+    ]
     #: What from_torch returns.
-    Layer = Union["BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm",
-                  "InstanceNorm"]
+    Layer = Union[
+        "BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm"
+    ]
     F64Array = npt.NDArray[np.float64]
     #: What a layer's _backward returns: dx, dgamma, dbeta (and
     #: dresidual after batch norm's residual=).
-    _Grads = Union[tuple[FloatArray, Grad, Grad],
-                   tuple[FloatArray, Grad, Grad, FloatArray]]
+    _Grads = Union[
+        tuple[FloatArray, Grad, Grad],
+        tuple[FloatArray, Grad, Grad, FloatArray],
+    ]
 
 __all__ = [
     "BatchNorm",
@@ -64,8 +69,7 @@ __all__ = [
     "fold_conv_batchnorm",
 ]
 
-_DTYPES = (np.dtype(np.float16), np.dtype(np.float32),
-           np.dtype(np.float64))
+_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 # Constructor arguments are checked when the layer is made, with messages
@@ -73,9 +77,11 @@ _DTYPES = (np.dtype(np.float16), np.dtype(np.float32),
 # out of range), so that a bad layer never reaches the functional API, whose
 # messages name bn_param entries the user never passed.
 
+
 def _is_int(value: object) -> bool:
-    return (isinstance(value, numbers.Integral)
-            and not isinstance(value, (bool, np.bool_)))
+    return isinstance(value, numbers.Integral) and not isinstance(
+        value, (bool, np.bool_)
+    )
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -93,10 +99,12 @@ def _flag(value: object, name: str) -> bool:
 
 
 def _real(value: Any, name: str) -> float:
-    if (not isinstance(value, numbers.Real)
-            or isinstance(value, (bool, np.bool_))):
+    if not isinstance(value, numbers.Real) or isinstance(
+        value, (bool, np.bool_)
+    ):
         raise TypeError(
-            f"{name} must be a real number, got {type(value).__name__}")
+            f"{name} must be a real number, got {type(value).__name__}"
+        )
     return float(value)
 
 
@@ -112,15 +120,18 @@ def _check_eps(eps: float) -> float:
 def _check_momentum(momentum: float | None) -> float | None:
     if momentum is None:
         return None
-    if (not isinstance(momentum, numbers.Real)
-            or isinstance(momentum, (bool, np.bool_))):
+    if not isinstance(momentum, numbers.Real) or isinstance(
+        momentum, (bool, np.bool_)
+    ):
         raise TypeError(
             "momentum must be a real number in [0, 1] or None, got "
-            f"{type(momentum).__name__}")
+            f"{type(momentum).__name__}"
+        )
     value = float(momentum)
     if not 0.0 <= value <= 1.0:
         raise ValueError(
-            f"momentum must be in [0, 1] or None, got {momentum!r}")
+            f"momentum must be in [0, 1] or None, got {momentum!r}"
+        )
     return value
 
 
@@ -128,8 +139,12 @@ def _is_bfloat16(dt: np.dtype[Any]) -> bool:
     """dt is ml_dtypes.bfloat16 (told without importing ml_dtypes: such a
     dtype exists only once it is imported)."""
     mld = sys.modules.get("ml_dtypes")
-    return (mld is not None and dt.itemsize == 2 and dt.name == "bfloat16"
-            and dt == np.dtype(mld.bfloat16))
+    return (
+        mld is not None
+        and dt.itemsize == 2
+        and dt.name == "bfloat16"
+        and dt == np.dtype(mld.bfloat16)
+    )
 
 
 def _is_float_dtype(dt: np.dtype[Any]) -> bool:
@@ -147,7 +162,8 @@ def _check_dtype(dtype: DTypeLike) -> np.dtype[Any]:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(
-            f"dtype must be {_DTYPE_NAMES}, got {dtype!r}") from None
+            f"dtype must be {_DTYPE_NAMES}, got {dtype!r}"
+        ) from None
     if dt not in _DTYPES and not _is_bfloat16(dt):
         raise TypeError(f"dtype must be {_DTYPE_NAMES}, got {dt}")
     return dt
@@ -160,21 +176,24 @@ class _Shown(str):
         return str(self)
 
 
-def _init(init: Init, shape: tuple[int, ...], dtype: np.dtype[Any],
-          name: str) -> FloatArray:
+def _init(
+    init: Init, shape: tuple[int, ...], dtype: np.dtype[Any], name: str
+) -> FloatArray:
     """A parameter array from an initializer: 'ones', 'zeros', a callable
     (shape, dtype) -> array, or an array of the shape."""
     if isinstance(init, str):
         if init not in ("ones", "zeros"):
             raise ValueError(
                 f"{name} initializer must be 'ones', 'zeros', a callable or "
-                f"an array, got {init!r}")
+                f"an array, got {init!r}"
+            )
         return (np.ones if init == "ones" else np.zeros)(shape, dtype)
     value = init(shape, dtype) if callable(init) else init
     arr = np.array(value, dtype=dtype, copy=True)
     if arr.shape != shape:
         raise ValueError(
-            f"{name} initializer must give shape {shape}, got {arr.shape}")
+            f"{name} initializer must give shape {shape}, got {arr.shape}"
+        )
     return arr
 
 
@@ -190,11 +209,17 @@ def _as_numpy(value: Any) -> npt.NDArray[Any]:
             except ImportError:
                 raise TypeError(
                     "a bfloat16 tensor needs ml_dtypes (pip install "
-                    "ml_dtypes, or bnfast[bfloat16])") from None
+                    "ml_dtypes, or bnfast[bfloat16])"
+                ) from None
             torch = sys.modules[type(value).__module__.split(".")[0]]
             # (torch is duck-typed: Any)
-            return value.view(  # type: ignore[no-any-return]
-                torch.int16).numpy().view(ml_dtypes.bfloat16)
+            return (
+                value.view(  # type: ignore[no-any-return]
+                    torch.int16
+                )
+                .numpy()
+                .view(ml_dtypes.bfloat16)
+            )
         value = value.numpy()
     return np.asarray(value)
 
@@ -206,9 +231,16 @@ class _Norm:
         # each layer's forward(x, mode="train", ...), which __call__ runs
         forward: Callable[..., FloatArray]
 
-    def __init__(self, shape: tuple[int, ...], affine: bool, bias: bool,
-                 dtype: DTypeLike, gamma_init: Init, beta_init: Init,
-                 affine_name: str = "affine") -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        affine: bool,
+        bias: bool,
+        dtype: DTypeLike,
+        gamma_init: Init,
+        beta_init: Init,
+        affine_name: str = "affine",
+    ) -> None:
         # arguments are checked by the subclass (shape) and here, before
         # anything is made
         dtype = _check_dtype(dtype)
@@ -253,8 +285,9 @@ class _Norm:
     def _beta(self) -> FloatArray | None:
         return self.params.get("beta")
 
-    def __call__(self, x: ArrayLike, mode: str = "train",
-                 **kwargs: Any) -> FloatArray:
+    def __call__(
+        self, x: ArrayLike, mode: str = "train", **kwargs: Any
+    ) -> FloatArray:
         return self.forward(x, mode, **kwargs)
 
     def __repr__(self) -> str:
@@ -269,7 +302,8 @@ class _Norm:
         return f"{type(self).__name__}({', '.join(parts)})"
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         """(positional values, [(keyword, value)], {keyword: default});
         keywords without a default are always shown."""
         raise NotImplementedError
@@ -283,24 +317,30 @@ class _Norm:
     def _check_mode(self, mode: str) -> None:
         if mode not in ("train", "test"):
             raise ValueError(
-                f"mode must be one of ('train', 'test'), got {mode!r}")
+                f"mode must be one of ('train', 'test'), got {mode!r}"
+            )
 
-    def _check_channels(self, x: ArrayLike, axis: int,
-                        count: int) -> FloatArray:
+    def _check_channels(
+        self, x: ArrayLike, axis: int, count: int
+    ) -> FloatArray:
         """x as an array, checked to have ``count`` channels along axis."""
         x = np.asarray(x)
         if x.ndim < 2 or not -x.ndim <= axis < x.ndim:
             raise ValueError(
                 f"x must have a batch axis and a channel axis {axis}, got "
-                f"shape {x.shape}")
+                f"shape {x.shape}"
+            )
         if x.shape[axis] != count:
             raise ValueError(
                 f"x has {x.shape[axis]} channels along axis {axis}, "
-                f"{type(self).__name__} expects {count}")
+                f"{type(self).__name__} expects {count}"
+            )
         return x
 
-    def backward(self, dout: ArrayLike,
-                 ) -> FloatArray | tuple[FloatArray, FloatArray]:
+    def backward(
+        self,
+        dout: ArrayLike,
+    ) -> FloatArray | tuple[FloatArray, FloatArray]:
         """dx for the last forward pass, in either mode (batch norm after
         'test' mode: through the frozen running statistics, dx = dout *
         gamma / sqrt(running_var + eps)); stores dgamma and dbeta in
@@ -308,8 +348,8 @@ class _Norm:
         forward with ``residual=z``: (dx, dresidual)."""
         if self._cache is None:
             raise RuntimeError(
-                f"{type(self).__name__}.backward needs a forward pass "
-                "first")
+                f"{type(self).__name__}.backward needs a forward pass first"
+            )
         dx, dgamma, dbeta, *dres = self._backward(dout, self._cache)
         self.dgamma, self.dbeta = dgamma, dbeta
         for name, grad in (("gamma", dgamma), ("beta", dbeta)):
@@ -335,8 +375,9 @@ class _Norm:
         """The layer's state under PyTorch's names, as NumPy copies."""
         return {k: np.array(v, copy=True) for k, v in self._state().items()}
 
-    def load_state_dict(self, state: Mapping[str, Any],
-                        strict: bool = True) -> None:
+    def load_state_dict(
+        self, state: Mapping[str, Any], strict: bool = True
+    ) -> None:
         """Load a state dict (NumPy arrays or PyTorch tensors) into the
         live arrays, in place.  With ``strict`` (default) the keys must
         match ``state_dict()``'s exactly.
@@ -350,7 +391,8 @@ class _Norm:
         if not isinstance(state, collections.abc.Mapping):
             raise TypeError(
                 f"state must be a mapping (a state dict), got "
-                f"{type(state).__name__}")
+                f"{type(state).__name__}"
+            )
         strict = _flag(strict, "strict")
         own = self._state()
         keys = set(state)
@@ -359,18 +401,23 @@ class _Norm:
             unexpected = sorted(map(str, keys - set(own)))
             raise KeyError(
                 f"state dict keys do not match {type(self).__name__}: "
-                f"missing {missing}, unexpected {unexpected}")
+                f"missing {missing}, unexpected {unexpected}"
+            )
         # validate and convert everything first (into new arrays: an entry
         # may share memory with a live array written before it) ...
-        values = {name: self._checked(name, state[name], own[name])
-                  for name in own if name in keys}
+        values = {
+            name: self._checked(name, state[name], own[name])
+            for name in own
+            if name in keys
+        }
         # ... then write, which cannot fail
         for name, value in values.items():
             self._load(name, value)
 
     @staticmethod
-    def _checked(name: str, raw: Any,
-                 target: npt.NDArray[Any]) -> npt.NDArray[Any] | int:
+    def _checked(
+        name: str, raw: Any, target: npt.NDArray[Any]
+    ) -> npt.NDArray[Any] | int:
         """The state dict entry ``name`` as what _load writes to target,
         or an exception naming the key."""
         try:
@@ -378,24 +425,32 @@ class _Norm:
         except Exception as exc:
             raise TypeError(
                 f"{name} could not be converted to a NumPy array: "
-                f"{type(exc).__name__}: {exc}") from exc
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         if value.dtype.kind not in "fiu" and not _is_bfloat16(value.dtype):
             raise TypeError(
-                f"{name} must hold real numbers, got dtype {value.dtype}")
+                f"{name} must hold real numbers, got dtype {value.dtype}"
+            )
         target = np.asarray(target)
         if target.ndim == 0:
             if value.ndim != 0:
-                raise ValueError(f"{name} must be a scalar, got shape "
-                                 f"{value.shape}")
+                raise ValueError(
+                    f"{name} must be a scalar, got shape {value.shape}"
+                )
         elif value.shape != target.shape:
             raise ValueError(
-                f"{name} must have shape {target.shape}, got {value.shape}")
+                f"{name} must have shape {target.shape}, got {value.shape}"
+            )
         if not _is_float_dtype(target.dtype):  # num_batches_tracked
             v = value.item()
-            if (not (isinstance(v, int) or math.isfinite(v))
-                    or v != int(v) or not 0 <= v < 2 ** 63):
+            if (
+                not (isinstance(v, int) or math.isfinite(v))
+                or v != int(v)
+                or not 0 <= v < 2**63
+            ):
                 raise ValueError(
-                    f"{name} must be a non-negative integer, got {v!r}")
+                    f"{name} must be a non-negative integer, got {v!r}"
+                )
             return int(v)
         with np.errstate(over="ignore", invalid="ignore"):
             converted = value.astype(target.dtype, copy=True)
@@ -405,8 +460,8 @@ class _Norm:
             lost = ~np.isfinite(converted)
         if lost.any():
             raise ValueError(
-                f"{name} has finite values outside the range of "
-                f"{target.dtype}")
+                f"{name} has finite values outside the range of {target.dtype}"
+            )
         return converted
 
     def _load(self, name: str, value: Any) -> None:
@@ -439,7 +494,8 @@ class _RunningStats(_Norm):
             state["running_mean"] = self.running_mean  # type: ignore[assignment]
             state["running_var"] = self.running_var  # type: ignore[assignment]
             state["num_batches_tracked"] = np.asarray(
-                self.num_batches_tracked, dtype=np.int64)
+                self.num_batches_tracked, dtype=np.int64
+            )
         return state
 
     def _load(self, name: str, value: Any) -> None:
@@ -507,14 +563,22 @@ class BatchNorm(_RunningStats, _Norm):
     >>> out_test = bn(x, mode="test")       # running statistics
     """
 
-    def __init__(self, num_features: int, *, eps: float = 1e-5,
-                 momentum: float | None = 0.9, axis: int = 1,
-                 affine: bool = True, bias: bool = True,
-                 track_running_stats: bool = True,
-                 unbiased_running_var: bool = False,
-                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
-                 beta_init: Init = "zeros",
-                 activation: Activation = None) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        eps: float = 1e-5,
+        momentum: float | None = 0.9,
+        axis: int = 1,
+        affine: bool = True,
+        bias: bool = True,
+        track_running_stats: bool = True,
+        unbiased_running_var: bool = False,
+        dtype: DTypeLike = np.float32,
+        gamma_init: Init = "ones",
+        beta_init: Init = "zeros",
+        activation: Activation = None,
+    ) -> None:
         num_features = _positive_int(num_features, "num_features")
         eps = _check_eps(eps)
         momentum = _check_momentum(momentum)
@@ -522,18 +586,22 @@ class BatchNorm(_RunningStats, _Norm):
             raise TypeError(f"axis must be an int, got {type(axis).__name__}")
         if axis == 0:
             raise ValueError("axis must not be 0, the batch axis")
-        track_running_stats = _flag(track_running_stats,
-                                    "track_running_stats")
-        unbiased_running_var = _flag(unbiased_running_var,
-                                     "unbiased_running_var")
+        track_running_stats = _flag(track_running_stats, "track_running_stats")
+        unbiased_running_var = _flag(
+            unbiased_running_var, "unbiased_running_var"
+        )
         if activation is not None and not isinstance(activation, str):
-            raise TypeError("activation must be None or 'relu', got "
-                            f"{type(activation).__name__}")
+            raise TypeError(
+                "activation must be None or 'relu', got "
+                f"{type(activation).__name__}"
+            )
         if activation not in (None, "relu"):
             raise ValueError(
-                f"activation must be one of (None, 'relu'), got {activation!r}")
-        super().__init__((num_features,), affine, bias, dtype, gamma_init,
-                         beta_init)
+                f"activation must be one of (None, 'relu'), got {activation!r}"
+            )
+        super().__init__(
+            (num_features,), affine, bias, dtype, gamma_init, beta_init
+        )
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -549,24 +617,43 @@ class BatchNorm(_RunningStats, _Norm):
             self.running_mean = self.running_var = None
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_features],
-            [("eps", self.eps), ("momentum", self.momentum),
-             ("axis", self.axis), ("affine", self.affine)]
+            [
+                ("eps", self.eps),
+                ("momentum", self.momentum),
+                ("axis", self.axis),
+                ("affine", self.affine),
+            ]
             + self._common_repr()
-            + [("track_running_stats", self.track_running_stats),
-               ("unbiased_running_var", self.unbiased_running_var),
-               ("activation", self.activation)],
-            {"axis": 1, "affine": True, "bias": True, "dtype": "float32",
-             "track_running_stats": True, "unbiased_running_var": False,
-             "activation": None})
+            + [
+                ("track_running_stats", self.track_running_stats),
+                ("unbiased_running_var", self.unbiased_running_var),
+                ("activation", self.activation),
+            ],
+            {
+                "axis": 1,
+                "affine": True,
+                "bias": True,
+                "dtype": "float32",
+                "track_running_stats": True,
+                "unbiased_running_var": False,
+                "activation": None,
+            },
+        )
 
     def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         return functional.spatial_batchnorm_backward(dout, cache)
 
-    def forward(self, x: ArrayLike, mode: str = "train", *,
-                residual: ArrayLike | None = None) -> FloatArray:
+    def forward(
+        self,
+        x: ArrayLike,
+        mode: str = "train",
+        *,
+        residual: ArrayLike | None = None,
+    ) -> FloatArray:
         """Normalize x: batch statistics in 'train' mode (updating the
         running statistics), running statistics in 'test' mode.
         ``residual=z`` (keyword; x's shape and dtype): ``relu(bn(x) + z)``
@@ -580,9 +667,11 @@ class BatchNorm(_RunningStats, _Norm):
         if self.track_running_stats and mode == "train" and momentum is None:
             momentum = 1.0 - 1.0 / (self.num_batches_tracked + 1)
         bn_param: dict[str, Any] = {
-            "mode": "train" if use_batch else "test", "eps": self.eps,
+            "mode": "train" if use_batch else "test",
+            "eps": self.eps,
             "momentum": 0.0 if momentum is None else momentum,
-            "unbiased_running_var": self.unbiased_running_var}
+            "unbiased_running_var": self.unbiased_running_var,
+        }
         if self.track_running_stats:
             bn_param["running_mean"] = self.running_mean
             bn_param["running_var"] = self.running_var
@@ -594,17 +683,27 @@ class BatchNorm(_RunningStats, _Norm):
             self.num_batches_tracked += 1
         return out
 
-    def _normalize(self, x: FloatArray, bn_param: dict[str, Any],
-                   residual: ArrayLike | None = None,
-                   ) -> tuple[FloatArray, Any]:
+    def _normalize(
+        self,
+        x: FloatArray,
+        bn_param: dict[str, Any],
+        residual: ArrayLike | None = None,
+    ) -> tuple[FloatArray, Any]:
         """(out, cache) of x with the given bn_param (a hook for
         bnfast.distributed.SyncBatchNorm)."""
         return functional.spatial_batchnorm_forward(
-            x, self._gamma, self._beta, bn_param, axis=self.axis,
-            activation=self.activation, residual=residual)
+            x,
+            self._gamma,
+            self._beta,
+            bn_param,
+            axis=self.axis,
+            activation=self.activation,
+            residual=residual,
+        )
 
-    def fold(self, *,
-             drop_activation: bool = False) -> tuple[F64Array, F64Array]:
+    def fold(
+        self, *, drop_activation: bool = False
+    ) -> tuple[F64Array, F64Array]:
         """Per-channel (scale, shift) with ``x * scale + shift`` equal to
         'test' mode (broadcast along the channel axis), in float64.
 
@@ -615,21 +714,30 @@ class BatchNorm(_RunningStats, _Norm):
         """
         drop_activation = _flag(drop_activation, "drop_activation")
         if not self.track_running_stats:
-            raise ValueError("fold needs running statistics "
-                             "(track_running_stats=True)")
+            raise ValueError(
+                "fold needs running statistics (track_running_stats=True)"
+            )
         if self.activation is not None and not drop_activation:
             raise ValueError(
                 f"this BatchNorm has activation={self.activation!r}, which "
                 "cannot be folded into an affine map: pass "
                 "drop_activation=True for the affine part and apply the "
-                "ReLU (np.maximum(..., 0)) to its result")
+                "ReLU (np.maximum(..., 0)) to its result"
+            )
         # (tracked: the running statistics are not None)
-        scale = (self.gamma.astype(np.float64)
-                 / np.sqrt(self.running_var.astype(  # type: ignore[union-attr]
-                     np.float64) + self.eps))
-        shift = (self.beta.astype(np.float64)
-                 - self.running_mean.astype(  # type: ignore[union-attr]
-                     np.float64) * scale)
+        scale = self.gamma.astype(np.float64) / np.sqrt(
+            self.running_var.astype(  # type: ignore[union-attr]
+                np.float64
+            )
+            + self.eps
+        )
+        shift = (
+            self.beta.astype(np.float64)
+            - self.running_mean.astype(  # type: ignore[union-attr]
+                np.float64
+            )
+            * scale
+        )
         return scale, shift
 
 
@@ -637,24 +745,32 @@ def _check_normalized_shape(value: Any) -> tuple[int, ...]:
     """normalized_shape as a non-empty tuple of positive ints."""
     if _is_int(value):
         value = (value,)
-    elif (isinstance(value, (str, bytes))
-          or not isinstance(value, collections.abc.Iterable)):
-        raise TypeError("normalized_shape must be an int or a sequence of "
-                        f"ints, got {type(value).__name__}")
+    elif isinstance(value, (str, bytes)) or not isinstance(
+        value, collections.abc.Iterable
+    ):
+        raise TypeError(
+            "normalized_shape must be an int or a sequence of "
+            f"ints, got {type(value).__name__}"
+        )
     try:
         value = tuple(value)
     except TypeError:
-        raise TypeError("normalized_shape must be an int or a sequence of "
-                        f"ints, got {value!r}") from None
+        raise TypeError(
+            "normalized_shape must be an int or a sequence of "
+            f"ints, got {value!r}"
+        ) from None
     if not value:
         raise ValueError("normalized_shape must not be empty")
     for d in value:
         if not _is_int(d):
-            raise TypeError("normalized_shape must be an int or a sequence "
-                            f"of ints, got {value!r}")
+            raise TypeError(
+                "normalized_shape must be an int or a sequence "
+                f"of ints, got {value!r}"
+            )
         if d < 1:
-            raise ValueError("normalized_shape must be positive ints, got "
-                             f"{value!r}")
+            raise ValueError(
+                f"normalized_shape must be positive ints, got {value!r}"
+            )
     return tuple(int(d) for d in value)
 
 
@@ -691,39 +807,62 @@ class LayerNorm(_Norm):
         # (typing only) this layer's backward returns dx alone
         def backward(self, dout: ArrayLike) -> FloatArray: ...
 
-    def __init__(self, normalized_shape: ShapeLike, *, eps: float = 1e-5,
-                 elementwise_affine: bool = True, bias: bool = True,
-                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
-                 beta_init: Init = "zeros") -> None:
+    def __init__(
+        self,
+        normalized_shape: ShapeLike,
+        *,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: DTypeLike = np.float32,
+        gamma_init: Init = "ones",
+        beta_init: Init = "zeros",
+    ) -> None:
         self.normalized_shape = _check_normalized_shape(normalized_shape)
         self.eps = _check_eps(eps)
-        super().__init__(self.normalized_shape, elementwise_affine, bias,
-                         dtype, gamma_init, beta_init, "elementwise_affine")
+        super().__init__(
+            self.normalized_shape,
+            elementwise_affine,
+            bias,
+            dtype,
+            gamma_init,
+            beta_init,
+            "elementwise_affine",
+        )
         self.elementwise_affine = self.affine
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.normalized_shape],
-            [("eps", self.eps),
-             ("elementwise_affine", self.elementwise_affine)]
+            [
+                ("eps", self.eps),
+                ("elementwise_affine", self.elementwise_affine),
+            ]
             + self._common_repr(),
-            {"elementwise_affine": True, "bias": True, "dtype": "float32"})
+            {"elementwise_affine": True, "bias": True, "dtype": "float32"},
+        )
 
     def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
         x = np.asarray(x)
         k = len(self.normalized_shape)
-        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
+        if x.shape[x.ndim - k :] != self.normalized_shape or x.ndim <= k:
             raise ValueError(
                 f"x must end with the normalized shape "
-                f"{self.normalized_shape} after a batch axis, got {x.shape}")
+                f"{self.normalized_shape} after a batch axis, got {x.shape}"
+            )
         # the kernels take x's rows in place (no reshaping copy where the
         # leading axes merge into one row stride)
         out, self._cache = functional.layernorm_forward(
-            x, self._gamma, self._beta, {"eps": self.eps},
-            normalized_shape=self.normalized_shape)
+            x,
+            self._gamma,
+            self._beta,
+            {"eps": self.eps},
+            normalized_shape=self.normalized_shape,
+        )
         return out
 
     def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
@@ -769,44 +908,65 @@ class RMSNorm(_Norm):
         # (typing only) this layer's backward returns dx alone
         def backward(self, dout: ArrayLike) -> FloatArray: ...
 
-    def __init__(self, normalized_shape: ShapeLike, eps: float | None = None,
-                 elementwise_affine: bool = True, *,
-                 dtype: DTypeLike = np.float32,
-                 gamma_init: Init = "ones") -> None:
+    def __init__(
+        self,
+        normalized_shape: ShapeLike,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        *,
+        dtype: DTypeLike = np.float32,
+        gamma_init: Init = "ones",
+    ) -> None:
         self.normalized_shape = _check_normalized_shape(normalized_shape)
         self.eps = _check_rms_eps(eps)
-        super().__init__(self.normalized_shape, elementwise_affine, False,
-                         dtype, gamma_init, "zeros", "elementwise_affine")
+        super().__init__(
+            self.normalized_shape,
+            elementwise_affine,
+            False,
+            dtype,
+            gamma_init,
+            "zeros",
+            "elementwise_affine",
+        )
         self.elementwise_affine = self.affine
 
     @property
     def beta(self) -> FloatArray:
         """RMS norm has no shift: an AttributeError (rather than the
         zeros of the other layers without a beta)."""
-        raise AttributeError("RMSNorm has no beta (no shift: "
-                             "x / rms(x) * gamma)")
+        raise AttributeError(
+            "RMSNorm has no beta (no shift: x / rms(x) * gamma)"
+        )
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.normalized_shape],
-            [("eps", self.eps),
-             ("elementwise_affine", self.elementwise_affine),
-             ("dtype", str(self.dtype))],
-            {"elementwise_affine": True, "dtype": "float32"})
+            [
+                ("eps", self.eps),
+                ("elementwise_affine", self.elementwise_affine),
+                ("dtype", str(self.dtype)),
+            ],
+            {"elementwise_affine": True, "dtype": "float32"},
+        )
 
     def forward(self, x: ArrayLike, mode: str = "train") -> FloatArray:
         """Normalize x (the same in both modes)."""
         self._check_mode(mode)
         x = np.asarray(x)
         k = len(self.normalized_shape)
-        if x.shape[x.ndim - k:] != self.normalized_shape or x.ndim <= k:
+        if x.shape[x.ndim - k :] != self.normalized_shape or x.ndim <= k:
             raise ValueError(
                 f"x must end with the normalized shape "
-                f"{self.normalized_shape} after a batch axis, got {x.shape}")
+                f"{self.normalized_shape} after a batch axis, got {x.shape}"
+            )
         out, self._cache = functional.rmsnorm_forward(
-            x, self._gamma, {"eps": self.eps},
-            normalized_shape=self.normalized_shape)
+            x,
+            self._gamma,
+            {"eps": self.eps},
+            normalized_shape=self.normalized_shape,
+        )
         return out
 
     def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
@@ -855,33 +1015,45 @@ class GroupNorm(_Norm):
         # (typing only) this layer's backward returns dx alone
         def backward(self, dout: ArrayLike) -> FloatArray: ...
 
-    def __init__(self, num_groups: int, num_channels: int, *,
-                 eps: float = 1e-5, axis: int = 1, affine: bool = True,
-                 bias: bool = True, dtype: DTypeLike = np.float32,
-                 gamma_init: Init = "ones", beta_init: Init = "zeros") -> None:
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        *,
+        eps: float = 1e-5,
+        axis: int = 1,
+        affine: bool = True,
+        bias: bool = True,
+        dtype: DTypeLike = np.float32,
+        gamma_init: Init = "ones",
+        beta_init: Init = "zeros",
+    ) -> None:
         num_groups = _positive_int(num_groups, "num_groups")
         num_channels = _positive_int(num_channels, "num_channels")
         if num_channels % num_groups:
             raise ValueError(
                 "num_groups must divide num_channels, got "
-                f"{num_groups!r} and {num_channels!r}")
+                f"{num_groups!r} and {num_channels!r}"
+            )
         eps = _check_eps(eps)
         axis = _check_axis(axis)
-        super().__init__((num_channels,), affine, bias, dtype, gamma_init,
-                         beta_init)
+        super().__init__(
+            (num_channels,), affine, bias, dtype, gamma_init, beta_init
+        )
         self.num_groups = num_groups
         self.num_channels = num_channels
         self.eps = eps
         self.axis = axis
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_groups, self.num_channels],
-            [("eps", self.eps), ("axis", self.axis),
-             ("affine", self.affine)]
+            [("eps", self.eps), ("axis", self.axis), ("affine", self.affine)]
             + self._common_repr(),
-            {"axis": 1, "affine": True, "bias": True, "dtype": "float32"})
+            {"axis": 1, "affine": True, "bias": True, "dtype": "float32"},
+        )
 
     def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         return functional.spatial_groupnorm_backward(dout, cache)
@@ -891,8 +1063,13 @@ class GroupNorm(_Norm):
         self._check_mode(mode)
         x = self._check_channels(x, self.axis, self.num_channels)
         out, self._cache = functional.spatial_groupnorm_forward(
-            x, self._gamma, self._beta, self.num_groups, {"eps": self.eps},
-            axis=self.axis)
+            x,
+            self._gamma,
+            self._beta,
+            self.num_groups,
+            {"eps": self.eps},
+            axis=self.axis,
+        )
         return out
 
 
@@ -948,22 +1125,32 @@ class InstanceNorm(_RunningStats, _Norm):
         # (typing only) this layer's backward returns dx alone
         def backward(self, dout: ArrayLike) -> FloatArray: ...
 
-    def __init__(self, num_features: int, eps: float = 1e-5,
-                 momentum: float | None = 0.9, affine: bool = False,
-                 track_running_stats: bool = False, *, bias: bool = True,
-                 unbiased_running_var: bool = False, axis: int = 1,
-                 dtype: DTypeLike = np.float32, gamma_init: Init = "ones",
-                 beta_init: Init = "zeros") -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.9,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        *,
+        bias: bool = True,
+        unbiased_running_var: bool = False,
+        axis: int = 1,
+        dtype: DTypeLike = np.float32,
+        gamma_init: Init = "ones",
+        beta_init: Init = "zeros",
+    ) -> None:
         num_features = _positive_int(num_features, "num_features")
         eps = _check_eps(eps)
         momentum = _check_momentum(momentum)
-        track_running_stats = _flag(track_running_stats,
-                                    "track_running_stats")
-        unbiased_running_var = _flag(unbiased_running_var,
-                                     "unbiased_running_var")
+        track_running_stats = _flag(track_running_stats, "track_running_stats")
+        unbiased_running_var = _flag(
+            unbiased_running_var, "unbiased_running_var"
+        )
         axis = _check_axis(axis)
-        super().__init__((num_features,), affine, bias, dtype, gamma_init,
-                         beta_init)
+        super().__init__(
+            (num_features,), affine, bias, dtype, gamma_init, beta_init
+        )
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum
@@ -979,17 +1166,30 @@ class InstanceNorm(_RunningStats, _Norm):
         self._frozen = False
 
     def _repr_parts(
-            self) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
+        self,
+    ) -> tuple[list[Any], list[tuple[str, Any]], dict[str, Any]]:
         return (
             [self.num_features],
-            [("eps", self.eps), ("momentum", self.momentum),
-             ("affine", self.affine),
-             ("track_running_stats", self.track_running_stats)]
+            [
+                ("eps", self.eps),
+                ("momentum", self.momentum),
+                ("affine", self.affine),
+                ("track_running_stats", self.track_running_stats),
+            ]
             + self._common_repr()
-            + [("unbiased_running_var", self.unbiased_running_var),
-               ("axis", self.axis)],
-            {"affine": False, "track_running_stats": False, "bias": True,
-             "dtype": "float32", "unbiased_running_var": False, "axis": 1})
+            + [
+                ("unbiased_running_var", self.unbiased_running_var),
+                ("axis", self.axis),
+            ],
+            {
+                "affine": False,
+                "track_running_stats": False,
+                "bias": True,
+                "dtype": "float32",
+                "unbiased_running_var": False,
+                "axis": 1,
+            },
+        )
 
     def _backward(self, dout: ArrayLike, cache: Any) -> _Grads:
         if self._frozen:
@@ -1003,23 +1203,37 @@ class InstanceNorm(_RunningStats, _Norm):
         self._check_mode(mode)
         x = self._check_channels(x, self.axis, self.num_features)
         if self.track_running_stats and mode == "test":
-            bn_param = {"mode": "test", "eps": self.eps,
-                        "running_mean": self.running_mean,
-                        "running_var": self.running_var}
+            bn_param = {
+                "mode": "test",
+                "eps": self.eps,
+                "running_mean": self.running_mean,
+                "running_var": self.running_var,
+            }
             out, cache = functional.spatial_batchnorm_forward(
-                x, self._gamma, self._beta, bn_param, axis=self.axis)
+                x, self._gamma, self._beta, bn_param, axis=self.axis
+            )
             self._cache, self._frozen = cache, True
             return out
         update = self.track_running_stats and mode == "train"
-        if update and self.unbiased_running_var and x.size and (
-                x.size // (x.shape[0] * self.num_features) < 2):
+        if (
+            update
+            and self.unbiased_running_var
+            and x.size
+            and (x.size // (x.shape[0] * self.num_features) < 2)
+        ):
             raise ValueError(
                 "unbiased_running_var needs more than 1 value per sample "
-                f"and channel, got x of shape {x.shape}")
+                f"and channel, got x of shape {x.shape}"
+            )
         # (cache: a GroupNormCache here, a BatchNormCache above)
         out, cache = functional.spatial_groupnorm_forward(  # type: ignore[assignment]
-            x, self._gamma, self._beta, self.num_features,
-            {"eps": self.eps}, axis=self.axis)
+            x,
+            self._gamma,
+            self._beta,
+            self.num_features,
+            {"eps": self.eps},
+            axis=self.axis,
+        )
         if update:
             self._update_running(cache)
         self._cache, self._frozen = cache, False
@@ -1034,26 +1248,39 @@ class InstanceNorm(_RunningStats, _Norm):
         c = self.num_features
         mean = cache.mean.reshape(-1, c)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            var = np.maximum(1.0 / (cache.invstd * cache.invstd) - self.eps,
-                             0.0).reshape(-1, c)
+            var = np.maximum(
+                1.0 / (cache.invstd * cache.invstd) - self.eps, 0.0
+            ).reshape(-1, c)
             if self.unbiased_running_var:
                 m = cache.x.size // (cache.x.shape[0] * c)
                 var = var * (m / (m - 1))
         mom = self.momentum
         with np.errstate(invalid="ignore", over="ignore"):
             # (tracked: the running statistics are not None)
-            rm = (mom * self.running_mean  # type: ignore[operator]
-                  + (1.0 - mom) * mean.mean(axis=0))
-            rv = (mom * self.running_var  # type: ignore[operator]
-                  + (1.0 - mom) * var.mean(axis=0))
+            rm = (
+                mom * self.running_mean  # type: ignore[operator]
+                + (1.0 - mom) * mean.mean(axis=0)
+            )
+            rv = (
+                mom * self.running_var  # type: ignore[operator]
+                + (1.0 - mom) * var.mean(axis=0)
+            )
         self.running_mean[...] = rm  # type: ignore[index]
         self.running_var[...] = rv  # type: ignore[index]
         self.num_batches_tracked += 1
 
 
-_TORCH_KINDS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm",
-                "GroupNorm", "RMSNorm", "InstanceNorm1d", "InstanceNorm2d",
-                "InstanceNorm3d")
+_TORCH_KINDS = (
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "RMSNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+)
 
 
 def _torch_class(module: Any) -> type:
@@ -1061,13 +1288,16 @@ def _torch_class(module: Any) -> type:
     converts (so subclasses of the torch modules convert too), found by
     name and module without importing torch."""
     for cls in type(module).__mro__:
-        if (cls.__name__ in _TORCH_KINDS
-                and cls.__module__.split(".")[0] == "torch"):
+        if (
+            cls.__name__ in _TORCH_KINDS
+            and cls.__module__.split(".")[0] == "torch"
+        ):
             return cls
     raise TypeError(
         "from_torch takes a torch.nn BatchNorm1d/2d/3d, LayerNorm, "
         "GroupNorm, RMSNorm or InstanceNorm1d/2d/3d module, got "
-        f"{type(module).__name__}")
+        f"{type(module).__name__}"
+    )
 
 
 def from_torch(module: Any) -> Layer:
@@ -1107,60 +1337,96 @@ def from_torch(module: Any) -> Layer:
     base = _torch_class(module)
     kind = base.__name__
     if getattr(type(module), "forward", None) is not getattr(
-            base, "forward", None):
+        base, "forward", None
+    ):
         warnings.warn(
             f"{type(module).__name__} overrides forward; from_torch converts "
             f"it as a torch.nn.{kind}, which may not compute the same",
-            UserWarning, stacklevel=2)
+            UserWarning,
+            stacklevel=2,
+        )
     state = {k: _as_numpy(v) for k, v in module.state_dict().items()}
-    dtype = next((v.dtype for v in state.values() if _is_float_dtype(v.dtype)),
-                 np.dtype(np.float32))
-    affine = bool(getattr(module, "elementwise_affine"
-                          if kind in ("LayerNorm", "RMSNorm") else "affine"))
+    dtype = next(
+        (v.dtype for v in state.values() if _is_float_dtype(v.dtype)),
+        np.dtype(np.float32),
+    )
+    affine = bool(
+        getattr(
+            module,
+            "elementwise_affine"
+            if kind in ("LayerNorm", "RMSNorm")
+            else "affine",
+        )
+    )
     # torch >= 2.1: bias=False leaves module.bias None; without affine there
     # is no bias either way
     bias = not affine or getattr(module, "bias", None) is not None
     layer: Layer
     if kind.startswith("BatchNorm"):
         m = module.momentum
-        layer = BatchNorm(module.num_features, eps=module.eps,
-                          momentum=None if m is None else 1.0 - m,
-                          affine=affine, bias=bias,
-                          track_running_stats=bool(
-                              module.track_running_stats),
-                          unbiased_running_var=True, dtype=dtype)
+        layer = BatchNorm(
+            module.num_features,
+            eps=module.eps,
+            momentum=None if m is None else 1.0 - m,
+            affine=affine,
+            bias=bias,
+            track_running_stats=bool(module.track_running_stats),
+            unbiased_running_var=True,
+            dtype=dtype,
+        )
     elif kind == "RMSNorm":
-        layer = RMSNorm(tuple(module.normalized_shape), eps=module.eps,
-                        elementwise_affine=affine, dtype=dtype)
+        layer = RMSNorm(
+            tuple(module.normalized_shape),
+            eps=module.eps,
+            elementwise_affine=affine,
+            dtype=dtype,
+        )
     elif kind.startswith("InstanceNorm"):
         m = module.momentum
-        layer = InstanceNorm(module.num_features, eps=module.eps,
-                             momentum=None if m is None else 1.0 - m,
-                             affine=affine,
-                             track_running_stats=bool(
-                                 module.track_running_stats),
-                             unbiased_running_var=bool(
-                                 module.track_running_stats), dtype=dtype)
+        layer = InstanceNorm(
+            module.num_features,
+            eps=module.eps,
+            momentum=None if m is None else 1.0 - m,
+            affine=affine,
+            track_running_stats=bool(module.track_running_stats),
+            unbiased_running_var=bool(module.track_running_stats),
+            dtype=dtype,
+        )
     elif kind == "LayerNorm":
-        layer = LayerNorm(tuple(module.normalized_shape), eps=module.eps,
-                          elementwise_affine=affine, bias=bias, dtype=dtype)
+        layer = LayerNorm(
+            tuple(module.normalized_shape),
+            eps=module.eps,
+            elementwise_affine=affine,
+            bias=bias,
+            dtype=dtype,
+        )
     else:
-        layer = GroupNorm(module.num_groups, module.num_channels,
-                          eps=module.eps, affine=affine, bias=bias,
-                          dtype=dtype)
+        layer = GroupNorm(
+            module.num_groups,
+            module.num_channels,
+            eps=module.eps,
+            affine=affine,
+            bias=bias,
+            dtype=dtype,
+        )
     layer.load_state_dict(state)
     return layer
 
 
 def _check_bn(bn: object) -> None:
     if not isinstance(bn, BatchNorm):
-        raise TypeError(f"bn must be a bnfast.BatchNorm, got "
-                        f"{type(bn).__name__}")
+        raise TypeError(
+            f"bn must be a bnfast.BatchNorm, got {type(bn).__name__}"
+        )
 
 
-def fold_linear_batchnorm(W: ArrayLike, b: ArrayLike, bn: BatchNorm, *,
-                          drop_activation: bool = False,
-                          ) -> tuple[F64Array, F64Array]:
+def fold_linear_batchnorm(
+    W: ArrayLike,
+    b: ArrayLike,
+    bn: BatchNorm,
+    *,
+    drop_activation: bool = False,
+) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that follows a linear layer, ``bn(x @ W + b)`` in
     'test' mode, into one linear layer ``x @ W2 + b2``.
 
@@ -1210,13 +1476,18 @@ def fold_linear_batchnorm(W: ArrayLike, b: ArrayLike, bn: BatchNorm, *,
     if W.ndim != 2 or W.shape[1] != scale.shape[0] or b.shape != scale.shape:
         raise ValueError(
             f"W must be (D_in, {scale.shape[0]}) and b ({scale.shape[0]},) "
-            f"to match the batch norm, got {W.shape} and {b.shape}")
+            f"to match the batch norm, got {W.shape} and {b.shape}"
+        )
     return W * scale, (b - bn.running_mean) * scale + bn.beta
 
 
-def fold_conv_batchnorm(W: ArrayLike, b: ArrayLike | None, bn: BatchNorm, *,
-                        drop_activation: bool = False,
-                        ) -> tuple[F64Array, F64Array]:
+def fold_conv_batchnorm(
+    W: ArrayLike,
+    b: ArrayLike | None,
+    bn: BatchNorm,
+    *,
+    drop_activation: bool = False,
+) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that follows a convolution, ``bn(conv(x, W) + b)``
     in 'test' mode, into one convolution ``conv(x, W2) + b2``.
 
@@ -1269,13 +1540,14 @@ def fold_conv_batchnorm(W: ArrayLike, b: ArrayLike | None, bn: BatchNorm, *,
     if W.ndim < 3 or W.shape[0] != c or b.shape != (c,):
         raise ValueError(
             f"W must be ({c}, C_in, *kernel) and b ({c},) or None to match "
-            f"the batch norm, got {W.shape} and {b.shape}")
-    return (W * scale.reshape((c,) + (1,) * (W.ndim - 1)),
-            b * scale + shift)
+            f"the batch norm, got {W.shape} and {b.shape}"
+        )
+    return (W * scale.reshape((c,) + (1,) * (W.ndim - 1)), b * scale + shift)
 
 
-def fold_batchnorm_linear(bn: BatchNorm, W: ArrayLike,
-                          b: ArrayLike) -> tuple[F64Array, F64Array]:
+def fold_batchnorm_linear(
+    bn: BatchNorm, W: ArrayLike, b: ArrayLike
+) -> tuple[F64Array, F64Array]:
     """Fold a batch norm that precedes a linear layer, ``bn(x) @ W + b`` in
     'test' mode, into one linear layer ``x @ W2 + b2``.
 
@@ -1318,12 +1590,14 @@ def fold_batchnorm_linear(bn: BatchNorm, W: ArrayLike,
         raise ValueError(
             f"the batch norm has activation={bn.activation!r}: the ReLU "
             "between it and the linear layer cannot be folded into an "
-            "affine map")
+            "affine map"
+        )
     scale, shift = bn.fold()
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if W.ndim != 2 or W.shape[0] != scale.shape[0] or b.shape != W.shape[1:]:
         raise ValueError(
             f"W must be ({scale.shape[0]}, D_out) and b (D_out,) to match "
-            f"the batch norm, got {W.shape} and {b.shape}")
+            f"the batch norm, got {W.shape} and {b.shape}"
+        )
     return scale[:, None] * W, shift @ W + b

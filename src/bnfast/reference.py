@@ -33,6 +33,7 @@ scalars of x's dtype here, no array), and the backward returns None for
 the gradient of a None parameter (dbeta in beta's dtype and shape when
 only gamma is None).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -86,8 +87,7 @@ def _overlaps_itself(a: npt.NDArray[Any]) -> bool:
     return bool((np.diff(np.sort(offsets)) < a.itemsize).any())
 
 
-def _arrays(name: str,
-            value: Any) -> Iterator[tuple[str, npt.NDArray[Any]]]:
+def _arrays(name: str, value: Any) -> Iterator[tuple[str, npt.NDArray[Any]]]:
     """(name, array) for every array in an argument, including the values
     of a dict (bn_param) and the items of a tuple (a cache)."""
     if isinstance(value, np.ndarray):
@@ -104,32 +104,38 @@ def _arrays(name: str,
 
 def _same_view(a: npt.NDArray[Any], b: Any) -> bool:
     """a and b are the same elements in the same order."""
-    return (isinstance(b, np.ndarray) and a.shape == b.shape
-            and a.__array_interface__["data"][0]
-            == b.__array_interface__["data"][0]
-            and all(s == t for s, t, n in zip(a.strides, b.strides, a.shape)
-                    if n > 1))
+    return (
+        isinstance(b, np.ndarray)
+        and a.shape == b.shape
+        and a.__array_interface__["data"][0]
+        == b.__array_interface__["data"][0]
+        and all(
+            s == t for s, t, n in zip(a.strides, b.strides, a.shape) if n > 1
+        )
+    )
 
 
 def _check_out(out: npt.NDArray[Any], arguments: dict[str, Any]) -> None:
     if _overlaps_itself(out):
-        raise ValueError("out has elements sharing memory: each result "
-                         "needs its own")
+        raise ValueError(
+            "out has elements sharing memory: each result needs its own"
+        )
     residual = arguments.get("residual")
     if residual is not None and _same_view(out, residual):
         # out=residual: the in-place add, except where the backward reads z
         kw = arguments.get("kwargs", {})
         relu = arguments.get("activation", kw.get("activation")) == "relu"
         if relu and arguments["bn_param"].get("mode") == "train":
-            raise ValueError("out must not be residual in 'train' mode with "
-                             "activation='relu': the backward reads residual")
+            raise ValueError(
+                "out must not be residual in 'train' mode with "
+                "activation='relu': the backward reads residual"
+            )
         arguments = {k: v for k, v in arguments.items() if k != "residual"}
     for name, value in arguments.items():
         for what, a in _arrays(name, value):
             try:
                 # (numpy's stub allows max_work -1 or 0 only; any int works)
-                shared = np.shares_memory(
-                    out, a, max_work=100_000)  # type: ignore[arg-type]
+                shared = np.shares_memory(out, a, max_work=100_000)  # type: ignore[arg-type]
             except np.exceptions.TooHardError:
                 shared = True
             if shared:
@@ -142,8 +148,9 @@ def _takes_out(f: Callable[..., _R]) -> Callable[..., _R]:
     signature = inspect.signature(f)
 
     @functools.wraps(f)
-    def wrapper(*args: Any, out: npt.NDArray[Any] | None = None,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, out: npt.NDArray[Any] | None = None, **kwargs: Any
+    ) -> Any:
         if out is not None:
             _check_out(out, signature.bind(*args, **kwargs).arguments)
         first, *rest = f(*args, **kwargs)
@@ -151,6 +158,7 @@ def _takes_out(f: Callable[..., _R]) -> Callable[..., _R]:
             np.copyto(out, first)
             first = out
         return (first, *rest)
+
     return wrapper
 
 
@@ -158,8 +166,9 @@ def _is_half(dtype: npt.DTypeLike) -> bool:
     """float16 or bfloat16 (ml_dtypes.bfloat16, told by its name: this
     module never imports ml_dtypes)."""
     dtype = np.dtype(dtype)
-    return dtype == np.float16 or (dtype.itemsize == 2
-                                   and dtype.name == "bfloat16")
+    return dtype == np.float16 or (
+        dtype.itemsize == 2 and dtype.name == "bfloat16"
+    )
 
 
 def _wide(a: Any) -> Any:
@@ -175,7 +184,8 @@ def _wide(a: Any) -> Any:
 # mask is out > 0 on the stored output, as the fast kernels' (a float32
 # value below half the smallest subnormal is stored as 0)
 _STORAGE: contextvars.ContextVar[np.dtype[Any] | None] = (
-    contextvars.ContextVar("bnfast_reference_storage", default=None))
+    contextvars.ContextVar("bnfast_reference_storage", default=None)
+)
 
 
 def _finfo(dtype: npt.DTypeLike) -> Any:
@@ -185,8 +195,10 @@ def _finfo(dtype: npt.DTypeLike) -> Any:
     if _is_half(dtype) and dtype != np.float16:
         # (ml_dtypes is optional, and its finfo unannotated)
         import ml_dtypes  # type: ignore[import-not-found, unused-ignore]
+
         return ml_dtypes.finfo(  # type: ignore[no-untyped-call, unused-ignore]
-            dtype)
+            dtype
+        )
     return np.finfo(dtype)
 
 
@@ -216,13 +228,17 @@ def _half_forward(f: _Fn) -> _Fn:
         a["x"] = x.astype(np.float32)
         if a.get("residual") is not None:  # x's dtype, then as x
             a["residual"] = _residual(  # type: ignore[union-attr]  # not None
-                a["residual"], x).astype(np.float32)
+                a["residual"], x
+            ).astype(np.float32)
         for k in ("gamma", "beta"):  # (RMS norm has no beta)
             if k in a:
                 a[k] = _param(a[k], x)
         param = a.get("bn_param")
-        absent = [k for k in ("running_mean", "running_var")
-                  if isinstance(param, dict) and k not in param]
+        absent = [
+            k
+            for k in ("running_mean", "running_var")
+            if isinstance(param, dict) and k not in param
+        ]
         token = _STORAGE.set(x.dtype)
         try:
             out, cache = f(*bound.args, **bound.kwargs)
@@ -232,28 +248,31 @@ def _half_forward(f: _Fn) -> _Fn:
             if k in param:  # type: ignore[operator]  # a dict: see absent
                 param[k] = param[k].astype(x.dtype)  # type: ignore[index]
         return out.astype(x.dtype), _HalfCache(cache, x.dtype)
+
     return wrapper  # type: ignore[return-value]  # f's signature
 
 
 def _half_backward(f: _Fn) -> _Fn:
     """The backward of a _half_forward: dout in float32, dx rounded once
     to x's dtype (dgamma and dbeta in gamma's dtype, as always)."""
+
     @functools.wraps(f)
     def wrapper(dout: Any, cache: Any) -> Any:
         if not isinstance(cache, _HalfCache):
             return f(dout, cache)
-        dx, *grads = f(_wide(np.asarray(dout)).astype(np.float32,
-                                                      copy=False),
-                       cache.cache)
+        dx, *grads = f(
+            _wide(np.asarray(dout)).astype(np.float32, copy=False), cache.cache
+        )
         if len(grads) == 3:  # dresidual (residual=): x's dtype, as dx
             grads[2] = grads[2].astype(cache.dtype)
         return (dx.astype(cache.dtype), *grads)
+
     return wrapper  # type: ignore[return-value]  # f's signature
 
 
-def _affine(gamma: Any, beta: Any, x: npt.NDArray[Any],
-            shape: Any) -> tuple[Any, Any, np.dtype[Any], tuple[int, ...],
-                                 tuple[bool, bool]]:
+def _affine(
+    gamma: Any, beta: Any, x: npt.NDArray[Any], shape: Any
+) -> tuple[Any, Any, np.dtype[Any], tuple[int, ...], tuple[bool, bool]]:
     """gamma and beta as multipliers reshaped to shape (None: the 0-d
     1 and 0 of x's dtype), the dtype and shape of the parameter gradients
     (gamma's, else beta's, else x's dtype and shape (1,): never used),
@@ -264,25 +283,29 @@ def _affine(gamma: Any, beta: Any, x: npt.NDArray[Any],
     like = gamma if gamma is not None else beta
     if like is None:
         like = np.ones(1, x.dtype)
-    return g, b, like.dtype, like.shape, (gamma is not None,
-                                           beta is not None)
+    return g, b, like.dtype, like.shape, (gamma is not None, beta is not None)
 
 
-def _residual(z: ArrayLike | None,
-              x: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
+def _residual(
+    z: ArrayLike | None, x: npt.NDArray[Any]
+) -> npt.NDArray[Any] | None:
     """The residual checked: x's exact dtype and shape."""
     if z is None:
         return None
     z = np.asarray(z)
     if z.dtype != x.dtype:
         if z.dtype.kind != "f" and not _is_half(z.dtype):
-            raise TypeError("residual must be a float16, bfloat16, float32 "
-                            f"or float64 array, got dtype {z.dtype}")
-        raise TypeError(f"residual must have dtype {x.dtype} (x's), got "
-                        f"{z.dtype}")
+            raise TypeError(
+                "residual must be a float16, bfloat16, float32 "
+                f"or float64 array, got dtype {z.dtype}"
+            )
+        raise TypeError(
+            f"residual must have dtype {x.dtype} (x's), got {z.dtype}"
+        )
     if z.shape != x.shape:
-        raise ValueError(f"residual must have the shape of x {x.shape}, "
-                         f"got {z.shape}")
+        raise ValueError(
+            f"residual must have the shape of x {x.shape}, got {z.shape}"
+        )
     return z
 
 
@@ -300,10 +323,15 @@ def _param(p: Param, x: npt.NDArray[Any]) -> npt.NDArray[Any] | None:
 
 @_takes_out
 @_half_forward
-def batchnorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
-                      bn_param: ParamDict, *, activation: Activation = None,
-                      residual: ArrayLike | None = None,
-                      ) -> tuple[FloatArray, Cache]:
+def batchnorm_forward(
+    x: npt.NDArray[Any],
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    activation: Activation = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, Cache]:
     """Forward pass for batch normalization (reference).
 
     Parameters
@@ -367,23 +395,43 @@ def batchnorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
         sample_var = xr.var(axis=0)
         x_hat = (xr - sample_mean) / np.sqrt(sample_var + eps)
         out = g * x_hat + b
-        cache = (xr, x_hat, sample_mean, sample_var, g, eps, x.shape,
-                 p_dtype, p_shape)
+        cache = (
+            xr,
+            x_hat,
+            sample_mean,
+            sample_var,
+            g,
+            eps,
+            x.shape,
+            p_dtype,
+            p_shape,
+        )
         run_var = sample_var
         if bn_param.get("unbiased_running_var", False):
             run_var = sample_var * N / (N - 1)
         new_rm = momentum * rm + (1 - momentum) * sample_mean
         new_rv = momentum * rv + (1 - momentum) * run_var
         running_mean = new_rm.astype(running_mean.dtype).reshape(
-            running_mean.shape)
+            running_mean.shape
+        )
         running_var = new_rv.astype(running_var.dtype).reshape(
-            running_var.shape)
+            running_var.shape
+        )
     elif mode == "test":
         out = g * (xr - rm) / np.sqrt(rv + eps) + b
         x_hat = (xr - rm) / np.sqrt(rv + eps)
         # copies: the statistics used, whatever happens to bn_param's
-        cache = (xr, x_hat, rm.copy(), rv.copy(), g, eps, x.shape,
-                 p_dtype, p_shape)
+        cache = (
+            xr,
+            x_hat,
+            rm.copy(),
+            rv.copy(),
+            g,
+            eps,
+            x.shape,
+            p_dtype,
+            p_shape,
+        )
     else:
         raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
 
@@ -408,8 +456,9 @@ def batchnorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
 
 @_takes_out
 @_half_backward
-def batchnorm_backward(dout: npt.NDArray[Any],
-                       cache: Cache) -> tuple[Any, ...]:
+def batchnorm_backward(
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), node by node.
 
     Walks the computational graph of the forward pass backwards:
@@ -449,7 +498,7 @@ def batchnorm_backward(dout: npt.NDArray[Any],
     dxhat = dout * gamma
     divar = np.sum(dxhat * xmu, axis=0)
     dxmu1 = dxhat * ivar
-    dsqrtvar = -1.0 / (sqrtvar ** 2) * divar
+    dsqrtvar = -1.0 / (sqrtvar**2) * divar
     dvar = 0.5 * 1.0 / np.sqrt(var + eps) * dsqrtvar
     dsq = 1.0 / N * np.ones_like(dout) * dvar
     dxmu2 = 2 * xmu * dsq
@@ -462,8 +511,9 @@ def batchnorm_backward(dout: npt.NDArray[Any],
 
 @_takes_out
 @_half_backward
-def batchnorm_backward_alt(dout: npt.NDArray[Any],
-                           cache: Cache) -> tuple[Any, ...]:
+def batchnorm_backward_alt(
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), simplified formula.
 
     ``dx = gamma / std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))``
@@ -494,9 +544,14 @@ def batchnorm_backward_alt(dout: npt.NDArray[Any],
     return finish(dx, dgamma, dbeta)
 
 
-def _frozen(x_hat: Any, var: Any, gamma: Any, eps: float, dout: Any,
-            finish: Callable[[Any, Any, Any], tuple[Any, ...]],
-            ) -> tuple[Any, ...]:
+def _frozen(
+    x_hat: Any,
+    var: Any,
+    gamma: Any,
+    eps: float,
+    dout: Any,
+    finish: Callable[[Any, Any, Any], tuple[Any, ...]],
+) -> tuple[Any, ...]:
     """The backward after a 'test' mode forward: mean and var (the running
     statistics) are constants, so dx = dout * gamma / std, with no terms
     through the batch's mean and variance; dgamma and dbeta as in 'train'
@@ -507,16 +562,33 @@ def _frozen(x_hat: Any, var: Any, gamma: Any, eps: float, dout: Any,
     return finish(dx, dgamma, dbeta)
 
 
-def _grads(dgamma: Any, dbeta: Any, dtype: np.dtype[Any], shape: Any,
-           wants: tuple[bool, bool]) -> tuple[Grad, ...]:
+def _grads(
+    dgamma: Any,
+    dbeta: Any,
+    dtype: np.dtype[Any],
+    shape: Any,
+    wants: tuple[bool, bool],
+) -> tuple[Grad, ...]:
     """dgamma and dbeta in dtype and shape, None where not wanted."""
-    return tuple(d.astype(dtype, copy=False).reshape(shape) if want
-                 else None for d, want in zip((dgamma, dbeta), wants))
+    return tuple(
+        d.astype(dtype, copy=False).reshape(shape) if want else None
+        for d, want in zip((dgamma, dbeta), wants)
+    )
 
 
-def _unpack(dout: Any, cache: Any) -> tuple[
-        Any, Any, Any, Any, Any, float, int, Any,
-        Callable[[Any, Any, Any], tuple[Any, ...]]]:
+def _unpack(
+    dout: Any, cache: Any
+) -> tuple[
+    Any,
+    Any,
+    Any,
+    Any,
+    Any,
+    float,
+    int,
+    Any,
+    Callable[[Any, Any, Any], tuple[Any, ...]],
+]:
     """The forward's cache, dout as (N, D) (masked by the ReLU of the
     forward, if any), and a function that gives the gradients their dtypes
     and shapes (dx: x's; dgamma, dbeta: gamma's, or beta's without gamma;
@@ -530,13 +602,16 @@ def _unpack(dout: Any, cache: Any) -> tuple[
     if mask is not None:
         dout = dout * mask.reshape(dout.shape)
         dres = dout
-    if residual and not (isinstance(dres, np.ndarray)
-                         and dres.dtype == x.dtype):
+    if residual and not (
+        isinstance(dres, np.ndarray) and dres.dtype == x.dtype
+    ):
         dres = np.asarray(dres).astype(x.dtype)
 
     def finish(dx: Any, dgamma: Any, dbeta: Any) -> tuple[Any, ...]:
-        res = (dx.astype(x.dtype, copy=False).reshape(x_shape),
-               *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+        res = (
+            dx.astype(x.dtype, copy=False).reshape(x_shape),
+            *_grads(dgamma, dbeta, g_dtype, g_shape, wants),
+        )
         if residual:  # dresidual: dout, masked by the ReLU
             return res + (dres.reshape(x_shape),)
         return res
@@ -546,11 +621,16 @@ def _unpack(dout: Any, cache: Any) -> tuple[
 
 @_takes_out
 @_half_forward
-def spatial_batchnorm_forward(x: npt.NDArray[Any], gamma: Param,
-                              beta: Param, bn_param: ParamDict, *,
-                              axis: int = 1, activation: Activation = None,
-                              residual: ArrayLike | None = None,
-                              ) -> tuple[FloatArray, Cache]:
+def spatial_batchnorm_forward(
+    x: npt.NDArray[Any],
+    gamma: Param,
+    beta: Param,
+    bn_param: ParamDict,
+    *,
+    axis: int = 1,
+    activation: Activation = None,
+    residual: ArrayLike | None = None,
+) -> tuple[FloatArray, Cache]:
     """Forward pass for spatial batch normalization (reference).
 
     The textbook way: move the channel axis last, flatten to
@@ -587,10 +667,14 @@ def spatial_batchnorm_forward(x: npt.NDArray[Any], gamma: Param,
     flat = moved.reshape(-1, c)
     g = None if gamma is None else np.reshape(gamma, c)
     b = None if beta is None else np.reshape(beta, c)
-    z = (None if residual is None
-         else np.moveaxis(residual, axis, -1).reshape(-1, c))
-    out, cache = batchnorm_forward(flat, g, b, bn_param,
-                                   activation=activation, residual=z)
+    z = (
+        None
+        if residual is None
+        else np.moveaxis(residual, axis, -1).reshape(-1, c)
+    )
+    out, cache = batchnorm_forward(
+        flat, g, b, bn_param, activation=activation, residual=z
+    )
     out = np.moveaxis(out.reshape(moved.shape), -1, axis)
     if cache is not None:
         cache = (cache, axis, moved.shape, _affine(gamma, beta, x, c)[3])
@@ -599,8 +683,9 @@ def spatial_batchnorm_forward(x: npt.NDArray[Any], gamma: Param,
 
 @_takes_out
 @_half_backward
-def spatial_batchnorm_backward(dout: npt.NDArray[Any],
-                               cache: Cache) -> tuple[Any, ...]:
+def spatial_batchnorm_backward(
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[Any, ...]:
     """Backward pass for spatial batch normalization (reference): the same
     transposes around :func:`batchnorm_backward_alt`.
 
@@ -626,34 +711,41 @@ def spatial_batchnorm_backward(dout: npt.NDArray[Any],
     flat = np.moveaxis(dout, axis, -1).reshape(-1, c)
     dx, dgamma, dbeta, *dres = batchnorm_backward_alt(flat, bn_cache)
     dx = np.moveaxis(dx.reshape(moved_shape), -1, axis)
-    grads = tuple(None if d is None else d.reshape(g_shape)
-                  for d in (dgamma, dbeta))
+    grads = tuple(
+        None if d is None else d.reshape(g_shape) for d in (dgamma, dbeta)
+    )
     if dres:  # dresidual, laid back as dout
-        if bn_cache[10] is None and isinstance(dout, np.ndarray) and (
-                dout.dtype == dx.dtype):
+        if (
+            bn_cache[10] is None
+            and isinstance(dout, np.ndarray)
+            and (dout.dtype == dx.dtype)
+        ):
             return dx, *grads, dout
         dres = np.moveaxis(dres[0].reshape(moved_shape), -1, axis)
         return dx, *grads, dres
     return dx, *grads
 
 
-def _rows_shape(x: npt.NDArray[Any],
-                normalized_shape: Any) -> tuple[int, int]:
+def _rows_shape(x: npt.NDArray[Any], normalized_shape: Any) -> tuple[int, int]:
     """(rows, features) of x for layer and RMS norm: normalized_shape None
     normalizes the axes after the first (x.reshape(N, -1)), else the
     trailing normalized_shape (an int or a tuple: PyTorch's)."""
     if normalized_shape is None:
         return x.shape[0], -1
     k = 1 if np.ndim(normalized_shape) == 0 else len(normalized_shape)
-    return int(np.prod(x.shape[:x.ndim - k])), -1
+    return int(np.prod(x.shape[: x.ndim - k])), -1
 
 
 @_takes_out
 @_half_forward
-def layernorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
-                      ln_param: ParamDict, *,
-                      normalized_shape: ShapeLike | None = None,
-                      ) -> tuple[FloatArray, Cache]:
+def layernorm_forward(
+    x: npt.NDArray[Any],
+    gamma: Param,
+    beta: Param,
+    ln_param: ParamDict,
+    *,
+    normalized_shape: ShapeLike | None = None,
+) -> tuple[FloatArray, Cache]:
     """Forward pass for layer normalization (reference).
 
     Statistics per sample over its features (x.reshape(N, -1)), or with
@@ -691,8 +783,9 @@ def layernorm_forward(x: npt.NDArray[Any], gamma: Param, beta: Param,
 
 @_takes_out
 @_half_backward
-def layernorm_backward(dout: npt.NDArray[Any],
-                       cache: Cache) -> tuple[FloatArray, Grad, Grad]:
+def layernorm_backward(
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for layer normalization (reference).
 
     ``dx = inv_std / D * (D * dxhat - sum(dxhat) - x_hat * sum(dxhat *
@@ -719,17 +812,27 @@ def layernorm_backward(dout: npt.NDArray[Any],
     dgamma = np.sum(dout * x_hat, axis=0)
     dxhat = dout * gamma
     inv_std = 1.0 / np.sqrt(var + eps)
-    dx = inv_std / D * (D * dxhat - dxhat.sum(axis=1, keepdims=True)
-                        - x_hat * np.sum(dxhat * x_hat, axis=1,
-                                         keepdims=True))
+    dx = (
+        inv_std
+        / D
+        * (
+            D * dxhat
+            - dxhat.sum(axis=1, keepdims=True)
+            - x_hat * np.sum(dxhat * x_hat, axis=1, keepdims=True)
+        )
+    )
     return finish(dx, dgamma, dbeta)
 
 
 @_takes_out
 @_half_forward
-def rmsnorm_forward(x: npt.NDArray[Any], gamma: Param, rms_param: ParamDict,
-                    *, normalized_shape: ShapeLike | None = None,
-                    ) -> tuple[FloatArray, Cache]:
+def rmsnorm_forward(
+    x: npt.NDArray[Any],
+    gamma: Param,
+    rms_param: ParamDict,
+    *,
+    normalized_shape: ShapeLike | None = None,
+) -> tuple[FloatArray, Cache]:
     """Forward pass for RMS normalization (reference).
 
     Per row of x over its trailing ``normalized_shape`` (an int or a
@@ -760,7 +863,7 @@ def rmsnorm_forward(x: npt.NDArray[Any], gamma: Param, rms_param: ParamDict,
         eps = float(_finfo(_STORAGE.get() or x.dtype).eps)
     if normalized_shape is None and gamma is not None:
         k = np.ndim(gamma)
-        if 0 < k <= x.ndim and x.shape[x.ndim - k:] == np.shape(gamma):
+        if 0 < k <= x.ndim and x.shape[x.ndim - k :] == np.shape(gamma):
             normalized_shape = np.shape(gamma)
     xr = x.reshape(_rows_shape(x, normalized_shape))
     g, _, p_dtype, p_shape, wants = _affine(gamma, None, x, -1)
@@ -774,8 +877,9 @@ def rmsnorm_forward(x: npt.NDArray[Any], gamma: Param, rms_param: ParamDict,
 
 @_takes_out
 @_half_backward
-def rmsnorm_backward(dout: npt.NDArray[Any],
-                     cache: Cache) -> tuple[FloatArray, Grad]:
+def rmsnorm_backward(
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[FloatArray, Grad]:
     """Backward pass for RMS normalization (reference).
 
     ``dx = inv_rms * (dxhat - x_hat * mean(dxhat * x_hat))`` per row, with
@@ -801,18 +905,26 @@ def rmsnorm_backward(dout: npt.NDArray[Any],
     dout = dout.reshape(xr.shape)
     dgamma = np.sum(dout * x_hat, axis=0)
     dxhat = dout * g
-    dx = inv_rms * (dxhat - x_hat * np.mean(dxhat * x_hat, axis=1,
-                                            keepdims=True))
-    return (dx.astype(xr.dtype, copy=False).reshape(x_shape),
-            dgamma.astype(p_dtype, copy=False).reshape(p_shape)
-            if want else None)
+    dx = inv_rms * (
+        dxhat - x_hat * np.mean(dxhat * x_hat, axis=1, keepdims=True)
+    )
+    return (
+        dx.astype(xr.dtype, copy=False).reshape(x_shape),
+        dgamma.astype(p_dtype, copy=False).reshape(p_shape) if want else None,
+    )
 
 
 @_takes_out
 @_half_forward
-def spatial_groupnorm_forward(x: npt.NDArray[Any], gamma: Param,
-                              beta: Param, G: int, gn_param: ParamDict, *,
-                              axis: int = 1) -> tuple[FloatArray, Cache]:
+def spatial_groupnorm_forward(
+    x: npt.NDArray[Any],
+    gamma: Param,
+    beta: Param,
+    G: int,
+    gn_param: ParamDict,
+    *,
+    axis: int = 1,
+) -> tuple[FloatArray, Cache]:
     """Forward pass for spatial group normalization (reference).
 
     x of shape (N, C, ...) ; the C channels form G groups of C // G adjacent
@@ -844,7 +956,8 @@ def spatial_groupnorm_forward(x: npt.NDArray[Any], gamma: Param,
     if axis not in (1, -1, x.ndim - 1):
         raise ValueError(
             f"axis must be 1 (channels first) or -1 (channels last), got "
-            f"{axis} for x of {x.ndim} dimensions")
+            f"{axis} for x of {x.ndim} dimensions"
+        )
     x = np.moveaxis(x, axis, 1)
     N, C = x.shape[:2]
     xg = x.reshape(N, G, -1)
@@ -861,8 +974,8 @@ def spatial_groupnorm_forward(x: npt.NDArray[Any], gamma: Param,
 @_takes_out
 @_half_backward
 def spatial_groupnorm_backward(
-        dout: npt.NDArray[Any],
-        cache: Cache) -> tuple[FloatArray, Grad, Grad]:
+    dout: npt.NDArray[Any], cache: Cache
+) -> tuple[FloatArray, Grad, Grad]:
     """Backward pass for spatial group normalization (reference).
 
     Per sample and group of M elements, with dxhat = dout * gamma:
@@ -895,8 +1008,17 @@ def spatial_groupnorm_backward(
     xh = x_hat.reshape(N, G, -1)
     M = xh.shape[2]
     inv_std = 1.0 / np.sqrt(var + eps)
-    dx = inv_std / M * (M * dxhat - dxhat.sum(axis=2, keepdims=True)
-                        - xh * np.sum(dxhat * xh, axis=2, keepdims=True))
+    dx = (
+        inv_std
+        / M
+        * (
+            M * dxhat
+            - dxhat.sum(axis=2, keepdims=True)
+            - xh * np.sum(dxhat * xh, axis=2, keepdims=True)
+        )
+    )
     dx = dx.reshape(x_hat.shape).astype(x_hat.dtype, copy=False)
-    return (np.moveaxis(dx, 1, axis),
-            *_grads(dgamma, dbeta, g_dtype, g_shape, wants))
+    return (
+        np.moveaxis(dx, 1, axis),
+        *_grads(dgamma, dbeta, g_dtype, g_shape, wants),
+    )
