@@ -58,7 +58,7 @@ def main(argv=None):
     repeat = 5 if args.quick else 21
     rows = []
     for shape in shapes:
-        n, c = shape[0], shape[1]
+        c = shape[1]
         rng = np.random.default_rng(rank)
         x = rng.standard_normal(shape).astype(np.float32)
         dout = rng.standard_normal(shape).astype(np.float32)

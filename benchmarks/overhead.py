@@ -68,9 +68,12 @@ def _torch_bn(x, g, b, dout, train_row, test_row, backward_rows):
             tx, tw, tb, trm, trv, False, 0.1, EPS
         ),
     }
-    backward = lambda: torch.ops.aten.native_batch_norm_backward(
-        tdy, tx, tw, rm, rv, sm, si, True, EPS, [True, True, True]
-    )
+
+    def backward():
+        return torch.ops.aten.native_batch_norm_backward(
+            tdy, tx, tw, rm, rv, sm, si, True, EPS, [True, True, True]
+        )
+
     for row in backward_rows:
         fns[row] = backward
     return fns

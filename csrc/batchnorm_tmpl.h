@@ -361,9 +361,8 @@ int NAME(bn_backward_reduce)(const bnf_panel *p, const bnf_params *q,
         a = malloc((size_t)(n2 > 0 ? n2 : 1) * sizeof(double));
         if (a == NULL)
             return BNF_ENOMEM;
-        for (ptrdiff_t j = 0; j < n2; j++)
-            a[j] = BNF_GAMMA(q->gamma, j) *
-                   q->invstd[j]; /* as the forward's scale */
+        for (ptrdiff_t j = 0; j < n2; j++) /* as the forward's scale */
+            a[j] = BNF_GAMMA(q->gamma, j) * q->invstd[j];
     }
     NAME(job) k = {*p, x, dy, NULL, {0}, q->relu, r->sum_dy, r->sum_dyxmu};
     C *buf = NAME(coefs_new)(n2, &k.cf, q->mean, a, q->relu ? q->beta : NULL,
@@ -429,8 +428,8 @@ static int NAME(backward_apply)(const bnf_panel *p, const bnf_params *q,
         return BNF_ENOMEM;
     double *k_dy = k3, *k_xhat = k3 + n2, *k_0 = k3 + 2 * n2;
     for (ptrdiff_t j = 0; j < n2; j++) {
-        double a = BNF_GAMMA(q->gamma, j) *
-                   invstd[j]; /* a, as the forward's scale */
+        /* a, as the forward's scale */
+        double a = BNF_GAMMA(q->gamma, j) * invstd[j];
         double sg = sum_dy[j];
         double sgx = sgx_of ? sgx_of[j] : sum_dyxmu[j] * invstd[j];
         k_dy[j] = a;

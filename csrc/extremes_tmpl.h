@@ -13,8 +13,9 @@
    loops compile as before) and hand the rare suspect channel to these
    kernels, which read it again in double, scaled by a power of two (exact
    but for values that underflow, negligible beside the channel's largest)
-   so that nothing leaves the range.  A channel that holds a NaN or an Inf is left as the
-   fast kernels computed it (the scan stops at the first such value).
+   so that nothing leaves the range.  A channel that holds a NaN or an Inf
+   is left as the fast kernels computed it (the scan stops at the first
+   such value).
 
    The channel is n1 runs of len elements, run i at x + i*s1 (a column of
    an across-rows panel: len 1, s1 the row stride).  Sums are compensated
@@ -48,11 +49,11 @@ BNF_INLINE double NAME(ksum_total)(const NAME(ksum) *k) { return k->s + k->c; }
  * Mean, variance and 1/sqrt(var + eps) of one channel, scaled: x * 2**-e
  * with max |x| * 2**-e in [0.5, 1), its mean, then its M2 by the
  * corrected two-pass algorithm (compensated sums); then mean = mean_s *
- * 2**e (exact), var = var_s * 4**e (+Inf beyond the range: the math's variance is not a double, and neither is
- * the running variance it updates), invstd = 2**-e / sqrt(var_s + eps *
- * 4**-e).  A constant channel gives its value and var 0 after the first
- * pass.  Returns 0, writing nothing, when the channel holds a NaN or an
- * Inf.
+ * 2**e (exact), var = var_s * 4**e (+Inf beyond the range: the math's
+ * variance is not a double, and neither is the running variance it
+ * updates), invstd = 2**-e / sqrt(var_s + eps * 4**-e).  A constant
+ * channel gives its value and var 0 after the first pass.  Returns 0,
+ * writing nothing, when the channel holds a NaN or an Inf.
  */
 int NAME(rescue_moments)(const T *x, ptrdiff_t n1, ptrdiff_t s1, ptrdiff_t len,
                          double eps, double *mean, double *var, double *invstd)

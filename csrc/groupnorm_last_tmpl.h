@@ -142,8 +142,8 @@ static int NAME(gnl_backward1)(const T *dy, ptrdiff_t ds, ptrdiff_t dld,
         for (ptrdiff_t k = 0; k < g; k++) {
             double isk = invstd[i * g + k], sa = 0.0, sb = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
-                k_dy[ch] = (double)(C)(isk *
-                                       BNF_GAMMA(gamma, ch)); /* as a_ch */
+                /* as a_ch */
+                k_dy[ch] = (double)(C)(isk * BNF_GAMMA(gamma, ch));
                 double st[2]; /* sum dy, sum dy * xhat */
                 if (BNF_RARELY(
                         !(bnf_isfinite(s1[ch]) && bnf_isfinite(s2[ch]))) &&

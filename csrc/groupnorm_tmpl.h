@@ -51,8 +51,8 @@ static void NAME(gn_forward1)(const T *x, ptrdiff_t i0, ptrdiff_t i1,
             double ak = BNF_GAMMA(gamma, ch) * invstd[k];
             NAME(gn_split)(mean[k], &mh[ch], &ml[ch]);
             a[ch] = (C)ak;
-            b[ch] = (C)(BNF_BETA(beta, ch) -
-                        (double)ml[ch] * ak); /* as coefs_new */
+            /* as coefs_new */
+            b[ch] = (C)(BNF_BETA(beta, ch) - (double)ml[ch] * ak);
         }
         NAME(runs_apply)(xi, 1, 0, c, hw, hw, cf, y + i * ys, 0, hw, 0);
     }
@@ -178,8 +178,8 @@ static void NAME(gn_backward1)(const T *dy, ptrdiff_t ds, const T *x,
         for (ptrdiff_t k = 0; k < g; k++) {
             double isk = invstd[i * g + k], sa = 0.0, sb = 0.0;
             for (ptrdiff_t ch = k * cg; ch < (k + 1) * cg; ch++) {
-                k_dy[ch] = (double)(C)(isk *
-                                       BNF_GAMMA(gamma, ch)); /* as a_ch */
+                /* as a_ch */
+                k_dy[ch] = (double)(C)(isk * BNF_GAMMA(gamma, ch));
                 double st[2]; /* sum dy, sum dy * xhat */
                 if (BNF_RARELY(
                         !(bnf_isfinite(s1[ch]) && bnf_isfinite(s2[ch]))) &&

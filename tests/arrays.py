@@ -3,8 +3,9 @@
 ``cases()`` enumerates batches over dtypes, shapes (N = 1, 2, odd, large;
 D = 1, wide, past the kernels' column tile; more than 2-D), memory layouts
 (C, Fortran, row-strided, column-strided, reversed rows) and contents
-(plain, large offsets, a trend along the batch, a constant column, NaN and Inf columns, mixed
-parameter dtypes).  Every fast/reference pair is compared on all of them;
+(plain, large offsets, a trend along the batch, a constant column, NaN and
+Inf columns, mixed parameter dtypes).  Every fast/reference pair is
+compared on all of them;
 ``Case.id`` names dtype, shape, layout and contents for failure messages.
 """
 

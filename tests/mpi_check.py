@@ -5,8 +5,8 @@ must call it): the global batch is made identically on every rank, each
 rank takes an uneven shard of it (some ranks an empty one), and the
 synchronized forward and backward must equal bnfast's single-process
 results on the whole batch (1e-12 in float64; float32 data, computed in
-float32 arithmetic, to 1e-5, running statistics 1e-6), with running statistics and
-reduced parameter gradients bitwise equal on every rank.
+float32 arithmetic, to 1e-5, running statistics 1e-6), with running
+statistics and reduced parameter gradients bitwise equal on every rank.
 
 Run under MPI:  mpiexec -n 3 python -m mpi4py tests/mpi_check.py
 (``-m mpi4py``: an exception on one rank aborts them all.)

@@ -51,7 +51,8 @@ FORWARD_ERRORS = [
         "int x",
         lambda a: a.update(x=np.ones((N, D), dtype=int)),
         TypeError,
-        "x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        "int64",
     ),
     (
         "longdouble x",
@@ -111,7 +112,8 @@ FORWARD_ERRORS = [
         "gamma dtype",
         lambda a: a.update(gamma=np.ones(D, complex)),
         TypeError,
-        "gamma must be a float16, bfloat16, float32 or float64 array, or of integers or bools "
+        "gamma must be a float16, bfloat16, float32 or float64 array, or of "
+        "integers or bools "
         "(converted to x's dtype), got dtype complex128",
     ),
     (
@@ -130,7 +132,8 @@ FORWARD_ERRORS = [
         "running_var dtype",
         lambda a: a["bn_param"].update(running_var=np.zeros(D, int)),
         TypeError,
-        "bn_param['running_var'] must be a float16, bfloat16, float32 or float64",
+        "bn_param['running_var'] must be a float16, bfloat16, float32 or "
+        "float64",
     ),
     (
         "negative eps",
@@ -253,7 +256,8 @@ def test_backward_of_test_mode_is_accepted():
         (
             np.ones((N, D), dtype=np.int32),
             TypeError,
-            "dout must be a float16, bfloat16, float32 or float64 array, got dtype int32",
+            "dout must be a float16, bfloat16, float32 or float64 array, got "
+            "dtype int32",
         ),
     ],
 )
@@ -355,7 +359,8 @@ SPATIAL_ERRORS = [
         {},
         lambda a: a.update(x=np.ones((2, 3, 4), int)),
         TypeError,
-        "x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        "int64",
     ),
     (
         "unknown mode",
@@ -431,7 +436,8 @@ LN_ERRORS = [
         "bool x",
         lambda a: a.update(x=np.ones((5, 3), bool)),
         TypeError,
-        "x must be a float16, bfloat16, float32 or float64 array, got dtype bool",
+        "x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        "bool",
     ),
 ]
 

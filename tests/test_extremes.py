@@ -361,7 +361,6 @@ def _check(fam, dtype, contents, value, eps, size, activation=None):
 
 def _ungroup(fam, a, shape):
     """The inverse of fam.groups_view for an array of x's size."""
-    n = shape[0]
     if fam.kind in ("ln", "gn", "rms"):
         return a.reshape(shape)
     if fam.axis is None:

@@ -3,8 +3,8 @@ peer has stays: on data offset by 1e2 to 1e4 times its spread, and on a
 trend along the batch, bnfast's float32 output (and dx) is at least 10x
 closer to a float64 computation than the NumPy reference's float32 result
 (or within 2 ulps of the result where the reference is itself that
-close), in every family and kernel path.  (PyTorch's float32 error, the other half
-of the promise, is compared in test_torch_crosscheck.py.)"""
+close), in every family and kernel path.  (PyTorch's float32 error, the
+other half of the promise, is compared in test_torch_crosscheck.py.)"""
 
 import numpy as np
 import pytest

@@ -69,14 +69,16 @@ BAD = [
         _set("x", lambda x: x.astype(np.int64)),
         None,
         TypeError,
-        r"x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+        r"x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        r"int64",
     ),
     (
         "bool x",
         _set("x", lambda x: x > 0),
         None,
         TypeError,
-        r"x must be a float16, bfloat16, float32 or float64 array, got dtype bool",
+        r"x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        r"bool",
     ),
     (
         "longdouble x",
@@ -90,7 +92,8 @@ BAD = [
         _set("x", lambda x: x.astype(complex)),
         None,
         TypeError,
-        r"x must be a float16, bfloat16, float32 or float64 array, got dtype complex128",
+        r"x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        r"complex128",
     ),
     (
         "object x",
@@ -104,7 +107,8 @@ BAD = [
         _set("x", lambda x: "x"),
         None,
         TypeError,
-        r"x must be a float16, bfloat16, float32 or float64 array, got dtype <U1",
+        r"x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        r"<U1",
     ),
     (
         "0-d x",
@@ -161,7 +165,8 @@ BAD = [
         _set("beta", lambda b: b.astype(complex)),
         None,
         TypeError,
-        r"beta must be a float16, bfloat16, float32 or float64 array, or of integers "
+        r"beta must be a float16, bfloat16, float32 or float64 array, or of "
+        r"integers "
         r"or bools \(converted to x's dtype\), got dtype complex128",
     ),
     (
@@ -170,7 +175,8 @@ BAD = [
         None,
         TypeError,
         r"gamma must be a float16, bfloat16, float32 or float64 "
-        r"array, or of integers or bools \(converted to x's dtype\), got dtype "
+        r"array, or of integers or bools \(converted to x's dtype\), got "
+        r"dtype "
         r"float128",
     ),
     (
@@ -277,7 +283,8 @@ BAD = [
         _set("param.running_mean", lambda r: np.ones(C, bool)),
         BN,
         TypeError,
-        r"bn_param\['running_mean'\] must be a float16, bfloat16, float32 or float64 array, got "
+        r"bn_param\['running_mean'\] must be a float16, bfloat16, float32 or "
+        r"float64 array, got "
         r"dtype bool",
     ),
     (
@@ -472,7 +479,8 @@ BACKWARD_BAD = [
         "int dout",
         lambda d: d.astype(np.int32),
         TypeError,
-        r"dout must be a float16, bfloat16, float32 or float64 array, got dtype int32",
+        r"dout must be a float16, bfloat16, float32 or float64 array, got "
+        r"dtype int32",
     ),
     (
         "complex dout",
@@ -560,7 +568,8 @@ LAYER_BAD = [
         "int x",
         lambda x: x.astype(int),
         TypeError,
-        r"x must be a float16, bfloat16, float32 or float64 array, got dtype int64",
+        r"x must be a float16, bfloat16, float32 or float64 array, got dtype "
+        r"int64",
     ),
     ("1-d x", lambda x: x.ravel(), ValueError, r"x must (have|end with)"),
     (

@@ -399,7 +399,7 @@ def test_from_torch(kind, shape, affine, track, momentum):
     assert layer.eps == 1e-4
     assert layer.dtype == (np.float64 if affine or track else np.float32)
     assert layer.momentum == (None if momentum is None else 1 - momentum)
-    for step in range(2):
+    for _ in range(2):
         x = rng.standard_normal(shape) * 2 + 1
         dout = rng.standard_normal(shape)
         for mode in ("train", "test"):

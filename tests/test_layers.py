@@ -392,7 +392,8 @@ def test_fold_shape_errors():
         (
             lambda: bnfast.BatchNorm(3, gamma_init="twos"),
             ValueError,
-            "gamma initializer must be 'ones', 'zeros', a callable or an array",
+            "gamma initializer must be 'ones', 'zeros', a callable or an "
+            "array",
         ),
         (
             lambda: bnfast.BatchNorm(3, beta_init=np.zeros(4)),
@@ -742,7 +743,8 @@ def test_load_state_dict_takes_a_mapping_and_entries_that_alias_the_layer():
         (
             lambda: bnfast.LayerNorm((4, 2.0)),
             TypeError,
-            "normalized_shape must be an int or a sequence of ints, got (4, 2.0)",
+            "normalized_shape must be an int or a sequence of ints, got (4, "
+            "2.0)",
         ),
         (
             lambda: bnfast.LayerNorm(np.array(4.0)),
@@ -847,7 +849,8 @@ def test_load_state_dict_takes_a_mapping_and_entries_that_alias_the_layer():
         (
             lambda: bnfast.BatchNorm(3, dtype="banana"),
             TypeError,
-            "dtype must be float16, bfloat16, float32 or float64, got 'banana'",
+            "dtype must be float16, bfloat16, float32 or float64, got "
+            "'banana'",
         ),
         (
             lambda: bnfast.BatchNorm(3, dtype=None),

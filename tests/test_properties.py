@@ -161,8 +161,9 @@ def lay_out(a, dtype, layout):
 @st.composite
 def shapes(draw, min_dims, max_dims, channels=None):
     """Small shapes; now and then one axis long (one of LONG_SIDES) or long
-    enough for the threaded kernels (at least 32768 elements: 64 KiB and more here);
-    at most MAX_SIZE elements.  ``channels``: a strategy for shape[1]."""
+    enough for the threaded kernels (at least 32768 elements: 64 KiB and
+    more here); at most MAX_SIZE elements.  ``channels``: a strategy for
+    shape[1]."""
     shape = list(
         draw(
             hnp.array_shapes(

@@ -72,6 +72,6 @@ def test_entry_is_consistent(fam):
     assert grads[0].shape == case.x.shape
     for g in grads[1 : 1 + len(fam.params)]:
         assert g.shape == fam.param_shape(case)
-    for key, value in fam.options.items():
+    for key in fam.options:
         assert key in fast, (fam.name, key)
     assert np.dtype(out.dtype) == case.x.dtype

@@ -583,7 +583,7 @@ def test_sync_with_an_empty_shard(activation):
         3, lambda comm: _sync_check(comm, x, z, dout, "train", activation, 1)
     )
     assert [len(rows) for rows, *_ in results] == [1, 1, 0]
-    for rows, out, (dx, dg, db, dz) in results:
+    for rows, out, (dx, _dg, _db, dz) in results:
         assert dz.shape == (len(rows), 3, 4, 4)
         np.testing.assert_allclose(out, want[rows], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(dx, wdx[rows], rtol=1e-9, atol=1e-12)

@@ -414,7 +414,8 @@ FORWARD_BAD = [
         {},
         {"normalized_shape": (5.0,)},
         TypeError,
-        r"^normalized_shape must be an int or a sequence of ints, got \(5.0,\)",
+        r"^normalized_shape must be an int or a sequence of ints, got "
+        r"\(5.0,\)",
     ),
 ]
 

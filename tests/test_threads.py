@@ -436,8 +436,8 @@ bnfast.set_num_threads(1)
 serial = call()
 with open("/proc/self/statm") as f:
     used = int(f.read().split()[0]) * resource.getpagesize()
-resource.setrlimit(resource.RLIMIT_AS,
-                   (used + (200 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (used + (200 << 20), hard))
 bnfast.set_num_threads(1000)
 out = call()
 n = bnfast.get_num_threads()

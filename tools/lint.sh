@@ -41,6 +41,9 @@ run ruff format --check .
 run clang-format --dry-run -Werror "${csrc[@]}"
 run cython-lint "${pyx[@]}"
 run "$py" tools/lint_lane_loops.py "${csrc[@]}"
+# clang-format leaves comments as they are wrapped (.clang-format)
+run awk 'length > 79 { print FILENAME ":" FNR ": over 79 columns"; bad = 1 }
+         END { exit bad }' "${csrc[@]}"
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "lint: findings from ${failed[*]} (tools/format.sh fixes the" \

@@ -32,7 +32,6 @@ from sys import modules as _sys_modules
 
 import numpy as np
 
-from libc.stddef cimport ptrdiff_t
 from libc.math cimport sqrt
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -252,8 +251,8 @@ cdef cnp.ndarray _float_array(object a, str name, int convert=-1):
     if not dt.isnative:
         arr = arr.astype(dt.newbyteorder("="))
     if not _is_float(arr):  # a float of 2, 4 or 8 bytes, not numpy's own
-        arr = arr.astype({2: np.float16, 4: np.float32}.get(dt.itemsize,
-                                                             np.float64))
+        arr = arr.astype(
+            {2: np.float16, 4: np.float32}.get(dt.itemsize, np.float64))
     return arr
 
 
@@ -413,7 +412,8 @@ cdef double _real_in(object value, str name, double low,
         v = value
         if v >= low and (high is None or v <= <double>high):
             return v
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+    if (not isinstance(value, numbers.Real)
+            or isinstance(value, (bool, np.bool_))):
         raise TypeError(
             f"{name} must be a real number, got {type(value).__name__}")
     v = float(value)
@@ -597,7 +597,8 @@ cdef inline bnf_panel _cpanel(const panel_t *x, const panel_t *y,
 
 cdef inline bnf_panel _cpanel_rows(Py_ssize_t n1, Py_ssize_t n2,
                                    Py_ssize_t len, Py_ssize_t xs,
-                                   Py_ssize_t ys, Py_ssize_t ds) noexcept nogil:
+                                   Py_ssize_t ys,
+                                   Py_ssize_t ds) noexcept nogil:
     """The panel of layer norm (n1 rows of n2 features, len 1) and group
     norm (n1 samples of n2 channels of len): row or sample strides xs (x),
     ys (y or dx), ds (dy), channels len apart."""
@@ -753,7 +754,8 @@ cdef cnp.ndarray _like(cnp.ndarray a, const order_t *o, panel_t *p):
     cdef cnp.npy_intp strides[MAXDIMS]
     cdef cnp.ndarray out
     if cnp.PyArray_IS_C_CONTIGUOUS(a):
-        out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a), 0)
+        out = cnp.PyArray_EMPTY(nd, cnp.PyArray_DIMS(a), cnp.PyArray_TYPE(a),
+                                0)
     else:
         for k in range(nd):  # length-1 axes: any stride
             strides[k] = item
@@ -1143,8 +1145,8 @@ cdef class BnForward:
     bn_forward; everything is validated before any step writes."""
 
     cdef readonly tuple shape       # the caller's shape of x and out
-    cdef readonly cnp.ndarray x     # what the kernels read: x, its (N, D)
-                                    # view, or a copy with a panel
+    # what the kernels read: x, its (N, D) view, or a copy with a panel
+    cdef readonly cnp.ndarray x
     cdef readonly int axis
     cdef readonly bint train, relu
     cdef readonly double eps, momentum
@@ -2072,6 +2074,7 @@ def layernorm_backward(dout, cache, out=None):
     return _rows_backward(dout, cache, LayerNormCache,
                           "bnfast.layernorm_forward", False, out)
 
+
 # ---------------------------------------------------------- RMS norm
 
 def rmsnorm_forward(x, gamma, rms_param, out=None, normalized_shape=None):
@@ -2121,7 +2124,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param, out=None,
                               axis=1):
     cdef cnp.ndarray xa, x3, g, gflat, b, bflat, y, mean, invstd
     cdef double eps
-    cdef Py_ssize_t n, c, hw, groups, k
+    cdef Py_ssize_t n, c, hw, groups
     cdef bnf_panel bp
     cdef int ax, nd
     cdef bint last

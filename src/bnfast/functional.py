@@ -217,7 +217,8 @@ def batchnorm_forward(
     >>> import bnfast
     >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
     >>> bn_param = {"mode": "train"}
-    >>> out, cache = bnfast.batchnorm_forward(x, np.ones(2), np.zeros(2), bn_param)
+    >>> out, cache = bnfast.batchnorm_forward(
+    ...     x, np.ones(2), np.zeros(2), bn_param)
     >>> np.round(out, 4)
     array([[-1., -1.],
            [ 1.,  1.]])
@@ -333,7 +334,8 @@ def batchnorm_backward(
     >>> out, cache = bnfast.batchnorm_forward(
     ...     x, np.ones(2), np.zeros(2), {"mode": "train"}, residual=z,
     ...     activation="relu")
-    >>> dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dx, dgamma, dbeta, dz = bnfast.batchnorm_backward(
+    ...     np.ones((3, 2)), cache)
     >>> dz
     array([[0., 0.],
            [1., 1.],
@@ -450,7 +452,8 @@ def spatial_batchnorm_forward(
     >>> x = np.arange(16.0).reshape(2, 2, 2, 2)
     >>> out, cache = bnfast.spatial_batchnorm_forward(
     ...     x, np.ones(2), np.zeros(2), {"mode": "train"})
-    >>> out.shape, round(float(out[:, 0].mean()), 12), round(float(out[:, 0].std()), 4)
+    >>> (out.shape, round(float(out[:, 0].mean()), 12),
+    ...  round(float(out[:, 0].std()), 4))
     ((2, 2, 2, 2), 0.0, 1.0)
     """
     return _kernels.spatial_batchnorm_forward(
@@ -515,7 +518,8 @@ def spatial_batchnorm_backward(
     >>> x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
     >>> _, cache = bnfast.spatial_batchnorm_forward(
     ...     x, np.ones(3), np.zeros(3), {"mode": "train"})
-    >>> dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(np.ones_like(x), cache)
+    >>> dx, dgamma, dbeta = bnfast.spatial_batchnorm_backward(
+    ...     np.ones_like(x), cache)
     >>> dbeta
     array([100., 100., 100.])
     """

@@ -433,7 +433,7 @@ def batchnorm_forward(
             p_shape,
         )
     else:
-        raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
+        raise ValueError(f'Invalid forward batchnorm mode "{mode}"')
 
     if residual is not None:  # out = bn(x) + z, then the activation
         out = out + residual.reshape(N, -1)
@@ -481,7 +481,8 @@ def batchnorm_backward(
     >>> x = np.array([[1.0, 2.0], [3.0, 6.0], [2.0, 1.0]])
     >>> _, cache = reference.batchnorm_forward(x, np.ones(2), np.zeros(2),
     ...                                        {"mode": "train"})
-    >>> dx, dgamma, dbeta = reference.batchnorm_backward(np.ones((3, 2)), cache)
+    >>> dx, dgamma, dbeta = reference.batchnorm_backward(
+    ...     np.ones((3, 2)), cache)
     >>> dbeta
     array([3., 3.])
     """
@@ -516,7 +517,7 @@ def batchnorm_backward_alt(
 ) -> tuple[Any, ...]:
     """Backward pass for batch normalization (reference), simplified formula.
 
-    ``dx = gamma / std / N * (N * dout - sum(dout) - x_hat * sum(dout * x_hat))``
+    ``dx = gamma / std / N * (N*dout - sum(dout) - x_hat * sum(dout*x_hat))``
 
     See Also
     --------
@@ -802,7 +803,8 @@ def layernorm_backward(
     >>> from bnfast import reference
     >>> x = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 8.0]])
     >>> _, cache = reference.layernorm_forward(x, np.ones(3), np.zeros(3), {})
-    >>> dx, dgamma, dbeta = reference.layernorm_backward(np.ones((2, 3)), cache)
+    >>> dx, dgamma, dbeta = reference.layernorm_backward(
+    ...     np.ones((2, 3)), cache)
     >>> dbeta
     array([2., 2., 2.])
     """
@@ -979,7 +981,7 @@ def spatial_groupnorm_backward(
     """Backward pass for spatial group normalization (reference).
 
     Per sample and group of M elements, with dxhat = dout * gamma:
-    ``dx = inv_std / M * (M * dxhat - sum(dxhat) - x_hat * sum(dxhat * x_hat))``.
+    ``dx = inv_std / M * (M*dxhat - sum(dxhat) - x_hat * sum(dxhat*x_hat))``.
 
     See Also
     --------
