@@ -123,7 +123,10 @@ class BuildExt(build_ext):
         # MSVC's plain /openmp is OpenMP 2.0, which has no min reduction
         # (threads.c); /openmp:llvm is 3.1 and later (VS 2019 16.9)
         flag = "/openmp:llvm" if self.msvc() else "-fopenmp"
-        src = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+        src = (
+            "#include <omp.h>\n"
+            "int main(void) { return omp_get_max_threads() < 1; }\n"
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "probe.c")
             with open(path, "w") as f:

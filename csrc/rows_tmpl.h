@@ -10,10 +10,11 @@
 
 /* Rows of at least this many bytes are taken several at a time by the
    apply passes and the backward reduce, so that each column's
-   coefficients and accumulators are loaded once for them: with wide rows the coefficient arrays (3 to 6 of them, of c
-   values each) no longer fit in L1 beside the rows and would be read from
-   L2 for every element (measured on a Zen 3: the float64 apply of
-   256x1024 at 2.6 copies' time).  Narrow rows one at a time: four of them
+   coefficients and accumulators are loaded once for them: with wide rows
+   the coefficient arrays (3 to 6 of them, of c values each) no longer
+   fit in L1 beside the rows and would be read from L2 for every element
+   (measured on a Zen 3: the float64 apply of 256x1024 at 2.6 copies'
+   time).  Narrow rows one at a time: four of them
    write four streams within one page, which the hardware prefetchers
    follow badly (measured: 2x slower on float64 channels-last, 64
    channels), and their coefficients stay in L1 anyway. */

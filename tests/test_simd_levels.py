@@ -6,7 +6,8 @@ import (csrc/dispatch.c).  Here every registry family (tests/families.py)
 runs on every shared-generator case (float32 and float64, every layout
 and content) and on the half-precision cases, at each level this build has
 and this CPU runs, forward in each mode and backward, against the
-baseline's results, bitwise (NaNs as one value).  On a CPU that runs only the baseline the
+baseline's results, bitwise (NaNs as one value).  On a CPU that runs
+only the baseline the
 comparison tests skip; the setter's tests still run.
 """
 

@@ -78,6 +78,10 @@ def results(k, x, dy, g, b, axis):
     return out
 
 
+def _maxdiff(a, b):
+    return np.max(np.abs(a.astype(float) - b.astype(float)))
+
+
 def same(a, b):
     """Bitwise equal, every NaN counting as one value (which NaN an
     operation on NaNs gives depends on operand order; where they are may
@@ -106,7 +110,8 @@ def main(argv):
         if built and runs
     ]
     print(
-        f"SIMD levels built: {', '.join(n for n, (b, _) in k.simd_levels().items() if b)}; "
+        "SIMD levels built: "
+        f"{', '.join(n for n, (b, _) in k.simd_levels().items() if b)}; "
         f"compared (this CPU runs them): {', '.join(levels)}"
     )
     if len(levels) < 2:
@@ -146,7 +151,7 @@ def main(argv):
                                     f"DIFFERS: {level} vs {levels[0]}: "
                                     f"{np.dtype(dt).name} {shape} axis "
                                     f"{axis} offset {offset:g}: max "
-                                    f"{np.max(np.abs(a.astype(float) - c2.astype(float))):.3g}"
+                                    f"{_maxdiff(a, c2):.3g}"
                                 )
     finally:
         k.set_simd_level(start)

@@ -11,7 +11,7 @@ from bnfast._config import (
     set_num_threads,
     show_config,
 )
-from bnfast._version import __version__
+from bnfast._version import __version__ as __version__
 from bnfast.functional import (
     batchnorm_backward,
     batchnorm_backward_alt,

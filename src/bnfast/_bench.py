@@ -316,7 +316,7 @@ def tensors(data):
     )
 
 
-# ---------------------------------------------------------------- PyTorch entry points
+# ------------------------------------------------------ PyTorch entry points
 #
 # PyTorch is timed through the fastest entry point a user has for each op,
 # among those that compute the same thing.  Measured with
@@ -1892,7 +1892,7 @@ def targets_section(result):
         "\n== Targets (issue 11) on this run; rows without out=, one "
         "thread (2 threads vs 1: benchmarks/threads.py --sweep)"
     )
-    for name, t in result.items():
+    for t in result.values():
         holds = {None: "not measured", True: "HOLDS", False: "MISSES"}[
             t["holds"]
         ]
@@ -1923,13 +1923,16 @@ def median_targets(paths):
     for path in paths:
         with open(path) as f:
             runs.append(json.load(f))
-    key = lambda r: (
-        r["family"],
-        r["op"],
-        r["dtype"],
-        tuple(r["shape"]),
-        r.get("groups"),
-    )
+
+    def key(r):
+        return (
+            r["family"],
+            r["op"],
+            r["dtype"],
+            tuple(r["shape"]),
+            r.get("groups"),
+        )
+
     merged = []
     for rec in runs[0]["timing"]:
         same = [r for run in runs for r in run["timing"] if key(r) == key(rec)]
@@ -2391,8 +2394,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     # a shared machine: load well above the 1.0 of this process means noise
     report["loadavg_1_5_15"] = {"start": load_start, "end": os.getloadavg()}
     log(
-        "load average (1, 5, 15 min): start %.2f %.2f %.2f, "
-        "end %.2f %.2f %.2f" % (*load_start, *os.getloadavg())
+        "load average (1, 5, 15 min): start {:.2f} {:.2f} {:.2f}, "
+        "end {:.2f} {:.2f} {:.2f}".format(*load_start, *os.getloadavg())
     )
     m = report["machine"]
     print(
