@@ -213,13 +213,10 @@ def _as_numpy(value: Any) -> npt.NDArray[Any]:
                 ) from None
             torch = sys.modules[type(value).__module__.split(".")[0]]
             # (torch is duck-typed: Any)
-            return (
-                value.view(  # type: ignore[no-any-return]
-                    torch.int16
-                )
-                .numpy()
-                .view(ml_dtypes.bfloat16)
+            bits: FloatArray = (
+                value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
             )
+            return bits
         value = value.numpy()
     return np.asarray(value)
 
