@@ -21,9 +21,14 @@ BENCH_SHIM = os.path.join(
 
 def run(args, cwd, timeout=120):
     """``python -m bnfast *args`` in cwd, on one thread."""
+    return python(["-m", "bnfast", *args], cwd, timeout)
+
+
+def python(argv, cwd, timeout=120):
+    """``python *argv`` (this interpreter) in cwd, on one thread."""
     env = dict(os.environ, BNFAST_NUM_THREADS="1")
     return subprocess.run(
-        [sys.executable, "-m", "bnfast", *args],
+        [sys.executable, *argv],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -148,13 +153,7 @@ def test_bench_fail_exit_status(tmp_path):
         "    _bench.half_section = lambda *args: None\n"
         "sys.exit(main(['bench', '--quick', '--family', 'layernorm']))\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = python(["-c", code], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.stdout.rstrip().endswith("equivalence: FAIL"), r.stdout
 
@@ -206,13 +205,7 @@ def test_bench_importable_without_peers(tmp_path):
         "assert _bench.torch is None and _bench.numba_bn is None\n"
         "assert _bench.installed_peers() == []\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = python(["-c", code], tmp_path)
     assert r.returncode == 0, r.stderr
     # where they are installed, the peers are imported by the report's
     # main(), not on import
@@ -222,13 +215,7 @@ def test_bench_importable_without_peers(tmp_path):
         "assert 'torch' not in sys.modules, 'torch'\n"
         "assert 'numba' not in sys.modules, 'numba'\n"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = python(["-c", code], tmp_path)
     assert r.returncode == 0, r.stderr
 
 
@@ -237,12 +224,6 @@ def test_bench_importable_without_peers(tmp_path):
 )
 def test_bench_shim(tmp_path):
     """benchmarks/bench.py is the same report."""
-    r = subprocess.run(
-        [sys.executable, BENCH_SHIM, "--help"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = python([BENCH_SHIM, "--help"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert "--median-of" in r.stdout and "--torch-entry" in r.stdout
