@@ -22,13 +22,11 @@ static C *NAME(ln_params)(ptrdiff_t d, const double *gamma, const double *beta)
     return buf;
 }
 
-static void NAME(ln_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n,
-                              ptrdiff_t d, ptrdiff_t ldx,
-                              const C *BNF_RESTRICT gamma,
-                              const C *BNF_RESTRICT beta, double eps,
-                              T *BNF_RESTRICT y, ptrdiff_t ldy,
-                              double *BNF_RESTRICT mean,
-                              double *BNF_RESTRICT invstd)
+BNF_NOINLINE static void NAME(ln_forward1)(
+    const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+    const C *BNF_RESTRICT gamma, const C *BNF_RESTRICT beta, double eps,
+    T *BNF_RESTRICT y, ptrdiff_t ldy, double *BNF_RESTRICT mean,
+    double *BNF_RESTRICT invstd)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         const T *BNF_RESTRICT p = x + i * ldx;
@@ -113,14 +111,12 @@ static void NAME(ln_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  * many rows of one feature: 10x the reference's error before; scratch:
  * 4*d doubles, 2*d C values).
  */
-static int NAME(ln_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
-                              const T *BNF_RESTRICT x, ptrdiff_t ldx,
-                              ptrdiff_t n, ptrdiff_t d,
-                              const double *BNF_RESTRICT mean,
-                              const double *BNF_RESTRICT invstd,
-                              const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx,
-                              ptrdiff_t lddx, double *BNF_RESTRICT dgamma,
-                              double *BNF_RESTRICT dbeta)
+BNF_NOINLINE static int NAME(ln_backward1)(
+    const T *BNF_RESTRICT dy, ptrdiff_t lddy, const T *BNF_RESTRICT x,
+    ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d, const double *BNF_RESTRICT mean,
+    const double *BNF_RESTRICT invstd, const C *BNF_RESTRICT gamma,
+    T *BNF_RESTRICT dx, ptrdiff_t lddx, double *BNF_RESTRICT dgamma,
+    double *BNF_RESTRICT dbeta)
 {
     size_t d1 = (size_t)(d > 0 ? d : 1);
     double *work = malloc(4 * d1 * sizeof(double) + 2 * d1 * sizeof(C));

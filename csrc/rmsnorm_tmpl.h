@@ -35,12 +35,10 @@ BNF_INLINE double NAME(rms_row_sum)(const T *dy, const T *p, const C *w,
     return q;
 }
 
-static void NAME(rms_forward1)(const T *BNF_RESTRICT x, ptrdiff_t n,
-                               ptrdiff_t d, ptrdiff_t ldx,
-                               const C *BNF_RESTRICT gamma, double eps,
-                               T *BNF_RESTRICT y, ptrdiff_t ldy,
-                               double *BNF_RESTRICT meansq,
-                               double *BNF_RESTRICT invrms)
+BNF_NOINLINE static void NAME(rms_forward1)(
+    const T *BNF_RESTRICT x, ptrdiff_t n, ptrdiff_t d, ptrdiff_t ldx,
+    const C *BNF_RESTRICT gamma, double eps, T *BNF_RESTRICT y, ptrdiff_t ldy,
+    double *BNF_RESTRICT meansq, double *BNF_RESTRICT invrms)
 {
     double dd = (double)d;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -116,12 +114,11 @@ static void NAME(rms_rescue_bwd)(const T *dy, ptrdiff_t lddy, const T *x,
  * rows, double over BNF_SUM_ROWS, compensated for float64; scratch: 2*d
  * doubles, d C values).
  */
-static int NAME(rms_backward1)(const T *BNF_RESTRICT dy, ptrdiff_t lddy,
-                               const T *BNF_RESTRICT x, ptrdiff_t ldx,
-                               ptrdiff_t n, ptrdiff_t d,
-                               const double *BNF_RESTRICT invrms,
-                               const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx,
-                               ptrdiff_t lddx, double *BNF_RESTRICT dgamma)
+BNF_NOINLINE static int NAME(rms_backward1)(
+    const T *BNF_RESTRICT dy, ptrdiff_t lddy, const T *BNF_RESTRICT x,
+    ptrdiff_t ldx, ptrdiff_t n, ptrdiff_t d, const double *BNF_RESTRICT invrms,
+    const C *BNF_RESTRICT gamma, T *BNF_RESTRICT dx, ptrdiff_t lddx,
+    double *BNF_RESTRICT dgamma)
 {
     size_t d1 = (size_t)(d > 0 ? d : 1);
     double *work = malloc(2 * d1 * sizeof(double) + d1 * sizeof(C));
