@@ -127,34 +127,29 @@ class BuildExt(build_ext):
             "#include <omp.h>\n"
             "int main(void) { return omp_get_max_threads() < 1; }\n"
         )
+        error = self.probe(src, [flag], link=True)
+        if error is not None:
+            return None, f"the compiler rejected {flag}: {error}"
+        return flag, None
+
+    def probe(self, src, flags, link=False):
+        """Compile (and with link, link) the C source src with flags: None
+        when that works, else the compiler's or linker's error."""
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "probe.c")
             with open(path, "w") as f:
                 f.write(src)
             try:
                 objs = self.compiler.compile(
-                    [path], output_dir=tmp, extra_postargs=[flag]
-                )
-                self.compiler.link_executable(
-                    objs, "probe", output_dir=tmp, extra_postargs=[flag]
-                )
-            except Exception as exc:  # any compiler or linker failure
-                return None, f"the compiler rejected {flag}: {exc}"
-        return flag, None
-
-    def flags_work(self, flags):
-        """Whether the compiler takes these flags (compiles a probe)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "probe.c")
-            with open(path, "w") as f:
-                f.write("int bnf_probe(int a) { return a + 1; }\n")
-            try:
-                self.compiler.compile(
                     [path], output_dir=tmp, extra_postargs=flags
                 )
-            except Exception:  # any compiler failure
-                return False
-        return True
+                if link:
+                    self.compiler.link_executable(
+                        objs, "probe", output_dir=tmp, extra_postargs=flags
+                    )
+            except Exception as exc:  # any compiler or linker failure
+                return exc
+        return None
 
     def build_kernels(self, ext):
         """Compile the kernel files once per SIMD level into objects linked
@@ -163,7 +158,8 @@ class BuildExt(build_ext):
         levels = [("base", [], [])] + simd_levels()
         for suffix, flags, msvc_flags in levels:
             flags = msvc_flags if self.msvc() else flags
-            if suffix != "base" and not self.flags_work(flags):
+            probe = "int bnf_probe(int a) { return a + 1; }\n"
+            if suffix != "base" and self.probe(probe, flags) is not None:
                 print(
                     f"warning: the compiler rejects {' '.join(flags)}; "
                     f"bnfast builds without its {suffix} kernels",
