@@ -162,6 +162,9 @@ def set_simd_level(name):
 
 
 bnf_threads_init()
+# the SIMD level chosen once, here (cpuid), not by a first kernel call
+# that two threads might make at once
+bnf_simd_get()
 
 MAX_THREADS = BNF_MAX_THREADS
 
